@@ -1,0 +1,238 @@
+//! Command line interface: the user-facing `run` options (top level) and the
+//! hidden `worker` subcommand used when the coordinator re-executes itself.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Load tester for ringwire (works against any RFC 6455 WebSocket server).
+///
+/// Opens many WebSocket connections from several worker processes (each process
+/// is limited by RLIMIT_NOFILE), optionally exchanges messages, and prints a
+/// report (human table + JSON). Exit code 0 = run completed and all thresholds
+/// were met, 1 = a threshold was violated, 2 = the run could not be performed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringwire-loadtest",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "EXAMPLES:\n  \
+  # 30,000 idle connections from 2 workers, echo once on every one, server memory per connection\n  \
+  ringwire-loadtest --url ws://127.0.0.1:8080/echo --connections 30000 --workers 2 \\\n      \
+  --scenario hold --echo-check --duration 10 --server-pid $(pidof ringwire)\n\n  \
+  # 1,000 connections each echoing 32 bytes every 100 ms for 30 s, fail if p99 > 5 ms\n  \
+  ringwire-loadtest --connections 1000 --scenario echo --interval-ms 100 --duration 30 --max-p99-ms 5"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Internal: a worker process driven by the coordinator over stdin/stdout (JSON lines).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// What every connection does once it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Open all connections and keep them idle (answering pings) for --duration seconds.
+    Hold,
+    /// Every connection sends a timestamped text message every --interval-ms and
+    /// measures the round-trip latency of its echo.
+    Echo,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Target WebSocket URL (ws:// only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    pub url: String,
+
+    /// Number of connections to open in total (split among the workers).
+    #[arg(short = 'c', long, default_value_t = 1000)]
+    pub connections: u64,
+
+    /// Connection attempts per second across all workers (0 = as fast as possible,
+    /// limited by --max-inflight-connects).
+    #[arg(long, default_value_t = 0.0)]
+    pub ramp_per_sec: f64,
+
+    /// Maximum number of connection attempts (TCP connect + WebSocket handshake)
+    /// in flight at once across all workers.
+    #[arg(long, default_value_t = 512)]
+    pub max_inflight_connects: u64,
+
+    /// Comma separated source IPs; every outgoing socket is bound to one of them
+    /// (round robin) so ephemeral ports do not run out (~28k per source IP and target).
+    #[arg(long, value_delimiter = ',', conflicts_with = "source_range")]
+    pub source_addrs: Vec<IpAddr>,
+
+    /// Inclusive IPv4 source range, e.g. 127.0.0.1-127.0.0.20 (same purpose as --source-addrs).
+    /// Default for loopback targets: 127.0.0.1 .. 127.0.0.k with k = N / 20000 + 1.
+    #[arg(long)]
+    pub source_range: Option<String>,
+
+    /// Number of worker processes (default: ceil(N / 15000)); each one holds at most
+    /// RLIMIT_NOFILE (hard) minus a small margin sockets.
+    #[arg(short = 'w', long)]
+    pub workers: Option<u64>,
+
+    /// What the connections do once open.
+    #[arg(short = 's', long, value_enum, default_value_t = Scenario::Hold)]
+    pub scenario: Scenario,
+
+    /// Seconds to keep running after all connections are up (0 = stop right away).
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// [echo] Size in bytes of every text message (minimum: the timestamp header).
+    #[arg(long, default_value_t = 32)]
+    pub message_bytes: usize,
+
+    /// [echo] Milliseconds between two messages on one connection.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+
+    /// After the hold period, send one message on EVERY open connection and verify
+    /// that each one gets its echo (reports echoes_ok / echoes_failed).
+    #[arg(long)]
+    pub echo_check: bool,
+
+    /// How long each connection waits for its --echo-check echo.
+    #[arg(long, default_value_t = 10_000)]
+    pub echo_timeout_ms: u64,
+
+    /// PID of the server; its VmRSS (and the machine's kernel Slab) is sampled before
+    /// connecting, when all connections are up, and at the end.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Timeout for TCP connect + WebSocket handshake of one connection.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+
+    /// Hard limit on the whole run in seconds (0 = automatic: connect budget +
+    /// duration + echo check + close, with slack). When hit, the run is stopped and reported.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_runtime_s: f64,
+
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "loadtest-report.json")]
+    pub report: PathBuf,
+
+    /// Write an SVG plot (connections over time, latency percentiles if any).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// No progress bar / periodic status lines (for CI logs).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Threshold: fail (exit 1) if more than N connection attempts failed.
+    #[arg(long)]
+    pub max_connect_errors: Option<u64>,
+
+    /// Threshold: fail (exit 1) if the p99 round-trip latency exceeds X milliseconds.
+    #[arg(long)]
+    pub max_p99_ms: Option<f64>,
+
+    /// Threshold: fail (exit 1) if fewer than N connections were established
+    /// or fewer than N were still open at the end of the hold period.
+    #[arg(long)]
+    pub min_connected: Option<u64>,
+
+    /// Threshold: fail (exit 1) if more than N connections failed the --echo-check.
+    #[arg(long)]
+    pub max_echo_failures: Option<u64>,
+}
+
+/// Parsed `ws://host:port/path` target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self> {
+        let rest = if let Some(rest) = url.strip_prefix("ws://") {
+            rest
+        } else if url.starts_with("wss://") {
+            bail!("wss:// is not supported (no TLS); use ws://")
+        } else {
+            bail!("URL must start with ws:// (got {url:?})")
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.is_empty() {
+            bail!("URL {url:?} has no host");
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').context("unterminated [ in IPv6 host")?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().context("bad port")?,
+                None => 80,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().context("bad port")?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        Ok(Target { host, port })
+    }
+}
+
+/// Parses `a.b.c.d-e.f.g.h` into the inclusive list of IPv4 addresses.
+pub fn parse_source_range(s: &str) -> Result<Vec<IpAddr>> {
+    let (a, b) = s
+        .split_once('-')
+        .context("--source-range must look like 127.0.0.1-127.0.0.20")?;
+    let a: Ipv4Addr = a.trim().parse().context("bad start address")?;
+    let b: Ipv4Addr = b.trim().parse().context("bad end address")?;
+    let (a, b) = (u32::from(a), u32::from(b));
+    if b < a {
+        bail!("--source-range end is before its start");
+    }
+    if b - a >= 65_536 {
+        bail!("--source-range is too large (max 65536 addresses)");
+    }
+    Ok((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let t = Target::parse("ws://127.0.0.1:8080/echo").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8080));
+        let t = Target::parse("ws://example.com/x?y").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("example.com", 80));
+        let t = Target::parse("ws://[::1]:9000").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
+        assert!(Target::parse("http://x").is_err());
+        assert!(Target::parse("wss://x").is_err());
+    }
+
+    #[test]
+    fn parses_ranges() {
+        let r = parse_source_range("127.0.0.1-127.0.0.20").unwrap();
+        assert_eq!(r.len(), 20);
+        assert_eq!(r[19], "127.0.0.20".parse::<IpAddr>().unwrap());
+        let r = parse_source_range("10.0.0.255-10.0.1.1").unwrap();
+        assert_eq!(r.len(), 3);
+        assert!(parse_source_range("127.0.0.5-127.0.0.1").is_err());
+    }
+}

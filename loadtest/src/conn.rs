@@ -1,0 +1,467 @@
+//! One WebSocket connection: connect (optionally from a chosen source IP), then
+//! run the scenario until told to stop. Every failure is counted, never panicked.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout, Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::cli::Scenario;
+use crate::proto::Counters;
+use crate::stats;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// What the worker tells every connection to do (broadcast through a watch channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Run,
+    EchoCheck,
+    Stop,
+}
+
+/// Per-connection parameters shared by all connections of a worker.
+pub struct ConnParams {
+    pub url: String,
+    pub target: SocketAddr,
+    pub source_addrs: Vec<IpAddr>,
+    pub connect_timeout: Duration,
+    pub scenario: Scenario,
+    pub message_bytes: usize,
+    pub interval: Duration,
+    pub echo_timeout: Duration,
+    pub ws_config: WebSocketConfig,
+}
+
+/// How long a single send may block before the connection is given up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful close may take when stopping.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Counters shared by all connections of a worker.
+pub struct Shared {
+    /// Time origin for the timestamps carried in messages.
+    pub epoch: Instant,
+    /// `epoch` as wall clock time (µs since the Unix epoch), to line up with the coordinator.
+    pub epoch_unix_us: u64,
+    /// When the latest connection attempt finished (µs since `epoch`).
+    pub last_attempt_done_us: AtomicU64,
+    pub attempts: AtomicU64,
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    pub open: AtomicU64,
+    pub peak_open: AtomicU64,
+    pub dropped: AtomicU64,
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub mismatches: AtomicU64,
+    pub unsolicited: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub pings: AtomicU64,
+    pub check_ok: AtomicU64,
+    pub check_failed: AtomicU64,
+    pub failed_by_kind: Mutex<BTreeMap<String, u64>>,
+    pub dropped_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Latency samples since the last progress event (drained every 250 ms).
+    pub latency: Mutex<Histogram<u64>>,
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Shared {
+            epoch: Instant::now(),
+            epoch_unix_us: crate::sysinfo::unix_now_us(),
+            last_attempt_done_us: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            peak_open: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            mismatches: AtomicU64::new(0),
+            unsolicited: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            check_ok: AtomicU64::new(0),
+            check_failed: AtomicU64::new(0),
+            failed_by_kind: Mutex::new(BTreeMap::new()),
+            dropped_by_kind: Mutex::new(BTreeMap::new()),
+            latency: Mutex::new(stats::new_histogram()),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            attempts: self.attempts.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            failed_by_kind: self.failed_by_kind.lock().unwrap().clone(),
+            open: self.open.load(Relaxed),
+            peak_open: self.peak_open.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            dropped_by_kind: self.dropped_by_kind.lock().unwrap().clone(),
+            sent: self.sent.load(Relaxed),
+            received: self.received.load(Relaxed),
+            mismatches: self.mismatches.load(Relaxed),
+            unsolicited: self.unsolicited.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            pings_received: self.pings.load(Relaxed),
+            echo_check_ok: self.check_ok.load(Relaxed),
+            echo_check_failed: self.check_failed.load(Relaxed),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn count_kind(map: &Mutex<BTreeMap<String, u64>>, kind: &str) {
+        let mut m = map.lock().unwrap();
+        match m.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(kind.to_string(), 1);
+            }
+        }
+    }
+}
+
+/// Classifies an I/O error into a short, stable kind name for the report.
+pub fn classify_io(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => return "refused",
+        Some(libc::ECONNRESET) | Some(libc::EPIPE) | Some(libc::ECONNABORTED) => return "reset",
+        Some(libc::ETIMEDOUT) => return "timeout",
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => return "addr_unavailable",
+        Some(libc::EMFILE) | Some(libc::ENFILE) => return "fd_limit",
+        Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => return "unreachable",
+        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => return "no_memory",
+        _ => {}
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => "reset",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::UnexpectedEof => "eof",
+        _ => "io_error",
+    }
+}
+
+/// Classifies a WebSocket error (handshake or established connection).
+pub fn classify_ws(e: &WsError) -> String {
+    match e {
+        WsError::Io(io) => classify_io(io).to_string(),
+        WsError::Http(resp) => format!("http_{}", resp.status().as_u16()),
+        WsError::Protocol(_) => "protocol_error".to_string(),
+        WsError::Capacity(_) => "capacity_error".to_string(),
+        WsError::Utf8 => "utf8_error".to_string(),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "closed".to_string(),
+        WsError::Url(_) => "bad_url".to_string(),
+        _ => "handshake_error".to_string(),
+    }
+}
+
+/// TCP connect (bound to `source` if given) + WebSocket handshake.
+async fn connect(p: &ConnParams, source: Option<IpAddr>) -> Result<Ws, String> {
+    let io_kind = |e: io::Error| classify_io(&e).to_string();
+    let sock = if p.target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(io_kind)?;
+    if let Some(src) = source {
+        // Let the kernel pick the port at connect() time, per (src, dst) 4-tuple,
+        // instead of reserving a port per source IP at bind() time.
+        let one: libc::c_int = 1;
+        // SAFETY: valid fd and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        sock.bind(SocketAddr::new(src, 0)).map_err(io_kind)?;
+    }
+    let stream = sock.connect(p.target).await.map_err(io_kind)?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _resp) =
+        tokio_tungstenite::client_async_with_config(p.url.as_str(), stream, Some(p.ws_config))
+            .await
+            .map_err(|e| classify_ws(&e))?;
+    Ok(ws)
+}
+
+/// splitmix64: cheap deterministic per-connection jitter without an RNG dependency.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Builds an echo-scenario payload: `e:<id>:<seq>:<t_us>:` padded with 'x' to `bytes`.
+pub fn echo_payload(id: u64, seq: u64, t_us: u64, bytes: usize) -> String {
+    let mut s = format!("e:{id}:{seq}:{t_us}:");
+    if s.len() < bytes {
+        s.extend(std::iter::repeat_n('x', bytes - s.len()));
+    }
+    s
+}
+
+/// Parses an echo payload; returns (id, seq, t_us) if it is well formed for `bytes`.
+pub fn parse_echo_payload(s: &str, bytes: usize) -> Option<(u64, u64, u64)> {
+    let rest = s.strip_prefix("e:")?;
+    let mut it = rest.splitn(4, ':');
+    let id = it.next()?.parse().ok()?;
+    let seq = it.next()?.parse().ok()?;
+    let t = it.next()?.parse().ok()?;
+    let pad = it.next()?;
+    let header_len = s.len() - pad.len();
+    let want_len = bytes.max(header_len);
+    (s.len() == want_len && pad.bytes().all(|b| b == b'x')).then_some((id, seq, t))
+}
+
+fn check_payload(id: u64, t_us: u64) -> String {
+    format!("chk:{id}:{t_us}")
+}
+
+enum Check {
+    Idle,
+    Pending { payload: String, deadline: Instant },
+    Done,
+}
+
+/// Opens connection `id` and runs it until `Phase::Stop` (or the peer goes away).
+/// `permit` limits in-flight connects and is released once the handshake is done.
+pub async fn run(
+    id: u64,
+    p: Arc<ConnParams>,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    mut ctrl: watch::Receiver<Phase>,
+) {
+    let source = match p.source_addrs.len() {
+        0 => None,
+        n => Some(p.source_addrs[(id % n as u64) as usize]),
+    };
+    let result = match timeout(p.connect_timeout, connect(&p, source)).await {
+        Ok(r) => r,
+        Err(_) => Err("timeout".to_string()),
+    };
+    drop(permit);
+    shared
+        .last_attempt_done_us
+        .fetch_max(shared.now_us(), Relaxed);
+    let mut ws = match result {
+        Ok(ws) => ws,
+        Err(kind) => {
+            shared.failed.fetch_add(1, Relaxed);
+            Shared::count_kind(&shared.failed_by_kind, &kind);
+            return;
+        }
+    };
+    shared.connected.fetch_add(1, Relaxed);
+    let open = shared.open.fetch_add(1, Relaxed) + 1;
+    shared.peak_open.fetch_max(open, Relaxed);
+
+    let drop_kind = drive(id, &p, &shared, &mut ws, &mut ctrl).await;
+
+    shared.open.fetch_sub(1, Relaxed);
+    if let Some(kind) = drop_kind {
+        shared.dropped.fetch_add(1, Relaxed);
+        Shared::count_kind(&shared.dropped_by_kind, &kind);
+    }
+}
+
+/// The scenario loop of an established connection. Returns `Some(kind)` if the
+/// connection ended on its own (dropped), `None` if it was stopped by us.
+async fn drive(
+    id: u64,
+    p: &ConnParams,
+    shared: &Shared,
+    ws: &mut Ws,
+    ctrl: &mut watch::Receiver<Phase>,
+) -> Option<String> {
+    let mut ticker: Option<Interval> = match p.scenario {
+        Scenario::Echo => {
+            let period = p.interval.max(Duration::from_millis(1));
+            let offset = Duration::from_micros(mix(id) % (period.as_micros() as u64).max(1));
+            let mut t = tokio::time::interval_at(Instant::now() + offset, period);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Some(t)
+        }
+        Scenario::Hold => None,
+    };
+    let mut seq = 0u64;
+    let mut check = Check::Idle;
+    let mut server_closed = false;
+    // If we were connected after an echo check was requested, take part in it too.
+    let mut pending_phase = Some(*ctrl.borrow_and_update());
+
+    let outcome: Option<String> = loop {
+        if let Some(phase) = pending_phase.take() {
+            match phase {
+                Phase::Run => {}
+                Phase::Stop => {
+                    let _ = timeout(CLOSE_TIMEOUT, async {
+                        let _ = ws.close(None).await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                    break None;
+                }
+                Phase::EchoCheck => {
+                    if matches!(check, Check::Idle) {
+                        let payload = check_payload(id, shared.now_us());
+                        let deadline = Instant::now() + p.echo_timeout;
+                        match timeout(SEND_TIMEOUT, ws.send(Message::text(payload.clone()))).await {
+                            Ok(Ok(())) => check = Check::Pending { payload, deadline },
+                            Ok(Err(e)) => {
+                                check = Check::Done;
+                                shared.check_failed.fetch_add(1, Relaxed);
+                                shared.send_errors.fetch_add(1, Relaxed);
+                                break Some(classify_ws(&e));
+                            }
+                            Err(_) => {
+                                check = Check::Done;
+                                shared.check_failed.fetch_add(1, Relaxed);
+                                shared.send_errors.fetch_add(1, Relaxed);
+                                break Some("send_timeout".to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let check_deadline = match &check {
+            Check::Pending { deadline, .. } => Some(*deadline),
+            _ => None,
+        };
+        tokio::select! {
+            biased;
+            changed = ctrl.changed() => {
+                pending_phase = Some(if changed.is_err() { Phase::Stop } else { *ctrl.borrow_and_update() });
+            }
+            msg = ws.next() => match msg {
+                None => break Some(if server_closed { "closed_by_server" } else { "eof" }.to_string()),
+                Some(Err(e)) => break Some(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) }),
+                Some(Ok(Message::Text(text))) => on_text(id, p, shared, &text, &mut check),
+                Some(Ok(Message::Binary(_))) => { shared.unsolicited.fetch_add(1, Relaxed); }
+                Some(Ok(Message::Ping(_))) => { shared.pings.fetch_add(1, Relaxed); }
+                Some(Ok(Message::Close(_))) => server_closed = true,
+                Some(Ok(_)) => {}
+            },
+            _ = async { sleep_until(check_deadline.unwrap()).await }, if check_deadline.is_some() => {
+                check = Check::Done;
+                shared.check_failed.fetch_add(1, Relaxed);
+            }
+            _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && !server_closed => {
+                let payload = echo_payload(id, seq, shared.now_us(), p.message_bytes);
+                seq += 1;
+                match timeout(SEND_TIMEOUT, ws.send(Message::text(payload))).await {
+                    Ok(Ok(())) => { shared.sent.fetch_add(1, Relaxed); }
+                    Ok(Err(e)) => {
+                        shared.send_errors.fetch_add(1, Relaxed);
+                        break Some(classify_ws(&e));
+                    }
+                    Err(_) => {
+                        shared.send_errors.fetch_add(1, Relaxed);
+                        break Some("send_timeout".to_string());
+                    }
+                }
+            }
+        }
+    };
+    // A check that was requested but never answered on this connection fails.
+    let check_requested =
+        *ctrl.borrow() == Phase::EchoCheck || pending_phase == Some(Phase::EchoCheck);
+    match check {
+        Check::Pending { .. } => {
+            shared.check_failed.fetch_add(1, Relaxed);
+        }
+        Check::Idle if check_requested => {
+            shared.check_failed.fetch_add(1, Relaxed);
+        }
+        _ => {}
+    }
+    outcome
+}
+
+fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Check) {
+    if text.starts_with("chk:") {
+        if let Check::Pending { payload, .. } = check {
+            if text == payload.as_str() {
+                shared.check_ok.fetch_add(1, Relaxed);
+            } else {
+                shared.mismatches.fetch_add(1, Relaxed);
+                shared.check_failed.fetch_add(1, Relaxed);
+            }
+            *check = Check::Done;
+        } else {
+            shared.mismatches.fetch_add(1, Relaxed);
+        }
+        return;
+    }
+    if text.starts_with("e:") {
+        match parse_echo_payload(text, p.message_bytes) {
+            Some((eid, _seq, t_us)) if eid == id => {
+                shared.received.fetch_add(1, Relaxed);
+                let rtt = shared.now_us().saturating_sub(t_us);
+                stats::record(&mut shared.latency.lock().unwrap(), rtt);
+            }
+            _ => {
+                shared.mismatches.fetch_add(1, Relaxed);
+            }
+        }
+        return;
+    }
+    // Something the server pushed on its own (not an echo of ours).
+    shared.unsolicited.fetch_add(1, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_roundtrip() {
+        for bytes in [0, 8, 32, 100, 4096] {
+            let s = echo_payload(7, 3, 123_456, bytes);
+            assert!(s.len() >= bytes);
+            assert_eq!(parse_echo_payload(&s, bytes), Some((7, 3, 123_456)));
+            let mut bad = s.clone();
+            bad.push('x');
+            assert_eq!(parse_echo_payload(&bad, bytes), None);
+        }
+        assert_eq!(parse_echo_payload("e:1:2:3:xxy", 11), None);
+        assert_eq!(parse_echo_payload("hello", 5), None);
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(classify_io(&e), "refused");
+        let e = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
+        assert_eq!(classify_io(&e), "addr_unavailable");
+    }
+}

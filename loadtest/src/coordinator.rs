@@ -1,0 +1,681 @@
+//! Coordinator: plans the run, starts the worker processes (re-executing this
+//! binary with the hidden `worker` subcommand), drives the phases
+//! (connect -> hold -> echo check -> stop), aggregates their JSON-line events,
+//! shows progress and builds the [`Report`].
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::cli::{parse_source_range, RunArgs, Target};
+use crate::proto::{Command, Counters, Event, WorkerSpec};
+use crate::report::{
+    ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, Report, RunConfig, TimelineSample,
+    WorkerSummary,
+};
+use crate::stats::{self, LatencySummary};
+use crate::sysinfo;
+
+/// Sockets kept free in every worker for stdio, the runtime, DNS, ...
+const FD_MARGIN: u64 = 64;
+/// Default connections per worker when --workers is not given.
+const DEFAULT_PER_WORKER: u64 = 15_000;
+/// Connections per source IP when choosing loopback source addresses automatically.
+const PER_SOURCE_ADDR: u64 = 20_000;
+/// Roughly the ephemeral port range (32768-60999) per (source IP, target) pair.
+const EPHEMERAL_PORTS: u64 = 28_000;
+const TICK: Duration = Duration::from_millis(250);
+
+/// The resolved plan of a run.
+struct Plan {
+    source_addrs: Vec<IpAddr>,
+    workers: u64,
+    max_runtime: Duration,
+    connect_budget: Duration,
+}
+
+fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
+    let n = args.connections;
+    if n == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let (_, hard) = sysinfo::nofile_limit().context("reading RLIMIT_NOFILE")?;
+    let per_worker_cap = hard.saturating_sub(FD_MARGIN).max(1);
+    let workers = args
+        .workers
+        .unwrap_or_else(|| n.div_ceil(DEFAULT_PER_WORKER))
+        .clamp(1, n);
+    let largest_share = n.div_ceil(workers);
+    if largest_share > per_worker_cap {
+        bail!(
+            "{n} connections over {workers} worker(s) = {largest_share} per worker, but one process \
+             can hold at most {per_worker_cap} (RLIMIT_NOFILE hard limit {hard} - {FD_MARGIN}); \
+             use --workers {} or more",
+            n.div_ceil(per_worker_cap)
+        );
+    }
+
+    let mut source_addrs = if let Some(range) = &args.source_range {
+        parse_source_range(range)?
+    } else {
+        args.source_addrs.clone()
+    };
+    if source_addrs.is_empty() && target_ip.is_loopback() && target_ip.is_ipv4() {
+        let k = n / PER_SOURCE_ADDR + 1;
+        if k > 1 {
+            source_addrs = (1..=k.min(254))
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8)))
+                .collect();
+        }
+    }
+    if let Some(bad) = source_addrs
+        .iter()
+        .find(|a| a.is_ipv4() != target_ip.is_ipv4())
+    {
+        bail!("source address {bad} is not of the same family as the target {target_ip}");
+    }
+    let port_capacity = source_addrs.len().max(1) as u64 * EPHEMERAL_PORTS;
+    if n > port_capacity {
+        eprintln!(
+            "warning: {n} connections but only ~{port_capacity} ephemeral ports with {} source \
+             address(es); add --source-addrs/--source-range",
+            source_addrs.len().max(1)
+        );
+    }
+
+    let ct = args.connect_timeout_ms as f64 / 1000.0;
+    let connect_budget = if args.ramp_per_sec > 0.0 {
+        n as f64 / args.ramp_per_sec * 1.2 + ct + 30.0
+    } else {
+        n as f64 / 200.0 + ct + 60.0
+    };
+    let max_runtime = if args.max_runtime_s > 0.0 {
+        args.max_runtime_s
+    } else {
+        let check = if args.echo_check {
+            args.echo_timeout_ms as f64 / 1000.0 + 20.0
+        } else {
+            0.0
+        };
+        connect_budget + args.duration.max(0.0) + check + 30.0
+    };
+    Ok(Plan {
+        source_addrs,
+        workers,
+        max_runtime: Duration::from_secs_f64(max_runtime),
+        connect_budget: Duration::from_secs_f64(connect_budget),
+    })
+}
+
+struct Worker {
+    spec: WorkerSpec,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    pid: Option<u32>,
+    nofile: Option<u64>,
+    counters: Counters,
+    connect_done: bool,
+    connect_done_unix_us: Option<u64>,
+    check: Option<(u64, u64)>,
+    final_rss: Option<u64>,
+    got_final: bool,
+    exited: bool,
+    exit: Option<String>,
+}
+
+impl Worker {
+    async fn send(&mut self, cmd: Command) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let mut line = serde_json::to_string(&cmd).expect("serializable command");
+            line.push('\n');
+            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                self.stdin = None;
+            }
+        }
+    }
+}
+
+enum Msg {
+    Event(usize, Event),
+    Eof(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Connecting,
+    Holding { until: Instant },
+    Checking { deadline: Instant },
+    Stopping { deadline: Instant },
+    Done,
+}
+
+#[derive(Default, Clone, Copy)]
+struct MemSample {
+    rss: Option<u64>,
+    slab: Option<u64>,
+}
+
+fn sample_mem(pid: Option<u32>) -> MemSample {
+    MemSample {
+        rss: pid.and_then(sysinfo::process_rss),
+        slab: sysinfo::slab_bytes(),
+    }
+}
+
+fn sum_counters(workers: &[Worker]) -> Counters {
+    let mut t = Counters::default();
+    for w in workers {
+        let c = &w.counters;
+        t.attempts += c.attempts;
+        t.connected += c.connected;
+        t.failed += c.failed;
+        t.open += c.open;
+        t.peak_open += c.peak_open;
+        t.dropped += c.dropped;
+        t.sent += c.sent;
+        t.received += c.received;
+        t.mismatches += c.mismatches;
+        t.unsolicited += c.unsolicited;
+        t.send_errors += c.send_errors;
+        t.pings_received += c.pings_received;
+        t.echo_check_ok += c.echo_check_ok;
+        t.echo_check_failed += c.echo_check_failed;
+        for (k, n) in &c.failed_by_kind {
+            *t.failed_by_kind.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &c.dropped_by_kind {
+            *t.dropped_by_kind.entry(k.clone()).or_default() += n;
+        }
+    }
+    t
+}
+
+fn spawn_worker(index: usize, spec: WorkerSpec, tx: mpsc::UnboundedSender<Msg>) -> Result<Worker> {
+    let exe = std::env::current_exe().context("locating own executable")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting worker process")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let pid = child.id();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<Event>(&line) {
+                Ok(ev) => {
+                    if tx.send(Msg::Event(index, ev)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => eprintln!("worker {index}: unparsable event ({e}): {line}"),
+            }
+        }
+        let _ = tx.send(Msg::Eof(index));
+    });
+    Ok(Worker {
+        spec,
+        child: Some(child),
+        stdin: Some(stdin),
+        pid,
+        nofile: None,
+        counters: Counters::default(),
+        connect_done: false,
+        connect_done_unix_us: None,
+        check: None,
+        final_rss: None,
+        got_final: false,
+        exited: false,
+        exit: None,
+    })
+}
+
+fn fmt_ms(us: u64) -> String {
+    format!("{:.2}ms", us as f64 / 1000.0)
+}
+
+pub async fn run(args: &RunArgs) -> Result<Report> {
+    let target = Target::parse(&args.url)?;
+    let target_ip = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .with_context(|| format!("resolving {}", target.host))?
+        .next()
+        .with_context(|| format!("{} resolved to no address", target.host))?
+        .ip();
+    let plan = plan(args, target_ip)?;
+    let _ = sysinfo::raise_nofile_limit();
+    let n = args.connections;
+    let w_count = plan.workers;
+
+    let interactive = !args.quiet && std::io::stdout().is_terminal();
+    let bar = if interactive {
+        let pb = ProgressBar::new(n);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} open | {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let log = |msg: String| {
+        if !args.quiet {
+            bar.println(msg);
+        }
+    };
+    log(format!(
+        "target {} ({target_ip}), {n} connections, {w_count} worker(s), {} source address(es), \
+         scenario {:?}, hard deadline {:.0} s",
+        args.url,
+        plan.source_addrs.len(),
+        args.scenario,
+        plan.max_runtime.as_secs_f64()
+    ));
+
+    let mem_before = sample_mem(args.server_pid);
+    if args.server_pid.is_some() && mem_before.rss.is_none() {
+        log(format!(
+            "warning: cannot read /proc/{}/status",
+            args.server_pid.unwrap_or(0)
+        ));
+    }
+
+    // Start the workers.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let started_unix_us = sysinfo::unix_now_us();
+    let hard_deadline = started + plan.max_runtime;
+    let mut workers: Vec<Worker> = Vec::new();
+    let mut first = 0u64;
+    for i in 0..w_count {
+        let share = n / w_count + u64::from(i < n % w_count);
+        let spec = WorkerSpec {
+            index: i,
+            url: args.url.clone(),
+            first_conn_id: first,
+            connections: share,
+            ramp_per_sec: args.ramp_per_sec * share as f64 / n as f64,
+            max_inflight_connects: args.max_inflight_connects.div_ceil(w_count).max(1),
+            source_addrs: plan.source_addrs.clone(),
+            connect_timeout_ms: args.connect_timeout_ms,
+            scenario: args.scenario,
+            message_bytes: args.message_bytes,
+            interval_ms: args.interval_ms,
+            echo_timeout_ms: args.echo_timeout_ms,
+            max_runtime_s: plan.max_runtime.as_secs_f64(),
+        };
+        first += share;
+        let mut w = spawn_worker(i as usize, spec.clone(), tx.clone())?;
+        let mut line = serde_json::to_string(&spec)?;
+        line.push('\n');
+        if let Some(stdin) = w.stdin.as_mut() {
+            stdin
+                .write_all(line.as_bytes())
+                .await
+                .context("sending worker spec")?;
+        }
+        workers.push(w);
+    }
+    drop(tx);
+
+    let mut phase = Phase::Connecting;
+    let mut outcome = Outcome::default();
+    let mut open_at_all_up = 0u64;
+    let mut open_at_end: Option<u64> = None;
+    let mut mem_all_up = MemSample::default();
+    let mut mem_end = MemSample::default();
+    let mut total_hist: Histogram<u64> = stats::new_histogram();
+    let mut tick_hist: Histogram<u64> = stats::new_histogram();
+    let mut timeline: Vec<TimelineSample> = Vec::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_status = Instant::now();
+    let mut last_received = 0u64;
+    let mut last_rate_at = Instant::now();
+    let mut msg_rate = 0.0f64;
+    let mut interrupts = 0u32;
+    let mut check_started = false;
+    let mut check_completed = false;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing SIGINT handler")?;
+
+    // The actions that end the active part of the run.
+    macro_rules! stop_now {
+        () => {{
+            mem_end = sample_mem(args.server_pid);
+            open_at_end = Some(sum_counters(&workers).open);
+            for w in workers.iter_mut() {
+                w.send(Command::Stop).await;
+            }
+            phase = Phase::Stopping {
+                deadline: Instant::now() + Duration::from_secs(20),
+            };
+        }};
+    }
+
+    while phase != Phase::Done {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Event(i, ev)) => {
+                    let w = &mut workers[i];
+                    match ev {
+                        Event::Hello { pid, nofile_hard, .. } => {
+                            w.pid = Some(pid);
+                            w.nofile = Some(nofile_hard);
+                        }
+                        Event::Progress { counters, lat } => {
+                            w.counters = counters;
+                            stats::merge_pairs(&mut total_hist, &lat);
+                            stats::merge_pairs(&mut tick_hist, &lat);
+                        }
+                        Event::ConnectDone { at_unix_us, .. } => {
+                            w.connect_done = true;
+                            w.connect_done_unix_us = Some(at_unix_us);
+                        }
+                        Event::EchoCheckDone { ok, failed } => w.check = Some((ok, failed)),
+                        Event::Final { counters, self_peak_rss_bytes } => {
+                            w.counters = counters;
+                            w.final_rss = self_peak_rss_bytes;
+                            w.got_final = true;
+                        }
+                    }
+                }
+                Some(Msg::Eof(i)) => {
+                    let w = &mut workers[i];
+                    w.exited = true;
+                    w.stdin = None;
+                    if !w.got_final {
+                        outcome.notes.push(format!("worker {i} exited before its final report"));
+                    }
+                }
+                None => phase = Phase::Done,
+            },
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let t = sum_counters(&workers);
+                let dt = now.duration_since(last_rate_at).as_secs_f64();
+                if dt >= 1.0 {
+                    msg_rate = t.received.saturating_sub(last_received) as f64 / dt;
+                    last_received = t.received;
+                    last_rate_at = now;
+                }
+                let ip = |q: f64| (!tick_hist.is_empty()).then(|| tick_hist.value_at_quantile(q) as f64 / 1000.0);
+                timeline.push(TimelineSample {
+                    t: now.duration_since(started).as_secs_f64(),
+                    connected: t.open,
+                    failed: t.failed,
+                    sent: t.sent,
+                    received: t.received,
+                    p50_ms: ip(0.5),
+                    p99_ms: ip(0.99),
+                    max_ms: (!tick_hist.is_empty()).then(|| tick_hist.max() as f64 / 1000.0),
+                    server_rss_bytes: args.server_pid.and_then(sysinfo::process_rss),
+                });
+                tick_hist.reset();
+
+                let phase_name = match phase {
+                    Phase::Connecting => "connecting",
+                    Phase::Holding { .. } => "holding",
+                    Phase::Checking { .. } => "echo check",
+                    Phase::Stopping { .. } => "stopping",
+                    Phase::Done => "done",
+                };
+                let lat = if total_hist.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " | {:.0} msg/s p50 {} p99 {}",
+                        msg_rate,
+                        fmt_ms(total_hist.value_at_quantile(0.5)),
+                        fmt_ms(total_hist.value_at_quantile(0.99))
+                    )
+                };
+                let status = format!(
+                    "{phase_name} | failed {} | dropped {}{lat}",
+                    t.failed, t.dropped
+                );
+                bar.set_position(t.open);
+                bar.set_message(status.clone());
+                if !interactive && !args.quiet && now.duration_since(last_status) >= Duration::from_secs(5) {
+                    last_status = now;
+                    eprintln!(
+                        "[{:>6.1}s] open {}/{n} | {status}",
+                        now.duration_since(started).as_secs_f64(),
+                        t.open
+                    );
+                }
+            }
+            _ = sigint.recv() => {
+                interrupts += 1;
+                outcome.interrupted = true;
+                if interrupts == 1 && !matches!(phase, Phase::Stopping { .. }) {
+                    log("interrupted: stopping workers (Ctrl-C again to kill them)".to_string());
+                    stop_now!();
+                } else {
+                    log("killing workers".to_string());
+                    phase = Phase::Done;
+                }
+            }
+            _ = tokio::time::sleep_until(hard_deadline), if !matches!(phase, Phase::Stopping { .. }) => {
+                outcome.deadline_hit = true;
+                log(format!("hard deadline of {:.0} s reached: stopping", plan.max_runtime.as_secs_f64()));
+                stop_now!();
+            }
+        }
+
+        // Phase transitions.
+        let now = Instant::now();
+        let live = |w: &Worker| !w.exited;
+        match phase {
+            Phase::Connecting => {
+                let all_done = workers.iter().all(|w| w.connect_done || !live(w));
+                let over_budget = now.duration_since(started) > plan.connect_budget;
+                if all_done || over_budget {
+                    outcome.connect_phase_complete = workers.iter().all(|w| w.connect_done);
+                    if over_budget && !all_done {
+                        outcome
+                            .notes
+                            .push("connect phase did not finish within its time budget".into());
+                    }
+                    mem_all_up = sample_mem(args.server_pid);
+                    let t = sum_counters(&workers);
+                    open_at_all_up = t.open;
+                    log(format!(
+                        "all connection attempts done in {:.2} s: {} connected, {} failed; holding for {} s",
+                        now.duration_since(started).as_secs_f64(),
+                        t.connected,
+                        t.failed,
+                        args.duration
+                    ));
+                    phase = Phase::Holding {
+                        until: now + Duration::from_secs_f64(args.duration.max(0.0)),
+                    };
+                }
+            }
+            Phase::Holding { until } if now >= until => {
+                if args.echo_check {
+                    log("echo check: one message on every open connection".to_string());
+                    check_started = true;
+                    for w in workers.iter_mut() {
+                        w.send(Command::EchoCheck).await;
+                    }
+                    phase = Phase::Checking {
+                        deadline: now
+                            + Duration::from_millis(args.echo_timeout_ms)
+                            + Duration::from_secs(15),
+                    };
+                } else {
+                    stop_now!();
+                }
+            }
+            Phase::Checking { deadline } => {
+                let all = workers.iter().all(|w| w.check.is_some() || !live(w));
+                if all || now >= deadline {
+                    check_completed = workers.iter().all(|w| w.check.is_some());
+                    stop_now!();
+                }
+            }
+            Phase::Stopping { deadline } => {
+                if workers.iter().all(|w| w.got_final || !live(w)) {
+                    phase = Phase::Done;
+                } else if now >= deadline {
+                    outcome
+                        .notes
+                        .push("workers did not stop in time and were killed".into());
+                    phase = Phase::Done;
+                }
+            }
+            _ => {}
+        }
+        if workers.iter().all(|w| !live(w)) {
+            phase = Phase::Done;
+        }
+    }
+    bar.finish_and_clear();
+
+    // Reap the workers (killing any that are still running).
+    for w in workers.iter_mut() {
+        w.stdin = None;
+        if let Some(mut child) = w.child.take() {
+            let status = match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    let _ = child.start_kill();
+                    match child.wait().await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            w.exit = Some(format!("wait failed: {e}"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !status.success() {
+                w.exit = Some(format!("exit: {status}"));
+            }
+        }
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let t = sum_counters(&workers);
+    // Precise: when the last attempt of the slowest worker finished.
+    let time_to_connect_all = workers
+        .iter()
+        .map(|w| w.connect_done_unix_us)
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|v| v.into_iter().max())
+        .map(|last| last.saturating_sub(started_unix_us) as f64 / 1e6);
+    outcome.completed = outcome.connect_phase_complete
+        && !outcome.interrupted
+        && !outcome.deadline_hit
+        && workers.iter().all(|w| w.got_final && w.exit.is_none())
+        && (!args.echo_check || check_completed);
+
+    let echo_check = check_started.then(|| {
+        let ok: u64 = workers.iter().filter_map(|w| w.check.map(|c| c.0)).sum();
+        EchoCheck {
+            completed: check_completed,
+            echoes_ok: ok,
+            echoes_failed: t.connected.saturating_sub(ok),
+        }
+    });
+    let per_conn = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if open_at_all_up > 0 => {
+            Some((b as f64 - a as f64) / open_at_all_up as f64)
+        }
+        _ => None,
+    };
+    let memory = (args.server_pid.is_some() || mem_before.slab.is_some()).then(|| Memory {
+        server_pid: args.server_pid,
+        rss_before_bytes: mem_before.rss,
+        rss_all_up_bytes: mem_all_up.rss,
+        rss_end_bytes: mem_end.rss,
+        rss_bytes_per_connection: per_conn(mem_before.rss, mem_all_up.rss),
+        slab_before_bytes: mem_before.slab,
+        slab_all_up_bytes: mem_all_up.slab,
+        slab_end_bytes: mem_end.slab,
+        approx_kernel_bytes_per_connection_both_ends: per_conn(mem_before.slab, mem_all_up.slab),
+    });
+
+    let mut report = Report {
+        tool: format!("ringwire-loadtest {}", env!("CARGO_PKG_VERSION")),
+        target: args.url.clone(),
+        scenario: args.scenario,
+        config: RunConfig {
+            connections: n,
+            workers: w_count,
+            ramp_per_sec: args.ramp_per_sec,
+            max_inflight_connects: args.max_inflight_connects,
+            source_addrs: plan.source_addrs.iter().map(|a| a.to_string()).collect(),
+            duration_s: args.duration,
+            message_bytes: args.message_bytes,
+            interval_ms: args.interval_ms,
+            echo_check: args.echo_check,
+            connect_timeout_ms: args.connect_timeout_ms,
+            max_runtime_s: plan.max_runtime.as_secs_f64(),
+        },
+        connections: ConnectionStats {
+            requested: n,
+            attempted: t.attempts,
+            connected: t.connected,
+            failed: t.failed,
+            failed_by_kind: t.failed_by_kind.clone(),
+            open_at_all_up,
+            open_at_end: open_at_end.unwrap_or(t.open),
+            peak_open: t.peak_open,
+            dropped: t.dropped,
+            dropped_by_kind: t.dropped_by_kind.clone(),
+        },
+        outcome,
+        time_to_connect_all_s: time_to_connect_all,
+        connect_rate_per_s: time_to_connect_all
+            .filter(|s| *s > 0.0)
+            .map(|s| t.connected as f64 / s),
+        messages: MessageStats {
+            sent: t.sent,
+            received: t.received,
+            missing: t.sent.saturating_sub(t.received),
+            mismatches: t.mismatches,
+            send_errors: t.send_errors,
+            unsolicited: t.unsolicited,
+            pings_received: t.pings_received,
+            latency_us: LatencySummary::of(&total_hist),
+        },
+        echo_check,
+        memory,
+        workers: workers
+            .iter()
+            .map(|w| WorkerSummary {
+                index: w.spec.index,
+                pid: w.pid,
+                connections_assigned: w.spec.connections,
+                nofile_limit: w.nofile,
+                exit: w.exit.clone(),
+                self_peak_rss_bytes: w.final_rss,
+                counters: w.counters.clone(),
+            })
+            .collect(),
+        elapsed_s: elapsed,
+        violations: Vec::new(),
+        timeline,
+    };
+    report.check_thresholds(args);
+    Ok(report)
+}

@@ -1,0 +1,67 @@
+//! `ringwire-loadtest`: WebSocket load tester for ringwire (any RFC 6455 server).
+//!
+//! The coordinator (what the user runs) plans the test and re-executes this
+//! binary as `ringwire-loadtest worker` once per worker process; workers open
+//! the connections and report JSON lines on stdout. See README.md.
+
+mod cli;
+mod conn;
+mod coordinator;
+mod plot;
+mod proto;
+mod report;
+mod stats;
+mod sysinfo;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, RunArgs};
+
+/// Exit code when a threshold is violated.
+const EXIT_THRESHOLD: u8 = 1;
+/// Exit code when the test could not be run at all.
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Worker) => match worker::main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringwire-loadtest worker: {e:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
+        None => match run(&cli.run) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("ringwire-loadtest: {e:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
+    }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(coordinator::run(args))?;
+    print!("{}", report.to_table());
+    report.write_json(&args.report)?;
+    println!("report written to {}", args.report.display());
+    if let Some(plot) = &args.plot {
+        match plot::write_svg(plot, &report) {
+            Ok(()) => println!("plot written to {}", plot.display()),
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_THRESHOLD)
+    })
+}

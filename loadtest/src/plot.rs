@@ -1,0 +1,117 @@
+//! SVG plot of a run: open connections over time and, if messages were echoed,
+//! the per-interval latency percentiles.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::report::Report;
+
+pub fn write_svg(path: &Path, report: &Report) -> Result<()> {
+    draw(path, report).with_context(|| format!("writing plot {}", path.display()))
+}
+
+fn draw(path: &Path, report: &Report) -> Result<()> {
+    let tl = &report.timeline;
+    let has_latency = tl.iter().any(|s| s.p99_ms.is_some());
+    let height = if has_latency { 840 } else { 440 };
+    let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = if has_latency {
+        let (a, b) = root.split_vertically(height / 2);
+        (a, Some(b))
+    } else {
+        (root.clone(), None)
+    };
+
+    let t_max = tl.last().map(|s| s.t).unwrap_or(1.0).max(1.0);
+    let c_max = tl
+        .iter()
+        .map(|s| s.connected.max(s.failed))
+        .max()
+        .unwrap_or(0)
+        .max(report.connections.requested)
+        .max(1) as f64
+        * 1.05;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!("{} — connections over time", report.target),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..t_max, 0f64..c_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("connections")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            tl.iter().map(|s| (s.t, s.connected as f64)),
+            BLUE.stroke_width(2),
+        ))?
+        .label("open")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            tl.iter().map(|s| (s.t, s.failed as f64)),
+            RED.stroke_width(2),
+        ))?
+        .label("failed attempts (cumulative)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()?;
+
+    if let Some(area) = bottom {
+        let l_max = tl
+            .iter()
+            .filter_map(|s| s.max_ms)
+            .fold(0.0f64, f64::max)
+            .max(0.001)
+            * 1.05;
+        let mut chart = ChartBuilder::on(&area)
+            .caption("round-trip latency per 250 ms interval", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..t_max, 0f64..l_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("latency (ms)")
+            .draw()?;
+        let series: [(
+            &str,
+            fn(&crate::report::TimelineSample) -> Option<f64>,
+            RGBColor,
+        ); 3] = [
+            ("p50", |s| s.p50_ms, GREEN),
+            ("p99", |s| s.p99_ms, MAGENTA),
+            ("max", |s| s.max_ms, RGBColor(150, 150, 150)),
+        ];
+        for (name, get, color) in series {
+            chart
+                .draw_series(LineSeries::new(
+                    tl.iter().filter_map(|s| get(s).map(|v| (s.t, v))),
+                    color.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}

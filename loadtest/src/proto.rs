@@ -1,0 +1,106 @@
+//! Coordinator <-> worker protocol: JSON lines.
+//!
+//! * coordinator -> worker (worker stdin): first line is a [`WorkerSpec`], then
+//!   [`Command`]s. EOF on stdin means the coordinator is gone: the worker stops.
+//! * worker -> coordinator (worker stdout): [`Event`]s. Worker diagnostics go to stderr.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Scenario;
+
+/// Everything a worker needs to run its share of the connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub index: u64,
+    pub url: String,
+    /// Global id of this worker's first connection (ids are global so that source
+    /// addresses are assigned round robin across all workers).
+    pub first_conn_id: u64,
+    pub connections: u64,
+    /// Attempts per second for this worker (0 = unlimited).
+    pub ramp_per_sec: f64,
+    pub max_inflight_connects: u64,
+    pub source_addrs: Vec<IpAddr>,
+    pub connect_timeout_ms: u64,
+    pub scenario: Scenario,
+    pub message_bytes: usize,
+    pub interval_ms: u64,
+    pub echo_timeout_ms: u64,
+    /// Failsafe: the worker stops by itself after this many seconds.
+    pub max_runtime_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Send one message on every open connection and verify its echo.
+    EchoCheck,
+    /// Close all connections, send the final event and exit.
+    Stop,
+}
+
+/// Cumulative counters of one worker (sent in every progress event; the
+/// coordinator keeps the latest per worker and sums them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Connection attempts started.
+    pub attempts: u64,
+    /// Successful WebSocket handshakes.
+    pub connected: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    /// Failed attempts by kind (refused, timeout, http_503, io_error, ...).
+    pub failed_by_kind: BTreeMap<String, u64>,
+    /// Currently open connections.
+    pub open: u64,
+    pub peak_open: u64,
+    /// Established connections that ended before we stopped them, by kind.
+    pub dropped: u64,
+    pub dropped_by_kind: BTreeMap<String, u64>,
+    /// Scenario messages sent / echoes received / echoes that did not match.
+    pub sent: u64,
+    pub received: u64,
+    pub mismatches: u64,
+    /// Messages the server sent that were not echoes of ours (e.g. pushes).
+    pub unsolicited: u64,
+    /// Errors while sending on an established connection.
+    pub send_errors: u64,
+    pub pings_received: u64,
+    pub echo_check_ok: u64,
+    pub echo_check_failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Event {
+    /// Worker is up; reports its file descriptor limits.
+    Hello {
+        pid: u32,
+        nofile_soft: u64,
+        nofile_hard: u64,
+    },
+    /// Every 250 ms. `lat` holds the latency samples recorded since the last
+    /// progress event as (microseconds, count) pairs.
+    Progress {
+        counters: Counters,
+        lat: Vec<(u64, u64)>,
+    },
+    /// All connection attempts of this worker have finished (ok or failed).
+    /// `at_unix_us`: wall clock time when the last attempt finished.
+    ConnectDone {
+        connected: u64,
+        failed: u64,
+        at_unix_us: u64,
+    },
+    /// The echo check finished: `ok` echoes verified, `failed` = established - ok.
+    EchoCheckDone { ok: u64, failed: u64 },
+    /// Last event before exit.
+    Final {
+        counters: Counters,
+        /// Peak RSS of the worker process itself.
+        self_peak_rss_bytes: Option<u64>,
+    },
+}

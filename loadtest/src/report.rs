@@ -1,0 +1,375 @@
+//! The final report: JSON structure, human readable table, threshold checks.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{RunArgs, Scenario};
+use crate::proto::Counters;
+use crate::stats::LatencySummary;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub target: String,
+    pub scenario: Scenario,
+    pub config: RunConfig,
+    pub outcome: Outcome,
+    pub connections: ConnectionStats,
+    /// From starting the workers until every connection attempt finished.
+    pub time_to_connect_all_s: Option<f64>,
+    /// Established connections per second over `time_to_connect_all_s`.
+    pub connect_rate_per_s: Option<f64>,
+    pub messages: MessageStats,
+    pub echo_check: Option<EchoCheck>,
+    pub memory: Option<Memory>,
+    pub workers: Vec<WorkerSummary>,
+    pub elapsed_s: f64,
+    /// Threshold violations (empty = pass).
+    pub violations: Vec<String>,
+    /// One sample every 250 ms.
+    pub timeline: Vec<TimelineSample>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub connections: u64,
+    pub workers: u64,
+    pub ramp_per_sec: f64,
+    pub max_inflight_connects: u64,
+    pub source_addrs: Vec<String>,
+    pub duration_s: f64,
+    pub message_bytes: usize,
+    pub interval_ms: u64,
+    pub echo_check: bool,
+    pub connect_timeout_ms: u64,
+    pub max_runtime_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Ran through all phases without interruption, deadline or worker failure.
+    pub completed: bool,
+    pub interrupted: bool,
+    pub deadline_hit: bool,
+    /// Every worker finished all of its connection attempts.
+    pub connect_phase_complete: bool,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    pub requested: u64,
+    pub attempted: u64,
+    pub connected: u64,
+    pub failed: u64,
+    /// refused, timeout, http_XXX, reset, addr_unavailable, fd_limit, io_error, ...
+    pub failed_by_kind: BTreeMap<String, u64>,
+    pub open_at_all_up: u64,
+    pub open_at_end: u64,
+    pub peak_open: u64,
+    /// Established connections that ended before the test closed them.
+    pub dropped: u64,
+    pub dropped_by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MessageStats {
+    pub sent: u64,
+    pub received: u64,
+    /// sent - received (in flight at stop, or lost).
+    pub missing: u64,
+    pub mismatches: u64,
+    pub send_errors: u64,
+    pub unsolicited: u64,
+    pub pings_received: u64,
+    /// Round-trip latency of echoed messages, microseconds.
+    pub latency_us: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EchoCheck {
+    pub completed: bool,
+    pub echoes_ok: u64,
+    /// Established connections that did not return their check message.
+    pub echoes_failed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Memory {
+    pub server_pid: Option<u32>,
+    pub rss_before_bytes: Option<u64>,
+    pub rss_all_up_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    /// (rss_all_up - rss_before) / open connections at all-up.
+    pub rss_bytes_per_connection: Option<f64>,
+    pub slab_before_bytes: Option<u64>,
+    pub slab_all_up_bytes: Option<u64>,
+    pub slab_end_bytes: Option<u64>,
+    /// Whole-machine kernel slab growth per connection: approximate kernel memory
+    /// per connection, both ends (client and server sockets) included.
+    pub approx_kernel_bytes_per_connection_both_ends: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSummary {
+    pub index: u64,
+    pub pid: Option<u32>,
+    pub connections_assigned: u64,
+    pub nofile_limit: Option<u64>,
+    pub exit: Option<String>,
+    pub self_peak_rss_bytes: Option<u64>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineSample {
+    pub t: f64,
+    /// Currently open connections.
+    pub connected: u64,
+    pub failed: u64,
+    pub sent: u64,
+    pub received: u64,
+    /// Latency percentiles of the echoes received during this interval, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<u64>,
+}
+
+impl Report {
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Fills `violations` from the thresholds given on the command line.
+    pub fn check_thresholds(&mut self, args: &RunArgs) {
+        let mut v = Vec::new();
+        if let Some(max) = args.max_connect_errors {
+            if self.connections.failed > max {
+                v.push(format!(
+                    "connect errors {} > --max-connect-errors {max}",
+                    self.connections.failed
+                ));
+            }
+        }
+        if let Some(min) = args.min_connected {
+            if self.connections.connected < min {
+                v.push(format!(
+                    "connected {} < --min-connected {min}",
+                    self.connections.connected
+                ));
+            } else if self.connections.open_at_end < min {
+                v.push(format!(
+                    "still open at the end {} < --min-connected {min}",
+                    self.connections.open_at_end
+                ));
+            }
+        }
+        if let Some(max_ms) = args.max_p99_ms {
+            match &self.messages.latency_us {
+                Some(l) if l.p99_us as f64 / 1000.0 > max_ms => v.push(format!(
+                    "p99 latency {:.3} ms > --max-p99-ms {max_ms}",
+                    l.p99_us as f64 / 1000.0
+                )),
+                Some(_) => {}
+                None => v.push("--max-p99-ms given but no latency was measured".to_string()),
+            }
+        }
+        if let Some(max) = args.max_echo_failures {
+            match &self.echo_check {
+                Some(c) if c.echoes_failed > max => v.push(format!(
+                    "echo check failures {} > --max-echo-failures {max}",
+                    c.echoes_failed
+                )),
+                Some(_) => {}
+                None => v.push("--max-echo-failures given but no echo check ran".to_string()),
+            }
+        }
+        self.violations = v;
+    }
+
+    /// Human readable summary.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        let c = &self.connections;
+        let row = |s: &mut String, k: &str, v: String| {
+            let _ = writeln!(s, "  {k:<34} {v}");
+        };
+        let _ = writeln!(s, "\n=== ringwire-loadtest report ===");
+        row(&mut s, "target", self.target.clone());
+        row(
+            &mut s,
+            "scenario",
+            format!(
+                "{:?} ({} workers, duration {} s)",
+                self.scenario, self.config.workers, self.config.duration_s
+            )
+            .to_lowercase(),
+        );
+        let mut status = if self.outcome.completed {
+            "completed".to_string()
+        } else {
+            "INCOMPLETE".to_string()
+        };
+        if self.outcome.interrupted {
+            status += ", interrupted (Ctrl-C)";
+        }
+        if self.outcome.deadline_hit {
+            status += ", hard deadline hit";
+        }
+        row(&mut s, "status", status);
+        for n in &self.outcome.notes {
+            row(&mut s, "note", n.clone());
+        }
+        let _ = writeln!(s, "connections");
+        row(&mut s, "requested", c.requested.to_string());
+        row(&mut s, "connected", c.connected.to_string());
+        row(&mut s, "failed", c.failed.to_string());
+        for (k, n) in &c.failed_by_kind {
+            row(&mut s, &format!("  failed: {k}"), n.to_string());
+        }
+        row(
+            &mut s,
+            "open when all up / at end",
+            format!("{} / {}", c.open_at_all_up, c.open_at_end),
+        );
+        row(&mut s, "peak open", c.peak_open.to_string());
+        row(&mut s, "dropped by peer", c.dropped.to_string());
+        for (k, n) in &c.dropped_by_kind {
+            row(&mut s, &format!("  dropped: {k}"), n.to_string());
+        }
+        row(
+            &mut s,
+            "time to connect all",
+            opt(self.time_to_connect_all_s, |x| format!("{x:.2} s")),
+        );
+        row(
+            &mut s,
+            "connect rate",
+            opt(self.connect_rate_per_s, |x| format!("{x:.0} conn/s")),
+        );
+        let m = &self.messages;
+        if m.sent > 0 || m.received > 0 || self.scenario == Scenario::Echo {
+            let _ = writeln!(s, "messages");
+            row(
+                &mut s,
+                "sent / received",
+                format!("{} / {}", m.sent, m.received),
+            );
+            row(
+                &mut s,
+                "missing / mismatches / send errors",
+                format!("{} / {} / {}", m.missing, m.mismatches, m.send_errors),
+            );
+            if let Some(l) = &m.latency_us {
+                row(
+                    &mut s,
+                    "rtt p50 / p90 / p99 (µs)",
+                    format!("{} / {} / {}", l.p50_us, l.p90_us, l.p99_us),
+                );
+                row(
+                    &mut s,
+                    "rtt p99.9 / max / mean (µs)",
+                    format!("{} / {} / {:.0}", l.p999_us, l.max_us, l.mean_us),
+                );
+            }
+        }
+        if m.unsolicited > 0 || m.pings_received > 0 {
+            row(
+                &mut s,
+                "unsolicited msgs / pings",
+                format!("{} / {}", m.unsolicited, m.pings_received),
+            );
+        }
+        if let Some(e) = &self.echo_check {
+            let _ = writeln!(s, "echo check (one message on every connection)");
+            row(&mut s, "echoes_ok", e.echoes_ok.to_string());
+            row(&mut s, "echoes_failed", e.echoes_failed.to_string());
+            if !e.completed {
+                row(&mut s, "note", "did not complete".to_string());
+            }
+        }
+        if let Some(mem) = &self.memory {
+            let _ = writeln!(s, "memory");
+            if let Some(pid) = mem.server_pid {
+                row(
+                    &mut s,
+                    &format!("server {pid} RSS before/all-up/end"),
+                    format!(
+                        "{} / {} / {}",
+                        mib(mem.rss_before_bytes),
+                        mib(mem.rss_all_up_bytes),
+                        mib(mem.rss_end_bytes)
+                    ),
+                );
+                row(
+                    &mut s,
+                    "server RSS per connection",
+                    opt(mem.rss_bytes_per_connection, |x| format!("{x:.0} bytes")),
+                );
+            }
+            row(
+                &mut s,
+                "kernel slab before/all-up/end",
+                format!(
+                    "{} / {} / {}",
+                    mib(mem.slab_before_bytes),
+                    mib(mem.slab_all_up_bytes),
+                    mib(mem.slab_end_bytes)
+                ),
+            );
+            row(
+                &mut s,
+                "approx kernel mem per connection",
+                opt(mem.approx_kernel_bytes_per_connection_both_ends, |x| {
+                    format!("{x:.0} bytes (both ends)")
+                }),
+            );
+        }
+        let _ = writeln!(s, "workers");
+        for w in &self.workers {
+            let _ = writeln!(
+                s,
+                "  #{:<3} pid {:<8} assigned {:<7} connected {:<7} failed {:<6} dropped {:<6} sent {:<9} recv {:<9} rss {} {}",
+                w.index,
+                w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                w.connections_assigned,
+                w.counters.connected,
+                w.counters.failed,
+                w.counters.dropped,
+                w.counters.sent,
+                w.counters.received,
+                mib(w.self_peak_rss_bytes),
+                w.exit.as_deref().unwrap_or(""),
+            );
+        }
+        let _ = writeln!(s, "  elapsed {:.1} s", self.elapsed_s);
+        if self.violations.is_empty() {
+            let _ = writeln!(s, "RESULT: PASS");
+        } else {
+            let _ = writeln!(s, "RESULT: FAIL");
+            for v in &self.violations {
+                let _ = writeln!(s, "  threshold violated: {v}");
+            }
+        }
+        s
+    }
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".to_string())
+}
+
+fn mib(v: Option<u64>) -> String {
+    v.map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+        .unwrap_or_else(|| "-".to_string())
+}

@@ -1,0 +1,94 @@
+//! Process limits and /proc sampling (Linux).
+
+use std::io;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit. Returns (soft, hard) after the change.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+/// Current (soft, hard) RLIMIT_NOFILE.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: see above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+/// Reads a `Key:   123 kB` line from a /proc file, in bytes.
+fn proc_kb_field(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// VmRSS of a process in bytes.
+pub fn process_rss(pid: u32) -> Option<u64> {
+    proc_kb_field(&format!("/proc/{pid}/status"), "VmRSS")
+}
+
+/// Peak RSS (VmHWM) of this process in bytes.
+pub fn self_peak_rss() -> Option<u64> {
+    proc_kb_field("/proc/self/status", "VmHWM")
+}
+
+/// Whole-machine kernel slab memory in bytes (/proc/meminfo `Slab:`).
+pub fn slab_bytes() -> Option<u64> {
+    proc_kb_field("/proc/meminfo", "Slab")
+}
+
+/// Wall clock time in microseconds since the Unix epoch.
+pub fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Ignore SIGINT: workers are stopped by the coordinator (which gets the Ctrl-C
+/// of the whole process group) so that it can still collect their final stats.
+pub fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_own_rss_and_slab() {
+        assert!(super::process_rss(std::process::id()).unwrap() > 0);
+        assert!(super::self_peak_rss().unwrap() > 0);
+        assert!(super::slab_bytes().is_some());
+        let (soft, hard) = super::raise_nofile_limit().unwrap();
+        assert_eq!(soft, hard);
+    }
+}

@@ -1,0 +1,239 @@
+//! Worker process (`ringwire-loadtest worker`, started by the coordinator).
+//!
+//! Reads a [`WorkerSpec`] and then [`Command`]s from stdin, opens its share of
+//! the connections and reports [`Event`]s as JSON lines on stdout.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::cli::Target;
+use crate::conn::{self, ConnParams, Phase, Shared};
+use crate::proto::{Command, Event, WorkerSpec};
+use crate::{stats, sysinfo};
+
+/// Progress report period.
+const TICK: Duration = Duration::from_millis(250);
+/// Extra time on top of the spec's runtime before the worker gives up by itself.
+const FAILSAFE_SLACK: Duration = Duration::from_secs(30);
+/// How long to wait for connections to close after `Stop`.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+fn emit(ev: &Event) {
+    let mut out = std::io::stdout().lock();
+    // If the coordinator is gone there is nobody to report to; ignore errors.
+    let _ = serde_json::to_writer(&mut out, ev);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+pub fn main() -> Result<()> {
+    sysinfo::ignore_sigint();
+    let (soft, hard) = sysinfo::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building tokio runtime")?;
+    rt.block_on(run(soft, hard))
+}
+
+async fn resolve(spec: &WorkerSpec) -> Result<SocketAddr> {
+    let target = Target::parse(&spec.url)?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .with_context(|| format!("resolving {}", target.host))?
+        .collect();
+    // Prefer an address of the same family as the source addresses.
+    let want_v4 = spec.source_addrs.first().map(|a| a.is_ipv4());
+    addrs
+        .iter()
+        .find(|a| want_v4.is_none_or(|v4| a.is_ipv4() == v4))
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("{} resolved to no address", target.host))
+}
+
+async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let spec_line = lines
+        .next_line()
+        .await
+        .context("reading worker spec")?
+        .context("no worker spec on stdin")?;
+    let spec: WorkerSpec = serde_json::from_str(&spec_line).context("parsing worker spec")?;
+    emit(&Event::Hello {
+        pid: std::process::id(),
+        nofile_soft,
+        nofile_hard,
+    });
+    if spec.connections + 16 > nofile_soft {
+        bail!(
+            "worker {}: {} connections do not fit into RLIMIT_NOFILE {}",
+            spec.index,
+            spec.connections,
+            nofile_soft
+        );
+    }
+
+    let target = resolve(&spec).await?;
+    let source_addrs: Vec<_> = spec
+        .source_addrs
+        .iter()
+        .copied()
+        .filter(|a| a.is_ipv4() == target.is_ipv4())
+        .collect();
+    if source_addrs.len() != spec.source_addrs.len() {
+        eprintln!(
+            "worker {}: ignoring source addresses of another family than {target}",
+            spec.index
+        );
+    }
+    let ws_config = WebSocketConfig {
+        // Write every message right away (no batching) for honest latencies.
+        write_buffer_size: 0,
+        max_write_buffer_size: 1 << 20,
+        max_message_size: Some(16 << 20),
+        max_frame_size: Some(16 << 20),
+        ..WebSocketConfig::default()
+    };
+    let params = Arc::new(ConnParams {
+        url: spec.url.clone(),
+        target,
+        source_addrs,
+        connect_timeout: Duration::from_millis(spec.connect_timeout_ms.max(1)),
+        scenario: spec.scenario,
+        message_bytes: spec.message_bytes,
+        interval: Duration::from_millis(spec.interval_ms.max(1)),
+        echo_timeout: Duration::from_millis(spec.echo_timeout_ms.max(1)),
+        ws_config,
+    });
+    let shared = Arc::new(Shared::new());
+    let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
+    let connector = tokio::spawn(connect_all(
+        spec.clone(),
+        params.clone(),
+        shared.clone(),
+        ctrl_rx,
+    ));
+
+    let failsafe = Instant::now() + Duration::from_secs_f64(spec.max_runtime_s) + FAILSAFE_SLACK;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut connect_done_sent = false;
+    // Echo check in progress: (open connections when it started, give-up time).
+    let mut check: Option<(u64, Instant)> = None;
+
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::EchoCheck) => {
+                        let expected = shared.open.load(Relaxed);
+                        let give_up = Instant::now() + params.echo_timeout + Duration::from_secs(2);
+                        check = Some((expected, give_up));
+                        let _ = ctrl_tx.send(Phase::EchoCheck);
+                    }
+                    Ok(Command::Stop) => break,
+                    Err(e) => eprintln!("worker {}: bad command {line:?}: {e}", spec.index),
+                },
+                // Coordinator gone (or stdin broken): stop.
+                Ok(None) | Err(_) => break,
+            },
+            _ = tick.tick() => {
+                send_progress(&shared);
+                let done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed);
+                if !connect_done_sent && done >= spec.connections {
+                    connect_done_sent = true;
+                    emit(&Event::ConnectDone {
+                        connected: shared.connected.load(Relaxed),
+                        failed: shared.failed.load(Relaxed),
+                        at_unix_us: shared.epoch_unix_us
+                            + shared.last_attempt_done_us.load(Relaxed),
+                    });
+                }
+                if let Some((expected, give_up)) = check {
+                    let ok = shared.check_ok.load(Relaxed);
+                    let answered = ok + shared.check_failed.load(Relaxed);
+                    if answered >= expected || Instant::now() >= give_up {
+                        check = None;
+                        let connected = shared.connected.load(Relaxed);
+                        emit(&Event::EchoCheckDone { ok, failed: connected.saturating_sub(ok) });
+                    }
+                }
+            }
+            _ = sleep_until(failsafe) => {
+                eprintln!("worker {}: hard deadline reached, stopping", spec.index);
+                break;
+            }
+        }
+    }
+
+    // Stop: close every connection (connections still connecting close as soon as they are up).
+    let _ = ctrl_tx.send(Phase::Stop);
+    let grace = Instant::now() + params.connect_timeout.min(STOP_GRACE) + STOP_GRACE;
+    loop {
+        let attempts_done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed)
+            >= shared.attempts.load(Relaxed);
+        if (attempts_done && shared.open.load(Relaxed) == 0) || Instant::now() >= grace {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    connector.abort();
+    send_progress(&shared);
+    emit(&Event::Final {
+        counters: shared.counters(),
+        self_peak_rss_bytes: sysinfo::self_peak_rss(),
+    });
+    Ok(())
+}
+
+fn send_progress(shared: &Shared) {
+    let lat = stats::drain_pairs(&mut shared.latency.lock().unwrap());
+    emit(&Event::Progress {
+        counters: shared.counters(),
+        lat,
+    });
+}
+
+/// Starts all connection attempts of this worker, paced by `ramp_per_sec` and
+/// bounded by `max_inflight_connects`.
+async fn connect_all(
+    spec: WorkerSpec,
+    params: Arc<ConnParams>,
+    shared: Arc<Shared>,
+    ctrl: watch::Receiver<Phase>,
+) {
+    let inflight = Arc::new(Semaphore::new(spec.max_inflight_connects.max(1) as usize));
+    let start = Instant::now();
+    for i in 0..spec.connections {
+        if *ctrl.borrow() == Phase::Stop {
+            break;
+        }
+        if spec.ramp_per_sec > 0.0 {
+            sleep_until(start + Duration::from_secs_f64(i as f64 / spec.ramp_per_sec)).await;
+        }
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
+        if *ctrl.borrow() == Phase::Stop {
+            break;
+        }
+        shared.attempts.fetch_add(1, Relaxed);
+        tokio::spawn(conn::run(
+            spec.first_conn_id + i,
+            params.clone(),
+            shared.clone(),
+            permit,
+            ctrl.clone(),
+        ));
+    }
+}

@@ -1,0 +1,170 @@
+//! Prometheus text and JSON stats: per-core counters summed at scrape time.
+use crate::runtime::stats::{ShardStats, REFUSAL_STATUSES};
+use crate::runtime::Shared;
+use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+
+type Field = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> &AtomicU64,
+);
+
+/// (metric name, type, help, accessor)
+const FIELDS: &[Field] = &[
+    ("ringwire_sockets", "gauge", "Open WebSockets", |s| {
+        &s.sockets
+    }),
+    (
+        "ringwire_handshakes_in_progress",
+        "gauge",
+        "Connections in the HTTP upgrade phase",
+        |s| &s.handshakes,
+    ),
+    (
+        "ringwire_accepted_total",
+        "counter",
+        "TCP connections accepted",
+        |s| &s.accepted,
+    ),
+    (
+        "ringwire_upgrades_total",
+        "counter",
+        "Successful WebSocket upgrades",
+        |s| &s.upgrades,
+    ),
+    (
+        "ringwire_handoffs_out_total",
+        "counter",
+        "Sockets moved to their owning core",
+        |s| &s.handoffs_out,
+    ),
+    (
+        "ringwire_handoffs_in_total",
+        "counter",
+        "Sockets received from another core",
+        |s| &s.handoffs_in,
+    ),
+    (
+        "ringwire_handoffs_failed_total",
+        "counter",
+        "Moves refused by the owning core (full)",
+        |s| &s.handoffs_failed,
+    ),
+    (
+        "ringwire_messages_in_total",
+        "counter",
+        "Data messages received",
+        |s| &s.messages_in,
+    ),
+    (
+        "ringwire_messages_out_total",
+        "counter",
+        "Data messages sent",
+        |s| &s.messages_out,
+    ),
+    (
+        "ringwire_bytes_in_total",
+        "counter",
+        "Bytes received on WebSockets",
+        |s| &s.bytes_in,
+    ),
+    (
+        "ringwire_bytes_out_total",
+        "counter",
+        "Bytes written to sockets",
+        |s| &s.bytes_out,
+    ),
+    (
+        "ringwire_protocol_errors_total",
+        "counter",
+        "Sockets closed for a protocol error",
+        |s| &s.protocol_errors,
+    ),
+    (
+        "ringwire_closed_slow_consumer_total",
+        "counter",
+        "Sockets closed with 1013 (outbound queue over limit)",
+        |s| &s.closed_slow_consumer,
+    ),
+    (
+        "ringwire_closed_idle_total",
+        "counter",
+        "Sockets closed after the idle timeout",
+        |s| &s.closed_idle,
+    ),
+    (
+        "ringwire_accept_table_full_total",
+        "counter",
+        "Accepts that found the fixed-file table full",
+        |s| &s.accept_table_full,
+    ),
+    (
+        "ringwire_recv_no_buffers_total",
+        "counter",
+        "Receives that found no provided buffer",
+        |s| &s.recv_no_buffers,
+    ),
+    (
+        "ringwire_pings_sent_total",
+        "counter",
+        "Keepalive pings sent",
+        |s| &s.pings_sent,
+    ),
+];
+
+pub fn render(shared: &Shared) -> String {
+    let mut out = String::with_capacity(4096);
+    for (name, kind, help, get) in FIELDS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (core, s) in shared.stats.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", ShardStats::get(get(s)));
+        }
+    }
+    let name = "ringwire_upgrades_refused_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Upgrade attempts refused, by HTTP status\n# TYPE {name} counter"
+    );
+    for (i, status) in REFUSAL_STATUSES.iter().enumerate() {
+        let total: u64 = shared
+            .stats
+            .iter()
+            .map(|s| ShardStats::get(&s.refused[i]))
+            .sum();
+        let label = if *status == 0 {
+            "other".to_string()
+        } else {
+            status.to_string()
+        };
+        let _ = writeln!(out, "{name}{{status=\"{label}\"}} {total}");
+    }
+    out
+}
+
+pub fn stats_json(shared: &Shared) -> serde_json::Value {
+    let per_core: Vec<_> = shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(core, s)| {
+            serde_json::json!({
+                "core": core,
+                "sockets": ShardStats::get(&s.sockets),
+                "handshakes": ShardStats::get(&s.handshakes),
+                "accepted": ShardStats::get(&s.accepted),
+                "upgrades": ShardStats::get(&s.upgrades),
+                "handoffs_in": ShardStats::get(&s.handoffs_in),
+                "handoffs_out": ShardStats::get(&s.handoffs_out),
+                "messages_in": ShardStats::get(&s.messages_in),
+            })
+        })
+        .collect();
+    let sockets: u64 = shared
+        .stats
+        .iter()
+        .map(|s| ShardStats::get(&s.sockets))
+        .sum();
+    serde_json::json!({ "sockets": sockets, "cores": per_core })
+}

@@ -1,0 +1,374 @@
+//! Configuration: one TOML file, every key optional, unknown keys rejected.
+//!
+//! Every key, its default and the reason for the default is documented here and in
+//! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
+mod limits;
+
+pub use limits::{EngineConfig, Limits};
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub engine: EngineConfig,
+    pub compression: CompressionConfig,
+    pub admin: AdminConfig,
+    pub security: SecurityConfig,
+    pub endpoints: Vec<EndpointConfig>,
+    pub remote: RemoteConfig,
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            limits: Limits::default(),
+            engine: EngineConfig::default(),
+            compression: CompressionConfig::default(),
+            admin: AdminConfig::default(),
+            security: SecurityConfig::default(),
+            endpoints: default_endpoints(),
+            remote: RemoteConfig::default(),
+            cluster: None,
+        }
+    }
+}
+
+/// `[server]`: the public listener (upgrades, long-polling).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the public listener. Default loopback: exposing a port is an operator decision.
+    pub listen: SocketAddr,
+    /// Number of data-plane cores (one pinned thread and one io_uring each). 0 = every available core.
+    pub cores: usize,
+    /// Pin each data-plane thread to its core (default true; disable when sharing a host).
+    pub pin_threads: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            cores: 0,
+            pin_threads: true,
+        }
+    }
+}
+
+/// `[compression]`: permessage-deflate (RFC 7692).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Negotiate permessage-deflate when a client offers it. Default true: browsers offer it and
+    /// push payloads (JSON) compress well.
+    pub enabled: bool,
+    /// Messages shorter than this are sent uncompressed (deflate overhead exceeds the gain).
+    pub min_bytes: usize,
+    /// Largest LZ77 window the server compresses with (8..=15). 15 = best ratio, 32 KiB per
+    /// compressing connection with context takeover.
+    pub server_max_window_bits: u8,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            enabled: true,
+            min_bytes: 64,
+            server_max_window_bits: 15,
+        }
+    }
+}
+
+/// `[admin]`: the admin HTTP API listener (control plane).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token. Optional only when `listen` is a loopback address.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8081".parse().expect("valid literal"),
+            token: None,
+        }
+    }
+}
+
+/// `[security]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Origins allowed to upgrade. Empty = only requests without an `Origin` header or whose
+    /// Origin matches the Host (same-site); `"*"` allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// Name of the cookie carrying the session secret.
+    pub cookie_name: String,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            allowed_origins: Vec::new(),
+            cookie_name: "ringwire-secret".to_string(),
+        }
+    }
+}
+
+/// What an endpoint does with its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// Engine.IO / Socket.IO.
+    Socketio,
+    /// Text frames exactly as pushed.
+    Raw,
+    /// Echoes every frame back (conformance testing). Off by default.
+    Echo,
+}
+
+/// How an endpoint authenticates upgrades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointAuth {
+    /// `session` query parameter plus the secret cookie (default).
+    #[default]
+    Session,
+    /// No authentication: allowed for `echo` endpoints only.
+    None,
+}
+
+/// `[[endpoints]]`: a path prefix and what it serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub path: String,
+    pub kind: EndpointKind,
+    #[serde(default)]
+    pub auth: EndpointAuth,
+}
+
+fn default_endpoints() -> Vec<EndpointConfig> {
+    vec![
+        EndpointConfig {
+            path: "/socket.io/".into(),
+            kind: EndpointKind::Socketio,
+            auth: EndpointAuth::Session,
+        },
+        EndpointConfig {
+            path: "/ws".into(),
+            kind: EndpointKind::Raw,
+            auth: EndpointAuth::Session,
+        },
+    ]
+}
+
+/// `[remote]`: coalescing of messages bound for other cluster nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    /// How long a remote message waits for an equal one to merge with.
+    pub delay_ms: u64,
+    /// No remote message waits longer than this.
+    pub max_delay_ms: u64,
+    /// How often the queues are checked.
+    pub timer_ms: u64,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            delay_ms: 1000,
+            max_delay_ms: 3000,
+            timer_ms: 500,
+        }
+    }
+}
+
+/// `[cluster]`: static membership.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// A configuration that cannot be used, with a message an operator can act on.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parse and validate a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read, parse and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        self.engine.validate()?;
+        if !(8..=15).contains(&self.compression.server_max_window_bits) {
+            return Err(ConfigError(
+                "compression.server_max_window_bits must be between 8 and 15".into(),
+            ));
+        }
+        if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "admin.listen = {} is not a loopback address: admin.token is mandatory",
+                self.admin.listen
+            )));
+        }
+        if self.endpoints.is_empty() {
+            return Err(ConfigError("at least one [[endpoints]] is required".into()));
+        }
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            if !ep.path.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "endpoints[{i}].path = {:?} must start with '/'",
+                    ep.path
+                )));
+            }
+            if ep.auth == EndpointAuth::None && ep.kind != EndpointKind::Echo {
+                return Err(ConfigError(format!(
+                    "endpoints[{i}] ({}): auth = \"none\" is allowed for kind = \"echo\" only",
+                    ep.path
+                )));
+            }
+            if self.endpoints[..i].iter().any(|o| o.path == ep.path) {
+                return Err(ConfigError(format!(
+                    "endpoints[{i}].path = {:?} is declared twice",
+                    ep.path
+                )));
+            }
+        }
+        let r = &self.remote;
+        if r.timer_ms == 0 {
+            return Err(ConfigError("remote.timer_ms must be > 0".into()));
+        }
+        if r.max_delay_ms < r.delay_ms {
+            return Err(ConfigError(
+                "remote.max_delay_ms must be >= remote.delay_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The endpoint serving `path`: the longest configured prefix that matches.
+    pub fn endpoint_for(&self, path: &str) -> Option<(usize, &EndpointConfig)> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, ep)| path_matches_prefix(path, &ep.path))
+            .max_by_key(|(_, ep)| ep.path.len())
+    }
+}
+
+/// `/ws` matches `/ws`, `/ws/x` and `/ws?..` but not `/wsx`; `/socket.io/` matches `/socket.io/...`.
+pub fn path_matches_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => prefix.ends_with('/') && path == &prefix[..prefix.len() - 1],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(err.0.contains("bogus"), "{err}");
+        let err = Config::from_toml("[nosuchsection]\n").unwrap_err();
+        assert!(err.0.contains("nosuchsection"), "{err}");
+    }
+
+    #[test]
+    fn auth_none_only_for_echo() {
+        let bad = "[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\nauth = \"none\"\n";
+        assert!(Config::from_toml(bad).is_err());
+        let good = "[[endpoints]]\npath = \"/echo\"\nkind = \"echo\"\nauth = \"none\"\n";
+        assert!(Config::from_toml(good).is_ok());
+    }
+
+    #[test]
+    fn admin_token_mandatory_off_loopback() {
+        assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:8081\"\n").is_err());
+        assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n").is_ok());
+    }
+
+    #[test]
+    fn prefix_matching() {
+        assert!(path_matches_prefix("/ws", "/ws"));
+        assert!(path_matches_prefix("/ws/a", "/ws"));
+        assert!(!path_matches_prefix("/wsx", "/ws"));
+        assert!(path_matches_prefix("/socket.io/", "/socket.io/"));
+        assert!(path_matches_prefix("/socket.io", "/socket.io/"));
+        assert!(path_matches_prefix("/anything", "/"));
+        let c = Config::from_toml(
+            "[[endpoints]]\npath = \"/\"\nkind = \"echo\"\nauth = \"none\"\n[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.endpoint_for("/ws").unwrap().1.kind, EndpointKind::Raw);
+        assert_eq!(c.endpoint_for("/x").unwrap().1.kind, EndpointKind::Echo);
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../../tuning/ringwire.example.toml");
+        let c = Config::from_toml(text).expect("tuning/ringwire.example.toml must be valid");
+        let d = Config::default();
+        assert_eq!(
+            c.limits, d.limits,
+            "example file limits must equal the defaults"
+        );
+        assert_eq!(
+            c.engine, d.engine,
+            "example file engine section must equal the defaults"
+        );
+    }
+}

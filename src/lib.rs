@@ -1,0 +1,12 @@
+//! ringwire: a WebSocket push server for Linux, thread-per-core on io_uring.
+//!
+//! Module map (each folder is one layer of the architecture):
+//! - [`protocol`]: the sans-IO protocol core (HTTP upgrade, RFC 6455 framing,
+//!   permessage-deflate). Pure functions over buffers; no runtime, no clock.
+//! - [`config`]: the TOML configuration and the documented [`config::Limits`].
+//! - [`runtime`]: the data plane: one pinned thread and one io_uring per core.
+pub mod admin;
+pub mod config;
+pub mod protocol;
+pub mod runtime;
+pub mod server;

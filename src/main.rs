@@ -1,0 +1,71 @@
+//! The `ringwire` command.
+use clap::{Parser, Subcommand};
+use ringwire::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ringwire",
+    version,
+    about = "WebSocket push server for Linux (io_uring, thread-per-core)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults when no --config is given).
+    Serve {
+        /// TOML configuration file (see tuning/ringwire.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Validate the configuration and exit (0 = valid).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve { config, check } => {
+            let cfg = match &config {
+                Some(path) => Config::load(path),
+                None => Ok(Config::default()),
+            };
+            let cfg = match cfg {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ringwire: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if check {
+                println!(
+                    "configuration ok{}",
+                    config
+                        .map(|p| format!(": {}", p.display()))
+                        .unwrap_or_default()
+                );
+                return ExitCode::SUCCESS;
+            }
+            match ringwire::server::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringwire: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

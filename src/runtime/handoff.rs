@@ -1,0 +1,69 @@
+//! Moving an upgraded connection to the core that owns its key, with MSG_RING.
+//!
+//! The source core sends its direct descriptor to the owner's ring (IORING_MSG_SEND_FD, the
+//! kernel allocates the target slot) with the boxed [`UpgradePlan`] as the target completion's
+//! user_data. On success the owner opens the socket (writes the 101) and the source closes
+//! only its own table entry; on failure (owner's table full) the source answers 503.
+use super::conn::{ConnState, UpgradePlan};
+use super::shard::Shard;
+use super::stats::ShardStats;
+use super::token::{self, Op};
+use io_uring::{opcode, types};
+
+impl Shard {
+    pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: UpgradePlan) {
+        let record = Box::into_raw(Box::new(plan)) as usize;
+        let c = &mut self.conns[slot as usize];
+        c.state = ConnState::Moving { record };
+        c.inflight += 1;
+        let e = opcode::MsgRingSendFd::new(
+            types::Fd(self.shared.ring_fds[owner]),
+            types::Fixed(slot),
+            types::DestinationSlot::auto_target(),
+            token::pointer(Op::HandoffIn, record),
+        )
+        .build()
+        .user_data(token::conn(Op::HandoffSent, slot, c.gen));
+        self.push(e);
+    }
+
+    pub(super) fn on_handoff_sent(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        c.inflight -= 1;
+        let ConnState::Moving { record } = c.state else {
+            return;
+        };
+        let stats = &self.shared.stats[self.id];
+        if res >= 0 {
+            // The owner core holds the socket (and the record) now; release our slot only.
+            ShardStats::inc(&stats.handoffs_out);
+            c.state = ConnState::Closing;
+            c.flags |= super::conn::flag::MOVED;
+        } else {
+            ShardStats::inc(&stats.handoffs_failed);
+            // SAFETY: the MSG_RING failed, so no completion carrying `record` was posted to the
+            // target; ownership of the box is still ours and it is reclaimed exactly once.
+            drop(unsafe { Box::from_raw(record as *mut UpgradePlan) });
+            tracing::debug!(
+                core = self.id,
+                "handoff failed: {}",
+                std::io::Error::from_raw_os_error(-res)
+            );
+            c.state = ConnState::Responding;
+            self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
+        }
+    }
+
+    pub(super) fn on_handoff_in(&mut self, record: usize, res: i32) {
+        // SAFETY: `record` is the pointer a source core leaked with Box::into_raw into the
+        // MSG_RING user_data; this completion is posted once, on success only.
+        let plan = unsafe { Box::from_raw(record as *mut UpgradePlan) };
+        if res < 0 {
+            return;
+        }
+        let slot = res as u32;
+        ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
+        self.take_slot(slot, ConnState::Responding);
+        self.open_socket(slot, *plan);
+    }
+}

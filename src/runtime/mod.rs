@@ -1,0 +1,186 @@
+//! The data plane: one pinned thread and one io_uring per core ("shard").
+//!
+//! - Each shard has its own SO_REUSEPORT listener and accepts with multishot accept straight
+//!   into its ring's fixed-file table (direct descriptors: not counted against RLIMIT_NOFILE).
+//! - Reads use a provided buffer ring: idle sockets hold no read buffer.
+//! - Writes are corked per loop turn: frames queue in the socket's buffer and one send per
+//!   socket goes out at the end of the turn.
+//! - After the upgrade a socket moves to the core that owns its key with MSG_RING
+//!   (IORING_MSG_SEND_FD); the upgrade record travels as the message's user_data.
+//! - Deadlines (handshake, keepalive, linger) live in a timing wheel ticked by one multishot
+//!   timeout per ring.
+//! - The control plane talks to a shard through a lock-free queue plus an eventfd wake-up.
+mod bufring;
+mod conn;
+mod handoff;
+mod shard;
+pub mod stats;
+mod sys;
+mod timer;
+mod token;
+pub mod upgrade;
+
+use crate::config::Config;
+use crossbeam_queue::SegQueue;
+use stats::ShardStats;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A command from the control plane to one shard.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop accepting, close every socket with 1001, exit the loop.
+    Shutdown,
+}
+
+/// State shared by the shards and the control plane. Everything here is either immutable after
+/// start or lock-free.
+pub struct Shared {
+    pub cores: usize,
+    pub stats: Vec<ShardStats>,
+    ring_fds: Vec<RawFd>,
+    wake_fds: Vec<OwnedFd>,
+    inboxes: Vec<SegQueue<Command>>,
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    /// Queue a command for shard `core` and wake it.
+    pub fn send(&self, core: usize, cmd: Command) {
+        self.inboxes[core].push(cmd);
+        sys::eventfd_signal(self.wake_fds[core].as_raw_fd());
+    }
+}
+
+/// Why the engine could not start, with what to do about it.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn io_uring_unavailable(e: io::Error) -> StartError {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "absent".into());
+    StartError(format!(
+        "io_uring is unavailable: {e}.\n  ringwire's data plane needs io_uring (Linux >= 6.1 for multishot accept, \
+         MSG_RING and provided buffer rings).\n  - kernel.io_uring_disabled = {disabled} (must be 0: `sysctl -w kernel.io_uring_disabled=0`)\n  \
+         - containers: the default seccomp profiles of Docker/containerd block io_uring; run with a profile that allows \
+         io_uring_setup/io_uring_enter/io_uring_register\n  - `ringwire doctor` checks the host"
+    ))
+}
+
+/// The running data plane.
+pub struct Engine {
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Build every ring and listener, then start one pinned thread per core.
+    pub fn start(config: Config) -> Result<Engine, StartError> {
+        let nofile = sys::raise_nofile_limit();
+        let cpus = sys::allowed_cpus();
+        let cores = match config.server.cores {
+            0 => cpus.len().max(1),
+            n => n,
+        };
+        let table_slots = match config.engine.fixed_files {
+            0 => nofile.min(u32::MAX as u64) as u32,
+            n => n.min(nofile as u32),
+        };
+        let mut parts = Vec::with_capacity(cores);
+        for core in 0..cores {
+            let ring =
+                shard::build_ring(&config.engine, table_slots).map_err(io_uring_unavailable)?;
+            let listener = sys::reuseport_listener(config.server.listen, config.engine.backlog)
+                .map_err(|e| {
+                    StartError(format!("cannot listen on {}: {e}", config.server.listen))
+                })?;
+            let wake = sys::eventfd().map_err(|e| StartError(format!("eventfd: {e}")))?;
+            parts.push((core, ring, listener, wake));
+        }
+        let shared = Arc::new(Shared {
+            cores,
+            stats: (0..cores).map(|_| ShardStats::default()).collect(),
+            ring_fds: parts.iter().map(|p| p.1.as_raw_fd()).collect(),
+            wake_fds: parts
+                .iter()
+                .map(|p| p.3.try_clone())
+                .collect::<io::Result<_>>()
+                .map_err(|e| StartError(format!("dup eventfd: {e}")))?,
+            inboxes: (0..cores).map(|_| SegQueue::new()).collect(),
+            stopping: AtomicBool::new(false),
+        });
+        let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()));
+        let mut threads = Vec::with_capacity(cores);
+        for (core, ring, listener, wake) in parts {
+            let shared = shared.clone();
+            let policy = policy.clone();
+            let config = config.clone();
+            let cpu = cpus.get(core % cpus.len().max(1)).copied();
+            let handle = std::thread::Builder::new()
+                .name(format!("ringwire-core{core}"))
+                .spawn(move || {
+                    if config.server.pin_threads {
+                        if let Some(cpu) = cpu {
+                            if let Err(e) = sys::pin_to_cpu(cpu) {
+                                tracing::warn!(core, cpu, "cannot pin thread: {e}");
+                            }
+                        }
+                    }
+                    match shard::Shard::new(
+                        core,
+                        ring,
+                        listener,
+                        wake,
+                        shared,
+                        policy,
+                        &config,
+                        table_slots,
+                    ) {
+                        Ok(mut s) => s.run(),
+                        Err(e) => {
+                            tracing::error!(core, "shard failed to start: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                })
+                .map_err(|e| StartError(format!("cannot spawn core thread: {e}")))?;
+            threads.push(handle);
+        }
+        tracing::debug!(cores, table_slots, "engine started");
+        Ok(Engine { shared, threads })
+    }
+
+    pub fn table_slots_hint(config: &Config) -> u64 {
+        match config.engine.fixed_files {
+            0 => sys::raise_nofile_limit(),
+            n => n as u64,
+        }
+    }
+
+    /// Ask every shard to drain and stop.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        for core in 0..self.shared.cores {
+            self.shared.send(core, Command::Shutdown);
+        }
+    }
+
+    /// Wait for every shard thread to end.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,875 @@
+//! One core's event loop: accept, handshake, frames, writes, timers, commands.
+use super::bufring::BufRing;
+use super::conn::{flag, Conn, ConnState, UpgradePlan};
+use super::stats::ShardStats;
+use super::timer::{TimerWheel, TICK_MS};
+use super::token::{self, Op};
+use super::upgrade::{owner_core, Decision, UpgradePolicy};
+use super::{sys, Command, Shared};
+use crate::config::{Config, EndpointKind, EngineConfig, Limits};
+use crate::protocol::frame::OpCode;
+use crate::protocol::handshake;
+use crate::protocol::{Event, MessageKind, WsConnection, WsLimits};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+const BGID: u16 = 0;
+/// How long a closing socket waits for the peer's EOF after our close frame / refusal.
+const LINGER_MS: u64 = 2_000;
+/// Output capacity kept by an idle socket; larger buffers are released after a flush.
+const KEEP_CAPACITY: usize = 4096;
+
+/// Build a ring with a sparse fixed-file table of `slots` entries.
+pub fn build_ring(cfg: &EngineConfig, slots: u32) -> io::Result<IoUring> {
+    let ring = IoUring::builder()
+        .setup_cqsize(cfg.ring_entries * 4)
+        .setup_submit_all()
+        .setup_coop_taskrun()
+        .build(cfg.ring_entries)?;
+    ring.submitter().register_files_sparse(slots)?;
+    Ok(ring)
+}
+
+pub struct Shard {
+    // Field order matters: the ring is dropped before the buffer memory it uses.
+    ring: IoUring,
+    bufs: BufRing,
+    pub(super) id: usize,
+    pub(super) shared: Arc<Shared>,
+    policy: Arc<UpgradePolicy>,
+    listener: OwnedFd,
+    wake: OwnedFd,
+    wake_buf: Box<u64>,
+    tick_spec: Box<types::Timespec>,
+    pub(super) conns: Vec<Conn>,
+    /// Slots in use (any state but Free).
+    in_use: usize,
+    /// Above this many slots in use, new connections are answered 503.
+    admission_limit: usize,
+    accept_armed: bool,
+    overflow_armed: bool,
+    wheel: TimerWheel,
+    start_ms: u64,
+    dirty: Vec<u32>,
+    cqes: Vec<(u64, i32, u32)>,
+    scratch: Vec<u8>,
+    scratch_events: Vec<(u8, usize, usize)>,
+    limits: Limits,
+    ws_limits: WsLimits,
+    endpoint_kinds: Vec<EndpointKind>,
+    stopping: bool,
+    stop_deadline: u64,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        ring: IoUring,
+        listener: OwnedFd,
+        wake: OwnedFd,
+        shared: Arc<Shared>,
+        policy: Arc<UpgradePolicy>,
+        config: &Config,
+        table_slots: u32,
+    ) -> io::Result<Shard> {
+        let bufs = BufRing::new(
+            &ring.submitter(),
+            config.engine.recv_buffers,
+            config.engine.recv_buffer_bytes,
+            BGID,
+        )?;
+        let mut admission_limit =
+            (table_slots as usize).saturating_sub(config.engine.reserve_slots as usize);
+        if config.limits.max_connections > 0 {
+            admission_limit =
+                admission_limit.min(config.limits.max_connections.div_ceil(shared.cores));
+        }
+        Ok(Shard {
+            ring,
+            bufs,
+            id,
+            shared,
+            policy,
+            listener,
+            wake,
+            wake_buf: Box::new(0),
+            tick_spec: Box::new(types::Timespec::new().nsec((TICK_MS * 1_000_000) as u32)),
+            conns: Vec::new(),
+            in_use: 0,
+            admission_limit,
+            accept_armed: false,
+            overflow_armed: false,
+            wheel: TimerWheel::default(),
+            start_ms: sys::monotonic_ms(),
+            dirty: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            scratch: Vec::new(),
+            scratch_events: Vec::new(),
+            limits: config.limits,
+            ws_limits: WsLimits {
+                max_frame_bytes: config.limits.max_frame_bytes,
+                max_message_bytes: config.limits.max_message_bytes,
+            },
+            endpoint_kinds: config.endpoints.iter().map(|e| e.kind).collect(),
+            stopping: false,
+            stop_deadline: u64::MAX,
+        })
+    }
+
+    fn stats(&self) -> &ShardStats {
+        &self.shared.stats[self.id]
+    }
+
+    /// Queue a submission; if the queue is full, submit what is queued first.
+    pub(super) fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry built in this module points only at memory that outlives the
+            // operation: Box fields of Shard, a connection's `sending` buffer (not touched while
+            // SEND_INFLIGHT) or the buffer ring (registered for the ring's lifetime).
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(core = self.id, "io_uring submit failed: {e}");
+            }
+        }
+    }
+
+    fn ticks(&self, ms: u64) -> u64 {
+        ms.div_ceil(TICK_MS).max(1)
+    }
+
+    fn now_tick(&self) -> u64 {
+        (sys::monotonic_ms() - self.start_ms) / TICK_MS
+    }
+
+    pub fn run(&mut self) {
+        self.arm_accept();
+        self.arm_wake();
+        let tick = opcode::Timeout::new(&*self.tick_spec as *const _)
+            .flags(types::TimeoutFlags::MULTISHOT)
+            .build()
+            .user_data(token::plain(Op::Tick));
+        self.push(tick);
+        tracing::debug!(
+            core = self.id,
+            slots = self.admission_limit,
+            "shard running"
+        );
+        loop {
+            self.flush_dirty();
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    tracing::error!(core = self.id, "io_uring_enter failed: {e}");
+                    break;
+                }
+            }
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(ud, res, flags) in &cqes {
+                self.dispatch(ud, res, flags);
+            }
+            cqes.clear();
+            self.cqes = cqes;
+            if self.stopping && (self.in_use == 0 || self.wheel.now() >= self.stop_deadline) {
+                break;
+            }
+        }
+        tracing::debug!(core = self.id, "shard stopped");
+    }
+
+    fn dispatch(&mut self, ud: u64, res: i32, flags: u32) {
+        let Some(t) = token::decode(ud) else { return };
+        match t.op {
+            Op::Accept => self.on_accept(res, flags),
+            Op::AcceptOverflow => self.on_accept_overflow(res),
+            Op::OverflowSend => {
+                let close = opcode::Close::new(types::Fd(t.slot as i32))
+                    .build()
+                    .user_data(token::plain(Op::OverflowClose));
+                self.push(close);
+            }
+            Op::OverflowClose | Op::Cancel | Op::Shutdown => {}
+            Op::Tick => self.on_tick(flags),
+            Op::Wake => self.on_wake(),
+            Op::HandoffIn => self.on_handoff_in(t.ptr, res),
+            _ => {
+                let slot = t.slot as usize;
+                if slot >= self.conns.len()
+                    || self.conns[slot].gen != t.gen
+                    || self.conns[slot].is_free()
+                {
+                    return;
+                }
+                match t.op {
+                    Op::RecvHandshake => self.on_recv_handshake(t.slot, res, flags),
+                    Op::Recv => self.on_recv(t.slot, res, flags),
+                    Op::Send => self.on_send(t.slot, res),
+                    Op::Close => self.on_closed(t.slot),
+                    Op::HandoffSent => self.on_handoff_sent(t.slot, res),
+                    _ => {}
+                }
+                self.maybe_release(t.slot);
+            }
+        }
+    }
+
+    // ----- accept -----
+
+    fn arm_accept(&mut self) {
+        if self.accept_armed || self.stopping {
+            return;
+        }
+        let e = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .allocate_file_index(true)
+            .build()
+            .user_data(token::plain(Op::Accept));
+        self.push(e);
+        self.accept_armed = true;
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            self.on_new_conn(res as u32);
+        } else if res == -libc::ENFILE {
+            // The fixed-file table is full: keep the backlog moving with plain fds, answered 503.
+            ShardStats::inc(&self.stats().accept_table_full);
+            self.arm_accept_overflow();
+        } else if res != -libc::ECANCELED {
+            // Transient (EMFILE, ENOMEM, aborted connection...): the next tick re-arms, so a
+            // persistent error cannot spin the loop.
+            tracing::debug!(
+                core = self.id,
+                "accept failed: {}",
+                io::Error::from_raw_os_error(-res)
+            );
+            return;
+        }
+        if !self.accept_armed && res >= 0 {
+            self.arm_accept();
+        }
+    }
+
+    fn arm_accept_overflow(&mut self) {
+        if self.overflow_armed || self.stopping {
+            return;
+        }
+        let e = opcode::Accept::new(
+            types::Fd(self.listener.as_raw_fd()),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(token::plain(Op::AcceptOverflow));
+        self.push(e);
+        self.overflow_armed = true;
+    }
+
+    fn on_accept_overflow(&mut self, res: i32) {
+        self.overflow_armed = false;
+        if res >= 0 {
+            ShardStats::inc(&self.stats().accepted);
+            self.stats().refused(503);
+            static FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nRetry-After: 5\r\nConnection: close\r\n\r\nserver full\n";
+            let e = opcode::Send::new(types::Fd(res), FULL.as_ptr(), FULL.len() as u32)
+                .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                .build()
+                .user_data(token::conn(Op::OverflowSend, res as u32, 0));
+            self.push(e);
+        }
+        // While the table is full keep draining the backlog; when slots free up, `maybe_release`
+        // re-arms the multishot accept.
+        if self.in_use + 1 >= self.table_capacity() {
+            self.arm_accept_overflow();
+        } else {
+            self.arm_accept();
+        }
+    }
+
+    fn table_capacity(&self) -> usize {
+        self.admission_limit + 1
+    }
+
+    fn ensure_slot(&mut self, slot: u32) {
+        let slot = slot as usize;
+        if slot >= self.conns.len() {
+            let new_len = (slot + 1).max(self.conns.len() * 2).max(64);
+            self.conns.resize_with(new_len, Conn::free);
+        }
+    }
+
+    /// Take slot `slot` for a new connection (fresh generation, counters reset).
+    pub(super) fn take_slot(&mut self, slot: u32, state: ConnState) {
+        self.ensure_slot(slot);
+        let now = self.wheel.now();
+        let c = &mut self.conns[slot as usize];
+        debug_assert!(c.is_free());
+        c.gen = token::next_gen(c.gen);
+        c.flags = 0;
+        c.inflight = 0;
+        c.sent = 0;
+        c.last_rx = now;
+        c.state = state;
+        self.in_use += 1;
+    }
+
+    fn on_new_conn(&mut self, slot: u32) {
+        ShardStats::inc(&self.stats().accepted);
+        self.take_slot(slot, ConnState::Handshake { head: Vec::new() });
+        ShardStats::inc(&self.stats().handshakes);
+        if self.stopping {
+            self.refuse(slot, 503, &[("Retry-After", "5")], "server shutting down");
+            return;
+        }
+        if self.in_use > self.admission_limit {
+            self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
+            return;
+        }
+        let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+        self.schedule(slot, at);
+        self.arm_recv_handshake(slot);
+    }
+
+    fn schedule(&mut self, slot: u32, at: u64) {
+        let gen = self.conns[slot as usize].gen;
+        self.conns[slot as usize].timer_at = self.wheel.insert(at, slot, gen);
+    }
+
+    fn arm_recv_handshake(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.inflight += 1;
+        let e = opcode::Recv::new(
+            types::Fixed(slot),
+            std::ptr::null_mut(),
+            self.bufs.buf_size(),
+        )
+        .buf_group(BGID)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(token::conn(Op::RecvHandshake, slot, c.gen));
+        self.push(e);
+    }
+
+    fn arm_recv(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.has(flag::RECV_ARMED) || c.has(flag::CLOSE_SUBMITTED) {
+            return;
+        }
+        c.inflight += 1;
+        c.flags |= flag::RECV_ARMED;
+        let e = opcode::RecvMulti::new(types::Fixed(slot), BGID)
+            .build()
+            .user_data(token::conn(Op::Recv, slot, c.gen));
+        self.push(e);
+    }
+
+    // ----- handshake -----
+
+    fn on_recv_handshake(&mut self, slot: u32, res: i32, flags: u32) {
+        self.conns[slot as usize].inflight -= 1;
+        if res <= 0 {
+            if res == -libc::ENOBUFS {
+                ShardStats::inc(&self.stats().recv_no_buffers);
+                self.arm_recv_handshake(slot);
+            } else {
+                self.begin_close(slot);
+            }
+            return;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            self.begin_close(slot);
+            return;
+        };
+        if !matches!(self.conns[slot as usize].state, ConnState::Handshake { .. }) {
+            self.bufs.recycle(bid);
+            return;
+        }
+        let decision = {
+            let data = self.bufs.get(bid, res as usize);
+            let ConnState::Handshake { head } = &mut self.conns[slot as usize].state else {
+                unreachable!()
+            };
+            if head.is_empty() {
+                let d = self.policy.decide(data);
+                if matches!(d, Decision::NeedMore) {
+                    head.extend_from_slice(data);
+                }
+                d
+            } else {
+                // Bounded: at most max_header_bytes plus one receive buffer.
+                if head.len() <= self.policy.handshake.max_header_bytes {
+                    head.extend_from_slice(data);
+                }
+                self.policy.decide(head)
+            }
+        };
+        self.bufs.recycle(bid);
+        match decision {
+            Decision::NeedMore => self.arm_recv_handshake(slot),
+            Decision::Respond {
+                status,
+                headers,
+                reason,
+            } => self.refuse(slot, status, headers, reason),
+            Decision::Upgrade(plan) => {
+                ShardStats::dec(&self.stats().handshakes);
+                let owner = owner_core(plan.shard_key, self.shared.cores);
+                if owner == self.id {
+                    self.conns[slot as usize].state = ConnState::Responding;
+                    self.open_socket(slot, plan);
+                } else {
+                    self.handoff(slot, owner, plan);
+                }
+            }
+        }
+    }
+
+    /// Answer a plain HTTP status and close.
+    pub(super) fn refuse(
+        &mut self,
+        slot: u32,
+        status: u16,
+        headers: &[(&str, &str)],
+        reason: &str,
+    ) {
+        self.stats().refused(status);
+        let c = &mut self.conns[slot as usize];
+        if matches!(c.state, ConnState::Handshake { .. }) {
+            ShardStats::dec(&self.shared.stats[self.id].handshakes);
+        }
+        c.state = ConnState::Responding;
+        handshake::write_http_response(&mut c.out, status, headers, reason);
+        c.flags |= flag::CLOSE_AFTER_FLUSH;
+        self.mark_dirty(slot);
+        let at = self.wheel.now() + self.ticks(LINGER_MS);
+        self.schedule(slot, at);
+    }
+
+    /// Open the WebSocket on this core: 101, register, read frames.
+    pub(super) fn open_socket(&mut self, slot: u32, mut plan: UpgradePlan) {
+        let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
+        let ws = WsConnection::new(self.ws_limits, deflate);
+        let now = self.wheel.now();
+        let c = &mut self.conns[slot as usize];
+        handshake::write_switching_protocols(
+            &mut c.out,
+            &plan.ws_key,
+            plan.deflate.as_ref().map(|(_, h)| h.as_str()),
+        );
+        c.state = ConnState::Open {
+            ws,
+            endpoint: plan.endpoint,
+        };
+        c.last_rx = now;
+        ShardStats::inc(&self.shared.stats[self.id].upgrades);
+        ShardStats::inc(&self.shared.stats[self.id].sockets);
+        self.mark_dirty(slot);
+        let at = now + self.ticks(self.limits.ping_interval_secs * 1000);
+        self.schedule(slot, at);
+        if !plan.leftover.is_empty() {
+            let mut early = std::mem::take(&mut plan.leftover);
+            self.on_frames(slot, &mut early);
+        }
+        self.arm_recv(slot);
+    }
+
+    // ----- frames -----
+
+    fn on_recv(&mut self, slot: u32, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        if !more {
+            let c = &mut self.conns[slot as usize];
+            c.inflight -= 1;
+            c.flags &= !flag::RECV_ARMED;
+        }
+        if res > 0 {
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                return;
+            };
+            ShardStats::add(&self.shared.stats[self.id].bytes_in, res as u64);
+            self.conns[slot as usize].last_rx = self.wheel.now();
+            let c = &self.conns[slot as usize];
+            if matches!(c.state, ConnState::Open { .. })
+                && !c.has(flag::LINGER)
+                && !c.has(flag::CLOSE_AFTER_FLUSH)
+            {
+                // Copy-free path: frames are decoded and unmasked in the provided buffer; the
+                // buffer is temporarily detached from `self.bufs` by pointer to satisfy borrows.
+                let data: *mut [u8] = self.bufs.get(bid, res as usize);
+                // SAFETY: the buffer is ours until `recycle(bid)` below and nothing else touches
+                // the buffer ring's memory for this bid in between.
+                self.on_frames(slot, unsafe { &mut *data });
+            }
+            self.bufs.recycle(bid);
+            if !more {
+                self.arm_recv(slot);
+            }
+        } else if res == -libc::ENOBUFS {
+            ShardStats::inc(&self.stats().recv_no_buffers);
+            self.arm_recv(slot);
+        } else {
+            // EOF or error: the peer is gone (or finished its side of the close).
+            self.begin_close(slot);
+        }
+    }
+
+    /// Feed received bytes to the connection's protocol state machine and act on its events.
+    fn on_frames(&mut self, slot: u32, data: &mut [u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut events = std::mem::take(&mut self.scratch_events);
+        let c = &mut self.conns[slot as usize];
+        let ConnState::Open { ws, endpoint } = &mut c.state else {
+            return;
+        };
+        let kind = self.endpoint_kinds[*endpoint as usize];
+        let result = ws.receive(data, &mut |ev| {
+            let (code, payload): (u8, &[u8]) = match ev {
+                Event::Message(MessageKind::Text, p) => (0, p),
+                Event::Message(MessageKind::Binary, p) => (1, p),
+                Event::Ping(p) => (2, p),
+                Event::Pong(p) => (3, p),
+                Event::Close { code, reason } => {
+                    let code = code.unwrap_or(0);
+                    scratch.extend_from_slice(&code.to_be_bytes());
+                    (4, reason.as_bytes())
+                }
+            };
+            let start = scratch.len();
+            scratch.extend_from_slice(payload);
+            events.push((code, start, payload.len()));
+        });
+        let mut closing = false;
+        let mut messages = 0u64;
+        let mut echoed = 0u64;
+        for &(code, start, len) in &events {
+            let payload = &scratch[start..start + len];
+            match code {
+                0 | 1 => {
+                    messages += 1;
+                    if kind == EndpointKind::Echo {
+                        let k = if code == 0 {
+                            MessageKind::Text
+                        } else {
+                            MessageKind::Binary
+                        };
+                        ws.encode_message(&mut c.out, k, payload);
+                        echoed += 1;
+                    }
+                }
+                2 => WsConnection::encode_control(&mut c.out, OpCode::Pong, payload),
+                3 => {}
+                _ => {
+                    let code = u16::from_be_bytes([scratch[start - 2], scratch[start - 1]]);
+                    if code == 0 {
+                        WsConnection::encode_close(&mut c.out, 1000, "");
+                    } else {
+                        WsConnection::encode_close(&mut c.out, code, "");
+                    }
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        scratch.clear();
+        events.clear();
+        self.scratch = scratch;
+        self.scratch_events = events;
+        let stats = &self.shared.stats[self.id];
+        ShardStats::add(&stats.messages_in, messages);
+        ShardStats::add(&stats.messages_out, echoed);
+        if let Err(err) = result {
+            ShardStats::inc(&stats.protocol_errors);
+            tracing::debug!(core = self.id, slot, "protocol error: {err}");
+            // Replies to the messages before the error stay queued ahead of the close frame.
+            WsConnection::encode_close(&mut c.out, err.close_code(), err.reason());
+            closing = true;
+        }
+        if closing {
+            c.flags |= flag::CLOSE_AFTER_FLUSH;
+        } else if c.queued_bytes() > self.limits.max_outbound_bytes {
+            self.close_slow_consumer(slot);
+            return;
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// A socket whose queue exceeds the outbound limit: drop what is queued, try a 1013 close,
+    /// and give it the linger time to go away.
+    pub(super) fn close_slow_consumer(&mut self, slot: u32) {
+        ShardStats::inc(&self.stats().closed_slow_consumer);
+        let c = &mut self.conns[slot as usize];
+        c.out.clear();
+        c.out.shrink_to(KEEP_CAPACITY);
+        WsConnection::encode_close(&mut c.out, 1013, "slow consumer");
+        c.flags |= flag::CLOSE_AFTER_FLUSH;
+        self.mark_dirty(slot);
+        let at = self.wheel.now() + self.ticks(LINGER_MS);
+        self.schedule(slot, at);
+    }
+
+    pub(super) fn mark_dirty(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if !c.has(flag::DIRTY) {
+            c.flags |= flag::DIRTY;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// End of a loop turn: one send per socket with queued bytes.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            self.conns[slot as usize].flags &= !flag::DIRTY;
+            self.flush(slot);
+            self.maybe_release(slot);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    fn flush(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.is_free() || c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SUBMITTED) {
+            return;
+        }
+        if matches!(c.state, ConnState::Closing) {
+            return;
+        }
+        if !c.out.is_empty() {
+            std::mem::swap(&mut c.out, &mut c.sending);
+            c.sent = 0;
+            self.submit_send(slot);
+        } else if c.has(flag::CLOSE_AFTER_FLUSH) && !c.has(flag::LINGER) {
+            self.start_linger(slot);
+        }
+    }
+
+    fn submit_send(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let rest = &c.sending[c.sent..];
+        c.flags |= flag::SEND_INFLIGHT;
+        c.inflight += 1;
+        let e = opcode::Send::new(types::Fixed(slot), rest.as_ptr(), rest.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(token::conn(Op::Send, slot, c.gen));
+        self.push(e);
+    }
+
+    fn on_send(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        c.inflight -= 1;
+        c.flags &= !flag::SEND_INFLIGHT;
+        if res < 0 {
+            c.sending.clear();
+            c.out.clear();
+            self.begin_close(slot);
+            return;
+        }
+        ShardStats::add(&self.shared.stats[self.id].bytes_out, res as u64);
+        c.sent += res as usize;
+        if c.sent < c.sending.len() && !matches!(c.state, ConnState::Closing) {
+            self.submit_send(slot);
+            return;
+        }
+        c.sending.clear();
+        c.sent = 0;
+        if c.sending.capacity() > KEEP_CAPACITY {
+            c.sending.shrink_to(KEEP_CAPACITY);
+        }
+        if !c.out.is_empty() || c.has(flag::CLOSE_AFTER_FLUSH) {
+            self.mark_dirty(slot);
+        }
+    }
+
+    // ----- closing -----
+
+    /// Our close frame or refusal is written: shut our side and wait briefly for the peer's EOF,
+    /// so that it reads everything we sent (closing with unread input would send RST).
+    fn start_linger(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.flags |= flag::LINGER;
+        let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
+            .build()
+            .user_data(token::conn(Op::Shutdown, slot, c.gen));
+        self.push(e);
+        let at = self.wheel.now() + self.ticks(LINGER_MS);
+        self.schedule(slot, at);
+        self.arm_recv(slot);
+    }
+
+    /// Close now: cancel what is in flight, then release the descriptor.
+    pub(super) fn begin_close(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        match c.state {
+            ConnState::Closing | ConnState::Free => return,
+            ConnState::Open { .. } => ShardStats::dec(&self.shared.stats[self.id].sockets),
+            ConnState::Handshake { .. } => ShardStats::dec(&self.shared.stats[self.id].handshakes),
+            ConnState::Moving { .. } => return, // finished by the MSG_RING completion
+            ConnState::Responding => {}
+        }
+        c.state = ConnState::Closing;
+        c.out = Vec::new();
+        if c.inflight > 0 {
+            let gen = c.gen;
+            let cancel =
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all())
+                    .build()
+                    .user_data(token::conn(Op::Cancel, slot, gen));
+            self.push(cancel);
+        }
+    }
+
+    /// Once a closing slot has nothing in flight, close the descriptor; once that completes,
+    /// free the slot.
+    pub(super) fn maybe_release(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if !matches!(c.state, ConnState::Closing) || c.inflight > 0 || c.has(flag::CLOSE_SUBMITTED)
+        {
+            return;
+        }
+        c.flags |= flag::CLOSE_SUBMITTED;
+        c.inflight += 1;
+        let e = opcode::Close::new(types::Fixed(slot))
+            .build()
+            .user_data(token::conn(Op::Close, slot, c.gen));
+        self.push(e);
+    }
+
+    fn on_closed(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.inflight -= 1;
+        c.state = ConnState::Free;
+        c.flags = 0;
+        c.sending = Vec::new();
+        c.out = Vec::new();
+        self.in_use -= 1;
+        if !self.accept_armed && !self.stopping {
+            self.arm_accept();
+        }
+    }
+
+    // ----- timers -----
+
+    fn on_tick(&mut self, flags: u32) {
+        if !cqueue::more(flags) {
+            let tick = opcode::Timeout::new(&*self.tick_spec as *const _)
+                .flags(types::TimeoutFlags::MULTISHOT)
+                .build()
+                .user_data(token::plain(Op::Tick));
+            self.push(tick);
+        }
+        let to = self.now_tick();
+        let mut due = Vec::new();
+        self.wheel
+            .advance(to, |_, slot, gen, tick| due.push((slot, gen, tick)));
+        for (slot, gen, tick) in due {
+            let Some(c) = self.conns.get(slot as usize) else {
+                continue;
+            };
+            if c.gen != gen || c.timer_at != tick || c.is_free() {
+                continue;
+            }
+            self.on_timer(slot);
+            self.maybe_release(slot);
+        }
+        if !self.accept_armed && !self.stopping && self.in_use < self.table_capacity() {
+            self.arm_accept();
+        }
+    }
+
+    fn on_timer(&mut self, slot: u32) {
+        let now = self.wheel.now();
+        let c = &mut self.conns[slot as usize];
+        match &c.state {
+            ConnState::Handshake { .. } => self.refuse(slot, 408, &[], "handshake timeout"),
+            ConnState::Open { .. } if c.has(flag::LINGER) || c.has(flag::CLOSE_AFTER_FLUSH) => {
+                self.begin_close(slot)
+            }
+            ConnState::Open { .. } => {
+                let idle_ticks = self.limits.idle_timeout_secs * 1000 / TICK_MS;
+                if now.saturating_sub(c.last_rx) >= idle_ticks {
+                    ShardStats::inc(&self.shared.stats[self.id].closed_idle);
+                    WsConnection::encode_close(&mut c.out, 1001, "idle timeout");
+                    c.flags |= flag::CLOSE_AFTER_FLUSH;
+                    self.mark_dirty(slot);
+                    let at = now + self.ticks(LINGER_MS);
+                    self.schedule(slot, at);
+                } else {
+                    ShardStats::inc(&self.shared.stats[self.id].pings_sent);
+                    WsConnection::encode_control(&mut c.out, OpCode::Ping, b"");
+                    self.mark_dirty(slot);
+                    let at = now + self.ticks(self.limits.ping_interval_secs * 1000);
+                    self.schedule(slot, at);
+                }
+            }
+            ConnState::Responding => self.begin_close(slot),
+            _ => {}
+        }
+    }
+
+    // ----- control plane -----
+
+    fn arm_wake(&mut self) {
+        let e = opcode::Read::new(
+            types::Fd(self.wake.as_raw_fd()),
+            &mut *self.wake_buf as *mut u64 as *mut u8,
+            8,
+        )
+        .build()
+        .user_data(token::plain(Op::Wake));
+        self.push(e);
+    }
+
+    fn on_wake(&mut self) {
+        while let Some(cmd) = self.shared.inboxes[self.id].pop() {
+            match cmd {
+                Command::Shutdown => self.start_shutdown(),
+            }
+        }
+        self.arm_wake();
+    }
+
+    fn start_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.stop_deadline = self.wheel.now() + self.ticks(3_000);
+        let cancel = opcode::AsyncCancel2::new(
+            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
+        )
+        .build()
+        .user_data(token::plain(Op::Cancel));
+        self.push(cancel);
+        for slot in 0..self.conns.len() as u32 {
+            let c = &mut self.conns[slot as usize];
+            match c.state {
+                ConnState::Open { .. } if !c.has(flag::CLOSE_AFTER_FLUSH) => {
+                    WsConnection::encode_close(&mut c.out, 1001, "server shutting down");
+                    c.flags |= flag::CLOSE_AFTER_FLUSH;
+                    self.mark_dirty(slot);
+                }
+                ConnState::Handshake { .. } => {
+                    self.begin_close(slot);
+                    self.maybe_release(slot);
+                }
+                _ => {}
+            }
+        }
+    }
+}

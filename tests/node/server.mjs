@@ -1,0 +1,97 @@
+// Start target/release/ringwire (or $RINGWIRE_BIN) on a free 127.0.0.1 port with a temp
+// config, wait for "ringwire ready" on stderr (20 s), and stop it with SIGTERM.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BINARY = process.env.RINGWIRE_BIN || join(ROOT, 'target', 'release', 'ringwire');
+const READY = 'ringwire ready';
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+function config({ port, adminPort, compression = true, maxFrame = 16 << 20, maxMessage = 16 << 20, cores = 2 }) {
+  return `[server]
+listen = "127.0.0.1:${port}"
+cores = ${cores}
+
+[limits]
+max_frame_bytes = ${maxFrame}
+max_message_bytes = ${maxMessage}
+handshake_timeout_ms = 5000
+
+[compression]
+enabled = ${compression}
+
+[admin]
+listen = "127.0.0.1:${adminPort}"
+
+[[endpoints]]
+path = "/"
+kind = "echo"
+auth = "none"
+`;
+}
+
+/** Start a ringwire; resolves to { url, port, stderr(), stop() } once ready. */
+export async function startServer(opts = {}) {
+  if (!existsSync(BINARY)) throw new Error(`${BINARY} not found: run cargo build --release first`);
+  const port = await freePort();
+  let adminPort = await freePort();
+  while (adminPort === port) adminPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'ringwire-node-'));
+  const cfgPath = join(dir, 'ringwire.toml');
+  writeFileSync(cfgPath, config({ port, adminPort, ...opts }));
+
+  const child = spawn(BINARY, ['serve', '--config', cfgPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  let exited = null;
+  let onStderr = () => {};
+  child.on('exit', (code, signal) => { exited = { code, signal }; });
+  child.stderr.on('data', (chunk) => { stderr += chunk.toString(); onStderr(); });
+
+  await new Promise((res, rej) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rej(new Error(`ringwire not ready after 20 s\n--- stderr ---\n${stderr}`));
+    }, 20_000);
+    onStderr = () => {
+      if (stderr.includes(READY)) { clearTimeout(timer); onStderr = () => {}; res(); }
+    };
+    child.once('error', (err) => { clearTimeout(timer); rej(err); });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      rej(new Error(`ringwire exited (code ${code}, signal ${signal}) before ready\n--- stderr ---\n${stderr}`));
+    });
+  });
+
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/`,
+    stderr: () => stderr,
+    alive: () => exited === null,
+    async stop() {
+      if (exited === null) {
+        const done = new Promise((res) => child.once('exit', res));
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await done;
+        clearTimeout(t);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,67 @@
+"""`ringwire serve --check`: validates a config and exits 0/1 without serving."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from helpers import BINARY, free_port, make_config, render_config
+
+
+def check(path) -> subprocess.CompletedProcess:
+    if not BINARY.is_file():
+        pytest.fail(f"{BINARY} not found: build with `cargo build --release` first")
+    return subprocess.run([str(BINARY), "serve", "--config", str(path), "--check"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
+
+
+def test_check_accepts_good_config(config_file):
+    port = free_port()
+    r = check(config_file(render_config(make_config(port, free_port()))))
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+
+
+def test_check_does_not_bind(config_file):
+    """--check validates and exits; it does not start serving."""
+    port = free_port()
+    r = check(config_file(render_config(make_config(port, free_port()))))
+    assert r.returncode == 0, r.stderr
+    assert "ringwire ready" not in r.stderr
+
+
+@pytest.mark.parametrize("section,key", [("server", "bogus_key"), ("limits", "max_franes_bytes")])
+def test_check_rejects_unknown_key(config_file, section, key):
+    cfg = make_config(free_port(), free_port())
+    cfg[section][key] = 1
+    r = check(config_file(render_config(cfg)))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, f"unknown key accepted\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert key in out, f"message does not name the unknown key {key!r}: {out!r}"
+    assert "panicked" not in out, out
+
+
+def test_check_rejects_unknown_section(config_file):
+    r = check(config_file(render_config(make_config(free_port(), free_port())) + "\n[nosuchsection]\nx = 1\n"))
+    assert r.returncode != 0
+    assert "nosuchsection" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('[server]\nlisten = "127.0.0.1:1"\n[[endpoints]]\npath = "/ws"\nkind = "raw"\nauth = "none"\n', "auth"),
+    ('[server]\nlisten = "not an address"\n', "listen"),
+    ('[limits]\nhandshake_timeout_ms = 0\n', "handshake_timeout_ms"),
+    ('this is = = not toml\n', ""),
+])
+def test_check_rejects_invalid_config(config_file, text, needle):
+    r = check(config_file(text))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, f"invalid config accepted: {text!r}"
+    assert needle in out, out
+    assert "panicked" not in out, out
+
+
+def test_check_missing_file(tmp_path):
+    r = check(tmp_path / "does-not-exist.toml")
+    assert r.returncode != 0
+    assert "does-not-exist.toml" in r.stdout + r.stderr
