@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Opens many WebSocket connections from several worker processes (each process
 /// is limited by RLIMIT_NOFILE), optionally exchanges messages, and prints a
-/// report (human table + JSON). Exit code 0 = run completed and all thresholds
-/// were met, 1 = a threshold was violated, 2 = the run could not be performed.
+/// report (human table + JSON). Exit code 0 = all thresholds were met,
+/// 1 = a threshold was violated (or the hard deadline was hit), 2 = the run
+/// could not be performed, 130 = interrupted by Ctrl-C (report still written).
 #[derive(Debug, Parser)]
 #[command(
     name = "ringwire-loadtest",

@@ -49,6 +49,8 @@ pub struct ConnParams {
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful close may take when stopping.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for outstanding echoes when stopping.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Counters shared by all connections of a worker.
 pub struct Shared {
@@ -315,6 +317,10 @@ async fn drive(
     let mut seq = 0u64;
     let mut check = Check::Idle;
     let mut server_closed = false;
+    // Echoes of our scenario messages received (`seq` is the number sent).
+    let mut echoed = 0u64;
+    // Set when stopping while echoes are outstanding.
+    let mut drain_until: Option<Instant> = None;
     // If we were connected after an echo check was requested, take part in it too.
     let mut pending_phase = Some(*ctrl.borrow_and_update());
 
@@ -323,12 +329,15 @@ async fn drive(
             match phase {
                 Phase::Run => {}
                 Phase::Stop => {
-                    let _ = timeout(CLOSE_TIMEOUT, async {
-                        let _ = ws.close(None).await;
-                        while let Some(Ok(_)) = ws.next().await {}
-                    })
-                    .await;
-                    break None;
+                    // Let the echoes still in flight arrive before closing.
+                    if seq > echoed && !server_closed {
+                        ticker = None;
+                        drain_until
+                            .get_or_insert(Instant::now() + p.echo_timeout.min(DRAIN_TIMEOUT));
+                    } else {
+                        close(ws).await;
+                        break None;
+                    }
                 }
                 Phase::EchoCheck => {
                     if matches!(check, Check::Idle) {
@@ -365,7 +374,15 @@ async fn drive(
             msg = ws.next() => match msg {
                 None => break Some(if server_closed { "closed_by_server" } else { "eof" }.to_string()),
                 Some(Err(e)) => break Some(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) }),
-                Some(Ok(Message::Text(text))) => on_text(id, p, shared, &text, &mut check),
+                Some(Ok(Message::Text(text))) => {
+                    if on_text(id, p, shared, &text, &mut check) {
+                        echoed += 1;
+                        if drain_until.is_some() && echoed >= seq {
+                            close(ws).await;
+                            break None;
+                        }
+                    }
+                }
                 Some(Ok(Message::Binary(_))) => { shared.unsolicited.fetch_add(1, Relaxed); }
                 Some(Ok(Message::Ping(_))) => { shared.pings.fetch_add(1, Relaxed); }
                 Some(Ok(Message::Close(_))) => server_closed = true,
@@ -374,6 +391,10 @@ async fn drive(
             _ = async { sleep_until(check_deadline.unwrap()).await }, if check_deadline.is_some() => {
                 check = Check::Done;
                 shared.check_failed.fetch_add(1, Relaxed);
+            }
+            _ = async { sleep_until(drain_until.unwrap()).await }, if drain_until.is_some() => {
+                close(ws).await;
+                break None;
             }
             _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && !server_closed => {
                 let payload = echo_payload(id, seq, shared.now_us(), p.message_bytes);
@@ -407,7 +428,16 @@ async fn drive(
     outcome
 }
 
-fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Check) {
+async fn close(ws: &mut Ws) {
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Handles a text message; returns true if it was the echo of one of our scenario messages.
+fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Check) -> bool {
     if text.starts_with("chk:") {
         if let Check::Pending { payload, .. } = check {
             if text == payload.as_str() {
@@ -420,7 +450,7 @@ fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Che
         } else {
             shared.mismatches.fetch_add(1, Relaxed);
         }
-        return;
+        return false;
     }
     if text.starts_with("e:") {
         match parse_echo_payload(text, p.message_bytes) {
@@ -428,15 +458,18 @@ fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Che
                 shared.received.fetch_add(1, Relaxed);
                 let rtt = shared.now_us().saturating_sub(t_us);
                 stats::record(&mut shared.latency.lock().unwrap(), rtt);
+                true
             }
             _ => {
                 shared.mismatches.fetch_add(1, Relaxed);
+                false
             }
         }
-        return;
+    } else {
+        // Something the server pushed on its own (not an echo of ours).
+        shared.unsolicited.fetch_add(1, Relaxed);
+        false
     }
-    // Something the server pushed on its own (not an echo of ours).
-    shared.unsolicited.fetch_add(1, Relaxed);
 }
 
 #[cfg(test)]

@@ -243,6 +243,16 @@ fn spawn_worker(index: usize, spec: WorkerSpec, tx: mpsc::UnboundedSender<Msg>) 
     })
 }
 
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Connecting => "connect",
+        Phase::Holding { .. } => "hold",
+        Phase::Checking { .. } => "echo_check",
+        Phase::Stopping { .. } => "stop",
+        Phase::Done => "done",
+    }
+}
+
 fn fmt_ms(us: u64) -> String {
     format!("{:.2}ms", us as f64 / 1000.0)
 }
@@ -276,8 +286,10 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         ProgressBar::hidden()
     };
     let log = |msg: String| {
-        if !args.quiet {
+        if interactive {
             bar.println(msg);
+        } else if !args.quiet {
+            eprintln!("{msg}");
         }
     };
     log(format!(
@@ -343,6 +355,8 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
     let mut mem_end = MemSample::default();
     let mut total_hist: Histogram<u64> = stats::new_histogram();
     let mut tick_hist: Histogram<u64> = stats::new_histogram();
+    // Only what arrives while holding: all connections up, no ramp, no echo-check burst.
+    let mut steady_hist: Histogram<u64> = stats::new_histogram();
     let mut timeline: Vec<TimelineSample> = Vec::new();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -353,8 +367,9 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
     let mut interrupts = 0u32;
     let mut check_started = false;
     let mut check_completed = false;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing SIGINT handler")?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
     // The actions that end the active part of the run.
     macro_rules! stop_now {
@@ -370,6 +385,8 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         }};
     }
 
+    let mut phase_started = Instant::now();
+    let mut prev_phase_name = "connect";
     while phase != Phase::Done {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -384,6 +401,9 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                             w.counters = counters;
                             stats::merge_pairs(&mut total_hist, &lat);
                             stats::merge_pairs(&mut tick_hist, &lat);
+                            if matches!(phase, Phase::Holding { .. }) {
+                                stats::merge_pairs(&mut steady_hist, &lat);
+                            }
                         }
                         Event::ConnectDone { at_unix_us, .. } => {
                             w.connect_done = true;
@@ -430,13 +450,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                 });
                 tick_hist.reset();
 
-                let phase_name = match phase {
-                    Phase::Connecting => "connecting",
-                    Phase::Holding { .. } => "holding",
-                    Phase::Checking { .. } => "echo check",
-                    Phase::Stopping { .. } => "stopping",
-                    Phase::Done => "done",
-                };
+                let phase_name = phase_name(phase);
                 let lat = if total_hist.is_empty() {
                     String::new()
                 } else {
@@ -462,7 +476,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                     );
                 }
             }
-            _ = sigint.recv() => {
+            _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
                 interrupts += 1;
                 outcome.interrupted = true;
                 if interrupts == 1 && !matches!(phase, Phase::Stopping { .. }) {
@@ -546,6 +560,15 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         }
         if workers.iter().all(|w| !live(w)) {
             phase = Phase::Done;
+        }
+        let name = phase_name(phase);
+        if name != prev_phase_name {
+            *outcome
+                .phase_seconds
+                .entry(prev_phase_name.to_string())
+                .or_default() += phase_started.elapsed().as_secs_f64();
+            phase_started = Instant::now();
+            prev_phase_name = name;
         }
     }
     bar.finish_and_clear();
@@ -657,6 +680,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             unsolicited: t.unsolicited,
             pings_received: t.pings_received,
             latency_us: LatencySummary::of(&total_hist),
+            latency_steady_us: LatencySummary::of(&steady_hist),
         },
         echo_check,
         memory,

@@ -22,6 +22,8 @@ use crate::cli::{Cli, Command, RunArgs};
 
 /// Exit code when a threshold is violated.
 const EXIT_THRESHOLD: u8 = 1;
+/// Exit code when the run was interrupted with Ctrl-C (report still written).
+const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code when the test could not be run at all.
 const EXIT_ERROR: u8 = 2;
 
@@ -59,7 +61,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("warning: {e:#}"),
         }
     }
-    Ok(if report.violations.is_empty() {
+    Ok(if report.outcome.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if report.violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_THRESHOLD)

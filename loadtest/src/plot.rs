@@ -6,7 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::report::Report;
+use crate::report::{Report, TimelineSample};
+
+/// (name, value of a timeline sample, colour) of one latency line.
+type Series = (&'static str, fn(&TimelineSample) -> Option<f64>, RGBColor);
 
 pub fn write_svg(path: &Path, report: &Report) -> Result<()> {
     draw(path, report).with_context(|| format!("writing plot {}", path.display()))
@@ -47,6 +50,7 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
         .configure_mesh()
         .x_desc("time (s)")
         .y_desc("connections")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     chart
         .draw_series(LineSeries::new(
@@ -87,11 +91,7 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
             .x_desc("time (s)")
             .y_desc("latency (ms)")
             .draw()?;
-        let series: [(
-            &str,
-            fn(&crate::report::TimelineSample) -> Option<f64>,
-            RGBColor,
-        ); 3] = [
+        let series: [Series; 3] = [
             ("p50", |s| s.p50_ms, GREEN),
             ("p99", |s| s.p99_ms, MAGENTA),
             ("max", |s| s.max_ms, RGBColor(150, 150, 150)),

@@ -57,6 +57,8 @@ pub struct Outcome {
     pub deadline_hit: bool,
     /// Every worker finished all of its connection attempts.
     pub connect_phase_complete: bool,
+    /// Seconds spent in each phase: connect, hold, echo_check, stop.
+    pub phase_seconds: BTreeMap<String, f64>,
     pub notes: Vec<String>,
 }
 
@@ -86,8 +88,11 @@ pub struct MessageStats {
     pub send_errors: u64,
     pub unsolicited: u64,
     pub pings_received: u64,
-    /// Round-trip latency of echoed messages, microseconds.
+    /// Round-trip latency of all echoed messages (ramp-up and stop included), µs.
     pub latency_us: Option<LatencySummary>,
+    /// Round-trip latency while holding (all connections up, before the echo
+    /// check and stop), µs. This is what --max-p99-ms is checked against when present.
+    pub latency_steady_us: Option<LatencySummary>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,7 +180,8 @@ impl Report {
             }
         }
         if let Some(max_ms) = args.max_p99_ms {
-            match &self.messages.latency_us {
+            let lat = self.messages.latency_steady_us.as_ref();
+            match lat.or(self.messages.latency_us.as_ref()) {
                 Some(l) if l.p99_us as f64 / 1000.0 > max_ms => v.push(format!(
                     "p99 latency {:.3} ms > --max-p99-ms {max_ms}",
                     l.p99_us as f64 / 1000.0
@@ -193,6 +199,9 @@ impl Report {
                 Some(_) => {}
                 None => v.push("--max-echo-failures given but no echo check ran".to_string()),
             }
+        }
+        if self.outcome.deadline_hit {
+            v.push("the hard deadline (--max-runtime-s) was hit".to_string());
         }
         self.violations = v;
     }
@@ -227,6 +236,16 @@ impl Report {
             status += ", hard deadline hit";
         }
         row(&mut s, "status", status);
+        let phases: Vec<String> = ["connect", "hold", "echo_check", "stop"]
+            .iter()
+            .filter_map(|p| {
+                self.outcome
+                    .phase_seconds
+                    .get(*p)
+                    .map(|s| format!("{p} {s:.2}"))
+            })
+            .collect();
+        row(&mut s, "phases (s)", phases.join(", "));
         for n in &self.outcome.notes {
             row(&mut s, "note", n.clone());
         }
@@ -270,17 +289,19 @@ impl Report {
                 "missing / mismatches / send errors",
                 format!("{} / {} / {}", m.missing, m.mismatches, m.send_errors),
             );
-            if let Some(l) = &m.latency_us {
-                row(
-                    &mut s,
-                    "rtt p50 / p90 / p99 (µs)",
-                    format!("{} / {} / {}", l.p50_us, l.p90_us, l.p99_us),
-                );
-                row(
-                    &mut s,
-                    "rtt p99.9 / max / mean (µs)",
-                    format!("{} / {} / {:.0}", l.p999_us, l.max_us, l.mean_us),
-                );
+            for (name, lat) in [("all", &m.latency_us), ("steady", &m.latency_steady_us)] {
+                if let Some(l) = lat {
+                    row(
+                        &mut s,
+                        &format!("rtt {name}: n / p50 / p90 / p99 µs"),
+                        format!("{} / {} / {} / {}", l.count, l.p50_us, l.p90_us, l.p99_us),
+                    );
+                    row(
+                        &mut s,
+                        &format!("rtt {name}: p99.9 / max / mean µs"),
+                        format!("{} / {} / {:.0}", l.p999_us, l.max_us, l.mean_us),
+                    );
+                }
             }
         }
         if m.unsolicited > 0 || m.pings_received > 0 {
@@ -353,13 +374,15 @@ impl Report {
             );
         }
         let _ = writeln!(s, "  elapsed {:.1} s", self.elapsed_s);
-        if self.violations.is_empty() {
+        if self.outcome.interrupted {
+            let _ = writeln!(s, "RESULT: INTERRUPTED");
+        } else if self.violations.is_empty() {
             let _ = writeln!(s, "RESULT: PASS");
         } else {
             let _ = writeln!(s, "RESULT: FAIL");
-            for v in &self.violations {
-                let _ = writeln!(s, "  threshold violated: {v}");
-            }
+        }
+        for v in &self.violations {
+            let _ = writeln!(s, "  threshold violated: {v}");
         }
         s
     }

@@ -23,7 +23,13 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
             }
         }
     }
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok(as_pair(&lim))
+}
+
+// rlim_t is u64 on 64-bit Linux but not everywhere.
+#[allow(clippy::unnecessary_cast)]
+fn as_pair(lim: &libc::rlimit) -> (u64, u64) {
+    (lim.rlim_cur as u64, lim.rlim_max as u64)
 }
 
 /// Current (soft, hard) RLIMIT_NOFILE.
@@ -36,7 +42,7 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok(as_pair(&lim))
 }
 
 /// Reads a `Key:   123 kB` line from a /proc file, in bytes.

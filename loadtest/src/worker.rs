@@ -179,11 +179,16 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
     // Stop: close every connection (connections still connecting close as soon as they are up).
     let _ = ctrl_tx.send(Phase::Stop);
     let grace = Instant::now() + params.connect_timeout.min(STOP_GRACE) + STOP_GRACE;
+    let mut next_progress = Instant::now() + TICK;
     loop {
         let attempts_done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed)
             >= shared.attempts.load(Relaxed);
         if (attempts_done && shared.open.load(Relaxed) == 0) || Instant::now() >= grace {
             break;
+        }
+        if Instant::now() >= next_progress {
+            next_progress += TICK;
+            send_progress(&shared);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

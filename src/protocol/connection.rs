@@ -28,7 +28,7 @@ use super::error::ProtocolError;
 use super::frame::{
     self, header_len_for, parse_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use super::mask::apply_mask;
+use super::mask::{apply_mask, rotate_mask};
 use super::utf8::Utf8Validator;
 
 /// Message buffers with at most this capacity are kept between messages;
@@ -323,10 +323,11 @@ impl WsConnection {
                     if n == 0 && self.remaining > 0 {
                         return Ok(());
                     }
+                    // The whole rest of the control payload (≤ 125 bytes).
+                    self.buf.reserve_exact(self.remaining as usize);
                     let chunk = &mut data[pos..pos + n];
                     pos += n;
                     self.unmask(chunk);
-                    self.buf.reserve_exact(n);
                     self.buf.extend_from_slice(chunk);
                     if self.remaining == 0 {
                         self.stage = Stage::Header;
@@ -401,7 +402,7 @@ impl WsConnection {
     /// Unmasks the next `chunk.len()` payload bytes of the current frame.
     fn unmask(&mut self, chunk: &mut [u8]) {
         apply_mask(chunk, self.mask, 0);
-        self.mask.rotate_left(chunk.len() % 4);
+        self.mask = rotate_mask(self.mask, chunk.len());
         self.remaining -= chunk.len() as u64;
     }
 

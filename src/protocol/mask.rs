@@ -10,8 +10,7 @@
 /// XORs `buf` with `mask`, starting at key byte `offset % 4`.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
-    let mut m = mask;
-    m.rotate_left(offset % 4);
+    let m = rotate_mask(mask, offset);
     // Two copies of the (rotated) key: the same byte sequence on either
     // endianness, so native-endian loads/stores line up with it.
     let mut m8 = [0u8; 8];
@@ -44,6 +43,16 @@ fn xor_word(w: &mut [u8], m64: u64) {
     w.copy_from_slice(&v.to_ne_bytes());
 }
 
+/// The key as seen from payload byte `offset`: `rotate_mask(m, k)[0] ==
+/// m[k % 4]`. (A u32 rotate: `<[u8]>::rotate_left` is surprisingly slow
+/// for a 4-byte array.)
+#[inline(always)]
+pub fn rotate_mask(mask: [u8; 4], offset: usize) -> [u8; 4] {
+    u32::from_le_bytes(mask)
+        .rotate_right(8 * (offset % 4) as u32)
+        .to_le_bytes()
+}
+
 /// Reference implementation of [`apply_mask`]: one byte at a time.
 pub fn apply_mask_naive(buf: &mut [u8], mask: [u8; 4], offset: usize) {
     for (i, b) in buf.iter_mut().enumerate() {
@@ -70,6 +79,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rotate() {
+        let m = [1, 2, 3, 4];
+        assert_eq!(rotate_mask(m, 0), [1, 2, 3, 4]);
+        assert_eq!(rotate_mask(m, 1), [2, 3, 4, 1]);
+        assert_eq!(rotate_mask(m, 6), [3, 4, 1, 2]);
+        assert_eq!(rotate_mask(m, 7), [4, 1, 2, 3]);
     }
 
     #[test]

@@ -64,6 +64,10 @@ impl Shard {
         let slot = res as u32;
         ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
         self.take_slot(slot, ConnState::Responding);
+        if self.over_admission_limit() {
+            self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
+            return;
+        }
         self.open_socket(slot, *plan);
     }
 }

@@ -10,6 +10,7 @@
 //! - Deadlines (handshake, keepalive, linger) live in a timing wheel ticked by one multishot
 //!   timeout per ring.
 //! - The control plane talks to a shard through a lock-free queue plus an eventfd wake-up.
+mod accept;
 mod bufring;
 mod conn;
 mod handoff;

@@ -39,17 +39,16 @@ pub struct Shard {
     pub(super) id: usize,
     pub(super) shared: Arc<Shared>,
     policy: Arc<UpgradePolicy>,
-    listener: OwnedFd,
+    pub(super) listener: OwnedFd,
     wake: OwnedFd,
     wake_buf: Box<u64>,
     tick_spec: Box<types::Timespec>,
     pub(super) conns: Vec<Conn>,
     /// Slots in use (any state but Free).
-    in_use: usize,
+    pub(super) in_use: usize,
     /// Above this many slots in use, new connections are answered 503.
     admission_limit: usize,
-    accept_armed: bool,
-    overflow_armed: bool,
+    pub(super) accept: super::accept::AcceptState,
     wheel: TimerWheel,
     start_ms: u64,
     dirty: Vec<u32>,
@@ -59,7 +58,7 @@ pub struct Shard {
     limits: Limits,
     ws_limits: WsLimits,
     endpoint_kinds: Vec<EndpointKind>,
-    stopping: bool,
+    pub(super) stopping: bool,
     stop_deadline: u64,
 }
 
@@ -100,8 +99,7 @@ impl Shard {
             conns: Vec::new(),
             in_use: 0,
             admission_limit,
-            accept_armed: false,
-            overflow_armed: false,
+            accept: super::accept::AcceptState::new(table_slots as usize, config.engine.backlog),
             wheel: TimerWheel::default(),
             start_ms: sys::monotonic_ms(),
             dirty: Vec::new(),
@@ -224,84 +222,10 @@ impl Shard {
         }
     }
 
-    // ----- accept -----
-
-    fn arm_accept(&mut self) {
-        if self.accept_armed || self.stopping {
-            return;
-        }
-        let e = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-            .allocate_file_index(true)
-            .build()
-            .user_data(token::plain(Op::Accept));
-        self.push(e);
-        self.accept_armed = true;
-    }
-
-    fn on_accept(&mut self, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
-            self.accept_armed = false;
-        }
-        if res >= 0 {
-            self.on_new_conn(res as u32);
-        } else if res == -libc::ENFILE {
-            // The fixed-file table is full: keep the backlog moving with plain fds, answered 503.
-            ShardStats::inc(&self.stats().accept_table_full);
-            self.arm_accept_overflow();
-        } else if res != -libc::ECANCELED {
-            // Transient (EMFILE, ENOMEM, aborted connection...): the next tick re-arms, so a
-            // persistent error cannot spin the loop.
-            tracing::debug!(
-                core = self.id,
-                "accept failed: {}",
-                io::Error::from_raw_os_error(-res)
-            );
-            return;
-        }
-        if !self.accept_armed && res >= 0 {
-            self.arm_accept();
-        }
-    }
-
-    fn arm_accept_overflow(&mut self) {
-        if self.overflow_armed || self.stopping {
-            return;
-        }
-        let e = opcode::Accept::new(
-            types::Fd(self.listener.as_raw_fd()),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-        .flags(libc::SOCK_CLOEXEC)
-        .build()
-        .user_data(token::plain(Op::AcceptOverflow));
-        self.push(e);
-        self.overflow_armed = true;
-    }
-
-    fn on_accept_overflow(&mut self, res: i32) {
-        self.overflow_armed = false;
-        if res >= 0 {
-            ShardStats::inc(&self.stats().accepted);
-            self.stats().refused(503);
-            static FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nRetry-After: 5\r\nConnection: close\r\n\r\nserver full\n";
-            let e = opcode::Send::new(types::Fd(res), FULL.as_ptr(), FULL.len() as u32)
-                .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-                .build()
-                .user_data(token::conn(Op::OverflowSend, res as u32, 0));
-            self.push(e);
-        }
-        // While the table is full keep draining the backlog; when slots free up, `maybe_release`
-        // re-arms the multishot accept.
-        if self.in_use + 1 >= self.table_capacity() {
-            self.arm_accept_overflow();
-        } else {
-            self.arm_accept();
-        }
-    }
-
-    fn table_capacity(&self) -> usize {
-        self.admission_limit + 1
+    /// More slots in use than the admission limit: the newest connection is answered 503
+    /// from the reserve.
+    pub(super) fn over_admission_limit(&self) -> bool {
+        self.in_use > self.admission_limit
     }
 
     fn ensure_slot(&mut self, slot: u32) {
@@ -327,7 +251,7 @@ impl Shard {
         self.in_use += 1;
     }
 
-    fn on_new_conn(&mut self, slot: u32) {
+    pub(super) fn on_new_conn(&mut self, slot: u32) {
         ShardStats::inc(&self.stats().accepted);
         self.take_slot(slot, ConnState::Handshake { head: Vec::new() });
         ShardStats::inc(&self.stats().handshakes);
@@ -335,7 +259,7 @@ impl Shard {
             self.refuse(slot, 503, &[("Retry-After", "5")], "server shutting down");
             return;
         }
-        if self.in_use > self.admission_limit {
+        if self.over_admission_limit() {
             self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
             return;
         }
@@ -758,9 +682,7 @@ impl Shard {
         c.sending = Vec::new();
         c.out = Vec::new();
         self.in_use -= 1;
-        if !self.accept_armed && !self.stopping {
-            self.arm_accept();
-        }
+        self.arm_accept();
     }
 
     // ----- timers -----
@@ -787,9 +709,7 @@ impl Shard {
             self.on_timer(slot);
             self.maybe_release(slot);
         }
-        if !self.accept_armed && !self.stopping && self.in_use < self.table_capacity() {
-            self.arm_accept();
-        }
+        self.arm_accept();
     }
 
     fn on_timer(&mut self, slot: u32) {

@@ -18,16 +18,24 @@ function open(url, opts = {}) {
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 0, ...opts });
   const messages = [];
   const waiters = [];
+  let closedWith = null;
+  ws.on('error', () => {}); // surfaced through 'close' (code 1006) and the open() rejection
   ws.on('message', (data, isBinary) => {
     const m = { data, isBinary };
     const w = waiters.shift();
-    if (w) w(m); else messages.push(m);
+    if (w) w.res(m); else messages.push(m);
   });
-  ws.next = (what = 'message') => within(new Promise((res) => {
+  ws.closed = new Promise((res) => ws.on('close', (code, reason) => {
+    closedWith = { code, reason: reason.toString() };
+    for (const w of waiters.splice(0)) w.rej(new Error(`connection closed (${code} ${closedWith.reason}) while waiting for ${w.what}`));
+    res(closedWith);
+  }));
+  ws.next = (what = 'message') => within(new Promise((res, rej) => {
     const m = messages.shift();
-    if (m) res(m); else waiters.push(res);
+    if (m) res(m);
+    else if (closedWith) rej(new Error(`connection closed (${closedWith.code} ${closedWith.reason}) while waiting for ${what}`));
+    else waiters.push({ res, rej, what });
   }), STEP_TIMEOUT, what);
-  ws.closed = new Promise((res) => ws.on('close', (code, reason) => res({ code, reason: reason.toString() })));
   return within(new Promise((res, rej) => {
     ws.once('open', () => res(ws));
     ws.once('error', rej);
@@ -109,7 +117,10 @@ test('close code: invalid UTF-8 text is closed with 1007', { timeout: 30_000 }, 
 
 test('ping is answered with pong', { timeout: 30_000 }, async () => {
   const ws = await open(server.url);
-  const pong = within(new Promise((res) => ws.once('pong', res)), STEP_TIMEOUT, 'pong');
+  const pong = within(new Promise((res, rej) => {
+    ws.once('pong', res);
+    ws.closed.then(({ code, reason }) => rej(new Error(`connection closed (${code} ${reason}) before the pong`)));
+  }), STEP_TIMEOUT, 'pong');
   ws.ping(Buffer.from('node ping'));
   assert.equal((await pong).toString(), 'node ping');
   await closeAndExpect(ws);

@@ -41,7 +41,7 @@ def start_server(request, tmp_path):
             admin_port = free_port()
         path = tmp_path / f"ringwire-{len(servers)}.toml"
         path.write_text(render_config(make_config(port, admin_port, **overrides)))
-        server = Server(path, port)
+        server = Server(path, port, admin_port)
         servers.append(server)
         server.wait_ready()
         return server

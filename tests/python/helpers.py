@@ -84,9 +84,10 @@ def make_config(port: int, admin_port: int, **overrides) -> dict:
 class Server:
     """A running ringwire process. Its stderr is collected in `stderr_lines`."""
 
-    def __init__(self, config_path: Path, port: int):
+    def __init__(self, config_path: Path, port: int, admin_port: int | None = None):
         self.config_path = config_path
         self.port = port
+        self.admin_port = admin_port
         self.host = HOST
         self.stderr_lines: list[str] = []
         self.ready_line: str | None = None
@@ -124,6 +125,22 @@ class Server:
     def cores_from_ready_line(self) -> int | None:
         m = re.search(r"with (\d+) cores?", self.ready_line or "")
         return int(m.group(1)) if m else None
+
+    def metrics(self) -> dict[str, float]:
+        """The admin /metrics page as {'name{labels}': value}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{HOST}:{self.admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
 
     def alive(self) -> bool:
         return self.proc.poll() is None

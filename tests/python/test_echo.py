@@ -198,19 +198,32 @@ def test_idle_connection_outlives_handshake_timeout(start_server):
     run(go())
 
 
-def test_200_concurrent_clients(start_server):
+@pytest.mark.parametrize("keyed", [False, True], ids=["no_key", "shard_key"])
+def test_200_concurrent_clients(start_server, keyed):
+    """200 sockets open at once, each echoing; they must be spread over both cores.
+
+    shard_key: each client passes ?key=user<i>, which selects the owning core (handoff path).
+    """
     server = start_server(server={"cores": 2})
     cores = server.cores_from_ready_line()
     if cores is not None:
         assert cores == 2, server.ready_line
     n_clients, n_msgs = 200, 20
 
+    per_core = {}
+
     async def client(i: int, barrier: asyncio.Event, opened: list):
-        async with plain(server.url) as ws:
+        url = server.url + (f"?key=user{i}" if keyed else "")
+        async with plain(url) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
             opened.append(i)
             if len(opened) == n_clients:
+                # All 200 sockets open and upgraded: where do they live?
+                metrics = await asyncio.to_thread(server.metrics)
+                per_core.update({k: v for k, v in metrics.items() if k.startswith("ringwire_sockets{")})
                 barrier.set()
-            await barrier.wait()  # all 200 sockets open at once
+            await barrier.wait()
             for j in range(n_msgs):
                 msg = f"client {i} message {j} " + "y" * (i % 50)
                 if j % 2:
@@ -228,3 +241,43 @@ def test_200_concurrent_clients(start_server):
 
     run(go(), timeout=60)
     assert server.alive()
+    assert per_core, "admin /metrics has no ringwire_sockets{core=...} gauge"
+    assert sum(per_core.values()) >= n_clients, per_core
+    assert len(per_core) == 2 and all(v > 0 for v in per_core.values()), (
+        f"200 echo sockets should be spread over both cores: {per_core}")
+
+
+def _deflate_roundtrip(port: int, sizes):
+    """Raw client offering permessage-deflate; returns [(size, rsv1_set)] for the echoes."""
+    import zlib
+
+    out = []
+    with RawClient(port) as c:
+        resp = c.handshake(extra_headers="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        assert "permessage-deflate" in resp.headers.get("sec-websocket-extensions", ""), resp
+        inflater = zlib.decompressobj(wbits=-15)
+        for n in sizes:
+            msg = (b"compressible push payload " * (n // 26 + 1))[:n]
+            co = zlib.compressobj(wbits=-15)
+            data = co.compress(msg) + co.flush(zlib.Z_SYNC_FLUSH)
+            c.send_frame(OP_TEXT, data[:-4], rsv=0b100)
+            fin, rsv, op, payload = c.read_frame()
+            assert fin and op == OP_TEXT
+            if rsv & 0b100:
+                payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+            assert payload == msg
+            out.append((n, bool(rsv & 0b100)))
+    return out
+
+
+def test_compression_min_bytes_default(server):
+    """Default compression.min_bytes = 64: shorter echoes go uncompressed, longer ones compressed."""
+    assert _deflate_roundtrip(server.port, [16, 63, 64, 1000]) == [
+        (16, False), (63, False), (64, True), (1000, True)]
+
+
+def test_compression_min_bytes_config_applies(start_server):
+    server = start_server(compression={"enabled": True, "min_bytes": 0})
+    assert _deflate_roundtrip(server.port, [16, 1000]) == [(16, True), (1000, True)]
+    server = start_server(compression={"enabled": True, "min_bytes": 4096})
+    assert _deflate_roundtrip(server.port, [16, 1000, 5000]) == [(16, False), (1000, False), (5000, True)]

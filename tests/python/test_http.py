@@ -55,7 +55,6 @@ BAD_REQUESTS_400 = {
     "missing_key": upgrade(key=None),
     "key_not_16_bytes": upgrade(key=base64.b64encode(b"short").decode()),
     "key_not_base64": upgrade(key="!!!!not base64 at all!!"),
-    "http_1_0": upgrade(proto="HTTP/1.0"),
 }
 
 # Not an upgrade at all (plain GET, other protocol): 400, or 426 Upgrade Required.
@@ -75,6 +74,13 @@ def test_malformed_upgrade_400(server, data):
 def test_not_an_upgrade_400_or_426(server, data):
     resp = request(server.port, data)
     assert resp.status in (400, 426), resp
+    assert_status(resp, resp.status)
+
+
+def test_http_1_0_upgrade_rejected(server):
+    """RFC 6455 4.1: the upgrade needs HTTP/1.1 or later. 400, or 505 Version Not Supported."""
+    resp = request(server.port, upgrade(proto="HTTP/1.0"))
+    assert resp.status in (400, 505), resp
     assert_status(resp, resp.status)
 
 
