@@ -16,7 +16,9 @@ status=0
 for target in $(cargo fuzz list); do
     echo "=== fuzzing $target for ${SECONDS_PER_TARGET}s ===" >&2
     mkdir -p "corpus/$target"
-    if ! cargo fuzz run "$target" "corpus/$target" -- \
+    seeds=()
+    [ -d "seeds/$target" ] && seeds=("seeds/$target")
+    if ! cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
         -max_total_time="$SECONDS_PER_TARGET" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1; then
         echo "!!! $target FAILED (see fuzz/artifacts/$target/)" >&2
         status=1

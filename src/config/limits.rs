@@ -101,7 +101,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             ring_entries: 4096,
-            recv_buffers: 4096,
+            recv_buffers: 1024,
             recv_buffer_bytes: 16 * 1024,
             fixed_files: 0,
             reserve_slots: 64,

@@ -83,12 +83,24 @@ impl Conn {
 /// core): moved by pointer through MSG_RING.
 pub struct UpgradePlan {
     pub endpoint: u8,
-    /// Key used to pick the owning core.
-    pub shard_key: u64,
+    /// Key that picks the owning core; `None` = stay on the accepting core.
+    pub shard_key: Option<u64>,
     /// `Sec-WebSocket-Key` of the request.
     pub ws_key: String,
     /// Negotiated permessage-deflate and the exact response header value.
     pub deflate: Option<(DeflateParams, String)>,
     /// Bytes the client sent after the request head (early frames).
     pub leftover: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-connection memory is a design goal (< 1 KiB per idle connection, user space).
+    #[test]
+    fn connection_state_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 192, "Conn is {size} bytes");
+    }
 }

@@ -99,6 +99,8 @@ impl Engine {
             0 => nofile.min(u32::MAX as u64) as u32,
             n => n.min(nofile as u32),
         };
+        sys::check_address_free(config.server.listen)
+            .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.server.listen)))?;
         let mut parts = Vec::with_capacity(cores);
         for core in 0..cores {
             let ring =

@@ -52,6 +52,10 @@ pub struct Shard {
     wheel: TimerWheel,
     start_ms: u64,
     dirty: Vec<u32>,
+    /// Sockets whose receive found every provided buffer taken: (slot, gen, in handshake).
+    /// Re-armed at the end of the loop turn, once this turn's buffers are recycled, so a burst
+    /// cannot spin on ENOBUFS.
+    starved: std::collections::VecDeque<(u32, u32, bool)>,
     cqes: Vec<(u64, i32, u32)>,
     scratch: Vec<u8>,
     scratch_events: Vec<(u8, usize, usize)>,
@@ -103,6 +107,7 @@ impl Shard {
             wheel: TimerWheel::default(),
             start_ms: sys::monotonic_ms(),
             dirty: Vec::new(),
+            starved: std::collections::VecDeque::new(),
             cqes: Vec::with_capacity(1024),
             scratch: Vec::new(),
             scratch_events: Vec::new(),
@@ -158,6 +163,7 @@ impl Shard {
             "shard running"
         );
         loop {
+            self.rearm_starved();
             self.flush_dirty();
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -231,7 +237,8 @@ impl Shard {
     fn ensure_slot(&mut self, slot: u32) {
         let slot = slot as usize;
         if slot >= self.conns.len() {
-            let new_len = (slot + 1).max(self.conns.len() * 2).max(64);
+            // Vec growth is amortised; only slots up to the highest in use are touched (RSS).
+            let new_len = slot + 1;
             self.conns.resize_with(new_len, Conn::free);
         }
     }
@@ -307,8 +314,7 @@ impl Shard {
         self.conns[slot as usize].inflight -= 1;
         if res <= 0 {
             if res == -libc::ENOBUFS {
-                ShardStats::inc(&self.stats().recv_no_buffers);
-                self.arm_recv_handshake(slot);
+                self.starve(slot, true);
             } else {
                 self.begin_close(slot);
             }
@@ -351,7 +357,9 @@ impl Shard {
             } => self.refuse(slot, status, headers, reason),
             Decision::Upgrade(plan) => {
                 ShardStats::dec(&self.stats().handshakes);
-                let owner = owner_core(plan.shard_key, self.shared.cores);
+                let owner = plan
+                    .shard_key
+                    .map_or(self.id, |k| owner_core(k, self.shared.cores));
                 if owner == self.id {
                     self.conns[slot as usize].state = ConnState::Responding;
                     self.open_socket(slot, plan);
@@ -411,6 +419,34 @@ impl Shard {
         self.arm_recv(slot);
     }
 
+    fn starve(&mut self, slot: u32, handshake: bool) {
+        ShardStats::inc(&self.shared.stats[self.id].recv_no_buffers);
+        self.starved
+            .push_back((slot, self.conns[slot as usize].gen, handshake));
+    }
+
+    fn rearm_starved(&mut self) {
+        // Half the buffers: leave room for sockets whose multishot receive is still armed.
+        let budget = self
+            .starved
+            .len()
+            .min(self.policy.config.engine.recv_buffers as usize / 2);
+        for _ in 0..budget {
+            let Some((slot, gen, handshake)) = self.starved.pop_front() else {
+                break;
+            };
+            let c = &self.conns[slot as usize];
+            if c.gen != gen || c.has(flag::CLOSE_SUBMITTED) {
+                continue;
+            }
+            match (&c.state, handshake) {
+                (ConnState::Handshake { .. }, true) => self.arm_recv_handshake(slot),
+                (ConnState::Open { .. } | ConnState::Responding, false) => self.arm_recv(slot),
+                _ => {}
+            }
+        }
+    }
+
     // ----- frames -----
 
     fn on_recv(&mut self, slot: u32, res: i32, flags: u32) {
@@ -443,8 +479,7 @@ impl Shard {
                 self.arm_recv(slot);
             }
         } else if res == -libc::ENOBUFS {
-            ShardStats::inc(&self.stats().recv_no_buffers);
-            self.arm_recv(slot);
+            self.starve(slot, false);
         } else {
             // EOF or error: the peer is gone (or finished its side of the close).
             self.begin_close(slot);
@@ -610,11 +645,10 @@ impl Shard {
             self.submit_send(slot);
             return;
         }
-        c.sending.clear();
+        // An idle socket holds no write buffer (the allocator's thread cache makes the next
+        // allocation cheap).
+        c.sending = Vec::new();
         c.sent = 0;
-        if c.sending.capacity() > KEEP_CAPACITY {
-            c.sending.shrink_to(KEEP_CAPACITY);
-        }
         if !c.out.is_empty() || c.has(flag::CLOSE_AFTER_FLUSH) {
             self.mark_dirty(slot);
         }

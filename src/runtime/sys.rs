@@ -9,14 +9,23 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd>
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
+        None,
     )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Inherited by accepted sockets: pushes are small and latency-sensitive.
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
+}
+
+/// Fail with EADDRINUSE when anything (another ringwire included: SO_REUSEPORT would let it
+/// share the port silently) already listens on `addr`.
+pub fn check_address_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    drop(probe);
+    Ok(())
 }
 
 /// Pin the calling thread to `cpu`.

@@ -92,9 +92,8 @@ impl UpgradePolicy {
             Some(offer) if self.deflate.enabled => deflate::negotiate(offer, &self.deflate),
             _ => None,
         };
-        let shard_key = handshake::query_param(req.query, "key")
-            .map(hash_key)
-            .unwrap_or(0);
+        // Echo sockets have no user: an optional `key` parameter places them (tests, load).
+        let shard_key = handshake::query_param(req.query, "key").map(hash_key);
         Decision::Upgrade(UpgradePlan {
             endpoint: endpoint as u8,
             shard_key,
@@ -171,7 +170,7 @@ mod tests {
         match p.decide(&r) {
             Decision::Upgrade(plan) => {
                 assert_eq!(plan.leftover, b"\x81\x80");
-                assert_eq!(plan.shard_key, hash_key("abc"));
+                assert_eq!(plan.shard_key, Some(hash_key("abc")));
                 assert_eq!(plan.ws_key, "dGhlIHNhbXBsZSBub25jZQ==");
             }
             _ => panic!("expected upgrade"),
