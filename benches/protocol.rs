@@ -36,9 +36,9 @@ fn quick<'a>(
     name: &str,
 ) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
     let mut g = c.benchmark_group(name);
-    g.warm_up_time(Duration::from_millis(300));
-    g.measurement_time(Duration::from_millis(800));
-    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(100));
+    g.measurement_time(Duration::from_millis(400));
+    g.sample_size(10);
     g
 }
 

@@ -22,14 +22,36 @@ const LINGER_MS: u64 = 2_000;
 const KEEP_CAPACITY: usize = 4096;
 
 /// Build a ring with a sparse fixed-file table of `slots` entries.
+///
+/// The ring is created disabled (it is built on the main thread so that every core knows every
+/// ring fd before any starts) and enabled by its core thread with [`enable_ring`]: it is then
+/// single-issuer with deferred task work (completions run only when that thread waits).
+/// Kernels without those flags get a plain ring.
 pub fn build_ring(cfg: &EngineConfig, slots: u32) -> io::Result<IoUring> {
-    let ring = IoUring::builder()
+    let tuned = IoUring::builder()
         .setup_cqsize(cfg.ring_entries * 4)
         .setup_submit_all()
-        .setup_coop_taskrun()
-        .build(cfg.ring_entries)?;
+        .setup_r_disabled()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(cfg.ring_entries);
+    let ring = match tuned {
+        Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(cfg.ring_entries * 4)
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .setup_r_disabled()
+            .build(cfg.ring_entries)?,
+        Err(e) => return Err(e),
+    };
     ring.submitter().register_files_sparse(slots)?;
     Ok(ring)
+}
+
+/// Enable a ring built by [`build_ring`] on the thread that will drive it.
+fn enable_ring(ring: &IoUring) -> io::Result<()> {
+    ring.submitter().register_enable_rings()
 }
 
 pub struct Shard {
@@ -78,6 +100,7 @@ impl Shard {
         config: &Config,
         table_slots: u32,
     ) -> io::Result<Shard> {
+        enable_ring(&ring)?;
         let bufs = BufRing::new(
             &ring.submitter(),
             config.engine.recv_buffers,
