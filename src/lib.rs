@@ -10,3 +10,4 @@ pub mod config;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod service;

@@ -417,7 +417,8 @@ impl Shard {
     /// Open the WebSocket on this core: 101, register, read frames.
     pub(super) fn open_socket(&mut self, slot: u32, mut plan: UpgradePlan) {
         let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
-        let ws = WsConnection::new(self.ws_limits, deflate);
+        let mut ws = WsConnection::new(self.ws_limits, deflate);
+        ws.set_min_compress_bytes(self.policy.deflate.min_compress_bytes);
         let now = self.wheel.now();
         let c = &mut self.conns[slot as usize];
         handshake::write_switching_protocols(

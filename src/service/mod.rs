@@ -1,0 +1,5 @@
+//! The service an application uses to reach its users: sessions, path filters, the
+//! `websockets.enabled` cascade.
+pub mod cascade;
+pub mod path_filter;
+pub mod session;
