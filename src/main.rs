@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            match ringwire::server::run(cfg) {
+            match ringwire::server::run(cfg, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringwire: {e}");

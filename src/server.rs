@@ -1,11 +1,18 @@
 //! Process wiring: the data-plane engine plus the control-plane thread (admin API, signals).
-use crate::admin;
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::runtime::Engine;
+use crate::service::session::SessionKey;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 /// Run until SIGTERM/SIGINT, then drain.
-pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::start(config.clone())?;
+pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    let session_key = match &config.sessions.key {
+        Some(hex) => SessionKey::from_hex(hex).ok_or("sessions.key must be 64 hex characters")?,
+        None => SessionKey::random(),
+    };
+    let engine = Engine::start(config.clone(), session_key.clone(), Vec::new())?;
     let shared = engine.shared.clone();
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -26,8 +33,19 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.admin.listen
     );
     control.block_on(async {
-        let admin = tokio::spawn(admin::serve(admin_listener, shared.clone(), config.clone()));
-        wait_for_signal().await;
+        let state = AdminState {
+            shared: shared.clone(),
+            key: session_key,
+            node_id: config
+                .cluster
+                .as_ref()
+                .map_or("local", |c| c.node_id.as_str())
+                .into(),
+            config: Arc::new(Mutex::new(config.clone())),
+            config_path,
+        };
+        let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
+        wait_for_signal(&state).await;
         tracing::info!("shutting down: closing sockets with 1001");
         engine.shutdown();
         admin.abort();
@@ -37,12 +55,21 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGTERM/SIGINT; SIGHUP reloads the configuration meanwhile.
+async fn wait_for_signal(state: &AdminState) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match admin::reload_config(state) {
+                Ok(restart) if restart.is_empty() => tracing::info!("configuration reloaded (SIGHUP)"),
+                Ok(restart) => tracing::warn!("configuration reloaded (SIGHUP); needs a restart: {}", restart.join(", ")),
+                Err(e) => tracing::error!("reload failed, configuration unchanged: {e}"),
+            },
+        }
     }
 }

@@ -1,4 +1,5 @@
 //! Prometheus text and JSON stats: per-core counters summed at scrape time.
+use crate::runtime::refusal::LABELS;
 use crate::runtime::stats::{ShardStats, REFUSAL_STATUSES};
 use crate::runtime::Shared;
 use std::fmt::Write;
@@ -140,10 +141,23 @@ pub fn render(shared: &Shared) -> String {
         };
         let _ = writeln!(out, "{name}{{status=\"{label}\"}} {total}");
     }
+    let name = "ringwire_upgrades_refused_by_reason_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Upgrade attempts refused, by reason\n# TYPE {name} counter"
+    );
+    for (i, label) in LABELS.iter().enumerate() {
+        let total: u64 = shared
+            .stats
+            .iter()
+            .map(|s| ShardStats::get(&s.refused_by_reason[i]))
+            .sum();
+        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {total}");
+    }
     out
 }
 
-pub fn stats_json(shared: &Shared) -> serde_json::Value {
+pub fn stats_json(shared: &Shared, node: &str, endpoints: &[String]) -> serde_json::Value {
     let per_core: Vec<_> = shared
         .stats
         .iter()
@@ -158,6 +172,8 @@ pub fn stats_json(shared: &Shared) -> serde_json::Value {
                 "handoffs_in": ShardStats::get(&s.handoffs_in),
                 "handoffs_out": ShardStats::get(&s.handoffs_out),
                 "messages_in": ShardStats::get(&s.messages_in),
+                "messages_out": ShardStats::get(&s.messages_out),
+                "pushes": ShardStats::get(&s.pushes),
             })
         })
         .collect();
@@ -166,5 +182,17 @@ pub fn stats_json(shared: &Shared) -> serde_json::Value {
         .iter()
         .map(|s| ShardStats::get(&s.sockets))
         .sum();
-    serde_json::json!({ "sockets": sockets, "cores": per_core })
+    let per_endpoint: serde_json::Map<String, serde_json::Value> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let n: u64 = shared
+                .stats
+                .iter()
+                .map(|s| s.endpoint_sockets.get(i).map_or(0, ShardStats::get))
+                .sum();
+            (path.clone(), n.into())
+        })
+        .collect();
+    serde_json::json!({ "node": node, "sockets": sockets, "cores": per_core, "endpoints": per_endpoint })
 }

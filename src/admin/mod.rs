@@ -1,63 +1,80 @@
-//! The admin HTTP API (control plane, own listener, never on a data-plane core).
+//! The admin HTTP API (control plane: its own listener and thread, never a data-plane core).
+//! JSON in and out; bearer-token auth on everything but `/healthz` and `/readyz`.
 mod metrics;
+mod service_api;
+
+pub use service_api::reload_config;
 
 use crate::config::Config;
 use crate::runtime::Shared;
+use crate::service::session::SessionKey;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+/// What the admin handlers share.
 #[derive(Clone)]
-struct AppState {
-    shared: Arc<Shared>,
-    token: Option<Arc<str>>,
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub key: SessionKey,
+    pub node_id: Arc<str>,
+    /// The configuration in force (replaced on reload; control plane only).
+    pub config: Arc<Mutex<Config>>,
+    pub config_path: Option<PathBuf>,
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, config: Config) {
-    let state = AppState {
-        shared,
-        token: config.admin.token.as_deref().map(Arc::from),
-    };
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/v1/stats", get(stats))
+        .route("/v1/sessions", post(service_api::create_session))
+        .route("/v1/sessions/{id}", delete(service_api::delete_session))
+        .route("/v1/push", post(service_api::push))
+        .route("/v1/push/batch", post(service_api::push_batch))
+        .route("/v1/sockets", get(service_api::sockets))
+        .route("/v1/config/reload", post(service_api::reload))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin listener failed: {e}");
     }
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else {
-        return true;
-    };
+/// Bearer-token check (constant time). No token configured = open (loopback only, enforced
+/// by config validation).
+pub(crate) fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
+    let token = state
+        .config
+        .lock()
+        .expect("config lock")
+        .admin
+        .token
+        .clone();
+    let Some(token) = token else { return true };
     let got = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    constant_time_eq(got.as_bytes(), token.as_bytes())
+    use subtle::ConstantTimeEq;
+    bool::from(got.as_bytes().ct_eq(token.as_bytes()))
 }
 
-/// Compare without an early exit on the first differing byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response()
+pub(crate) fn unauthorized() -> Response {
+    error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<AdminState>) -> Response {
     if state.shared.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
@@ -65,7 +82,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn metrics_handler(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return unauthorized();
     }
@@ -79,9 +96,22 @@ async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> R
         .into_response()
 }
 
-async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn stats(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    Json(metrics::stats_json(&state.shared)).into_response()
+    let endpoints: Vec<String> = state
+        .config
+        .lock()
+        .expect("config lock")
+        .endpoints
+        .iter()
+        .map(|e| e.path.clone())
+        .collect();
+    Json(metrics::stats_json(
+        &state.shared,
+        &state.node_id,
+        &endpoints,
+    ))
+    .into_response()
 }

@@ -28,6 +28,12 @@ pub struct Limits {
     /// A socket with no inbound traffic (not even a pong) for this long is closed as dead.
     /// Two missed pings plus slack.
     pub idle_timeout_secs: u64,
+    /// Open sockets per user (all sessions, this node). 64 covers many tabs and devices; more
+    /// is a runaway client. Answered 429.
+    pub max_sockets_per_user: usize,
+    /// Upgrades accepted per second on this node (token bucket, one second of burst);
+    /// 0 = unlimited. Absorbs reconnect storms; answered 429 with Retry-After.
+    pub upgrade_rate_per_sec: u32,
     /// Connections per node. 0 = as many as the engine's fixed-file tables hold
     /// (RLIMIT_NOFILE soft limit per core, minus a reserve used to answer 503).
     pub max_connections: usize,
@@ -44,6 +50,8 @@ impl Default for Limits {
             max_outbound_bytes: 1 << 20,
             ping_interval_secs: 25,
             idle_timeout_secs: 60,
+            max_sockets_per_user: 64,
+            upgrade_rate_per_sec: 0,
             max_connections: 0,
         }
     }
@@ -66,6 +74,12 @@ impl Limits {
         }
         if self.max_outbound_bytes < 4096 {
             return err("max_outbound_bytes must be >= 4096");
+        }
+        if self.max_sockets_per_user == 0 {
+            return err("max_sockets_per_user must be > 0");
+        }
+        if self.ping_interval_secs > 90 {
+            return err("ping_interval_secs must be <= 90 (proxies close idle tunnels after 60 s)");
         }
         if self.ping_interval_secs == 0 || self.idle_timeout_secs <= self.ping_interval_secs {
             return err("idle_timeout_secs must be greater than ping_interval_secs (> 0)");

@@ -4,6 +4,7 @@
 //! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
 mod limits;
 
+pub use crate::service::cascade::WebsocketsConfig;
 pub use limits::{EngineConfig, Limits};
 
 use serde::Deserialize;
@@ -23,6 +24,8 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     pub remote: RemoteConfig,
     pub cluster: Option<ClusterConfig>,
+    pub sessions: SessionsConfig,
+    pub websockets: WebsocketsConfig,
 }
 
 impl Default for Config {
@@ -37,6 +40,8 @@ impl Default for Config {
             endpoints: default_endpoints(),
             remote: RemoteConfig::default(),
             cluster: None,
+            sessions: SessionsConfig::default(),
+            websockets: WebsocketsConfig::default(),
         }
     }
 }
@@ -173,6 +178,26 @@ fn default_endpoints() -> Vec<EndpointConfig> {
     ]
 }
 
+/// `[sessions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// 64 hex characters: the key that signs session ids. Every node of a cluster must share
+    /// it. Absent: a random key per process (sessions end with the process). Restart to change.
+    pub key: Option<String>,
+    /// Longest session a client may request (`ttl_secs`). 30 days.
+    pub max_ttl_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            key: None,
+            max_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
 /// `[remote]`: coalescing of messages bound for other cluster nodes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -277,6 +302,17 @@ impl Config {
                 )));
             }
         }
+        if let Some(key) = &self.sessions.key {
+            if crate::service::session::SessionKey::from_hex(key).is_none() {
+                return Err(ConfigError(
+                    "sessions.key must be 64 hex characters (32 bytes)".into(),
+                ));
+            }
+        }
+        if self.sessions.max_ttl_secs == 0 {
+            return Err(ConfigError("sessions.max_ttl_secs must be > 0".into()));
+        }
+        crate::service::cascade::Cascade::compile(&self.websockets).map_err(ConfigError)?;
         let r = &self.remote;
         if r.timer_ms == 0 {
             return Err(ConfigError("remote.timer_ms must be > 0".into()));

@@ -1,6 +1,7 @@
 //! Per-connection state, kept in a slab indexed by the connection's direct-descriptor slot.
 use crate::protocol::deflate::DeflateParams;
 use crate::protocol::WsConnection;
+pub use crate::service::session::SocketAuth;
 
 /// What the connection is doing.
 pub enum ConnState {
@@ -12,7 +13,11 @@ pub enum ConnState {
     /// Being moved to the core that owns it; the record is owned by the in-flight MSG_RING.
     Moving { record: usize },
     /// An open WebSocket.
-    Open { ws: WsConnection, endpoint: u8 },
+    Open {
+        ws: WsConnection,
+        endpoint: u8,
+        meta: Box<SocketMeta>,
+    },
     /// Answering a plain HTTP request (a refusal); closed once the answer is flushed.
     Responding,
     /// Our direct descriptor is being released; waiting for in-flight operations to end.
@@ -91,6 +96,20 @@ pub struct UpgradePlan {
     pub deflate: Option<(DeflateParams, String)>,
     /// Bytes the client sent after the request head (early frames).
     pub leftover: Vec<u8>,
+    /// The verified session (`None` on `auth = "none"` endpoints).
+    pub auth: Option<SocketAuth>,
+    pub path: Box<str>,
+    pub query: Box<str>,
+}
+
+/// What a registered socket knows (boxed: sockets of `auth = "none"` endpoints have none).
+pub struct SocketMeta {
+    pub auth: Option<SocketAuth>,
+    pub path: Box<str>,
+    /// The URL query of its upgrade request (raw).
+    pub query: Box<str>,
+    /// A small per-socket attribute store (listeners and transcoders use it).
+    pub attrs: Vec<(Box<str>, Box<str>)>,
 }
 
 #[cfg(test)]

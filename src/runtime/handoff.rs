@@ -50,7 +50,7 @@ impl Shard {
                 std::io::Error::from_raw_os_error(-res)
             );
             c.state = ConnState::Responding;
-            self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
+            self.refuse(slot, super::refusal::Refusal::ServerFull);
         }
     }
 
@@ -65,7 +65,7 @@ impl Shard {
         ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
         self.take_slot(slot, ConnState::Responding);
         if self.over_admission_limit() {
-            self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
+            self.refuse(slot, super::refusal::Refusal::ServerFull);
             return;
         }
         self.open_socket(slot, *plan);

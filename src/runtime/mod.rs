@@ -11,9 +11,12 @@
 //!   timeout per ring.
 //! - The control plane talks to a shard through a lock-free queue plus an eventfd wake-up.
 mod accept;
+mod admission;
 mod bufring;
 mod conn;
 mod handoff;
+pub mod refusal;
+mod registry;
 mod shard;
 pub mod stats;
 mod sys;
@@ -22,6 +25,9 @@ mod token;
 pub mod upgrade;
 
 use crate::config::Config;
+use crate::service::listener::Listener;
+use crate::service::path_filter::PathFilter;
+use crate::service::session::{SessionId, SessionKey};
 use crossbeam_queue::SegQueue;
 use stats::ShardStats;
 use std::io;
@@ -29,12 +35,42 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// One push for one user.
+#[derive(Debug, Clone)]
+pub struct PushJob {
+    pub context: u32,
+    pub user: u32,
+    pub filter: PathFilter,
+    pub text: Arc<str>,
+}
 
 /// A command from the control plane to one shard.
-#[derive(Debug)]
 pub enum Command {
     /// Stop accepting, close every socket with 1001, exit the loop.
     Shutdown,
+    /// Deliver pushes to users owned by this core; replies with sockets reached.
+    Push {
+        jobs: Vec<PushJob>,
+        reply: Option<oneshot::Sender<u64>>,
+    },
+    /// Count a user's open sockets matching a filter.
+    Count {
+        context: u32,
+        user: u32,
+        filter: PathFilter,
+        reply: oneshot::Sender<u64>,
+    },
+    /// A session was terminated: refuse it, close its sockets.
+    Revoke {
+        id: SessionId,
+        context: u32,
+        user: u32,
+        expires_at: u64,
+    },
+    /// New cascade and limits.
+    Reload(Arc<upgrade::UpgradePolicy>),
 }
 
 /// State shared by the shards and the control plane. Everything here is either immutable after
@@ -46,9 +82,18 @@ pub struct Shared {
     wake_fds: Vec<OwnedFd>,
     inboxes: Vec<SegQueue<Command>>,
     pub stopping: AtomicBool,
+    /// Verifies sessions (shared by the nodes of a cluster).
+    pub session_key: SessionKey,
+    /// Embedding applications' listeners, called on the owning core.
+    pub listeners: Vec<Arc<dyn Listener>>,
 }
 
 impl Shared {
+    /// The core that owns a user's sockets.
+    pub fn owner_of(&self, context: u32, user: u32) -> usize {
+        upgrade::owner_core(upgrade::user_key(context, user), self.cores)
+    }
+
     /// Queue a command for shard `core` and wake it.
     pub fn send(&self, core: usize, cmd: Command) {
         self.inboxes[core].push(cmd);
@@ -88,7 +133,11 @@ pub struct Engine {
 
 impl Engine {
     /// Build every ring and listener, then start one pinned thread per core.
-    pub fn start(config: Config) -> Result<Engine, StartError> {
+    pub fn start(
+        config: Config,
+        session_key: SessionKey,
+        listeners: Vec<Arc<dyn Listener>>,
+    ) -> Result<Engine, StartError> {
         let nofile = sys::raise_nofile_limit();
         let cpus = sys::allowed_cpus();
         let cores = match config.server.cores {
@@ -114,7 +163,9 @@ impl Engine {
         }
         let shared = Arc::new(Shared {
             cores,
-            stats: (0..cores).map(|_| ShardStats::default()).collect(),
+            stats: (0..cores)
+                .map(|_| ShardStats::new(config.endpoints.len()))
+                .collect(),
             ring_fds: parts.iter().map(|p| p.1.as_raw_fd()).collect(),
             wake_fds: parts
                 .iter()
@@ -123,8 +174,10 @@ impl Engine {
                 .map_err(|e| StartError(format!("dup eventfd: {e}")))?,
             inboxes: (0..cores).map(|_| SegQueue::new()).collect(),
             stopping: AtomicBool::new(false),
+            session_key,
+            listeners,
         });
-        let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()));
+        let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?);
         let mut threads = Vec::with_capacity(cores);
         for (core, ring, listener, wake) in parts {
             let shared = shared.clone();

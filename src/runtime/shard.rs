@@ -1,23 +1,28 @@
 //! One core's event loop: accept, handshake, frames, writes, timers, commands.
+use super::admission::TokenBucket;
 use super::bufring::BufRing;
-use super::conn::{flag, Conn, ConnState, UpgradePlan};
+use super::conn::{flag, Conn, ConnState, SocketMeta, UpgradePlan};
+use super::refusal::Refusal;
 use super::stats::ShardStats;
 use super::timer::{TimerWheel, TICK_MS};
 use super::token::{self, Op};
-use super::upgrade::{owner_core, Decision, UpgradePolicy};
-use super::{sys, Command, Shared};
+use super::upgrade::{owner_core, Decision, SessionCheck, UpgradePolicy};
+use super::{sys, Shared};
 use crate::config::{Config, EndpointKind, EngineConfig, Limits};
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake;
 use crate::protocol::{Event, MessageKind, WsConnection, WsLimits};
+use crate::service::session::{unix_now, SessionId};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 const BGID: u16 = 0;
 /// How long a closing socket waits for the peer's EOF after our close frame / refusal.
-const LINGER_MS: u64 = 2_000;
+pub(super) const LINGER_MS: u64 = 2_000;
 /// Output capacity kept by an idle socket; larger buffers are released after a flush.
 const KEEP_CAPACITY: usize = 4096;
 
@@ -60,7 +65,14 @@ pub struct Shard {
     bufs: BufRing,
     pub(super) id: usize,
     pub(super) shared: Arc<Shared>,
-    policy: Arc<UpgradePolicy>,
+    pub(super) policy: Arc<UpgradePolicy>,
+    /// Sockets of each (context, user) owned by this core.
+    pub(super) users: HashMap<(u32, u32), Vec<u32>>,
+    /// Terminated sessions (until their expiry): refused at upgrade.
+    pub(super) revoked: HashMap<SessionId, u64>,
+    /// Session expiry of every authenticated socket: (unix secs, slot, gen).
+    pub(super) expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    pub(super) upgrade_bucket: TokenBucket,
     pub(super) listener: OwnedFd,
     wake: OwnedFd,
     wake_buf: Box<u64>,
@@ -71,7 +83,7 @@ pub struct Shard {
     /// Above this many slots in use, new connections are answered 503.
     admission_limit: usize,
     pub(super) accept: super::accept::AcceptState,
-    wheel: TimerWheel,
+    pub(super) wheel: TimerWheel,
     start_ms: u64,
     dirty: Vec<u32>,
     /// Sockets whose receive found every provided buffer taken: (slot, gen, in handshake).
@@ -81,7 +93,7 @@ pub struct Shard {
     cqes: Vec<(u64, i32, u32)>,
     scratch: Vec<u8>,
     scratch_events: Vec<(u8, usize, usize)>,
-    limits: Limits,
+    pub(super) limits: Limits,
     ws_limits: WsLimits,
     endpoint_kinds: Vec<EndpointKind>,
     pub(super) stopping: bool,
@@ -113,12 +125,18 @@ impl Shard {
             admission_limit =
                 admission_limit.min(config.limits.max_connections.div_ceil(shared.cores));
         }
+        let upgrade_bucket =
+            TokenBucket::per_core(config.limits.upgrade_rate_per_sec, shared.cores);
         Ok(Shard {
             ring,
             bufs,
             id,
             shared,
+            upgrade_bucket,
             policy,
+            users: HashMap::new(),
+            revoked: HashMap::new(),
+            expiries: BinaryHeap::new(),
             listener,
             wake,
             wake_buf: Box::new(0),
@@ -164,7 +182,7 @@ impl Shard {
         }
     }
 
-    fn ticks(&self, ms: u64) -> u64 {
+    pub(super) fn ticks(&self, ms: u64) -> u64 {
         ms.div_ceil(TICK_MS).max(1)
     }
 
@@ -286,11 +304,11 @@ impl Shard {
         self.take_slot(slot, ConnState::Handshake { head: Vec::new() });
         ShardStats::inc(&self.stats().handshakes);
         if self.stopping {
-            self.refuse(slot, 503, &[("Retry-After", "5")], "server shutting down");
+            self.refuse(slot, Refusal::ShuttingDown);
             return;
         }
         if self.over_admission_limit() {
-            self.refuse(slot, 503, &[("Retry-After", "5")], "server full");
+            self.refuse(slot, Refusal::ServerFull);
             return;
         }
         let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
@@ -298,7 +316,7 @@ impl Shard {
         self.arm_recv_handshake(slot);
     }
 
-    fn schedule(&mut self, slot: u32, at: u64) {
+    pub(super) fn schedule(&mut self, slot: u32, at: u64) {
         let gen = self.conns[slot as usize].gen;
         self.conns[slot as usize].timer_at = self.wheel.insert(at, slot, gen);
     }
@@ -356,8 +374,13 @@ impl Shard {
             let ConnState::Handshake { head } = &mut self.conns[slot as usize].state else {
                 unreachable!()
             };
+            let check = SessionCheck {
+                key: &self.shared.session_key,
+                now: unix_now(),
+                revoked: &self.revoked,
+            };
             if head.is_empty() {
-                let d = self.policy.decide(data);
+                let d = self.policy.decide(data, &check);
                 if matches!(d, Decision::NeedMore) {
                     head.extend_from_slice(data);
                 }
@@ -367,18 +390,18 @@ impl Shard {
                 if head.len() <= self.policy.handshake.max_header_bytes {
                     head.extend_from_slice(data);
                 }
-                self.policy.decide(head)
+                self.policy.decide(head, &check)
             }
         };
         self.bufs.recycle(bid);
         match decision {
             Decision::NeedMore => self.arm_recv_handshake(slot),
-            Decision::Respond {
-                status,
-                headers,
-                reason,
-            } => self.refuse(slot, status, headers, reason),
+            Decision::Refuse(r) => self.refuse(slot, r),
             Decision::Upgrade(plan) => {
+                if !self.upgrade_bucket.take(sys::monotonic_ms()) {
+                    self.refuse(slot, Refusal::RateLimit);
+                    return;
+                }
                 ShardStats::dec(&self.stats().handshakes);
                 let owner = plan
                     .shard_key
@@ -393,21 +416,15 @@ impl Shard {
         }
     }
 
-    /// Answer a plain HTTP status and close.
-    pub(super) fn refuse(
-        &mut self,
-        slot: u32,
-        status: u16,
-        headers: &[(&str, &str)],
-        reason: &str,
-    ) {
-        self.stats().refused(status);
+    /// Answer a plain HTTP status with a one-line reason and close; counted by status and reason.
+    pub(super) fn refuse(&mut self, slot: u32, r: Refusal) {
+        self.stats().refused_for(&r);
         let c = &mut self.conns[slot as usize];
         if matches!(c.state, ConnState::Handshake { .. }) {
             ShardStats::dec(&self.shared.stats[self.id].handshakes);
         }
         c.state = ConnState::Responding;
-        handshake::write_http_response(&mut c.out, status, headers, reason);
+        handshake::write_http_response(&mut c.out, r.status(), r.headers(), r.reason());
         c.flags |= flag::CLOSE_AFTER_FLUSH;
         self.mark_dirty(slot);
         let at = self.wheel.now() + self.ticks(LINGER_MS);
@@ -419,6 +436,12 @@ impl Shard {
         let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
         let mut ws = WsConnection::new(self.ws_limits, deflate);
         ws.set_min_compress_bytes(self.policy.deflate.min_compress_bytes);
+        if let Some(auth) = &plan.auth {
+            if self.user_socket_count(auth.context, auth.user) >= self.limits.max_sockets_per_user {
+                self.refuse(slot, Refusal::UserLimit);
+                return;
+            }
+        }
         let now = self.wheel.now();
         let c = &mut self.conns[slot as usize];
         handshake::write_switching_protocols(
@@ -426,11 +449,19 @@ impl Shard {
             &plan.ws_key,
             plan.deflate.as_ref().map(|(_, h)| h.as_str()),
         );
+        let meta = Box::new(SocketMeta {
+            auth: plan.auth,
+            path: std::mem::take(&mut plan.path),
+            query: std::mem::take(&mut plan.query),
+            attrs: Vec::new(),
+        });
         c.state = ConnState::Open {
             ws,
             endpoint: plan.endpoint,
+            meta,
         };
         c.last_rx = now;
+        self.register(slot);
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
         ShardStats::inc(&self.shared.stats[self.id].sockets);
         self.mark_dirty(slot);
@@ -515,7 +546,7 @@ impl Shard {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut events = std::mem::take(&mut self.scratch_events);
         let c = &mut self.conns[slot as usize];
-        let ConnState::Open { ws, endpoint } = &mut c.state else {
+        let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
             return;
         };
         let kind = self.endpoint_kinds[*endpoint as usize];
@@ -567,10 +598,6 @@ impl Shard {
                 }
             }
         }
-        scratch.clear();
-        events.clear();
-        self.scratch = scratch;
-        self.scratch_events = events;
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.messages_in, messages);
         ShardStats::add(&stats.messages_out, echoed);
@@ -583,11 +610,27 @@ impl Shard {
         }
         if closing {
             c.flags |= flag::CLOSE_AFTER_FLUSH;
+            self.mark_dirty(slot);
         } else if c.queued_bytes() > self.limits.max_outbound_bytes {
             self.close_slow_consumer(slot);
-            return;
+        } else {
+            self.mark_dirty(slot);
         }
-        self.mark_dirty(slot);
+        // Text received on raw endpoints goes to the listeners (the socket is still registered
+        // even when closing: its close notification comes after).
+        if kind == EndpointKind::Raw && !self.shared.listeners.is_empty() {
+            for &(code, start, len) in &events {
+                if code == 0 {
+                    // Validated UTF-8 by the protocol core.
+                    let text = std::str::from_utf8(&scratch[start..start + len]).unwrap_or("");
+                    self.notify(slot, |l, info| l.on_message(info, text));
+                }
+            }
+        }
+        scratch.clear();
+        events.clear();
+        self.scratch = scratch;
+        self.scratch_events = events;
     }
 
     /// A socket whose queue exceeds the outbound limit: drop what is queued, try a 1013 close,
@@ -696,14 +739,17 @@ impl Shard {
 
     /// Close now: cancel what is in flight, then release the descriptor.
     pub(super) fn begin_close(&mut self, slot: u32) {
-        let c = &mut self.conns[slot as usize];
-        match c.state {
+        match self.conns[slot as usize].state {
             ConnState::Closing | ConnState::Free => return,
-            ConnState::Open { .. } => ShardStats::dec(&self.shared.stats[self.id].sockets),
+            ConnState::Open { .. } => {
+                ShardStats::dec(&self.shared.stats[self.id].sockets);
+                self.unregister(slot);
+            }
             ConnState::Handshake { .. } => ShardStats::dec(&self.shared.stats[self.id].handshakes),
             ConnState::Moving { .. } => return, // finished by the MSG_RING completion
             ConnState::Responding => {}
         }
+        let c = &mut self.conns[slot as usize];
         c.state = ConnState::Closing;
         c.out = Vec::new();
         if c.inflight > 0 {
@@ -754,6 +800,9 @@ impl Shard {
             self.push(tick);
         }
         let to = self.now_tick();
+        if to / 10 != self.wheel.now() / 10 {
+            self.expire_sessions();
+        }
         let mut due = Vec::new();
         self.wheel
             .advance(to, |_, slot, gen, tick| due.push((slot, gen, tick)));
@@ -774,7 +823,7 @@ impl Shard {
         let now = self.wheel.now();
         let c = &mut self.conns[slot as usize];
         match &c.state {
-            ConnState::Handshake { .. } => self.refuse(slot, 408, &[], "handshake timeout"),
+            ConnState::Handshake { .. } => self.refuse(slot, Refusal::HandshakeTimeout),
             ConnState::Open { .. } if c.has(flag::LINGER) || c.has(flag::CLOSE_AFTER_FLUSH) => {
                 self.begin_close(slot)
             }
@@ -815,14 +864,12 @@ impl Shard {
 
     fn on_wake(&mut self) {
         while let Some(cmd) = self.shared.inboxes[self.id].pop() {
-            match cmd {
-                Command::Shutdown => self.start_shutdown(),
-            }
+            self.on_command(cmd);
         }
         self.arm_wake();
     }
 
-    fn start_shutdown(&mut self) {
+    pub(super) fn start_shutdown(&mut self) {
         if self.stopping {
             return;
         }

@@ -6,6 +6,8 @@ pub const REFUSAL_STATUSES: [u16; 11] = [400, 401, 403, 404, 405, 408, 426, 429,
 
 #[derive(Default)]
 pub struct ShardStats {
+    /// Open sockets per endpoint (index = endpoint in the config).
+    pub endpoint_sockets: Box<[AtomicU64]>,
     /// Open WebSockets owned by this core (gauge).
     pub sockets: AtomicU64,
     /// Connections in the handshake phase (gauge).
@@ -14,6 +16,13 @@ pub struct ShardStats {
     pub upgrades: AtomicU64,
     /// Refusals by status (index in REFUSAL_STATUSES; last = other).
     pub refused: [AtomicU64; 11],
+    /// Refusals by reason (index = `Refusal::index`, labels in `refusal::LABELS`).
+    pub refused_by_reason: [AtomicU64; super::refusal::LABELS.len()],
+    /// Pushes handled by this core (owner of the user) and frames queued for them.
+    pub pushes: AtomicU64,
+    pub push_frames: AtomicU64,
+    /// Sockets closed because their session was terminated or expired.
+    pub closed_session_ended: AtomicU64,
     pub handoffs_out: AtomicU64,
     pub handoffs_in: AtomicU64,
     pub handoffs_failed: AtomicU64,
@@ -30,6 +39,13 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    pub fn new(endpoints: usize) -> ShardStats {
+        ShardStats {
+            endpoint_sockets: (0..endpoints).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
     }
@@ -38,6 +54,10 @@ impl ShardStats {
     }
     pub fn dec(c: &AtomicU64) {
         c.fetch_sub(1, Relaxed);
+    }
+    pub fn refused_for(&self, r: &super::refusal::Refusal) {
+        self.refused(r.status());
+        Self::inc(&self.refused_by_reason[r.index()]);
     }
     pub fn refused(&self, status: u16) {
         let i = REFUSAL_STATUSES

@@ -1,5 +1,6 @@
 //! The service an application uses to reach its users: sessions, path filters, the
 //! `websockets.enabled` cascade.
 pub mod cascade;
+pub mod listener;
 pub mod path_filter;
 pub mod session;

@@ -41,6 +41,16 @@ impl SessionId {
     }
 }
 
+/// The session a socket is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketAuth {
+    pub session: SessionId,
+    pub context: u32,
+    pub user: u32,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
 /// Why a session does not authorize an upgrade (each is a 401 with its own reason and metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionError {

@@ -1,0 +1,337 @@
+//! The service through the admin API: sessions, push, socket queries, reload.
+use super::{authorized, error, unauthorized, AdminState};
+use crate::config::Config;
+use crate::runtime::upgrade::UpgradePolicy;
+use crate::runtime::{Command, PushJob, Shared};
+use crate::service::path_filter::PathFilter;
+use crate::service::session::unix_now;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Longest path filter accepted (globs are matched per socket).
+const MAX_FILTER_LEN: usize = 1024;
+/// Largest push message (a push is copied into every matching socket's queue).
+const MAX_MESSAGE_LEN: usize = 1 << 20;
+/// Most pushes in one batch request.
+const MAX_BATCH: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    user: u32,
+    context: u32,
+    #[serde(default = "default_ttl")]
+    ttl_secs: u64,
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+pub async fn create_session(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let req: NewSession = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid session request: {e}"),
+            )
+        }
+    };
+    let (max_ttl, cookie_name) = {
+        let c = state.config.lock().expect("config lock");
+        (c.sessions.max_ttl_secs, c.security.cookie_name.clone())
+    };
+    if req.ttl_secs == 0 || req.ttl_secs > max_ttl {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("ttl_secs must be between 1 and {max_ttl}"),
+        );
+    }
+    let expires_at = unix_now() + req.ttl_secs;
+    let (id, secret) = state.key.mint(req.context, req.user, expires_at);
+    let body = serde_json::json!({
+        "session": id.to_text(),
+        "secret": secret,
+        "cookie": format!("{cookie_name}={secret}"),
+        "expires_at": expires_at,
+    });
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+pub async fn delete_session(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let Ok((id, session)) = state.key.parse(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such session");
+    };
+    for core in 0..state.shared.cores {
+        state.shared.send(
+            core,
+            Command::Revoke {
+                id,
+                context: session.context,
+                user: session.user,
+                expires_at: session.expires_at,
+            },
+        );
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    context: u32,
+    user: u32,
+    #[serde(default)]
+    path: Option<String>,
+    message: String,
+    /// Remote coalescing (cluster); local delivery is immediate either way.
+    #[serde(default = "yes")]
+    #[allow(dead_code)]
+    coalesce: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PushRequest {
+    fn into_job(self) -> Result<PushJob, String> {
+        let path = self.path.unwrap_or_else(|| "*".into());
+        if path.len() > MAX_FILTER_LEN {
+            return Err(format!("path filter longer than {MAX_FILTER_LEN} bytes"));
+        }
+        if self.message.len() > MAX_MESSAGE_LEN {
+            return Err(format!("message longer than {MAX_MESSAGE_LEN} bytes"));
+        }
+        Ok(PushJob {
+            context: self.context,
+            user: self.user,
+            filter: PathFilter::new(&path),
+            text: Arc::from(self.message),
+        })
+    }
+}
+
+/// Hand pushes to the cores owning their users; sum the sockets reached.
+async fn deliver(shared: &Shared, jobs: Vec<PushJob>) -> u64 {
+    let mut per_core: Vec<Vec<PushJob>> = (0..shared.cores).map(|_| Vec::new()).collect();
+    for job in jobs {
+        per_core[shared.owner_of(job.context, job.user)].push(job);
+    }
+    let mut replies = Vec::new();
+    for (core, jobs) in per_core.into_iter().enumerate() {
+        if jobs.is_empty() {
+            continue;
+        }
+        let (tx, rx) = oneshot::channel();
+        shared.send(
+            core,
+            Command::Push {
+                jobs,
+                reply: Some(tx),
+            },
+        );
+        replies.push(rx);
+    }
+    let mut total = 0;
+    for rx in replies {
+        total += rx.await.unwrap_or(0);
+    }
+    total
+}
+
+pub async fn push(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let job = match serde_json::from_slice::<PushRequest>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(PushRequest::into_job)
+    {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid push: {e}")),
+    };
+    let sockets = deliver(&state.shared, vec![job]).await;
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "sockets": sockets })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushBatch {
+    pushes: Vec<PushRequest>,
+}
+
+pub async fn push_batch(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let batch: PushBatch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")),
+    };
+    if batch.pushes.len() > MAX_BATCH {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_BATCH} pushes per batch"),
+        );
+    }
+    let n = batch.pushes.len();
+    let mut jobs = Vec::with_capacity(n);
+    for (i, p) in batch.pushes.into_iter().enumerate() {
+        match p.into_job() {
+            Ok(j) => jobs.push(j),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("pushes[{i}]: {e}")),
+        }
+    }
+    let sockets = deliver(&state.shared, jobs).await;
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "pushes": n, "sockets": sockets })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketsQuery {
+    context: u32,
+    user: u32,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+pub async fn sockets(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    q: Result<Query<SocketsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let filter = PathFilter::new(q.path.as_deref().unwrap_or("*"));
+    let core = state.shared.owner_of(q.context, q.user);
+    let (tx, rx) = oneshot::channel();
+    state.shared.send(
+        core,
+        Command::Count {
+            context: q.context,
+            user: q.user,
+            filter,
+            reply: tx,
+        },
+    );
+    let count = rx.await.unwrap_or(0);
+    Json(serde_json::json!({
+        "exists": count > 0,
+        "count": count,
+        "nodes": [{ "node": &*state.node_id, "count": count }],
+    }))
+    .into_response()
+}
+
+/// Re-read the configuration file and apply what is reloadable (cascade, limits, coalescing).
+/// Returns a message for the log / API.
+pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
+    let new = match &state.config_path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let policy = Arc::new(UpgradePolicy::new(new.clone())?);
+    let mut current = state.config.lock().expect("config lock");
+    let mut restart_needed = Vec::new();
+    if new.server.listen != current.server.listen || new.server.cores != current.server.cores {
+        restart_needed.push("server".to_string());
+    }
+    if new.engine != current.engine {
+        restart_needed.push("engine".to_string());
+    }
+    if new.admin.listen != current.admin.listen {
+        restart_needed.push("admin.listen".to_string());
+    }
+    if new
+        .endpoints
+        .iter()
+        .map(|e| (&e.path, e.kind, e.auth))
+        .ne(current.endpoints.iter().map(|e| (&e.path, e.kind, e.auth)))
+    {
+        restart_needed.push("endpoints".to_string());
+    }
+    if new.sessions.key != current.sessions.key {
+        restart_needed.push("sessions.key".to_string());
+    }
+    // Keys that need a restart keep their running values.
+    let mut applied = new;
+    applied.server = current.server.clone();
+    applied.engine = current.engine;
+    applied.admin.listen = current.admin.listen;
+    applied.endpoints = current.endpoints.clone();
+    applied.sessions.key = current.sessions.key.clone();
+    let policy = if restart_needed.is_empty() {
+        policy
+    } else {
+        Arc::new(UpgradePolicy::new(applied.clone())?)
+    };
+    for core in 0..state.shared.cores {
+        state.shared.send(core, Command::Reload(policy.clone()));
+    }
+    *current = applied;
+    Ok(restart_needed)
+}
+
+pub async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    match reload_config(&state) {
+        Ok(restart) => {
+            if !restart.is_empty() {
+                tracing::warn!(
+                    "reloaded; these changes need a restart: {}",
+                    restart.join(", ")
+                );
+            }
+            Json(serde_json::json!({ "reloaded": true, "restart_required_for": restart }))
+                .into_response()
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("reload failed, configuration unchanged: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,108 @@
+//! Why an upgrade (or plain HTTP request) is refused: one enum, each variant mapped to its HTTP
+//! status, one-line reason and metric label — as protocol errors map to close codes.
+use crate::protocol::ProtocolError;
+use crate::service::session::SessionError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed or not an upgrade (status from the protocol core).
+    Protocol(ProtocolError),
+    NotFound,
+    MissingSession,
+    Session(SessionError),
+    Origin,
+    Disabled,
+    UserLimit,
+    RateLimit,
+    ServerFull,
+    ShuttingDown,
+    HandshakeTimeout,
+    NotImplemented,
+}
+
+/// Metric labels, in the order of `Refusal::index`.
+pub const LABELS: [&str; 17] = [
+    "bad_request",
+    "not_upgrade",
+    "headers_too_large",
+    "not_found",
+    "missing_session",
+    "unknown_session",
+    "session_expired",
+    "session_revoked",
+    "wrong_secret",
+    "origin",
+    "disabled",
+    "user_limit",
+    "rate_limit",
+    "server_full",
+    "shutting_down",
+    "handshake_timeout",
+    "not_implemented",
+];
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Protocol(e) => e.http_status(),
+            Refusal::NotFound => 404,
+            Refusal::MissingSession | Refusal::Session(_) => 401,
+            Refusal::Origin | Refusal::Disabled => 403,
+            Refusal::UserLimit | Refusal::RateLimit => 429,
+            Refusal::ServerFull | Refusal::ShuttingDown => 503,
+            Refusal::HandshakeTimeout => 408,
+            Refusal::NotImplemented => 501,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Protocol(e) => e.reason(),
+            Refusal::NotFound => "no WebSocket endpoint at this path",
+            Refusal::MissingSession => "missing session parameter",
+            Refusal::Session(e) => e.reason(),
+            Refusal::Origin => "origin not allowed",
+            Refusal::Disabled => "websockets are disabled for this user",
+            Refusal::UserLimit => "too many sockets for this user",
+            Refusal::RateLimit => "too many upgrades, retry later",
+            Refusal::ServerFull => "server full",
+            Refusal::ShuttingDown => "server shutting down",
+            Refusal::HandshakeTimeout => "handshake timeout",
+            Refusal::NotImplemented => "endpoint kind not available in this build",
+        }
+    }
+
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Refusal::Protocol(e) => e.extra_headers(),
+            Refusal::RateLimit => &[("Retry-After", "1")],
+            Refusal::ServerFull | Refusal::ShuttingDown => &[("Retry-After", "5")],
+            _ => &[],
+        }
+    }
+
+    /// Index into [`LABELS`] (per-core counters by reason).
+    pub fn index(&self) -> usize {
+        match self {
+            Refusal::Protocol(e) => match e.http_status() {
+                426 => 1,
+                431 => 2,
+                _ => 0,
+            },
+            Refusal::NotFound => 3,
+            Refusal::MissingSession => 4,
+            Refusal::Session(SessionError::Malformed | SessionError::BadSignature) => 5,
+            Refusal::Session(SessionError::Expired) => 6,
+            Refusal::Session(SessionError::Revoked) => 7,
+            Refusal::Session(SessionError::WrongSecret) => 8,
+            Refusal::Origin => 9,
+            Refusal::Disabled => 10,
+            Refusal::UserLimit => 11,
+            Refusal::RateLimit => 12,
+            Refusal::ServerFull => 13,
+            Refusal::ShuttingDown => 14,
+            Refusal::HandshakeTimeout => 15,
+            Refusal::NotImplemented => 16,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The core's side of the service: which sockets belong to which user (only the core that
+//! owns the user's hash has them), pushes, counts, session ends.
+use super::conn::{flag, ConnState};
+use super::shard::Shard;
+use super::stats::ShardStats;
+use super::{Command, PushJob};
+use crate::protocol::{MessageKind, WsConnection};
+use crate::service::listener::SocketInfo;
+use crate::service::session::{unix_now, SessionId};
+use std::cmp::Reverse;
+
+/// Close codes of session ends (private-use range, documented in the README).
+pub const CLOSE_SESSION_TERMINATED: u16 = 4001;
+pub const CLOSE_SESSION_EXPIRED: u16 = 4002;
+
+impl Shard {
+    pub(super) fn user_socket_count(&self, context: u32, user: u32) -> usize {
+        self.users.get(&(context, user)).map_or(0, Vec::len)
+    }
+
+    /// A socket just opened: index it by user, schedule its session's expiry, tell listeners.
+    pub(super) fn register(&mut self, slot: u32) {
+        let c = &self.conns[slot as usize];
+        let ConnState::Open { meta, endpoint, .. } = &c.state else {
+            return;
+        };
+        ShardStats::inc(&self.shared.stats[self.id].endpoint_sockets[*endpoint as usize]);
+        if let Some(a) = &meta.auth {
+            self.users
+                .entry((a.context, a.user))
+                .or_default()
+                .push(slot);
+            self.expiries.push(Reverse((a.expires_at, slot, c.gen)));
+        }
+        self.notify(slot, |l, info| l.on_connect(info));
+    }
+
+    /// A socket is closing: drop it from the index, tell listeners.
+    pub(super) fn unregister(&mut self, slot: u32) {
+        let c = &self.conns[slot as usize];
+        let ConnState::Open { meta, endpoint, .. } = &c.state else {
+            return;
+        };
+        ShardStats::dec(&self.shared.stats[self.id].endpoint_sockets[*endpoint as usize]);
+        if let Some(a) = &meta.auth {
+            let key = (a.context, a.user);
+            if let Some(slots) = self.users.get_mut(&key) {
+                slots.retain(|&s| s != slot);
+                if slots.is_empty() {
+                    self.users.remove(&key);
+                }
+            }
+        }
+        self.notify(slot, |l, info| l.on_close(info));
+    }
+
+    /// Call every listener with the socket's info (no allocation).
+    pub(super) fn notify(
+        &self,
+        slot: u32,
+        f: impl Fn(&dyn crate::service::listener::Listener, &SocketInfo<'_>),
+    ) {
+        if self.shared.listeners.is_empty() {
+            return;
+        }
+        let c = &self.conns[slot as usize];
+        let ConnState::Open { meta, endpoint, .. } = &c.state else {
+            return;
+        };
+        let info = SocketInfo {
+            core: self.id,
+            socket: (self.id as u64) << 56 | (c.gen as u64) << 32 | slot as u64,
+            endpoint: &self.policy.config.endpoints[*endpoint as usize].path,
+            path: &meta.path,
+            query: &meta.query,
+            auth: meta.auth.as_ref(),
+            attrs: &meta.attrs,
+        };
+        for l in self.shared.listeners.iter() {
+            f(l.as_ref(), &info);
+        }
+    }
+
+    /// Queue a close frame and close once it is written (or after the linger time).
+    pub(super) fn close_with(&mut self, slot: u32, code: u16, reason: &str) {
+        let c = &mut self.conns[slot as usize];
+        if !matches!(c.state, ConnState::Open { .. }) || c.has(flag::CLOSE_AFTER_FLUSH) {
+            return;
+        }
+        WsConnection::encode_close(&mut c.out, code, reason);
+        c.flags |= flag::CLOSE_AFTER_FLUSH;
+        self.mark_dirty(slot);
+        let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
+        self.schedule(slot, at);
+    }
+
+    /// Deliver pushes to the matching sockets of their users; returns sockets reached.
+    fn deliver(&mut self, jobs: &[PushJob]) -> u64 {
+        let mut reached = 0u64;
+        let max_out = self.limits.max_outbound_bytes;
+        for job in jobs {
+            let Some(slots) = self.users.get(&(job.context, job.user)) else {
+                continue;
+            };
+            let slots = slots.clone();
+            for slot in slots {
+                let c = &mut self.conns[slot as usize];
+                if c.has(flag::CLOSE_AFTER_FLUSH) {
+                    continue;
+                }
+                let ConnState::Open { ws, meta, .. } = &mut c.state else {
+                    continue;
+                };
+                if !job.filter.matches(&meta.path) {
+                    continue;
+                }
+                ws.encode_message(&mut c.out, MessageKind::Text, job.text.as_bytes());
+                reached += 1;
+                if c.queued_bytes() > max_out {
+                    self.close_slow_consumer(slot);
+                } else {
+                    self.mark_dirty(slot);
+                }
+            }
+        }
+        let stats = &self.shared.stats[self.id];
+        ShardStats::add(&stats.pushes, jobs.len() as u64);
+        ShardStats::add(&stats.push_frames, reached);
+        ShardStats::add(&stats.messages_out, reached);
+        reached
+    }
+
+    fn count(
+        &self,
+        context: u32,
+        user: u32,
+        filter: &crate::service::path_filter::PathFilter,
+    ) -> u64 {
+        let Some(slots) = self.users.get(&(context, user)) else {
+            return 0;
+        };
+        slots
+            .iter()
+            .filter(|&&slot| match &self.conns[slot as usize].state {
+                ConnState::Open { meta, .. } => {
+                    !self.conns[slot as usize].has(flag::CLOSE_AFTER_FLUSH)
+                        && filter.matches(&meta.path)
+                }
+                _ => false,
+            })
+            .count() as u64
+    }
+
+    /// A session ended (terminated): refuse it from now on, close its sockets here.
+    fn revoke(&mut self, id: SessionId, context: u32, user: u32, expires_at: u64) {
+        self.revoked.insert(id, expires_at);
+        let Some(slots) = self.users.get(&(context, user)) else {
+            return;
+        };
+        let doomed: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|&slot| match &self.conns[slot as usize].state {
+                ConnState::Open { meta, .. } => meta.auth.is_some_and(|a| a.session == id),
+                _ => false,
+            })
+            .collect();
+        for slot in doomed {
+            ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
+            self.close_with(slot, CLOSE_SESSION_TERMINATED, "session terminated");
+        }
+    }
+
+    /// Once a second: close sockets whose session expired; forget revocations past expiry.
+    pub(super) fn expire_sessions(&mut self) {
+        let now = unix_now();
+        while let Some(&Reverse((at, slot, gen))) = self.expiries.peek() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            let c = &self.conns[slot as usize];
+            if c.gen == gen && matches!(c.state, ConnState::Open { .. }) {
+                ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
+                self.close_with(slot, CLOSE_SESSION_EXPIRED, "session expired");
+                self.maybe_release(slot);
+            }
+        }
+        if !self.revoked.is_empty() && self.wheel.now() % 600 < 10 {
+            self.revoked.retain(|_, &mut exp| exp > now);
+        }
+    }
+
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Shutdown => self.start_shutdown(),
+            Command::Push { jobs, reply } => {
+                let n = self.deliver(&jobs);
+                if let Some(reply) = reply {
+                    let _ = reply.send(n);
+                }
+            }
+            Command::Count {
+                context,
+                user,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.count(context, user, &filter));
+            }
+            Command::Revoke {
+                id,
+                context,
+                user,
+                expires_at,
+            } => self.revoke(id, context, user, expires_at),
+            Command::Reload(policy) => {
+                self.limits = policy.config.limits;
+                self.upgrade_bucket = super::admission::TokenBucket::per_core(
+                    policy.config.limits.upgrade_rate_per_sec,
+                    self.shared.cores,
+                );
+                self.policy = policy;
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Hooks for embedding applications: listeners (connect, close, text message) and transcoders
+//! (per-endpoint inbound/outbound rewriting; the Socket.IO codec is one).
+//!
+//! Both run on the data-plane core that owns the socket, inside its event loop: they must be
+//! quick and must not block (hand work to another thread through a bounded queue, as the
+//! webhook listener does).
+use crate::service::session::SocketAuth;
+
+/// What a listener sees of a socket.
+pub struct SocketInfo<'a> {
+    /// The core that owns the socket.
+    pub core: usize,
+    /// Unique on this node while the socket is open.
+    pub socket: u64,
+    /// The endpoint's configured path prefix.
+    pub endpoint: &'a str,
+    pub path: &'a str,
+    /// Raw URL query of the upgrade request.
+    pub query: &'a str,
+    /// The session (None on `auth = "none"` endpoints).
+    pub auth: Option<&'a SocketAuth>,
+    /// The socket's attribute store.
+    pub attrs: &'a [(Box<str>, Box<str>)],
+}
+
+pub trait Listener: Send + Sync + 'static {
+    fn on_connect(&self, _socket: &SocketInfo<'_>) {}
+    fn on_close(&self, _socket: &SocketInfo<'_>) {}
+    fn on_message(&self, _socket: &SocketInfo<'_>, _text: &str) {}
+}
+
+/// Rewrites messages of one endpoint kind. `outbound` turns a pushed text into the text frame
+/// payload sent to the socket (None = do not deliver to this socket); `inbound` turns a
+/// received text into what listeners see (None = protocol-internal, not for listeners).
+pub trait Transcoder: Send + Sync + 'static {
+    fn outbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>>;
+    fn inbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>>;
+}
+
+/// The `raw` endpoint: text as pushed, text as received.
+pub struct RawTranscoder;
+
+impl Transcoder for RawTranscoder {
+    fn outbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        Some(std::borrow::Cow::Borrowed(text))
+    }
+    fn inbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        Some(std::borrow::Cow::Borrowed(text))
+    }
+}
