@@ -11,8 +11,8 @@ use super::token::{self, Op};
 use io_uring::{opcode, types};
 
 impl Shard {
-    pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: UpgradePlan) {
-        let record = Box::into_raw(Box::new(plan)) as usize;
+    pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: Box<UpgradePlan>) {
+        let record = Box::into_raw(plan) as usize;
         let c = &mut self.conns[slot as usize];
         c.state = ConnState::Moving { record };
         c.inflight += 1;
@@ -68,6 +68,6 @@ impl Shard {
             self.refuse(slot, super::refusal::Refusal::ServerFull);
             return;
         }
-        self.open_socket(slot, *plan);
+        self.open_socket(slot, plan);
     }
 }

@@ -432,7 +432,7 @@ impl Shard {
     }
 
     /// Open the WebSocket on this core: 101, register, read frames.
-    pub(super) fn open_socket(&mut self, slot: u32, mut plan: UpgradePlan) {
+    pub(super) fn open_socket(&mut self, slot: u32, mut plan: Box<UpgradePlan>) {
         let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
         let mut ws = WsConnection::new(self.ws_limits, deflate);
         ws.set_min_compress_bytes(self.policy.deflate.min_compress_bytes);

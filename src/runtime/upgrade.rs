@@ -13,7 +13,7 @@ pub enum Decision {
     /// The request head is not complete yet.
     NeedMore,
     /// A valid upgrade; bytes after the head are in `leftover`.
-    Upgrade(UpgradePlan),
+    Upgrade(Box<UpgradePlan>),
     /// Answer with the refusal's status and one-line reason, then close.
     Refuse(Refusal),
 }
@@ -112,7 +112,7 @@ impl UpgradePolicy {
             Some(a) => Some(user_key(a.context, a.user)),
             None => handshake::query_param(req.query, "key").map(hash_key),
         };
-        Decision::Upgrade(UpgradePlan {
+        Decision::Upgrade(Box::new(UpgradePlan {
             endpoint: endpoint as u8,
             shard_key,
             ws_key: upgrade.key.to_string(),
@@ -121,7 +121,7 @@ impl UpgradePolicy {
             auth,
             path: req.path.into(),
             query: req.query.into(),
-        })
+        }))
     }
 
     /// Cross-site upgrades are refused: an `Origin` must be in the allow-list (or `"*"`), or,
