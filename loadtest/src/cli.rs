@@ -25,7 +25,10 @@ use serde::{Deserialize, Serialize};
   ringwire-loadtest --url ws://127.0.0.1:8080/echo --connections 30000 --workers 2 \\\n      \
   --scenario hold --echo-check --duration 10 --server-pid $(pidof ringwire)\n\n  \
   # 1,000 connections each echoing 32 bytes every 100 ms for 30 s, fail if p99 > 5 ms\n  \
-  ringwire-loadtest --connections 1000 --scenario echo --interval-ms 100 --duration 30 --max-p99-ms 5"
+  ringwire-loadtest --connections 1000 --scenario echo --interval-ms 100 --duration 30 --max-p99-ms 5\n\n  \
+  # 20,000 users with one session socket each, 5,000 pushes/s through the admin API for 10 s\n  \
+  ringwire-loadtest --url ws://127.0.0.1:8080/ws --auth session --scenario push --connections 20000 \\\n      \
+  --push-rate 5000 --duration 10 --max-p99-ms 20 --max-missing 0"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -51,6 +54,34 @@ pub enum Scenario {
     /// Every connection sends a timestamped text message every --interval-ms and
     /// measures the round-trip latency of its echo.
     Echo,
+    /// Needs --auth session. After all connections are up, the coordinator pushes
+    /// through the admin API (POST /v1/push/batch) at --push-rate for --duration
+    /// seconds; every connection measures the end-to-end latency of each push it receives.
+    Push,
+}
+
+/// How connections authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Plain upgrade to --url.
+    None,
+    /// Mint one session per user through the admin API (POST /v1/sessions), then upgrade to
+    /// `--url?session=<id>` with the header `Cookie: ringwire-secret=<secret>`.
+    Session,
+}
+
+/// Whom the pushes of the `push` scenario go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushMode {
+    /// Every push goes to one user, users taken in turn (1, 2, ..., U, 1, ...).
+    RoundRobin,
+    /// Every push goes to one user chosen at random.
+    Random,
+    /// Every push goes to ALL users (one push per user, sent in batches of --batch-size);
+    /// --push-rate then counts these fan-out events per second.
+    Fanout,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -155,6 +186,70 @@ pub struct RunArgs {
     /// Threshold: fail (exit 1) if more than N connections failed the --echo-check.
     #[arg(long)]
     pub max_echo_failures: Option<u64>,
+
+    /// Threshold: fail (exit 1) if more than N messages are missing at the end
+    /// (push: expected deliveries - received after the drain wait; echo: sent - echoed).
+    #[arg(long)]
+    pub max_missing: Option<u64>,
+
+    /// How connections authenticate (`session` is required by the push scenario).
+    #[arg(long, value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
+
+    /// Base URL of the server's admin API (http:// only).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub admin_url: String,
+
+    /// Bearer token for the admin API (sent as `Authorization: Bearer <token>`).
+    #[arg(long, env = "RINGWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// [auth session] Number of simulated users, ids 1..=U (default: --connections).
+    /// Connections are spread over users round robin: connection i belongs to user i % U + 1.
+    #[arg(long)]
+    pub users: Option<u64>,
+
+    /// [auth session] Context id of the sessions and pushes.
+    #[arg(long, default_value_t = 1)]
+    pub context: u64,
+
+    /// [auth session] Lifetime of the minted sessions.
+    #[arg(long, default_value_t = 3600)]
+    pub session_ttl_secs: u64,
+
+    /// [auth session] Admin API requests in flight while minting sessions (one keep-alive
+    /// HTTP connection each).
+    #[arg(long, default_value_t = 32)]
+    pub mint_concurrency: u64,
+
+    /// [push] Pushes per second (fanout mode: fan-out events per second).
+    #[arg(long, default_value_t = 1000.0)]
+    pub push_rate: f64,
+
+    /// [push] Pushes per POST /v1/push/batch request (1 = use POST /v1/push).
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: u64,
+
+    /// [push] Whom every push goes to.
+    #[arg(long, value_enum, default_value_t = PushMode::RoundRobin)]
+    pub push_mode: PushMode,
+
+    /// [push] Admin API requests in flight while pushing (one keep-alive HTTP connection each).
+    #[arg(long, default_value_t = 8)]
+    pub push_concurrency: u64,
+
+    /// [push] The `path` field of every push (the endpoint whose sockets receive it).
+    #[arg(long, default_value = "/ws")]
+    pub push_path: String,
+
+    /// [push] Set `"coalesce": true` on every push.
+    #[arg(long)]
+    pub push_coalesce: bool,
+
+    /// [push] After the last push was accepted, wait up to this long for the
+    /// expected deliveries before counting the rest as missing.
+    #[arg(long, default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
 }
 
 /// Parsed `ws://host:port/path` target.
@@ -194,6 +289,64 @@ impl Target {
     }
 }
 
+/// Parsed `http://host:port/prefix` admin API base URL.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    pub host: String,
+    pub port: u16,
+    /// Value of the Host header.
+    pub authority: String,
+    /// Path prefix without a trailing slash ("" for the root).
+    pub prefix: String,
+}
+
+impl AdminTarget {
+    pub fn parse(url: &str) -> Result<Self> {
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            bail!("https:// admin URLs are not supported (no TLS); use http://")
+        } else {
+            bail!("--admin-url must start with http:// (got {url:?})")
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let t = Target::parse(&format!("ws://{authority}"))?;
+        Ok(AdminTarget {
+            host: t.host,
+            port: t.port,
+            authority: authority.to_string(),
+            prefix: path.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// Appends `session=<id>` to the query of a ws:// URL (percent-encoding the id).
+pub fn url_with_session(url: &str, session: &str) -> String {
+    // A fragment is never sent in the handshake: drop it.
+    let base = url.split('#').next().unwrap_or(url);
+    let sep = if base.contains('?') {
+        if base.ends_with('?') || base.ends_with('&') {
+            ""
+        } else {
+            "&"
+        }
+    } else {
+        "?"
+    };
+    let mut enc = String::with_capacity(session.len());
+    for b in session.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{base}{sep}session={enc}")
+}
+
 /// Parses `a.b.c.d-e.f.g.h` into the inclusive list of IPv4 addresses.
 pub fn parse_source_range(s: &str) -> Result<Vec<IpAddr>> {
     let (a, b) = s
@@ -225,6 +378,36 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
         assert!(Target::parse("http://x").is_err());
         assert!(Target::parse("wss://x").is_err());
+    }
+
+    #[test]
+    fn parses_admin_urls() {
+        let a = AdminTarget::parse("http://127.0.0.1:8081").unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.prefix.as_str()),
+            ("127.0.0.1", 8081, "")
+        );
+        let a = AdminTarget::parse("http://localhost/admin/").unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.prefix.as_str()),
+            ("localhost", 80, "/admin")
+        );
+        assert_eq!(a.authority, "localhost");
+        assert!(AdminTarget::parse("https://x").is_err());
+        assert!(AdminTarget::parse("ws://x").is_err());
+    }
+
+    #[test]
+    fn appends_session() {
+        assert_eq!(
+            url_with_session("ws://h:1/ws", "ab-1"),
+            "ws://h:1/ws?session=ab-1"
+        );
+        assert_eq!(
+            url_with_session("ws://h/ws?x=1", "a/b"),
+            "ws://h/ws?x=1&session=a%2Fb"
+        );
+        assert_eq!(url_with_session("ws://h/ws?", "a"), "ws://h/ws?session=a");
     }
 
     #[test]

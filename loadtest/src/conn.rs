@@ -1,7 +1,7 @@
 //! One WebSocket connection: connect (optionally from a chosen source IP), then
 //! run the scenario until told to stop. Every failure is counted, never panicked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -14,11 +14,14 @@ use hdrhistogram::Histogram;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout, Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, COOKIE};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::cli::Scenario;
+use crate::admin::{parse_push_message, SessionCred};
+use crate::cli::{url_with_session, Scenario};
 use crate::proto::Counters;
 use crate::stats;
 
@@ -43,6 +46,28 @@ pub struct ConnParams {
     pub interval: Duration,
     pub echo_timeout: Duration,
     pub ws_config: WebSocketConfig,
+    /// `--auth session`: the sessions by user.
+    pub sessions: Option<Sessions>,
+}
+
+/// Session credentials of a worker's users.
+pub struct Sessions {
+    pub users: u64,
+    pub by_user: HashMap<u64, SessionCred>,
+}
+
+impl Sessions {
+    pub fn new(users: u64, creds: Vec<SessionCred>) -> Self {
+        Sessions {
+            users: users.max(1),
+            by_user: creds.into_iter().map(|c| (c.user, c)).collect(),
+        }
+    }
+
+    /// The user connection `id` belongs to.
+    pub fn user_of(&self, id: u64) -> u64 {
+        id % self.users + 1
+    }
 }
 
 /// How long a single send may block before the connection is given up.
@@ -74,6 +99,7 @@ pub struct Shared {
     pub pings: AtomicU64,
     pub check_ok: AtomicU64,
     pub check_failed: AtomicU64,
+    pub push_received: AtomicU64,
     pub failed_by_kind: Mutex<BTreeMap<String, u64>>,
     pub dropped_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Latency samples since the last progress event (drained every 250 ms).
@@ -100,6 +126,7 @@ impl Shared {
             pings: AtomicU64::new(0),
             check_ok: AtomicU64::new(0),
             check_failed: AtomicU64::new(0),
+            push_received: AtomicU64::new(0),
             failed_by_kind: Mutex::new(BTreeMap::new()),
             dropped_by_kind: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(stats::new_histogram()),
@@ -124,6 +151,7 @@ impl Shared {
             pings_received: self.pings.load(Relaxed),
             echo_check_ok: self.check_ok.load(Relaxed),
             echo_check_failed: self.check_failed.load(Relaxed),
+            push_received: self.push_received.load(Relaxed),
         }
     }
 
@@ -180,7 +208,23 @@ pub fn classify_ws(e: &WsError) -> String {
 }
 
 /// TCP connect (bound to `source` if given) + WebSocket handshake.
-async fn connect(p: &ConnParams, source: Option<IpAddr>) -> Result<Ws, String> {
+async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, String> {
+    // With --auth session: `?session=<id>` and the secret cookie of this connection's user.
+    let request = match &p.sessions {
+        None => p.url.as_str().into_client_request(),
+        Some(s) => {
+            let Some(cred) = s.by_user.get(&s.user_of(id)) else {
+                return Err("no_session".to_string());
+            };
+            let mut r = url_with_session(&p.url, &cred.session).into_client_request();
+            if let Ok(r) = r.as_mut() {
+                let cookie = HeaderValue::from_str(&cred.cookie).map_err(|_| "bad_cookie")?;
+                r.headers_mut().insert(COOKIE, cookie);
+            }
+            r
+        }
+    }
+    .map_err(|e| classify_ws(&e))?;
     let io_kind = |e: io::Error| classify_io(&e).to_string();
     let sock = if p.target.is_ipv4() {
         TcpSocket::new_v4()
@@ -207,7 +251,7 @@ async fn connect(p: &ConnParams, source: Option<IpAddr>) -> Result<Ws, String> {
     let stream = sock.connect(p.target).await.map_err(io_kind)?;
     let _ = stream.set_nodelay(true);
     let (ws, _resp) =
-        tokio_tungstenite::client_async_with_config(p.url.as_str(), stream, Some(p.ws_config))
+        tokio_tungstenite::client_async_with_config(request, stream, Some(p.ws_config))
             .await
             .map_err(|e| classify_ws(&e))?;
     Ok(ws)
@@ -266,7 +310,7 @@ pub async fn run(
         0 => None,
         n => Some(p.source_addrs[(id % n as u64) as usize]),
     };
-    let result = match timeout(p.connect_timeout, connect(&p, source)).await {
+    let result = match timeout(p.connect_timeout, connect(&p, id, source)).await {
         Ok(r) => r,
         Err(_) => Err("timeout".to_string()),
     };
@@ -312,7 +356,7 @@ async fn drive(
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             Some(t)
         }
-        Scenario::Hold => None,
+        Scenario::Hold | Scenario::Push => None,
     };
     let mut seq = 0u64;
     let mut check = Check::Idle;
@@ -451,6 +495,15 @@ fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Che
             shared.mismatches.fetch_add(1, Relaxed);
         }
         return false;
+    }
+    if p.scenario == Scenario::Push {
+        if let Some(m) = parse_push_message(text) {
+            shared.push_received.fetch_add(1, Relaxed);
+            // End to end: from right before the coordinator sent the push request.
+            let lat_us = crate::sysinfo::unix_now_ns().saturating_sub(m.ts) / 1000;
+            stats::record(&mut shared.latency.lock().unwrap(), lat_us);
+            return false;
+        }
     }
     if text.starts_with("e:") {
         match parse_echo_payload(text, p.message_bytes) {

@@ -6,6 +6,8 @@
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -16,11 +18,12 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cli::{parse_source_range, RunArgs, Target};
+use crate::admin::{self, AdminClient, PushConfig, PushStats, SessionCred};
+use crate::cli::{parse_source_range, AuthMode, RunArgs, Scenario, Target};
 use crate::proto::{Command, Counters, Event, WorkerSpec};
 use crate::report::{
-    ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, Report, RunConfig, TimelineSample,
-    WorkerSummary,
+    AuthReport, ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, PushReport, Report,
+    RunConfig, TimelineSample, WorkerSummary,
 };
 use crate::stats::{self, LatencySummary};
 use crate::sysinfo;
@@ -34,6 +37,8 @@ const PER_SOURCE_ADDR: u64 = 20_000;
 /// Roughly the ephemeral port range (32768-60999) per (source IP, target) pair.
 const EPHEMERAL_PORTS: u64 = 28_000;
 const TICK: Duration = Duration::from_millis(250);
+/// How long the push driver may take beyond --duration to send what was scheduled.
+const PUSH_FINISH_GRACE: Duration = Duration::from_secs(30);
 
 /// The resolved plan of a run.
 struct Plan {
@@ -47,6 +52,20 @@ fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
     let n = args.connections;
     if n == 0 {
         bail!("--connections must be at least 1");
+    }
+    if args.scenario == Scenario::Push {
+        if args.auth != AuthMode::Session {
+            bail!("the push scenario pushes to users: it needs --auth session");
+        }
+        if !(args.push_rate > 0.0 && args.push_rate.is_finite()) {
+            bail!("--push-rate must be > 0");
+        }
+        if args.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+    }
+    if args.auth == AuthMode::Session && args.users == Some(0) {
+        bail!("--users must be at least 1");
     }
     let (_, hard) = sysinfo::nofile_limit().context("reading RLIMIT_NOFILE")?;
     let per_worker_cap = hard.saturating_sub(FD_MARGIN).max(1);
@@ -106,7 +125,12 @@ fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
         } else {
             0.0
         };
-        connect_budget + args.duration.max(0.0) + check + 30.0
+        let drain = if args.scenario == Scenario::Push {
+            args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
+        } else {
+            0.0
+        };
+        connect_budget + args.duration.max(0.0) + check + drain + 30.0
     };
     Ok(Plan {
         source_addrs,
@@ -152,9 +176,19 @@ enum Msg {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Connecting,
-    Holding { until: Instant },
-    Checking { deadline: Instant },
-    Stopping { deadline: Instant },
+    Holding {
+        until: Instant,
+    },
+    /// Push scenario: waiting for the push driver to finish, then for the deliveries.
+    Draining {
+        push_deadline: Instant,
+    },
+    Checking {
+        deadline: Instant,
+    },
+    Stopping {
+        deadline: Instant,
+    },
     Done,
 }
 
@@ -189,6 +223,7 @@ fn sum_counters(workers: &[Worker]) -> Counters {
         t.pings_received += c.pings_received;
         t.echo_check_ok += c.echo_check_ok;
         t.echo_check_failed += c.echo_check_failed;
+        t.push_received += c.push_received;
         for (k, n) in &c.failed_by_kind {
             *t.failed_by_kind.entry(k.clone()).or_default() += n;
         }
@@ -247,6 +282,7 @@ fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Connecting => "connect",
         Phase::Holding { .. } => "hold",
+        Phase::Draining { .. } => "drain",
         Phase::Checking { .. } => "echo_check",
         Phase::Stopping { .. } => "stop",
         Phase::Done => "done",
@@ -309,6 +345,73 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         ));
     }
 
+    // --auth session: mint one session per user before any connection is opened.
+    let users = if args.auth == AuthMode::Session {
+        args.users.unwrap_or(n)
+    } else {
+        0
+    };
+    let mut admin_client: Option<Arc<AdminClient>> = None;
+    let mut creds: Vec<Option<SessionCred>> = Vec::new();
+    let mut auth_report: Option<AuthReport> = None;
+    let mut mint_seconds: Option<f64> = None;
+    let mut pre_notes: Vec<String> = Vec::new();
+    if users > 0 {
+        let client = AdminClient::new(&args.admin_url, args.admin_token.as_deref()).await?;
+        log(format!(
+            "minting {users} sessions (context {}) via {} ({}) with {} connections",
+            args.context,
+            args.admin_url,
+            client.addr(),
+            args.mint_concurrency
+        ));
+        let m = admin::mint_sessions(
+            client.clone(),
+            users,
+            args.context,
+            args.session_ttl_secs,
+            args.mint_concurrency,
+            &log,
+        )
+        .await;
+        log(format!(
+            "minted {} sessions in {:.2} s ({:.0}/s), {} failed",
+            m.minted,
+            m.seconds,
+            m.minted as f64 / m.seconds.max(1e-9),
+            m.failed
+        ));
+        if m.minted == 0 {
+            bail!(
+                "could not mint any session via {}: {}",
+                args.admin_url,
+                m.first_error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        if m.failed > 0 {
+            pre_notes.push(format!(
+                "{} of {users} sessions could not be minted; their connections fail with no_session",
+                m.failed
+            ));
+        }
+        mint_seconds = Some(m.seconds);
+        auth_report = Some(AuthReport {
+            mode: args.auth,
+            admin_url: args.admin_url.clone(),
+            users,
+            context: args.context,
+            sockets_per_user: n as f64 / users as f64,
+            sessions_minted: m.minted,
+            sessions_failed: m.failed,
+            mint_errors_by_kind: m.errors_by_kind,
+            mint_first_error: m.first_error,
+            mint_seconds: m.seconds,
+            mint_rate_per_s: m.minted as f64 / m.seconds.max(1e-9),
+        });
+        creds = m.creds;
+        admin_client = Some(client);
+    }
+
     // Start the workers.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -332,10 +435,14 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             interval_ms: args.interval_ms,
             echo_timeout_ms: args.echo_timeout_ms,
             max_runtime_s: plan.max_runtime.as_secs_f64(),
+            users,
+            sessions: worker_sessions(&creds, users, first, share),
         };
         first += share;
-        let mut w = spawn_worker(i as usize, spec.clone(), tx.clone())?;
         let mut line = serde_json::to_string(&spec)?;
+        let mut spec = spec;
+        spec.sessions = Vec::new();
+        let mut w = spawn_worker(i as usize, spec, tx.clone())?;
         line.push('\n');
         if let Some(stdin) = w.stdin.as_mut() {
             stdin
@@ -346,9 +453,27 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         workers.push(w);
     }
     drop(tx);
+    drop(creds);
 
     let mut phase = Phase::Connecting;
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        notes: pre_notes,
+        ..Outcome::default()
+    };
+    if let Some(secs) = mint_seconds {
+        outcome.phase_seconds.insert("mint".to_string(), secs);
+    }
+    // Push scenario state.
+    let push_stats = PushStats::new();
+    let mut push_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut push_started: Option<Instant> = None;
+    let mut push_finished: Option<Instant> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut drain_done: Option<(Instant, bool)> = None;
+    let mut last_delivery: Option<Instant> = None;
+    let mut last_push_received = 0u64;
+    // (time, received) once per second, for the peak delivery rate.
+    let mut delivery_marks: Vec<(Instant, u64)> = Vec::new();
     let mut open_at_all_up = 0u64;
     let mut open_at_end: Option<u64> = None;
     let mut mem_all_up = MemSample::default();
@@ -376,6 +501,9 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         () => {{
             mem_end = sample_mem(args.server_pid);
             open_at_end = Some(sum_counters(&workers).open);
+            if let Some(task) = push_task.take() {
+                task.abort();
+            }
             for w in workers.iter_mut() {
                 w.send(Command::Stop).await;
             }
@@ -401,7 +529,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                             w.counters = counters;
                             stats::merge_pairs(&mut total_hist, &lat);
                             stats::merge_pairs(&mut tick_hist, &lat);
-                            if matches!(phase, Phase::Holding { .. }) {
+                            if matches!(phase, Phase::Holding { .. } | Phase::Draining { .. }) {
                                 stats::merge_pairs(&mut steady_hist, &lat);
                             }
                         }
@@ -432,8 +560,9 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                 let t = sum_counters(&workers);
                 let dt = now.duration_since(last_rate_at).as_secs_f64();
                 if dt >= 1.0 {
-                    msg_rate = t.received.saturating_sub(last_received) as f64 / dt;
-                    last_received = t.received;
+                    let received = t.received + t.push_received;
+                    msg_rate = received.saturating_sub(last_received) as f64 / dt;
+                    last_received = received;
                     last_rate_at = now;
                 }
                 let ip = |q: f64| (!tick_hist.is_empty()).then(|| tick_hist.value_at_quantile(q) as f64 / 1000.0);
@@ -447,11 +576,36 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                     p99_ms: ip(0.99),
                     max_ms: (!tick_hist.is_empty()).then(|| tick_hist.max() as f64 / 1000.0),
                     server_rss_bytes: args.server_pid.and_then(sysinfo::process_rss),
+                    pushes_accepted: push_started.map(|_| push_stats.pushes_accepted.load(Relaxed)),
+                    push_expected: push_started.map(|_| push_stats.sockets_expected.load(Relaxed)),
+                    push_received: push_started.map(|_| t.push_received),
                 });
+                if push_started.is_some() {
+                    if t.push_received > last_push_received {
+                        last_push_received = t.push_received;
+                        last_delivery = Some(now);
+                    }
+                    if delivery_marks.last().is_none_or(|(at, _)| now.duration_since(*at) >= Duration::from_secs(1)) {
+                        delivery_marks.push((now, t.push_received));
+                    }
+                }
                 tick_hist.reset();
 
                 let phase_name = phase_name(phase);
-                let lat = if total_hist.is_empty() {
+                let lat = if push_started.is_some() {
+                    let p = &push_stats;
+                    format!(
+                        " | pushes {} accepted {} | msgs {}/{} ({} in flight) {:.0} msg/s | p50 {} p99 {}",
+                        p.pushes_sent.load(Relaxed),
+                        p.pushes_accepted.load(Relaxed),
+                        t.push_received,
+                        p.sockets_expected.load(Relaxed),
+                        p.sockets_expected.load(Relaxed).saturating_sub(t.push_received),
+                        msg_rate,
+                        fmt_ms(if total_hist.is_empty() { 0 } else { total_hist.value_at_quantile(0.5) }),
+                        fmt_ms(if total_hist.is_empty() { 0 } else { total_hist.value_at_quantile(0.99) })
+                    )
+                } else if total_hist.is_empty() {
                     String::new()
                 } else {
                     format!(
@@ -521,6 +675,88 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                     phase = Phase::Holding {
                         until: now + Duration::from_secs_f64(args.duration.max(0.0)),
                     };
+                    if args.scenario == Scenario::Push {
+                        if let Some(client) = admin_client.clone() {
+                            let cfg = PushConfig {
+                                mode: args.push_mode,
+                                rate: args.push_rate,
+                                duration: Duration::from_secs_f64(args.duration.max(0.0)),
+                                batch_size: args.batch_size,
+                                users,
+                                context: args.context,
+                                path: args.push_path.clone(),
+                                coalesce: args.push_coalesce,
+                                concurrency: args.push_concurrency,
+                                message_bytes: args.message_bytes,
+                            };
+                            log(format!(
+                                "pushing: {} {:?} {} per second for {} s, batches of {} ({} HTTP connections)",
+                                admin::planned_units(&cfg),
+                                args.push_mode,
+                                args.push_rate,
+                                args.duration,
+                                args.batch_size,
+                                args.push_concurrency
+                            ));
+                            push_started = Some(now);
+                            push_task = Some(tokio::spawn(admin::run_push(
+                                client,
+                                cfg,
+                                push_stats.clone(),
+                            )));
+                        }
+                    }
+                }
+            }
+            Phase::Holding { until } if now >= until && push_started.is_some() => {
+                phase = Phase::Draining {
+                    push_deadline: now + PUSH_FINISH_GRACE,
+                };
+            }
+            Phase::Draining { push_deadline } => {
+                if push_finished.is_none() {
+                    if push_stats.finished.load(Relaxed) {
+                        push_finished = Some(now);
+                    } else if now >= push_deadline {
+                        outcome.notes.push(format!(
+                            "the push driver did not finish within {} s after --duration; aborted",
+                            PUSH_FINISH_GRACE.as_secs()
+                        ));
+                        if let Some(task) = push_task.take() {
+                            task.abort();
+                        }
+                        push_finished = Some(now);
+                    }
+                    if push_finished.is_some() {
+                        drain_deadline = Some(now + Duration::from_millis(args.drain_timeout_ms));
+                    }
+                }
+                if let Some(deadline) = drain_deadline {
+                    let expected = push_stats.sockets_expected.load(Relaxed);
+                    let received = sum_counters(&workers).push_received;
+                    let complete = received >= expected;
+                    if complete || now >= deadline {
+                        drain_done = Some((now, complete));
+                        if !complete {
+                            log(format!(
+                                "drain timeout: {received} of {expected} expected messages received"
+                            ));
+                        }
+                        if args.echo_check {
+                            log("echo check: one message on every open connection".to_string());
+                            check_started = true;
+                            for w in workers.iter_mut() {
+                                w.send(Command::EchoCheck).await;
+                            }
+                            phase = Phase::Checking {
+                                deadline: now
+                                    + Duration::from_millis(args.echo_timeout_ms)
+                                    + Duration::from_secs(15),
+                            };
+                        } else {
+                            stop_now!();
+                        }
+                    }
                 }
             }
             Phase::Holding { until } if now >= until => {
@@ -637,6 +873,63 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         approx_kernel_bytes_per_connection_both_ends: per_conn(mem_before.slab, mem_all_up.slab),
     });
 
+    let push = push_started.map(|start| {
+        let p = &push_stats;
+        let start = p.started_at.lock().unwrap().unwrap_or(start);
+        let end = p
+            .finished_at
+            .lock()
+            .unwrap()
+            .or(push_finished)
+            .unwrap_or_else(Instant::now);
+        let push_seconds = end.duration_since(start).as_secs_f64();
+        let accepted = p.pushes_accepted.load(Relaxed);
+        let expected = p.sockets_expected.load(Relaxed);
+        let received = t.push_received;
+        let peak = delivery_marks
+            .windows(2)
+            .map(|w| (w[1].1 - w[0].1) as f64 / w[1].0.duration_since(w[0].0).as_secs_f64())
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        PushReport {
+            mode: args.push_mode,
+            target_rate: args.push_rate,
+            batch_size: args.batch_size,
+            users,
+            push_seconds,
+            drain_seconds: drain_done
+                .map(|(at, _)| at.duration_since(end).as_secs_f64())
+                .unwrap_or(0.0),
+            drain_complete: drain_done.is_some_and(|(_, c)| c),
+            requests: p.requests.load(Relaxed),
+            requests_ok: p.requests_ok.load(Relaxed),
+            pushes_sent: p.pushes_sent.load(Relaxed),
+            pushes_accepted: accepted,
+            // Over the planned pacing window (--duration), or longer if the driver fell behind.
+            pushes_accepted_per_s: accepted as f64
+                / if p.finished.load(Relaxed) {
+                    push_seconds.max(args.duration)
+                } else {
+                    push_seconds
+                }
+                .max(1e-9),
+            http_errors: p.http_errors.load(Relaxed),
+            http_errors_by_kind: p.errors_by_kind.lock().unwrap().clone(),
+            first_error: p.first_error.lock().unwrap().clone(),
+            late_requests: p.late_jobs.load(Relaxed),
+            messages_expected: expected,
+            messages_received: received,
+            missing: expected.saturating_sub(received),
+            unexpected: received.saturating_sub(expected),
+            delivery_rate_per_s: last_delivery
+                .map(|at| at.duration_since(start).as_secs_f64())
+                .filter(|s| *s > 0.0)
+                .map(|s| received as f64 / s),
+            delivery_rate_peak_per_s: peak,
+            latency_us: LatencySummary::of(&total_hist),
+            api_latency_us: LatencySummary::of(&p.api_latency.lock().unwrap()),
+        }
+    });
+
     let mut report = Report {
         tool: format!("ringwire-loadtest {}", env!("CARGO_PKG_VERSION")),
         target: args.url.clone(),
@@ -683,6 +976,8 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             latency_steady_us: LatencySummary::of(&steady_hist),
         },
         echo_check,
+        auth: auth_report,
+        push,
         memory,
         workers: workers
             .iter()
@@ -702,4 +997,56 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
     };
     report.check_thresholds(args);
     Ok(report)
+}
+
+/// The sessions of the users that connections `first .. first + count` belong to
+/// (connection `id` belongs to user `id % users + 1`).
+fn worker_sessions(
+    creds: &[Option<SessionCred>],
+    users: u64,
+    first: u64,
+    count: u64,
+) -> Vec<SessionCred> {
+    if users == 0 {
+        return Vec::new();
+    }
+    let needed: Box<dyn Iterator<Item = u64>> = if count >= users {
+        Box::new(1..=users)
+    } else {
+        Box::new((first..first + count).map(|id| id % users + 1))
+    };
+    needed
+        .filter_map(|u| creds.get((u - 1) as usize).cloned().flatten())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(user: u64) -> Option<SessionCred> {
+        Some(SessionCred {
+            user,
+            session: format!("s{user}"),
+            cookie: format!("ringwire-secret=x{user}"),
+        })
+    }
+
+    #[test]
+    fn sessions_per_worker() {
+        let creds: Vec<_> = (1..=5).map(cred).collect();
+        let users = |v: Vec<SessionCred>| v.iter().map(|c| c.user).collect::<Vec<_>>();
+        // 12 connections over 5 users, workers of 4: ids 0..4, 4..8, 8..12.
+        assert_eq!(users(worker_sessions(&creds, 5, 0, 4)), vec![1, 2, 3, 4]);
+        assert_eq!(users(worker_sessions(&creds, 5, 4, 4)), vec![5, 1, 2, 3]);
+        assert_eq!(users(worker_sessions(&creds, 5, 8, 4)), vec![4, 5, 1, 2]);
+        assert_eq!(
+            users(worker_sessions(&creds, 5, 0, 12)),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert!(worker_sessions(&creds, 0, 0, 4).is_empty());
+        let mut holes = creds.clone();
+        holes[1] = None;
+        assert_eq!(users(worker_sessions(&holes, 5, 0, 3)), vec![1, 3]);
+    }
 }

@@ -4,6 +4,7 @@
 //! binary as `ringwire-loadtest worker` once per worker process; workers open
 //! the connections and report JSON lines on stdout. See README.md.
 
+mod admin;
 mod cli;
 mod conn;
 mod coordinator;

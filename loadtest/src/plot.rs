@@ -18,15 +18,15 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<()> {
 fn draw(path: &Path, report: &Report) -> Result<()> {
     let tl = &report.timeline;
     let has_latency = tl.iter().any(|s| s.p99_ms.is_some());
-    let height = if has_latency { 840 } else { 440 };
+    let has_push = tl.iter().any(|s| s.push_received.is_some());
+    let panels = 1 + u32::from(has_latency) + u32::from(has_push);
+    let height = 420 * panels;
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (top, bottom) = if has_latency {
-        let (a, b) = root.split_vertically(height / 2);
-        (a, Some(b))
-    } else {
-        (root.clone(), None)
-    };
+    let mut areas = root.split_evenly((panels as usize, 1)).into_iter();
+    let top = areas.next().expect("one panel at least");
+    let bottom = if has_latency { areas.next() } else { None };
+    let push_area = if has_push { areas.next() } else { None };
 
     let t_max = tl.last().map(|s| s.t).unwrap_or(1.0).max(1.0);
     let c_max = tl
@@ -81,7 +81,14 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
             .max(0.001)
             * 1.05;
         let mut chart = ChartBuilder::on(&area)
-            .caption("round-trip latency per 250 ms interval", ("sans-serif", 20))
+            .caption(
+                if has_push {
+                    "push end-to-end latency per 250 ms interval"
+                } else {
+                    "round-trip latency per 250 ms interval"
+                },
+                ("sans-serif", 20),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(80)
@@ -112,6 +119,70 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
             .background_style(WHITE.mix(0.85))
             .draw()?;
     }
+    if let Some(area) = push_area {
+        draw_push_rates(&area, tl, t_max)?;
+    }
     root.present()?;
+    Ok(())
+}
+
+/// Per-interval rates of the push scenario: messages delivered/s and pushes accepted/s.
+fn draw_push_rates(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    tl: &[TimelineSample],
+    t_max: f64,
+) -> Result<()> {
+    type Get = fn(&TimelineSample) -> Option<u64>;
+    let rate = |get: Get| -> Vec<(f64, f64)> {
+        tl.windows(2)
+            .filter_map(|w| {
+                let (a, b) = (get(&w[0])?, get(&w[1])?);
+                let dt = w[1].t - w[0].t;
+                (dt > 0.0).then(|| (w[1].t, b.saturating_sub(a) as f64 / dt))
+            })
+            .collect()
+    };
+    let delivered = rate(|s| s.push_received);
+    let accepted = rate(|s| s.pushes_accepted);
+    let y_max = delivered
+        .iter()
+        .chain(accepted.iter())
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "push: messages delivered and pushes accepted per second (250 ms intervals)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("per second")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for (name, points, color) in [
+        ("messages delivered/s", &delivered, BLUE),
+        ("pushes accepted/s", &accepted, RGBColor(230, 140, 0)),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()?;
     Ok(())
 }

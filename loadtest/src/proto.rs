@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::SessionCred;
 use crate::cli::Scenario;
 
 /// Everything a worker needs to run its share of the connections.
@@ -31,6 +32,13 @@ pub struct WorkerSpec {
     pub echo_timeout_ms: u64,
     /// Failsafe: the worker stops by itself after this many seconds.
     pub max_runtime_s: f64,
+    /// `--auth session`: number of users (connection `id` belongs to user `id % users + 1`);
+    /// 0 = no authentication.
+    #[serde(default)]
+    pub users: u64,
+    /// `--auth session`: the sessions of the users this worker's connections belong to.
+    #[serde(default)]
+    pub sessions: Vec<SessionCred>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +79,9 @@ pub struct Counters {
     pub pings_received: u64,
     pub echo_check_ok: u64,
     pub echo_check_failed: u64,
+    /// Push scenario: pushed messages received (one per socket per push).
+    #[serde(default)]
+    pub push_received: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{RunArgs, Scenario};
+use crate::cli::{AuthMode, PushMode, RunArgs, Scenario};
 use crate::proto::Counters;
 use crate::stats::LatencySummary;
 
@@ -25,6 +26,10 @@ pub struct Report {
     pub connect_rate_per_s: Option<f64>,
     pub messages: MessageStats,
     pub echo_check: Option<EchoCheck>,
+    /// `--auth session`: the minted sessions.
+    pub auth: Option<AuthReport>,
+    /// Push scenario results.
+    pub push: Option<PushReport>,
     pub memory: Option<Memory>,
     pub workers: Vec<WorkerSummary>,
     pub elapsed_s: f64,
@@ -103,6 +108,67 @@ pub struct EchoCheck {
     pub echoes_failed: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthReport {
+    pub mode: AuthMode,
+    pub admin_url: String,
+    pub users: u64,
+    pub context: u64,
+    /// Connections per user: connection i belongs to user i % users + 1.
+    pub sockets_per_user: f64,
+    pub sessions_minted: u64,
+    pub sessions_failed: u64,
+    pub mint_errors_by_kind: BTreeMap<String, u64>,
+    pub mint_first_error: Option<String>,
+    pub mint_seconds: f64,
+    pub mint_rate_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushReport {
+    pub mode: PushMode,
+    /// --push-rate: pushes/s (fanout: fan-out events/s, each one push per user).
+    pub target_rate: f64,
+    pub batch_size: u64,
+    pub users: u64,
+    /// From the first push request until the push driver finished.
+    pub push_seconds: f64,
+    /// From the end of pushing until every expected message arrived (or the drain timeout).
+    pub drain_seconds: f64,
+    /// Every expected message arrived before the drain timeout.
+    pub drain_complete: bool,
+    pub requests: u64,
+    pub requests_ok: u64,
+    /// Pushes in the requests that were sent.
+    pub pushes_sent: u64,
+    /// Sum of the `pushes` counts of the 202 answers.
+    pub pushes_accepted: u64,
+    pub pushes_accepted_per_s: f64,
+    /// Requests that failed (transport error or non-2xx status).
+    pub http_errors: u64,
+    pub http_errors_by_kind: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    /// Requests that went out more than 100 ms late (the driver could not keep the rate).
+    pub late_requests: u64,
+    /// Sum of the `sockets` counts of the 202 answers.
+    pub messages_expected: u64,
+    /// Pushed messages received by all connections.
+    pub messages_received: u64,
+    /// expected - received, after the drain wait.
+    pub missing: u64,
+    /// received - expected when positive (duplicates, or deliveries of failed requests).
+    pub unexpected: u64,
+    /// Messages received / (time of the last delivery - start of pushing).
+    pub delivery_rate_per_s: Option<f64>,
+    /// Highest delivery rate over one 1-second window.
+    pub delivery_rate_peak_per_s: Option<f64>,
+    /// End-to-end latency (timestamp taken right before the push request was sent ->
+    /// message read by the client), µs.
+    pub latency_us: Option<LatencySummary>,
+    /// Round trip of the admin API requests, µs.
+    pub api_latency_us: Option<LatencySummary>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Memory {
     pub server_pid: Option<u32>,
@@ -147,6 +213,13 @@ pub struct TimelineSample {
     pub max_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_bytes: Option<u64>,
+    /// Push scenario: pushes accepted, deliveries expected and received (cumulative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushes_accepted: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_expected: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_received: Option<u64>,
 }
 
 impl Report {
@@ -200,6 +273,15 @@ impl Report {
                 None => v.push("--max-echo-failures given but no echo check ran".to_string()),
             }
         }
+        if let Some(max) = args.max_missing {
+            let missing = match &self.push {
+                Some(p) => p.missing,
+                None => self.messages.missing,
+            };
+            if missing > max {
+                v.push(format!("missing messages {missing} > --max-missing {max}"));
+            }
+        }
         if self.outcome.deadline_hit {
             v.push("the hard deadline (--max-runtime-s) was hit".to_string());
         }
@@ -236,7 +318,7 @@ impl Report {
             status += ", hard deadline hit";
         }
         row(&mut s, "status", status);
-        let phases: Vec<String> = ["connect", "hold", "echo_check", "stop"]
+        let phases: Vec<String> = ["mint", "connect", "hold", "drain", "echo_check", "stop"]
             .iter()
             .filter_map(|p| {
                 self.outcome
@@ -311,6 +393,123 @@ impl Report {
                 format!("{} / {}", m.unsolicited, m.pings_received),
             );
         }
+        if let Some(a) = &self.auth {
+            let _ = writeln!(s, "auth (sessions via {})", a.admin_url);
+            row(
+                &mut s,
+                "users / sockets per user",
+                format!("{} / {:.2}", a.users, a.sockets_per_user),
+            );
+            row(
+                &mut s,
+                "sessions minted / failed",
+                format!("{} / {}", a.sessions_minted, a.sessions_failed),
+            );
+            for (k, n) in &a.mint_errors_by_kind {
+                row(&mut s, &format!("  mint failed: {k}"), n.to_string());
+            }
+            if let Some(e) = &a.mint_first_error {
+                row(&mut s, "  first mint error", e.clone());
+            }
+            row(
+                &mut s,
+                "mint time / rate",
+                format!(
+                    "{:.2} s / {:.0} sessions/s",
+                    a.mint_seconds, a.mint_rate_per_s
+                ),
+            );
+        }
+        if let Some(p) = &self.push {
+            let _ = writeln!(
+                s,
+                "push ({}, target {} {}/s, batch {})",
+                p.mode
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                p.target_rate,
+                if p.mode == PushMode::Fanout {
+                    "fan-out events"
+                } else {
+                    "pushes"
+                },
+                p.batch_size
+            );
+            row(
+                &mut s,
+                "requests ok / sent / http errors",
+                format!("{} / {} / {}", p.requests_ok, p.requests, p.http_errors),
+            );
+            for (k, n) in &p.http_errors_by_kind {
+                row(&mut s, &format!("  http error: {k}"), n.to_string());
+            }
+            if let Some(e) = &p.first_error {
+                row(&mut s, "  first push error", e.clone());
+            }
+            row(
+                &mut s,
+                "pushes sent / accepted",
+                format!("{} / {}", p.pushes_sent, p.pushes_accepted),
+            );
+            row(
+                &mut s,
+                "pushes accepted per second",
+                format!(
+                    "{:.0} over {:.2} s (late requests: {})",
+                    p.pushes_accepted_per_s, p.push_seconds, p.late_requests
+                ),
+            );
+            row(
+                &mut s,
+                "messages expected / received",
+                format!("{} / {}", p.messages_expected, p.messages_received),
+            );
+            row(
+                &mut s,
+                "MISSING / unexpected",
+                format!("{} / {}", p.missing, p.unexpected),
+            );
+            row(
+                &mut s,
+                "drain",
+                format!(
+                    "{:.2} s, {}",
+                    p.drain_seconds,
+                    if p.drain_complete {
+                        "complete"
+                    } else {
+                        "timed out"
+                    }
+                ),
+            );
+            row(
+                &mut s,
+                "delivery rate avg / peak 1 s",
+                format!(
+                    "{} / {} msg/s",
+                    opt(p.delivery_rate_per_s, |x| format!("{x:.0}")),
+                    opt(p.delivery_rate_peak_per_s, |x| format!("{x:.0}"))
+                ),
+            );
+            for (name, lat) in [
+                ("end-to-end", &p.latency_us),
+                ("admin api", &p.api_latency_us),
+            ] {
+                if let Some(l) = lat {
+                    row(
+                        &mut s,
+                        &format!("{name}: n / p50 / p90 / p99 µs"),
+                        format!("{} / {} / {} / {}", l.count, l.p50_us, l.p90_us, l.p99_us),
+                    );
+                    row(
+                        &mut s,
+                        &format!("{name}: p99.9 / max / mean µs"),
+                        format!("{} / {} / {:.0}", l.p999_us, l.max_us, l.mean_us),
+                    );
+                }
+            }
+        }
         if let Some(e) = &self.echo_check {
             let _ = writeln!(s, "echo check (one message on every connection)");
             row(&mut s, "echoes_ok", e.echoes_ok.to_string());
@@ -368,7 +567,7 @@ impl Report {
                 w.counters.failed,
                 w.counters.dropped,
                 w.counters.sent,
-                w.counters.received,
+                w.counters.received + w.counters.push_received,
                 mib(w.self_peak_rss_bytes),
                 w.exit.as_deref().unwrap_or(""),
             );

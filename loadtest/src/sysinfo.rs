@@ -78,6 +78,15 @@ pub fn unix_now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Wall clock time in ns since the Unix epoch (push timestamps: all processes run on
+/// the same machine, so the coordinator's and the workers' clocks agree).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// Ignore SIGINT: workers are stopped by the coordinator (which gets the Ctrl-C
 /// of the whole process group) so that it can still collect their final stats.
 pub fn ignore_sigint() {

@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::Target;
-use crate::conn::{self, ConnParams, Phase, Shared};
+use crate::conn::{self, ConnParams, Phase, Sessions, Shared};
 use crate::proto::{Command, Event, WorkerSpec};
 use crate::{stats, sysinfo};
 
@@ -68,7 +68,9 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         .await
         .context("reading worker spec")?
         .context("no worker spec on stdin")?;
-    let spec: WorkerSpec = serde_json::from_str(&spec_line).context("parsing worker spec")?;
+    let mut spec: WorkerSpec = serde_json::from_str(&spec_line).context("parsing worker spec")?;
+    let sessions =
+        (spec.users > 0).then(|| Sessions::new(spec.users, std::mem::take(&mut spec.sessions)));
     emit(&Event::Hello {
         pid: std::process::id(),
         nofile_soft,
@@ -114,6 +116,7 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         interval: Duration::from_millis(spec.interval_ms.max(1)),
         echo_timeout: Duration::from_millis(spec.echo_timeout_ms.max(1)),
         ws_config,
+        sessions,
     });
     let shared = Arc::new(Shared::new());
     let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
