@@ -25,12 +25,7 @@ const MAX_BATCH: usize = 10_000;
 pub struct NewSession {
     user: u32,
     context: u32,
-    #[serde(default = "default_ttl")]
     ttl_secs: u64,
-}
-
-fn default_ttl() -> u64 {
-    3600
 }
 
 pub async fn create_session(

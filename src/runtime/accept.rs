@@ -68,7 +68,7 @@ impl Shard {
                 self.accept.cancelling = true;
                 let e = opcode::AsyncCancel::new(token::plain(Op::Accept))
                     .build()
-                    .user_data(token::plain(Op::Cancel));
+                    .user_data(token::plain(Op::CancelAccept));
                 self.push(e);
             }
             Some(_) => {}

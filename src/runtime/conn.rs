@@ -79,6 +79,13 @@ impl Conn {
         self.out.len() + self.sending.len() - self.sent
     }
 
+    /// A slow consumer: bytes were already waiting when more arrived and the total is over
+    /// `limit`. A single message is always accepted into an empty queue (its size is bounded
+    /// by the message limits), so memory per socket stays under `limit` + one message.
+    pub fn over_outbound_limit(&self, queued_before: usize, limit: usize) -> bool {
+        queued_before > 0 && self.queued_bytes() > limit
+    }
+
     pub fn is_free(&self) -> bool {
         matches!(self.state, ConnState::Free)
     }

@@ -82,6 +82,8 @@ pub struct Shared {
     wake_fds: Vec<OwnedFd>,
     inboxes: Vec<SegQueue<Command>>,
     pub stopping: AtomicBool,
+    /// Connections on this node in any state (for `limits.max_connections`).
+    pub connections: std::sync::atomic::AtomicUsize,
     /// Verifies sessions (shared by the nodes of a cluster).
     pub session_key: SessionKey,
     /// Embedding applications' listeners, called on the owning core.
@@ -174,12 +176,17 @@ impl Engine {
                 .map_err(|e| StartError(format!("dup eventfd: {e}")))?,
             inboxes: (0..cores).map(|_| SegQueue::new()).collect(),
             stopping: AtomicBool::new(false),
+            connections: std::sync::atomic::AtomicUsize::new(0),
             session_key,
             listeners,
         });
         let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?);
         let mut threads = Vec::with_capacity(cores);
+        // Every ring must be enabled before any core accepts: a MSG_RING to a ring that is
+        // still disabled fails (EBADFD).
+        let all_enabled = Arc::new(std::sync::Barrier::new(cores + 1));
         for (core, ring, listener, wake) in parts {
+            let all_enabled = all_enabled.clone();
             let shared = shared.clone();
             let policy = policy.clone();
             let config = config.clone();
@@ -204,7 +211,10 @@ impl Engine {
                         &config,
                         table_slots,
                     ) {
-                        Ok(mut s) => s.run(),
+                        Ok(mut s) => {
+                            all_enabled.wait();
+                            s.run()
+                        }
                         Err(e) => {
                             tracing::error!(core, "shard failed to start: {e}");
                             std::process::exit(1);
@@ -214,6 +224,7 @@ impl Engine {
                 .map_err(|e| StartError(format!("cannot spawn core thread: {e}")))?;
             threads.push(handle);
         }
+        all_enabled.wait();
         tracing::debug!(cores, table_slots, "engine started");
         Ok(Engine { shared, threads })
     }

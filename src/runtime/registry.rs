@@ -99,12 +99,14 @@ impl Shard {
         let mut reached = 0u64;
         let max_out = self.limits.max_outbound_bytes;
         for job in jobs {
-            let Some(slots) = self.users.get(&(job.context, job.user)) else {
+            let key = (job.context, job.user);
+            // Taken out for the loop (nothing below changes the index) to avoid a copy.
+            let Some(slots) = self.users.get_mut(&key).map(std::mem::take) else {
                 continue;
             };
-            let slots = slots.clone();
-            for slot in slots {
+            for &slot in &slots {
                 let c = &mut self.conns[slot as usize];
+                let before = c.queued_bytes();
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
                     continue;
                 }
@@ -116,12 +118,13 @@ impl Shard {
                 }
                 ws.encode_message(&mut c.out, MessageKind::Text, job.text.as_bytes());
                 reached += 1;
-                if c.queued_bytes() > max_out {
+                if c.over_outbound_limit(before, max_out) {
                     self.close_slow_consumer(slot);
                 } else {
                     self.mark_dirty(slot);
                 }
             }
+            self.users.insert(key, slots);
         }
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.pushes, jobs.len() as u64);

@@ -18,6 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 const BGID: u16 = 0;
@@ -119,12 +120,8 @@ impl Shard {
             config.engine.recv_buffer_bytes,
             BGID,
         )?;
-        let mut admission_limit =
+        let admission_limit =
             (table_slots as usize).saturating_sub(config.engine.reserve_slots as usize);
-        if config.limits.max_connections > 0 {
-            admission_limit =
-                admission_limit.min(config.limits.max_connections.div_ceil(shared.cores));
-        }
         let upgrade_bucket =
             TokenBucket::per_core(config.limits.upgrade_rate_per_sec, shared.cores);
         Ok(Shard {
@@ -244,7 +241,7 @@ impl Shard {
                     .user_data(token::plain(Op::OverflowClose));
                 self.push(close);
             }
-            Op::OverflowClose | Op::Cancel | Op::Shutdown => {}
+            Op::OverflowClose | Op::CancelAccept => {}
             Op::Tick => self.on_tick(flags),
             Op::Wake => self.on_wake(),
             Op::HandoffIn => self.on_handoff_in(t.ptr, res),
@@ -262,6 +259,7 @@ impl Shard {
                     Op::Send => self.on_send(t.slot, res),
                     Op::Close => self.on_closed(t.slot),
                     Op::HandoffSent => self.on_handoff_sent(t.slot, res),
+                    Op::Shutdown | Op::Cancel => self.conns[slot].inflight -= 1,
                     _ => {}
                 }
                 self.maybe_release(t.slot);
@@ -272,7 +270,9 @@ impl Shard {
     /// More slots in use than the admission limit: the newest connection is answered 503
     /// from the reserve.
     pub(super) fn over_admission_limit(&self) -> bool {
+        let node_max = self.limits.max_connections;
         self.in_use > self.admission_limit
+            || (node_max > 0 && self.shared.connections.load(Relaxed) > node_max)
     }
 
     fn ensure_slot(&mut self, slot: u32) {
@@ -297,6 +297,7 @@ impl Shard {
         c.last_rx = now;
         c.state = state;
         self.in_use += 1;
+        self.shared.connections.fetch_add(1, Relaxed);
     }
 
     pub(super) fn on_new_conn(&mut self, slot: u32) {
@@ -546,6 +547,7 @@ impl Shard {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut events = std::mem::take(&mut self.scratch_events);
         let c = &mut self.conns[slot as usize];
+        let queued_before = c.queued_bytes();
         let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
             return;
         };
@@ -603,7 +605,7 @@ impl Shard {
         ShardStats::add(&stats.messages_out, echoed);
         if let Err(err) = result {
             ShardStats::inc(&stats.protocol_errors);
-            tracing::debug!(core = self.id, slot, "protocol error: {err}");
+            tracing::debug!(core = self.id, slot, "protocol error: {err:?} ({err})");
             // Replies to the messages before the error stay queued ahead of the close frame.
             WsConnection::encode_close(&mut c.out, err.close_code(), err.reason());
             closing = true;
@@ -611,7 +613,7 @@ impl Shard {
         if closing {
             c.flags |= flag::CLOSE_AFTER_FLUSH;
             self.mark_dirty(slot);
-        } else if c.queued_bytes() > self.limits.max_outbound_bytes {
+        } else if c.over_outbound_limit(queued_before, self.limits.max_outbound_bytes) {
             self.close_slow_consumer(slot);
         } else {
             self.mark_dirty(slot);
@@ -728,6 +730,7 @@ impl Shard {
     fn start_linger(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         c.flags |= flag::LINGER;
+        c.inflight += 1;
         let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
             .build()
             .user_data(token::conn(Op::Shutdown, slot, c.gen));
@@ -754,6 +757,7 @@ impl Shard {
         c.out = Vec::new();
         if c.inflight > 0 {
             let gen = c.gen;
+            c.inflight += 1;
             let cancel =
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all())
                     .build()
@@ -786,6 +790,7 @@ impl Shard {
         c.sending = Vec::new();
         c.out = Vec::new();
         self.in_use -= 1;
+        self.shared.connections.fetch_sub(1, Relaxed);
         self.arm_accept();
     }
 
@@ -879,7 +884,7 @@ impl Shard {
             types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
         )
         .build()
-        .user_data(token::plain(Op::Cancel));
+        .user_data(token::plain(Op::CancelAccept));
         self.push(cancel);
         for slot in 0..self.conns.len() as u32 {
             let c = &mut self.conns[slot as usize];

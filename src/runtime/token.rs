@@ -19,9 +19,11 @@ pub enum Op {
     Send,
     /// Close of our direct descriptor (the connection's last operation).
     Close,
-    /// Cancellation of a connection's pending operations (not counted as in flight).
+    /// Cancellation of a connection's pending operations.
     Cancel,
-    /// Shutdown(2) before cancel (not counted as in flight).
+    /// shutdown(SHUT_WR) after our close frame or refusal. Counted as in flight like every
+    /// operation on a slot: io_uring runs it from a worker thread and resolves the fixed slot
+    /// only then, so the slot must not be released (and reused) before it completes.
     Shutdown,
     /// The periodic timer tick.
     Tick,
@@ -35,6 +37,8 @@ pub enum Op {
     OverflowSend,
     /// Close of a plain fd (overflow path).
     OverflowClose,
+    /// Cancellation of the listener's accept (not about a connection).
+    CancelAccept,
 }
 
 impl Op {
@@ -55,6 +59,7 @@ impl Op {
             12 => Wake,
             13 => OverflowSend,
             14 => OverflowClose,
+            15 => CancelAccept,
             _ => return None,
         })
     }

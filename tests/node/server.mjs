@@ -95,3 +95,96 @@ export async function startServer(opts = {}) {
     },
   };
 }
+
+// ----------------------------------------------------------------------------- sessions / push
+// Used by push.test.mjs: a ringwire with a session-authenticated raw endpoint at /ws, and its
+// admin API (plain fetch).
+
+function sessionConfig({ port, adminPort, cores = 2, token = null, extra = '' }) {
+  return `[server]
+listen = "127.0.0.1:${port}"
+cores = ${cores}
+
+[limits]
+handshake_timeout_ms = 5000
+
+[admin]
+listen = "127.0.0.1:${adminPort}"
+${token === null ? '' : `token = ${JSON.stringify(token)}\n`}
+${extra}
+[[endpoints]]
+path = "/ws"
+kind = "raw"
+`;
+}
+
+/**
+ * Start a ringwire serving a raw /ws endpoint with session auth. Resolves to
+ * { port, adminPort, wsUrl(sessionId), admin(method, path, body) -> {status, json, text},
+ *   stderr(), alive(), stop() }.
+ */
+export async function startPushServer(opts = {}) {
+  if (!existsSync(BINARY)) throw new Error(`${BINARY} not found: run cargo build --release first`);
+  const port = await freePort();
+  let adminPort = await freePort();
+  while (adminPort === port) adminPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'ringwire-node-push-'));
+  const cfgPath = join(dir, 'ringwire.toml');
+  writeFileSync(cfgPath, sessionConfig({ port, adminPort, ...opts }));
+
+  const child = spawn(BINARY, ['serve', '--config', cfgPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  let exited = null;
+  let onStderr = () => {};
+  child.on('exit', (code, signal) => { exited = { code, signal }; });
+  child.stderr.on('data', (chunk) => { stderr += chunk.toString(); onStderr(); });
+
+  await new Promise((res, rej) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rej(new Error(`ringwire not ready after 20 s\n--- stderr ---\n${stderr}`));
+    }, 20_000);
+    onStderr = () => {
+      if (stderr.includes(READY)) { clearTimeout(timer); onStderr = () => {}; res(); }
+    };
+    child.once('error', (err) => { clearTimeout(timer); rej(err); });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      rej(new Error(`ringwire exited (code ${code}, signal ${signal}) before ready\n--- stderr ---\n${stderr}`));
+    });
+  });
+
+  const token = opts.token ?? null;
+  return {
+    port,
+    adminPort,
+    wsUrl: (sessionId, path = '/ws') => `ws://127.0.0.1:${port}${path}?session=${encodeURIComponent(sessionId)}`,
+    async admin(method, path, body) {
+      const headers = {};
+      if (token !== null) headers.Authorization = `Bearer ${token}`;
+      if (body !== undefined) headers['Content-Type'] = 'application/json';
+      const resp = await fetch(`http://127.0.0.1:${adminPort}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(5_000),
+      });
+      const text = await resp.text();
+      let json = null;
+      try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+      return { status: resp.status, json, text };
+    },
+    stderr: () => stderr,
+    alive: () => exited === null,
+    async stop() {
+      if (exited === null) {
+        const done = new Promise((res) => child.once('exit', res));
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await done;
+        clearTimeout(t);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

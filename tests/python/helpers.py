@@ -349,3 +349,427 @@ def close_code(payload: bytes) -> int | None:
     if len(payload) < 2:
         return None
     return struct.unpack("!H", payload[:2])[0]
+
+
+# --------------------------------------------------------------------------- sessions, push, admin API
+# Used by test_sessions.py, test_push.py and test_reload.py: configs with nested tables
+# ([websockets] cascade), an admin API client, and WebSocket helpers on the real
+# `websockets` client.
+
+import json as _json
+import urllib.parse as _urlparse
+
+import pytest as _pytest
+
+RAW_ENDPOINTS = [{"path": "/ws", "kind": "raw"}]
+SESSION_KEY_A = "a1" * 32
+SESSION_KEY_B = "b2" * 32
+REFUSAL_REASONS = (
+    "missing_session", "unknown_session", "session_expired", "session_revoked", "wrong_secret",
+    "origin", "disabled", "user_limit", "rate_limit", "server_full", "bad_request", "not_found",
+)
+BY_REASON = "ringwire_upgrades_refused_by_reason_total"
+BY_STATUS = "ringwire_upgrades_refused_total"
+
+
+def toml_value_ext(v) -> str:
+    """Like _toml_value, plus dicts as inline tables (keys always quoted) and lists of them."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {toml_value_ext(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value_ext(x) for x in v) + "]"
+    return _toml_value(v)
+
+
+def render_config_ext(cfg: dict) -> str:
+    """render_config with inline tables: `[websockets] contexts = { "3" = true }` etc."""
+    out = []
+    for section, table in cfg.items():
+        if section == "endpoints":
+            continue
+        out.append(f"[{section}]")
+        out.extend(f"{k} = {toml_value_ext(v)}" for k, v in table.items())
+        out.append("")
+    for ep in cfg.get("endpoints", []):
+        out.append("[[endpoints]]")
+        out.extend(f"{k} = {toml_value_ext(v)}" for k, v in ep.items())
+        out.append("")
+    return "\n".join(out)
+
+
+def session_config(port: int, admin_port: int, **overrides) -> dict:
+    """make_config with one session-authenticated raw endpoint at /ws (unless endpoints= given)."""
+    overrides.setdefault("endpoints", RAW_ENDPOINTS)
+    return make_config(port, admin_port, **overrides)
+
+
+class PushServers:
+    """Starts ringwire processes with session_config(); rewrites their config for reloads."""
+
+    def __init__(self, tmp_path: Path, servers: list):
+        self.tmp_path = tmp_path
+        self.servers = servers
+
+    def start(self, **overrides) -> Server:
+        port, admin_port = free_port(), free_port()
+        while admin_port == port:
+            admin_port = free_port()
+        path = self.tmp_path / f"ringwire-push-{len(self.servers)}.toml"
+        path.write_text(render_config_ext(session_config(port, admin_port, **overrides)))
+        server = Server(path, port, admin_port)
+        self.servers.append(server)
+        server.wait_ready()
+        return server
+
+    @staticmethod
+    def rewrite(server: Server, **overrides) -> None:
+        """Replace the server's config file (same ports) with session_config(**overrides)."""
+        text = render_config_ext(session_config(server.port, server.admin_port, **overrides))
+        server.config_path.write_text(text)
+
+
+@_pytest.fixture
+def push_servers(request, tmp_path):
+    """Factory fixture: push_servers.start(**overrides) -> Server (raw /ws endpoint, sessions).
+
+    Servers are stopped at teardown; one that exited during the test fails it. Their stderr
+    is attached to failure reports by conftest's hook.
+    """
+    if not BINARY.is_file():
+        _pytest.fail(f"{BINARY} not found: build with `cargo build --release` first")
+    servers: list[Server] = []
+    request.node._ringwire_servers = servers
+    yield PushServers(tmp_path, servers)
+    crashed = [s for s in servers if not s.alive()]
+    for s in servers:
+        s.stop()
+    if crashed:
+        _pytest.fail(
+            "ringwire exited during the test: "
+            + ", ".join(f"port {s.port} exit code {s.proc.returncode}" for s in crashed)
+            + "\n--- stderr ---\n" + "\n".join(s.stderr_text() for s in crashed)
+        )
+
+
+class AdminResponse:
+    def __init__(self, status: int, body: bytes, headers: dict):
+        self.status = status
+        self.body = body
+        self.headers = headers
+        try:
+            self.json = _json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self) -> str:
+        return f"AdminResponse({self.status}, {self.body[:300]!r})"
+
+
+class Admin:
+    """Plain-HTTP client of a server's admin API (http.client, 127.0.0.1, bounded)."""
+
+    def __init__(self, server: Server, token: str | None = None, timeout: float = 5.0):
+        self.server = server
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body=None, *, raw: bytes | None = None,
+                token: str | None | bool = True, headers: dict | None = None) -> AdminResponse:
+        """token=True: use self.token; None/False: no Authorization; a string: that token."""
+        import http.client
+
+        hdrs = dict(headers or {})
+        tok = self.token if token is True else (token or None)
+        if tok is not None:
+            hdrs["Authorization"] = f"Bearer {tok}"
+        data = raw
+        if body is not None:
+            data = _json.dumps(body).encode()
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        conn = http.client.HTTPConnection(HOST, self.server.admin_port, timeout=self.timeout)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            r = conn.getresponse()
+            return AdminResponse(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
+        finally:
+            conn.close()
+
+    # -- sessions
+    def mint(self, user: int, context: int = 1, ttl_secs: int = 3600) -> dict:
+        r = self.request("POST", "/v1/sessions", {"user": user, "context": context, "ttl_secs": ttl_secs})
+        assert r.status == 201, f"POST /v1/sessions user={user} context={context}: expected 201, got {r!r}"
+        s = r.json
+        assert isinstance(s, dict) and {"session", "secret", "cookie", "expires_at"} <= s.keys(), r
+        return s
+
+    def revoke(self, session_id: str) -> AdminResponse:
+        return self.request("DELETE", f"/v1/sessions/{_urlparse.quote(session_id, safe='')}")
+
+    # -- push
+    def push(self, **body) -> AdminResponse:
+        return self.request("POST", "/v1/push", body)
+
+    def push_ok(self, **body) -> int:
+        r = self.push(**body)
+        assert r.status == 202 and isinstance(r.json, dict) and "sockets" in r.json, \
+            f"POST /v1/push {body}: expected 202 {{\"sockets\":N}}, got {r!r}"
+        return r.json["sockets"]
+
+    def push_batch(self, pushes: list[dict]) -> AdminResponse:
+        return self.request("POST", "/v1/push/batch", {"pushes": pushes})
+
+    # -- queries
+    def sockets(self, context: int, user: int, path: str | None = None) -> dict:
+        q = {"context": context, "user": user}
+        if path is not None:
+            q["path"] = path
+        r = self.request("GET", "/v1/sockets?" + _urlparse.urlencode(q))
+        assert r.status == 200 and isinstance(r.json, dict), f"GET /v1/sockets {q}: {r!r}"
+        return r.json
+
+    def stats(self) -> dict:
+        r = self.request("GET", "/v1/stats")
+        assert r.status == 200 and isinstance(r.json, dict), f"GET /v1/stats: {r!r}"
+        return r.json
+
+    def reload(self) -> AdminResponse:
+        return self.request("POST", "/v1/config/reload")
+
+    def metrics(self) -> dict[str, float]:
+        r = self.request("GET", "/metrics")
+        assert r.status == 200, f"GET /metrics: {r!r}"
+        out = {}
+        for line in r.body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels) -> float:
+    """Sum of every series of `name` whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for key, value in metrics.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += value
+    return total
+
+
+def refusal_counts(admin: Admin) -> dict:
+    """{reason: count} for every documented reason, plus {'status:NNN': count}."""
+    m = admin.metrics()
+    out = {r: metric_sum(m, BY_REASON, reason=r) for r in REFUSAL_REASONS}
+    out["_all_reasons"] = metric_sum(m, BY_REASON)
+    for status in (400, 401, 403, 404, 429, 503):
+        out[f"status:{status}"] = metric_sum(m, BY_STATUS, status=str(status))
+    return out
+
+
+def wait_until(pred, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
+    """Poll pred() until truthy; returns its last value (asserts on timeout)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    last = pred()
+    assert last, f"timed out after {timeout}s waiting for {what} (last value {last!r})"
+    return last
+
+
+def wait_stats_sockets(admin: Admin, expected: int, timeout: float = 5.0) -> dict:
+    """Wait until /v1/stats says `expected` sockets (closes are asynchronous); returns the stats."""
+    seen = {}
+
+    def ok():
+        seen["s"] = admin.stats()
+        return seen["s"].get("sockets") == expected
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not ok():
+        time.sleep(0.05)
+    assert seen["s"].get("sockets") == expected, \
+        f"/v1/stats sockets: expected {expected}, got {seen['s'].get('sockets')} ({seen['s']})"
+    return seen["s"]
+
+
+async def await_stats_sockets(admin: Admin, expected: int, timeout: float = 5.0) -> dict:
+    """wait_stats_sockets for coroutines (does not block the event loop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = await asyncio.to_thread(admin.stats)
+        if s.get("sockets") == expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert s.get("sockets") == expected, f"/v1/stats sockets: expected {expected}, got {s.get('sockets')} ({s})"
+    return s
+
+
+def ws_url(server: Server, session_id: str | None, path: str = "/ws") -> str:
+    url = f"ws://{HOST}:{server.port}{path}"
+    if session_id is not None:
+        url += "?session=" + _urlparse.quote(session_id, safe="")
+    return url
+
+
+async def ws_connect(server: Server, session: dict | None, path: str = "/ws", *,
+                     cookie: str | None | bool = True, origin: str | None = None,
+                     session_id: str | None | bool = True, timeout: float = 5.0, logger=None):
+    """Open a WebSocket with the real `websockets` client.
+
+    session: a minted session dict; cookie=True sends session["cookie"], a string sends that
+    Cookie header, None/False sends none; session_id=True uses session["session"], a string
+    uses that, None/False omits the ?session= parameter.
+    """
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        return await _ws_open(server, session, path, cookie=cookie, origin=origin,
+                              session_id=session_id, timeout=timeout, logger=logger)
+    except InvalidStatus as e:
+        body = (e.response.body or b"").decode("utf-8", "replace").strip()
+        raise AssertionError(f"upgrade {path} refused: HTTP {e.response.status_code} {body!r} "
+                             f"(expected 101)") from e
+
+
+async def _ws_open(server: Server, session: dict | None, path: str, *, cookie, origin, session_id, timeout,
+                   logger=None):
+    from websockets.asyncio.client import connect
+
+    sid = session["session"] if session_id is True else (session_id or None)
+    headers = {}
+    ck = session["cookie"] if cookie is True else (cookie or None)
+    if ck is not None:
+        headers["Cookie"] = ck
+    extra = {"logger": logger} if logger is not None else {}
+    return await connect(ws_url(server, sid, path), additional_headers=headers, origin=origin,
+                         open_timeout=timeout, close_timeout=2, ping_interval=None, max_size=None,
+                         **extra)
+
+
+async def upgrade_status(server: Server, session: dict | None, path: str = "/ws", **kw) -> tuple[int, str]:
+    """(status, body) of an upgrade attempt: 101 (the socket is closed again) or the refusal."""
+    from websockets.exceptions import InvalidStatus
+
+    kw.setdefault("cookie", True)
+    kw.setdefault("origin", None)
+    kw.setdefault("session_id", True)
+    kw.setdefault("timeout", 5.0)
+    try:
+        ws = await _ws_open(server, session, path, **kw)
+    except InvalidStatus as e:
+        body = e.response.body or b""
+        return e.response.status_code, body.decode("utf-8", "replace").strip()
+    await ws.close()
+    return 101, ""
+
+
+async def recv_text(ws, timeout: float = 5.0) -> str:
+    msg = await asyncio.wait_for(ws.recv(), timeout)
+    assert isinstance(msg, str), f"expected a text message, got {type(msg).__name__} {msg[:100]!r}"
+    return msg
+
+
+async def expect_silence(ws, secs: float = 0.3) -> None:
+    """Nothing arrives on `ws` for `secs` (recv cancellation is safe in websockets' asyncio API)."""
+    try:
+        msg = await asyncio.wait_for(ws.recv(), secs)
+    except (asyncio.TimeoutError, TimeoutError):
+        return
+    raise AssertionError(f"unexpected message {msg!r}")
+
+
+async def expect_closed_with(ws, code: int, reason: str | None = None, timeout: float = 5.0) -> list:
+    """Wait for the server to close `ws` with `code` (and `reason`); returns messages seen before."""
+    from websockets.exceptions import ConnectionClosed
+
+    seen = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                seen.append(await ws.recv())
+    except ConnectionClosed as e:
+        got = e.rcvd.code if e.rcvd is not None else None
+        got_reason = e.rcvd.reason if e.rcvd is not None else None
+        assert got == code, f"expected close {code} {reason!r}, got {got} {got_reason!r} (messages before: {seen!r})"
+        if reason is not None:
+            assert got_reason == reason, f"close {code}: expected reason {reason!r}, got {got_reason!r}"
+        return seen
+    except TimeoutError:
+        raise AssertionError(f"not closed within {timeout}s (expected close {code}); messages: {seen!r}")
+
+
+def malformed_upgrade_status(server: Server, path: str, cookie: str | None) -> tuple[int, bytes]:
+    """An upgrade request with an invalid Sec-WebSocket-Key, sent with http.client."""
+    import http.client
+
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=5)
+    try:
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "not-a-valid-key"}
+        if cookie:
+            headers["Cookie"] = cookie
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def json_has(r: AdminResponse, status: int, fields: dict) -> bool:
+    """True if the response has `status` and a JSON object with (at least) these fields.
+
+    Additional fields are allowed: the contract lists what a client can rely on.
+    """
+    return (r.status == status and isinstance(r.json, dict)
+            and all(k in r.json and r.json[k] == v and type(r.json[k]) is type(v) for k, v in fields.items()))
+
+
+async def expect_status(want: int, server: Server, session: dict | None, path: str = "/ws", **kw) -> str:
+    """Assert an upgrade attempt gets `want` (101 or a refusal status); returns the body."""
+    status, body = await upgrade_status(server, session, path, **kw)
+    assert status == want, f"upgrade {path}: expected {want}, got {status} {body!r}"
+    return body
+
+
+class FrameLog:
+    """The frames a `websockets` client receives, from its debug log ("< %s", frame).
+
+    ws = await ws_connect(server, s, logger=(log := FrameLog()).logger); ...; log.data_frames()
+    """
+
+    _n = 0
+
+    def __init__(self):
+        import logging
+
+        FrameLog._n += 1
+        self.frames: list = []
+        self.logger = logging.getLogger(f"ringwire.tests.frames.{FrameLog._n}")
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        log = self
+
+        class _H(logging.Handler):
+            def emit(self, record):
+                if record.msg == "< %s" and record.args:
+                    log.frames.append(record.args[0])
+
+        self.logger.addHandler(_H())
+
+    def data_frames(self) -> list[tuple[str, bool, int]]:
+        """[(opcode name, fin, payload length)] of received data frames (TEXT, BINARY, CONT)."""
+        return [(f.opcode.name, f.fin, len(f.data)) for f in self.frames
+                if f.opcode.name in ("TEXT", "BINARY", "CONT")]
+
+    def clear(self) -> None:
+        self.frames.clear()
