@@ -2,7 +2,9 @@
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::runtime::Engine;
+use crate::service::listener::Listener;
 use crate::service::session::SessionKey;
+use crate::service::webhook::WebhookListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         Some(hex) => SessionKey::from_hex(hex).ok_or("sessions.key must be 64 hex characters")?,
         None => SessionKey::random(),
     };
-    let engine = Engine::start(config.clone(), session_key.clone(), Vec::new())?;
+    let node_id: Arc<str> = config
+        .cluster
+        .as_ref()
+        .map_or("local", |c| c.node_id.as_str())
+        .into();
+    let webhook = match &config.webhook {
+        Some(w) => Some(Arc::new(WebhookListener::new(w, &node_id)?)),
+        None => None,
+    };
+    let listeners: Vec<Arc<dyn Listener>> = webhook
+        .iter()
+        .map(|w| w.clone() as Arc<dyn Listener>)
+        .collect();
+    let engine = Engine::start(config.clone(), session_key.clone(), listeners)?;
     let shared = engine.shared.clone();
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -35,15 +50,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     control.block_on(async {
         let state = AdminState {
             shared: shared.clone(),
+            service: crate::service::api::Service::new(shared.clone(), session_key.clone()),
             key: session_key,
-            node_id: config
-                .cluster
-                .as_ref()
-                .map_or("local", |c| c.node_id.as_str())
-                .into(),
+            node_id,
             config: Arc::new(Mutex::new(config.clone())),
             config_path,
+            webhook: webhook.clone(),
         };
+        if let Some(w) = &webhook {
+            tokio::spawn(w.clone().run());
+        }
         let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
         wait_for_signal(&state).await;
         tracing::info!("shutting down: closing sockets with 1001");
@@ -51,6 +67,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         admin.abort();
     });
     engine.join();
+    if let Some(w) = &webhook {
+        // The cores have stopped: their close events are queued. One last bounded drain.
+        control.block_on(w.shutdown(w.shutdown_grace()));
+    }
     tracing::info!("ringwire stopped");
     Ok(())
 }

@@ -21,11 +21,14 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct AdminState {
     pub shared: Arc<Shared>,
+    pub service: crate::service::api::Service,
     pub key: SessionKey,
     pub node_id: Arc<str>,
     /// The configuration in force (replaced on reload; control plane only).
     pub config: Arc<Mutex<Config>>,
     pub config_path: Option<PathBuf>,
+    /// The webhook, when `[webhook]` is configured (its counters go to `/metrics`).
+    pub webhook: Option<Arc<crate::service::webhook::WebhookListener>>,
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
@@ -91,7 +94,13 @@ async fn metrics_handler(State(state): State<AdminState>, headers: HeaderMap) ->
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&state.shared),
+        {
+            let mut text = metrics::render(&state.shared);
+            if let Some(w) = &state.webhook {
+                text.push_str(&w.metrics_text());
+            }
+            text
+        },
     )
         .into_response()
 }

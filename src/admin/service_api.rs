@@ -2,7 +2,7 @@
 use super::{authorized, error, unauthorized, AdminState};
 use crate::config::Config;
 use crate::runtime::upgrade::UpgradePolicy;
-use crate::runtime::{Command, PushJob, Shared};
+use crate::runtime::{Command, PushJob};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::unix_now;
 use axum::extract::{Path, Query, State};
@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Longest path filter accepted (globs are matched per socket).
 const MAX_FILTER_LEN: usize = 1024;
@@ -74,19 +73,8 @@ pub async fn delete_session(
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let Ok((id, session)) = state.key.parse(&id) else {
+    if state.service.terminate(&id).is_err() {
         return error(StatusCode::NOT_FOUND, "no such session");
-    };
-    for core in 0..state.shared.cores {
-        state.shared.send(
-            core,
-            Command::Revoke {
-                id,
-                context: session.context,
-                user: session.user,
-                expires_at: session.expires_at,
-            },
-        );
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -127,34 +115,6 @@ impl PushRequest {
     }
 }
 
-/// Hand pushes to the cores owning their users; sum the sockets reached.
-async fn deliver(shared: &Shared, jobs: Vec<PushJob>) -> u64 {
-    let mut per_core: Vec<Vec<PushJob>> = (0..shared.cores).map(|_| Vec::new()).collect();
-    for job in jobs {
-        per_core[shared.owner_of(job.context, job.user)].push(job);
-    }
-    let mut replies = Vec::new();
-    for (core, jobs) in per_core.into_iter().enumerate() {
-        if jobs.is_empty() {
-            continue;
-        }
-        let (tx, rx) = oneshot::channel();
-        shared.send(
-            core,
-            Command::Push {
-                jobs,
-                reply: Some(tx),
-            },
-        );
-        replies.push(rx);
-    }
-    let mut total = 0;
-    for rx in replies {
-        total += rx.await.unwrap_or(0);
-    }
-    total
-}
-
 pub async fn push(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -170,7 +130,7 @@ pub async fn push(
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid push: {e}")),
     };
-    let sockets = deliver(&state.shared, vec![job]).await;
+    let sockets = state.service.send_batch(vec![job]).await;
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "sockets": sockets })),
@@ -210,7 +170,7 @@ pub async fn push_batch(
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("pushes[{i}]: {e}")),
         }
     }
-    let sockets = deliver(&state.shared, jobs).await;
+    let sockets = state.service.send_batch(jobs).await;
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "pushes": n, "sockets": sockets })),
@@ -239,19 +199,10 @@ pub async fn sockets(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let filter = PathFilter::new(q.path.as_deref().unwrap_or("*"));
-    let core = state.shared.owner_of(q.context, q.user);
-    let (tx, rx) = oneshot::channel();
-    state.shared.send(
-        core,
-        Command::Count {
-            context: q.context,
-            user: q.user,
-            filter,
-            reply: tx,
-        },
-    );
-    let count = rx.await.unwrap_or(0);
+    let count = state
+        .service
+        .count(q.context, q.user, q.path.as_deref().unwrap_or("*"))
+        .await;
     Json(serde_json::json!({
         "exists": count > 0,
         "count": count,
@@ -290,6 +241,9 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     if new.sessions.key != current.sessions.key {
         restart_needed.push("sessions.key".to_string());
     }
+    if new.webhook != current.webhook {
+        restart_needed.push("webhook".to_string());
+    }
     // Keys that need a restart keep their running values.
     let mut applied = new;
     applied.server = current.server.clone();
@@ -297,6 +251,7 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     applied.admin.listen = current.admin.listen;
     applied.endpoints = current.endpoints.clone();
     applied.sessions.key = current.sessions.key.clone();
+    applied.webhook = current.webhook.clone();
     let policy = if restart_needed.is_empty() {
         policy
     } else {

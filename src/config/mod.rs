@@ -5,6 +5,7 @@
 mod limits;
 
 pub use crate::service::cascade::WebsocketsConfig;
+pub use crate::service::webhook::{WebhookConfig, WebhookEventKind};
 pub use limits::{EngineConfig, Limits};
 
 use serde::Deserialize;
@@ -26,6 +27,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     pub sessions: SessionsConfig,
     pub websockets: WebsocketsConfig,
+    /// Optional: socket events POSTed to an HTTP endpoint (absent = off).
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             cluster: None,
             sessions: SessionsConfig::default(),
             websockets: WebsocketsConfig::default(),
+            webhook: None,
         }
     }
 }
@@ -321,6 +325,9 @@ impl Config {
             return Err(ConfigError(
                 "remote.max_delay_ms must be >= remote.delay_ms".into(),
             ));
+        }
+        if let Some(w) = &self.webhook {
+            w.validate().map_err(ConfigError)?;
         }
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct Conn {
     pub timer_at: u64,
     /// Tick of the last received bytes (keepalive).
     pub last_rx: u64,
+    /// Tick of the next keepalive ping.
+    pub ping_at: u64,
     pub state: ConnState,
     /// Bytes queued during this loop turn (corked; flushed once per turn).
     pub out: Vec<u8>,
@@ -63,6 +65,7 @@ impl Conn {
             inflight: 0,
             timer_at: 0,
             last_rx: 0,
+            ping_at: 0,
             state: ConnState::Free,
             out: Vec::new(),
             sending: Vec::new(),

@@ -25,7 +25,8 @@ mod token;
 pub mod upgrade;
 
 use crate::config::Config;
-use crate::service::listener::Listener;
+use crate::config::EndpointKind;
+use crate::service::listener::{Listener, RawTranscoder, Transcoder};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{SessionId, SessionKey};
 use crossbeam_queue::SegQueue;
@@ -88,6 +89,9 @@ pub struct Shared {
     pub session_key: SessionKey,
     /// Embedding applications' listeners, called on the owning core.
     pub listeners: Vec<Arc<dyn Listener>>,
+    /// Per endpoint (index in the config): how pushed text becomes frames and received text
+    /// becomes listener messages. `None` = the endpoint takes no pushes (echo).
+    pub transcoders: Vec<Option<Arc<dyn Transcoder>>>,
 }
 
 impl Shared {
@@ -179,6 +183,14 @@ impl Engine {
             connections: std::sync::atomic::AtomicUsize::new(0),
             session_key,
             listeners,
+            transcoders: config
+                .endpoints
+                .iter()
+                .map(|ep| match ep.kind {
+                    EndpointKind::Raw => Some(Arc::new(RawTranscoder) as Arc<dyn Transcoder>),
+                    EndpointKind::Echo | EndpointKind::Socketio => None,
+                })
+                .collect(),
         });
         let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?);
         let mut threads = Vec::with_capacity(cores);

@@ -7,7 +7,6 @@ use super::{Command, PushJob};
 use crate::protocol::{MessageKind, WsConnection};
 use crate::service::listener::SocketInfo;
 use crate::service::session::{unix_now, SessionId};
-use std::cmp::Reverse;
 
 /// Close codes of session ends (private-use range, documented in the README).
 pub const CLOSE_SESSION_TERMINATED: u16 = 4001;
@@ -30,7 +29,6 @@ impl Shard {
                 .entry((a.context, a.user))
                 .or_default()
                 .push(slot);
-            self.expiries.push(Reverse((a.expires_at, slot, c.gen)));
         }
         self.notify(slot, |l, info| l.on_connect(info));
     }
@@ -110,13 +108,19 @@ impl Shard {
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
                     continue;
                 }
-                let ConnState::Open { ws, meta, .. } = &mut c.state else {
+                let ConnState::Open { ws, meta, endpoint } = &mut c.state else {
                     continue;
                 };
                 if !job.filter.matches(&meta.path) {
                     continue;
                 }
-                ws.encode_message(&mut c.out, MessageKind::Text, job.text.as_bytes());
+                let Some(transcoder) = &self.shared.transcoders[*endpoint as usize] else {
+                    continue;
+                };
+                let Some(payload) = transcoder.outbound(&job.text) else {
+                    continue;
+                };
+                ws.encode_message(&mut c.out, MessageKind::Text, payload.as_bytes());
                 reached += 1;
                 if c.over_outbound_limit(before, max_out) {
                     self.close_slow_consumer(slot);
@@ -174,24 +178,10 @@ impl Shard {
         }
     }
 
-    /// Once a second: close sockets whose session expired; forget revocations past expiry.
-    pub(super) fn expire_sessions(&mut self) {
+    /// Revocations are kept until the session would have expired anyway.
+    pub(super) fn forget_expired_revocations(&mut self) {
         let now = unix_now();
-        while let Some(&Reverse((at, slot, gen))) = self.expiries.peek() {
-            if at > now {
-                break;
-            }
-            self.expiries.pop();
-            let c = &self.conns[slot as usize];
-            if c.gen == gen && matches!(c.state, ConnState::Open { .. }) {
-                ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-                self.close_with(slot, CLOSE_SESSION_EXPIRED, "session expired");
-                self.maybe_release(slot);
-            }
-        }
-        if !self.revoked.is_empty() && self.wheel.now() % 600 < 10 {
-            self.revoked.retain(|_, &mut exp| exp > now);
-        }
+        self.revoked.retain(|_, &mut exp| exp > now);
     }
 
     pub(super) fn on_command(&mut self, cmd: Command) {

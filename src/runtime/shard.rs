@@ -3,6 +3,7 @@ use super::admission::TokenBucket;
 use super::bufring::BufRing;
 use super::conn::{flag, Conn, ConnState, SocketMeta, UpgradePlan};
 use super::refusal::Refusal;
+use super::registry::CLOSE_SESSION_EXPIRED;
 use super::stats::ShardStats;
 use super::timer::{TimerWheel, TICK_MS};
 use super::token::{self, Op};
@@ -14,8 +15,7 @@ use crate::protocol::handshake;
 use crate::protocol::{Event, MessageKind, WsConnection, WsLimits};
 use crate::service::session::{unix_now, SessionId};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -71,8 +71,6 @@ pub struct Shard {
     pub(super) users: HashMap<(u32, u32), Vec<u32>>,
     /// Terminated sessions (until their expiry): refused at upgrade.
     pub(super) revoked: HashMap<SessionId, u64>,
-    /// Session expiry of every authenticated socket: (unix secs, slot, gen).
-    pub(super) expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
     pub(super) upgrade_bucket: TokenBucket,
     pub(super) listener: OwnedFd,
     wake: OwnedFd,
@@ -133,7 +131,6 @@ impl Shard {
             policy,
             users: HashMap::new(),
             revoked: HashMap::new(),
-            expiries: BinaryHeap::new(),
             listener,
             wake,
             wake_buf: Box::new(0),
@@ -466,8 +463,8 @@ impl Shard {
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
         ShardStats::inc(&self.shared.stats[self.id].sockets);
         self.mark_dirty(slot);
-        let at = now + self.ticks(self.limits.ping_interval_secs * 1000);
-        self.schedule(slot, at);
+        self.conns[slot as usize].ping_at = now + self.ticks(self.limits.ping_interval_secs * 1000);
+        self.schedule_open(slot);
         if !plan.leftover.is_empty() {
             let mut early = std::mem::take(&mut plan.leftover);
             self.on_frames(slot, &mut early);
@@ -551,7 +548,8 @@ impl Shard {
         let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
             return;
         };
-        let kind = self.endpoint_kinds[*endpoint as usize];
+        let endpoint_index = *endpoint as usize;
+        let kind = self.endpoint_kinds[endpoint_index];
         let result = ws.receive(data, &mut |ev| {
             let (code, payload): (u8, &[u8]) = match ev {
                 Event::Message(MessageKind::Text, p) => (0, p),
@@ -618,14 +616,17 @@ impl Shard {
         } else {
             self.mark_dirty(slot);
         }
-        // Text received on raw endpoints goes to the listeners (the socket is still registered
-        // even when closing: its close notification comes after).
-        if kind == EndpointKind::Raw && !self.shared.listeners.is_empty() {
+        // Received text goes to the listeners through the endpoint's transcoder (the socket is
+        // still registered even when closing: its close notification comes after).
+        let transcoder = self.shared.transcoders[endpoint_index].as_ref();
+        if let (Some(transcoder), false) = (transcoder, self.shared.listeners.is_empty()) {
             for &(code, start, len) in &events {
                 if code == 0 {
                     // Validated UTF-8 by the protocol core.
                     let text = std::str::from_utf8(&scratch[start..start + len]).unwrap_or("");
-                    self.notify(slot, |l, info| l.on_message(info, text));
+                    if let Some(text) = transcoder.inbound(text) {
+                        self.notify(slot, |l, info| l.on_message(info, &text));
+                    }
                 }
             }
         }
@@ -805,8 +806,8 @@ impl Shard {
             self.push(tick);
         }
         let to = self.now_tick();
-        if to / 10 != self.wheel.now() / 10 {
-            self.expire_sessions();
+        if to / 600 != self.wheel.now() / 600 {
+            self.forget_expired_revocations();
         }
         let mut due = Vec::new();
         self.wheel
@@ -826,32 +827,51 @@ impl Shard {
 
     fn on_timer(&mut self, slot: u32) {
         let now = self.wheel.now();
+        let ping_ticks = self.ticks(self.limits.ping_interval_secs * 1000);
         let c = &mut self.conns[slot as usize];
         match &c.state {
             ConnState::Handshake { .. } => self.refuse(slot, Refusal::HandshakeTimeout),
             ConnState::Open { .. } if c.has(flag::LINGER) || c.has(flag::CLOSE_AFTER_FLUSH) => {
                 self.begin_close(slot)
             }
-            ConnState::Open { .. } => {
-                let idle_ticks = self.limits.idle_timeout_secs * 1000 / TICK_MS;
-                if now.saturating_sub(c.last_rx) >= idle_ticks {
-                    ShardStats::inc(&self.shared.stats[self.id].closed_idle);
-                    WsConnection::encode_close(&mut c.out, 1001, "idle timeout");
-                    c.flags |= flag::CLOSE_AFTER_FLUSH;
-                    self.mark_dirty(slot);
-                    let at = now + self.ticks(LINGER_MS);
-                    self.schedule(slot, at);
-                } else {
+            ConnState::Open { meta, .. } => {
+                if meta.auth.is_some_and(|a| unix_now() >= a.expires_at) {
+                    ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
+                    self.close_with(slot, CLOSE_SESSION_EXPIRED, "session expired");
+                    return;
+                }
+                if now >= c.ping_at {
+                    let idle_ticks = self.limits.idle_timeout_secs * 1000 / TICK_MS;
+                    if now.saturating_sub(c.last_rx) >= idle_ticks {
+                        ShardStats::inc(&self.shared.stats[self.id].closed_idle);
+                        self.close_with(slot, 1001, "idle timeout");
+                        return;
+                    }
                     ShardStats::inc(&self.shared.stats[self.id].pings_sent);
                     WsConnection::encode_control(&mut c.out, OpCode::Ping, b"");
+                    c.ping_at = now + ping_ticks;
                     self.mark_dirty(slot);
-                    let at = now + self.ticks(self.limits.ping_interval_secs * 1000);
-                    self.schedule(slot, at);
                 }
+                self.schedule_open(slot);
             }
             ConnState::Responding => self.begin_close(slot),
             _ => {}
         }
+    }
+
+    /// An open socket's next deadline: its next ping or its session's expiry.
+    pub(super) fn schedule_open(&mut self, slot: u32) {
+        let now = self.wheel.now();
+        let c = &self.conns[slot as usize];
+        let ConnState::Open { meta, .. } = &c.state else {
+            return;
+        };
+        let mut at = c.ping_at;
+        if let Some(a) = &meta.auth {
+            let secs = a.expires_at.saturating_sub(unix_now());
+            at = at.min(now + secs * 1000 / TICK_MS);
+        }
+        self.schedule(slot, at.max(now + 1));
     }
 
     // ----- control plane -----

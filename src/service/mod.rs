@@ -1,6 +1,8 @@
 //! The service an application uses to reach its users: sessions, path filters, the
 //! `websockets.enabled` cascade.
+pub mod api;
 pub mod cascade;
 pub mod listener;
 pub mod path_filter;
 pub mod session;
+pub mod webhook;

@@ -1,0 +1,108 @@
+//! The service as a Rust API for embedding applications (the admin API is a thin JSON layer
+//! over it): reach a user's sockets wherever on this node's cores they live.
+use crate::runtime::{Command, PushJob, Shared};
+use crate::service::path_filter::PathFilter;
+use crate::service::session::{SessionError, SessionKey};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A handle to the running engine's service. Cheap to clone; usable from any thread with a
+/// tokio runtime (replies come back through oneshot channels).
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+    key: SessionKey,
+}
+
+impl Service {
+    pub fn new(shared: Arc<Shared>, key: SessionKey) -> Service {
+        Service { shared, key }
+    }
+
+    /// Deliver `text` to every socket of `(context, user)` whose path matches `filter`; returns
+    /// the number of sockets it was queued to.
+    pub async fn send(&self, context: u32, user: u32, filter: &str, text: &str) -> u64 {
+        self.send_batch(vec![PushJob {
+            context,
+            user,
+            filter: PathFilter::new(filter),
+            text: Arc::from(text),
+        }])
+        .await
+    }
+
+    /// Many pushes at once: grouped by owning core, one command per core.
+    pub async fn send_batch(&self, jobs: Vec<PushJob>) -> u64 {
+        let shared = &self.shared;
+        let mut per_core: Vec<Vec<PushJob>> = (0..shared.cores).map(|_| Vec::new()).collect();
+        for job in jobs {
+            per_core[shared.owner_of(job.context, job.user)].push(job);
+        }
+        let mut replies = Vec::new();
+        for (core, jobs) in per_core.into_iter().enumerate() {
+            if jobs.is_empty() {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            shared.send(
+                core,
+                Command::Push {
+                    jobs,
+                    reply: Some(tx),
+                },
+            );
+            replies.push(rx);
+        }
+        let mut total = 0;
+        for rx in replies {
+            total += rx.await.unwrap_or(0);
+        }
+        total
+    }
+
+    /// Open sockets of `(context, user)` whose path matches `filter`.
+    pub async fn count(&self, context: u32, user: u32, filter: &str) -> u64 {
+        let core = self.shared.owner_of(context, user);
+        let (tx, rx) = oneshot::channel();
+        self.shared.send(
+            core,
+            Command::Count {
+                context,
+                user,
+                filter: PathFilter::new(filter),
+                reply: tx,
+            },
+        );
+        rx.await.unwrap_or(0)
+    }
+
+    pub async fn exists(&self, context: u32, user: u32, filter: &str) -> bool {
+        self.count(context, user, filter).await > 0
+    }
+
+    /// End a session: refused from now on, its sockets closed with 4001 on every core.
+    pub fn terminate(&self, session_id: &str) -> Result<(), SessionError> {
+        let (id, session) = self.key.parse(session_id)?;
+        for core in 0..self.shared.cores {
+            self.shared.send(
+                core,
+                Command::Revoke {
+                    id,
+                    context: session.context,
+                    user: session.user,
+                    expires_at: session.expires_at,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Open sockets on this node.
+    pub fn sockets(&self) -> u64 {
+        self.shared
+            .stats
+            .iter()
+            .map(|s| crate::runtime::stats::ShardStats::get(&s.sockets))
+            .sum()
+    }
+}
