@@ -46,15 +46,18 @@ auth = "none"
 `;
 }
 
-/** Start a ringwire; resolves to { url, port, stderr(), stop() } once ready. */
-export async function startServer(opts = {}) {
+/**
+ * Write `makeConfig({ port, adminPort })` to a temp file, start ringwire on it and wait for
+ * "ringwire ready". Resolves to { port, adminPort, stderr(), alive(), stop() }.
+ */
+async function launch(makeConfig) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} not found: run cargo build --release first`);
   const port = await freePort();
   let adminPort = await freePort();
   while (adminPort === port) adminPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ringwire-node-'));
   const cfgPath = join(dir, 'ringwire.toml');
-  writeFileSync(cfgPath, config({ port, adminPort, ...opts }));
+  writeFileSync(cfgPath, makeConfig({ port, adminPort }));
 
   const child = spawn(BINARY, ['serve', '--config', cfgPath], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -80,7 +83,7 @@ export async function startServer(opts = {}) {
 
   return {
     port,
-    url: `ws://127.0.0.1:${port}/`,
+    adminPort,
     stderr: () => stderr,
     alive: () => exited === null,
     async stop() {
@@ -94,6 +97,12 @@ export async function startServer(opts = {}) {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Start a ringwire with the echo config; resolves to { url, port, stderr(), stop() } once ready. */
+export async function startServer(opts = {}) {
+  const server = await launch((ports) => config({ ...ports, ...opts }));
+  return { ...server, url: `ws://127.0.0.1:${server.port}/` };
 }
 
 // ----------------------------------------------------------------------------- sessions / push
@@ -124,40 +133,11 @@ kind = "raw"
  *   stderr(), alive(), stop() }.
  */
 export async function startPushServer(opts = {}) {
-  if (!existsSync(BINARY)) throw new Error(`${BINARY} not found: run cargo build --release first`);
-  const port = await freePort();
-  let adminPort = await freePort();
-  while (adminPort === port) adminPort = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'ringwire-node-push-'));
-  const cfgPath = join(dir, 'ringwire.toml');
-  writeFileSync(cfgPath, sessionConfig({ port, adminPort, ...opts }));
-
-  const child = spawn(BINARY, ['serve', '--config', cfgPath], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  let exited = null;
-  let onStderr = () => {};
-  child.on('exit', (code, signal) => { exited = { code, signal }; });
-  child.stderr.on('data', (chunk) => { stderr += chunk.toString(); onStderr(); });
-
-  await new Promise((res, rej) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      rej(new Error(`ringwire not ready after 20 s\n--- stderr ---\n${stderr}`));
-    }, 20_000);
-    onStderr = () => {
-      if (stderr.includes(READY)) { clearTimeout(timer); onStderr = () => {}; res(); }
-    };
-    child.once('error', (err) => { clearTimeout(timer); rej(err); });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      rej(new Error(`ringwire exited (code ${code}, signal ${signal}) before ready\n--- stderr ---\n${stderr}`));
-    });
-  });
-
+  const server = await launch((ports) => sessionConfig({ ...ports, ...opts }));
+  const { port, adminPort } = server;
   const token = opts.token ?? null;
   return {
-    port,
-    adminPort,
+    ...server,
     wsUrl: (sessionId, path = '/ws') => `ws://127.0.0.1:${port}${path}?session=${encodeURIComponent(sessionId)}`,
     async admin(method, path, body) {
       const headers = {};
@@ -173,18 +153,6 @@ export async function startPushServer(opts = {}) {
       let json = null;
       try { json = text ? JSON.parse(text) : null; } catch { json = null; }
       return { status: resp.status, json, text };
-    },
-    stderr: () => stderr,
-    alive: () => exited === null,
-    async stop() {
-      if (exited === null) {
-        const done = new Promise((res) => child.once('exit', res));
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        await done;
-        clearTimeout(t);
-      }
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
