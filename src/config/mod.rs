@@ -283,6 +283,9 @@ impl Config {
                 self.admin.listen
             )));
         }
+        if self.endpoints.len() > 255 {
+            return Err(ConfigError("at most 255 [[endpoints]]".into()));
+        }
         if self.endpoints.is_empty() {
             return Err(ConfigError("at least one [[endpoints]] is required".into()));
         }

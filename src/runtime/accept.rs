@@ -71,6 +71,13 @@ impl Shard {
                     .user_data(token::plain(Op::CancelAccept));
                 self.push(e);
             }
+            Some(Mode::Overflow) if want != Mode::Overflow && !self.accept.cancelling => {
+                self.accept.cancelling = true;
+                let e = opcode::AsyncCancel::new(token::plain(Op::AcceptOverflow))
+                    .build()
+                    .user_data(token::plain(Op::CancelAccept));
+                self.push(e);
+            }
             Some(_) => {}
             None => {
                 let fd = types::Fd(self.listener.as_raw_fd());
@@ -123,6 +130,7 @@ impl Shard {
 
     pub(super) fn on_accept_overflow(&mut self, res: i32) {
         self.accept.armed = None;
+        self.accept.cancelling = false;
         if res >= 0 {
             let stats = &self.shared.stats[self.id];
             ShardStats::inc(&stats.accepted);

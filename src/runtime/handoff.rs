@@ -64,6 +64,11 @@ impl Shard {
         let slot = res as u32;
         ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
         self.take_slot(slot, ConnState::Responding);
+        self.arm_accept();
+        if self.stopping {
+            self.refuse(slot, super::refusal::Refusal::ShuttingDown);
+            return;
+        }
         if self.over_admission_limit() {
             self.refuse(slot, super::refusal::Refusal::ServerFull);
             return;

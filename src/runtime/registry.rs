@@ -209,6 +209,11 @@ impl Shard {
             } => self.revoke(id, context, user, expires_at),
             Command::Reload(policy) => {
                 self.limits = policy.config.limits;
+                // New sockets get the new frame/message limits; open ones keep theirs.
+                self.ws_limits = crate::protocol::WsLimits {
+                    max_frame_bytes: policy.config.limits.max_frame_bytes,
+                    max_message_bytes: policy.config.limits.max_message_bytes,
+                };
                 self.upgrade_bucket = super::admission::TokenBucket::per_core(
                     policy.config.limits.upgrade_rate_per_sec,
                     self.shared.cores,

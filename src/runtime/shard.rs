@@ -26,6 +26,8 @@ const BGID: u16 = 0;
 pub(super) const LINGER_MS: u64 = 2_000;
 /// Output capacity kept by an idle socket; larger buffers are released after a flush.
 const KEEP_CAPACITY: usize = 4096;
+/// Capacity the per-core event scratch keeps between reads (one inflated burst can be large).
+const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// Build a ring with a sparse fixed-file table of `slots` entries.
 ///
@@ -93,7 +95,7 @@ pub struct Shard {
     scratch: Vec<u8>,
     scratch_events: Vec<(u8, usize, usize)>,
     pub(super) limits: Limits,
-    ws_limits: WsLimits,
+    pub(super) ws_limits: WsLimits,
     endpoint_kinds: Vec<EndpointKind>,
     pub(super) stopping: bool,
     stop_deadline: u64,
@@ -205,8 +207,10 @@ impl Shard {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => {
-                    tracing::error!(core = self.id, "io_uring_enter failed: {e}");
-                    break;
+                    // A core that cannot drive its ring would strand its users' sockets and
+                    // every command queued to it: stop the process (the supervisor restarts it).
+                    tracing::error!(core = self.id, "io_uring_enter failed: {e}; exiting");
+                    std::process::exit(70);
                 }
             }
             let mut cqes = std::mem::take(&mut self.cqes);
@@ -336,7 +340,10 @@ impl Shard {
 
     fn arm_recv(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.has(flag::RECV_ARMED) || c.has(flag::CLOSE_SUBMITTED) {
+        if c.has(flag::RECV_ARMED)
+            || c.has(flag::CLOSE_SUBMITTED)
+            || !matches!(c.state, ConnState::Open { .. } | ConnState::Responding)
+        {
             return;
         }
         c.inflight += 1;
@@ -611,6 +618,8 @@ impl Shard {
         if closing {
             c.flags |= flag::CLOSE_AFTER_FLUSH;
             self.mark_dirty(slot);
+            let at = self.wheel.now() + self.ticks(LINGER_MS);
+            self.schedule(slot, at);
         } else if c.over_outbound_limit(queued_before, self.limits.max_outbound_bytes) {
             self.close_slow_consumer(slot);
         } else {
@@ -631,6 +640,7 @@ impl Shard {
             }
         }
         scratch.clear();
+        scratch.shrink_to(SCRATCH_KEEP);
         events.clear();
         self.scratch = scratch;
         self.scratch_events = events;
@@ -705,6 +715,7 @@ impl Shard {
         c.flags &= !flag::SEND_INFLIGHT;
         if res < 0 {
             c.sending.clear();
+            c.sent = 0;
             c.out.clear();
             self.begin_close(slot);
             return;
@@ -909,11 +920,7 @@ impl Shard {
         for slot in 0..self.conns.len() as u32 {
             let c = &mut self.conns[slot as usize];
             match c.state {
-                ConnState::Open { .. } if !c.has(flag::CLOSE_AFTER_FLUSH) => {
-                    WsConnection::encode_close(&mut c.out, 1001, "server shutting down");
-                    c.flags |= flag::CLOSE_AFTER_FLUSH;
-                    self.mark_dirty(slot);
-                }
+                ConnState::Open { .. } => self.close_with(slot, 1001, "server shutting down"),
                 ConnState::Handshake { .. } => {
                     self.begin_close(slot);
                     self.maybe_release(slot);

@@ -7,7 +7,8 @@ pub const TICK_MS: u64 = 100;
 const WHEEL_SLOTS: usize = 1024; // 102.4 s horizon; later deadlines are re-armed on expiry
 
 pub struct TimerWheel {
-    slots: Vec<Vec<(u32, u32)>>,
+    /// Entries: (slot, generation, armed tick).
+    slots: Vec<Vec<(u32, u32, u64)>>,
     now: u64,
 }
 
@@ -30,36 +31,35 @@ impl TimerWheel {
     /// armed, which the connection stores to recognise its live entry.
     pub fn insert(&mut self, at: u64, slot: u32, gen: u32) -> u64 {
         let at = at.clamp(self.now + 1, self.now + WHEEL_SLOTS as u64 - 1);
-        self.slots[(at % WHEEL_SLOTS as u64) as usize].push((slot, gen));
+        self.slots[(at % WHEEL_SLOTS as u64) as usize].push((slot, gen, at));
         at
     }
 
-    /// Advance to tick `to`, passing every entry that is due to `fire(slot, gen, tick)`.
+    /// Advance to tick `to`, passing every entry that is due to `fire(slot, gen, armed_tick)`.
+    /// After a stall longer than the horizon, every bucket is visited once and each entry is
+    /// fired with the tick it was armed for (so its owner still recognises it).
     pub fn advance(&mut self, to: u64, mut fire: impl FnMut(&mut TimerWheel, u32, u32, u64)) {
-        // After a long stall, visit each wheel slot at most once.
-        let from = self.now.max(to.saturating_sub(WHEEL_SLOTS as u64 - 1));
+        if to <= self.now {
+            return;
+        }
+        let from = self.now.max(to.saturating_sub(WHEEL_SLOTS as u64));
         let mut batch = Vec::new();
         for tick in from + 1..=to {
-            self.now = tick;
-            std::mem::swap(
-                &mut batch,
-                &mut self.slots[(tick % WHEEL_SLOTS as u64) as usize],
-            );
-            for (slot, gen) in batch.drain(..) {
-                fire(self, slot, gen, tick);
+            let bucket = (tick % WHEEL_SLOTS as u64) as usize;
+            std::mem::swap(&mut batch, &mut self.slots[bucket]);
+            // Entries armed for a later lap stay; the rest are due (armed tick <= to).
+            let mut keep = Vec::new();
+            for (slot, gen, at) in batch.drain(..) {
+                if at > to {
+                    keep.push((slot, gen, at));
+                } else {
+                    self.now = tick;
+                    fire(self, slot, gen, at);
+                }
             }
-            // Give the (now empty) allocation back to the wheel slot.
-            std::mem::swap(
-                &mut batch,
-                &mut self.slots[(tick % WHEEL_SLOTS as u64) as usize],
-            );
-            if !batch.is_empty() {
-                // `fire` inserted into this very slot (only possible for far deadlines); keep them.
-                let slot_vec = &mut self.slots[(tick % WHEEL_SLOTS as u64) as usize];
-                slot_vec.append(&mut batch);
-            }
+            self.slots[bucket].append(&mut keep);
         }
-        self.now = self.now.max(to);
+        self.now = to;
     }
 }
 
@@ -80,6 +80,19 @@ mod tests {
         assert_eq!(fired, vec![(2, 3), (1, 5)]);
         w.advance(2000, |_, s, _, t| fired.push((s, t)));
         assert_eq!(fired.len(), 2);
+    }
+
+    #[test]
+    fn a_stall_longer_than_the_horizon_loses_no_timer() {
+        let mut w = TimerWheel::default();
+        let armed: Vec<u64> = (1..1024).map(|t| w.insert(t, t as u32, 0)).collect();
+        let mut fired = Vec::new();
+        w.advance(5_000, |_, s, _, t| fired.push((s, t)));
+        assert_eq!(fired.len(), armed.len());
+        assert!(
+            fired.iter().all(|&(s, t)| t == s as u64),
+            "fired with the armed tick"
+        );
     }
 
     #[test]
