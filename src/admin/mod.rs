@@ -32,9 +32,8 @@ pub struct AdminState {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    // Everything but the health checks needs the bearer token.
+    let protected = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/v1/stats", get(stats))
         .route("/v1/sessions", post(service_api::create_session))
@@ -43,6 +42,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/v1/push/batch", post(service_api::push_batch))
         .route("/v1/sockets", get(service_api::sockets))
         .route("/v1/config/reload", post(service_api::reload))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin listener failed: {e}");
@@ -69,6 +76,18 @@ pub(crate) fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
     bool::from(got.as_bytes().ct_eq(token.as_bytes()))
 }
 
+async fn require_token(
+    State(state): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if authorized(&state, req.headers()) {
+        next.run(req).await
+    } else {
+        unauthorized()
+    }
+}
+
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
@@ -85,10 +104,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics_handler(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+async fn metrics_handler(State(state): State<AdminState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -105,10 +121,7 @@ async fn metrics_handler(State(state): State<AdminState>, headers: HeaderMap) ->
         .into_response()
 }
 
-async fn stats(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+async fn stats(State(state): State<AdminState>) -> Response {
     let endpoints: Vec<String> = state
         .config
         .lock()

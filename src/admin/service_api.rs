@@ -1,12 +1,12 @@
 //! The service through the admin API: sessions, push, socket queries, reload.
-use super::{authorized, error, unauthorized, AdminState};
+use super::{error, AdminState};
 use crate::config::Config;
 use crate::runtime::upgrade::UpgradePolicy;
 use crate::runtime::{Command, PushJob};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::unix_now;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -27,14 +27,7 @@ pub struct NewSession {
     ttl_secs: u64,
 }
 
-pub async fn create_session(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+pub async fn create_session(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let req: NewSession = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -65,14 +58,7 @@ pub async fn create_session(
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-pub async fn delete_session(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+pub async fn delete_session(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     if state.service.terminate(&id).is_err() {
         return error(StatusCode::NOT_FOUND, "no such session");
     }
@@ -115,14 +101,7 @@ impl PushRequest {
     }
 }
 
-pub async fn push(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let job = match serde_json::from_slice::<PushRequest>(&body)
         .map_err(|e| e.to_string())
         .and_then(PushRequest::into_job)
@@ -144,14 +123,7 @@ pub struct PushBatch {
     pushes: Vec<PushRequest>,
 }
 
-pub async fn push_batch(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+pub async fn push_batch(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let batch: PushBatch = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")),
@@ -189,12 +161,8 @@ pub struct SocketsQuery {
 
 pub async fn sockets(
     State(state): State<AdminState>,
-    headers: HeaderMap,
     q: Result<Query<SocketsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -264,10 +232,7 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     Ok(restart_needed)
 }
 
-pub async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
+pub async fn reload(State(state): State<AdminState>) -> Response {
     match reload_config(&state) {
         Ok(restart) => {
             if !restart.is_empty() {
