@@ -72,6 +72,42 @@ pub enum Command {
     },
     /// New cascade and limits.
     Reload(Arc<upgrade::UpgradePolicy>),
+    /// Set (or replace) an attribute of one socket; replies whether the socket is open and
+    /// the attribute fits the limits.
+    SetAttribute {
+        socket: u64,
+        key: Box<str>,
+        value: Box<str>,
+        reply: oneshot::Sender<Result<(), AttributeError>>,
+    },
+}
+
+/// Why an attribute could not be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeError {
+    /// The socket is closed (or the id is not one of ours).
+    NoSuchSocket,
+    /// More than [`MAX_ATTRIBUTES`] attributes, or a key/value over its size limit.
+    TooLarge,
+}
+
+/// Attributes per socket, and the largest key and value (bytes): the store is small by design.
+pub const MAX_ATTRIBUTES: usize = 16;
+pub const MAX_ATTRIBUTE_KEY: usize = 64;
+pub const MAX_ATTRIBUTE_VALUE: usize = 1024;
+
+/// A socket id (as listeners see it): core, generation and slot.
+pub fn socket_id(core: usize, gen: u32, slot: u32) -> u64 {
+    (core as u64) << 56 | (gen as u64) << 32 | slot as u64
+}
+
+/// The parts of a socket id: (core, gen, slot).
+pub fn socket_id_parts(id: u64) -> (usize, u32, u32) {
+    (
+        (id >> 56) as usize,
+        ((id >> 32) as u32) & 0x00FF_FFFF,
+        id as u32,
+    )
 }
 
 /// State shared by the shards and the control plane. Everything here is either immutable after

@@ -3,7 +3,9 @@
 use super::conn::{flag, ConnState};
 use super::shard::Shard;
 use super::stats::ShardStats;
-use super::{Command, PushJob};
+use super::{
+    AttributeError, Command, PushJob, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE,
+};
 use crate::protocol::{MessageKind, WsConnection};
 use crate::service::listener::SocketInfo;
 use crate::service::session::{unix_now, SessionId};
@@ -67,7 +69,7 @@ impl Shard {
         };
         let info = SocketInfo {
             core: self.id,
-            socket: (self.id as u64) << 56 | (c.gen as u64) << 32 | slot as u64,
+            socket: super::socket_id(self.id, c.gen, slot),
             endpoint: &self.policy.config.endpoints[*endpoint as usize].path,
             path: &meta.path,
             query: &meta.query,
@@ -178,6 +180,35 @@ impl Shard {
         }
     }
 
+    fn set_attribute(
+        &mut self,
+        socket: u64,
+        key: Box<str>,
+        value: Box<str>,
+    ) -> Result<(), AttributeError> {
+        let (_, gen, slot) = super::socket_id_parts(socket);
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return Err(AttributeError::NoSuchSocket);
+        };
+        let ConnState::Open { meta, .. } = &mut c.state else {
+            return Err(AttributeError::NoSuchSocket);
+        };
+        if c.gen != gen || c.flags & flag::CLOSE_AFTER_FLUSH != 0 {
+            return Err(AttributeError::NoSuchSocket);
+        }
+        if key.len() > MAX_ATTRIBUTE_KEY || value.len() > MAX_ATTRIBUTE_VALUE {
+            return Err(AttributeError::TooLarge);
+        }
+        if let Some((_, v)) = meta.attrs.iter_mut().find(|(k, _)| *k == key) {
+            *v = value;
+        } else if meta.attrs.len() >= MAX_ATTRIBUTES {
+            return Err(AttributeError::TooLarge);
+        } else {
+            meta.attrs.push((key, value));
+        }
+        Ok(())
+    }
+
     /// Revocations are kept until the session would have expired anyway.
     pub(super) fn forget_expired_revocations(&mut self) {
         let now = unix_now();
@@ -207,6 +238,14 @@ impl Shard {
                 user,
                 expires_at,
             } => self.revoke(id, context, user, expires_at),
+            Command::SetAttribute {
+                socket,
+                key,
+                value,
+                reply,
+            } => {
+                let _ = reply.send(self.set_attribute(socket, key, value));
+            }
             Command::Reload(policy) => {
                 self.limits = policy.config.limits;
                 // New sockets get the new frame/message limits; open ones keep theirs.

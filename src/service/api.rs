@@ -1,6 +1,6 @@
 //! The service as a Rust API for embedding applications (the admin API is a thin JSON layer
 //! over it): reach a user's sockets wherever on this node's cores they live.
-use crate::runtime::{Command, PushJob, Shared};
+use crate::runtime::{socket_id_parts, AttributeError, Command, PushJob, Shared};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{SessionError, SessionKey};
 use std::sync::Arc;
@@ -95,6 +95,31 @@ impl Service {
             );
         }
         Ok(())
+    }
+
+    /// Set an attribute on a socket (ids come from listeners' `SocketInfo::socket`); listeners
+    /// see the socket's attributes on its later events.
+    pub async fn set_attribute(
+        &self,
+        socket: u64,
+        key: &str,
+        value: &str,
+    ) -> Result<(), AttributeError> {
+        let (core, _, _) = socket_id_parts(socket);
+        if core >= self.shared.cores {
+            return Err(AttributeError::NoSuchSocket);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.send(
+            core,
+            Command::SetAttribute {
+                socket,
+                key: key.into(),
+                value: value.into(),
+                reply: tx,
+            },
+        );
+        rx.await.unwrap_or(Err(AttributeError::NoSuchSocket))
     }
 
     /// Open sockets on this node.
