@@ -277,13 +277,6 @@ impl Engine {
         Ok(Engine { shared, threads })
     }
 
-    pub fn table_slots_hint(config: &Config) -> u64 {
-        match config.engine.fixed_files {
-            0 => sys::raise_nofile_limit(),
-            n => n as u64,
-        }
-    }
-
     /// Ask every shard to drain and stop.
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
