@@ -512,6 +512,25 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             };
         }};
     }
+    // End of the hold phase: the echo check when asked for, otherwise stop.
+    macro_rules! check_or_stop {
+        ($now:expr) => {{
+            if args.echo_check {
+                log("echo check: one message on every open connection".to_string());
+                check_started = true;
+                for w in workers.iter_mut() {
+                    w.send(Command::EchoCheck).await;
+                }
+                phase = Phase::Checking {
+                    deadline: $now
+                        + Duration::from_millis(args.echo_timeout_ms)
+                        + Duration::from_secs(15),
+                };
+            } else {
+                stop_now!();
+            }
+        }};
+    }
 
     let mut phase_started = Instant::now();
     let mut prev_phase_name = "connect";
@@ -742,38 +761,12 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                                 "drain timeout: {received} of {expected} expected messages received"
                             ));
                         }
-                        if args.echo_check {
-                            log("echo check: one message on every open connection".to_string());
-                            check_started = true;
-                            for w in workers.iter_mut() {
-                                w.send(Command::EchoCheck).await;
-                            }
-                            phase = Phase::Checking {
-                                deadline: now
-                                    + Duration::from_millis(args.echo_timeout_ms)
-                                    + Duration::from_secs(15),
-                            };
-                        } else {
-                            stop_now!();
-                        }
+                        check_or_stop!(now);
                     }
                 }
             }
             Phase::Holding { until } if now >= until => {
-                if args.echo_check {
-                    log("echo check: one message on every open connection".to_string());
-                    check_started = true;
-                    for w in workers.iter_mut() {
-                        w.send(Command::EchoCheck).await;
-                    }
-                    phase = Phase::Checking {
-                        deadline: now
-                            + Duration::from_millis(args.echo_timeout_ms)
-                            + Duration::from_secs(15),
-                    };
-                } else {
-                    stop_now!();
-                }
+                check_or_stop!(now);
             }
             Phase::Checking { deadline } => {
                 let all = workers.iter().all(|w| w.check.is_some() || !live(w));

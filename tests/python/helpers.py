@@ -46,6 +46,19 @@ def _toml_value(v) -> str:
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
 def render_config(cfg: dict) -> str:
     """Render {section: {key: value}} plus `endpoints` (a list of tables) as TOML."""
     out = []
@@ -134,15 +147,7 @@ class Server:
 
         with urllib.request.urlopen(f"http://{HOST}:{self.admin_port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    pass
-        return out
+        return parse_metrics(text)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -521,15 +526,7 @@ class Admin:
     def metrics(self) -> dict[str, float]:
         r = self.request("GET", "/metrics")
         assert r.status == 200, f"GET /metrics: {r!r}"
-        out = {}
-        for line in r.body.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    pass
-        return out
+        return parse_metrics(r.body.decode())
 
 
 def metric_sum(metrics: dict[str, float], name: str, **labels) -> float:
