@@ -14,9 +14,12 @@ type Field = (
 
 /// (metric name, type, help, accessor)
 const FIELDS: &[Field] = &[
-    ("ringwire_sockets", "gauge", "Open WebSockets", |s| {
-        &s.sockets
-    }),
+    (
+        "ringwire_sockets",
+        "gauge",
+        "Open sockets (WebSockets and long-polling sessions)",
+        |s| &s.sockets,
+    ),
     (
         "ringwire_handshakes_in_progress",
         "gauge",
@@ -112,6 +115,30 @@ const FIELDS: &[Field] = &[
         "counter",
         "Keepalive pings sent",
         |s| &s.pings_sent,
+    ),
+    (
+        "ringwire_socketio_polling_sessions",
+        "gauge",
+        "Engine.IO sessions on the long-polling transport",
+        |s| &s.polling_sessions,
+    ),
+    (
+        "ringwire_socketio_polling_requests_total",
+        "counter",
+        "Engine.IO long-polling requests served",
+        |s| &s.polling_requests,
+    ),
+    (
+        "ringwire_socketio_dropped_packets_total",
+        "counter",
+        "Packets dropped: a polling session's buffer was full",
+        |s| &s.sio_dropped_packets,
+    ),
+    (
+        "ringwire_socketio_upgrades_total",
+        "counter",
+        "Engine.IO sessions upgraded from polling to WebSocket",
+        |s| &s.sio_upgrades,
     ),
 ];
 

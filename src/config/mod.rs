@@ -27,6 +27,7 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     pub sessions: SessionsConfig,
     pub websockets: WebsocketsConfig,
+    pub socketio: SocketIoConfig,
     /// Optional: socket events POSTed to an HTTP endpoint (absent = off).
     pub webhook: Option<WebhookConfig>,
 }
@@ -45,6 +46,7 @@ impl Default for Config {
             cluster: None,
             sessions: SessionsConfig::default(),
             websockets: WebsocketsConfig::default(),
+            socketio: SocketIoConfig::default(),
             webhook: None,
         }
     }
@@ -92,6 +94,36 @@ impl Default for CompressionConfig {
             enabled: true,
             min_bytes: 64,
             server_max_window_bits: 15,
+        }
+    }
+}
+
+/// `[socketio]`: Engine.IO / Socket.IO endpoints (`kind = "socketio"`). The ping interval is
+/// `limits.ping_interval_secs`, shared with plain WebSockets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketIoConfig {
+    /// Announced `pingTimeout`: how long a client waits for the server's ping (v4) or pong (v3)
+    /// beyond the interval before it gives up. 20 s is socket.io's own default.
+    pub ping_timeout_ms: u64,
+    /// Longest a long-polling GET is held with nothing to send before it is answered with a
+    /// noop. Under the usual 30-60 s proxy read timeouts.
+    pub polling_timeout_ms: u64,
+    /// Largest long-polling POST body (413 above); announced to v4 clients as `maxPayload`.
+    /// 1 MB is socket.io's default.
+    pub max_http_body_bytes: usize,
+    /// Packets queued per long-polling session between two GETs; beyond, new packets are
+    /// dropped (counted). Bounds memory for a client that stopped polling.
+    pub max_buffered_packets: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            ping_timeout_ms: 20_000,
+            polling_timeout_ms: 25_000,
+            max_http_body_bytes: 1_000_000,
+            max_buffered_packets: 1_000,
         }
     }
 }
@@ -277,6 +309,17 @@ impl Config {
                 "compression.server_max_window_bits must be between 8 and 15".into(),
             ));
         }
+        let sio = &self.socketio;
+        if sio.ping_timeout_ms == 0 || sio.polling_timeout_ms == 0 {
+            return Err(ConfigError(
+                "socketio.ping_timeout_ms and socketio.polling_timeout_ms must be > 0".into(),
+            ));
+        }
+        if sio.max_http_body_bytes < 1024 || sio.max_buffered_packets == 0 {
+            return Err(ConfigError(
+                "socketio.max_http_body_bytes must be >= 1024 and max_buffered_packets > 0".into(),
+            ));
+        }
         if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
             return Err(ConfigError(format!(
                 "admin.listen = {} is not a loopback address: admin.token is mandatory",
@@ -415,6 +458,10 @@ mod tests {
         assert_eq!(
             c.engine, d.engine,
             "example file engine section must equal the defaults"
+        );
+        assert_eq!(
+            c.socketio, d.socketio,
+            "example file [socketio] must equal the defaults"
         );
     }
 }

@@ -335,6 +335,34 @@ pub fn write_http_response(
     out.push(b'\n');
 }
 
+/// Appends a complete HTTP response with a body of any type; `keep_alive` picks the
+/// `Connection` header. Extra headers with CR/LF in them are skipped.
+pub fn write_http_reply(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n",
+        reason_phrase(status),
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    for (n, v) in extra_headers {
+        if safe_header_value(n) && safe_header_value(v) {
+            push_header(out, n, v);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
 /// Appends the HTTP response refusing an upgrade with `err` (status, the
 /// headers it requires — e.g. `Sec-WebSocket-Version: 13` for 426 — and
 /// its reason as body).

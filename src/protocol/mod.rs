@@ -14,6 +14,8 @@
 //!   streaming (de)compression.
 //! - [`connection`]: the per-connection frame/message state machine
 //!   ([`WsConnection`]) the engine feeds received bytes into.
+//! - [`engineio`], [`socketio`]: Engine.IO v3/v4 packets and long-polling payloads, and
+//!   the Socket.IO packets they carry.
 //! - [`error`]: the single error type ([`ProtocolError`]) with its close code,
 //!   HTTP status and human reason.
 //!
@@ -23,10 +25,12 @@
 
 pub mod connection;
 pub mod deflate;
+pub mod engineio;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod socketio;
 pub mod utf8;
 
 pub use connection::{Event, MessageKind, WsConnection, WsLimits};

@@ -1,5 +1,6 @@
 //! Per-connection state, kept in a slab indexed by the connection's direct-descriptor slot.
 use crate::protocol::deflate::DeflateParams;
+use crate::protocol::engineio::EioVersion;
 use crate::protocol::WsConnection;
 pub use crate::service::session::SocketAuth;
 
@@ -7,9 +8,10 @@ pub use crate::service::session::SocketAuth;
 pub enum ConnState {
     /// Slot unused.
     Free,
-    /// Reading the HTTP upgrade request. The buffer is used only when the request head arrives
-    /// in several reads.
-    Handshake { head: Vec<u8> },
+    /// Reading an HTTP request (an upgrade, or a long-polling request with its body). The
+    /// buffer is used only when the request arrives in several reads. `reused`: an idle
+    /// keep-alive connection between two polling requests (its timeout closes it silently).
+    Handshake { head: Vec<u8>, reused: bool },
     /// Being moved to the core that owns it; the record is owned by the in-flight MSG_RING.
     Moving { record: usize },
     /// An open WebSocket.
@@ -18,7 +20,19 @@ pub enum ConnState {
         endpoint: u8,
         meta: Box<SocketMeta>,
     },
-    /// Answering a plain HTTP request (a refusal); closed once the answer is flushed.
+    /// A long-polling Engine.IO session: a virtual slot above the descriptor table (no socket
+    /// of its own). Its requests arrive on HTTP connections; its state is in `meta.sio`.
+    Polling { endpoint: u8, meta: Box<SocketMeta> },
+    /// An HTTP connection holding a long-polling GET of session `session` until there is
+    /// something to send (or the polling timeout).
+    PollWait {
+        session: u32,
+        session_gen: u32,
+        /// The held request (how to answer it).
+        plan: Box<PollPlan>,
+    },
+    /// Answering a plain HTTP request; closed once the answer is flushed, or, with
+    /// `flag::KEEP_ALIVE`, back to reading the next request.
     Responding,
     /// Our direct descriptor is being released; waiting for in-flight operations to end.
     Closing,
@@ -36,6 +50,8 @@ pub mod flag {
     pub const CLOSE_SUBMITTED: u8 = 32;
     /// Closed by a handoff: our slot is released, the socket lives on at another core.
     pub const MOVED: u8 = 64;
+    /// An HTTP answer on a keep-alive connection: read the next request once it is written.
+    pub const KEEP_ALIVE: u8 = 128;
 }
 
 pub struct Conn {
@@ -92,6 +108,33 @@ impl Conn {
     pub fn is_free(&self) -> bool {
         matches!(self.state, ConnState::Free)
     }
+
+    /// The socket this slot is, as the service sees it: an open WebSocket or a long-polling
+    /// session (endpoint index and metadata). A WebSocket that is only the transport of a
+    /// polling session is not a socket of its own.
+    pub fn socket(&self) -> Option<(u8, &SocketMeta)> {
+        match &self.state {
+            ConnState::Open { endpoint, meta, .. } | ConnState::Polling { endpoint, meta } => {
+                if meta.sio.as_ref().is_some_and(|s| s.transport_of.is_some()) {
+                    return None;
+                }
+                Some((*endpoint, meta))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn socket_mut(&mut self) -> Option<&mut SocketMeta> {
+        match &mut self.state {
+            ConnState::Open { meta, .. } | ConnState::Polling { meta, .. } => {
+                if meta.sio.as_ref().is_some_and(|s| s.transport_of.is_some()) {
+                    return None;
+                }
+                Some(meta)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Everything a core needs to open a WebSocket whose upgrade was accepted (possibly by another
@@ -110,6 +153,84 @@ pub struct UpgradePlan {
     pub auth: Option<SocketAuth>,
     pub path: Box<str>,
     pub query: Box<str>,
+    /// Engine.IO parameters of a `socketio` endpoint's upgrade.
+    pub sio: Option<SioUpgrade>,
+}
+
+/// The Engine.IO side of a WebSocket upgrade on a `socketio` endpoint.
+pub struct SioUpgrade {
+    pub eio: EioVersion,
+    /// Set when upgrading an existing long-polling session (`sid` query parameter).
+    pub sid: Option<Box<str>>,
+}
+
+/// How a long-polling request body is encoded (see `protocol::engineio`).
+pub use crate::protocol::engineio::BodyFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMethod {
+    Get,
+    Post,
+}
+
+/// A complete, authenticated Engine.IO long-polling request, handled by the core owning its
+/// user (moved there like an upgrade).
+pub struct PollPlan {
+    pub endpoint: u8,
+    pub shard_key: u64,
+    pub auth: SocketAuth,
+    pub eio: EioVersion,
+    pub method: PollMethod,
+    pub sid: Option<Box<str>>,
+    /// JSONP callback index (`j` parameter).
+    pub jsonp: Option<u32>,
+    pub body: Vec<u8>,
+    pub format: BodyFormat,
+    /// `Access-Control-Allow-Origin` value for an allowed cross-origin request.
+    pub cors_origin: Option<Box<str>>,
+    /// The client allows keep-alive and sent nothing after this request.
+    pub keep_alive: bool,
+    pub path: Box<str>,
+    pub query: Box<str>,
+}
+
+/// What crosses cores through MSG_RING with a connection.
+pub enum Handoff {
+    Upgrade(Box<UpgradePlan>),
+    Poll(Box<PollPlan>),
+}
+
+/// Engine.IO / Socket.IO state of a `socketio` socket (boxed in its metadata).
+pub struct SioState {
+    pub eio: EioVersion,
+    pub sid: Box<str>,
+    /// Namespaces the client joined ("/" is the default one).
+    pub namespaces: Vec<Box<str>>,
+    /// A WebSocket opened to upgrade the long-polling session (slot, gen): its packets belong
+    /// to that session. Such a WebSocket is not a socket of its own.
+    pub transport_of: Option<(u32, u32)>,
+    /// A polling session's WebSocket (slot, gen, upgrade finished).
+    pub ws: Option<(u32, u32, bool)>,
+    /// Polling: packets waiting for the next GET (bounded).
+    pub queue: std::collections::VecDeque<Box<str>>,
+    /// Polling: the HTTP connection holding a GET (slot, gen).
+    pub waiting: Option<(u32, u32)>,
+    /// Polling: tick of the client's last request.
+    pub last_seen: u64,
+    /// Polling v4: tick of the next server ping.
+    pub ping_at: u64,
+    /// A binary event or ack waiting for its attachments.
+    pub partial: Option<Box<PartialBinary>>,
+}
+
+/// A binary Socket.IO packet whose attachments are still arriving.
+pub struct PartialBinary {
+    pub ack: bool,
+    pub nsp: Box<str>,
+    pub id: Option<u64>,
+    pub data: String,
+    pub wanted: usize,
+    pub got: Vec<Vec<u8>>,
 }
 
 /// What a registered socket knows (boxed: sockets of `auth = "none"` endpoints have none).
@@ -120,6 +241,8 @@ pub struct SocketMeta {
     pub query: Box<str>,
     /// A small per-socket attribute store (listeners and transcoders use it).
     pub attrs: Vec<(Box<str>, Box<str>)>,
+    /// Engine.IO / Socket.IO state (`socketio` endpoints only).
+    pub sio: Option<Box<SioState>>,
 }
 
 #[cfg(test)]

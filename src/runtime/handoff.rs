@@ -4,15 +4,16 @@
 //! kernel allocates the target slot) with the boxed [`UpgradePlan`] as the target completion's
 //! user_data. On success the owner opens the socket (writes the 101) and the source closes
 //! only its own table entry; on failure (owner's table full) the source answers 503.
-use super::conn::{ConnState, UpgradePlan};
+//! Long-polling requests move the same way ([`Handoff::Poll`]), answered by the owner.
+use super::conn::{ConnState, Handoff};
 use super::shard::Shard;
 use super::stats::ShardStats;
 use super::token::{self, Op};
 use io_uring::{opcode, types};
 
 impl Shard {
-    pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: Box<UpgradePlan>) {
-        let record = Box::into_raw(plan) as usize;
+    pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: Handoff) {
+        let record = Box::into_raw(Box::new(plan)) as usize;
         let c = &mut self.conns[slot as usize];
         c.state = ConnState::Moving { record };
         c.inflight += 1;
@@ -43,7 +44,7 @@ impl Shard {
             ShardStats::inc(&stats.handoffs_failed);
             // SAFETY: the MSG_RING failed, so no completion carrying `record` was posted to the
             // target; ownership of the box is still ours and it is reclaimed exactly once.
-            drop(unsafe { Box::from_raw(record as *mut UpgradePlan) });
+            drop(unsafe { Box::from_raw(record as *mut Handoff) });
             tracing::debug!(
                 core = self.id,
                 "handoff failed: {}",
@@ -57,7 +58,7 @@ impl Shard {
     pub(super) fn on_handoff_in(&mut self, record: usize, res: i32) {
         // SAFETY: `record` is the pointer a source core leaked with Box::into_raw into the
         // MSG_RING user_data; this completion is posted once, on success only.
-        let plan = unsafe { Box::from_raw(record as *mut UpgradePlan) };
+        let plan = unsafe { Box::from_raw(record as *mut Handoff) };
         if res < 0 {
             return;
         }
@@ -73,6 +74,9 @@ impl Shard {
             self.refuse(slot, super::refusal::Refusal::ServerFull);
             return;
         }
-        self.open_socket(slot, plan);
+        match *plan {
+            Handoff::Upgrade(plan) => self.open_socket(slot, plan),
+            Handoff::Poll(plan) => self.serve_poll(slot, plan),
+        }
     }
 }

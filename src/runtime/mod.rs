@@ -15,9 +15,11 @@ mod admission;
 mod bufring;
 mod conn;
 mod handoff;
+mod polling;
 pub mod refusal;
 mod registry;
 mod shard;
+mod socketio;
 pub mod stats;
 mod sys;
 mod timer;
@@ -26,7 +28,7 @@ pub mod upgrade;
 
 use crate::config::Config;
 use crate::config::EndpointKind;
-use crate::service::listener::{Listener, RawTranscoder, Transcoder};
+use crate::service::listener::{Listener, RawTranscoder, SocketIoTranscoder, Transcoder};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{SessionId, SessionKey};
 use crossbeam_queue::SegQueue;
@@ -224,7 +226,10 @@ impl Engine {
                 .iter()
                 .map(|ep| match ep.kind {
                     EndpointKind::Raw => Some(Arc::new(RawTranscoder) as Arc<dyn Transcoder>),
-                    EndpointKind::Echo | EndpointKind::Socketio => None,
+                    EndpointKind::Socketio => {
+                        Some(Arc::new(SocketIoTranscoder) as Arc<dyn Transcoder>)
+                    }
+                    EndpointKind::Echo => None,
                 })
                 .collect(),
         });

@@ -18,10 +18,18 @@ pub enum Refusal {
     ShuttingDown,
     HandshakeTimeout,
     NotImplemented,
+    /// Engine.IO request errors, answered as engine.io does (400 + JSON code).
+    EioTransportUnknown,
+    EioSessionUnknown,
+    EioBadRequest,
+    EioVersionUnsupported,
+    /// A long-polling body over `socketio.max_http_body_bytes`.
+    PayloadTooLarge,
+    MethodNotAllowed,
 }
 
 /// Metric labels, in the order of `Refusal::index`.
-pub const LABELS: [&str; 17] = [
+pub const LABELS: [&str; 23] = [
     "bad_request",
     "not_upgrade",
     "headers_too_large",
@@ -39,6 +47,12 @@ pub const LABELS: [&str; 17] = [
     "shutting_down",
     "handshake_timeout",
     "not_implemented",
+    "eio_transport_unknown",
+    "eio_session_unknown",
+    "eio_bad_request",
+    "eio_version_unsupported",
+    "payload_too_large",
+    "method_not_allowed",
 ];
 
 impl Refusal {
@@ -52,6 +66,12 @@ impl Refusal {
             Refusal::ServerFull | Refusal::ShuttingDown => 503,
             Refusal::HandshakeTimeout => 408,
             Refusal::NotImplemented => 501,
+            Refusal::EioTransportUnknown
+            | Refusal::EioSessionUnknown
+            | Refusal::EioBadRequest
+            | Refusal::EioVersionUnsupported => 400,
+            Refusal::PayloadTooLarge => 413,
+            Refusal::MethodNotAllowed => 405,
         }
     }
 
@@ -69,6 +89,14 @@ impl Refusal {
             Refusal::ShuttingDown => "server shutting down",
             Refusal::HandshakeTimeout => "handshake timeout",
             Refusal::NotImplemented => "endpoint kind not available in this build",
+            Refusal::EioTransportUnknown => "{\"code\":0,\"message\":\"Transport unknown\"}",
+            Refusal::EioSessionUnknown => "{\"code\":1,\"message\":\"Session ID unknown\"}",
+            Refusal::EioBadRequest => "{\"code\":3,\"message\":\"Bad request\"}",
+            Refusal::EioVersionUnsupported => {
+                "{\"code\":5,\"message\":\"Unsupported protocol version\"}"
+            }
+            Refusal::PayloadTooLarge => "request body too large",
+            Refusal::MethodNotAllowed => "method not allowed",
         }
     }
 
@@ -103,6 +131,12 @@ impl Refusal {
             Refusal::ShuttingDown => 14,
             Refusal::HandshakeTimeout => 15,
             Refusal::NotImplemented => 16,
+            Refusal::EioTransportUnknown => 17,
+            Refusal::EioSessionUnknown => 18,
+            Refusal::EioBadRequest => 19,
+            Refusal::EioVersionUnsupported => 20,
+            Refusal::PayloadTooLarge => 21,
+            Refusal::MethodNotAllowed => 22,
         }
     }
 }

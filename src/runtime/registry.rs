@@ -6,6 +6,7 @@ use super::stats::ShardStats;
 use super::{
     AttributeError, Command, PushJob, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE,
 };
+use crate::config::EndpointKind;
 use crate::protocol::{MessageKind, WsConnection};
 use crate::service::listener::SocketInfo;
 use crate::service::session::{unix_now, SessionId};
@@ -21,11 +22,10 @@ impl Shard {
 
     /// A socket just opened: index it by user, schedule its session's expiry, tell listeners.
     pub(super) fn register(&mut self, slot: u32) {
-        let c = &self.conns[slot as usize];
-        let ConnState::Open { meta, endpoint, .. } = &c.state else {
+        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
-        ShardStats::inc(&self.shared.stats[self.id].endpoint_sockets[*endpoint as usize]);
+        ShardStats::inc(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
         if let Some(a) = &meta.auth {
             self.users
                 .entry((a.context, a.user))
@@ -37,11 +37,10 @@ impl Shard {
 
     /// A socket is closing: drop it from the index, tell listeners.
     pub(super) fn unregister(&mut self, slot: u32) {
-        let c = &self.conns[slot as usize];
-        let ConnState::Open { meta, endpoint, .. } = &c.state else {
+        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
-        ShardStats::dec(&self.shared.stats[self.id].endpoint_sockets[*endpoint as usize]);
+        ShardStats::dec(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
         if let Some(a) = &meta.auth {
             let key = (a.context, a.user);
             if let Some(slots) = self.users.get_mut(&key) {
@@ -64,13 +63,13 @@ impl Shard {
             return;
         }
         let c = &self.conns[slot as usize];
-        let ConnState::Open { meta, endpoint, .. } = &c.state else {
+        let Some((endpoint, meta)) = c.socket() else {
             return;
         };
         let info = SocketInfo {
             core: self.id,
             socket: super::socket_id(self.id, c.gen, slot),
-            endpoint: &self.policy.config.endpoints[*endpoint as usize].path,
+            endpoint: &self.policy.config.endpoints[endpoint as usize].path,
             path: &meta.path,
             query: &meta.query,
             auth: meta.auth.as_ref(),
@@ -106,16 +105,26 @@ impl Shard {
             };
             for &slot in &slots {
                 let c = &mut self.conns[slot as usize];
-                let before = c.queued_bytes();
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
                     continue;
                 }
-                let ConnState::Open { ws, meta, endpoint } = &mut c.state else {
+                let Some((endpoint, meta)) = c.socket() else {
                     continue;
                 };
                 if !job.filter.matches(&meta.path) {
                     continue;
                 }
+                if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
+                    if self.sio_push(slot, endpoint, &job.text) {
+                        reached += 1;
+                    }
+                    continue;
+                }
+                let c = &mut self.conns[slot as usize];
+                let before = c.queued_bytes();
+                let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
+                    continue;
+                };
                 let Some(transcoder) = &self.shared.transcoders[*endpoint as usize] else {
                     continue;
                 };
@@ -150,12 +159,11 @@ impl Shard {
         };
         slots
             .iter()
-            .filter(|&&slot| match &self.conns[slot as usize].state {
-                ConnState::Open { meta, .. } => {
-                    !self.conns[slot as usize].has(flag::CLOSE_AFTER_FLUSH)
-                        && filter.matches(&meta.path)
-                }
-                _ => false,
+            .filter(|&&slot| {
+                let c = &self.conns[slot as usize];
+                c.socket().is_some_and(|(_, meta)| {
+                    !c.has(flag::CLOSE_AFTER_FLUSH) && filter.matches(&meta.path)
+                })
             })
             .count() as u64
     }
@@ -169,14 +177,15 @@ impl Shard {
         let doomed: Vec<u32> = slots
             .iter()
             .copied()
-            .filter(|&slot| match &self.conns[slot as usize].state {
-                ConnState::Open { meta, .. } => meta.auth.is_some_and(|a| a.session == id),
-                _ => false,
+            .filter(|&slot| {
+                self.conns[slot as usize]
+                    .socket()
+                    .is_some_and(|(_, meta)| meta.auth.is_some_and(|a| a.session == id))
             })
             .collect();
         for slot in doomed {
             ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-            self.close_with(slot, CLOSE_SESSION_TERMINATED, "session terminated");
+            self.sio_end(slot, CLOSE_SESSION_TERMINATED, "session terminated");
         }
     }
 
@@ -190,12 +199,12 @@ impl Shard {
         let Some(c) = self.conns.get_mut(slot as usize) else {
             return Err(AttributeError::NoSuchSocket);
         };
-        let ConnState::Open { meta, .. } = &mut c.state else {
-            return Err(AttributeError::NoSuchSocket);
-        };
         if c.gen != gen || c.flags & flag::CLOSE_AFTER_FLUSH != 0 {
             return Err(AttributeError::NoSuchSocket);
         }
+        let Some(meta) = c.socket_mut() else {
+            return Err(AttributeError::NoSuchSocket);
+        };
         if key.len() > MAX_ATTRIBUTE_KEY || value.len() > MAX_ATTRIBUTE_VALUE {
             return Err(AttributeError::TooLarge);
         }

@@ -1,7 +1,7 @@
 //! One core's event loop: accept, handshake, frames, writes, timers, commands.
 use super::admission::TokenBucket;
 use super::bufring::BufRing;
-use super::conn::{flag, Conn, ConnState, SocketMeta, UpgradePlan};
+use super::conn::{flag, Conn, ConnState, Handoff, SocketMeta, UpgradePlan};
 use super::refusal::Refusal;
 use super::registry::CLOSE_SESSION_EXPIRED;
 use super::stats::ShardStats;
@@ -96,8 +96,14 @@ pub struct Shard {
     scratch_events: Vec<(u8, usize, usize)>,
     pub(super) limits: Limits,
     pub(super) ws_limits: WsLimits,
-    endpoint_kinds: Vec<EndpointKind>,
+    pub(super) endpoint_kinds: Vec<EndpointKind>,
     pub(super) stopping: bool,
+    /// Descriptor-table size: polling sessions use virtual slots from here up.
+    pub(super) table_slots: u32,
+    pub(super) virtual_next: u32,
+    pub(super) virtual_free: Vec<u32>,
+    /// State of the sid tag generator.
+    pub(super) rng: u64,
     stop_deadline: u64,
 }
 
@@ -156,6 +162,14 @@ impl Shard {
             endpoint_kinds: config.endpoints.iter().map(|e| e.kind).collect(),
             stopping: false,
             stop_deadline: u64::MAX,
+            table_slots,
+            virtual_next: 0,
+            virtual_free: Vec::new(),
+            rng: {
+                let mut seed = [0u8; 8];
+                let _ = getrandom::getrandom(&mut seed);
+                u64::from_le_bytes(seed) | 1
+            },
         })
     }
 
@@ -303,7 +317,13 @@ impl Shard {
 
     pub(super) fn on_new_conn(&mut self, slot: u32) {
         ShardStats::inc(&self.stats().accepted);
-        self.take_slot(slot, ConnState::Handshake { head: Vec::new() });
+        self.take_slot(
+            slot,
+            ConnState::Handshake {
+                head: Vec::new(),
+                reused: false,
+            },
+        );
         ShardStats::inc(&self.stats().handshakes);
         if self.stopping {
             self.refuse(slot, Refusal::ShuttingDown);
@@ -323,7 +343,7 @@ impl Shard {
         self.conns[slot as usize].timer_at = self.wheel.insert(at, slot, gen);
     }
 
-    fn arm_recv_handshake(&mut self, slot: u32) {
+    pub(super) fn arm_recv_handshake(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         c.inflight += 1;
         let e = opcode::Recv::new(
@@ -343,6 +363,7 @@ impl Shard {
         if c.has(flag::RECV_ARMED)
             || c.has(flag::CLOSE_SUBMITTED)
             || !matches!(c.state, ConnState::Open { .. } | ConnState::Responding)
+            || c.has(flag::KEEP_ALIVE)
         {
             return;
         }
@@ -376,7 +397,7 @@ impl Shard {
         }
         let decision = {
             let data = self.bufs.get(bid, res as usize);
-            let ConnState::Handshake { head } = &mut self.conns[slot as usize].state else {
+            let ConnState::Handshake { head, .. } = &mut self.conns[slot as usize].state else {
                 unreachable!()
             };
             let check = SessionCheck {
@@ -391,8 +412,9 @@ impl Shard {
                 }
                 d
             } else {
-                // Bounded: at most max_header_bytes plus one receive buffer.
-                if head.len() <= self.policy.handshake.max_header_bytes {
+                // Bounded: at most the largest request (head and polling body) plus one
+                // receive buffer.
+                if head.len() <= self.policy.max_request_bytes {
                     head.extend_from_slice(data);
                 }
                 self.policy.decide(head, &check)
@@ -402,6 +424,17 @@ impl Shard {
         match decision {
             Decision::NeedMore => self.arm_recv_handshake(slot),
             Decision::Refuse(r) => self.refuse(slot, r),
+            Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
+            Decision::Poll(plan) => {
+                ShardStats::dec(&self.stats().handshakes);
+                let owner = owner_core(plan.shard_key, self.shared.cores);
+                self.conns[slot as usize].state = ConnState::Responding;
+                if owner == self.id {
+                    self.serve_poll(slot, plan);
+                } else {
+                    self.handoff(slot, owner, Handoff::Poll(plan));
+                }
+            }
             Decision::Upgrade(plan) => {
                 if !self.upgrade_bucket.take(sys::monotonic_ms()) {
                     self.refuse(slot, Refusal::RateLimit);
@@ -415,7 +448,7 @@ impl Shard {
                     self.conns[slot as usize].state = ConnState::Responding;
                     self.open_socket(slot, plan);
                 } else {
-                    self.handoff(slot, owner, plan);
+                    self.handoff(slot, owner, Handoff::Upgrade(plan));
                 }
             }
         }
@@ -429,6 +462,7 @@ impl Shard {
             ShardStats::dec(&self.shared.stats[self.id].handshakes);
         }
         c.state = ConnState::Responding;
+        c.flags &= !flag::KEEP_ALIVE;
         handshake::write_http_response(&mut c.out, r.status(), r.headers(), r.reason());
         c.flags |= flag::CLOSE_AFTER_FLUSH;
         self.mark_dirty(slot);
@@ -441,12 +475,44 @@ impl Shard {
         let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
         let mut ws = WsConnection::new(self.ws_limits, deflate);
         ws.set_min_compress_bytes(self.policy.deflate.min_compress_bytes);
-        if let Some(auth) = &plan.auth {
+        // Socket.IO: a new session, or the WebSocket upgrading a polling session (`sid`).
+        let mut transport_of = None;
+        if let Some(up) = &plan.sio {
+            if let Some(sid) = &up.sid {
+                let session = plan.auth.map(|a| a.session);
+                let found = session.and_then(|s| self.find_sid(sid, s));
+                let gen = self.conns[slot as usize].gen;
+                match found.and_then(|v| self.sio_state(v).map(|s| (v, s))) {
+                    Some((v, sio)) if sio.ws.is_none() && sio.eio == up.eio => {
+                        sio.ws = Some((slot, gen, false));
+                        transport_of = Some(v);
+                    }
+                    Some(_) => {
+                        self.refuse(slot, Refusal::EioBadRequest);
+                        return;
+                    }
+                    None => {
+                        self.refuse(slot, Refusal::EioSessionUnknown);
+                        return;
+                    }
+                }
+            }
+        }
+        if let (Some(auth), None) = (&plan.auth, transport_of) {
             if self.user_socket_count(auth.context, auth.user) >= self.limits.max_sockets_per_user {
                 self.refuse(slot, Refusal::UserLimit);
                 return;
             }
         }
+        let sio = match (&plan.sio, transport_of) {
+            (None, _) => None,
+            (Some(up), None) => Some(self.new_sio_state(up.eio, slot)),
+            (Some(up), Some(v)) => {
+                let mut s = self.new_sio_state(up.eio, slot);
+                s.transport_of = Some((v, self.conns[v as usize].gen));
+                Some(s)
+            }
+        };
         let now = self.wheel.now();
         let c = &mut self.conns[slot as usize];
         handshake::write_switching_protocols(
@@ -459,6 +525,7 @@ impl Shard {
             path: std::mem::take(&mut plan.path),
             query: std::mem::take(&mut plan.query),
             attrs: Vec::new(),
+            sio,
         });
         c.state = ConnState::Open {
             ws,
@@ -468,7 +535,10 @@ impl Shard {
         c.last_rx = now;
         self.register(slot);
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
-        ShardStats::inc(&self.shared.stats[self.id].sockets);
+        if transport_of.is_none() {
+            ShardStats::inc(&self.shared.stats[self.id].sockets);
+        }
+        self.sio_greet(slot);
         self.mark_dirty(slot);
         self.conns[slot as usize].ping_at = now + self.ticks(self.limits.ping_interval_secs * 1000);
         self.schedule_open(slot);
@@ -580,7 +650,9 @@ impl Shard {
             let payload = &scratch[start..start + len];
             match code {
                 0 | 1 => {
-                    messages += 1;
+                    if kind != EndpointKind::Socketio {
+                        messages += 1;
+                    }
                     if kind == EndpointKind::Echo {
                         let k = if code == 0 {
                             MessageKind::Text
@@ -625,10 +697,22 @@ impl Shard {
         } else {
             self.mark_dirty(slot);
         }
+        // Socket.IO frames are Engine.IO packets, handled in order after the frames' replies.
+        if kind == EndpointKind::Socketio {
+            for &(code, start, len) in &events {
+                if code <= 1 {
+                    self.sio_ws_frame(slot, code == 1, &scratch[start..start + len]);
+                }
+            }
+        }
         // Received text goes to the listeners through the endpoint's transcoder (the socket is
         // still registered even when closing: its close notification comes after).
         let transcoder = self.shared.transcoders[endpoint_index].as_ref();
-        if let (Some(transcoder), false) = (transcoder, self.shared.listeners.is_empty()) {
+        if let (Some(transcoder), false, false) = (
+            transcoder,
+            self.shared.listeners.is_empty(),
+            kind == EndpointKind::Socketio,
+        ) {
             for &(code, start, len) in &events {
                 if code == 0 {
                     // Validated UTF-8 by the protocol core.
@@ -670,17 +754,26 @@ impl Shard {
 
     /// End of a loop turn: one send per socket with queued bytes.
     fn flush_dirty(&mut self) {
+        // Flushing a polling session answers a held request on another connection, which
+        // becomes dirty in turn: repeat until nothing new is dirty.
         let mut dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
-            self.conns[slot as usize].flags &= !flag::DIRTY;
-            self.flush(slot);
-            self.maybe_release(slot);
+        while !dirty.is_empty() {
+            for &slot in &dirty {
+                self.conns[slot as usize].flags &= !flag::DIRTY;
+                self.flush(slot);
+                self.maybe_release(slot);
+            }
+            dirty.clear();
+            std::mem::swap(&mut dirty, &mut self.dirty);
         }
-        dirty.clear();
         self.dirty = dirty;
     }
 
     fn flush(&mut self, slot: u32) {
+        if matches!(self.conns[slot as usize].state, ConnState::Polling { .. }) {
+            self.poll_flush(slot);
+            return;
+        }
         let c = &mut self.conns[slot as usize];
         if c.is_free() || c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SUBMITTED) {
             return;
@@ -732,6 +825,8 @@ impl Shard {
         c.sent = 0;
         if !c.out.is_empty() || c.has(flag::CLOSE_AFTER_FLUSH) {
             self.mark_dirty(slot);
+        } else if c.has(flag::KEEP_ALIVE) && matches!(c.state, ConnState::Responding) {
+            self.keep_alive_next(slot);
         }
     }
 
@@ -757,9 +852,18 @@ impl Shard {
         match self.conns[slot as usize].state {
             ConnState::Closing | ConnState::Free => return,
             ConnState::Open { .. } => {
-                ShardStats::dec(&self.shared.stats[self.id].sockets);
+                if self.conns[slot as usize].socket().is_some() {
+                    ShardStats::dec(&self.shared.stats[self.id].sockets);
+                }
+                self.sio_transport_closed(slot);
                 self.unregister(slot);
             }
+            // A virtual slot: no descriptor to close.
+            ConnState::Polling { .. } => {
+                self.close_poll_session(slot);
+                return;
+            }
+            ConnState::PollWait { .. } => self.poll_wait_closed(slot),
             ConnState::Handshake { .. } => ShardStats::dec(&self.shared.stats[self.id].handshakes),
             ConnState::Moving { .. } => return, // finished by the MSG_RING completion
             ConnState::Responding => {}
@@ -841,7 +945,13 @@ impl Shard {
         let ping_ticks = self.ticks(self.limits.ping_interval_secs * 1000);
         let c = &mut self.conns[slot as usize];
         match &c.state {
+            // An idle keep-alive connection between two requests is just closed.
+            ConnState::Handshake { head, reused: true } if head.is_empty() => {
+                self.begin_close(slot)
+            }
             ConnState::Handshake { .. } => self.refuse(slot, Refusal::HandshakeTimeout),
+            ConnState::Polling { .. } => self.poll_session_timer(slot),
+            ConnState::PollWait { .. } => self.poll_wait_timeout(slot),
             ConnState::Open { .. } if c.has(flag::LINGER) || c.has(flag::CLOSE_AFTER_FLUSH) => {
                 self.begin_close(slot)
             }
@@ -859,9 +969,12 @@ impl Shard {
                         return;
                     }
                     ShardStats::inc(&self.shared.stats[self.id].pings_sent);
-                    WsConnection::encode_control(&mut c.out, OpCode::Ping, b"");
                     c.ping_at = now + ping_ticks;
-                    self.mark_dirty(slot);
+                    if !self.sio_ping(slot) {
+                        let c = &mut self.conns[slot as usize];
+                        WsConnection::encode_control(&mut c.out, OpCode::Ping, b"");
+                        self.mark_dirty(slot);
+                    }
                 }
                 self.schedule_open(slot);
             }
@@ -921,6 +1034,7 @@ impl Shard {
             let c = &mut self.conns[slot as usize];
             match c.state {
                 ConnState::Open { .. } => self.close_with(slot, 1001, "server shutting down"),
+                ConnState::Polling { .. } => self.close_poll_session(slot),
                 ConnState::Handshake { .. } => {
                     self.begin_close(slot);
                     self.maybe_release(slot);

@@ -2,7 +2,9 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// HTTP statuses an upgrade can be refused with, in metric order.
-pub const REFUSAL_STATUSES: [u16; 11] = [400, 401, 403, 404, 405, 408, 426, 429, 431, 503, 0];
+pub const REFUSAL_STATUSES: [u16; 13] = [
+    400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 501, 503, 0,
+];
 
 #[derive(Default)]
 pub struct ShardStats {
@@ -15,7 +17,7 @@ pub struct ShardStats {
     pub accepted: AtomicU64,
     pub upgrades: AtomicU64,
     /// Refusals by status (index in REFUSAL_STATUSES; last = other).
-    pub refused: [AtomicU64; 11],
+    pub refused: [AtomicU64; REFUSAL_STATUSES.len()],
     /// Refusals by reason (index = `Refusal::index`, labels in `refusal::LABELS`).
     pub refused_by_reason: [AtomicU64; super::refusal::LABELS.len()],
     /// Pushes handled by this core (owner of the user) and frames queued for them.
@@ -36,6 +38,14 @@ pub struct ShardStats {
     pub accept_table_full: AtomicU64,
     pub recv_no_buffers: AtomicU64,
     pub pings_sent: AtomicU64,
+    /// Long-polling Engine.IO sessions owned by this core (gauge).
+    pub polling_sessions: AtomicU64,
+    /// Long-polling requests served (GET and POST).
+    pub polling_requests: AtomicU64,
+    /// Packets dropped because a polling session's buffer was full.
+    pub sio_dropped_packets: AtomicU64,
+    /// Engine.IO transports upgraded from polling to WebSocket.
+    pub sio_upgrades: AtomicU64,
 }
 
 impl ShardStats {

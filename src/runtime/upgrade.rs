@@ -1,9 +1,10 @@
 //! The decision on a complete HTTP request head: open a WebSocket, or answer with a status.
 //! Pure over the request bytes and the configuration (no I/O), so it is tested directly.
-use super::conn::UpgradePlan;
+use super::conn::{BodyFormat, PollMethod, PollPlan, SioUpgrade, UpgradePlan};
 use super::refusal::Refusal;
 use crate::config::{Config, EndpointAuth, EndpointKind};
 use crate::protocol::deflate::{self, DeflateConfig};
+use crate::protocol::engineio::EioVersion;
 use crate::protocol::handshake::{self, HandshakeLimits, Request};
 use crate::service::cascade::Cascade;
 use crate::service::session::{SessionId, SessionKey, SocketAuth};
@@ -14,8 +15,20 @@ pub enum Decision {
     NeedMore,
     /// A valid upgrade; bytes after the head are in `leftover`.
     Upgrade(Box<UpgradePlan>),
+    /// A complete Engine.IO long-polling request (head and body).
+    Poll(Box<PollPlan>),
+    /// A CORS preflight from an allowed origin: answer 204 with the CORS headers.
+    Preflight(Box<str>),
     /// Answer with the refusal's status and one-line reason, then close.
     Refuse(Refusal),
+}
+
+/// Engine.IO query parameters of a request to a `socketio` endpoint.
+struct SioRequest<'a> {
+    eio: EioVersion,
+    polling: bool,
+    sid: Option<&'a str>,
+    jsonp: Option<u32>,
 }
 
 /// What the accepting core knows when it checks a session.
@@ -32,6 +45,8 @@ pub struct UpgradePolicy {
     pub handshake: HandshakeLimits,
     pub deflate: DeflateConfig,
     pub cascade: Cascade,
+    /// Largest request the handshake buffer may hold: head plus a long-polling body.
+    pub max_request_bytes: usize,
 }
 
 impl UpgradePolicy {
@@ -47,11 +62,22 @@ impl UpgradePolicy {
             allow_no_context_takeover: true,
         };
         let cascade = Cascade::compile(&config.websockets)?;
+        let max_request_bytes = config.limits.max_header_bytes
+            + if config
+                .endpoints
+                .iter()
+                .any(|e| e.kind == EndpointKind::Socketio)
+            {
+                config.socketio.max_http_body_bytes
+            } else {
+                0
+            };
         Ok(UpgradePolicy {
             config,
             handshake,
             deflate,
             cascade,
+            max_request_bytes,
         })
     }
 
@@ -67,6 +93,17 @@ impl UpgradePolicy {
         let Some((endpoint, ep)) = self.config.endpoint_for(req.path) else {
             return Decision::Refuse(Refusal::NotFound);
         };
+        let sio = if ep.kind == EndpointKind::Socketio {
+            match sio_request(&req) {
+                Ok(r) => Some(r),
+                Err(r) => return Decision::Refuse(r),
+            }
+        } else {
+            None
+        };
+        if let Some(sio) = sio.as_ref().filter(|s| s.polling) {
+            return self.decide_poll(buf, &req, endpoint, sio, sessions);
+        }
         let upgrade = match handshake::validate_upgrade(&req) {
             Ok(u) => u,
             Err(e) => return Decision::Refuse(Refusal::Protocol(e)),
@@ -74,34 +111,10 @@ impl UpgradePolicy {
         if !self.origin_allowed(upgrade.origin, &req) {
             return Decision::Refuse(Refusal::Origin);
         }
-        let auth = match ep.auth {
-            EndpointAuth::None => None,
-            EndpointAuth::Session => {
-                let Some(id) = handshake::query_param(req.query, "session") else {
-                    return Decision::Refuse(Refusal::MissingSession);
-                };
-                let secret = handshake::cookie(&req, &self.config.security.cookie_name);
-                match sessions.key.verify(id, secret, sessions.now, |id| {
-                    sessions.revoked.contains_key(id)
-                }) {
-                    Ok((id, s)) => Some(SocketAuth {
-                        session: id,
-                        context: s.context,
-                        user: s.user,
-                        expires_at: s.expires_at,
-                    }),
-                    Err(e) => return Decision::Refuse(Refusal::Session(e)),
-                }
-            }
+        let auth = match self.authenticate(&req, ep.auth, sessions) {
+            Ok(a) => a,
+            Err(r) => return Decision::Refuse(r),
         };
-        if let Some(a) = &auth {
-            if !self.cascade.enabled(a.context, a.user) {
-                return Decision::Refuse(Refusal::Disabled);
-            }
-        }
-        if ep.kind == EndpointKind::Socketio {
-            return Decision::Refuse(Refusal::NotImplemented);
-        }
         let deflate = match upgrade.deflate_offer {
             Some(offer) if self.deflate.enabled => deflate::negotiate(offer, &self.deflate),
             _ => None,
@@ -119,6 +132,134 @@ impl UpgradePolicy {
             deflate,
             leftover: buf[req.head_len..].to_vec(),
             auth,
+            path: req.path.into(),
+            query: req.query.into(),
+            sio: sio.map(|s| SioUpgrade {
+                eio: s.eio,
+                sid: s.sid.map(Into::into),
+            }),
+        }))
+    }
+
+    /// The session of a request (query `session` + secret cookie), checked in the brief's
+    /// order, then the cascade. `None` on `auth = "none"` endpoints.
+    fn authenticate(
+        &self,
+        req: &Request<'_>,
+        auth: EndpointAuth,
+        sessions: &SessionCheck<'_>,
+    ) -> Result<Option<SocketAuth>, Refusal> {
+        if auth == EndpointAuth::None {
+            return Ok(None);
+        }
+        let id = handshake::query_param(req.query, "session").ok_or(Refusal::MissingSession)?;
+        let secret = handshake::cookie(req, &self.config.security.cookie_name);
+        let (id, s) = sessions
+            .key
+            .verify(id, secret, sessions.now, |id| {
+                sessions.revoked.contains_key(id)
+            })
+            .map_err(Refusal::Session)?;
+        if !self.cascade.enabled(s.context, s.user) {
+            return Err(Refusal::Disabled);
+        }
+        Ok(Some(SocketAuth {
+            session: id,
+            context: s.context,
+            user: s.user,
+            expires_at: s.expires_at,
+        }))
+    }
+
+    /// An Engine.IO long-polling request: CORS, session, then a complete body.
+    fn decide_poll(
+        &self,
+        buf: &[u8],
+        req: &Request<'_>,
+        endpoint: usize,
+        sio: &SioRequest<'_>,
+        sessions: &SessionCheck<'_>,
+    ) -> Decision {
+        let origin = req.headers.get_str("origin");
+        if origin.is_some() && !self.origin_allowed(origin, req) {
+            return Decision::Refuse(Refusal::Origin);
+        }
+        let method = match req.method {
+            "GET" => PollMethod::Get,
+            "POST" => PollMethod::Post,
+            "OPTIONS" => {
+                return match origin {
+                    Some(o) => Decision::Preflight(o.into()),
+                    None => Decision::Refuse(Refusal::MethodNotAllowed),
+                }
+            }
+            _ => return Decision::Refuse(Refusal::MethodNotAllowed),
+        };
+        if req
+            .headers
+            .get_str("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        {
+            return Decision::Refuse(Refusal::EioBadRequest);
+        }
+        let auth = match self.authenticate(req, EndpointAuth::Session, sessions) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Decision::Refuse(Refusal::MissingSession),
+            Err(r) => return Decision::Refuse(r),
+        };
+        let body_len = match method {
+            PollMethod::Get => 0,
+            PollMethod::Post => {
+                if req.headers.get("transfer-encoding").is_some() {
+                    return Decision::Refuse(Refusal::EioBadRequest);
+                }
+                let Some(len) = req
+                    .headers
+                    .get_str("content-length")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                else {
+                    return Decision::Refuse(Refusal::EioBadRequest);
+                };
+                if len > self.config.socketio.max_http_body_bytes {
+                    return Decision::Refuse(Refusal::PayloadTooLarge);
+                }
+                len
+            }
+        };
+        let end = req.head_len + body_len;
+        if buf.len() < end {
+            return Decision::NeedMore;
+        }
+        let format = if sio.jsonp.is_some() && method == PollMethod::Post {
+            BodyFormat::Form
+        } else if req
+            .headers
+            .get_str("content-type")
+            .is_some_and(|t| t.starts_with("application/octet-stream"))
+        {
+            BodyFormat::Binary
+        } else {
+            BodyFormat::Text
+        };
+        let connection = req.headers.get_str("connection").unwrap_or("");
+        let keep_alive = buf.len() == end
+            && if req.version >= 1 {
+                !connection.eq_ignore_ascii_case("close")
+            } else {
+                connection.eq_ignore_ascii_case("keep-alive")
+            };
+        Decision::Poll(Box::new(PollPlan {
+            endpoint: endpoint as u8,
+            shard_key: user_key(auth.context, auth.user),
+            auth,
+            eio: sio.eio,
+            method,
+            sid: sio.sid.map(Into::into),
+            jsonp: sio.jsonp,
+            body: buf[req.head_len..end].to_vec(),
+            format,
+            cors_origin: origin.map(Into::into),
+            keep_alive,
             path: req.path.into(),
             query: req.query.into(),
         }))
@@ -143,6 +284,30 @@ impl UpgradePolicy {
         let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
         !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
     }
+}
+
+/// The Engine.IO parameters of a request (`EIO`, `transport`, `sid`, `j`).
+fn sio_request<'a>(req: &Request<'a>) -> Result<SioRequest<'a>, Refusal> {
+    let q = req.query;
+    let eio = handshake::query_param(q, "EIO")
+        .and_then(EioVersion::from_param)
+        .ok_or(Refusal::EioVersionUnsupported)?;
+    let polling = match handshake::query_param(q, "transport") {
+        Some("polling") => true,
+        Some("websocket") => false,
+        _ => return Err(Refusal::EioTransportUnknown),
+    };
+    let sid = handshake::query_param(q, "sid").filter(|s| !s.is_empty());
+    let jsonp = match handshake::query_param(q, "j") {
+        Some(j) => Some(j.parse().map_err(|_| Refusal::EioBadRequest)?),
+        None => None,
+    };
+    Ok(SioRequest {
+        eio,
+        polling,
+        sid,
+        jsonp,
+    })
 }
 
 /// The sharding key of a user.
@@ -201,6 +366,8 @@ mod tests {
             match self.decide(p, buf) {
                 Decision::Refuse(r) => r.status(),
                 Decision::Upgrade(_) => 101,
+                Decision::Poll(_) => 200,
+                Decision::Preflight(_) => 204,
                 Decision::NeedMore => 0,
             }
         }
@@ -308,6 +475,79 @@ mod tests {
             f.decide(&p, &disabled),
             Decision::Refuse(Refusal::Disabled)
         ));
+    }
+
+    #[test]
+    fn socketio_requests() {
+        let f = Fixture::new();
+        let p = policy("[socketio]\nmax_http_body_bytes = 2000\n[[endpoints]]\npath = \"/socket.io/\"\nkind = \"socketio\"\n");
+        let (id, secret) = f.key.mint(1, 42, 2_000);
+        let cookie = format!("Cookie: ringwire-secret={secret}\r\n");
+        let get = |q: &str, extra: &str| {
+            format!(
+                "GET /socket.io/?{q}&session={} HTTP/1.1\r\nHost: h\r\n{cookie}{extra}\r\n",
+                id.to_text()
+            )
+            .into_bytes()
+        };
+        match f.decide(&p, &get("EIO=4&transport=polling", "")) {
+            Decision::Poll(plan) => {
+                assert_eq!(plan.method, PollMethod::Get);
+                assert!(plan.keep_alive && plan.sid.is_none() && plan.body.is_empty());
+                assert_eq!(plan.shard_key, user_key(1, 42));
+            }
+            _ => panic!("expected a polling request"),
+        }
+        assert_eq!(f.status(&p, &get("EIO=5&transport=polling", "")), 400);
+        assert_eq!(f.status(&p, &get("transport=polling", "")), 400);
+        assert_eq!(f.status(&p, &get("EIO=3&transport=flash", "")), 400);
+        assert_eq!(f.status(&p, &get("EIO=3&transport=polling&j=x", "")), 400);
+        // No cookie: refused like an upgrade.
+        let bare = format!(
+            "GET /socket.io/?EIO=4&transport=polling&session={} HTTP/1.1\r\nHost: h\r\n\r\n",
+            id.to_text()
+        );
+        assert_eq!(f.status(&p, bare.as_bytes()), 401);
+        assert_eq!(
+            f.status(
+                &p,
+                &get(
+                    "EIO=4&transport=polling",
+                    "Origin: https://evil.example\r\n"
+                )
+            ),
+            403
+        );
+        let post = |body: &str, len: usize| {
+            format!(
+                "POST /socket.io/?EIO=4&transport=polling&sid=abc&session={} HTTP/1.1\r\nHost: h\r\n{cookie}Content-Length: {len}\r\nConnection: close\r\n\r\n{body}",
+                id.to_text()
+            )
+            .into_bytes()
+        };
+        assert_eq!(f.status(&p, &post("4", 3)), 0, "body incomplete");
+        match f.decide(&p, &post("4ab", 3)) {
+            Decision::Poll(plan) => {
+                assert_eq!(plan.body, b"4ab");
+                assert_eq!(plan.sid.as_deref(), Some("abc"));
+                assert!(!plan.keep_alive);
+            }
+            _ => panic!("expected a polling POST"),
+        }
+        assert_eq!(f.status(&p, &post("", 2001)), 413);
+        let ws = get(
+            "EIO=4&transport=websocket&sid=abc",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        );
+        match f.decide(&p, &ws) {
+            Decision::Upgrade(plan) => {
+                let sio = plan.sio.unwrap();
+                assert_eq!((sio.eio, sio.sid.as_deref()), (EioVersion::V4, Some("abc")));
+            }
+            _ => panic!("expected an upgrade"),
+        }
+        let preflight = b"OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nOrigin: http://h\r\n\r\n";
+        assert_eq!(f.status(&p, preflight), 204);
     }
 
     #[test]

@@ -48,3 +48,19 @@ impl Transcoder for RawTranscoder {
         Some(std::borrow::Cow::Borrowed(text))
     }
 }
+
+/// The `socketio` endpoint's codec for pushed and received events. A pushed text must be a
+/// JSON array `["event", args...]` (other texts are not delivered: a Socket.IO client would
+/// drop the connection on them); the engine frames it as an event packet of the socket's
+/// namespace. Received events reach listeners as that same JSON array text.
+pub struct SocketIoTranscoder;
+
+impl Transcoder for SocketIoTranscoder {
+    fn outbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        crate::protocol::socketio::looks_like_event(text)
+            .then_some(std::borrow::Cow::Borrowed(text))
+    }
+    fn inbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        Some(std::borrow::Cow::Borrowed(text))
+    }
+}

@@ -1,0 +1,429 @@
+//! Engine.IO long-polling over HTTP/1.1 on the owning core.
+//!
+//! A polling request is parsed and authenticated on the core that accepted the connection,
+//! then the connection moves (MSG_RING, like an upgrade) to the core owning the user, which
+//! holds the session. There a GET is answered at once with what is queued, or held
+//! (`ConnState::PollWait`) until something is sent or `socketio.polling_timeout_ms`; a POST
+//! delivers its packets and is answered `ok`. Keep-alive connections go back to reading
+//! the next request, which may belong to another user and move again.
+use super::conn::{flag, ConnState, PollMethod, PollPlan, SocketMeta};
+use super::refusal::Refusal;
+use super::shard::Shard;
+use super::stats::ShardStats;
+use crate::protocol::engineio::{self, Packet};
+use crate::protocol::handshake;
+
+/// A packet decoded from a POST body, owned (the body is consumed before handling).
+enum Owned {
+    Text(engineio::PacketType, String),
+    Binary(Vec<u8>),
+}
+
+impl Shard {
+    /// A polling request on its owner core.
+    pub(super) fn serve_poll(&mut self, slot: u32, plan: Box<PollPlan>) {
+        ShardStats::inc(&self.shared.stats[self.id].polling_requests);
+        let Some(sid) = plan.sid.as_deref() else {
+            if plan.method == PollMethod::Get {
+                self.poll_open(slot, plan);
+            } else {
+                self.refuse(slot, Refusal::EioSessionUnknown);
+            }
+            return;
+        };
+        let Some(session) = self.find_sid(sid, plan.auth.session) else {
+            self.refuse(slot, Refusal::EioSessionUnknown);
+            return;
+        };
+        let now = self.wheel.now();
+        let Some(sio) = self.sio_state(session) else {
+            return;
+        };
+        if sio.eio != plan.eio || matches!(sio.ws, Some((_, _, true))) {
+            // Polling after the upgrade finished, or another protocol version.
+            self.refuse(slot, Refusal::EioBadRequest);
+            return;
+        }
+        sio.last_seen = now;
+        match plan.method {
+            PollMethod::Get => self.poll_get(slot, session, plan),
+            PollMethod::Post => self.poll_post(slot, session, plan),
+        }
+    }
+
+    /// A handshake: a new polling session, answered with its open packet.
+    fn poll_open(&mut self, slot: u32, plan: Box<PollPlan>) {
+        let (context, user) = (plan.auth.context, plan.auth.user);
+        if self.user_socket_count(context, user) >= self.limits.max_sockets_per_user {
+            self.refuse(slot, Refusal::UserLimit);
+            return;
+        }
+        let v = self.alloc_virtual_slot();
+        let mut sio = self.new_sio_state(plan.eio, v);
+        if plan.eio == crate::protocol::engineio::EioVersion::V3 {
+            // The default namespace's connect follows on the next GET, as socket.io 2 does.
+            sio.queue.push_back("40".into());
+        }
+        let open = self.open_packet(plan.eio, &sio.sid, true);
+        let meta = Box::new(SocketMeta {
+            auth: Some(plan.auth),
+            path: plan.path.clone(),
+            query: plan.query.clone(),
+            attrs: Vec::new(),
+            sio: Some(sio),
+        });
+        self.conns[v as usize].state = ConnState::Polling {
+            endpoint: plan.endpoint,
+            meta,
+        };
+        self.register(v);
+        let stats = &self.shared.stats[self.id];
+        ShardStats::inc(&stats.sockets);
+        ShardStats::inc(&stats.polling_sessions);
+        self.schedule_poll_session(v);
+        self.poll_answer(slot, &plan, std::iter::once(open.as_str()));
+    }
+
+    fn poll_get(&mut self, slot: u32, session: u32, plan: Box<PollPlan>) {
+        // A GET while another is held: the other one's client went away (or retried); answer
+        // it with a noop and hold this one.
+        self.poll_release(session);
+        let gen = self.conns[slot as usize].gen;
+        let Some(sio) = self.sio_state(session) else {
+            return;
+        };
+        if !sio.queue.is_empty() {
+            let queued: Vec<Box<str>> = sio.queue.drain(..).collect();
+            self.poll_answer(slot, &plan, queued.iter().map(|p| &**p));
+            return;
+        }
+        sio.waiting = Some((slot, gen));
+        let session_gen = self.conns[session as usize].gen;
+        self.conns[slot as usize].state = ConnState::PollWait {
+            session,
+            session_gen,
+            plan,
+        };
+        let at = self.wheel.now() + self.ticks(self.policy.config.socketio.polling_timeout_ms);
+        self.schedule(slot, at);
+    }
+
+    fn poll_post(&mut self, slot: u32, session: u32, plan: Box<PollPlan>) {
+        let mut packets = Vec::new();
+        let decoded = engineio::decode_payload(plan.eio, plan.format, &plan.body, &mut |p| {
+            packets.push(match p {
+                Packet::Text(t, d) => Owned::Text(t, d.to_string()),
+                Packet::Binary(b) => Owned::Binary(b),
+            })
+        });
+        if decoded.is_err() {
+            self.refuse(slot, Refusal::EioBadRequest);
+            return;
+        }
+        let gen = self.conns[session as usize].gen;
+        for p in packets {
+            // A packet may end the session (close packet, protocol error).
+            if self.conns[session as usize].gen != gen
+                || !matches!(
+                    self.conns[session as usize].state,
+                    ConnState::Polling { .. }
+                )
+            {
+                break;
+            }
+            match p {
+                Owned::Text(t, d) => self.sio_packet(session, None, Packet::Text(t, &d)),
+                Owned::Binary(b) => self.sio_packet(session, None, Packet::Binary(b)),
+            }
+        }
+        self.poll_reply(slot, &plan, 200, "text/html", b"ok");
+    }
+
+    /// Answer the held GET of `session` (if any) with what is queued, or a noop.
+    pub(super) fn poll_release(&mut self, session: u32) {
+        let Some(sio) = self.sio_state(session) else {
+            return;
+        };
+        let Some((w, wgen)) = sio.waiting.take() else {
+            return;
+        };
+        let mut queued: Vec<Box<str>> = sio.queue.drain(..).collect();
+        if queued.is_empty() {
+            queued.push("6".into());
+        }
+        self.answer_held(w, wgen, queued.iter().map(|p| &**p));
+    }
+
+    /// End of a loop turn for a polling session with new packets: answer its held GET.
+    pub(super) fn poll_flush(&mut self, session: u32) {
+        let Some(sio) = self.sio_state(session) else {
+            return;
+        };
+        if sio.queue.is_empty() || sio.waiting.is_none() {
+            return;
+        }
+        self.poll_release(session);
+    }
+
+    /// Answer the held GET on connection (w, wgen) with `packets`.
+    fn answer_held<'p>(&mut self, w: u32, wgen: u32, packets: impl Iterator<Item = &'p str>) {
+        let Some(c) = self.conns.get_mut(w as usize) else {
+            return;
+        };
+        if c.gen != wgen {
+            return;
+        }
+        let ConnState::PollWait { .. } = &c.state else {
+            return;
+        };
+        let ConnState::PollWait { plan, .. } =
+            std::mem::replace(&mut c.state, ConnState::Responding)
+        else {
+            return;
+        };
+        self.poll_answer(w, &plan, packets);
+    }
+
+    /// The live session whose held GET is on connection `slot`, if any.
+    fn held_session(&mut self, slot: u32) -> Option<u32> {
+        let ConnState::PollWait {
+            session,
+            session_gen,
+            ..
+        } = self.conns[slot as usize].state
+        else {
+            return None;
+        };
+        let gen = self.conns[slot as usize].gen;
+        if self.conns[session as usize].gen != session_gen {
+            return None;
+        }
+        let sio = self.sio_state(session)?;
+        (sio.waiting == Some((slot, gen))).then_some(session)
+    }
+
+    /// A held GET reached the polling timeout: answer it with a noop.
+    pub(super) fn poll_wait_timeout(&mut self, slot: u32) {
+        match self.held_session(slot) {
+            Some(session) => self.poll_release(session),
+            None => {
+                let gen = self.conns[slot as usize].gen;
+                self.answer_held(slot, gen, std::iter::once("6"));
+            }
+        }
+    }
+
+    /// A held GET's connection is closing: its session no longer waits on it.
+    pub(super) fn poll_wait_closed(&mut self, slot: u32) {
+        if let Some(sio) = self
+            .held_session(slot)
+            .and_then(|session| self.sio_state(session))
+        {
+            sio.waiting = None;
+        }
+    }
+
+    /// Answer a polling request with a payload of packets (JSONP-wrapped if asked).
+    fn poll_answer<'p>(
+        &mut self,
+        slot: u32,
+        plan: &PollPlan,
+        packets: impl IntoIterator<Item = &'p str>,
+    ) {
+        let mut payload = String::new();
+        engineio::encode_payload(plan.eio, packets, &mut payload);
+        ShardStats::inc(&self.shared.stats[self.id].messages_out);
+        match plan.jsonp {
+            Some(j) => {
+                let mut wrapped = String::with_capacity(payload.len() + 16);
+                engineio::wrap_jsonp(j, &payload, &mut wrapped);
+                self.poll_reply(
+                    slot,
+                    plan,
+                    200,
+                    "text/javascript; charset=UTF-8",
+                    wrapped.as_bytes(),
+                );
+            }
+            None => self.poll_reply(
+                slot,
+                plan,
+                200,
+                "text/plain; charset=UTF-8",
+                payload.as_bytes(),
+            ),
+        }
+    }
+
+    /// Write an HTTP answer; keep-alive connections go back to reading once it is written.
+    fn poll_reply(
+        &mut self,
+        slot: u32,
+        plan: &PollPlan,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) {
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
+        if let Some(origin) = plan.cors_origin.as_deref() {
+            headers.push(("Access-Control-Allow-Origin", origin));
+            headers.push(("Access-Control-Allow-Credentials", "true"));
+            headers.push(("Vary", "Origin"));
+        }
+        let keep_alive = plan.keep_alive && !self.stopping;
+        let c = &mut self.conns[slot as usize];
+        c.state = ConnState::Responding;
+        handshake::write_http_reply(&mut c.out, status, content_type, &headers, body, keep_alive);
+        if keep_alive {
+            c.flags |= flag::KEEP_ALIVE;
+        } else {
+            c.flags |= flag::CLOSE_AFTER_FLUSH;
+        }
+        self.mark_dirty(slot);
+        let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
+        self.schedule(slot, at);
+    }
+
+    /// A CORS preflight from an allowed origin.
+    pub(super) fn answer_preflight(&mut self, slot: u32, origin: &str) {
+        let c = &mut self.conns[slot as usize];
+        if matches!(c.state, ConnState::Handshake { .. }) {
+            ShardStats::dec(&self.shared.stats[self.id].handshakes);
+        }
+        c.state = ConnState::Responding;
+        let headers = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type"),
+            ("Access-Control-Max-Age", "600"),
+            ("Vary", "Origin"),
+        ];
+        handshake::write_http_reply(&mut c.out, 204, "text/plain", &headers, b"", false);
+        c.flags |= flag::CLOSE_AFTER_FLUSH;
+        self.mark_dirty(slot);
+        let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
+        self.schedule(slot, at);
+    }
+
+    /// A keep-alive answer is written: read the next request on this connection.
+    pub(super) fn keep_alive_next(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.flags &= !flag::KEEP_ALIVE;
+        c.state = ConnState::Handshake {
+            head: Vec::new(),
+            reused: true,
+        };
+        ShardStats::inc(&self.shared.stats[self.id].handshakes);
+        let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+        self.schedule(slot, at);
+        self.arm_recv_handshake(slot);
+    }
+
+    /// The next deadline of a polling session: its v4 ping, its liveness, its expiry.
+    pub(super) fn schedule_poll_session(&mut self, v: u32) {
+        let now = self.wheel.now();
+        let dead_after = self.ticks(
+            self.limits.ping_interval_secs * 1000 + self.policy.config.socketio.ping_timeout_ms,
+        );
+        let c = &self.conns[v as usize];
+        let ConnState::Polling { meta, .. } = &c.state else {
+            return;
+        };
+        let Some(sio) = meta.sio.as_ref() else { return };
+        let mut at = sio.last_seen + dead_after;
+        if sio.eio == crate::protocol::engineio::EioVersion::V4 {
+            at = at.min(sio.ping_at);
+        }
+        if let Some(a) = &meta.auth {
+            let secs = a
+                .expires_at
+                .saturating_sub(crate::service::session::unix_now());
+            at = at.min(now + secs * 1000 / super::timer::TICK_MS);
+        }
+        self.schedule(v, at.max(now + 1));
+    }
+
+    /// A polling session's timer: session expiry, dead client, v4 ping.
+    pub(super) fn poll_session_timer(&mut self, v: u32) {
+        let now = self.wheel.now();
+        let interval = self.ticks(self.limits.ping_interval_secs * 1000);
+        let dead_after = self.ticks(
+            self.limits.ping_interval_secs * 1000 + self.policy.config.socketio.ping_timeout_ms,
+        );
+        let ConnState::Polling { meta, .. } = &mut self.conns[v as usize].state else {
+            return;
+        };
+        if meta
+            .auth
+            .is_some_and(|a| crate::service::session::unix_now() >= a.expires_at)
+        {
+            ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
+            self.close_poll_session(v);
+            return;
+        }
+        let Some(sio) = meta.sio.as_mut() else { return };
+        let upgraded = matches!(sio.ws, Some((_, _, true)));
+        if !upgraded && sio.waiting.is_none() && now >= sio.last_seen + dead_after {
+            ShardStats::inc(&self.shared.stats[self.id].closed_idle);
+            self.close_poll_session(v);
+            return;
+        }
+        if upgraded || sio.waiting.is_some() {
+            // Alive through its WebSocket or its held request.
+            sio.last_seen = now;
+        }
+        if sio.eio == crate::protocol::engineio::EioVersion::V4 && now >= sio.ping_at {
+            sio.ping_at = now + interval;
+            ShardStats::inc(&self.shared.stats[self.id].pings_sent);
+            self.sio_send(v, "2");
+        }
+        self.schedule_poll_session(v);
+    }
+
+    /// End a polling session: close packet to a held GET, close its WebSocket, unregister.
+    pub(super) fn close_poll_session(&mut self, v: u32) {
+        let ConnState::Polling { meta, .. } = &mut self.conns[v as usize].state else {
+            return;
+        };
+        if let Some(sio) = meta.sio.as_mut() {
+            sio.queue.clear();
+            if let Some((w, wgen, _)) = sio.ws.take() {
+                if self.conns.get(w as usize).is_some_and(|c| c.gen == wgen) {
+                    self.close_with(w, 1000, "");
+                }
+            }
+        }
+        if let Some(sio) = self.sio_state(v) {
+            if let Some((w, wgen)) = sio.waiting.take() {
+                self.answer_held(w, wgen, std::iter::once("1"));
+            }
+        }
+        self.unregister(v);
+        let stats = &self.shared.stats[self.id];
+        ShardStats::dec(&stats.sockets);
+        ShardStats::dec(&stats.polling_sessions);
+        let c = &mut self.conns[v as usize];
+        c.state = ConnState::Free;
+        c.flags = 0;
+        self.virtual_free.push(v);
+    }
+
+    /// A slot for a polling session, above the descriptor table (never a kernel slot).
+    fn alloc_virtual_slot(&mut self) -> u32 {
+        let v = self.virtual_free.pop().unwrap_or_else(|| {
+            let v = self.table_slots + self.virtual_next;
+            self.virtual_next += 1;
+            v
+        });
+        if v as usize >= self.conns.len() {
+            self.conns
+                .resize_with(v as usize + 1, super::conn::Conn::free);
+        }
+        let c = &mut self.conns[v as usize];
+        c.gen = super::token::next_gen(c.gen);
+        c.flags = 0;
+        c.inflight = 0;
+        v
+    }
+}
