@@ -71,11 +71,7 @@ impl Shard {
         Box::new(SioState {
             eio,
             sid,
-            // Socket.IO v2 servers (Engine.IO v3) join the default namespace by themselves.
-            namespaces: match eio {
-                EioVersion::V3 => vec!["/".into()],
-                EioVersion::V4 => Vec::new(),
-            },
+            namespaces: Vec::new(),
             transport_of: None,
             ws: None,
             queue: Default::default(),
@@ -186,10 +182,10 @@ impl Shard {
         let Some(sio) = self.sio_state(session) else {
             return;
         };
-        let joined = sio.namespaces.iter().any(|n| **n == *p.nsp);
+        let joined = sio.joined(p.nsp);
         match p.kind {
             SioType::Connect => {
-                if !joined {
+                if !sio.namespaces.iter().any(|n| **n == *p.nsp) {
                     if sio.namespaces.len() >= MAX_NAMESPACES {
                         let mut out = String::new();
                         socketio::encode(
@@ -306,11 +302,7 @@ impl Shard {
         let Some(sio) = self.sio_state(slot) else {
             return false;
         };
-        let nsp = if sio.namespaces.iter().any(|n| &**n == "/") {
-            "/"
-        } else if let Some(first) = sio.namespaces.first() {
-            first
-        } else {
+        let Some(nsp) = sio.push_namespace() else {
             return false;
         };
         let mut out = String::with_capacity(data.len() + 8);
@@ -435,6 +427,27 @@ impl Shard {
             Some((w, g, true)) if w == slot && g == wgen => self.close_poll_session(v),
             Some((w, g, false)) if w == slot && g == wgen => vs.ws = None,
             _ => {}
+        }
+    }
+}
+
+impl SioState {
+    /// Has the client joined `nsp`? Socket.IO v2 (Engine.IO v3) clients are in the default
+    /// namespace from the start, without asking.
+    pub fn joined(&self, nsp: &str) -> bool {
+        (nsp == "/" && self.eio == EioVersion::V3) || self.namespaces.iter().any(|n| **n == *nsp)
+    }
+
+    /// Where a push goes: the default namespace if the client asked for it, else the first
+    /// namespace it asked for (a v2 client's implicit default namespace comes last: a client
+    /// built with `io("/chat")` only listens there).
+    pub fn push_namespace(&self) -> Option<&str> {
+        if self.namespaces.iter().any(|n| &**n == "/") {
+            Some("/")
+        } else if let Some(first) = self.namespaces.first() {
+            Some(first)
+        } else {
+            (self.eio == EioVersion::V3).then_some("/")
         }
     }
 }
