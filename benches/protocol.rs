@@ -153,5 +153,64 @@ fn handshake(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unmask, decode, encode, handshake);
+/// The Socket.IO codec on the push path (event packet + frame) vs a raw frame of the same
+/// text, and decoding a polling POST of 10 packets in each Engine.IO version.
+fn socketio(c: &mut Criterion) {
+    use ringwire::protocol::engineio::{decode_payload, encode_payload, BodyFormat, EioVersion};
+    use ringwire::protocol::socketio::{self, SioType};
+    let mut g = quick(c, "socketio");
+    let text =
+        r#"["notification",{"user":123456,"title":"New message","body":"hey, lunch tomorrow?"}]"#;
+    let mut conn = WsConnection::new(WsLimits::default(), None);
+    let mut out = Vec::with_capacity(4096);
+    let mut packet = String::with_capacity(256);
+    g.bench_function("push_frame_raw", |b| {
+        b.iter(|| {
+            out.clear();
+            conn.encode_message(&mut out, MessageKind::Text, black_box(text.as_bytes()));
+            black_box(out.len())
+        })
+    });
+    g.bench_function("push_frame_socketio", |b| {
+        b.iter(|| {
+            out.clear();
+            packet.clear();
+            if socketio::looks_like_event(black_box(text)) {
+                socketio::encode(&mut packet, SioType::Event, "/", None, text);
+            }
+            conn.encode_message(&mut out, MessageKind::Text, packet.as_bytes());
+            black_box(out.len())
+        })
+    });
+    let packets: Vec<String> = (0..10)
+        .map(|i| format!(r#"42["ev",{{"i":{i},"s":"héllo"}}]"#))
+        .collect();
+    for (name, version) in [
+        ("decode_post_v3", EioVersion::V3),
+        ("decode_post_v4", EioVersion::V4),
+    ] {
+        let mut body = String::new();
+        encode_payload(version, packets.iter().map(String::as_str), &mut body);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                decode_payload(
+                    version,
+                    BodyFormat::Text,
+                    black_box(body.as_bytes()),
+                    &mut |p| {
+                        if let ringwire::protocol::engineio::Packet::Text(_, d) = p {
+                            n += socketio::parse(d).map_or(0, |s| s.data.len());
+                        }
+                    },
+                )
+                .unwrap();
+                black_box(n)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, unmask, decode, encode, handshake, socketio);
 criterion_main!(benches);
