@@ -27,7 +27,7 @@ impl Shard {
             if plan.method == PollMethod::Get {
                 self.poll_open(slot, plan);
             } else {
-                self.refuse(slot, Refusal::EioSessionUnknown);
+                self.refuse(slot, Refusal::EioBadHandshakeMethod);
             }
             return;
         };
@@ -106,6 +106,9 @@ impl Shard {
         };
         let at = self.wheel.now() + self.ticks(self.policy.config.socketio.polling_timeout_ms);
         self.schedule(slot, at);
+        // Notice the client going away while held, so that nothing is answered into a dead
+        // connection (what was queued waits for the next GET instead).
+        self.arm_recv_handshake(slot);
     }
 
     fn poll_post(&mut self, slot: u32, session: u32, plan: Box<PollPlan>) {

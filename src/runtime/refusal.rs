@@ -23,13 +23,14 @@ pub enum Refusal {
     EioSessionUnknown,
     EioBadRequest,
     EioVersionUnsupported,
+    EioBadHandshakeMethod,
     /// A long-polling body over `socketio.max_http_body_bytes`.
     PayloadTooLarge,
     MethodNotAllowed,
 }
 
 /// Metric labels, in the order of `Refusal::index`.
-pub const LABELS: [&str; 23] = [
+pub const LABELS: [&str; 24] = [
     "bad_request",
     "not_upgrade",
     "headers_too_large",
@@ -53,6 +54,7 @@ pub const LABELS: [&str; 23] = [
     "eio_version_unsupported",
     "payload_too_large",
     "method_not_allowed",
+    "eio_bad_handshake_method",
 ];
 
 impl Refusal {
@@ -69,7 +71,8 @@ impl Refusal {
             Refusal::EioTransportUnknown
             | Refusal::EioSessionUnknown
             | Refusal::EioBadRequest
-            | Refusal::EioVersionUnsupported => 400,
+            | Refusal::EioVersionUnsupported
+            | Refusal::EioBadHandshakeMethod => 400,
             Refusal::PayloadTooLarge => 413,
             Refusal::MethodNotAllowed => 405,
         }
@@ -95,6 +98,7 @@ impl Refusal {
             Refusal::EioVersionUnsupported => {
                 "{\"code\":5,\"message\":\"Unsupported protocol version\"}"
             }
+            Refusal::EioBadHandshakeMethod => "{\"code\":2,\"message\":\"Bad handshake method\"}",
             Refusal::PayloadTooLarge => "request body too large",
             Refusal::MethodNotAllowed => "method not allowed",
         }
@@ -137,6 +141,7 @@ impl Refusal {
             Refusal::EioVersionUnsupported => 20,
             Refusal::PayloadTooLarge => 21,
             Refusal::MethodNotAllowed => 22,
+            Refusal::EioBadHandshakeMethod => 23,
         }
     }
 }

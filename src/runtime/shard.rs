@@ -343,8 +343,14 @@ impl Shard {
         self.conns[slot as usize].timer_at = self.wheel.insert(at, slot, gen);
     }
 
+    /// A single-shot receive of request bytes (also armed on a held polling GET, to notice
+    /// the client going away).
     pub(super) fn arm_recv_handshake(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
+        if c.has(flag::RECV_ARMED) {
+            return;
+        }
+        c.flags |= flag::RECV_ARMED;
         c.inflight += 1;
         let e = opcode::Recv::new(
             types::Fixed(slot),
@@ -378,7 +384,9 @@ impl Shard {
     // ----- handshake -----
 
     fn on_recv_handshake(&mut self, slot: u32, res: i32, flags: u32) {
-        self.conns[slot as usize].inflight -= 1;
+        let c = &mut self.conns[slot as usize];
+        c.inflight -= 1;
+        c.flags &= !flag::RECV_ARMED;
         if res <= 0 {
             if res == -libc::ENOBUFS {
                 self.starve(slot, true);
@@ -393,6 +401,14 @@ impl Shard {
         };
         if !matches!(self.conns[slot as usize].state, ConnState::Handshake { .. }) {
             self.bufs.recycle(bid);
+            // Bytes while a polling GET is held or its answer is being written: a pipelined
+            // request, which HTTP clients of long-polling never send. Close.
+            let c = &self.conns[slot as usize];
+            if matches!(c.state, ConnState::PollWait { .. })
+                || (matches!(c.state, ConnState::Responding) && c.has(flag::KEEP_ALIVE))
+            {
+                self.begin_close(slot);
+            }
             return;
         }
         let decision = {
@@ -570,7 +586,9 @@ impl Shard {
                 continue;
             }
             match (&c.state, handshake) {
-                (ConnState::Handshake { .. }, true) => self.arm_recv_handshake(slot),
+                (ConnState::Handshake { .. } | ConnState::PollWait { .. }, true) => {
+                    self.arm_recv_handshake(slot)
+                }
                 (ConnState::Open { .. } | ConnState::Responding, false) => self.arm_recv(slot),
                 _ => {}
             }
