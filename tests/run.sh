@@ -132,6 +132,21 @@ setup_apt() {
     fi
 }
 
+setup_chromium() {
+    # Debian's chromium for tests/node/browser.test.mjs (playwright-core drives it); only when
+    # /usr/bin/chromium is absent. Not root: the browser test skips itself.
+    if [[ -x /usr/bin/chromium ]]; then
+        echo "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo present)"
+        return 0
+    fi
+    if [[ $(id -u) != 0 ]]; then
+        echo "/usr/bin/chromium missing and not root: the browser test will be skipped" >&2
+        return 0
+    fi
+    echo "installing Debian package: chromium"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+}
+
 setup_venv() {
     local req="$ROOT/tests/requirements.txt" stamp="$VENV/.requirements.sha256"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -163,11 +178,11 @@ setup_node() {
 }
 
 setup() {
-    setup_apt && setup_venv && setup_node
+    setup_apt && setup_chromium && setup_venv && setup_node
 }
 
 export ROOT VENV FUZZ_SECS
-export -f setup setup_apt setup_venv setup_node
+export -f setup setup_apt setup_chromium setup_venv setup_node
 
 # ---------------------------------------------------------------- suites
 

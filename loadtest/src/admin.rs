@@ -373,7 +373,12 @@ pub struct PushConfig {
     pub concurrency: u64,
     /// Pad the pushed message to at least this many bytes.
     pub message_bytes: usize,
+    /// Socket.IO endpoints: push the message as this event, `["<event>","<message>"]`.
+    pub event: Option<String>,
 }
+
+/// The Socket.IO event name of the push scenario's messages (`["lt","<message>"]`).
+pub const PUSH_EVENT: &str = "lt";
 
 /// Live counters of the push driver (read by the coordinator every tick).
 pub struct PushStats {
@@ -468,26 +473,37 @@ fn build_body(job: &Job, cfg: &PushConfig, path_json: &str, batch: bool) -> Body
         } else {
             job.seq0 + i as u64
         };
-        // The message is JSON inside a JSON string, hence the escaped quotes.
         let head = format!(
-            "{{\"context\":{},\"user\":{user},\"path\":{path_json},\"message\":\"{{\\\"seq\\\":{seq},\\\"ts\\\":",
+            "{{\"context\":{},\"user\":{user},\"path\":{path_json},\"message\":",
             cfg.context
         );
         b.extend_from_slice(head.as_bytes());
-        ts_at.push(b.len());
-        b.extend_from_slice(&[b'0'; TS_DIGITS]);
-        // Unescaped length of the message so far: {"seq":S,"ts":T}
-        let msg_len = format!("{{\"seq\":{seq},\"ts\":}}").len() + TS_DIGITS;
+        // The message, {"seq":S,"ts":T[,"pad":"xx.."]} with T a placeholder, optionally
+        // wrapped as a Socket.IO event, then as a JSON string.
+        let mut msg = format!("{{\"seq\":{seq},\"ts\":{}", "0".repeat(TS_DIGITS));
+        let msg_len = msg.len() + 1;
         let pad_overhead = ",\"pad\":\"\"".len();
         if cfg.message_bytes > msg_len + pad_overhead {
-            b.extend_from_slice(b",\\\"pad\\\":\\\"");
-            b.extend(std::iter::repeat_n(
-                b'x',
+            msg.push_str(",\"pad\":\"");
+            msg.extend(std::iter::repeat_n(
+                'x',
                 cfg.message_bytes - msg_len - pad_overhead,
             ));
-            b.extend_from_slice(b"\\\"");
+            msg.push('"');
         }
-        b.extend_from_slice(b"}\",\"coalesce\":");
+        msg.push('}');
+        if let Some(event) = &cfg.event {
+            msg = serde_json::to_string(&(event, &msg)).expect("serializable");
+        }
+        let field = serde_json::to_string(&msg).expect("serializable");
+        // Digits are never escaped: the placeholder is the first '0' after the "ts" key
+        // (which follows "seq" and its digits).
+        let key = field.find("seq").expect("seq key");
+        let key = key + field[key..].find("ts").expect("ts key");
+        let at = key + field[key..].find('0').expect("ts placeholder");
+        ts_at.push(b.len() + at);
+        b.extend_from_slice(field.as_bytes());
+        b.extend_from_slice(b",\"coalesce\":");
         b.extend_from_slice(if cfg.coalesce { b"true" } else { b"false" });
         b.push(b'}');
     }
@@ -678,6 +694,7 @@ mod tests {
             coalesce: false,
             concurrency: 1,
             message_bytes,
+            event: None,
         }
     }
 
@@ -737,5 +754,36 @@ mod tests {
             })
         );
         assert_eq!(parse_push_message("hello"), None);
+    }
+
+    #[test]
+    fn socketio_pushes_are_events_with_the_message_as_a_string() {
+        for bytes in [0, 100] {
+            let job = Job {
+                users: vec![1, 2],
+                seq0: 3,
+                same_seq: false,
+            };
+            let mut c = cfg(bytes);
+            c.event = Some(PUSH_EVENT.to_string());
+            c.path = "/socket.io/*".into();
+            let mut body = build_body(&job, &c, "\"/socket.io/*\"", true);
+            stamp(&mut body, 1_700_000_000_123_456_789);
+            let batch: Batch = serde_json::from_slice(&body.bytes).unwrap();
+            for (i, p) in batch.pushes.iter().enumerate() {
+                assert_eq!(p.path, "/socket.io/*");
+                let (event, message): (String, String) = serde_json::from_str(&p.message).unwrap();
+                assert_eq!(event, "lt");
+                let m = parse_push_message(&message).unwrap();
+                assert_eq!((m.seq, m.ts), (3 + i as u64, 1_700_000_000_123_456_789));
+                assert!(message.len() >= bytes);
+                // What a client receives, as the server frames it.
+                let packet = format!("42{}", p.message);
+                assert_eq!(
+                    crate::sio::unwrap_push(packet.strip_prefix("42").unwrap()).as_deref(),
+                    Some(message.as_str())
+                );
+            }
+        }
     }
 }

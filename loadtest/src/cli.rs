@@ -28,7 +28,12 @@ use serde::{Deserialize, Serialize};
   ringwire-loadtest --connections 1000 --scenario echo --interval-ms 100 --duration 30 --max-p99-ms 5\n\n  \
   # 20,000 users with one session socket each, 5,000 pushes/s through the admin API for 10 s\n  \
   ringwire-loadtest --url ws://127.0.0.1:8080/ws --auth session --scenario push --connections 20000 \\\n      \
-  --push-rate 5000 --duration 10 --max-p99-ms 20 --max-missing 0"
+  --push-rate 5000 --duration 10 --max-p99-ms 20 --max-missing 0\n\n  \
+  # The same over Socket.IO (Engine.IO 4, WebSocket transport), then over HTTP long-polling\n  \
+  ringwire-loadtest --url ws://127.0.0.1:8080/socket.io/ --protocol socketio --auth session \\\n      \
+  --scenario push --connections 2000 --push-rate 1000 --duration 10 --max-missing 0\n  \
+  ringwire-loadtest --url http://127.0.0.1:8080/socket.io/ --protocol socketio --transport polling \\\n      \
+  --auth session --scenario push --connections 1000 --push-rate 1000 --duration 10 --max-missing 0"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -84,11 +89,61 @@ pub enum PushMode {
     Fanout,
 }
 
+/// The protocol every connection speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Plain WebSocket text frames (ringwire `raw` and `echo` endpoints, any RFC 6455 server).
+    #[default]
+    Raw,
+    /// Engine.IO v3/v4 + Socket.IO (ringwire `socketio` endpoints), over a WebSocket or
+    /// HTTP long-polling (--transport). Connects the default namespace.
+    Socketio,
+}
+
+/// The Engine.IO transport of `--protocol socketio`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// One WebSocket per client (`transport=websocket`), no polling phase before it.
+    #[default]
+    Websocket,
+    /// HTTP/1.1 long-polling (`transport=polling`) with keep-alive: a GET loop on one
+    /// connection; a second connection is opened only when a packet must be POSTed while
+    /// a GET is held (EIO 3 client pings, the close packet when stopping).
+    Polling,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Target WebSocket URL (ws:// only).
+    /// Target URL: a ws:// WebSocket URL (no TLS). With --protocol socketio: the endpoint
+    /// base, e.g. ws://127.0.0.1:8080/socket.io/ or http://127.0.0.1:8080/socket.io/ (either
+    /// scheme, whatever the transport); the tool adds `EIO=<--eio>&transport=<--transport>`
+    /// and `session=<id>` to its query.
     #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
     pub url: String,
+
+    /// Wire protocol. `raw`: WebSocket text frames, pushes arrive as sent. `socketio`:
+    /// Engine.IO + Socket.IO (ringwire's `socketio` endpoints); needs --auth session. A
+    /// connection counts as established once the server confirmed the default namespace
+    /// (`40{"sid":..}`); Engine.IO pings are answered (EIO 4) or sent (EIO 3), and a
+    /// connection that misses them for pingInterval + pingTimeout is dropped as
+    /// `ping_timeout`. Pushes are sent as the event `["lt","<payload>"]` and unwrapped on
+    /// receipt. Scenarios hold and push (the server does not echo Socket.IO events, so
+    /// `echo` and --echo-check are refused).
+    #[arg(long, value_enum, default_value_t = Protocol::Raw)]
+    pub protocol: Protocol,
+
+    /// [socketio] Engine.IO transport: `websocket` (default) or `polling` (HTTP/1.1
+    /// long-polling; up to 2 sockets per client, counted in the file descriptor plan).
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+
+    /// [socketio] Engine.IO protocol version: 4 (default; Socket.IO v3/v4 clients: the
+    /// client sends `40` to connect, the server pings) or 3 (Socket.IO v2 clients: the
+    /// server connects the default namespace by itself, the client pings every pingInterval).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(3..=4))]
+    pub eio: Option<u8>,
 
     /// Number of connections to open in total (split among the workers).
     #[arg(short = 'c', long, default_value_t = 1000)]
@@ -239,8 +294,9 @@ pub struct RunArgs {
     pub push_concurrency: u64,
 
     /// [push] The `path` field of every push (the endpoint whose sockets receive it).
-    #[arg(long, default_value = "/ws")]
-    pub push_path: String,
+    /// Default: `/ws`, or `/socket.io/*` with --protocol socketio.
+    #[arg(long)]
+    pub push_path: Option<String>,
 
     /// [push] Set `"coalesce": true` on every push.
     #[arg(long)]
@@ -268,6 +324,24 @@ impl Target {
         } else {
             bail!("URL must start with ws:// (got {url:?})")
         };
+        Self::parse_authority(url, rest)
+    }
+
+    /// Like [`Target::parse`] for `protocol`: Socket.IO URLs may also be http://.
+    pub fn parse_for(url: &str, protocol: Protocol) -> Result<Self> {
+        match (protocol, url.strip_prefix("http://")) {
+            (Protocol::Socketio, Some(rest)) => Self::parse_authority(url, rest),
+            (Protocol::Socketio, None) if url.starts_with("https://") => {
+                bail!("https:// is not supported (no TLS); use http:// or ws://")
+            }
+            (Protocol::Socketio, None) if !url.starts_with("ws://") => {
+                bail!("--url must start with ws:// or http:// (got {url:?})")
+            }
+            _ => Self::parse(url),
+        }
+    }
+
+    fn parse_authority(url: &str, rest: &str) -> Result<Self> {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         if authority.is_empty() {
             bail!("URL {url:?} has no host");
@@ -323,8 +397,98 @@ impl AdminTarget {
     }
 }
 
+impl RunArgs {
+    /// --transport as given, or its default.
+    pub fn transport(&self) -> Transport {
+        self.transport.unwrap_or_default()
+    }
+
+    /// --eio as given, or its default (4).
+    pub fn eio(&self) -> u8 {
+        self.eio.unwrap_or(4)
+    }
+
+    /// --push-path as given, or the default endpoint of the protocol.
+    pub fn push_path(&self) -> String {
+        self.push_path.clone().unwrap_or_else(|| {
+            match self.protocol {
+                Protocol::Raw => "/ws",
+                Protocol::Socketio => "/socket.io/*",
+            }
+            .to_string()
+        })
+    }
+
+    /// Sockets one simulated connection may hold at once (long-polling: a GET
+    /// connection plus a POST connection).
+    pub fn sockets_per_connection(&self) -> u64 {
+        match (self.protocol, self.transport()) {
+            (Protocol::Socketio, Transport::Polling) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The URL the workers connect to, before the per-connection `session` parameter:
+    /// --url itself (raw), or the Socket.IO endpoint with `EIO` and `transport` added
+    /// (ws:// for the websocket transport, http:// for polling).
+    pub fn connect_url(&self) -> String {
+        match self.protocol {
+            Protocol::Raw => self.url.clone(),
+            Protocol::Socketio => {
+                let rest = self
+                    .url
+                    .strip_prefix("ws://")
+                    .or_else(|| self.url.strip_prefix("http://"))
+                    .unwrap_or(&self.url);
+                let (scheme, transport) = match self.transport() {
+                    Transport::Websocket => ("ws://", "websocket"),
+                    Transport::Polling => ("http://", "polling"),
+                };
+                let url = format!("{scheme}{rest}");
+                let url = url_with_param(&url, "EIO", &self.eio().to_string());
+                url_with_param(&url, "transport", transport)
+            }
+        }
+    }
+
+    /// A short description of the protocol for logs and the report.
+    pub fn protocol_label(&self) -> String {
+        match self.protocol {
+            Protocol::Raw => "raw websocket".to_string(),
+            Protocol::Socketio => format!(
+                "socket.io over {} (EIO {})",
+                match self.transport() {
+                    Transport::Websocket => "websocket",
+                    Transport::Polling => "polling",
+                },
+                self.eio()
+            ),
+        }
+    }
+}
+
+/// Splits `scheme://authority/path?query` into (authority, `/path?query`), dropping
+/// any fragment. The path is `/` when the URL has none.
+pub fn split_url(url: &str) -> (String, String) {
+    let base = url.split('#').next().unwrap_or(url);
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let i = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(i);
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    (authority.to_string(), path)
+}
+
 /// Appends `session=<id>` to the query of a ws:// URL (percent-encoding the id).
 pub fn url_with_session(url: &str, session: &str) -> String {
+    url_with_param(url, "session", session)
+}
+
+/// Appends `key=value` to the query of a URL (percent-encoding the value).
+pub fn url_with_param(url: &str, key: &str, value: &str) -> String {
     // A fragment is never sent in the handshake: drop it.
     let base = url.split('#').next().unwrap_or(url);
     let sep = if base.contains('?') {
@@ -336,15 +500,20 @@ pub fn url_with_session(url: &str, session: &str) -> String {
     } else {
         "?"
     };
-    let mut enc = String::with_capacity(session.len());
-    for b in session.bytes() {
+    format!("{base}{sep}{key}={}", percent_encode(value))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(value: &str) -> String {
+    let mut enc = String::with_capacity(value.len());
+    for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             enc.push(b as char);
         } else {
             enc.push_str(&format!("%{b:02X}"));
         }
     }
-    format!("{base}{sep}session={enc}")
+    enc
 }
 
 /// Parses `a.b.c.d-e.f.g.h` into the inclusive list of IPv4 addresses.
@@ -408,6 +577,51 @@ mod tests {
             "ws://h/ws?x=1&session=a%2Fb"
         );
         assert_eq!(url_with_session("ws://h/ws?", "a"), "ws://h/ws?session=a");
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut v = vec!["ringwire-loadtest"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().run
+    }
+
+    #[test]
+    fn socketio_urls() {
+        let a = args(&["--url", "ws://h:1/socket.io/", "--protocol", "socketio"]);
+        assert_eq!(
+            a.connect_url(),
+            "ws://h:1/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(a.push_path(), "/socket.io/*");
+        assert_eq!(a.sockets_per_connection(), 1);
+        let a = args(&[
+            "--url",
+            "ws://h:1/socket.io/",
+            "--protocol",
+            "socketio",
+            "--transport",
+            "polling",
+            "--eio",
+            "3",
+        ]);
+        let url = a.connect_url();
+        assert_eq!(url, "http://h:1/socket.io/?EIO=3&transport=polling");
+        assert_eq!(a.sockets_per_connection(), 2);
+        assert_eq!(
+            split_url(&url_with_session(&url, "s/1")),
+            (
+                "h:1".to_string(),
+                "/socket.io/?EIO=3&transport=polling&session=s%2F1".to_string()
+            )
+        );
+        assert_eq!(split_url("http://h"), ("h".to_string(), "/".to_string()));
+        let a = args(&["--url", "ws://h/ws"]);
+        assert_eq!(a.connect_url(), "ws://h/ws");
+        assert_eq!(a.push_path(), "/ws");
+        assert!(Cli::try_parse_from(["x", "--eio", "5"]).is_err());
+        assert!(Target::parse_for("http://h:2/socket.io/", Protocol::Socketio).is_ok());
+        assert!(Target::parse_for("http://h:2/ws", Protocol::Raw).is_err());
+        assert!(Target::parse_for("https://h/", Protocol::Socketio).is_err());
     }
 
     #[test]

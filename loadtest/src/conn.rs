@@ -21,11 +21,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::admin::{parse_push_message, SessionCred};
-use crate::cli::{url_with_session, Scenario};
+use crate::cli::{url_with_session, Protocol, Scenario, Transport};
 use crate::proto::Counters;
 use crate::stats;
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// What the worker tells every connection to do (broadcast through a watch channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,13 @@ pub enum Phase {
 
 /// Per-connection parameters shared by all connections of a worker.
 pub struct ConnParams {
+    /// Where to connect, before the `session` parameter (Socket.IO: `EIO` and
+    /// `transport` included).
     pub url: String,
+    pub protocol: Protocol,
+    pub transport: Transport,
+    /// Engine.IO version (Socket.IO only).
+    pub eio: u8,
     pub target: SocketAddr,
     pub source_addrs: Vec<IpAddr>,
     pub connect_timeout: Duration,
@@ -56,6 +62,33 @@ pub struct Sessions {
     pub by_user: HashMap<u64, SessionCred>,
 }
 
+impl ConnParams {
+    /// The URL of connection `id` (`session=` added with --auth session) and the value
+    /// of its Cookie header.
+    pub fn url_and_cookie(&self, id: u64) -> Result<(String, Option<&str>), String> {
+        match &self.sessions {
+            None => Ok((self.url.clone(), None)),
+            Some(s) => {
+                let Some(cred) = s.by_user.get(&s.user_of(id)) else {
+                    return Err("no_session".to_string());
+                };
+                Ok((
+                    url_with_session(&self.url, &cred.session),
+                    Some(cred.cookie.as_str()),
+                ))
+            }
+        }
+    }
+
+    /// The source address of connection `id` (round robin), if any.
+    pub fn source_of(&self, id: u64) -> Option<IpAddr> {
+        match self.source_addrs.len() {
+            0 => None,
+            n => Some(self.source_addrs[(id % n as u64) as usize]),
+        }
+    }
+}
+
 impl Sessions {
     pub fn new(users: u64, creds: Vec<SessionCred>) -> Self {
         Sessions {
@@ -71,9 +104,9 @@ impl Sessions {
 }
 
 /// How long a single send may block before the connection is given up.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful close may take when stopping.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for outstanding echoes when stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -159,6 +192,44 @@ impl Shared {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// A connection attempt finished (established or not).
+    pub fn attempt_done(&self, result: Result<(), &str>) {
+        self.last_attempt_done_us.fetch_max(self.now_us(), Relaxed);
+        match result {
+            Ok(()) => {
+                self.connected.fetch_add(1, Relaxed);
+                let open = self.open.fetch_add(1, Relaxed) + 1;
+                self.peak_open.fetch_max(open, Relaxed);
+            }
+            Err(kind) => {
+                self.failed.fetch_add(1, Relaxed);
+                Shared::count_kind(&self.failed_by_kind, kind);
+            }
+        }
+    }
+
+    /// An established connection ended: `Some(kind)` if it was dropped (not by us).
+    pub fn connection_ended(&self, drop_kind: Option<&str>) {
+        self.open.fetch_sub(1, Relaxed);
+        if let Some(kind) = drop_kind {
+            self.dropped.fetch_add(1, Relaxed);
+            Shared::count_kind(&self.dropped_by_kind, kind);
+        }
+    }
+
+    /// A message that may be one of the push scenario's: records its end-to-end latency
+    /// and returns true if it is one.
+    pub fn record_push(&self, text: &str) -> bool {
+        let Some(m) = parse_push_message(text) else {
+            return false;
+        };
+        self.push_received.fetch_add(1, Relaxed);
+        // End to end: from right before the coordinator sent the push request.
+        let lat_us = crate::sysinfo::unix_now_ns().saturating_sub(m.ts) / 1000;
+        stats::record(&mut self.latency.lock().unwrap(), lat_us);
+        true
+    }
+
     fn count_kind(map: &Mutex<BTreeMap<String, u64>>, kind: &str) {
         let mut m = map.lock().unwrap();
         match m.get_mut(kind) {
@@ -208,23 +279,27 @@ pub fn classify_ws(e: &WsError) -> String {
 }
 
 /// TCP connect (bound to `source` if given) + WebSocket handshake.
-async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, String> {
+pub async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, String> {
     // With --auth session: `?session=<id>` and the secret cookie of this connection's user.
-    let request = match &p.sessions {
-        None => p.url.as_str().into_client_request(),
-        Some(s) => {
-            let Some(cred) = s.by_user.get(&s.user_of(id)) else {
-                return Err("no_session".to_string());
-            };
-            let mut r = url_with_session(&p.url, &cred.session).into_client_request();
-            if let Ok(r) = r.as_mut() {
-                let cookie = HeaderValue::from_str(&cred.cookie).map_err(|_| "bad_cookie")?;
-                r.headers_mut().insert(COOKIE, cookie);
-            }
-            r
-        }
+    let (url, cookie) = p.url_and_cookie(id)?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| classify_ws(&e))?;
+    if let Some(cookie) = cookie {
+        let cookie = HeaderValue::from_str(cookie).map_err(|_| "bad_cookie")?;
+        request.headers_mut().insert(COOKIE, cookie);
     }
-    .map_err(|e| classify_ws(&e))?;
+    let stream = tcp_connect(p, source).await?;
+    let (ws, _resp) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(p.ws_config))
+            .await
+            .map_err(|e| classify_ws(&e))?;
+    Ok(ws)
+}
+
+/// TCP connect to the target, bound to `source` if given.
+pub async fn tcp_connect(p: &ConnParams, source: Option<IpAddr>) -> Result<TcpStream, String> {
     let io_kind = |e: io::Error| classify_io(&e).to_string();
     let sock = if p.target.is_ipv4() {
         TcpSocket::new_v4()
@@ -250,11 +325,7 @@ async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, 
     }
     let stream = sock.connect(p.target).await.map_err(io_kind)?;
     let _ = stream.set_nodelay(true);
-    let (ws, _resp) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(p.ws_config))
-            .await
-            .map_err(|e| classify_ws(&e))?;
-    Ok(ws)
+    Ok(stream)
 }
 
 /// splitmix64: cheap deterministic per-connection jitter without an RNG dependency.
@@ -304,39 +375,52 @@ pub async fn run(
     p: Arc<ConnParams>,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
+    ctrl: watch::Receiver<Phase>,
+) {
+    match (p.protocol, p.transport) {
+        (Protocol::Raw, _) => run_raw(id, p, shared, permit, ctrl).await,
+        (Protocol::Socketio, Transport::Websocket) => {
+            crate::sio::run_websocket(id, p, shared, permit, ctrl).await
+        }
+        (Protocol::Socketio, Transport::Polling) => {
+            crate::sio::run_polling(id, p, shared, permit, ctrl).await
+        }
+    }
+}
+
+/// A connection attempt bounded by `--connect-timeout` (a timeout counts as "timeout").
+pub async fn within_connect_timeout<T>(
+    p: &ConnParams,
+    attempt: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    timeout(p.connect_timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err("timeout".to_string()))
+}
+
+/// A plain WebSocket connection.
+async fn run_raw(
+    id: u64,
+    p: Arc<ConnParams>,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
     mut ctrl: watch::Receiver<Phase>,
 ) {
-    let source = match p.source_addrs.len() {
-        0 => None,
-        n => Some(p.source_addrs[(id % n as u64) as usize]),
-    };
-    let result = match timeout(p.connect_timeout, connect(&p, id, source)).await {
-        Ok(r) => r,
-        Err(_) => Err("timeout".to_string()),
-    };
+    let source = p.source_of(id);
+    let result = within_connect_timeout(&p, connect(&p, id, source)).await;
     drop(permit);
-    shared
-        .last_attempt_done_us
-        .fetch_max(shared.now_us(), Relaxed);
     let mut ws = match result {
         Ok(ws) => ws,
         Err(kind) => {
-            shared.failed.fetch_add(1, Relaxed);
-            Shared::count_kind(&shared.failed_by_kind, &kind);
+            shared.attempt_done(Err(&kind));
             return;
         }
     };
-    shared.connected.fetch_add(1, Relaxed);
-    let open = shared.open.fetch_add(1, Relaxed) + 1;
-    shared.peak_open.fetch_max(open, Relaxed);
+    shared.attempt_done(Ok(()));
 
     let drop_kind = drive(id, &p, &shared, &mut ws, &mut ctrl).await;
 
-    shared.open.fetch_sub(1, Relaxed);
-    if let Some(kind) = drop_kind {
-        shared.dropped.fetch_add(1, Relaxed);
-        Shared::count_kind(&shared.dropped_by_kind, &kind);
-    }
+    shared.connection_ended(drop_kind.as_deref());
 }
 
 /// The scenario loop of an established connection. Returns `Some(kind)` if the
@@ -472,7 +556,7 @@ async fn drive(
     outcome
 }
 
-async fn close(ws: &mut Ws) {
+pub async fn close(ws: &mut Ws) {
     let _ = timeout(CLOSE_TIMEOUT, async {
         let _ = ws.close(None).await;
         while let Some(Ok(_)) = ws.next().await {}
@@ -496,14 +580,8 @@ fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Che
         }
         return false;
     }
-    if p.scenario == Scenario::Push {
-        if let Some(m) = parse_push_message(text) {
-            shared.push_received.fetch_add(1, Relaxed);
-            // End to end: from right before the coordinator sent the push request.
-            let lat_us = crate::sysinfo::unix_now_ns().saturating_sub(m.ts) / 1000;
-            stats::record(&mut shared.latency.lock().unwrap(), lat_us);
-            return false;
-        }
+    if p.scenario == Scenario::Push && shared.record_push(text) {
+        return false;
     }
     if text.starts_with("e:") {
         match parse_echo_payload(text, p.message_bytes) {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::admin::{self, AdminClient, PushConfig, PushStats, SessionCred};
-use crate::cli::{parse_source_range, AuthMode, RunArgs, Scenario, Target};
+use crate::cli::{parse_source_range, AuthMode, Protocol, RunArgs, Scenario, Target};
 use crate::proto::{Command, Counters, Event, WorkerSpec};
 use crate::report::{
     AuthReport, ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, PushReport, Report,
@@ -67,18 +67,52 @@ fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
     if args.auth == AuthMode::Session && args.users == Some(0) {
         bail!("--users must be at least 1");
     }
+    match args.protocol {
+        Protocol::Raw => {
+            if args.transport.is_some() || args.eio.is_some() {
+                bail!("--transport and --eio apply to --protocol socketio only");
+            }
+        }
+        Protocol::Socketio => {
+            if args.auth != AuthMode::Session {
+                bail!(
+                    "--protocol socketio needs --auth session (ringwire's socketio endpoints \
+                     only accept sessions minted through the admin API)"
+                );
+            }
+            if args.scenario == Scenario::Echo {
+                bail!(
+                    "--scenario echo is not available with --protocol socketio: the server does \
+                     not echo Socket.IO events (use hold or push)"
+                );
+            }
+            if args.echo_check {
+                bail!(
+                    "--echo-check is not available with --protocol socketio: the server does \
+                     not echo Socket.IO events"
+                );
+            }
+        }
+    }
     let (_, hard) = sysinfo::nofile_limit().context("reading RLIMIT_NOFILE")?;
-    let per_worker_cap = hard.saturating_sub(FD_MARGIN).max(1);
+    // Sockets one connection may hold (long-polling: 2), counted against the fd limit.
+    let per_conn = args.sockets_per_connection();
+    let per_worker_cap = (hard.saturating_sub(FD_MARGIN) / per_conn).max(1);
     let workers = args
         .workers
-        .unwrap_or_else(|| n.div_ceil(DEFAULT_PER_WORKER))
+        .unwrap_or_else(|| n.div_ceil(DEFAULT_PER_WORKER / per_conn))
         .clamp(1, n);
     let largest_share = n.div_ceil(workers);
     if largest_share > per_worker_cap {
         bail!(
             "{n} connections over {workers} worker(s) = {largest_share} per worker, but one process \
-             can hold at most {per_worker_cap} (RLIMIT_NOFILE hard limit {hard} - {FD_MARGIN}); \
+             can hold at most {per_worker_cap} (RLIMIT_NOFILE hard limit {hard} - {FD_MARGIN}{}); \
              use --workers {} or more",
+            if per_conn > 1 {
+                format!(", {per_conn} sockets per connection")
+            } else {
+                String::new()
+            },
             n.div_ceil(per_worker_cap)
         );
     }
@@ -294,7 +328,7 @@ fn fmt_ms(us: u64) -> String {
 }
 
 pub async fn run(args: &RunArgs) -> Result<Report> {
-    let target = Target::parse(&args.url)?;
+    let target = Target::parse_for(&args.url, args.protocol)?;
     let target_ip = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .with_context(|| format!("resolving {}", target.host))?
@@ -329,9 +363,10 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         }
     };
     log(format!(
-        "target {} ({target_ip}), {n} connections, {w_count} worker(s), {} source address(es), \
+        "target {} ({target_ip}, {}), {n} connections, {w_count} worker(s), {} source address(es), \
          scenario {:?}, hard deadline {:.0} s",
-        args.url,
+        args.connect_url(),
+        args.protocol_label(),
         plan.source_addrs.len(),
         args.scenario,
         plan.max_runtime.as_secs_f64()
@@ -423,7 +458,10 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         let share = n / w_count + u64::from(i < n % w_count);
         let spec = WorkerSpec {
             index: i,
-            url: args.url.clone(),
+            url: args.connect_url(),
+            protocol: args.protocol,
+            transport: args.transport(),
+            eio: args.eio(),
             first_conn_id: first,
             connections: share,
             ramp_per_sec: args.ramp_per_sec * share as f64 / n as f64,
@@ -703,10 +741,12 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                                 batch_size: args.batch_size,
                                 users,
                                 context: args.context,
-                                path: args.push_path.clone(),
+                                path: args.push_path(),
                                 coalesce: args.push_coalesce,
                                 concurrency: args.push_concurrency,
                                 message_bytes: args.message_bytes,
+                                event: (args.protocol == Protocol::Socketio)
+                                    .then(|| admin::PUSH_EVENT.to_string()),
                             };
                             log(format!(
                                 "pushing: {} {:?} {} per second for {} s, batches of {} ({} HTTP connections)",
@@ -928,6 +968,10 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         target: args.url.clone(),
         scenario: args.scenario,
         config: RunConfig {
+            protocol: args.protocol,
+            transport: (args.protocol == Protocol::Socketio).then(|| args.transport()),
+            eio: (args.protocol == Protocol::Socketio).then(|| args.eio()),
+            connect_url: args.connect_url(),
             connections: n,
             workers: w_count,
             ramp_per_sec: args.ramp_per_sec,

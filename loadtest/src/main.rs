@@ -11,6 +11,7 @@ mod coordinator;
 mod plot;
 mod proto;
 mod report;
+mod sio;
 mod stats;
 mod sysinfo;
 mod worker;

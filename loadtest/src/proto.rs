@@ -10,13 +10,23 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::SessionCred;
-use crate::cli::Scenario;
+use crate::cli::{Protocol, Scenario, Transport};
 
 /// Everything a worker needs to run its share of the connections.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
     pub index: u64,
+    /// Where to connect, before the per-connection `session` parameter (Socket.IO: with
+    /// `EIO` and `transport` already in the query).
     pub url: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Socket.IO only.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Socket.IO only: Engine.IO version (3 or 4).
+    #[serde(default = "default_eio")]
+    pub eio: u8,
     /// Global id of this worker's first connection (ids are global so that source
     /// addresses are assigned round robin across all workers).
     pub first_conn_id: u64,
@@ -39,6 +49,10 @@ pub struct WorkerSpec {
     /// `--auth session`: the sessions of the users this worker's connections belong to.
     #[serde(default)]
     pub sessions: Vec<SessionCred>,
+}
+
+fn default_eio() -> u8 {
+    4
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +90,7 @@ pub struct Counters {
     pub unsolicited: u64,
     /// Errors while sending on an established connection.
     pub send_errors: u64,
+    /// Keepalives: WebSocket pings, Engine.IO pings (EIO 4) or pongs (EIO 3).
     pub pings_received: u64,
     pub echo_check_ok: u64,
     pub echo_check_failed: u64,

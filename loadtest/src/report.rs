@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{AuthMode, PushMode, RunArgs, Scenario};
+use crate::cli::{AuthMode, Protocol, PushMode, RunArgs, Scenario, Transport};
 use crate::proto::Counters;
 use crate::stats::LatencySummary;
 
@@ -41,6 +41,17 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// raw or socketio.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Socket.IO: the Engine.IO transport and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eio: Option<u8>,
+    /// The URL connections go to, before `session=` (Socket.IO: with EIO and transport).
+    #[serde(default)]
+    pub connect_url: String,
     pub connections: u64,
     pub workers: u64,
     pub ramp_per_sec: f64,
@@ -297,6 +308,21 @@ impl Report {
         };
         let _ = writeln!(s, "\n=== ringwire-loadtest report ===");
         row(&mut s, "target", self.target.clone());
+        if self.config.protocol == Protocol::Socketio {
+            row(
+                &mut s,
+                "protocol",
+                format!(
+                    "socket.io over {} (EIO {})",
+                    self.config
+                        .transport
+                        .and_then(|t| t.to_possible_value())
+                        .map(|v| v.get_name().to_string())
+                        .unwrap_or_default(),
+                    self.config.eio.unwrap_or(4)
+                ),
+            );
+        }
         row(
             &mut s,
             "scenario",

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::cli::Target;
+use crate::cli::{Protocol, Target, Transport};
 use crate::conn::{self, ConnParams, Phase, Sessions, Shared};
 use crate::proto::{Command, Event, WorkerSpec};
 use crate::{stats, sysinfo};
@@ -46,7 +46,7 @@ pub fn main() -> Result<()> {
 }
 
 async fn resolve(spec: &WorkerSpec) -> Result<SocketAddr> {
-    let target = Target::parse(&spec.url)?;
+    let target = Target::parse_for(&spec.url, spec.protocol)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .with_context(|| format!("resolving {}", target.host))?
@@ -76,11 +76,17 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         nofile_soft,
         nofile_hard,
     });
-    if spec.connections + 16 > nofile_soft {
+    // Long-polling clients may hold two sockets each.
+    let per_conn = match (spec.protocol, spec.transport) {
+        (Protocol::Socketio, Transport::Polling) => 2,
+        _ => 1,
+    };
+    if spec.connections * per_conn + 16 > nofile_soft {
         bail!(
-            "worker {}: {} connections do not fit into RLIMIT_NOFILE {}",
+            "worker {}: {} connections ({} sockets each) do not fit into RLIMIT_NOFILE {}",
             spec.index,
             spec.connections,
+            per_conn,
             nofile_soft
         );
     }
@@ -108,6 +114,9 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
     };
     let params = Arc::new(ConnParams {
         url: spec.url.clone(),
+        protocol: spec.protocol,
+        transport: spec.transport,
+        eio: spec.eio,
         target,
         source_addrs,
         connect_timeout: Duration::from_millis(spec.connect_timeout_ms.max(1)),

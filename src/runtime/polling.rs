@@ -157,6 +157,21 @@ impl Shard {
         self.answer_held(w, wgen, queued.iter().map(|p| &**p));
     }
 
+    /// Release the held GET with a noop; with none held, make the next GET return at once
+    /// (the client is pausing polling for an upgrade and waits for its last poll to end).
+    pub(super) fn poll_release_or_noop(&mut self, session: u32) {
+        let Some(sio) = self.sio_state(session) else {
+            return;
+        };
+        if sio.waiting.is_none() {
+            if sio.queue.is_empty() {
+                sio.queue.push_back("6".into());
+            }
+            return;
+        }
+        self.poll_release(session);
+    }
+
     /// End of a loop turn for a polling session with new packets: answer its held GET.
     pub(super) fn poll_flush(&mut self, session: u32) {
         let Some(sio) = self.sio_state(session) else {

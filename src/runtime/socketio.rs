@@ -143,7 +143,7 @@ impl Shard {
                     // Upgrade probe: answer on the new transport, and release the held poll so
                     // that the client can pause polling.
                     self.ws_send_text(w, "3probe");
-                    self.poll_release(session);
+                    self.poll_release_or_noop(session);
                 } else {
                     let pong = format!("3{data}");
                     self.sio_send(session, &pong);
@@ -159,7 +159,7 @@ impl Shard {
                     return;
                 }
                 sio.ws = Some((w, wgen, true));
-                let queued: Vec<Box<str>> = sio.queue.drain(..).collect();
+                let queued: Vec<Box<str>> = sio.queue.drain(..).filter(|p| &**p != "6").collect();
                 ShardStats::inc(&self.shared.stats[self.id].sio_upgrades);
                 self.poll_release(session);
                 for p in queued {
@@ -438,16 +438,13 @@ impl SioState {
         (nsp == "/" && self.eio == EioVersion::V3) || self.namespaces.iter().any(|n| **n == *nsp)
     }
 
-    /// Where a push goes: the default namespace if the client asked for it, else the first
-    /// namespace it asked for (a v2 client's implicit default namespace comes last: a client
-    /// built with `io("/chat")` only listens there).
+    /// Where a push goes: the default namespace if the client is in it (always, for v2
+    /// clients: their protocol joins it implicitly), else the first namespace it joined.
     pub fn push_namespace(&self) -> Option<&str> {
-        if self.namespaces.iter().any(|n| &**n == "/") {
+        if self.joined("/") {
             Some("/")
-        } else if let Some(first) = self.namespaces.first() {
-            Some(first)
         } else {
-            (self.eio == EioVersion::V3).then_some("/")
+            self.namespaces.first().map(|n| &**n)
         }
     }
 }

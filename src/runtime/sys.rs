@@ -22,10 +22,26 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd>
 
 /// Fail with EADDRINUSE when anything (another ringwire included: SO_REUSEPORT would let it
 /// share the port silently) already listens on `addr`.
+///
+/// A previous instance's listeners can outlive its process by some milliseconds (the kernel
+/// tears an io_uring and the files its requests hold down asynchronously), so a restart
+/// retries for up to a second before giving up.
 pub fn check_address_free(addr: SocketAddr) -> io::Result<()> {
-    let probe = std::net::TcpListener::bind(addr)?;
-    drop(probe);
-    Ok(())
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Pin the calling thread to `cpu`.

@@ -1,6 +1,7 @@
 // Start target/release/ringwire (or $RINGWIRE_BIN) on a free 127.0.0.1 port with a temp
 // config, wait for "ringwire ready" on stderr (20 s), and stop it with SIGTERM.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -48,12 +49,13 @@ auth = "none"
 
 /**
  * Write `makeConfig({ port, adminPort })` to a temp file, start ringwire on it and wait for
- * "ringwire ready". Resolves to { port, adminPort, stderr(), alive(), stop() }.
+ * "ringwire ready". `fixed` may pin { port, adminPort } (a restart on the same ports).
+ * Resolves to { port, adminPort, stderr(), alive(), stop() }.
  */
-async function launch(makeConfig) {
+async function launch(makeConfig, fixed = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} not found: run cargo build --release first`);
-  const port = await freePort();
-  let adminPort = await freePort();
+  const port = fixed.port ?? await freePort();
+  let adminPort = fixed.adminPort ?? await freePort();
   while (adminPort === port) adminPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ringwire-node-'));
   const cfgPath = join(dir, 'ringwire.toml');
@@ -135,24 +137,97 @@ kind = "raw"
 export async function startPushServer(opts = {}) {
   const server = await launch((ports) => sessionConfig({ ...ports, ...opts }));
   const { port, adminPort } = server;
-  const token = opts.token ?? null;
   return {
     ...server,
     wsUrl: (sessionId, path = '/ws') => `ws://127.0.0.1:${port}${path}?session=${encodeURIComponent(sessionId)}`,
-    async admin(method, path, body) {
-      const headers = {};
-      if (token !== null) headers.Authorization = `Bearer ${token}`;
-      if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const resp = await fetch(`http://127.0.0.1:${adminPort}${path}`, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(5_000),
-      });
-      const text = await resp.text();
-      let json = null;
-      try { json = text ? JSON.parse(text) : null; } catch { json = null; }
-      return { status: resp.status, json, text };
+    admin: adminClient(adminPort, opts.token ?? null),
+  };
+}
+
+/** admin(method, path, body) -> { status, json, text }: the admin API over fetch (5 s bound). */
+function adminClient(adminPort, token) {
+  return async function admin(method, path, body) {
+    const headers = {};
+    if (token !== null) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const resp = await fetch(`http://127.0.0.1:${adminPort}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(5_000),
+    });
+    const text = await resp.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+    return { status: resp.status, json, text };
+  };
+}
+
+// ----------------------------------------------------------------------------- socket.io
+// Used by socketio.test.mjs and browser.test.mjs: a ringwire with a session-authenticated
+// socketio endpoint at /socket.io/ (plus the raw /ws), a fixed [sessions] key so that a restart
+// on the same ports accepts the sessions minted before it.
+
+function socketIoConfig({
+  port, adminPort, cores = 2, token = null, sessionKey, pingIntervalSecs = null, socketio = null,
+  allowedOrigins = null, webhookUrl = null, extra = '',
+}) {
+  const socketioSection = socketio === null ? '' : `[socketio]\n${Object.entries(socketio)
+    .map(([k, v]) => `${k} = ${JSON.stringify(v)}\n`).join('')}\n`;
+  return `[server]
+listen = "127.0.0.1:${port}"
+cores = ${cores}
+
+[limits]
+handshake_timeout_ms = 5000
+${pingIntervalSecs === null ? '' : `ping_interval_secs = ${pingIntervalSecs}\n`}
+[admin]
+listen = "127.0.0.1:${adminPort}"
+${token === null ? '' : `token = ${JSON.stringify(token)}\n`}
+${allowedOrigins === null ? '' : `[security]\nallowed_origins = ${JSON.stringify(allowedOrigins)}\n`}
+[sessions]
+key = "${sessionKey}"
+
+${socketioSection}${webhookUrl === null ? '' : `[webhook]
+url = ${JSON.stringify(webhookUrl)}
+events = ["connect", "close", "message"]
+flush_ms = 50
+`}
+${extra}
+[[endpoints]]
+path = "/socket.io/"
+kind = "socketio"
+
+[[endpoints]]
+path = "/ws"
+kind = "raw"
+`;
+}
+
+/**
+ * Start a ringwire with a socketio endpoint at /socket.io/ (session auth) and a raw /ws.
+ * opts: { token, pingIntervalSecs, socketio: { ping_timeout_ms, ... }, allowedOrigins: [...],
+ *         webhookUrl, extra (TOML placed before [[endpoints]]), cores }.
+ * Resolves to { port, adminPort, url, config, admin(), stderr(), alive(), restart(), stop() };
+ * restart() stops the process (SIGTERM) and starts a new one on the same ports, same config.
+ */
+export async function startSocketIoServer(opts = {}) {
+  const sessionKey = opts.sessionKey ?? randomBytes(32).toString('hex');
+  const makeConfig = (ports) => socketIoConfig({ ...opts, ...ports, sessionKey });
+  let current = await launch(makeConfig);
+  const { port, adminPort } = current;
+  return {
+    port,
+    adminPort,
+    url: `http://127.0.0.1:${port}`,
+    config: makeConfig({ port, adminPort }),
+    admin: adminClient(adminPort, opts.token ?? null),
+    stderr: () => current.stderr(),
+    alive: () => current.alive(),
+    async restart() {
+      await current.stop();
+      current = await launch(makeConfig, { port, adminPort });
     },
+    stop: () => current.stop(),
   };
 }

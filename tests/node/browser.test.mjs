@@ -1,0 +1,186 @@
+// End-to-end in a real browser: headless Debian Chromium (/usr/bin/chromium, driven by
+// playwright-core) loads a page from another origin (a small node http server on its own
+// 127.0.0.1 port) that connects to ringwire's /socket.io/ with socket.io-client 4.x
+// (dist/socket.io.min.js): default transports (polling, then the upgrade to websocket),
+// withCredentials so that the secret cookie goes along with the cross-origin polling requests.
+// ringwire allows the page's origin ([security] allowed_origins) and answers its polling
+// requests with Access-Control-Allow-Origin: <origin> and Access-Control-Allow-Credentials: true.
+// The test pushes through the admin API and reads the event out of the page.
+// Skipped (with a message) only when /usr/bin/chromium is missing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { startSocketIoServer } from './server.mjs';
+
+const CHROMIUM = '/usr/bin/chromium';
+const STEP = 10_000;
+const CONTEXT = 1;
+const USER = 42;
+
+const require = createRequire(import.meta.url);
+const CLIENT_JS = join(dirname(require.resolve('socket.io-client/package.json')), 'dist', 'socket.io.min.js');
+
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>ringwire socket.io</title>
+<script src="/socket.io.min.js"></script></head>
+<body><script>
+const p = new URLSearchParams(location.search);
+window.state = { initial: null, connected: false, upgraded: null, received: [], errors: [], disconnects: [] };
+const socket = io('http://127.0.0.1:' + p.get('port'), {
+  query: { session: p.get('session') },
+  withCredentials: true,
+  reconnection: false,
+  timeout: 5000,
+});
+state.initial = socket.io.engine.transport.name; // the engine opens its first transport at once
+socket.on('connect', () => { state.connected = true; });
+socket.io.engine.on('upgrade', (t) => { state.upgraded = t.name; });
+socket.on('connect_error', (e) => state.errors.push(String(e && e.message) + ' ' + String(e && e.description)));
+socket.on('disconnect', (r) => state.disconnects.push(String(r)));
+socket.on('news', (d) => state.received.push(d));
+window.currentTransport = () => socket.io.engine.transport.name;
+</script></body></html>
+`;
+
+function within(promise, ms, what) {
+  let t;
+  const timeout = new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
+}
+
+/** The page and the client script on their own 127.0.0.1 port (another origin than ringwire). */
+async function startPageServer() {
+  const js = readFileSync(CLIENT_JS);
+  const srv = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path === '/') {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(PAGE);
+    } else if (path === '/socket.io.min.js') {
+      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
+      res.end(js);
+    } else if (path === '/favicon.ico') {
+      res.writeHead(204);
+      res.end();
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found');
+    }
+  });
+  await new Promise((res) => srv.listen(0, '127.0.0.1', res));
+  return {
+    origin: `http://127.0.0.1:${srv.address().port}`,
+    close: () => new Promise((res) => { srv.closeAllConnections?.(); srv.close(res); }),
+  };
+}
+
+test('Chromium: cross-origin page, cookie + withCredentials, polling then websocket, receives a push', { timeout: 90_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const pageServer = await startPageServer();
+  let server = null;
+  let browser = null;
+  let passed = false; // the body ran to its end: only then may the finally block fail the test
+  const diag = { console: [], pollingResponses: [], websockets: [], failed: [], timeline: [] };
+  const t0 = Date.now();
+  const mark = (what) => { if (diag.timeline.length < 60) diag.timeline.push(`${Date.now() - t0} ms ${what}`); };
+  try {
+    server = await startSocketIoServer({ allowedOrigins: [pageServer.origin] });
+    const r = await server.admin('POST', '/v1/sessions', { user: USER, context: CONTEXT, ttl_secs: 3600 });
+    assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
+    const s = r.json;
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      timeout: 30_000,
+    });
+    const context = await browser.newContext();
+    // Cookies are per host, not per port: the page's origin and ringwire share 127.0.0.1.
+    await context.addCookies([{
+      name: 'ringwire-secret', value: s.secret, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax',
+    }]);
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP);
+    page.on('console', (m) => diag.console.push(`${m.type()}: ${m.text()}`));
+    page.on('requestfailed', (q) => diag.failed.push(`${q.method()} ${q.url()}: ${q.failure()?.errorText}`));
+    page.on('response', async (resp) => {
+      const url = new URL(resp.url());
+      if (url.port !== String(server.port) || url.searchParams.get('transport') !== 'polling') return;
+      if (!['GET', 'POST'].includes(resp.request().method())) return; // a preflight is not expected, but not polling either
+      mark(`polling ${resp.request().method()} answered ${resp.status()}`);
+      const h = await resp.allHeaders().catch(() => ({}));
+      diag.pollingResponses.push({
+        method: resp.request().method(),
+        status: resp.status(),
+        acao: h['access-control-allow-origin'],
+        acac: h['access-control-allow-credentials'],
+        cookieSent: (await resp.request().allHeaders().catch(() => ({}))).cookie?.includes(`ringwire-secret=${s.secret}`) ?? false,
+      });
+    });
+    page.on('websocket', (ws) => {
+      diag.websockets.push(ws.url());
+      mark('websocket open');
+      ws.on('framesent', (f) => mark(`ws -> ${String(f.payload).slice(0, 80)}`));
+      ws.on('framereceived', (f) => mark(`ws <- ${String(f.payload).slice(0, 80)}`));
+      ws.on('close', () => mark('ws closed'));
+    });
+    page.on('request', (q) => {
+      if (new URL(q.url()).searchParams.get('transport') === 'polling') mark(`polling ${q.method()} sent`);
+    });
+    const why = () => `\ndiagnostics: ${JSON.stringify(diag)}`;
+    const waitPage = (fn, what) => page.waitForFunction(fn).catch(async (e) => {
+      const state = await page.evaluate(() => window.state).catch(() => null);
+      throw new Error(`${what}: ${e.message}\npage state: ${JSON.stringify(state)}${why()}`);
+    });
+
+    await page.goto(`${pageServer.origin}/?port=${server.port}&session=${encodeURIComponent(s.session)}`);
+    await waitPage(() => window.state.connected || window.state.errors.length > 0, 'connect');
+    let state = await page.evaluate(() => window.state);
+    assert.deepEqual(state.errors, [], `connect_error in the page${why()}`);
+    assert.equal(state.initial, 'polling', `first transport${why()}`);
+
+    await waitPage(() => window.state.upgraded !== null, 'upgrade to websocket');
+    assert.equal(await page.evaluate(() => window.currentTransport()), 'websocket');
+
+    // The cross-origin polling requests carried the cookie and were answered with CORS headers.
+    assert.ok(diag.pollingResponses.length > 0, `no polling response seen${why()}`);
+    for (const p of diag.pollingResponses) {
+      assert.equal(p.status, 200, `polling ${p.method}${why()}`);
+      assert.equal(p.acao, pageServer.origin, `Access-Control-Allow-Origin on a polling ${p.method}${why()}`);
+      assert.equal(p.acac, 'true', `Access-Control-Allow-Credentials on a polling ${p.method}${why()}`);
+      assert.ok(p.cookieSent, `the secret cookie on a polling ${p.method}${why()}`);
+    }
+    assert.ok(diag.websockets.some((u) => u.startsWith(`ws://127.0.0.1:${server.port}/socket.io/`)), `websocket url${why()}`);
+
+    const q = await server.admin('GET', `/v1/sockets?context=${CONTEXT}&user=${USER}&path=/socket.io/*`);
+    assert.equal(q.status, 200, q.text);
+    assert.equal(q.json.count, 1, `one socket for the browser's connection: ${q.text}`);
+
+    const pushed = await server.admin('POST', '/v1/push', {
+      context: CONTEXT, user: USER, path: '/socket.io/*', message: JSON.stringify(['news', { n: 7, from: 'node' }]),
+    });
+    assert.equal(pushed.status, 202, `POST /v1/push: ${pushed.status} ${pushed.text}`);
+    assert.equal(pushed.json?.sockets, 1, pushed.text);
+    await waitPage(() => window.state.received.length > 0, 'the pushed event');
+    state = await page.evaluate(() => window.state);
+    assert.deepEqual(state.received, [{ n: 7, from: 'node' }]);
+    assert.deepEqual(state.disconnects, [], `disconnects${why()}`);
+    passed = true;
+  } finally {
+    if (browser) await within(browser.close(), STEP, 'browser.close()').catch(() => {});
+    if (server) {
+      const alive = server.alive();
+      await server.stop();
+      if (passed) assert.ok(alive, `ringwire exited during the test\n${server.stderr()}`);
+    }
+    await pageServer.close();
+  }
+});
