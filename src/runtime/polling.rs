@@ -333,7 +333,11 @@ impl Shard {
             reused: true,
         };
         ShardStats::inc(&self.shared.stats[self.id].handshakes);
-        let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+        // Idle longer than a ping interval plus the ping timeout: a v3 client's next ping
+        // POST reuses this connection instead of racing its close (it holds no buffer).
+        let idle_ms =
+            self.limits.ping_interval_secs * 1000 + self.policy.config.socketio.ping_timeout_ms;
+        let at = self.wheel.now() + self.ticks(idle_ms);
         self.schedule(slot, at);
         self.arm_recv_handshake(slot);
     }
