@@ -62,11 +62,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         }
         let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
         wait_for_signal(&state).await;
-        tracing::info!("shutting down: closing sockets with 1001");
+        tracing::info!("shutting down: draining sockets (1001)");
         engine.shutdown();
+        // The admin API keeps answering during the drain (`/readyz` is 503, pushes still
+        // reach the sockets not closed yet) until every core has stopped.
+        let _ = tokio::task::spawn_blocking(move || engine.join()).await;
         admin.abort();
     });
-    engine.join();
     if let Some(w) = &webhook {
         // The cores have stopped: their close events are queued. One last bounded drain.
         control.block_on(w.shutdown(w.shutdown_grace()));

@@ -214,7 +214,15 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     }
     // Keys that need a restart keep their running values.
     let mut applied = new;
+    let (drain, deadline) = (
+        applied.server.drain_secs,
+        applied.server.drain_deadline_secs,
+    );
     applied.server = current.server.clone();
+    (
+        applied.server.drain_secs,
+        applied.server.drain_deadline_secs,
+    ) = (drain, deadline);
     applied.engine = current.engine;
     applied.admin.listen = current.admin.listen;
     applied.endpoints = current.endpoints.clone();

@@ -62,6 +62,12 @@ pub struct ServerConfig {
     pub cores: usize,
     /// Pin each data-plane thread to its core (default true; disable when sharing a host).
     pub pin_threads: bool,
+    /// Graceful drain on SIGTERM: sockets are closed (1001) spread evenly over this many
+    /// seconds, so that their reconnects reach the other nodes as a ramp, not a storm.
+    pub drain_secs: u64,
+    /// The process exits at this deadline even if sockets remain (peers that never finish
+    /// their close). Keep it under the supervisor's stop timeout (systemd: 90 s).
+    pub drain_deadline_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +76,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".parse().expect("valid literal"),
             cores: 0,
             pin_threads: true,
+            drain_secs: 5,
+            drain_deadline_secs: 15,
         }
     }
 }
@@ -307,6 +315,11 @@ impl Config {
         if !(8..=15).contains(&self.compression.server_max_window_bits) {
             return Err(ConfigError(
                 "compression.server_max_window_bits must be between 8 and 15".into(),
+            ));
+        }
+        if self.server.drain_deadline_secs < self.server.drain_secs {
+            return Err(ConfigError(
+                "server.drain_deadline_secs must be >= server.drain_secs".into(),
             ));
         }
         let sio = &self.socketio;

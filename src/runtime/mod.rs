@@ -14,6 +14,7 @@ mod accept;
 mod admission;
 mod bufring;
 mod conn;
+mod drain;
 mod handoff;
 mod polling;
 pub mod refusal;

@@ -64,8 +64,10 @@ impl Refusal {
             Refusal::NotFound => 404,
             Refusal::MissingSession | Refusal::Session(_) => 401,
             Refusal::Origin | Refusal::Disabled => 403,
-            Refusal::UserLimit | Refusal::RateLimit => 429,
-            Refusal::ServerFull | Refusal::ShuttingDown => 503,
+            // Node-wide admission (rate, capacity, drain): 503 with Retry-After, so that a
+            // reconnect storm backs off; a user over their own limit is a 429.
+            Refusal::UserLimit => 429,
+            Refusal::RateLimit | Refusal::ServerFull | Refusal::ShuttingDown => 503,
             Refusal::HandshakeTimeout => 408,
             Refusal::NotImplemented => 501,
             Refusal::EioTransportUnknown

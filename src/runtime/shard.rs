@@ -104,7 +104,9 @@ pub struct Shard {
     pub(super) virtual_free: Vec<u32>,
     /// State of the sid tag generator.
     pub(super) rng: u64,
-    stop_deadline: u64,
+    pub(super) stop_deadline: u64,
+    /// Graceful drain: sockets still to close, and the window's start and end ticks.
+    pub(super) drain: super::drain::Drain,
 }
 
 impl Shard {
@@ -162,6 +164,7 @@ impl Shard {
             endpoint_kinds: config.endpoints.iter().map(|e| e.kind).collect(),
             stopping: false,
             stop_deadline: u64::MAX,
+            drain: Default::default(),
             table_slots,
             virtual_next: 0,
             virtual_free: Vec::new(),
@@ -238,7 +241,7 @@ impl Shard {
             }
             cqes.clear();
             self.cqes = cqes;
-            if self.stopping && (self.in_use == 0 || self.wheel.now() >= self.stop_deadline) {
+            if self.stopping && (self.drained() || self.wheel.now() >= self.stop_deadline) {
                 break;
             }
         }
@@ -939,6 +942,9 @@ impl Shard {
             self.push(tick);
         }
         let to = self.now_tick();
+        if self.stopping {
+            self.drain_tick(to);
+        }
         if to / 600 != self.wheel.now() / 600 {
             self.forget_expired_revocations();
         }
@@ -1034,31 +1040,5 @@ impl Shard {
             self.on_command(cmd);
         }
         self.arm_wake();
-    }
-
-    pub(super) fn start_shutdown(&mut self) {
-        if self.stopping {
-            return;
-        }
-        self.stopping = true;
-        self.stop_deadline = self.wheel.now() + self.ticks(3_000);
-        let cancel = opcode::AsyncCancel2::new(
-            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
-        )
-        .build()
-        .user_data(token::plain(Op::CancelAccept));
-        self.push(cancel);
-        for slot in 0..self.conns.len() as u32 {
-            let c = &mut self.conns[slot as usize];
-            match c.state {
-                ConnState::Open { .. } => self.close_with(slot, 1001, "server shutting down"),
-                ConnState::Polling { .. } => self.close_poll_session(slot),
-                ConnState::Handshake { .. } => {
-                    self.begin_close(slot);
-                    self.maybe_release(slot);
-                }
-                _ => {}
-            }
-        }
     }
 }

@@ -168,7 +168,7 @@ impl Shard {
             }
             Packet::Text(PacketType::Message, text) => self.sio_message(session, text),
             Packet::Binary(data) => self.sio_attachment(session, data),
-            Packet::Text(PacketType::Close, _) => self.sio_end(session, 1000, ""),
+            Packet::Text(PacketType::Close, _) => self.end_socket(session, 1000, ""),
             Packet::Text(PacketType::Pong | PacketType::Noop | PacketType::Open, _) => {}
         }
     }
@@ -366,12 +366,12 @@ impl Shard {
     /// A malformed packet: the session is closed (as socket.io servers do).
     fn sio_protocol_error(&mut self, session: u32) {
         ShardStats::inc(&self.shared.stats[self.id].protocol_errors);
-        self.sio_end(session, 1002, "malformed Socket.IO packet");
+        self.end_socket(session, 1002, "malformed Socket.IO packet");
     }
 
     /// End a socket whatever it is: an open WebSocket gets a close frame, a polling session
     /// its close packet.
-    pub(super) fn sio_end(&mut self, slot: u32, code: u16, reason: &str) {
+    pub(super) fn end_socket(&mut self, slot: u32, code: u16, reason: &str) {
         match self.conns[slot as usize].state {
             ConnState::Open { .. } => self.close_with(slot, code, reason),
             ConnState::Polling { .. } => self.close_poll_session(slot),

@@ -30,7 +30,7 @@ impl Server {
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("ringwire.toml");
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ncores = 2\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ncores = 2\ndrain_secs = 0\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{extra}"
         );
         std::fs::write(&cfg, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringwire"))

@@ -28,6 +28,7 @@ function config({ port, adminPort, compression = true, maxFrame = 16 << 20, maxM
   return `[server]
 listen = "127.0.0.1:${port}"
 cores = ${cores}
+drain_secs = 0
 
 [limits]
 max_frame_bytes = ${maxFrame}
@@ -115,6 +116,7 @@ function sessionConfig({ port, adminPort, cores = 2, token = null, extra = '' })
   return `[server]
 listen = "127.0.0.1:${port}"
 cores = ${cores}
+drain_secs = 0
 
 [limits]
 handshake_timeout_ms = 5000
@@ -177,6 +179,7 @@ function socketIoConfig({
   return `[server]
 listen = "127.0.0.1:${port}"
 cores = ${cores}
+drain_secs = 0
 
 [limits]
 handshake_timeout_ms = 5000

@@ -78,7 +78,8 @@ def render_config(cfg: dict) -> str:
 def make_config(port: int, admin_port: int, **overrides) -> dict:
     """Echo endpoint at "/" with no auth; `overrides` = {section: {key: value}} or endpoints=[...]."""
     cfg = {
-        "server": {"listen": f"{HOST}:{port}", "cores": 2},
+        # Tests stop servers with sockets still open: no drain window unless a test sets one.
+        "server": {"listen": f"{HOST}:{port}", "cores": 2, "drain_secs": 0},
         "limits": {
             "max_frame_bytes": 16 * 1024 * 1024,
             "max_message_bytes": 16 * 1024 * 1024,

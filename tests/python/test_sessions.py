@@ -574,7 +574,7 @@ def test_refusal_per_user_limit_429(push_servers):
     run(go())
 
 
-def test_refusal_upgrade_rate_429(push_servers):
+def test_refusal_upgrade_rate_503_retry_after(push_servers):
     server = push_servers.start(limits={"upgrade_rate_per_sec": 2})
     admin = Admin(server)
     s = admin.mint(user=1)
@@ -583,13 +583,13 @@ def test_refusal_upgrade_rate_429(push_servers):
         before = refusal_counts(admin)
         results = [await upgrade_status(server, s) for _ in range(8)]
         statuses = [r[0] for r in results]
-        assert set(statuses) <= {101, 429}, results
-        refused = statuses.count(429)
+        assert set(statuses) <= {101, 503}, results
+        refused = statuses.count(503)
         assert 1 <= refused, f"8 upgrades in a burst with upgrade_rate_per_sec = 2: {statuses}"
         assert statuses.count(101) >= 2, f"the first upgrades fit in the rate: {statuses}"
         after = refusal_counts(admin)
         assert after["rate_limit"] - before["rate_limit"] == refused, (before, after)
-        assert after["status:429"] - before["status:429"] == refused, (before, after)
+        assert after["status:503"] - before["status:503"] == refused, (before, after)
         await await_stats_sockets(admin, 0)
 
     run(go())
