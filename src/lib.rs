@@ -5,8 +5,10 @@
 //!   permessage-deflate). Pure functions over buffers; no runtime, no clock.
 //! - [`config`]: the TOML configuration and the documented [`config::Limits`].
 //! - [`runtime`]: the data plane: one pinned thread and one io_uring per core.
+//! - [`doctor`]: host checks for a target connection count (`ringwire doctor`).
 pub mod admin;
 pub mod config;
+pub mod doctor;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

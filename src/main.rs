@@ -26,6 +26,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check this host for N connections and print what to change (exit 0 = ready).
+    Doctor {
+        /// Target number of concurrent connections on this node.
+        #[arg(long, short = 'n', default_value_t = 25_000)]
+        connections: u64,
+        /// The configuration the server will run with (cores, backlog, reserve).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +48,30 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Doctor {
+            connections,
+            config,
+        } => {
+            let cfg = match config
+                .as_deref()
+                .map(Config::load)
+                .unwrap_or(Ok(Config::default()))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ringwire: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (text, ready) =
+                ringwire::doctor::report(&ringwire::doctor::read_host(), connections, &cfg);
+            print!("{text}");
+            if ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Serve { config, check } => {
             let cfg = match &config {
                 Some(path) => Config::load(path),

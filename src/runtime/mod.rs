@@ -99,6 +99,11 @@ pub const MAX_ATTRIBUTES: usize = 16;
 pub const MAX_ATTRIBUTE_KEY: usize = 64;
 pub const MAX_ATTRIBUTE_VALUE: usize = 1024;
 
+/// CPUs this process may run on (what `server.cores = 0` uses).
+pub fn available_cpus() -> usize {
+    sys::allowed_cpus().len().max(1)
+}
+
 /// A socket id (as listeners see it): core, generation and slot.
 pub fn socket_id(core: usize, gen: u32, slot: u32) -> u64 {
     (core as u64) << 56 | (gen as u64) << 32 | slot as u64
