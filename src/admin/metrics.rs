@@ -221,5 +221,35 @@ pub fn stats_json(shared: &Shared, node: &str, endpoints: &[String]) -> serde_js
             (path.clone(), n.into())
         })
         .collect();
-    serde_json::json!({ "node": node, "sockets": sockets, "cores": per_core, "endpoints": per_endpoint })
+    let sum = |get: fn(&ShardStats) -> &AtomicU64| -> u64 {
+        shared.stats.iter().map(|s| ShardStats::get(get(s))).sum()
+    };
+    let refused: serde_json::Map<String, serde_json::Value> = LABELS
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let n: u64 = shared
+                .stats
+                .iter()
+                .map(|s| ShardStats::get(&s.refused_by_reason[i]))
+                .sum();
+            (label.to_string(), n)
+        })
+        .filter(|&(_, n)| n != 0)
+        .map(|(label, n)| (label, serde_json::Value::from(n)))
+        .collect();
+    serde_json::json!({
+        "node": node,
+        "sockets": sockets,
+        "polling_sessions": sum(|s| &s.polling_sessions),
+        "upgrades": sum(|s| &s.upgrades),
+        "pushes": sum(|s| &s.pushes),
+        "push_frames": sum(|s| &s.push_frames),
+        "refused_by_reason": refused,
+        "stopping": shared.stopping.load(std::sync::atomic::Ordering::Relaxed),
+        "cores": per_core,
+        "endpoints": per_endpoint,
+        // Links to other nodes (none until a [cluster] is configured).
+        "cluster": { "links": [] },
+    })
 }

@@ -47,6 +47,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
             require_token,
         ));
     let app = Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
@@ -54,6 +55,19 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin listener failed: {e}");
     }
+}
+
+/// The live dashboard: a static page (no build step) that polls `/v1/stats` every second
+/// with the token from its URL fragment (`/#token=...`), so the page itself needs none.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 /// Bearer-token check (constant time). No token configured = open (loopback only, enforced
