@@ -7,6 +7,7 @@
 //! - [`runtime`]: the data plane: one pinned thread and one io_uring per core.
 //! - [`doctor`]: host checks for a target connection count (`ringwire doctor`).
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod protocol;

@@ -26,6 +26,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Check this host for N connections and print what to change (exit 0 = ready).
     Doctor {
         /// Target number of concurrent connections on this node.
@@ -34,6 +37,20 @@ enum Command {
         /// The configuration the server will run with (cores, backlog, reserve).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Generate a development CA and a certificate per node for the cluster link's mutual
+    /// TLS: DIR/ca.pem, DIR/ca.key, DIR/<node>.pem, DIR/<node>.key.
+    Certs {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Node ids (as in `cluster.node_id`).
+        #[arg(required = true)]
+        nodes: Vec<String>,
     },
 }
 
@@ -48,6 +65,22 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Cluster(ClusterCommand::Certs { out, nodes }) => {
+            match ringwire::cluster::certs::generate(&out, &nodes) {
+                Ok(()) => {
+                    println!(
+                        "wrote {}/ca.pem, ca.key and a certificate and key per node: {}",
+                        out.display(),
+                        nodes.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringwire: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Doctor {
             connections,
             config,

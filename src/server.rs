@@ -27,6 +27,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         .iter()
         .map(|w| w.clone() as Arc<dyn Listener>)
         .collect();
+    let cluster = match &config.cluster {
+        Some(c) => Some(crate::cluster::Cluster::start(c)?),
+        None => None,
+    };
     let engine = Engine::start(config.clone(), session_key.clone(), listeners)?;
     let shared = engine.shared.clone();
     let control = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +60,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             config: Arc::new(Mutex::new(config.clone())),
             config_path,
             webhook: webhook.clone(),
+            cluster: cluster.as_ref().map(|c| c.state.clone()),
         };
         if let Some(w) = &webhook {
             tokio::spawn(w.clone().run());
@@ -72,6 +77,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     if let Some(w) = &webhook {
         // The cores have stopped: their close events are queued. One last bounded drain.
         control.block_on(w.shutdown(w.shutdown_grace()));
+    }
+    if let Some(c) = cluster {
+        c.shutdown();
     }
     tracing::info!("ringwire stopped");
     Ok(())

@@ -29,6 +29,8 @@ pub struct AdminState {
     pub config_path: Option<PathBuf>,
     /// The webhook, when `[webhook]` is configured (its counters go to `/metrics`).
     pub webhook: Option<Arc<crate::service::webhook::WebhookListener>>,
+    /// The cluster link, when `[cluster]` is configured.
+    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
@@ -129,6 +131,18 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             if let Some(w) = &state.webhook {
                 text.push_str(&w.metrics_text());
             }
+            if let Some(c) = &state.cluster {
+                text.push_str(
+                    "# HELP ringwire_cluster_link_up Cluster link to a peer is up (1) or down (0)\n# TYPE ringwire_cluster_link_up gauge\n",
+                );
+                for p in &c.peers {
+                    text.push_str(&format!(
+                        "ringwire_cluster_link_up{{peer=\"{}\"}} {}\n",
+                        p.id,
+                        u8::from(p.up())
+                    ));
+                }
+            }
             text
         },
     )
@@ -144,10 +158,9 @@ async fn stats(State(state): State<AdminState>) -> Response {
         .iter()
         .map(|e| e.path.clone())
         .collect();
-    Json(metrics::stats_json(
-        &state.shared,
-        &state.node_id,
-        &endpoints,
-    ))
-    .into_response()
+    let mut stats = metrics::stats_json(&state.shared, &state.node_id, &endpoints);
+    if let Some(c) = &state.cluster {
+        stats["cluster"]["links"] = c.links_json();
+    }
+    Json(stats).into_response()
 }

@@ -268,10 +268,16 @@ impl Default for RemoteConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// This node's id; its certificate must name it (`ringwire cluster certs`).
     pub node_id: String,
+    /// QUIC (UDP) address of the cluster link.
     pub listen: SocketAddr,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// PEM files for the link's mutual TLS: the cluster CA, this node's certificate, its key.
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -376,6 +382,19 @@ impl Config {
             return Err(ConfigError("sessions.max_ttl_secs must be > 0".into()));
         }
         crate::service::cascade::Cascade::compile(&self.websockets).map_err(ConfigError)?;
+        if let Some(c) = &self.cluster {
+            if c.node_id.is_empty() {
+                return Err(ConfigError("cluster.node_id must not be empty".into()));
+            }
+            for (i, p) in c.peers.iter().enumerate() {
+                if p.id == c.node_id || c.peers[..i].iter().any(|o| o.id == p.id) {
+                    return Err(ConfigError(format!(
+                        "cluster.peers: id {:?} is this node or listed twice",
+                        p.id
+                    )));
+                }
+            }
+        }
         let r = &self.remote;
         if r.timer_ms == 0 {
             return Err(ConfigError("remote.timer_ms must be > 0".into()));
