@@ -147,6 +147,33 @@ setup_chromium() {
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 }
 
+setup_proxies() {
+    # Debian's apache2, nginx and haproxy for tests/python/test_proxies.py (the shipped configs in
+    # tuning/proxies/ run against the real servers); only when a binary is missing. Not root:
+    # the proxy tests skip themselves. Services are not started by the install (policy-rc.d).
+    local pkgs=() b
+    for b in apache2 nginx haproxy; do
+        [[ -x /usr/sbin/$b ]] || pkgs+=("$b")
+    done
+    if ((${#pkgs[@]} == 0)); then
+        echo "proxies: $(/usr/sbin/nginx -v 2>&1 | head -1); $(/usr/sbin/haproxy -v 2>&1 | head -1); $(/usr/sbin/apache2 -v 2>&1 | head -1)"
+        return 0
+    fi
+    if [[ $(id -u) != 0 ]]; then
+        echo "missing ${pkgs[*]} and not root: the proxy tests will be skipped" >&2
+        return 0
+    fi
+    echo "installing Debian packages: ${pkgs[*]}"
+    local policy=/usr/sbin/policy-rc.d made=0 rc
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+    fi
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+    rc=$?
+    ((made)) && rm -f "$policy"
+    return $rc
+}
+
 setup_venv() {
     local req="$ROOT/tests/requirements.txt" stamp="$VENV/.requirements.sha256"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -178,11 +205,11 @@ setup_node() {
 }
 
 setup() {
-    setup_apt && setup_chromium && setup_venv && setup_node
+    setup_apt && setup_chromium && setup_proxies && setup_venv && setup_node
 }
 
 export ROOT VENV FUZZ_SECS
-export -f setup setup_apt setup_chromium setup_venv setup_node
+export -f setup setup_apt setup_chromium setup_proxies setup_venv setup_node
 
 # ---------------------------------------------------------------- suites
 
