@@ -33,7 +33,13 @@ use serde::{Deserialize, Serialize};
   ringwire-loadtest --url ws://127.0.0.1:8080/socket.io/ --protocol socketio --auth session \\\n      \
   --scenario push --connections 2000 --push-rate 1000 --duration 10 --max-missing 0\n  \
   ringwire-loadtest --url http://127.0.0.1:8080/socket.io/ --protocol socketio --transport polling \\\n      \
-  --auth session --scenario push --connections 1000 --push-rate 1000 --duration 10 --max-missing 0"
+  --auth session --scenario push --connections 1000 --push-rate 1000 --duration 10 --max-missing 0\n\n  \
+  # Churn: 2,000 sockets, 200 graceful close + reconnect per second for 10 s, no failure allowed\n  \
+  ringwire-loadtest --url ws://127.0.0.1:8080/ws --auth session --scenario churn --connections 2000 \\\n      \
+  --churn-per-sec 200 --duration 10 --max-reconnect-failures 0\n\n  \
+  # Reconnect storm: 3,000 sockets drop at once and reconnect; all back within 15 s, none gives up\n  \
+  ringwire-loadtest --url ws://127.0.0.1:8080/ws --auth session --scenario storm --connections 3000 \\\n      \
+  --ramp-per-sec 400 --duration 2 --max-storm-secs 15"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -63,6 +69,16 @@ pub enum Scenario {
     /// through the admin API (POST /v1/push/batch) at --push-rate for --duration
     /// seconds; every connection measures the end-to-end latency of each push it receives.
     Push,
+    /// After all connections are up, connections are closed gracefully and reopened (same
+    /// user and session) at --churn-per-sec reconnects per second (total) for --duration
+    /// seconds. Reports the reconnects, their connect latency and failures by kind.
+    Churn,
+    /// Reconnect storm: after all connections are up and held for --duration seconds, every
+    /// connection drops its TCP socket abruptly (RST) and reconnects at once. A refusal with
+    /// `Retry-After: S` (ringwire: 503 on its upgrade rate limit) waits S + random(0..S)
+    /// seconds; other failures back off exponentially with jitter (socket.io-client). Reports
+    /// the time until 50/90/99/100 % are back, 503s, retries and clients that gave up.
+    Storm,
 }
 
 /// How connections authenticate.
@@ -129,8 +145,8 @@ pub struct RunArgs {
     /// (`40{"sid":..}`); Engine.IO pings are answered (EIO 4) or sent (EIO 3), and a
     /// connection that misses them for pingInterval + pingTimeout is dropped as
     /// `ping_timeout`. Pushes are sent as the event `["lt","<payload>"]` and unwrapped on
-    /// receipt. Scenarios hold and push (the server does not echo Socket.IO events, so
-    /// `echo` and --echo-check are refused).
+    /// receipt. Scenarios hold, push, churn and storm (the server does not echo Socket.IO
+    /// events, so `echo` and --echo-check are refused).
     #[arg(long, value_enum, default_value_t = Protocol::Raw)]
     pub protocol: Protocol,
 
@@ -178,7 +194,9 @@ pub struct RunArgs {
     #[arg(short = 's', long, value_enum, default_value_t = Scenario::Hold)]
     pub scenario: Scenario,
 
-    /// Seconds to keep running after all connections are up (0 = stop right away).
+    /// Seconds to keep running after all connections are up (0 = stop right away). churn:
+    /// how long reconnects are started; storm: how long all connections are held before
+    /// they are dropped.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     pub duration: f64,
 
@@ -225,7 +243,8 @@ pub struct RunArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// Threshold: fail (exit 1) if more than N connection attempts failed.
+    /// Threshold: fail (exit 1) if more than N first connection attempts failed (failed
+    /// reconnects of churn and storm: --max-reconnect-failures).
     #[arg(long)]
     pub max_connect_errors: Option<u64>,
 
@@ -306,6 +325,54 @@ pub struct RunArgs {
     /// expected deliveries before counting the rest as missing.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
+
+    /// [churn] Reconnects started per second across all workers, for --duration seconds
+    /// once all connections are up. Each one closes an open connection gracefully (close
+    /// frame; Socket.IO: `41` then close, polling: the close packet) and connects it again
+    /// with the same user and session. Connections are taken round robin.
+    #[arg(long, default_value_t = 100.0)]
+    pub churn_per_sec: f64,
+
+    /// [storm] A dropped connection gives up when it is not connected again this many
+    /// seconds after the drop.
+    #[arg(long, default_value_t = 60.0)]
+    pub storm_timeout: f64,
+
+    /// [churn, storm] Longest single wait between two reconnect attempts, in seconds: caps
+    /// `Retry-After` + jitter as well as the exponential backoff.
+    #[arg(long, default_value_t = 30.0)]
+    pub storm_max_wait: f64,
+
+    /// [churn, storm] Backoff after a failed reconnect attempt without `Retry-After`
+    /// (refused, reset, timeout, other statuses), as socket.io-client's reconnectionDelay:
+    /// delay * 2^failures, +-50 % jitter, at most --reconnect-delay-max-ms.
+    #[arg(long, default_value_t = 1000)]
+    pub reconnect_delay_ms: u64,
+
+    /// [churn, storm] Upper bound of the exponential backoff (socket.io-client's
+    /// reconnectionDelayMax).
+    #[arg(long, default_value_t = 5000)]
+    pub reconnect_delay_max_ms: u64,
+
+    /// Threshold [storm]: fail (exit 1) unless every dropped connection is connected again
+    /// within X seconds of the drop.
+    #[arg(long)]
+    pub max_storm_secs: Option<f64>,
+
+    /// Threshold [storm]: fail (exit 1) if more than N clients gave up (--storm-timeout).
+    /// Without it, a single client that gave up fails the run.
+    #[arg(long)]
+    pub max_gave_up: Option<u64>,
+
+    /// Threshold [churn, storm]: fail (exit 1) if more than N reconnect attempts failed
+    /// (in a storm every refused attempt counts, 503s included).
+    #[arg(long)]
+    pub max_reconnect_failures: Option<u64>,
+
+    /// Threshold [churn, storm]: fail (exit 1) if the p99 connect latency of the reconnects
+    /// (TCP connect + upgrade [+ Socket.IO connect]) exceeds X milliseconds.
+    #[arg(long)]
+    pub max_reconnect_p99_ms: Option<f64>,
 }
 
 /// Parsed `ws://host:port/path` target.

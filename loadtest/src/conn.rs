@@ -4,18 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio::time::{sleep_until, timeout, Instant, Interval, MissedTickBehavior};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::{HeaderValue, COOKIE};
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, COOKIE, RETRY_AFTER};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -54,6 +54,167 @@ pub struct ConnParams {
     pub ws_config: WebSocketConfig,
     /// `--auth session`: the sessions by user.
     pub sessions: Option<Sessions>,
+    /// How connections reconnect after a churn close or a storm drop.
+    pub reconnect: ReconnectPolicy,
+}
+
+/// Reconnect behaviour (churn and storm scenarios).
+#[derive(Debug, Clone, Copy)]
+pub struct ReconnectPolicy {
+    /// Storm: give up this long after the drop.
+    pub storm_timeout: Duration,
+    /// Longest single wait between two attempts.
+    pub max_wait: Duration,
+    /// Exponential backoff (socket.io-client): base delay and cap.
+    pub delay: Duration,
+    pub delay_max: Duration,
+}
+
+impl ReconnectPolicy {
+    /// The wait after a failed attempt: the server's `Retry-After: S` as S + random(0..S),
+    /// otherwise socket.io-client's backoff (`delay * 2^failures`, +-50 % jitter, capped at
+    /// `delay_max`); never more than `max_wait`. `failures` counts the earlier failures of
+    /// this reconnect, `r` is uniform in [0, 1). Returns the wait and whether it followed
+    /// `Retry-After`.
+    pub fn wait(&self, retry_after: Option<u64>, failures: u32, r: f64) -> (Duration, bool) {
+        let (wait, honoured) = match retry_after {
+            Some(s) if s > 0 => (Duration::from_secs_f64(s as f64 * (1.0 + r)), true),
+            _ => {
+                // socket.io-client (engine.io-client's Backoff): jitter 0.5, factor 2.
+                let base = self.delay.as_secs_f64() * 2f64.powi(failures.min(30) as i32);
+                let deviation = (r * 0.5 * base * 1000.0).floor() / 1000.0;
+                let secs = if ((r * 10.0).floor() as u64) & 1 == 0 {
+                    base - deviation
+                } else {
+                    base + deviation
+                };
+                (
+                    Duration::from_secs_f64(secs.min(self.delay_max.as_secs_f64()).max(0.0)),
+                    false,
+                )
+            }
+        };
+        (wait.min(self.max_wait), honoured)
+    }
+}
+
+/// Why a connection is told to go away and come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kick {
+    /// Churn: close gracefully, reconnect.
+    Churn = 1,
+    /// Storm: drop the TCP socket abruptly (RST), reconnect at once.
+    Storm = 2,
+}
+
+/// Per-connection control shared with the worker: whether the connection is open, and
+/// a pending churn/storm kick.
+#[derive(Default)]
+pub struct Slot {
+    open: AtomicBool,
+    kick: AtomicU8,
+    notify: Notify,
+}
+
+impl Slot {
+    /// Kicks the connection if it is open and not kicked yet; it then counts as
+    /// reconnecting. Returns whether it was kicked.
+    ///
+    /// Workers run single-threaded, so the connection task cannot change state between
+    /// the check and the kick.
+    pub fn kick(&self, shared: &Shared, kick: Kick) -> bool {
+        if !self.open.load(Relaxed) || self.kick.load(Relaxed) != 0 {
+            return false;
+        }
+        self.kick.store(kick as u8, Relaxed);
+        shared.reconnecting.fetch_add(1, Relaxed);
+        self.notify.notify_one();
+        true
+    }
+
+    /// The pending kick, if any (left in place).
+    pub fn pending(&self) -> Option<Kick> {
+        match self.kick.load(Relaxed) {
+            1 => Some(Kick::Churn),
+            2 => Some(Kick::Storm),
+            _ => None,
+        }
+    }
+
+    fn take(&self) -> Option<Kick> {
+        let k = self.pending();
+        self.kick.store(0, Relaxed);
+        k
+    }
+
+    /// Completes when the connection may have been kicked (check [`Slot::pending`]).
+    pub async fn kicked(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// How an established connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Stopped by us (`Phase::Stop`), closed gracefully.
+    Stopped,
+    /// Ended by the server or the network: the drop kind.
+    Dropped(String),
+    /// Closed because of a churn/storm kick: reconnect.
+    Kicked,
+}
+
+/// A failed connection attempt: its kind, and the server's `Retry-After` (seconds) if it
+/// refused with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    pub kind: String,
+    pub retry_after: Option<u64>,
+}
+
+impl From<String> for ConnectError {
+    fn from(kind: String) -> Self {
+        ConnectError {
+            kind,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<&str> for ConnectError {
+    fn from(kind: &str) -> Self {
+        kind.to_string().into()
+    }
+}
+
+/// A `Retry-After` value in seconds (the HTTP-date form is not used for this).
+pub fn parse_retry_after(v: &str) -> Option<u64> {
+    v.trim().parse().ok()
+}
+
+/// Sets `SO_LINGER` to zero, so that closing the socket sends a RST at once (an abrupt
+/// drop, as after a network blip, without TIME_WAIT).
+pub fn set_linger_zero(fd: RawFd) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a socket fd owned by the caller and a linger value of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Prepares an abrupt drop of a WebSocket: dropping it afterwards resets the TCP connection.
+pub fn abort_ws(ws: &Ws) {
+    set_linger_zero(ws.get_ref().as_raw_fd());
 }
 
 /// Session credentials of a worker's users.
@@ -137,6 +298,28 @@ pub struct Shared {
     pub dropped_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Latency samples since the last progress event (drained every 250 ms).
     pub latency: Mutex<Histogram<u64>>,
+    /// Connect latency of first attempts / reconnects, and storm time to reconnect (µs),
+    /// since the last progress event.
+    pub connect_latency: Mutex<Histogram<u64>>,
+    pub reconnect_latency: Mutex<Histogram<u64>>,
+    pub storm_latency: Mutex<Histogram<u64>>,
+    pub reconnect_attempts: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub reconnect_failed: AtomicU64,
+    pub reconnect_failed_by_kind: Mutex<BTreeMap<String, u64>>,
+    pub reconnect_retries: AtomicU64,
+    pub retry_after_waits: AtomicU64,
+    pub backoff_waits: AtomicU64,
+    pub retry_after_max_s: AtomicU64,
+    pub reconnecting: AtomicU64,
+    pub reconnect_abandoned: AtomicU64,
+    pub churn_kicks: AtomicU64,
+    pub churn_skipped: AtomicU64,
+    pub storm_dropped: AtomicU64,
+    pub storm_reconnected: AtomicU64,
+    pub storm_gave_up: AtomicU64,
+    /// When this worker dropped its connections (storm).
+    pub storm_at: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -163,6 +346,25 @@ impl Shared {
             failed_by_kind: Mutex::new(BTreeMap::new()),
             dropped_by_kind: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(stats::new_histogram()),
+            connect_latency: Mutex::new(stats::new_histogram()),
+            reconnect_latency: Mutex::new(stats::new_histogram()),
+            storm_latency: Mutex::new(stats::new_histogram()),
+            reconnect_attempts: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            reconnect_failed: AtomicU64::new(0),
+            reconnect_failed_by_kind: Mutex::new(BTreeMap::new()),
+            reconnect_retries: AtomicU64::new(0),
+            retry_after_waits: AtomicU64::new(0),
+            backoff_waits: AtomicU64::new(0),
+            retry_after_max_s: AtomicU64::new(0),
+            reconnecting: AtomicU64::new(0),
+            reconnect_abandoned: AtomicU64::new(0),
+            churn_kicks: AtomicU64::new(0),
+            churn_skipped: AtomicU64::new(0),
+            storm_dropped: AtomicU64::new(0),
+            storm_reconnected: AtomicU64::new(0),
+            storm_gave_up: AtomicU64::new(0),
+            storm_at: Mutex::new(None),
         }
     }
 
@@ -185,6 +387,21 @@ impl Shared {
             echo_check_ok: self.check_ok.load(Relaxed),
             echo_check_failed: self.check_failed.load(Relaxed),
             push_received: self.push_received.load(Relaxed),
+            reconnect_attempts: self.reconnect_attempts.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            reconnect_failed: self.reconnect_failed.load(Relaxed),
+            reconnect_failed_by_kind: self.reconnect_failed_by_kind.lock().unwrap().clone(),
+            reconnect_retries: self.reconnect_retries.load(Relaxed),
+            retry_after_waits: self.retry_after_waits.load(Relaxed),
+            backoff_waits: self.backoff_waits.load(Relaxed),
+            retry_after_max_s: self.retry_after_max_s.load(Relaxed),
+            reconnecting: self.reconnecting.load(Relaxed),
+            reconnect_abandoned: self.reconnect_abandoned.load(Relaxed),
+            churn_kicks: self.churn_kicks.load(Relaxed),
+            churn_skipped: self.churn_skipped.load(Relaxed),
+            storm_dropped: self.storm_dropped.load(Relaxed),
+            storm_reconnected: self.storm_reconnected.load(Relaxed),
+            storm_gave_up: self.storm_gave_up.load(Relaxed),
         }
     }
 
@@ -198,14 +415,18 @@ impl Shared {
         match result {
             Ok(()) => {
                 self.connected.fetch_add(1, Relaxed);
-                let open = self.open.fetch_add(1, Relaxed) + 1;
-                self.peak_open.fetch_max(open, Relaxed);
+                self.opened();
             }
             Err(kind) => {
                 self.failed.fetch_add(1, Relaxed);
                 Shared::count_kind(&self.failed_by_kind, kind);
             }
         }
+    }
+
+    fn opened(&self) {
+        let open = self.open.fetch_add(1, Relaxed) + 1;
+        self.peak_open.fetch_max(open, Relaxed);
     }
 
     /// An established connection ended: `Some(kind)` if it was dropped (not by us).
@@ -228,6 +449,13 @@ impl Shared {
         let lat_us = crate::sysinfo::unix_now_ns().saturating_sub(m.ts) / 1000;
         stats::record(&mut self.latency.lock().unwrap(), lat_us);
         true
+    }
+
+    /// A connection left the reconnecting state (connected, gave up or stopped).
+    fn reconnect_over(&self) {
+        let _ = self
+            .reconnecting
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
     fn count_kind(map: &Mutex<BTreeMap<String, u64>>, kind: &str) {
@@ -278,8 +506,24 @@ pub fn classify_ws(e: &WsError) -> String {
     }
 }
 
+/// Classifies a failed WebSocket handshake, keeping the `Retry-After` of a refusal.
+pub fn handshake_error(e: &WsError) -> ConnectError {
+    let retry_after = match e {
+        WsError::Http(resp) => resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after),
+        _ => None,
+    };
+    ConnectError {
+        kind: classify_ws(e),
+        retry_after,
+    }
+}
+
 /// TCP connect (bound to `source` if given) + WebSocket handshake.
-pub async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, String> {
+pub async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, ConnectError> {
     // With --auth session: `?session=<id>` and the secret cookie of this connection's user.
     let (url, cookie) = p.url_and_cookie(id)?;
     let mut request = url
@@ -294,7 +538,7 @@ pub async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<
     let (ws, _resp) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(p.ws_config))
             .await
-            .map_err(|e| classify_ws(&e))?;
+            .map_err(|e| handshake_error(&e))?;
     Ok(ws)
 }
 
@@ -368,22 +612,246 @@ enum Check {
     Done,
 }
 
-/// Opens connection `id` and runs it until `Phase::Stop` (or the peer goes away).
-/// `permit` limits in-flight connects and is released once the handshake is done.
+/// Opens connection `id` and runs it until `Phase::Stop` (or the peer goes away); churn
+/// and storm kicks (through `slot`) make it close and connect again.
+/// `permit` limits in-flight first connects and is released once that attempt is done.
 pub async fn run(
     id: u64,
     p: Arc<ConnParams>,
     shared: Arc<Shared>,
+    slot: Arc<Slot>,
     permit: OwnedSemaphorePermit,
     ctrl: watch::Receiver<Phase>,
 ) {
+    let life = Life::new(id, &p, &shared, &slot, permit);
     match (p.protocol, p.transport) {
-        (Protocol::Raw, _) => run_raw(id, p, shared, permit, ctrl).await,
+        (Protocol::Raw, _) => run_raw(id, &p, &shared, &slot, life, ctrl).await,
         (Protocol::Socketio, Transport::Websocket) => {
-            crate::sio::run_websocket(id, p, shared, permit, ctrl).await
+            crate::sio::run_websocket(id, &p, &shared, &slot, life, ctrl).await
         }
         (Protocol::Socketio, Transport::Polling) => {
-            crate::sio::run_polling(id, p, shared, permit, ctrl).await
+            crate::sio::run_polling(id, &p, &shared, &slot, life, ctrl).await
+        }
+    }
+}
+
+/// What to do after a connection attempt.
+pub enum Next<T> {
+    /// Connected.
+    Up(T),
+    /// Failed; the wait is over, try again.
+    Retry,
+    /// Failed for good (first attempt, gave up, or stopped).
+    Quit,
+}
+
+/// A reconnect under way.
+struct Reconnect {
+    kick: Kick,
+    /// Start of the reconnect: the churn close, or the worker's storm drop.
+    since: Instant,
+    /// Storm: give up at this time.
+    deadline: Option<Instant>,
+    /// Failed attempts so far.
+    failures: u32,
+}
+
+/// The life of one simulated client across reconnects: times and counts every connection
+/// attempt, and waits between reconnect attempts.
+pub struct Life<'a> {
+    p: &'a ConnParams,
+    shared: &'a Shared,
+    slot: &'a Slot,
+    /// Held during the first attempt (limits in-flight first connects).
+    permit: Option<OwnedSemaphorePermit>,
+    reconnect: Option<Reconnect>,
+    rng: u64,
+}
+
+impl<'a> Life<'a> {
+    pub fn new(
+        id: u64,
+        p: &'a ConnParams,
+        shared: &'a Shared,
+        slot: &'a Slot,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Life {
+            p,
+            shared,
+            slot,
+            permit: Some(permit),
+            reconnect: None,
+            rng: mix(id ^ crate::sysinfo::unix_now_ns()),
+        }
+    }
+
+    /// Uniform in [0, 1).
+    fn random(&mut self) -> f64 {
+        self.rng = mix(self.rng);
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn established(&self) {
+        self.slot.open.store(true, Relaxed);
+    }
+
+    /// Runs one connection attempt (`attempt`: TCP connect + handshake) within the connect
+    /// timeout and counts it. The first attempt of a connection is not retried. A reconnect
+    /// that fails waits (`Retry-After` + jitter, or the backoff) and returns `Retry`; it
+    /// gives up at the storm deadline, and stops waiting on `Phase::Stop`.
+    pub async fn attempt<T>(
+        &mut self,
+        ctrl: &mut watch::Receiver<Phase>,
+        attempt: impl std::future::Future<Output = Result<T, ConnectError>>,
+    ) -> Next<T> {
+        let shared = self.shared;
+        let t0 = Instant::now();
+        let Some((kick, since, deadline)) = self
+            .reconnect
+            .as_ref()
+            .map(|re| (re.kick, re.since, re.deadline))
+        else {
+            let r = within_connect_timeout(self.p, attempt).await;
+            self.permit = None;
+            return match r {
+                Ok(x) => {
+                    stats::record(
+                        &mut shared.connect_latency.lock().unwrap(),
+                        t0.elapsed().as_micros() as u64,
+                    );
+                    shared.attempt_done(Ok(()));
+                    self.established();
+                    Next::Up(x)
+                }
+                Err(e) => {
+                    shared.attempt_done(Err(&e.kind));
+                    Next::Quit
+                }
+            };
+        };
+        if *ctrl.borrow() == Phase::Stop {
+            return self.abandon();
+        }
+        let limit = deadline.map_or(t0 + self.p.connect_timeout, |d| {
+            d.min(t0 + self.p.connect_timeout)
+        });
+        shared.reconnect_attempts.fetch_add(1, Relaxed);
+        let r = tokio::select! {
+            r = timeout_at(limit, attempt) => r.unwrap_or_else(|_| Err("timeout".into())),
+            _ = stopped(ctrl) => return self.abandon(),
+        };
+        let e = match r {
+            Ok(x) => {
+                self.reconnect = None;
+                stats::record(
+                    &mut shared.reconnect_latency.lock().unwrap(),
+                    t0.elapsed().as_micros() as u64,
+                );
+                shared.reconnects.fetch_add(1, Relaxed);
+                if kick == Kick::Storm {
+                    shared.storm_reconnected.fetch_add(1, Relaxed);
+                    stats::record(
+                        &mut shared.storm_latency.lock().unwrap(),
+                        since.elapsed().as_micros() as u64,
+                    );
+                }
+                shared.reconnect_over();
+                shared.opened();
+                self.established();
+                return Next::Up(x);
+            }
+            Err(e) => e,
+        };
+        shared.reconnect_failed.fetch_add(1, Relaxed);
+        Shared::count_kind(&shared.reconnect_failed_by_kind, &e.kind);
+        if let Some(s) = e.retry_after {
+            shared.retry_after_max_s.fetch_max(s, Relaxed);
+        }
+        let r = self.random();
+        let re = self.reconnect.as_mut().expect("reconnecting");
+        let (wait, honoured) = self.p.reconnect.wait(e.retry_after, re.failures, r);
+        re.failures += 1;
+        let resume = Instant::now() + wait;
+        if re.deadline.is_some_and(|d| resume >= d) {
+            shared.storm_gave_up.fetch_add(1, Relaxed);
+            shared.reconnect_over();
+            return Next::Quit;
+        }
+        if honoured {
+            shared.retry_after_waits.fetch_add(1, Relaxed);
+        } else {
+            shared.backoff_waits.fetch_add(1, Relaxed);
+        }
+        tokio::select! {
+            _ = sleep_until(resume) => {
+                shared.reconnect_retries.fetch_add(1, Relaxed);
+                Next::Retry
+            }
+            _ = stopped(ctrl) => self.abandon(),
+        }
+    }
+
+    /// The run stops while reconnecting.
+    fn abandon<T>(&mut self) -> Next<T> {
+        self.reconnect = None;
+        self.shared.reconnect_abandoned.fetch_add(1, Relaxed);
+        self.shared.reconnect_over();
+        Next::Quit
+    }
+
+    /// An established connection ended (its socket is already closed or dropped). Returns
+    /// true if it is to connect again (churn or storm kick).
+    pub async fn ended(&mut self, end: End) -> bool {
+        let shared = self.shared;
+        self.slot.open.store(false, Relaxed);
+        let kick = self.slot.take();
+        match (end, kick) {
+            // Kicked, or dropped while a kick was pending (it was leaving anyway).
+            (End::Kicked | End::Dropped(_), Some(kick)) => {
+                shared.connection_ended(None);
+                let since = match kick {
+                    Kick::Storm => shared.storm_at.lock().unwrap().unwrap_or_else(Instant::now),
+                    Kick::Churn => Instant::now(),
+                };
+                self.reconnect = Some(Reconnect {
+                    kick,
+                    since,
+                    deadline: (kick == Kick::Storm).then(|| since + self.p.reconnect.storm_timeout),
+                    failures: 0,
+                });
+                if kick == Kick::Storm {
+                    // Let every other kicked connection drop its socket before reconnecting,
+                    // so that the drops happen together.
+                    tokio::task::yield_now().await;
+                }
+                true
+            }
+            (End::Stopped, Some(_)) => {
+                shared.connection_ended(None);
+                shared.reconnect_over();
+                false
+            }
+            (End::Dropped(kind), None) => {
+                shared.connection_ended(Some(&kind));
+                false
+            }
+            (End::Stopped | End::Kicked, None) => {
+                shared.connection_ended(None);
+                false
+            }
+        }
+    }
+}
+
+/// Completes when the phase is (or becomes) `Stop`, or the worker is gone.
+pub async fn stopped(ctrl: &mut watch::Receiver<Phase>) {
+    loop {
+        if *ctrl.borrow_and_update() == Phase::Stop {
+            return;
+        }
+        if ctrl.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -391,47 +859,49 @@ pub async fn run(
 /// A connection attempt bounded by `--connect-timeout` (a timeout counts as "timeout").
 pub async fn within_connect_timeout<T>(
     p: &ConnParams,
-    attempt: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    attempt: impl std::future::Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
     timeout(p.connect_timeout, attempt)
         .await
-        .unwrap_or_else(|_| Err("timeout".to_string()))
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
 /// A plain WebSocket connection.
 async fn run_raw(
     id: u64,
-    p: Arc<ConnParams>,
-    shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
+    p: &ConnParams,
+    shared: &Shared,
+    slot: &Slot,
+    mut life: Life<'_>,
     mut ctrl: watch::Receiver<Phase>,
 ) {
     let source = p.source_of(id);
-    let result = within_connect_timeout(&p, connect(&p, id, source)).await;
-    drop(permit);
-    let mut ws = match result {
-        Ok(ws) => ws,
-        Err(kind) => {
-            shared.attempt_done(Err(&kind));
+    loop {
+        let mut ws = loop {
+            match life.attempt(&mut ctrl, connect(p, id, source)).await {
+                Next::Up(ws) => break ws,
+                Next::Retry => {}
+                Next::Quit => return,
+            }
+        };
+        let end = drive(id, p, shared, slot, &mut ws, &mut ctrl).await;
+        drop(ws);
+        if !life.ended(end).await {
             return;
         }
-    };
-    shared.attempt_done(Ok(()));
-
-    let drop_kind = drive(id, &p, &shared, &mut ws, &mut ctrl).await;
-
-    shared.connection_ended(drop_kind.as_deref());
+    }
 }
 
-/// The scenario loop of an established connection. Returns `Some(kind)` if the
-/// connection ended on its own (dropped), `None` if it was stopped by us.
+/// The scenario loop of an established connection, until it is stopped, dropped or
+/// kicked (churn: graceful close; storm: abrupt drop).
 async fn drive(
     id: u64,
     p: &ConnParams,
     shared: &Shared,
+    slot: &Slot,
     ws: &mut Ws,
     ctrl: &mut watch::Receiver<Phase>,
-) -> Option<String> {
+) -> End {
     let mut ticker: Option<Interval> = match p.scenario {
         Scenario::Echo => {
             let period = p.interval.max(Duration::from_millis(1));
@@ -440,19 +910,21 @@ async fn drive(
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             Some(t)
         }
-        Scenario::Hold | Scenario::Push => None,
+        Scenario::Hold | Scenario::Push | Scenario::Churn | Scenario::Storm => None,
     };
     let mut seq = 0u64;
     let mut check = Check::Idle;
     let mut server_closed = false;
     // Echoes of our scenario messages received (`seq` is the number sent).
     let mut echoed = 0u64;
-    // Set when stopping while echoes are outstanding.
+    // Set when stopping (or closing for churn) while echoes are outstanding.
     let mut drain_until: Option<Instant> = None;
+    // How the connection ends once it has closed: stopped, or kicked (churn).
+    let mut leaving = End::Stopped;
     // If we were connected after an echo check was requested, take part in it too.
     let mut pending_phase = Some(*ctrl.borrow_and_update());
 
-    let outcome: Option<String> = loop {
+    let outcome: End = loop {
         if let Some(phase) = pending_phase.take() {
             match phase {
                 Phase::Run => {}
@@ -464,7 +936,7 @@ async fn drive(
                             .get_or_insert(Instant::now() + p.echo_timeout.min(DRAIN_TIMEOUT));
                     } else {
                         close(ws).await;
-                        break None;
+                        break leaving;
                     }
                 }
                 Phase::EchoCheck => {
@@ -477,13 +949,13 @@ async fn drive(
                                 check = Check::Done;
                                 shared.check_failed.fetch_add(1, Relaxed);
                                 shared.send_errors.fetch_add(1, Relaxed);
-                                break Some(classify_ws(&e));
+                                break End::Dropped(classify_ws(&e));
                             }
                             Err(_) => {
                                 check = Check::Done;
                                 shared.check_failed.fetch_add(1, Relaxed);
                                 shared.send_errors.fetch_add(1, Relaxed);
-                                break Some("send_timeout".to_string());
+                                break End::Dropped("send_timeout".to_string());
                             }
                         }
                     }
@@ -499,15 +971,33 @@ async fn drive(
             changed = ctrl.changed() => {
                 pending_phase = Some(if changed.is_err() { Phase::Stop } else { *ctrl.borrow_and_update() });
             }
+            _ = slot.kicked(), if drain_until.is_none() => match slot.pending() {
+                Some(Kick::Storm) => {
+                    abort_ws(ws);
+                    break End::Kicked;
+                }
+                Some(Kick::Churn) => {
+                    leaving = End::Kicked;
+                    if seq > echoed && !server_closed {
+                        // Let the echoes in flight arrive first, as when stopping.
+                        ticker = None;
+                        drain_until = Some(Instant::now() + p.echo_timeout.min(DRAIN_TIMEOUT));
+                    } else {
+                        close(ws).await;
+                        break End::Kicked;
+                    }
+                }
+                None => {}
+            },
             msg = ws.next() => match msg {
-                None => break Some(if server_closed { "closed_by_server" } else { "eof" }.to_string()),
-                Some(Err(e)) => break Some(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) }),
+                None => break End::Dropped(if server_closed { "closed_by_server" } else { "eof" }.to_string()),
+                Some(Err(e)) => break End::Dropped(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) }),
                 Some(Ok(Message::Text(text))) => {
                     if on_text(id, p, shared, &text, &mut check) {
                         echoed += 1;
                         if drain_until.is_some() && echoed >= seq {
                             close(ws).await;
-                            break None;
+                            break leaving;
                         }
                     }
                 }
@@ -522,7 +1012,7 @@ async fn drive(
             }
             _ = async { sleep_until(drain_until.unwrap()).await }, if drain_until.is_some() => {
                 close(ws).await;
-                break None;
+                break leaving;
             }
             _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && !server_closed => {
                 let payload = echo_payload(id, seq, shared.now_us(), p.message_bytes);
@@ -531,11 +1021,11 @@ async fn drive(
                     Ok(Ok(())) => { shared.sent.fetch_add(1, Relaxed); }
                     Ok(Err(e)) => {
                         shared.send_errors.fetch_add(1, Relaxed);
-                        break Some(classify_ws(&e));
+                        break End::Dropped(classify_ws(&e));
                     }
                     Err(_) => {
                         shared.send_errors.fetch_add(1, Relaxed);
-                        break Some("send_timeout".to_string());
+                        break End::Dropped("send_timeout".to_string());
                     }
                 }
             }
@@ -619,6 +1109,216 @@ mod tests {
         }
         assert_eq!(parse_echo_payload("e:1:2:3:xxy", 11), None);
         assert_eq!(parse_echo_payload("hello", 5), None);
+    }
+
+    fn policy(max_wait_ms: u64) -> ReconnectPolicy {
+        ReconnectPolicy {
+            storm_timeout: Duration::from_secs(60),
+            max_wait: Duration::from_millis(max_wait_ms),
+            delay: Duration::from_secs(1),
+            delay_max: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn reconnect_waits() {
+        let p = policy(30_000);
+        let ms = Duration::from_millis;
+        // Retry-After: S -> S + random(0..S), capped by the max wait.
+        assert_eq!(p.wait(Some(1), 0, 0.0), (ms(1000), true));
+        assert_eq!(p.wait(Some(1), 5, 0.5), (ms(1500), true));
+        assert_eq!(p.wait(Some(5), 0, 0.999).0, ms(9995));
+        assert_eq!(p.wait(Some(100), 0, 0.9), (ms(30_000), true));
+        // Otherwise socket.io-client's backoff: 1 s * 2^failures +-50 %, at most 5 s.
+        assert_eq!(p.wait(None, 0, 0.0), (ms(1000), false));
+        assert_eq!(p.wait(None, 0, 0.13), (ms(1065), false));
+        assert_eq!(p.wait(Some(0), 1, 0.5), (ms(2500), false));
+        for r in [0.0, 0.13, 0.25, 0.5, 0.77, 0.999] {
+            let w = p.wait(None, 0, r).0;
+            assert!(w >= ms(500) && w <= ms(1500), "{w:?}");
+            let w = p.wait(None, 1, r).0;
+            assert!(w >= ms(1000) && w <= ms(3000), "{w:?}");
+            assert_eq!(p.wait(None, 40, r).0, ms(5000));
+            assert!(policy(200).wait(None, 3, r).0 <= ms(200));
+        }
+    }
+
+    #[tokio::test]
+    async fn slots_are_kicked_once() {
+        let shared = Shared::new();
+        let slot = Slot::default();
+        assert!(!slot.kick(&shared, Kick::Churn), "not open yet");
+        slot.open.store(true, Relaxed);
+        assert!(slot.kick(&shared, Kick::Storm));
+        assert!(!slot.kick(&shared, Kick::Churn), "already kicked");
+        assert_eq!(shared.reconnecting.load(Relaxed), 1);
+        // The notification is kept until the connection looks.
+        timeout(Duration::from_secs(1), slot.kicked())
+            .await
+            .unwrap();
+        assert_eq!(slot.pending(), Some(Kick::Storm));
+        assert_eq!(slot.take(), Some(Kick::Storm));
+        assert_eq!(slot.pending(), None);
+    }
+
+    fn params(target: SocketAddr, max_wait_ms: u64) -> Arc<ConnParams> {
+        Arc::new(ConnParams {
+            url: format!("ws://{target}/ws"),
+            protocol: Protocol::Raw,
+            transport: Transport::Websocket,
+            eio: 4,
+            target,
+            source_addrs: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            scenario: Scenario::Hold,
+            message_bytes: 32,
+            interval: Duration::from_secs(1),
+            echo_timeout: Duration::from_secs(1),
+            ws_config: WebSocketConfig::default(),
+            sessions: None,
+            reconnect: policy(max_wait_ms),
+        })
+    }
+
+    /// Accepts WebSockets (echoing nothing), except that connections number
+    /// `refused` (0-based) are answered `503` with `Retry-After: 1`.
+    async fn server(refused: std::ops::Range<usize>) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                if refused.contains(&n) {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => head.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 6\r\n\
+                              Retry-After: 1\r\nConnection: close\r\n\r\nbusy\r\n",
+                        )
+                        .await;
+                } else {
+                    tokio::spawn(async move {
+                        if let Ok(mut ws) = tokio_tungstenite::accept_async(s).await {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        }
+                    });
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn refusal_keeps_retry_after() {
+        let addr = server(0..1).await;
+        let e = connect(&params(addr, 100), 0, None).await.err().unwrap();
+        assert_eq!(
+            e,
+            ConnectError {
+                kind: "http_503".to_string(),
+                retry_after: Some(1)
+            }
+        );
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < give_up, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn storm_and_churn_reconnect() {
+        // Connection 0 is accepted; after the storm drop, 1 and 2 are refused with 503.
+        let addr = server(1..3).await;
+        // Waits are capped at 20 ms so that the test is fast.
+        let p = params(addr, 20);
+        let shared = Arc::new(Shared::new());
+        let slot = Arc::new(Slot::default());
+        let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .unwrap();
+        let task = tokio::spawn(run(7, p, shared.clone(), slot.clone(), permit, ctrl_rx));
+        until("connected", || shared.open.load(Relaxed) == 1).await;
+        assert_eq!(shared.connected.load(Relaxed), 1);
+
+        *shared.storm_at.lock().unwrap() = Some(Instant::now());
+        assert!(slot.kick(&shared, Kick::Storm));
+        until("storm reconnect", || {
+            shared.storm_reconnected.load(Relaxed) == 1
+        })
+        .await;
+        let c = shared.counters();
+        assert_eq!(
+            (
+                c.reconnect_attempts,
+                c.reconnect_failed,
+                c.reconnect_retries
+            ),
+            (3, 2, 2)
+        );
+        assert_eq!(c.reconnect_failed_by_kind.get("http_503"), Some(&2));
+        assert_eq!((c.retry_after_waits, c.retry_after_max_s), (2, 1));
+        assert_eq!((c.open, c.reconnecting, c.dropped), (1, 0, 0));
+        assert_eq!(c.connected, 1, "reconnects are not first connects");
+
+        assert!(slot.kick(&shared, Kick::Churn));
+        until("churn reconnect", || shared.reconnects.load(Relaxed) == 2).await;
+        let c = shared.counters();
+        assert_eq!((c.storm_reconnected, c.reconnect_failed, c.open), (1, 2, 1));
+        assert_eq!(c.reconnecting, 0);
+
+        ctrl_tx.send(Phase::Stop).unwrap();
+        timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(shared.open.load(Relaxed), 0);
+        assert_eq!(shared.dropped.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn storm_gives_up_at_its_deadline() {
+        // Every reconnect is refused.
+        let addr = server(1..usize::MAX).await;
+        let mut p = params(addr, 20);
+        Arc::get_mut(&mut p).unwrap().reconnect.storm_timeout = Duration::from_millis(300);
+        let shared = Arc::new(Shared::new());
+        let slot = Arc::new(Slot::default());
+        let (_ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .unwrap();
+        let task = tokio::spawn(run(1, p, shared.clone(), slot.clone(), permit, ctrl_rx));
+        until("connected", || shared.open.load(Relaxed) == 1).await;
+        *shared.storm_at.lock().unwrap() = Some(Instant::now());
+        assert!(slot.kick(&shared, Kick::Storm));
+        timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let c = shared.counters();
+        assert_eq!(
+            (c.storm_gave_up, c.storm_reconnected, c.reconnecting),
+            (1, 0, 0)
+        );
+        assert!(c.reconnect_failed >= 2, "{}", c.reconnect_failed);
+        assert_eq!(c.open, 0);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::admin::{self, AdminClient, PushConfig, PushStats, SessionCred};
 use crate::cli::{parse_source_range, AuthMode, Protocol, RunArgs, Scenario, Target};
 use crate::proto::{Command, Counters, Event, WorkerSpec};
 use crate::report::{
-    AuthReport, ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, PushReport, Report,
-    RunConfig, TimelineSample, WorkerSummary,
+    AuthReport, ChurnReport, ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, PushReport,
+    Report, RunConfig, StormReport, TimelineSample, WorkerSummary,
 };
 use crate::stats::{self, LatencySummary};
 use crate::sysinfo;
@@ -39,6 +39,11 @@ const EPHEMERAL_PORTS: u64 = 28_000;
 const TICK: Duration = Duration::from_millis(250);
 /// How long the push driver may take beyond --duration to send what was scheduled.
 const PUSH_FINISH_GRACE: Duration = Duration::from_secs(30);
+/// Churn: after the last reconnect was started, how long (beyond the connect timeout)
+/// the reconnects under way may take to finish.
+const SETTLE_SLACK: Duration = Duration::from_secs(10);
+/// Storm: slack on top of --storm-timeout + the connect timeout for the storm phase.
+const STORM_SLACK: Duration = Duration::from_secs(15);
 
 /// The resolved plan of a run.
 struct Plan {
@@ -66,6 +71,33 @@ fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
     }
     if args.auth == AuthMode::Session && args.users == Some(0) {
         bail!("--users must be at least 1");
+    }
+    let reconnecting = matches!(args.scenario, Scenario::Churn | Scenario::Storm);
+    if args.scenario == Scenario::Churn
+        && !(args.churn_per_sec > 0.0 && args.churn_per_sec.is_finite())
+    {
+        bail!("--churn-per-sec must be > 0");
+    }
+    if args.scenario == Scenario::Storm
+        && !(args.storm_timeout > 0.0 && args.storm_timeout.is_finite())
+    {
+        bail!("--storm-timeout must be > 0");
+    }
+    if !(args.storm_max_wait >= 0.0 && args.storm_max_wait.is_finite()) {
+        bail!("--storm-max-wait must be >= 0");
+    }
+    if args.scenario != Scenario::Storm
+        && (args.max_storm_secs.is_some() || args.max_gave_up.is_some())
+    {
+        bail!("--max-storm-secs and --max-gave-up apply to --scenario storm only");
+    }
+    if !reconnecting
+        && (args.max_reconnect_failures.is_some() || args.max_reconnect_p99_ms.is_some())
+    {
+        bail!(
+            "--max-reconnect-failures and --max-reconnect-p99-ms apply to --scenario churn and \
+             storm only"
+        );
     }
     match args.protocol {
         Protocol::Raw => {
@@ -159,10 +191,13 @@ fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
         } else {
             0.0
         };
-        let drain = if args.scenario == Scenario::Push {
-            args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
-        } else {
-            0.0
+        let drain = match args.scenario {
+            Scenario::Push => {
+                args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
+            }
+            Scenario::Churn => ct + SETTLE_SLACK.as_secs_f64(),
+            Scenario::Storm => args.storm_timeout + ct + STORM_SLACK.as_secs_f64(),
+            Scenario::Hold | Scenario::Echo => 0.0,
         };
         connect_budget + args.duration.max(0.0) + check + drain + 30.0
     };
@@ -184,6 +219,8 @@ struct Worker {
     connect_done: bool,
     connect_done_unix_us: Option<u64>,
     check: Option<(u64, u64)>,
+    /// Storm: when this worker dropped its connections (unix µs).
+    storm_started: Option<u64>,
     final_rss: Option<u64>,
     got_final: bool,
     exited: bool,
@@ -203,7 +240,7 @@ impl Worker {
 }
 
 enum Msg {
-    Event(usize, Event),
+    Event(usize, Box<Event>),
     Eof(usize),
 }
 
@@ -216,6 +253,19 @@ enum Phase {
     /// Push scenario: waiting for the push driver to finish, then for the deliveries.
     Draining {
         push_deadline: Instant,
+    },
+    /// Churn scenario: connections are closed and reopened until `until`.
+    Churning {
+        until: Instant,
+    },
+    /// Churn scenario: waiting for the reconnects under way.
+    Settling {
+        since: Instant,
+        deadline: Instant,
+    },
+    /// Storm scenario: all connections were dropped; waiting until they are back.
+    Storming {
+        deadline: Instant,
     },
     Checking {
         deadline: Instant,
@@ -258,8 +308,25 @@ fn sum_counters(workers: &[Worker]) -> Counters {
         t.echo_check_ok += c.echo_check_ok;
         t.echo_check_failed += c.echo_check_failed;
         t.push_received += c.push_received;
+        t.reconnect_attempts += c.reconnect_attempts;
+        t.reconnects += c.reconnects;
+        t.reconnect_failed += c.reconnect_failed;
+        t.reconnect_retries += c.reconnect_retries;
+        t.retry_after_waits += c.retry_after_waits;
+        t.backoff_waits += c.backoff_waits;
+        t.retry_after_max_s = t.retry_after_max_s.max(c.retry_after_max_s);
+        t.reconnecting += c.reconnecting;
+        t.reconnect_abandoned += c.reconnect_abandoned;
+        t.churn_kicks += c.churn_kicks;
+        t.churn_skipped += c.churn_skipped;
+        t.storm_dropped += c.storm_dropped;
+        t.storm_reconnected += c.storm_reconnected;
+        t.storm_gave_up += c.storm_gave_up;
         for (k, n) in &c.failed_by_kind {
             *t.failed_by_kind.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &c.reconnect_failed_by_kind {
+            *t.reconnect_failed_by_kind.entry(k.clone()).or_default() += n;
         }
         for (k, n) in &c.dropped_by_kind {
             *t.dropped_by_kind.entry(k.clone()).or_default() += n;
@@ -286,7 +353,7 @@ fn spawn_worker(index: usize, spec: WorkerSpec, tx: mpsc::UnboundedSender<Msg>) 
         while let Ok(Some(line)) = lines.next_line().await {
             match serde_json::from_str::<Event>(&line) {
                 Ok(ev) => {
-                    if tx.send(Msg::Event(index, ev)).is_err() {
+                    if tx.send(Msg::Event(index, Box::new(ev))).is_err() {
                         return;
                     }
                 }
@@ -305,6 +372,7 @@ fn spawn_worker(index: usize, spec: WorkerSpec, tx: mpsc::UnboundedSender<Msg>) 
         connect_done: false,
         connect_done_unix_us: None,
         check: None,
+        storm_started: None,
         final_rss: None,
         got_final: false,
         exited: false,
@@ -317,6 +385,9 @@ fn phase_name(p: Phase) -> &'static str {
         Phase::Connecting => "connect",
         Phase::Holding { .. } => "hold",
         Phase::Draining { .. } => "drain",
+        Phase::Churning { .. } => "churn",
+        Phase::Settling { .. } => "settle",
+        Phase::Storming { .. } => "storm",
         Phase::Checking { .. } => "echo_check",
         Phase::Stopping { .. } => "stop",
         Phase::Done => "done",
@@ -475,6 +546,11 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             max_runtime_s: plan.max_runtime.as_secs_f64(),
             users,
             sessions: worker_sessions(&creds, users, first, share),
+            churn_per_sec: args.churn_per_sec * share as f64 / n as f64,
+            storm_timeout_ms: (args.storm_timeout * 1000.0) as u64,
+            max_wait_ms: (args.storm_max_wait * 1000.0) as u64,
+            reconnect_delay_ms: args.reconnect_delay_ms,
+            reconnect_delay_max_ms: args.reconnect_delay_max_ms,
         };
         first += share;
         let mut line = serde_json::to_string(&spec)?;
@@ -530,6 +606,20 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
     let mut interrupts = 0u32;
     let mut check_started = false;
     let mut check_completed = false;
+    // Connect latency of first connects and of reconnects; storm time to reconnect.
+    let mut connect_hist: Histogram<u64> = stats::new_histogram();
+    let mut reconnect_hist: Histogram<u64> = stats::new_histogram();
+    let mut storm_hist: Histogram<u64> = stats::new_histogram();
+    let reconnect_scenario = matches!(args.scenario, Scenario::Churn | Scenario::Storm);
+    // Churn: when it started and ended, when the reconnects under way were done, open
+    // connections (min, max) while churning.
+    let mut churn_started: Option<Instant> = None;
+    let mut churn_ended: Option<Instant> = None;
+    let mut settled: Option<(Instant, bool)> = None;
+    let mut churn_open: Option<(u64, u64)> = None;
+    // Storm: when the drop was sent, and when all were back (or the phase ended).
+    let mut storm_sent: Option<Instant> = None;
+    let mut storm_done: Option<Instant> = None;
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -577,13 +667,16 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             msg = rx.recv() => match msg {
                 Some(Msg::Event(i, ev)) => {
                     let w = &mut workers[i];
-                    match ev {
+                    match *ev {
                         Event::Hello { pid, nofile_hard, .. } => {
                             w.pid = Some(pid);
                             w.nofile = Some(nofile_hard);
                         }
-                        Event::Progress { counters, lat } => {
+                        Event::Progress { counters, lat, connect_lat, reconnect_lat, storm_lat } => {
                             w.counters = counters;
+                            stats::merge_pairs(&mut connect_hist, &connect_lat);
+                            stats::merge_pairs(&mut reconnect_hist, &reconnect_lat);
+                            stats::merge_pairs(&mut storm_hist, &storm_lat);
                             stats::merge_pairs(&mut total_hist, &lat);
                             stats::merge_pairs(&mut tick_hist, &lat);
                             if matches!(phase, Phase::Holding { .. } | Phase::Draining { .. }) {
@@ -595,6 +688,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                             w.connect_done_unix_us = Some(at_unix_us);
                         }
                         Event::EchoCheckDone { ok, failed } => w.check = Some((ok, failed)),
+                        Event::StormStarted { at_unix_us, .. } => w.storm_started = Some(at_unix_us),
                         Event::Final { counters, self_peak_rss_bytes } => {
                             w.counters = counters;
                             w.final_rss = self_peak_rss_bytes;
@@ -636,7 +730,16 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                     pushes_accepted: push_started.map(|_| push_stats.pushes_accepted.load(Relaxed)),
                     push_expected: push_started.map(|_| push_stats.sockets_expected.load(Relaxed)),
                     push_received: push_started.map(|_| t.push_received),
+                    reconnects: reconnect_scenario.then_some(t.reconnects),
+                    reconnect_failed: reconnect_scenario.then_some(t.reconnect_failed),
+                    reconnecting: reconnect_scenario.then_some(t.reconnecting),
                 });
+                if matches!(phase, Phase::Churning { .. }) {
+                    churn_open = Some(match churn_open {
+                        None => (t.open, t.open),
+                        Some((lo, hi)) => (lo.min(t.open), hi.max(t.open)),
+                    });
+                }
                 if push_started.is_some() {
                     if t.push_received > last_push_received {
                         last_push_received = t.push_received;
@@ -661,6 +764,18 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                         msg_rate,
                         fmt_ms(if total_hist.is_empty() { 0 } else { total_hist.value_at_quantile(0.5) }),
                         fmt_ms(if total_hist.is_empty() { 0 } else { total_hist.value_at_quantile(0.99) })
+                    )
+                } else if reconnect_scenario && (churn_started.is_some() || storm_sent.is_some()) {
+                    format!(
+                        " | reconnects {} ({} failed attempts) reconnecting {}{}",
+                        t.reconnects,
+                        t.reconnect_failed,
+                        t.reconnecting,
+                        if t.storm_gave_up > 0 {
+                            format!(" gave up {}", t.storm_gave_up)
+                        } else {
+                            String::new()
+                        }
                     )
                 } else if total_hist.is_empty() {
                     String::new()
@@ -703,6 +818,12 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                 log(format!("hard deadline of {:.0} s reached: stopping", plan.max_runtime.as_secs_f64()));
                 stop_now!();
             }
+            // Wake up right at the end of the hold / churn period (checked below).
+            _ = async {
+                if let Phase::Holding { until } | Phase::Churning { until } = phase {
+                    tokio::time::sleep_until(until).await
+                }
+            }, if matches!(phase, Phase::Holding { .. } | Phase::Churning { .. }) => {}
         }
 
         // Phase transitions.
@@ -723,15 +844,30 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                     let t = sum_counters(&workers);
                     open_at_all_up = t.open;
                     log(format!(
-                        "all connection attempts done in {:.2} s: {} connected, {} failed; holding for {} s",
+                        "all connection attempts done in {:.2} s: {} connected, {} failed; {} for {} s{}",
                         now.duration_since(started).as_secs_f64(),
                         t.connected,
                         t.failed,
-                        args.duration
+                        if args.scenario == Scenario::Churn { "churning" } else { "holding" },
+                        args.duration,
+                        if args.scenario == Scenario::Storm { ", then the storm" } else { "" }
                     ));
                     phase = Phase::Holding {
                         until: now + Duration::from_secs_f64(args.duration.max(0.0)),
                     };
+                    if args.scenario == Scenario::Churn {
+                        log(format!(
+                            "churn: {} graceful close + reconnect per second for {} s",
+                            args.churn_per_sec, args.duration
+                        ));
+                        for w in workers.iter_mut() {
+                            w.send(Command::StartChurn).await;
+                        }
+                        churn_started = Some(now);
+                        phase = Phase::Churning {
+                            until: now + Duration::from_secs_f64(args.duration.max(0.0)),
+                        };
+                    }
                     if args.scenario == Scenario::Push {
                         if let Some(client) = admin_client.clone() {
                             let cfg = PushConfig {
@@ -805,8 +941,74 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                     }
                 }
             }
+            Phase::Holding { until } if now >= until && args.scenario == Scenario::Storm => {
+                log(format!(
+                    "storm: dropping all {} open connections at once",
+                    sum_counters(&workers).open
+                ));
+                for w in workers.iter_mut() {
+                    w.send(Command::Storm).await;
+                }
+                storm_sent = Some(now);
+                phase = Phase::Storming {
+                    deadline: now
+                        + Duration::from_secs_f64(args.storm_timeout)
+                        + Duration::from_millis(args.connect_timeout_ms)
+                        + STORM_SLACK,
+                };
+            }
             Phase::Holding { until } if now >= until => {
                 check_or_stop!(now);
+            }
+            Phase::Churning { until } if now >= until => {
+                for w in workers.iter_mut() {
+                    w.send(Command::EndChurn).await;
+                }
+                churn_ended = Some(now);
+                phase = Phase::Settling {
+                    since: now,
+                    deadline: now + Duration::from_millis(args.connect_timeout_ms) + SETTLE_SLACK,
+                };
+            }
+            Phase::Settling { since, deadline } => {
+                // Wait for at least two progress reports after the end of the churn.
+                let t = sum_counters(&workers);
+                let done = now.duration_since(since) >= 2 * TICK && t.reconnecting == 0;
+                if done || now >= deadline {
+                    settled = Some((now, done));
+                    if !done {
+                        let note = format!(
+                            "{} reconnects were still under way {:.0} s after the churn ended",
+                            t.reconnecting,
+                            deadline.duration_since(since).as_secs_f64()
+                        );
+                        log(note.clone());
+                        outcome.notes.push(note);
+                    }
+                    check_or_stop!(now);
+                }
+            }
+            Phase::Storming { deadline } => {
+                let t = sum_counters(&workers);
+                let all_dropped = workers
+                    .iter()
+                    .all(|w| w.storm_started.is_some() || !live(w));
+                let done = all_dropped && t.reconnecting == 0;
+                if done || now >= deadline {
+                    storm_done = Some(now);
+                    let secs = storm_sent.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
+                    log(format!(
+                        "storm over after {secs:.2} s: {} of {} reconnected, {} gave up, {} still reconnecting",
+                        t.storm_reconnected, t.storm_dropped, t.storm_gave_up, t.reconnecting
+                    ));
+                    if !done {
+                        outcome.notes.push(format!(
+                            "the storm phase ended at its deadline with {} connections still reconnecting",
+                            t.reconnecting
+                        ));
+                    }
+                    check_or_stop!(now);
+                }
             }
             Phase::Checking { deadline } => {
                 let all = workers.iter().all(|w| w.check.is_some() || !live(w));
@@ -963,6 +1165,80 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         }
     });
 
+    let churn = churn_started.map(|start| {
+        let end = churn_ended.unwrap_or_else(|| started + Duration::from_secs_f64(elapsed));
+        let churn_seconds = end.duration_since(start).as_secs_f64();
+        ChurnReport {
+            target_rate_per_s: args.churn_per_sec,
+            churn_seconds,
+            reconnects_started: t.churn_kicks,
+            reconnects: t.reconnects,
+            reconnects_per_s: t.reconnects as f64 / churn_seconds.max(1e-9),
+            attempts: t.reconnect_attempts,
+            failed: t.reconnect_failed,
+            failed_by_kind: t.reconnect_failed_by_kind.clone(),
+            retries: t.reconnect_retries,
+            retry_after_waits: t.retry_after_waits,
+            backoff_waits: t.backoff_waits,
+            skipped: t.churn_skipped,
+            settle_seconds: match (churn_ended, settled) {
+                (Some(e), Some((at, _))) => at.duration_since(e).as_secs_f64(),
+                _ => 0.0,
+            },
+            settled: settled.is_some_and(|(_, done)| done),
+            unfinished: t.reconnect_abandoned,
+            open_min: churn_open.map(|o| o.0),
+            open_max: churn_open.map(|o| o.1),
+            connect_latency_us: LatencySummary::of(&reconnect_hist),
+        }
+    });
+    let storm = storm_sent.map(|start| {
+        let dropped = t.storm_dropped;
+        let reconnected = t.storm_reconnected;
+        let all = dropped > 0 && reconnected >= dropped;
+        let until = |q: f64| time_until_fraction(&storm_hist, dropped, q);
+        let (refusals, failures): (Vec<_>, Vec<_>) = t
+            .reconnect_failed_by_kind
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .partition(|(k, _)| k.starts_with("http_"));
+        StormReport {
+            held_s: args.duration,
+            timeout_s: args.storm_timeout,
+            max_wait_s: args.storm_max_wait,
+            reconnect_delay_ms: args.reconnect_delay_ms,
+            reconnect_delay_max_ms: args.reconnect_delay_max_ms,
+            dropped,
+            reconnected,
+            gave_up: t.storm_gave_up,
+            unfinished: dropped.saturating_sub(reconnected + t.storm_gave_up),
+            all_reconnected: all,
+            all_reconnected_s: if all { until(1.0) } else { None },
+            reconnected_50pct_s: until(0.5),
+            reconnected_90pct_s: until(0.9),
+            reconnected_99pct_s: until(0.99),
+            time_to_reconnect_us: LatencySummary::of(&storm_hist),
+            storm_seconds: storm_done
+                .unwrap_or_else(Instant::now)
+                .duration_since(start)
+                .as_secs_f64(),
+            attempts: t.reconnect_attempts,
+            failed_attempts: t.reconnect_failed,
+            retries: t.reconnect_retries,
+            http_503: t
+                .reconnect_failed_by_kind
+                .get("http_503")
+                .copied()
+                .unwrap_or(0),
+            refusals_by_status: refusals.into_iter().collect(),
+            failures_by_kind: failures.into_iter().collect(),
+            retry_after_waits: t.retry_after_waits,
+            backoff_waits: t.backoff_waits,
+            retry_after_max_s: t.retry_after_max_s,
+            connect_latency_us: LatencySummary::of(&reconnect_hist),
+        }
+    });
+
     let mut report = Report {
         tool: format!("ringwire-loadtest {}", env!("CARGO_PKG_VERSION")),
         target: args.url.clone(),
@@ -995,6 +1271,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             peak_open: t.peak_open,
             dropped: t.dropped,
             dropped_by_kind: t.dropped_by_kind.clone(),
+            connect_latency_us: LatencySummary::of(&connect_hist),
         },
         outcome,
         time_to_connect_all_s: time_to_connect_all,
@@ -1015,6 +1292,8 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
         echo_check,
         auth: auth_report,
         push,
+        churn,
+        storm,
         memory,
         workers: workers
             .iter()
@@ -1034,6 +1313,15 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
     };
     report.check_thresholds(args);
     Ok(report)
+}
+
+/// Storm: seconds from the drop until a fraction `q` of the `dropped` connections were
+/// connected again, from the per-connection times to reconnect (µs) in `h`. `None` if
+/// fewer than that reconnected.
+fn time_until_fraction(h: &Histogram<u64>, dropped: u64, q: f64) -> Option<f64> {
+    let need = (q * dropped as f64).ceil().max(1.0) as u64;
+    (dropped > 0 && h.len() >= need)
+        .then(|| h.value_at_quantile(need as f64 / h.len() as f64) as f64 / 1e6)
 }
 
 /// The sessions of the users that connections `first .. first + count` belong to
@@ -1067,6 +1355,59 @@ mod tests {
             session: format!("s{user}"),
             cookie: format!("ringwire-secret=x{user}"),
         })
+    }
+
+    #[test]
+    fn storm_fractions() {
+        let mut h = stats::new_histogram();
+        // 100 dropped, 90 back after 1..=90 s.
+        for s in 1..=90u64 {
+            stats::record(&mut h, s * 1_000_000);
+        }
+        let near = |v: Option<f64>, want: f64| (v.unwrap() - want).abs() < want * 0.002;
+        assert!(near(time_until_fraction(&h, 100, 0.5), 50.0));
+        assert!(near(time_until_fraction(&h, 100, 0.9), 90.0));
+        assert_eq!(time_until_fraction(&h, 100, 0.99), None);
+        assert_eq!(time_until_fraction(&h, 100, 1.0), None);
+        assert!(near(time_until_fraction(&h, 90, 1.0), 90.0));
+        assert_eq!(time_until_fraction(&h, 0, 0.5), None);
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut v = vec!["ringwire-loadtest"];
+        v.extend_from_slice(extra);
+        <crate::cli::Cli as clap::Parser>::try_parse_from(v)
+            .unwrap()
+            .run
+    }
+
+    #[test]
+    fn reconnect_options_are_checked() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ok = |a: &[&str]| plan(&args(a), ip).map(|_| ()).map_err(|e| e.to_string());
+        assert!(ok(&["--scenario", "churn", "--churn-per-sec", "50"]).is_ok());
+        assert!(ok(&["--scenario", "churn", "--churn-per-sec", "0"]).is_err());
+        assert!(ok(&[
+            "--scenario",
+            "storm",
+            "--max-storm-secs",
+            "10",
+            "--max-gave-up",
+            "2"
+        ])
+        .is_ok());
+        assert!(ok(&["--scenario", "storm", "--storm-timeout", "0"]).is_err());
+        assert!(ok(&["--scenario", "hold", "--max-storm-secs", "10"]).is_err());
+        assert!(ok(&["--scenario", "hold", "--max-reconnect-failures", "0"]).is_err());
+        assert!(ok(&["--scenario", "churn", "--max-reconnect-p99-ms", "5"]).is_ok());
+        // The storm's time budget is part of the hard deadline.
+        let short = plan(&args(&["--scenario", "storm", "--storm-timeout", "1"]), ip).unwrap();
+        let long = plan(
+            &args(&["--scenario", "storm", "--storm-timeout", "100"]),
+            ip,
+        )
+        .unwrap();
+        assert!(long.max_runtime >= short.max_runtime + Duration::from_secs(99));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! SVG plot of a run: open connections over time and, if messages were echoed,
-//! the per-interval latency percentiles.
+//! the per-interval latency percentiles; push rates; reconnects (churn, storm).
 
 use std::path::Path;
 
@@ -19,7 +19,8 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     let tl = &report.timeline;
     let has_latency = tl.iter().any(|s| s.p99_ms.is_some());
     let has_push = tl.iter().any(|s| s.push_received.is_some());
-    let panels = 1 + u32::from(has_latency) + u32::from(has_push);
+    let has_reconnects = tl.iter().any(|s| s.reconnects.is_some());
+    let panels = 1 + u32::from(has_latency) + u32::from(has_push) + u32::from(has_reconnects);
     let height = 420 * panels;
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -27,6 +28,7 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     let top = areas.next().expect("one panel at least");
     let bottom = if has_latency { areas.next() } else { None };
     let push_area = if has_push { areas.next() } else { None };
+    let reconnect_area = if has_reconnects { areas.next() } else { None };
 
     let t_max = tl.last().map(|s| s.t).unwrap_or(1.0).max(1.0);
     let c_max = tl
@@ -122,7 +124,79 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     if let Some(area) = push_area {
         draw_push_rates(&area, tl, t_max)?;
     }
+    if let Some(area) = reconnect_area {
+        draw_reconnects(&area, tl, t_max)?;
+    }
     root.present()?;
+    Ok(())
+}
+
+/// `(t, rate per second)` between consecutive samples of a cumulative counter.
+fn rate_of(tl: &[TimelineSample], get: fn(&TimelineSample) -> Option<u64>) -> Vec<(f64, f64)> {
+    tl.windows(2)
+        .filter_map(|w| {
+            let (a, b) = (get(&w[0])?, get(&w[1])?);
+            let dt = w[1].t - w[0].t;
+            (dt > 0.0).then(|| (w[1].t, b.saturating_sub(a) as f64 / dt))
+        })
+        .collect()
+}
+
+/// Churn and storm: reconnects done/s, failed reconnect attempts/s, and the connections
+/// reconnecting at each sample.
+fn draw_reconnects(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    tl: &[TimelineSample],
+    t_max: f64,
+) -> Result<()> {
+    let done = rate_of(tl, |s| s.reconnects);
+    let failed = rate_of(tl, |s| s.reconnect_failed);
+    let reconnecting: Vec<(f64, f64)> = tl
+        .iter()
+        .filter_map(|s| s.reconnecting.map(|v| (s.t, v as f64)))
+        .collect();
+    let y_max = done
+        .iter()
+        .chain(failed.iter())
+        .chain(reconnecting.iter())
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "reconnects: done and failed attempts per second, connections reconnecting",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("per second / connections")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for (name, points, color) in [
+        ("reconnects/s", &done, BLUE),
+        ("failed attempts/s", &failed, RED),
+        ("reconnecting", &reconnecting, RGBColor(230, 140, 0)),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()?;
     Ok(())
 }
 
@@ -132,18 +206,8 @@ fn draw_push_rates(
     tl: &[TimelineSample],
     t_max: f64,
 ) -> Result<()> {
-    type Get = fn(&TimelineSample) -> Option<u64>;
-    let rate = |get: Get| -> Vec<(f64, f64)> {
-        tl.windows(2)
-            .filter_map(|w| {
-                let (a, b) = (get(&w[0])?, get(&w[1])?);
-                let dt = w[1].t - w[0].t;
-                (dt > 0.0).then(|| (w[1].t, b.saturating_sub(a) as f64 / dt))
-            })
-            .collect()
-    };
-    let delivered = rate(|s| s.push_received);
-    let accepted = rate(|s| s.pushes_accepted);
+    let delivered = rate_of(tl, |s| s.push_received);
+    let accepted = rate_of(tl, |s| s.pushes_accepted);
     let y_max = delivered
         .iter()
         .chain(accepted.iter())

@@ -49,6 +49,20 @@ pub struct WorkerSpec {
     /// `--auth session`: the sessions of the users this worker's connections belong to.
     #[serde(default)]
     pub sessions: Vec<SessionCred>,
+    /// Churn scenario: reconnects per second for this worker.
+    #[serde(default)]
+    pub churn_per_sec: f64,
+    /// Storm: a dropped connection gives up this long after the drop.
+    #[serde(default)]
+    pub storm_timeout_ms: u64,
+    /// Churn and storm: longest single wait between two reconnect attempts.
+    #[serde(default)]
+    pub max_wait_ms: u64,
+    /// Churn and storm: exponential backoff base and cap (socket.io-client).
+    #[serde(default)]
+    pub reconnect_delay_ms: u64,
+    #[serde(default)]
+    pub reconnect_delay_max_ms: u64,
 }
 
 fn default_eio() -> u8 {
@@ -62,6 +76,12 @@ pub enum Command {
     EchoCheck,
     /// Close all connections, send the final event and exit.
     Stop,
+    /// Churn scenario: start closing and reopening connections at `churn_per_sec`.
+    StartChurn,
+    /// Churn scenario: stop starting new reconnects (the ones under way finish).
+    EndChurn,
+    /// Storm scenario: drop every open connection abruptly; they all reconnect.
+    Storm,
 }
 
 /// Cumulative counters of one worker (sent in every progress event; the
@@ -97,6 +117,46 @@ pub struct Counters {
     /// Push scenario: pushed messages received (one per socket per push).
     #[serde(default)]
     pub push_received: u64,
+    /// Churn and storm: reconnect attempts (after a churn close or a storm drop).
+    #[serde(default)]
+    pub reconnect_attempts: u64,
+    /// Reconnect attempts that succeeded.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Reconnect attempts that failed, and by kind (http_503, refused, timeout, ...).
+    #[serde(default)]
+    pub reconnect_failed: u64,
+    #[serde(default)]
+    pub reconnect_failed_by_kind: BTreeMap<String, u64>,
+    /// Attempts made after a failed one (after waiting).
+    #[serde(default)]
+    pub reconnect_retries: u64,
+    /// Waits that followed the server's `Retry-After`, and backoff waits.
+    #[serde(default)]
+    pub retry_after_waits: u64,
+    #[serde(default)]
+    pub backoff_waits: u64,
+    /// Largest `Retry-After` seen (seconds).
+    #[serde(default)]
+    pub retry_after_max_s: u64,
+    /// Connections between their close/drop and being connected again (gauge).
+    #[serde(default)]
+    pub reconnecting: u64,
+    /// Reconnects given up because the run was stopped.
+    #[serde(default)]
+    pub reconnect_abandoned: u64,
+    /// Churn: reconnects started; ticks that found no open connection to close.
+    #[serde(default)]
+    pub churn_kicks: u64,
+    #[serde(default)]
+    pub churn_skipped: u64,
+    /// Storm: connections dropped, connected again, given up (--storm-timeout).
+    #[serde(default)]
+    pub storm_dropped: u64,
+    #[serde(default)]
+    pub storm_reconnected: u64,
+    #[serde(default)]
+    pub storm_gave_up: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +173,16 @@ pub enum Event {
     Progress {
         counters: Counters,
         lat: Vec<(u64, u64)>,
+        /// Connect latency (TCP connect + upgrade [+ Socket.IO connect]) of the first
+        /// connection attempts that succeeded, µs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        connect_lat: Vec<(u64, u64)>,
+        /// The same for reconnects (churn, storm).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        reconnect_lat: Vec<(u64, u64)>,
+        /// Storm: time from the drop until the connection was connected again, µs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        storm_lat: Vec<(u64, u64)>,
     },
     /// All connection attempts of this worker have finished (ok or failed).
     /// `at_unix_us`: wall clock time when the last attempt finished.
@@ -123,6 +193,9 @@ pub enum Event {
     },
     /// The echo check finished: `ok` echoes verified, `failed` = established - ok.
     EchoCheckDone { ok: u64, failed: u64 },
+    /// Storm: `dropped` open connections were dropped at `at_unix_us` (sent after a
+    /// progress event that already counts them as reconnecting).
+    StormStarted { dropped: u64, at_unix_us: u64 },
     /// Last event before exit.
     Final {
         counters: Counters,

@@ -30,6 +30,12 @@ pub struct Report {
     pub auth: Option<AuthReport>,
     /// Push scenario results.
     pub push: Option<PushReport>,
+    /// Churn scenario results.
+    #[serde(default)]
+    pub churn: Option<ChurnReport>,
+    /// Storm scenario results.
+    #[serde(default)]
+    pub storm: Option<StormReport>,
     pub memory: Option<Memory>,
     pub workers: Vec<WorkerSummary>,
     pub elapsed_s: f64,
@@ -92,6 +98,10 @@ pub struct ConnectionStats {
     /// Established connections that ended before the test closed them.
     pub dropped: u64,
     pub dropped_by_kind: BTreeMap<String, u64>,
+    /// Connect latency of the first attempts that succeeded: TCP connect + upgrade
+    /// (+ Socket.IO open and namespace connect), µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_latency_us: Option<LatencySummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -181,6 +191,86 @@ pub struct PushReport {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChurnReport {
+    /// --churn-per-sec: reconnects started per second.
+    pub target_rate_per_s: f64,
+    /// How long reconnects were started (--duration, unless interrupted).
+    pub churn_seconds: f64,
+    /// Connections closed gracefully to be reconnected.
+    pub reconnects_started: u64,
+    /// Reconnects that completed (connected again).
+    pub reconnects: u64,
+    /// `reconnects / churn_seconds`.
+    pub reconnects_per_s: f64,
+    /// Reconnect attempts, failed ones and by kind (http_503, refused, timeout, ...).
+    pub attempts: u64,
+    pub failed: u64,
+    pub failed_by_kind: BTreeMap<String, u64>,
+    /// Attempts after a failed one; waits that followed `Retry-After`, backoff waits.
+    pub retries: u64,
+    pub retry_after_waits: u64,
+    pub backoff_waits: u64,
+    /// Due reconnects that found no open connection to close.
+    pub skipped: u64,
+    /// After the churn ended: time until the reconnects under way finished.
+    pub settle_seconds: f64,
+    pub settled: bool,
+    /// Reconnects that had not connected when the run stopped.
+    pub unfinished: u64,
+    /// Open connections during the churn (lowest / highest 250 ms sample).
+    pub open_min: Option<u64>,
+    pub open_max: Option<u64>,
+    /// Connect latency of the reconnects: TCP connect + upgrade (+ Socket.IO connect), µs.
+    pub connect_latency_us: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormReport {
+    /// Seconds all connections were held before the drop (--duration).
+    pub held_s: f64,
+    /// --storm-timeout, --storm-max-wait, backoff base and cap.
+    pub timeout_s: f64,
+    pub max_wait_s: f64,
+    pub reconnect_delay_ms: u64,
+    pub reconnect_delay_max_ms: u64,
+    /// Open connections dropped at once (socket closed with RST).
+    pub dropped: u64,
+    /// Dropped connections that connected again / gave up after --storm-timeout.
+    pub reconnected: u64,
+    pub gave_up: u64,
+    /// Still reconnecting when the run was stopped (interrupted or storm phase deadline).
+    pub unfinished: u64,
+    pub all_reconnected: bool,
+    /// From the drop until the last dropped connection was connected again.
+    pub all_reconnected_s: Option<f64>,
+    /// From the drop until 50 / 90 / 99 % of the dropped connections were connected again.
+    pub reconnected_50pct_s: Option<f64>,
+    pub reconnected_90pct_s: Option<f64>,
+    pub reconnected_99pct_s: Option<f64>,
+    /// Per connection: from the drop until connected again, µs.
+    pub time_to_reconnect_us: Option<LatencySummary>,
+    /// Coordinator: from sending the drop until every connection was back or gave up.
+    pub storm_seconds: f64,
+    /// Reconnect attempts, failed attempts, attempts after waiting.
+    pub attempts: u64,
+    pub failed_attempts: u64,
+    pub retries: u64,
+    /// Refusals with status 503 (node-wide admission: rate, capacity, drain).
+    pub http_503: u64,
+    /// Failed attempts answered with an HTTP status (http_503, http_429, ...).
+    pub refusals_by_status: BTreeMap<String, u64>,
+    /// Other failed attempts by kind (refused, reset, timeout, ...).
+    pub failures_by_kind: BTreeMap<String, u64>,
+    /// Waits that followed `Retry-After` (S + random(0..S)) / the exponential backoff.
+    pub retry_after_waits: u64,
+    pub backoff_waits: u64,
+    /// Largest `Retry-After` seen, seconds.
+    pub retry_after_max_s: u64,
+    /// Connect latency of the successful reconnect attempts, µs.
+    pub connect_latency_us: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Memory {
     pub server_pid: Option<u32>,
     pub rss_before_bytes: Option<u64>,
@@ -231,6 +321,14 @@ pub struct TimelineSample {
     pub push_expected: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_received: Option<u64>,
+    /// Churn and storm: reconnects done and failed reconnect attempts (cumulative), and
+    /// connections reconnecting at that moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnecting: Option<u64>,
 }
 
 impl Report {
@@ -293,6 +391,58 @@ impl Report {
                 v.push(format!("missing messages {missing} > --max-missing {max}"));
             }
         }
+        let reconnect = match (&self.churn, &self.storm) {
+            (Some(c), _) => Some((c.failed, c.connect_latency_us.as_ref())),
+            (_, Some(s)) => Some((s.failed_attempts, s.connect_latency_us.as_ref())),
+            _ => None,
+        };
+        if let Some(max) = args.max_reconnect_failures {
+            match reconnect {
+                Some((failed, _)) if failed > max => v.push(format!(
+                    "failed reconnect attempts {failed} > --max-reconnect-failures {max}"
+                )),
+                Some(_) => {}
+                None => {
+                    v.push("--max-reconnect-failures given but no churn or storm ran".to_string())
+                }
+            }
+        }
+        if let Some(max_ms) = args.max_reconnect_p99_ms {
+            match reconnect.map(|r| r.1) {
+                Some(Some(l)) if l.p99_us as f64 / 1000.0 > max_ms => v.push(format!(
+                    "reconnect p99 connect latency {:.3} ms > --max-reconnect-p99-ms {max_ms}",
+                    l.p99_us as f64 / 1000.0
+                )),
+                Some(Some(_)) => {}
+                _ => v.push("--max-reconnect-p99-ms given but no reconnect was made".to_string()),
+            }
+        }
+        if self.scenario == Scenario::Storm {
+            match &self.storm {
+                None => v.push("the storm did not take place".to_string()),
+                Some(st) => {
+                    let max_gave_up = args.max_gave_up.unwrap_or(0);
+                    if st.gave_up > max_gave_up {
+                        v.push(format!(
+                            "{} clients gave up reconnecting > --max-gave-up {max_gave_up}",
+                            st.gave_up
+                        ));
+                    }
+                    if let Some(max) = args.max_storm_secs {
+                        match st.all_reconnected_s {
+                            Some(secs) if secs <= max => {}
+                            Some(secs) => v.push(format!(
+                                "all reconnected after {secs:.2} s > --max-storm-secs {max}"
+                            )),
+                            None => v.push(format!(
+                                "not all reconnected ({} of {}) within --max-storm-secs {max}",
+                                st.reconnected, st.dropped
+                            )),
+                        }
+                    }
+                }
+            }
+        }
         if self.outcome.deadline_hit {
             v.push("the hard deadline (--max-runtime-s) was hit".to_string());
         }
@@ -344,15 +494,25 @@ impl Report {
             status += ", hard deadline hit";
         }
         row(&mut s, "status", status);
-        let phases: Vec<String> = ["mint", "connect", "hold", "drain", "echo_check", "stop"]
-            .iter()
-            .filter_map(|p| {
-                self.outcome
-                    .phase_seconds
-                    .get(*p)
-                    .map(|s| format!("{p} {s:.2}"))
-            })
-            .collect();
+        let phases: Vec<String> = [
+            "mint",
+            "connect",
+            "hold",
+            "churn",
+            "settle",
+            "storm",
+            "drain",
+            "echo_check",
+            "stop",
+        ]
+        .iter()
+        .filter_map(|p| {
+            self.outcome
+                .phase_seconds
+                .get(*p)
+                .map(|s| format!("{p} {s:.2}"))
+        })
+        .collect();
         row(&mut s, "phases (s)", phases.join(", "));
         for n in &self.outcome.notes {
             row(&mut s, "note", n.clone());
@@ -384,6 +544,9 @@ impl Report {
             "connect rate",
             opt(self.connect_rate_per_s, |x| format!("{x:.0} conn/s")),
         );
+        if let Some(l) = &c.connect_latency_us {
+            row(&mut s, "connect latency p50 / p99 / max", lat_ms(l));
+        }
         let m = &self.messages;
         if m.sent > 0 || m.received > 0 || self.scenario == Scenario::Echo {
             let _ = writeln!(s, "messages");
@@ -536,6 +699,122 @@ impl Report {
                 }
             }
         }
+        if let Some(c) = &self.churn {
+            let _ = writeln!(
+                s,
+                "churn (target {} reconnects/s for {:.2} s)",
+                c.target_rate_per_s, c.churn_seconds
+            );
+            row(
+                &mut s,
+                "reconnects started / done",
+                format!("{} / {}", c.reconnects_started, c.reconnects),
+            );
+            row(
+                &mut s,
+                "reconnects per second",
+                format!("{:.1}", c.reconnects_per_s),
+            );
+            row(
+                &mut s,
+                "attempts / FAILED / retries",
+                format!("{} / {} / {}", c.attempts, c.failed, c.retries),
+            );
+            for (k, n) in &c.failed_by_kind {
+                row(&mut s, &format!("  reconnect failed: {k}"), n.to_string());
+            }
+            if c.skipped > 0 {
+                row(&mut s, "skipped (none open)", c.skipped.to_string());
+            }
+            row(
+                &mut s,
+                "open during churn min / max",
+                format!(
+                    "{} / {}",
+                    c.open_min.map_or("-".to_string(), |v| v.to_string()),
+                    c.open_max.map_or("-".to_string(), |v| v.to_string())
+                ),
+            );
+            row(
+                &mut s,
+                "settle after churn",
+                format!(
+                    "{:.2} s, {}{}",
+                    c.settle_seconds,
+                    if c.settled { "settled" } else { "NOT settled" },
+                    if c.unfinished > 0 {
+                        format!(", {} unfinished", c.unfinished)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            if let Some(l) = &c.connect_latency_us {
+                row(
+                    &mut s,
+                    &format!("reconnect latency n={}", l.count),
+                    format!("p50 / p99 / max {}", lat_ms(l)),
+                );
+            }
+        }
+        if let Some(st) = &self.storm {
+            let _ = writeln!(
+                s,
+                "storm (held {} s, then {} connections dropped at once)",
+                st.held_s, st.dropped
+            );
+            row(
+                &mut s,
+                "reconnected / GAVE UP / unfinished",
+                format!("{} / {} / {}", st.reconnected, st.gave_up, st.unfinished),
+            );
+            let secs = |v: Option<f64>| opt(v, |x| format!("{x:.2}"));
+            row(
+                &mut s,
+                "all reconnected after",
+                match st.all_reconnected_s {
+                    Some(x) if st.all_reconnected => format!("{x:.2} s"),
+                    _ => format!("NOT all ({} of {})", st.reconnected, st.dropped),
+                },
+            );
+            row(
+                &mut s,
+                "50 / 90 / 99 % reconnected after",
+                format!(
+                    "{} / {} / {} s",
+                    secs(st.reconnected_50pct_s),
+                    secs(st.reconnected_90pct_s),
+                    secs(st.reconnected_99pct_s)
+                ),
+            );
+            row(
+                &mut s,
+                "attempts / failed / retries",
+                format!("{} / {} / {}", st.attempts, st.failed_attempts, st.retries),
+            );
+            row(&mut s, "503 refusals", st.http_503.to_string());
+            for (k, n) in &st.refusals_by_status {
+                row(&mut s, &format!("  refused: {k}"), n.to_string());
+            }
+            for (k, n) in &st.failures_by_kind {
+                row(&mut s, &format!("  failed: {k}"), n.to_string());
+            }
+            row(
+                &mut s,
+                "waits Retry-After / backoff",
+                format!(
+                    "{} / {} (largest Retry-After {} s)",
+                    st.retry_after_waits, st.backoff_waits, st.retry_after_max_s
+                ),
+            );
+            if let Some(l) = &st.connect_latency_us {
+                row(
+                    &mut s,
+                    &format!("reconnect latency n={}", l.count),
+                    format!("p50 / p99 / max {}", lat_ms(l)),
+                );
+            }
+        }
         if let Some(e) = &self.echo_check {
             let _ = writeln!(s, "echo check (one message on every connection)");
             row(&mut s, "echoes_ok", e.echoes_ok.to_string());
@@ -611,6 +890,16 @@ impl Report {
         }
         s
     }
+}
+
+/// `p50 / p99 / max` in ms.
+fn lat_ms(l: &LatencySummary) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2} ms",
+        l.p50_us as f64 / 1000.0,
+        l.p99_us as f64 / 1000.0,
+        l.max_us as f64 / 1000.0
+    )
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {

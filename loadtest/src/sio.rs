@@ -23,8 +23,8 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -32,14 +32,15 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::admin::PUSH_EVENT;
 use crate::cli::{percent_encode, split_url, Scenario};
 use crate::conn::{
-    classify_io, classify_ws, close, tcp_connect, ConnParams, Phase, Shared, Ws, CLOSE_TIMEOUT,
+    abort_ws, classify_io, classify_ws, close, parse_retry_after, set_linger_zero, tcp_connect,
+    ConnParams, ConnectError, End, Kick, Life, Next, Phase, Shared, Slot, Ws, CLOSE_TIMEOUT,
     SEND_TIMEOUT,
 };
 
@@ -255,27 +256,30 @@ fn on_connect_packet(
 // WebSocket transport
 // ---------------------------------------------------------------------------
 
-/// A Socket.IO client over a WebSocket.
+/// A Socket.IO client over a WebSocket (reconnecting after churn and storm kicks).
 pub async fn run_websocket(
     id: u64,
-    p: Arc<ConnParams>,
-    shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
+    p: &ConnParams,
+    shared: &Shared,
+    slot: &Slot,
+    mut life: Life<'_>,
     mut ctrl: watch::Receiver<Phase>,
 ) {
     let source = p.source_of(id);
-    let result = crate::conn::within_connect_timeout(&p, ws_connect(&p, id, source)).await;
-    drop(permit);
-    let (mut ws, mut ka) = match result {
-        Ok(x) => x,
-        Err(kind) => {
-            shared.attempt_done(Err(&kind));
+    loop {
+        let (mut ws, mut ka) = loop {
+            match life.attempt(&mut ctrl, ws_connect(p, id, source)).await {
+                Next::Up(x) => break x,
+                Next::Retry => {}
+                Next::Quit => return,
+            }
+        };
+        let end = ws_drive(p, shared, slot, &mut ws, &mut ka, &mut ctrl).await;
+        drop(ws);
+        if !life.ended(end).await {
             return;
         }
-    };
-    shared.attempt_done(Ok(()));
-    let drop_kind = ws_drive(&p, &shared, &mut ws, &mut ka, &mut ctrl).await;
-    shared.connection_ended(drop_kind.as_deref());
+    }
 }
 
 /// The next text frame (WebSocket pings are answered by tungstenite).
@@ -304,7 +308,7 @@ async fn ws_connect(
     p: &ConnParams,
     id: u64,
     source: Option<IpAddr>,
-) -> Result<(Ws, Keepalive), String> {
+) -> Result<(Ws, Keepalive), ConnectError> {
     let mut ws = crate::conn::connect(p, id, source).await?;
     let open = parse_open(&next_text(&mut ws).await?)?;
     let mut ka = Keepalive::new(p.eio, &open);
@@ -324,22 +328,24 @@ async fn ws_connect(
     }
 }
 
-/// An established Socket.IO WebSocket until stopped (`None`) or dropped (`Some(kind)`).
+/// An established Socket.IO WebSocket until stopped, dropped or kicked.
 async fn ws_drive(
     p: &ConnParams,
     shared: &Shared,
+    slot: &Slot,
     ws: &mut Ws,
     ka: &mut Keepalive,
     ctrl: &mut watch::Receiver<Phase>,
-) -> Option<String> {
+) -> End {
     let mut server_closed = false;
     let mut phase = *ctrl.borrow_and_update();
+    let mut leaving = End::Stopped;
     loop {
         if phase == Phase::Stop {
             // As socket.io-client's disconnect(): leave the namespace, close the transport.
             let _ = timeout(CLOSE_TIMEOUT, ws.send(Message::text("41"))).await;
             close(ws).await;
-            return None;
+            return leaving;
         }
         let (ping_at, dead_at) = if server_closed {
             (None, None)
@@ -351,23 +357,35 @@ async fn ws_drive(
             changed = ctrl.changed() => {
                 phase = if changed.is_err() { Phase::Stop } else { *ctrl.borrow_and_update() };
             }
+            _ = slot.kicked() => match slot.pending() {
+                Some(Kick::Storm) => {
+                    abort_ws(ws);
+                    return End::Kicked;
+                }
+                Some(Kick::Churn) => {
+                    // A graceful close, as when stopping.
+                    leaving = End::Kicked;
+                    phase = Phase::Stop;
+                }
+                None => {}
+            },
             msg = ws.next() => match msg {
                 None => {
-                    return Some(if server_closed { "closed_by_server" } else { "eof" }.to_string())
+                    return End::Dropped(if server_closed { "closed_by_server" } else { "eof" }.to_string())
                 }
                 Some(Err(e)) => {
-                    return Some(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) })
+                    return End::Dropped(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) })
                 }
                 Some(Ok(Message::Text(text))) => match on_packet(p.scenario, shared, ka, &text) {
                     Action::None => {}
                     Action::Reply(r) => {
                         if let Err(kind) = ws_send(ws, r).await {
-                            return Some(kind);
+                            return End::Dropped(kind);
                         }
                     }
                     Action::End(kind) => {
                         close(ws).await;
-                        return Some(kind.to_string());
+                        return End::Dropped(kind.to_string());
                     }
                 },
                 Some(Ok(Message::Binary(_))) => { shared.unsolicited.fetch_add(1, Relaxed); }
@@ -377,13 +395,13 @@ async fn ws_drive(
             },
             _ = sleep_opt(ping_at) => {
                 if let Err(kind) = ws_send(ws, "2".to_string()).await {
-                    return Some(kind);
+                    return End::Dropped(kind);
                 }
                 ka.ping_sent();
             }
             _ = sleep_opt(dead_at) => {
                 close(ws).await;
-                return Some("ping_timeout".to_string());
+                return End::Dropped("ping_timeout".to_string());
             }
         }
     }
@@ -405,6 +423,17 @@ pub struct Http {
 pub struct HttpResp {
     pub status: u16,
     pub body: Vec<u8>,
+    /// `Retry-After` in seconds, if given.
+    pub retry_after: Option<u64>,
+}
+
+/// What a response head says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    pub len: usize,
+    pub keep_alive: bool,
+    pub retry_after: Option<u64>,
 }
 
 impl Http {
@@ -439,7 +468,8 @@ impl Http {
             }
             self.read_more().await?;
         };
-        let (status, len, keep_alive) = parse_head(&self.buf[..head_end])?;
+        let head = parse_head(&self.buf[..head_end])?;
+        let len = head.len;
         if len > MAX_BODY {
             return Err("bad_response".to_string());
         }
@@ -448,12 +478,17 @@ impl Http {
         }
         let body = self.buf[head_end..head_end + len].to_vec();
         self.buf.drain(..head_end + len);
-        Ok((HttpResp { status, body }, keep_alive))
+        let resp = HttpResp {
+            status: head.status,
+            body,
+            retry_after: head.retry_after,
+        };
+        Ok((resp, head.keep_alive))
     }
 }
 
-/// Parses a response head: (status, content length, keep-alive).
-pub fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), String> {
+/// Parses a response head: status, content length, keep-alive, `Retry-After`.
+pub fn parse_head(head: &[u8]) -> Result<Head, String> {
     let bad = || "bad_response".to_string();
     let head = std::str::from_utf8(head).map_err(|_| bad())?;
     let mut lines = head.split("\r\n");
@@ -468,6 +503,7 @@ pub fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), String> {
         .ok_or_else(bad)?;
     let mut keep_alive = version != "HTTP/1.0";
     let mut len = None;
+    let mut retry_after = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -481,6 +517,8 @@ pub fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), String> {
             } else if value.eq_ignore_ascii_case("keep-alive") {
                 keep_alive = true;
             }
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = parse_retry_after(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Only Content-Length bodies are supported.
             return Err("bad_response_chunked".to_string());
@@ -491,7 +529,12 @@ pub fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), String> {
         None if status == 204 || status == 304 || (100..200).contains(&status) => 0,
         None => return Err("bad_response_no_length".to_string()),
     };
-    Ok((status, len, keep_alive))
+    Ok(Head {
+        status,
+        len,
+        keep_alive,
+        retry_after,
+    })
 }
 
 /// One request on a connection; the connection is given back if it can be reused.
@@ -558,7 +601,7 @@ impl Poller<'_> {
         slot: &mut Option<Http>,
         req: Vec<u8>,
         limit: Duration,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, ConnectError> {
         let deadline = Instant::now() + limit;
         let (c, reused) = match slot.take() {
             Some(c) => (c, true),
@@ -578,7 +621,10 @@ impl Poller<'_> {
         *slot = c;
         let resp = r?;
         if resp.status != 200 {
-            return Err(format!("http_{}", resp.status));
+            return Err(ConnectError {
+                kind: format!("http_{}", resp.status),
+                retry_after: resp.retry_after,
+            });
         }
         Ok(resp.body)
     }
@@ -588,50 +634,56 @@ impl Poller<'_> {
         self.send(slot, self.post(packets), SEND_TIMEOUT)
             .await
             .map(|_| ())
+            .map_err(|e| e.kind)
     }
 }
 
-/// A Socket.IO client over HTTP long-polling.
+/// A Socket.IO client over HTTP long-polling (reconnecting after churn and storm kicks
+/// with a new Engine.IO handshake, same ringwire session).
 pub async fn run_polling(
     id: u64,
-    p: Arc<ConnParams>,
-    shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
+    p: &ConnParams,
+    shared: &Shared,
+    slot: &Slot,
+    mut life: Life<'_>,
     mut ctrl: watch::Receiver<Phase>,
 ) {
     let (url, cookie) = match p.url_and_cookie(id) {
         Ok(x) => x,
         Err(kind) => {
-            drop(permit);
-            shared.attempt_done(Err(&kind));
+            // Counted as a failed first attempt.
+            let failed = async { Err::<(), _>(ConnectError::from(kind)) };
+            let _ = life.attempt(&mut ctrl, failed).await;
             return;
         }
     };
     let (host, path) = split_url(&url);
     let mut poller = Poller {
-        p: &p,
+        p,
         source: p.source_of(id),
         host,
         path,
         cookie: cookie.map(str::to_string),
         sid: String::new(),
     };
-    let mut main: Option<Http> = None;
-    let result = match timeout(p.connect_timeout, poll_connect(&mut poller, &mut main)).await {
-        Ok(r) => r,
-        Err(_) => Err("timeout".to_string()),
-    };
-    drop(permit);
-    let (mut ka, pending) = match result {
-        Ok(x) => x,
-        Err(kind) => {
-            shared.attempt_done(Err(&kind));
+    loop {
+        let mut main: Option<Http> = None;
+        let (mut ka, pending) = loop {
+            poller.sid.clear();
+            match life
+                .attempt(&mut ctrl, poll_connect(&mut poller, &mut main))
+                .await
+            {
+                Next::Up(x) => break x,
+                Next::Retry => main = None,
+                Next::Quit => return,
+            }
+        };
+        let end = poll_drive(&poller, shared, slot, main, &mut ka, pending, &mut ctrl).await;
+        if !life.ended(end).await {
             return;
         }
-    };
-    shared.attempt_done(Ok(()));
-    let drop_kind = poll_drive(&poller, &shared, main, &mut ka, pending, &mut ctrl).await;
-    shared.connection_ended(drop_kind.as_deref());
+    }
 }
 
 /// Handshake, namespace connect; returns the keepalive and packets received after the
@@ -639,7 +691,7 @@ pub async fn run_polling(
 async fn poll_connect(
     poller: &mut Poller<'_>,
     main: &mut Option<Http>,
-) -> Result<(Keepalive, Vec<String>), String> {
+) -> Result<(Keepalive, Vec<String>), ConnectError> {
     let eio = poller.p.eio;
     // The connect timeout bounds every request here.
     let limit = poller.p.connect_timeout;
@@ -669,15 +721,16 @@ async fn poll_connect(
     }
 }
 
-/// An established polling client until stopped (`None`) or dropped (`Some(kind)`).
+/// An established polling client until stopped, dropped or kicked.
 async fn poll_drive(
     poller: &Poller<'_>,
     shared: &Shared,
+    slot: &Slot,
     mut main: Option<Http>,
     ka: &mut Keepalive,
     pending: Vec<String>,
     ctrl: &mut watch::Receiver<Phase>,
-) -> Option<String> {
+) -> End {
     let p = poller.p;
     // Packets owed to the server, POSTed before the next GET.
     let mut out: Vec<String> = Vec::new();
@@ -685,13 +738,16 @@ async fn poll_drive(
         match on_packet(p.scenario, shared, ka, &packet) {
             Action::None => {}
             Action::Reply(r) => out.push(r),
-            Action::End(kind) => return Some(kind.to_string()),
+            Action::End(kind) => return End::Dropped(kind.to_string()),
         }
     }
     // The connection for POSTs while a GET is held (opened when first needed).
     let mut side: Option<Http> = None;
     let mut get: Option<HeldGet> = None;
+    // The socket of the held GET (owned by its future), to reset it on a storm drop.
+    let mut get_fd: Option<RawFd> = None;
     let mut phase = *ctrl.borrow_and_update();
+    let mut leaving = End::Stopped;
     loop {
         if phase == Phase::Stop {
             // Close the session. With a GET held, the close packet goes on the second
@@ -701,13 +757,13 @@ async fn poll_drive(
             if let Some(held) = get.take() {
                 let _ = timeout(CLOSE_TIMEOUT, held).await;
             }
-            return None;
+            return leaving;
         }
         if get.is_none() {
             if !out.is_empty() {
                 let refs: Vec<&str> = out.iter().map(String::as_str).collect();
                 if let Err(kind) = poller.post_on(&mut main, &refs).await {
-                    return Some(kind);
+                    return End::Dropped(kind);
                 }
                 out.clear();
             }
@@ -715,9 +771,10 @@ async fn poll_drive(
                 Some(c) => c,
                 None => match poller.connect().await {
                     Ok(c) => c,
-                    Err(kind) => return Some(kind),
+                    Err(kind) => return End::Dropped(kind),
                 },
             };
+            get_fd = Some(c.stream.as_raw_fd());
             let req = poller.get();
             get = Some(
                 timeout(ka.get_timeout(), exchange(c, req))
@@ -731,27 +788,47 @@ async fn poll_drive(
             changed = ctrl.changed() => {
                 phase = if changed.is_err() { Phase::Stop } else { *ctrl.borrow_and_update() };
             }
+            _ = slot.kicked() => match slot.pending() {
+                Some(Kick::Storm) => {
+                    // Reset every socket of this client; the server learns nothing else.
+                    for c in [&main, &side].into_iter().flatten() {
+                        set_linger_zero(c.stream.as_raw_fd());
+                    }
+                    if let Some(fd) = get_fd {
+                        // Still owned by the held GET's future, dropped on return.
+                        set_linger_zero(fd);
+                    }
+                    return End::Kicked;
+                }
+                Some(Kick::Churn) => {
+                    // A graceful close (the close packet), as when stopping.
+                    leaving = End::Kicked;
+                    phase = Phase::Stop;
+                }
+                None => {}
+            },
             r = held => {
                 get = None;
+                get_fd = None;
                 let (c, resp) = match r {
                     Ok(x) => x,
-                    Err(()) => return Some("timeout".to_string()),
+                    Err(()) => return End::Dropped("timeout".to_string()),
                 };
                 main = c;
                 let body = match resp {
-                    Ok(HttpResp { status: 200, body }) => body,
-                    Ok(HttpResp { status, .. }) => return Some(format!("http_{status}")),
-                    Err(kind) => return Some(kind),
+                    Ok(HttpResp { status: 200, body, .. }) => body,
+                    Ok(HttpResp { status, .. }) => return End::Dropped(format!("http_{status}")),
+                    Err(kind) => return End::Dropped(kind),
                 };
                 let packets = match decode_payload(p.eio, &body) {
                     Ok(v) => v,
-                    Err(kind) => return Some(kind),
+                    Err(kind) => return End::Dropped(kind),
                 };
                 for packet in packets {
                     match on_packet(p.scenario, shared, ka, &packet) {
                         Action::None => {}
                         Action::Reply(r) => out.push(r),
-                        Action::End(kind) => return Some(kind.to_string()),
+                        Action::End(kind) => return End::Dropped(kind.to_string()),
                     }
                 }
             }
@@ -761,11 +838,11 @@ async fn poll_drive(
                 let dead_at = ka.dead_at.unwrap_or_else(|| Instant::now() + SEND_TIMEOUT);
                 match timeout_at(dead_at, poller.post_on(&mut side, &["2"])).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(kind)) => return Some(kind),
-                    Err(_) => return Some("ping_timeout".to_string()),
+                    Ok(Err(kind)) => return End::Dropped(kind),
+                    Err(_) => return End::Dropped("ping_timeout".to_string()),
                 }
             }
-            _ = sleep_opt(ka.dead_at) => return Some("ping_timeout".to_string()),
+            _ = sleep_opt(ka.dead_at) => return End::Dropped("ping_timeout".to_string()),
         }
     }
 }
@@ -859,11 +936,19 @@ mod tests {
     #[test]
     fn heads() {
         let h = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n";
-        assert_eq!(parse_head(h).unwrap(), (200, 12, true));
+        let head = |status, len, keep_alive, retry_after| Head {
+            status,
+            len,
+            keep_alive,
+            retry_after,
+        };
+        assert_eq!(parse_head(h).unwrap(), head(200, 12, true, None));
         let h = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\nconnection: close\r\n\r\n";
-        assert_eq!(parse_head(h).unwrap(), (400, 3, false));
+        assert_eq!(parse_head(h).unwrap(), head(400, 3, false, None));
         let h = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(parse_head(h).unwrap(), (200, 0, false));
+        assert_eq!(parse_head(h).unwrap(), head(200, 0, false, None));
+        let h = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+        assert_eq!(parse_head(h).unwrap(), head(503, 12, false, Some(1)));
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
         assert!(parse_head(b"SSH-2.0\r\n\r\n").is_err());

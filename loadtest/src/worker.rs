@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::{Protocol, Target, Transport};
-use crate::conn::{self, ConnParams, Phase, Sessions, Shared};
+use crate::conn::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
 use crate::proto::{Command, Event, WorkerSpec};
 use crate::{stats, sysinfo};
 
@@ -126,15 +126,29 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         echo_timeout: Duration::from_millis(spec.echo_timeout_ms.max(1)),
         ws_config,
         sessions,
+        reconnect: ReconnectPolicy {
+            storm_timeout: Duration::from_millis(spec.storm_timeout_ms.max(1)),
+            max_wait: Duration::from_millis(spec.max_wait_ms),
+            delay: Duration::from_millis(spec.reconnect_delay_ms),
+            delay_max: Duration::from_millis(spec.reconnect_delay_max_ms),
+        },
     });
     let shared = Arc::new(Shared::new());
+    let slots: Arc<Vec<Arc<Slot>>> = Arc::new(
+        (0..spec.connections)
+            .map(|_| Arc::new(Slot::default()))
+            .collect(),
+    );
     let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
     let connector = tokio::spawn(connect_all(
         spec.clone(),
         params.clone(),
         shared.clone(),
+        slots.clone(),
         ctrl_rx,
     ));
+    // Churn scenario: the task that closes and reopens connections.
+    let mut churn: Option<tokio::task::JoinHandle<()>> = None;
 
     let failsafe = Instant::now() + Duration::from_secs_f64(spec.max_runtime_s) + FAILSAFE_SLACK;
     let mut tick = tokio::time::interval(TICK);
@@ -147,7 +161,36 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::StartChurn) => {
+                        if churn.is_none() && spec.churn_per_sec > 0.0 {
+                            churn = Some(tokio::spawn(churn_driver(
+                                spec.churn_per_sec,
+                                slots.clone(),
+                                shared.clone(),
+                            )));
+                        }
+                    }
+                    Ok(Command::EndChurn) => {
+                        if let Some(task) = churn.take() {
+                            task.abort();
+                        }
+                    }
+                    Ok(Command::Storm) => {
+                        // Drop every open connection at once; each one reconnects by itself.
+                        *shared.storm_at.lock().unwrap() = Some(Instant::now());
+                        let at_unix_us = sysinfo::unix_now_us();
+                        let dropped =
+                            slots.iter().filter(|s| s.kick(&shared, Kick::Storm)).count() as u64;
+                        shared.storm_dropped.fetch_add(dropped, Relaxed);
+                        // The progress event first, so that the coordinator already counts
+                        // them as reconnecting when it reads StormStarted.
+                        send_progress(&shared);
+                        emit(&Event::StormStarted { dropped, at_unix_us });
+                    }
                     Ok(Command::EchoCheck) => {
+                        if let Some(task) = churn.take() {
+                            task.abort();
+                        }
                         let expected = shared.open.load(Relaxed);
                         let give_up = Instant::now() + params.echo_timeout + Duration::from_secs(2);
                         check = Some((expected, give_up));
@@ -189,6 +232,9 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
     }
 
     // Stop: close every connection (connections still connecting close as soon as they are up).
+    if let Some(task) = churn.take() {
+        task.abort();
+    }
     let _ = ctrl_tx.send(Phase::Stop);
     let grace = Instant::now() + params.connect_timeout.min(STOP_GRACE) + STOP_GRACE;
     let mut next_progress = Instant::now() + TICK;
@@ -214,11 +260,49 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
 }
 
 fn send_progress(shared: &Shared) {
-    let lat = stats::drain_pairs(&mut shared.latency.lock().unwrap());
+    let drain = |h: &std::sync::Mutex<_>| stats::drain_pairs(&mut h.lock().unwrap());
     emit(&Event::Progress {
         counters: shared.counters(),
-        lat,
+        lat: drain(&shared.latency),
+        connect_lat: drain(&shared.connect_latency),
+        reconnect_lat: drain(&shared.reconnect_latency),
+        storm_lat: drain(&shared.storm_latency),
     });
+}
+
+/// Churn: starts `rate` reconnects per second (graceful close, then connect again),
+/// taking the open connections round robin, until aborted.
+async fn churn_driver(rate: f64, slots: Arc<Vec<Arc<Slot>>>, shared: Arc<Shared>) {
+    if slots.is_empty() {
+        return;
+    }
+    let start = Instant::now();
+    // Wake up often enough for the rate (tokio timers have 1 ms resolution), at most every
+    // 50 ms; every tick starts the reconnects that are due.
+    let period = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.05));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut started = 0u64;
+    let mut next = 0usize;
+    loop {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while started < due {
+            started += 1;
+            let kicked = (0..slots.len()).any(|_| {
+                let slot = &slots[next];
+                next = (next + 1) % slots.len();
+                slot.kick(&shared, Kick::Churn)
+            });
+            if kicked {
+                shared.churn_kicks.fetch_add(1, Relaxed);
+            } else {
+                // No open connection to close (all are reconnecting or gone).
+                shared.churn_skipped.fetch_add(1 + due - started, Relaxed);
+                started = due;
+            }
+        }
+    }
 }
 
 /// Starts all connection attempts of this worker, paced by `ramp_per_sec` and
@@ -227,6 +311,7 @@ async fn connect_all(
     spec: WorkerSpec,
     params: Arc<ConnParams>,
     shared: Arc<Shared>,
+    slots: Arc<Vec<Arc<Slot>>>,
     ctrl: watch::Receiver<Phase>,
 ) {
     let inflight = Arc::new(Semaphore::new(spec.max_inflight_connects.max(1) as usize));
@@ -249,6 +334,7 @@ async fn connect_all(
             spec.first_conn_id + i,
             params.clone(),
             shared.clone(),
+            slots[i as usize].clone(),
             permit,
             ctrl.clone(),
         ));

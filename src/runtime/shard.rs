@@ -445,6 +445,12 @@ impl Shard {
             Decision::Refuse(r) => self.refuse(slot, r),
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
             Decision::Poll(plan) => {
+                // A new Engine.IO session counts against the upgrade rate like an upgrade
+                // (its later requests do not).
+                if plan.sid.is_none() && !self.upgrade_bucket.take(sys::monotonic_ms()) {
+                    self.refuse(slot, Refusal::RateLimit);
+                    return;
+                }
                 ShardStats::dec(&self.stats().handshakes);
                 let owner = owner_core(plan.shard_key, self.shared.cores);
                 self.conns[slot as usize].state = ConnState::Responding;
