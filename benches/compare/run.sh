@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Side-by-side echo throughput: ringwire vs tokio-tungstenite, fastwebsockets and node `ws`
+# echo servers, under the SAME ringwire-loadtest echo load, in one invocation, as ratios to
+# ringwire. See README.md beside this file for what it measures and its caveats.
+#
+#   benches/compare/run.sh                  # build everything, run all settings, print tables
+#   OUT=/tmp/cmp benches/compare/run.sh     # keep the raw reports somewhere else
+#
+# Environment knobs (defaults in brackets):
+#   SETTINGS   space-separated name:connections:interval_ms:workers:duration_s
+#              ["saturate:200:1:2:8 chatty1k:1000:1:2:8 latency:100:10:1:8"]
+#   SERVERS    which servers, in run order ["ringwire tungstenite fastwebsockets node-ws"]
+#   REPS       repetitions, interleaved A B C D A B C D [2]
+#   OUT        directory for logs, per-run reports and results.jsonl [target/compare/<timestamp>]
+#   BUILD      0 = skip the builds [1]
+#   THREADS    ringwire `cores`, tokio worker threads of the Rust servers [2]
+#   RINGWIRE_PIN  ringwire `pin_threads` (its default: true) [true]
+#   NODE_PROCS processes for the node server (1 = the usual single event loop) [1]
+#   IDLE_WAIT  seconds to wait, before each run, for the machine to go quiet [30]
+#   NOISE_MAX  a run during whose hold other processes used more cores than this is
+#              run again (the last try is kept and flagged) [0.25]
+#   RETRIES    how many such re-runs (and restarts of a server that did not come up) in
+#              the whole invocation at most [4]
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+SETTINGS="${SETTINGS:-saturate:200:1:2:8 chatty1k:1000:1:2:8 latency:100:10:1:8}"
+SERVERS="${SERVERS:-ringwire tungstenite fastwebsockets node-ws}"
+REPS="${REPS:-2}"
+BUILD="${BUILD:-1}"
+NODE_PROCS="${NODE_PROCS:-1}"
+THREADS="${THREADS:-2}"
+RINGWIRE_PIN="${RINGWIRE_PIN:-true}"
+NOISE_MAX="${NOISE_MAX:-0.25}"
+RETRIES="${RETRIES:-4}"
+IDLE_WAIT="${IDLE_WAIT:-30}"
+OUT="${OUT:-$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}"
+# Server ports are taken below the ephemeral range (32768+ here), so that no outgoing
+# connection (ours or a neighbour's) can already hold one.
+PORT_BASE="${PORT_BASE:-$((20000 + RANDOM % 10000))}"
+
+RINGWIRE="$ROOT/target/release/ringwire"
+LOADTEST="$ROOT/target/release/ringwire-loadtest"
+SERVERS_DIR="$HERE/servers"
+CMP_BIN="$SERVERS_DIR/target/release"
+HZ="$(getconf CLK_TCK)"
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------------------------- build
+# Other people edit src/ while this runs: a broken root build is retried for a while.
+build_root() {
+    local try
+    for try in 1 2 3 4 5 6; do
+        if (cd "$ROOT" && cargo build --release --quiet); then return 0; fi
+        log "root build failed (try $try/6); retrying in 30 s"
+        sleep 30
+    done
+    return 1
+}
+if [[ "$BUILD" == 1 ]]; then
+    log "building ringwire + ringwire-loadtest (root workspace, release)"
+    build_root
+    log "building the comparison servers ($SERVERS_DIR)"
+    cargo build --release --quiet --locked --manifest-path "$SERVERS_DIR/Cargo.toml"
+    if [[ ! -d "$HERE/node/node_modules/ws" ]]; then
+        log "installing node ws (npm ci in $HERE/node)"
+        (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi
+for f in "$RINGWIRE" "$LOADTEST" "$CMP_BIN/echo-tungstenite" "$CMP_BIN/echo-fastwebsockets"; do
+    [[ -x "$f" ]] || { log "missing $f (run without BUILD=0)"; exit 2; }
+done
+
+# ------------------------------------------------------------------------------- helpers
+# The PID and all its descendants (node:cluster workers).
+pid_tree() {
+    local p=$1 c
+    echo "$p"
+    for c in $(pgrep -P "$p" || true); do pid_tree "$c"; done
+}
+# utime+stime of the process tree, in clock ticks.
+cpu_ticks() {
+    local t=0 p v
+    for p in $(pid_tree "$1"); do
+        v=$(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo "$t"
+}
+# Sum of a /proc/PID/status field (kB) over the tree: VmRSS now, VmHWM peak.
+mem_kb() {
+    local t=0 p v
+    for p in $(pid_tree "$1"); do
+        v=$(awk -v k="$2:" '$1 == k {print $2}' /proc/"$p"/status 2>/dev/null || true)
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+# Whole-machine "total busy" jiffies, as "busy total".
+machine_ticks() {
+    awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+# Wait (up to IDLE_WAIT s) until the machine was less than 15 % busy over one second, so a
+# neighbour's compile does not land in the middle of a run. Prints the last busy %.
+wait_quiet() {
+    local deadline=$((SECONDS + IDLE_WAIT)) b0 t0 b1 t1 pct
+    while :; do
+        read -r b0 t0 < <(machine_ticks)
+        sleep 1
+        read -r b1 t1 < <(machine_ticks)
+        pct=$((100 * (b1 - b0) / (t1 - t0 > 0 ? t1 - t0 : 1)))
+        if ((pct < 15 || SECONDS >= deadline)); then echo "$pct"; return; fi
+    done
+}
+# The first port >= $1 such that it and the next one (ringwire's admin) can be bound.
+free_port() {
+    python3 - "$1" <<'PY'
+import socket, sys
+p = int(sys.argv[1])
+def ok(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while not (ok(p) and ok(p + 1)):
+    p += 2
+print(p)
+PY
+}
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+wait_port() {
+    local i
+    for i in $(seq 1 100); do
+        if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+SERVER_PID=""
+start_server() { # name port -> sets SERVER_PID
+    local name=$1 port=$2
+    case "$name" in
+    ringwire)
+        cat >"$OUT/ringwire-$port.toml" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+cores = $THREADS
+pin_threads = $RINGWIRE_PIN
+[admin]
+listen = "127.0.0.1:$((port + 1))"
+[compression]
+enabled = false
+[[endpoints]]
+path = "/"
+kind = "echo"
+auth = "none"
+EOF
+        "$RINGWIRE" serve --config "$OUT/ringwire-$port.toml" >"$OUT/server-$name-$port.log" 2>&1 &
+        ;;
+    tungstenite)
+        "$CMP_BIN/echo-tungstenite" "127.0.0.1:$port" "$THREADS" >"$OUT/server-$name-$port.log" 2>&1 &
+        ;;
+    fastwebsockets)
+        "$CMP_BIN/echo-fastwebsockets" "127.0.0.1:$port" "$THREADS" >"$OUT/server-$name-$port.log" 2>&1 &
+        ;;
+    node-ws)
+        node "$HERE/ws-echo.mjs" "127.0.0.1:$port" "$NODE_PROCS" >"$OUT/server-$name-$port.log" 2>&1 &
+        ;;
+    *) log "unknown server $name"; exit 2 ;;
+    esac
+    SERVER_PID=$!
+    if ! wait_port "$port"; then
+        log "$name did not listen on $port:"; cat "$OUT/server-$name-$port.log" >&2
+        stop_server "$SERVER_PID"
+        SERVER_PID=""
+        return 1
+    fi
+    # node:cluster workers listen a moment after the first one
+    [[ "$name" == node-ws && "$NODE_PROCS" -gt 1 ]] && sleep 1
+    return 0
+}
+stop_server() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() { [[ -n "$SERVER_PID" ]] && stop_server "$SERVER_PID"; }
+trap cleanup EXIT
+
+# ------------------------------------------------------------------------------- the runs
+port=$PORT_BASE
+log "results in $OUT"
+log "NOTE: load tester and server share this machine's $(nproc) cores (loopback)"
+for setting in $SETTINGS; do
+    IFS=: read -r sname conns interval workers duration <<<"$setting"
+    for rep in $(seq 1 "$REPS"); do
+        for name in $SERVERS; do
+          attempt=1
+          while :; do
+            port=$(free_port $((port + 2)))
+            quiet_pct=$(wait_quiet)
+            if ! start_server "$name" "$port"; then
+                ((RETRIES > 0)) || { log "giving up"; exit 1; }
+                RETRIES=$((RETRIES - 1))
+                continue
+            fi
+            pid=$SERVER_PID
+            report="$OUT/$sname-$name-r$rep-a$attempt.json"
+            log "$sname rep $rep: $name (pid $pid, port $port): $conns conns x every ${interval} ms, $workers workers, ${duration} s (machine was ${quiet_pct}% busy before)"
+            read -r mb0 mt0 < <(machine_ticks)
+            c0=$(cpu_ticks "$pid")
+            t0=$(date +%s.%N)
+            # The subshell's cutime/cstime = the load tester (it waits for its workers).
+            (
+                set +e
+                "$LOADTEST" --url "ws://127.0.0.1:$port/" --scenario echo \
+                    --connections "$conns" --interval-ms "$interval" --workers "$workers" \
+                    --duration "$duration" --quiet --report "$report" \
+                    >"$OUT/$sname-$name-r$rep-a$attempt.txt" 2>&1
+                rc=$?
+                awk -v rc=$rc '{print $16 + $17, rc}' /proc/$BASHPID/stat
+            ) >"$OUT/.client-$port" &
+            client=$!
+            samples="$OUT/$sname-$name-r$rep-a$attempt.cpu.jsonl"
+            python3 "$HERE/cpu_sampler.py" "$pid" "$client" "$samples" &
+            sampler=$!
+            wait "$client" || true
+            wait "$sampler" || true
+            t1=$(date +%s.%N)
+            c1=$(cpu_ticks "$pid")
+            read -r mb1 mt1 < <(machine_ticks)
+            rss_kb=$(mem_kb "$pid" VmRSS)
+            hwm_kb=$(mem_kb "$pid" VmHWM)
+            stop_server "$pid"
+            SERVER_PID=""
+            read -r client_ticks lt_rc <"$OUT/.client-$port"
+            rm -f "$OUT/.client-$port"
+            printf '{"setting":"%s","rep":%s,"server":"%s","connections":%s,"interval_ms":%s,"workers":%s,"duration":%s,"report":"%s","loadtest_rc":%s,"wall_s":%s,"server_cpu_s":%s,"client_cpu_s":%s,"machine_busy_cpu_s":%s,"rss_end_kb":%s,"rss_peak_kb":%s,"quiet_before_pct":%s,"node_procs":%s,"t_start":%s,"samples":"%s","hz":%s}\n' \
+                "$sname" "$rep" "$name" "$conns" "$interval" "$workers" "$duration" "$report" "$lt_rc" \
+                "$(calc "$t1 - $t0")" \
+                "$(calc "($c1 - $c0) / $HZ")" \
+                "$(calc "$client_ticks / $HZ")" \
+                "$(calc "($mb1 - $mb0) / $HZ")" \
+                "$rss_kb" "$hwm_kb" "$quiet_pct" "$NODE_PROCS" "$t0" "$samples" "$HZ" >"$OUT/.run"
+            # Other processes (a neighbour's build) busy during the hold window: run it again.
+            noise=$(python3 "$HERE/table.py" --noise "$OUT/.run")
+            if awk -v n="$noise" -v m="$NOISE_MAX" 'BEGIN { exit !(n > m) }' && ((RETRIES > 0)); then
+                RETRIES=$((RETRIES - 1))
+                attempt=$((attempt + 1))
+                log "  other processes used $noise cores during the hold: running it again (re-runs left: $RETRIES)"
+                IDLE_WAIT=$((IDLE_WAIT * 2)) wait_quiet >/dev/null
+                continue
+            fi
+            sed "s/}\$/,\"attempt\":$attempt,\"noise_cores\":$noise}/" "$OUT/.run" >>"$RESULTS"
+            rm -f "$OUT/.run"
+            log "  done: other processes used $noise cores during the hold"
+            break
+          done
+        done
+    done
+done
+
+lockver() { awk -v n="$1" '$0 == "name = \"" n "\"" {getline; gsub(/version = |"/, ""); print; exit}' "$SERVERS_DIR/Cargo.lock"; }
+{
+    echo "## ringwire echo comparison, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- command: \`${RUN_CMD:-benches/compare/run.sh}\` (SETTINGS=\"$SETTINGS\" REPS=$REPS NODE_PROCS=$NODE_PROCS)"
+    echo "- ringwire $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted src/ changes'): cores = $THREADS, pin_threads = $RINGWIRE_PIN, compression off, echo endpoint; ringwire-loadtest from the same tree"
+    echo "- tokio-tungstenite $(lockver tokio-tungstenite), fastwebsockets $(lockver fastwebsockets) + hyper $(lockver hyper), tokio $(lockver tokio) ($THREADS worker threads each); node $(node --version) + ws $(node -p "require('$HERE/node/node_modules/ws/package.json').version") ($NODE_PROCS process(es))"
+    echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r); $(rustc --version | cut -d' ' -f1-2)"
+    echo "- the load tester and the server share these $(nproc) cores, over loopback"
+    echo
+    python3 "$HERE/table.py" "$RESULTS"
+} | tee "$OUT/tables.md"
+log "raw reports, server logs and results.jsonl in $OUT"
