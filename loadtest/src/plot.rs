@@ -155,49 +155,17 @@ fn draw_reconnects(
         .iter()
         .filter_map(|s| s.reconnecting.map(|v| (s.t, v as f64)))
         .collect();
-    let y_max = done
-        .iter()
-        .chain(failed.iter())
-        .chain(reconnecting.iter())
-        .map(|p| p.1)
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.05;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "reconnects: done and failed attempts per second, connections reconnecting",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("per second / connections")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()?;
-    for (name, points, color) in [
-        ("reconnects/s", &done, BLUE),
-        ("failed attempts/s", &failed, RED),
-        ("reconnecting", &reconnecting, RGBColor(230, 140, 0)),
-    ] {
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()?;
-    Ok(())
+    draw_lines(
+        area,
+        "reconnects: done and failed attempts per second, connections reconnecting",
+        "per second / connections",
+        t_max,
+        &[
+            ("reconnects/s", &done, BLUE),
+            ("failed attempts/s", &failed, RED),
+            ("reconnecting", &reconnecting, RGBColor(230, 140, 0)),
+        ],
+    )
 }
 
 /// Per-interval rates of the push scenario: messages delivered/s and pushes accepted/s.
@@ -208,18 +176,38 @@ fn draw_push_rates(
 ) -> Result<()> {
     let delivered = rate_of(tl, |s| s.push_received);
     let accepted = rate_of(tl, |s| s.pushes_accepted);
-    let y_max = delivered
+    draw_lines(
+        area,
+        "push: messages delivered and pushes accepted per second (250 ms intervals)",
+        "per second",
+        t_max,
+        &[
+            ("messages delivered/s", &delivered, BLUE),
+            ("pushes accepted/s", &accepted, RGBColor(230, 140, 0)),
+        ],
+    )
+}
+
+/// A named line: its points (t, value) and colour.
+type Line<'a> = (&'a str, &'a Vec<(f64, f64)>, RGBColor);
+
+/// A panel of named line series over time, y axis from 0 to just above the largest value.
+fn draw_lines(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    t_max: f64,
+    series: &[Line<'_>],
+) -> Result<()> {
+    let y_max = series
         .iter()
-        .chain(accepted.iter())
+        .flat_map(|(_, points, _)| points.iter())
         .map(|p| p.1)
         .fold(0.0f64, f64::max)
         .max(1.0)
         * 1.05;
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "push: messages delivered and pushes accepted per second (250 ms intervals)",
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
@@ -227,13 +215,10 @@ fn draw_push_rates(
     chart
         .configure_mesh()
         .x_desc("time (s)")
-        .y_desc("per second")
+        .y_desc(y_desc)
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    for (name, points, color) in [
-        ("messages delivered/s", &delivered, BLUE),
-        ("pushes accepted/s", &accepted, RGBColor(230, 140, 0)),
-    ] {
+    for &(name, points, color) in series {
         chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),

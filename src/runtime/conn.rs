@@ -212,7 +212,7 @@ pub struct SioState {
     /// A polling session's WebSocket (slot, gen, upgrade finished).
     pub ws: Option<(u32, u32, bool)>,
     /// Polling: packets waiting for the next GET (bounded).
-    pub queue: std::collections::VecDeque<Box<str>>,
+    pub queue: PacketQueue,
     /// Polling: the HTTP connection holding a GET (slot, gen).
     pub waiting: Option<(u32, u32)>,
     /// Polling: tick of the client's last request.
@@ -221,6 +221,35 @@ pub struct SioState {
     pub ping_at: u64,
     /// A binary event or ack waiting for its attachments.
     pub partial: Option<Box<PartialBinary>>,
+}
+
+/// Packets of a polling session waiting for the next GET, with their total size kept (the
+/// byte limit is checked on every push).
+#[derive(Default)]
+pub struct PacketQueue {
+    packets: Vec<Box<str>>,
+    bytes: usize,
+}
+
+impl PacketQueue {
+    pub fn push(&mut self, packet: Box<str>) {
+        self.bytes += packet.len();
+        self.packets.push(packet);
+    }
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+    /// Everything queued, in order; the queue is left empty.
+    pub fn take(&mut self) -> Vec<Box<str>> {
+        self.bytes = 0;
+        std::mem::take(&mut self.packets)
+    }
 }
 
 /// A binary Socket.IO packet whose attachments are still arriving.

@@ -62,7 +62,7 @@ impl Shard {
         let mut sio = self.new_sio_state(plan.eio, v);
         if plan.eio == crate::protocol::engineio::EioVersion::V3 {
             // The default namespace's connect follows on the next GET, as socket.io 2 does.
-            sio.queue.push_back("40".into());
+            sio.queue.push("40".into());
         }
         let open = self.open_packet(plan.eio, &sio.sid, true);
         let meta = Box::new(SocketMeta {
@@ -93,7 +93,7 @@ impl Shard {
             return;
         };
         if !sio.queue.is_empty() {
-            let queued: Vec<Box<str>> = sio.queue.drain(..).collect();
+            let queued = sio.queue.take();
             self.poll_answer(slot, &plan, queued.iter().map(|p| &**p));
             return;
         }
@@ -150,7 +150,7 @@ impl Shard {
         let Some((w, wgen)) = sio.waiting.take() else {
             return;
         };
-        let mut queued: Vec<Box<str>> = sio.queue.drain(..).collect();
+        let mut queued = sio.queue.take();
         if queued.is_empty() {
             queued.push("6".into());
         }
@@ -165,7 +165,7 @@ impl Shard {
         };
         if sio.waiting.is_none() {
             if sio.queue.is_empty() {
-                sio.queue.push_back("6".into());
+                sio.queue.push("6".into());
             }
             return;
         }
@@ -409,7 +409,7 @@ impl Shard {
             return;
         };
         if let Some(sio) = meta.sio.as_mut() {
-            sio.queue.clear();
+            sio.queue.take();
             if let Some((w, wgen, _)) = sio.ws.take() {
                 if self.conns.get(w as usize).is_some_and(|c| c.gen == wgen) {
                     self.close_with(w, 1000, "");

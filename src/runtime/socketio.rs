@@ -159,11 +159,12 @@ impl Shard {
                     return;
                 }
                 sio.ws = Some((w, wgen, true));
-                let queued: Vec<Box<str>> = sio.queue.drain(..).filter(|p| &**p != "6").collect();
+                let queued = sio.queue.take();
                 ShardStats::inc(&self.shared.stats[self.id].sio_upgrades);
                 self.poll_release(session);
-                for p in queued {
-                    self.ws_send_text(w, &p);
+                // Noops were for the polling transport only.
+                for p in queued.iter().filter(|p| p.as_ref() != "6") {
+                    self.ws_send_text(w, p);
                 }
             }
             Packet::Text(PacketType::Message, text) => self.sio_message(session, text),
@@ -327,14 +328,13 @@ impl Shard {
                     return false;
                 }
                 let limits = &self.policy.config.socketio;
-                let bytes: usize = sio.queue.iter().map(|p| p.len()).sum();
                 if sio.queue.len() >= limits.max_buffered_packets
-                    || bytes + packet.len() > self.limits.max_outbound_bytes
+                    || sio.queue.bytes() + packet.len() > self.limits.max_outbound_bytes
                 {
                     ShardStats::inc(&self.shared.stats[self.id].sio_dropped_packets);
                     return false;
                 }
-                sio.queue.push_back(packet.into());
+                sio.queue.push(packet.into());
                 self.mark_dirty(session);
                 true
             }
