@@ -27,12 +27,26 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         .iter()
         .map(|w| w.clone() as Arc<dyn Listener>)
         .collect();
-    let cluster = match &config.cluster {
-        Some(c) => Some(crate::cluster::Cluster::start(c)?),
-        None => None,
-    };
-    let engine = Engine::start(config.clone(), session_key.clone(), listeners)?;
+    let links = config
+        .cluster
+        .as_ref()
+        .map(|c| crate::cluster::ClusterState::new(c, Engine::cores_for(&config)));
+    let engine = Engine::start(
+        config.clone(),
+        session_key.clone(),
+        listeners,
+        links.as_ref().map(|(state, _)| state.clone()),
+    )?;
     let shared = engine.shared.clone();
+    let cluster = match (&config.cluster, links) {
+        (Some(c), Some((state, bells))) => Some(crate::cluster::Cluster::start(
+            c,
+            state,
+            bells,
+            shared.clone(),
+        )?),
+        _ => None,
+    };
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ringwire-control")

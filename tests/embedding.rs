@@ -89,6 +89,7 @@ fn listener_service_and_attributes_in_process() {
         config,
         key.clone(),
         vec![recorder.clone() as Arc<dyn Listener>],
+        None,
     )
     .unwrap();
     let service = Service::new(engine.shared.clone(), key.clone());
@@ -126,7 +127,8 @@ fn listener_service_and_attributes_in_process() {
     assert_eq!(rt.block_on(service.count(3, 77, "/ws/*")), 1);
     assert!(!rt.block_on(service.exists(3, 77, "/socket.io/*")));
     assert_eq!(
-        rt.block_on(service.send(3, 77, "*", "hello from the app")),
+        rt.block_on(service.send(3, 77, "*", "hello from the app"))
+            .sockets,
         1
     );
     assert_eq!(ws.read().unwrap(), Message::text("hello from the app"));

@@ -120,6 +120,8 @@ setup_apt() {
     command -v pkg-config >/dev/null || pkgs+=(pkg-config)
     # Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
+    # `ip` for the cluster partition test (network namespaces and veths).
+    [[ -x /usr/sbin/ip || -x /sbin/ip ]] || pkgs+=(iproute2)
     if ((${#pkgs[@]})); then
         if [[ $(id -u) != 0 ]]; then
             echo "missing Debian packages (${pkgs[*]}) and not root" >&2

@@ -140,7 +140,37 @@ const FIELDS: &[Field] = &[
         "Engine.IO sessions upgraded from polling to WebSocket",
         |s| &s.sio_upgrades,
     ),
+    (
+        "ringwire_presence_entries",
+        "gauge",
+        "Presence directory entries (user x node x path) about other nodes' sockets",
+        |s| &s.presence_entries,
+    ),
+    (
+        "ringwire_presence_overflow_total",
+        "counter",
+        "Presence updates that did not fit in cluster.max_presence_entries",
+        |s| &s.presence_overflow,
+    ),
 ];
+
+/// Remote push counters of the node: (queued, merged, sent, dropped, received).
+pub fn remote_totals(shared: &Shared) -> [(&'static str, u64); 5] {
+    let sum = |get: fn(&ShardStats) -> &AtomicU64| -> u64 {
+        shared.stats.iter().map(|s| ShardStats::get(get(s))).sum()
+    };
+    let (sent, link_dropped, _) = shared
+        .cluster
+        .as_ref()
+        .map_or((0, 0, 0), |c| c.link_totals());
+    [
+        ("queued", sum(|s| &s.remote_queued)),
+        ("merged", sum(|s| &s.remote_merged)),
+        ("sent", sent),
+        ("dropped", sum(|s| &s.remote_dropped) + link_dropped),
+        ("received", sum(|s| &s.remote_received)),
+    ]
+}
 
 pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(4096);
@@ -180,6 +210,16 @@ pub fn render(shared: &Shared) -> String {
             .map(|s| ShardStats::get(&s.refused_by_reason[i]))
             .sum();
         let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {total}");
+    }
+    if shared.cluster.is_some() {
+        let name = "ringwire_remote_messages_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Pushes for other nodes: queued, merged into an equal waiting push, sent on a link, dropped (node down or queue full); pushes received from other nodes\n# TYPE {name} counter"
+        );
+        for (event, n) in remote_totals(shared) {
+            let _ = writeln!(out, "{name}{{event=\"{event}\"}} {n}");
+        }
     }
     out
 }
@@ -250,6 +290,14 @@ pub fn stats_json(shared: &Shared, node: &str, endpoints: &[String]) -> serde_js
         "cores": per_core,
         "endpoints": per_endpoint,
         // Links to other nodes (none until a [cluster] is configured).
-        "cluster": { "links": [] },
+        "cluster": {
+            "node": node,
+            "links": shared.cluster.as_ref().map_or(serde_json::json!([]), |c| c.links_json()),
+            "remote": remote_totals(shared)
+                .iter()
+                .map(|&(k, v)| (k.to_string(), serde_json::Value::from(v)))
+                .collect::<serde_json::Map<_, _>>(),
+            "presence_entries": sum(|s| &s.presence_entries),
+        },
     })
 }

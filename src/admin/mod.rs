@@ -158,9 +158,10 @@ async fn stats(State(state): State<AdminState>) -> Response {
         .iter()
         .map(|e| e.path.clone())
         .collect();
-    let mut stats = metrics::stats_json(&state.shared, &state.node_id, &endpoints);
-    if let Some(c) = &state.cluster {
-        stats["cluster"]["links"] = c.links_json();
-    }
-    Json(stats).into_response()
+    Json(metrics::stats_json(
+        &state.shared,
+        &state.node_id,
+        &endpoints,
+    ))
+    .into_response()
 }

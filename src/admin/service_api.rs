@@ -75,7 +75,6 @@ pub struct PushRequest {
     message: String,
     /// Remote coalescing (cluster); local delivery is immediate either way.
     #[serde(default = "yes")]
-    #[allow(dead_code)]
     coalesce: bool,
 }
 
@@ -97,6 +96,7 @@ impl PushRequest {
             user: self.user,
             filter: PathFilter::new(&path),
             text: Arc::from(self.message),
+            coalesce: self.coalesce,
         })
     }
 }
@@ -109,10 +109,10 @@ pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> R
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid push: {e}")),
     };
-    let sockets = state.service.send_batch(vec![job]).await;
+    let c = state.service.send_batch(vec![job]).await;
     (
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "sockets": sockets })),
+        Json(serde_json::json!({ "sockets": c.sockets, "remote_nodes": c.remote_nodes })),
     )
         .into_response()
 }
@@ -142,10 +142,14 @@ pub async fn push_batch(State(state): State<AdminState>, body: axum::body::Bytes
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("pushes[{i}]: {e}")),
         }
     }
-    let sockets = state.service.send_batch(jobs).await;
+    let c = state.service.send_batch(jobs).await;
     (
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "pushes": n, "sockets": sockets })),
+        Json(serde_json::json!({
+            "pushes": n,
+            "sockets": c.sockets,
+            "remote_nodes": c.remote_nodes,
+        })),
     )
         .into_response()
 }
@@ -167,14 +171,24 @@ pub async fn sockets(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let count = state
+    let counts = state
         .service
-        .count(q.context, q.user, q.path.as_deref().unwrap_or("*"))
+        .counts(q.context, q.user, q.path.as_deref().unwrap_or("*"))
         .await;
+    let total = counts.total();
+    // This node first (even at 0), then each other node holding matching sockets.
+    let mut nodes = vec![serde_json::json!({ "node": &*state.node_id, "count": counts.local })];
+    if let Some(c) = &state.cluster {
+        for (peer, &n) in c.peers.iter().zip(&counts.remote) {
+            if n > 0 {
+                nodes.push(serde_json::json!({ "node": peer.id, "count": n }));
+            }
+        }
+    }
     Json(serde_json::json!({
-        "exists": count > 0,
-        "count": count,
-        "nodes": [{ "node": &*state.node_id, "count": count }],
+        "exists": total > 0,
+        "count": total,
+        "nodes": nodes,
     }))
     .into_response()
 }

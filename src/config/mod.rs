@@ -243,7 +243,7 @@ impl Default for SessionsConfig {
 }
 
 /// `[remote]`: coalescing of messages bound for other cluster nodes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
     /// How long a remote message waits for an equal one to merge with.
@@ -252,6 +252,11 @@ pub struct RemoteConfig {
     pub max_delay_ms: u64,
     /// How often the queues are checked.
     pub timer_ms: u64,
+    /// Pushes waiting per core per destination node; beyond, pushes for that node are dropped
+    /// and counted. 100,000 holds a full `max_delay_ms` of a heavy push rate.
+    pub max_queued_messages: usize,
+    /// Bytes (texts and filters) waiting per core per destination node: 64 MiB.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for RemoteConfig {
@@ -260,6 +265,8 @@ impl Default for RemoteConfig {
             delay_ms: 1000,
             max_delay_ms: 3000,
             timer_ms: 500,
+            max_queued_messages: 100_000,
+            max_queued_bytes: 64 << 20,
         }
     }
 }
@@ -278,6 +285,14 @@ pub struct ClusterConfig {
     pub ca: std::path::PathBuf,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
+    /// Presence directory entries (user × node × path) this node keeps, over all cores.
+    /// About 70 bytes each: the default 10,000,000 bounds the directory near 700 MB.
+    #[serde(default = "default_presence_entries")]
+    pub max_presence_entries: usize,
+}
+
+fn default_presence_entries() -> usize {
+    10_000_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +401,19 @@ impl Config {
             if c.node_id.is_empty() {
                 return Err(ConfigError("cluster.node_id must not be empty".into()));
             }
+            if self.sessions.key.is_none() {
+                return Err(ConfigError(
+                    "[cluster] needs sessions.key: every node must verify the sessions the others mint \
+                     (generate one with `openssl rand -hex 32` and set the same key on every node)"
+                        .into(),
+                ));
+            }
+            if c.peers.len() >= crate::cluster::directory::MAX_NODES {
+                return Err(ConfigError(format!(
+                    "cluster.peers: at most {} peers",
+                    crate::cluster::directory::MAX_NODES - 1
+                )));
+            }
             for (i, p) in c.peers.iter().enumerate() {
                 if p.id == c.node_id || c.peers[..i].iter().any(|o| o.id == p.id) {
                     return Err(ConfigError(format!(
@@ -402,6 +430,11 @@ impl Config {
         if r.max_delay_ms < r.delay_ms {
             return Err(ConfigError(
                 "remote.max_delay_ms must be >= remote.delay_ms".into(),
+            ));
+        }
+        if r.max_queued_messages == 0 || r.max_queued_bytes == 0 {
+            return Err(ConfigError(
+                "remote.max_queued_messages and remote.max_queued_bytes must be > 0".into(),
             ));
         }
         if let Some(w) = &self.webhook {
@@ -494,6 +527,10 @@ mod tests {
         assert_eq!(
             c.socketio, d.socketio,
             "example file [socketio] must equal the defaults"
+        );
+        assert_eq!(
+            c.remote, d.remote,
+            "example file [remote] must equal the defaults"
         );
     }
 }

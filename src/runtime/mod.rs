@@ -19,6 +19,7 @@ mod handoff;
 mod polling;
 pub mod refusal;
 mod registry;
+mod remote;
 mod shard;
 mod socketio;
 pub mod stats;
@@ -27,6 +28,7 @@ mod timer;
 mod token;
 pub mod upgrade;
 
+use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::config::EndpointKind;
 use crate::service::listener::{Listener, RawTranscoder, SocketIoTranscoder, Transcoder};
@@ -48,23 +50,58 @@ pub struct PushJob {
     pub user: u32,
     pub filter: PathFilter,
     pub text: Arc<str>,
+    /// Copies bound for other nodes may wait to merge with equal pushes (`[remote]`);
+    /// `false` sends them at once. Local delivery is immediate either way.
+    pub coalesce: bool,
+}
+
+/// What a push reached: sockets on this node, and other nodes it was queued for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    pub sockets: u64,
+    pub remote_nodes: u64,
+}
+
+/// A user's matching sockets: here, and on each other node (index = peer in the config)
+/// according to this node's presence directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub local: u64,
+    pub remote: Vec<u64>,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.local + self.remote.iter().sum::<u64>()
+    }
 }
 
 /// A command from the control plane to one shard.
 pub enum Command {
     /// Stop accepting, close every socket with 1001, exit the loop.
     Shutdown,
-    /// Deliver pushes to users owned by this core; replies with sockets reached.
+    /// Deliver pushes to users owned by this core, and (`forward`) queue them for the other
+    /// nodes holding those users' sockets; replies with what they reached.
     Push {
         jobs: Vec<PushJob>,
-        reply: Option<oneshot::Sender<u64>>,
+        reply: Option<oneshot::Sender<PushCounts>>,
+        forward: bool,
     },
-    /// Count a user's open sockets matching a filter.
+    /// Count a user's open sockets matching a filter, here and on the other nodes.
     Count {
         context: u32,
         user: u32,
         filter: PathFilter,
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Counts>,
+    },
+    /// A link to peer `node` became current: re-sync presence with it.
+    PeerUp { node: u8 },
+    /// Peer `node` went away: drop its presence and what waits for it.
+    PeerDown { node: u8 },
+    /// Presence updates from peer `node` for users this core owns.
+    RemotePresence {
+        node: u8,
+        entries: Vec<crate::cluster::wire::UserPresence>,
     },
     /// A session was terminated: refuse it, close its sockets.
     Revoke {
@@ -136,6 +173,8 @@ pub struct Shared {
     /// Per endpoint (index in the config): how pushed text becomes frames and received text
     /// becomes listener messages. `None` = the endpoint takes no pushes (echo).
     pub transcoders: Vec<Option<Arc<dyn Transcoder>>>,
+    /// The cluster, when `[cluster]` is configured.
+    pub cluster: Option<Arc<ClusterState>>,
 }
 
 impl Shared {
@@ -187,13 +226,11 @@ impl Engine {
         config: Config,
         session_key: SessionKey,
         listeners: Vec<Arc<dyn Listener>>,
+        cluster: Option<Arc<ClusterState>>,
     ) -> Result<Engine, StartError> {
         let nofile = sys::raise_nofile_limit();
         let cpus = sys::allowed_cpus();
-        let cores = match config.server.cores {
-            0 => cpus.len().max(1),
-            n => n,
-        };
+        let cores = Self::cores_for(&config);
         let table_slots = match config.engine.fixed_files {
             0 => nofile.min(u32::MAX as u64) as u32,
             n => n.min(nofile as u32),
@@ -238,6 +275,7 @@ impl Engine {
                     EndpointKind::Echo => None,
                 })
                 .collect(),
+            cluster,
         });
         let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?);
         let mut threads = Vec::with_capacity(cores);
@@ -286,6 +324,14 @@ impl Engine {
         all_enabled.wait();
         tracing::debug!(cores, table_slots, "engine started");
         Ok(Engine { shared, threads })
+    }
+
+    /// How many shards `config` starts.
+    pub fn cores_for(config: &Config) -> usize {
+        match config.server.cores {
+            0 => available_cpus(),
+            n => n,
+        }
     }
 
     /// Ask every shard to drain and stop.

@@ -26,11 +26,12 @@ impl Shard {
             return;
         };
         ShardStats::inc(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
-        if let Some(a) = &meta.auth {
+        if let Some(a) = meta.auth {
             self.users
                 .entry((a.context, a.user))
                 .or_default()
                 .push(slot);
+            self.presence_changed(a.context, a.user);
         }
         self.notify(slot, |l, info| l.on_connect(info));
     }
@@ -41,7 +42,7 @@ impl Shard {
             return;
         };
         ShardStats::dec(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
-        if let Some(a) = &meta.auth {
+        if let Some(a) = meta.auth {
             let key = (a.context, a.user);
             if let Some(slots) = self.users.get_mut(&key) {
                 slots.retain(|&s| s != slot);
@@ -49,6 +50,7 @@ impl Shard {
                     self.users.remove(&key);
                 }
             }
+            self.presence_changed(a.context, a.user);
         }
         self.notify(slot, |l, info| l.on_close(info));
     }
@@ -148,7 +150,7 @@ impl Shard {
         reached
     }
 
-    fn count(
+    fn local_count(
         &self,
         context: u32,
         user: u32,
@@ -227,10 +229,28 @@ impl Shard {
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Shutdown => self.start_shutdown(),
-            Command::Push { jobs, reply } => {
-                let n = self.deliver(&jobs);
+            Command::Push {
+                jobs,
+                reply,
+                forward,
+            } => {
+                let sockets = self.deliver(&jobs);
+                let mut remote_nodes = 0;
+                if forward {
+                    for job in &jobs {
+                        remote_nodes += self.route_remote(job);
+                    }
+                } else {
+                    ShardStats::add(
+                        &self.shared.stats[self.id].remote_received,
+                        jobs.len() as u64,
+                    );
+                }
                 if let Some(reply) = reply {
-                    let _ = reply.send(n);
+                    let _ = reply.send(super::PushCounts {
+                        sockets,
+                        remote_nodes,
+                    });
                 }
             }
             Command::Count {
@@ -239,8 +259,14 @@ impl Shard {
                 filter,
                 reply,
             } => {
-                let _ = reply.send(self.count(context, user, &filter));
+                let _ = reply.send(super::Counts {
+                    local: self.local_count(context, user, &filter),
+                    remote: self.remote_counts(context, user, &filter),
+                });
             }
+            Command::PeerUp { node } => self.peer_up(node),
+            Command::PeerDown { node } => self.peer_down(node),
+            Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
             Command::Revoke {
                 id,
                 context,

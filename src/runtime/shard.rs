@@ -107,6 +107,8 @@ pub struct Shard {
     pub(super) stop_deadline: u64,
     /// Graceful drain: sockets still to close, and the window's start and end ticks.
     pub(super) drain: super::drain::Drain,
+    /// Presence and outbound queues for the other nodes (`[cluster]` only).
+    pub(super) remote: Option<Box<super::remote::RemoteState>>,
 }
 
 impl Shard {
@@ -132,6 +134,14 @@ impl Shard {
             (table_slots as usize).saturating_sub(config.engine.reserve_slots as usize);
         let upgrade_bucket =
             TokenBucket::per_core(config.limits.upgrade_rate_per_sec, shared.cores);
+        let remote = shared.cluster.as_ref().map(|c| {
+            let per_core = config
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.max_presence_entries)
+                / shared.cores.max(1);
+            Box::new(super::remote::RemoteState::new(c.clone(), per_core))
+        });
         Ok(Shard {
             ring,
             bufs,
@@ -168,6 +178,7 @@ impl Shard {
             table_slots,
             virtual_next: 0,
             virtual_free: Vec::new(),
+            remote,
             rng: {
                 let mut seed = [0u8; 8];
                 let _ = getrandom::getrandom(&mut seed);
@@ -219,6 +230,7 @@ impl Shard {
         loop {
             self.rearm_starved();
             self.flush_dirty();
+            self.remote_flush();
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -954,6 +966,7 @@ impl Shard {
         if to / 600 != self.wheel.now() / 600 {
             self.forget_expired_revocations();
         }
+        self.remote_tick();
         let mut due = Vec::new();
         self.wheel
             .advance(to, |_, slot, gen, tick| due.push((slot, gen, tick)));

@@ -46,6 +46,16 @@ pub struct ShardStats {
     pub sio_dropped_packets: AtomicU64,
     /// Engine.IO transports upgraded from polling to WebSocket.
     pub sio_upgrades: AtomicU64,
+    /// Pushes for other nodes: entered a queue, merged into an equal waiting one, dropped
+    /// (queue full or the node went away).
+    pub remote_queued: AtomicU64,
+    pub remote_merged: AtomicU64,
+    pub remote_dropped: AtomicU64,
+    /// Pushes received from other nodes, handled by this core.
+    pub remote_received: AtomicU64,
+    /// Presence directory entries held by this core (gauge), and updates that did not fit.
+    pub presence_entries: AtomicU64,
+    pub presence_overflow: AtomicU64,
 }
 
 impl ShardStats {

@@ -1,6 +1,9 @@
 //! The service as a Rust API for embedding applications (the admin API is a thin JSON layer
 //! over it): reach a user's sockets wherever on this node's cores they live.
-use crate::runtime::{socket_id_parts, AttributeError, Command, PushJob, Shared};
+use crate::cluster::wire::Revocation;
+use crate::runtime::{
+    socket_id_parts, AttributeError, Command, Counts, PushCounts, PushJob, Shared,
+};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{SessionError, SessionKey};
 use std::sync::Arc;
@@ -19,20 +22,23 @@ impl Service {
         Service { shared, key }
     }
 
-    /// Deliver `text` to every socket of `(context, user)` whose path matches `filter`; returns
-    /// the number of sockets it was queued to.
-    pub async fn send(&self, context: u32, user: u32, filter: &str, text: &str) -> u64 {
+    /// Deliver `text` to every socket of `(context, user)` whose path matches `filter`, on
+    /// every node of the cluster; returns the sockets it was queued to on this node and the
+    /// other nodes it was queued for (copies for other nodes may wait to merge with equal
+    /// pushes, see `[remote]`).
+    pub async fn send(&self, context: u32, user: u32, filter: &str, text: &str) -> PushCounts {
         self.send_batch(vec![PushJob {
             context,
             user,
             filter: PathFilter::new(filter),
             text: Arc::from(text),
+            coalesce: true,
         }])
         .await
     }
 
     /// Many pushes at once: grouped by owning core, one command per core.
-    pub async fn send_batch(&self, jobs: Vec<PushJob>) -> u64 {
+    pub async fn send_batch(&self, jobs: Vec<PushJob>) -> PushCounts {
         let shared = &self.shared;
         let mut per_core: Vec<Vec<PushJob>> = (0..shared.cores).map(|_| Vec::new()).collect();
         for job in jobs {
@@ -49,19 +55,29 @@ impl Service {
                 Command::Push {
                     jobs,
                     reply: Some(tx),
+                    forward: true,
                 },
             );
             replies.push(rx);
         }
-        let mut total = 0;
+        let mut total = PushCounts::default();
         for rx in replies {
-            total += rx.await.unwrap_or(0);
+            let c = rx.await.unwrap_or_default();
+            total.sockets += c.sockets;
+            total.remote_nodes += c.remote_nodes;
         }
         total
     }
 
-    /// Open sockets of `(context, user)` whose path matches `filter`.
+    /// Open sockets of `(context, user)` whose path matches `filter` in the whole cluster.
     pub async fn count(&self, context: u32, user: u32, filter: &str) -> u64 {
+        self.counts(context, user, filter).await.total()
+    }
+
+    /// Open sockets of `(context, user)` matching `filter`: here, and on each other node
+    /// (index = peer in `cluster.peers`) as this node's presence directory knows them (kept
+    /// current by the links within milliseconds; no node is asked).
+    pub async fn counts(&self, context: u32, user: u32, filter: &str) -> Counts {
         let core = self.shared.owner_of(context, user);
         let (tx, rx) = oneshot::channel();
         self.shared.send(
@@ -73,16 +89,25 @@ impl Service {
                 reply: tx,
             },
         );
-        rx.await.unwrap_or(0)
+        rx.await.unwrap_or_default()
     }
 
     pub async fn exists(&self, context: u32, user: u32, filter: &str) -> bool {
         self.count(context, user, filter).await > 0
     }
 
-    /// End a session: refused from now on, its sockets closed with 4001 on every core.
+    /// End a session: refused from now on, its sockets closed with 4001 on every core of
+    /// every node (nodes that are down hear of it when their link comes back).
     pub fn terminate(&self, session_id: &str) -> Result<(), SessionError> {
         let (id, session) = self.key.parse(session_id)?;
+        if let Some(c) = &self.shared.cluster {
+            c.revoke(Revocation {
+                id,
+                context: session.context,
+                user: session.user,
+                expires_at: session.expires_at,
+            });
+        }
         for core in 0..self.shared.cores {
             self.shared.send(
                 core,

@@ -100,16 +100,19 @@ def make_config(port: int, admin_port: int, **overrides) -> dict:
 class Server:
     """A running ringwire process. Its stderr is collected in `stderr_lines`."""
 
-    def __init__(self, config_path: Path, port: int, admin_port: int | None = None):
+    def __init__(self, config_path: Path, port: int, admin_port: int | None = None, *,
+                 host: str = HOST, prefix: list[str] | tuple[str, ...] = ()):
+        """host: where its listeners are (the admin client follows it); prefix: a command the
+        binary runs under, e.g. ["ip", "netns", "exec", NAME] (it must exec, keeping the pid)."""
         self.config_path = config_path
         self.port = port
         self.admin_port = admin_port
-        self.host = HOST
+        self.host = host
         self.stderr_lines: list[str] = []
         self.ready_line: str | None = None
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
-            [str(BINARY), "serve", "--config", str(config_path)],
+            [*prefix, str(BINARY), "serve", "--config", str(config_path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -475,7 +478,8 @@ class Admin:
             data = _json.dumps(body).encode()
         if data is not None:
             hdrs.setdefault("Content-Type", "application/json")
-        conn = http.client.HTTPConnection(HOST, self.server.admin_port, timeout=self.timeout)
+        conn = http.client.HTTPConnection(getattr(self.server, "host", HOST), self.server.admin_port,
+                                          timeout=self.timeout)
         try:
             conn.request(method, path, body=data, headers=hdrs)
             r = conn.getresponse()
@@ -753,3 +757,365 @@ class FrameLog:
 
     def clear(self) -> None:
         self.frames.clear()
+
+
+# --------------------------------------------------------------------------- cluster
+# Used by test_cluster.py, test_cluster_push.py and test_cluster_partition.py: development
+# certificates, node configs (every node shares one sessions.key), a Cluster of ringwire
+# processes on 127.0.0.x (or in network namespaces), and a `websockets` sync client that
+# timestamps what it receives in a background thread.
+
+CLUSTER_SESSION_KEY = "c3" * 32
+CLUSTER_ENDPOINTS = [{"path": "/ws", "kind": "raw"}, {"path": "/other", "kind": "raw"}]
+
+
+def cluster_certs(tmp_path: Path, name: str, *nodes: str) -> Path:
+    """`ringwire cluster certs --out tmp_path/name nodes...` -> that directory."""
+    out = tmp_path / name
+    r = subprocess.run([str(BINARY), "cluster", "certs", "--out", str(out), *nodes],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    for f in ["ca.pem", "ca.key", *[f"{n}.{x}" for n in nodes for x in ("pem", "key")]]:
+        assert (out / f).stat().st_size > 0, f
+    return out
+
+
+def _merge_config(cfg: dict, extra: dict | None) -> dict:
+    for section, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(cfg.get(section), dict):
+            cfg[section] = {**cfg[section], **value}
+        else:
+            cfg[section] = value
+    return cfg
+
+
+def cluster_node_config(tmp_path: Path, node: str, ip: str, quic_port: int, peers, certdir: Path,
+                        port: int, admin_port: int, *, cluster_ip: str | None = None,
+                        extra: dict | None = None) -> Path:
+    """Write the config of one node: public and admin listeners on `ip`, QUIC on
+    `cluster_ip or ip`, peers = [(id, "addr:port")], the shared CLUSTER_SESSION_KEY, the raw
+    endpoints /ws and /other; `extra` = {section: {key: value}} merged in (endpoints= replaces)."""
+    cfg = {
+        "server": {"listen": f"{ip}:{port}", "cores": 1, "drain_secs": 0},
+        "admin": {"listen": f"{ip}:{admin_port}"},
+        "sessions": {"key": CLUSTER_SESSION_KEY},
+        "cluster": {
+            "node_id": node,
+            "listen": f"{cluster_ip or ip}:{quic_port}",
+            "peers": [{"id": pid, "addr": addr} for pid, addr in peers],
+            "ca": str(certdir / "ca.pem"),
+            "cert": str(certdir / f"{node}.pem"),
+            "key": str(certdir / f"{node}.key"),
+        },
+        "endpoints": CLUSTER_ENDPOINTS,
+    }
+    path = tmp_path / f"{node}.toml"
+    path.write_text(render_config(_merge_config(cfg, extra)))
+    return path
+
+
+def cluster_links(ip: str, admin_port: int, token: str | None = None) -> dict:
+    """{peer: "up"|"down"} from a node's /v1/stats."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{ip}:{admin_port}/v1/stats")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return {l["node"]: l["state"] for l in json.load(r)["cluster"]["links"]}
+
+
+def wait_cluster_links(ip: str, admin_port: int, want: dict, timeout: float, token: str | None = None) -> float:
+    """Poll until the node's links are exactly `want`; returns time.monotonic() then."""
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got = cluster_links(ip, admin_port, token)
+        if got == want:
+            return time.monotonic()
+        time.sleep(0.1)
+    raise AssertionError(f"links of {ip}: wanted {want}, got {got}")
+
+
+class Cluster:
+    """Nodes `names` on 127.0.0.1, .2, ... (or `ips`), each with its own config file.
+
+    certdirs: {node: dir} or {"*": dir}; cluster_ips: where QUIC listens (default ips);
+    prefixes: {node: [command...]} the binary runs under (network namespaces); extra: config
+    merged into every node, per_node: {node: extra} on top; token: admin.token of every node;
+    servers: a list every started Server is appended to (for stderr in failure reports).
+    """
+
+    def __init__(self, tmp_path: Path, names, certdirs=None, *, ips=None, cluster_ips=None,
+                 prefixes=None, extra=None, per_node=None, token=None, servers=None):
+        self.tmp_path = tmp_path
+        self.names = list(names)
+        self.ips = ips or {n: f"127.0.0.{i + 1}" for i, n in enumerate(self.names)}
+        self.cluster_ips = cluster_ips or self.ips
+        self.quic = {n: free_port() for n in self.names}
+        self.ports = {n: (free_port(), free_port()) for n in self.names}
+        self.certdirs = certdirs
+        self.prefixes = prefixes or {}
+        self.extra = extra or {}
+        self.per_node = per_node or {}
+        self.token = token
+        self.paths = {}
+        self.servers: dict[str, Server] = {}
+        self.all_servers = servers if servers is not None else []
+        self.killed: set = set()
+        for n in self.names:
+            self.write_config(n)
+
+    def write_config(self, n: str, extra: dict | None = None) -> Path:
+        """(Re)write node n's config: the cluster's extra, per_node[n], then `extra`."""
+        peers = [(p, f"{self.cluster_ips[p]}:{self.quic[p]}") for p in self.names if p != n]
+        certdir = (self.certdirs or {}).get(n) or self.certdirs["*"]
+        port, admin = self.ports[n]
+        merged = _merge_config({}, self.extra)
+        merged = _merge_config(merged, self.per_node.get(n))
+        merged = _merge_config(merged, extra)
+        if self.token:
+            merged = _merge_config(merged, {"admin": {"token": self.token}})
+        self.paths[n] = cluster_node_config(self.tmp_path, n, self.ips[n], self.quic[n], peers, certdir,
+                                            port, admin, cluster_ip=self.cluster_ips[n], extra=merged)
+        return self.paths[n]
+
+    def start(self, n: str) -> Server:
+        port, admin = self.ports[n]
+        s = Server(self.paths[n], port, admin, host=self.ips[n], prefix=self.prefixes.get(n, ()))
+        self.all_servers.append(s)
+        self.servers[n] = s
+        self.killed.discard(n)
+        s.wait_ready()
+        return s
+
+    def start_all(self, timeout: float = 10) -> None:
+        for n in self.names:
+            self.start(n)
+        self.wait_all_up(timeout)
+
+    def admin(self, n: str) -> Admin:
+        return Admin(self.servers[n], token=self.token)
+
+    def links(self, n: str) -> dict:
+        return cluster_links(self.ips[n], self.ports[n][1], self.token)
+
+    def wait(self, n: str, want: dict, timeout: float = 8) -> float:
+        return wait_cluster_links(self.ips[n], self.ports[n][1], want, timeout, self.token)
+
+    def wait_all_up(self, timeout: float = 10) -> None:
+        for n in self.names:
+            self.wait(n, {p: "up" for p in self.names if p != n}, timeout)
+
+    def kill(self, n: str) -> None:
+        """SIGKILL, no goodbye on the links."""
+        s = self.servers[n]
+        self.killed.add(n)
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait(timeout=5)
+        s._reader.join(5)
+
+    def crashed(self) -> list[Server]:
+        return [s for n, s in self.servers.items() if n not in self.killed and not s.alive()]
+
+    def stop_all(self) -> None:
+        for s in self.servers.values():
+            s.stop()
+
+    def public_url(self, n: str, path: str = "/ws", session: dict | None = None) -> str:
+        url = f"ws://{self.ips[n]}:{self.ports[n][0]}{path}"
+        if session is not None:
+            url += "?session=" + _urlparse.quote(session["session"], safe="")
+        return url
+
+
+class WsClient:
+    """A `websockets.sync` client whose messages a thread collects as (time.monotonic(), text)
+    as they arrive, so arrival times do not depend on when the test looks."""
+
+    def __init__(self, ws, name: str = ""):
+        self.ws = ws
+        self.name = name
+        self.messages: list[tuple[float, str | bytes]] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.error: BaseException | None = None
+        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            while True:
+                m = self.ws.recv()
+                with self._cond:
+                    self.messages.append((time.monotonic(), m))
+                    self._cond.notify_all()
+        except ConnectionClosed as e:
+            self.close_code = e.rcvd.code if e.rcvd is not None else None
+            self.close_reason = e.rcvd.reason if e.rcvd is not None else None
+        except BaseException as e:  # noqa: BLE001 - reported by the waits
+            self.error = e
+        finally:
+            self.closed.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def texts(self) -> list:
+        with self._cond:
+            return [m for _, m in self.messages]
+
+    def wait_for(self, n: int, timeout: float) -> list[tuple[float, str | bytes]]:
+        """Wait until at least n messages arrived (or timeout / close); returns them all."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.messages) < n and not self.closed.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self.messages)
+
+    def expect(self, texts: list, timeout: float = 3.0, what: str = "") -> list[tuple[float, str]]:
+        """Exactly `texts` (any order) arrive within `timeout`; returns [(t, text)]."""
+        got = self.wait_for(len(texts), timeout)
+        assert sorted(m for _, m in got) == sorted(texts), \
+            f"{self.name}{' ' + what if what else ''}: expected {texts!r}, got {[m for _, m in got]!r} " \
+            f"within {timeout}s (closed: {self.close_code})"
+        return got
+
+    def wait_closed(self, timeout: float = 5.0) -> int | None:
+        assert self.closed.wait(timeout), f"{self.name}: not closed within {timeout}s"
+        return self.close_code
+
+    def clear(self) -> None:
+        with self._cond:
+            self.messages.clear()
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self._thread.join(3)
+
+
+def ws_sync_connect(url: str, session: dict | None, *, timeout: float = 5.0):
+    """A `websockets.sync.client` connection with the session cookie (raises InvalidStatus)."""
+    from websockets.sync.client import connect
+
+    headers = {"Cookie": session["cookie"]} if session is not None else {}
+    # legacy=True: a plain connection object (closed by its owner), not a context manager.
+    return connect(url, additional_headers=headers, open_timeout=timeout, close_timeout=2,
+                   ping_interval=None, max_size=None, legacy=True)
+
+
+def ws_sync_status(url: str, session: dict | None, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body) of an upgrade attempt with the sync client: 101 (closed again) or the refusal."""
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        ws = ws_sync_connect(url, session, timeout=timeout)
+    except InvalidStatus as e:
+        return e.response.status_code, (e.response.body or b"").decode("utf-8", "replace").strip()
+    ws.close()
+    return 101, ""
+
+
+class ClusterFactory:
+    """What the `cluster_factory` fixture yields: make(names, **Cluster kwargs) -> Cluster
+    (certificates made for `names`), client(cluster, node, session, path) -> WsClient."""
+
+    def __init__(self, tmp_path: Path, servers: list):
+        self.tmp_path = tmp_path
+        self.servers = servers
+        self.clusters: list[Cluster] = []
+        self.clients: list[WsClient] = []
+        self._crashed: list[Server] | None = None
+
+    def make(self, names, **kw) -> Cluster:
+        if "certdirs" not in kw:
+            kw["certdirs"] = {"*": cluster_certs(self.tmp_path, f"certs{len(self.clusters)}", *names)}
+        c = Cluster(self.tmp_path, names, servers=self.servers, **kw)
+        self.clusters.append(c)
+        return c
+
+    def client(self, cluster: Cluster, node: str, session: dict, path: str = "/ws", name: str | None = None,
+               timeout: float = 5.0) -> WsClient:
+        from websockets.exceptions import InvalidStatus
+
+        url = cluster.public_url(node, path, session)
+        try:
+            ws = ws_sync_connect(url, session, timeout=timeout)
+        except InvalidStatus as e:
+            body = (e.response.body or b"").decode("utf-8", "replace").strip()
+            raise AssertionError(f"upgrade {url} refused: HTTP {e.response.status_code} {body!r}") from e
+        c = WsClient(ws, name or f"client on {node}{path}")
+        self.clients.append(c)
+        return c
+
+    def teardown(self) -> list[Server]:
+        """Close the clients, stop every node; returns the nodes that had exited by themselves.
+        Idempotent: a fixture that must stop the nodes early (namespaces) may call it first."""
+        if self._crashed is not None:
+            return self._crashed
+        for c in self.clients:
+            c.close()
+        self._crashed = [s for c in self.clusters for s in c.crashed()]
+        for c in self.clusters:
+            c.stop_all()
+        return self._crashed
+
+
+@_pytest.fixture
+def cluster_factory(request, tmp_path):
+    """Factory fixture (see ClusterFactory). Every node is stopped at teardown; a node that
+    exited during the test (other than by Cluster.kill) fails it; stderr goes into reports."""
+    if not BINARY.is_file():
+        _pytest.fail(f"{BINARY} not found: build with `cargo build --release` first")
+    servers: list[Server] = []
+    request.node._ringwire_servers = servers
+    f = ClusterFactory(tmp_path, servers)
+    try:
+        yield f
+    finally:
+        crashed = f.teardown()
+    if crashed:
+        _pytest.fail("ringwire exited during the test: "
+                     + ", ".join(f"{s.host}:{s.port} exit code {s.proc.returncode}" for s in crashed)
+                     + "\n--- stderr ---\n" + "\n".join(s.stderr_text() for s in crashed))
+
+
+def wait_sockets(admin: Admin, context: int, user: int, want_count: int, path: str | None = None,
+                 timeout: float = 5.0, what: str = "") -> dict:
+    """Poll GET /v1/sockets until its cluster-wide count is want_count; returns the answer."""
+    seen = {}
+
+    def ok():
+        seen["r"] = admin.sockets(context, user, path)
+        return seen["r"].get("count") == want_count
+
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"GET /v1/sockets context={context} user={user} path={path} on "
+                                 f"{admin.server.host}{' (' + what + ')' if what else ''}: count never "
+                                 f"{want_count} within {timeout}s, last {seen['r']}")
+        time.sleep(0.05)
+    return seen["r"]
+
+
+def remote_counters(admin: Admin) -> dict:
+    """/v1/stats cluster.remote: {"queued","merged","sent","dropped","received"}."""
+    st = admin.stats()
+    assert isinstance(st.get("cluster"), dict) and isinstance(st["cluster"].get("remote"), dict), \
+        f"/v1/stats has no cluster.remote: {st.get('cluster')}"
+    return st["cluster"]["remote"]
+
+
+def counter_delta(after: dict, before: dict) -> dict:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after}

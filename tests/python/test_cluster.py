@@ -1,90 +1,13 @@
 """The cluster link (first increment): QUIC with mutual TLS between nodes on 127.0.0.x,
 links noticed up, a killed node noticed down within seconds and rejoining by itself after a
 restart, and a node whose certificate another CA signed kept out."""
-import json
 import signal
 import subprocess
 import time
 import urllib.request
 
-import pytest
-
-from helpers import BINARY, Server, free_port, render_config
-
-
-def certs(tmp_path, name, *nodes):
-    out = tmp_path / name
-    r = subprocess.run([str(BINARY), "cluster", "certs", "--out", str(out), *nodes],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    for f in ["ca.pem", "ca.key", *[f"{n}.{x}" for n in nodes for x in ("pem", "key")]]:
-        assert (out / f).stat().st_size > 0, f
-    return out
-
-
-def node_config(tmp_path, node, ip, quic_port, peers, certdir, port, admin_port):
-    cfg = {
-        "server": {"listen": f"{ip}:{port}", "cores": 1, "drain_secs": 0},
-        "admin": {"listen": f"{ip}:{admin_port}"},
-        "cluster": {
-            "node_id": node,
-            "listen": f"{ip}:{quic_port}",
-            "peers": [{"id": pid, "addr": addr} for pid, addr in peers],
-            "ca": str(certdir / "ca.pem"),
-            "cert": str(certdir / f"{node}.pem"),
-            "key": str(certdir / f"{node}.key"),
-        },
-    }
-    path = tmp_path / f"{node}.toml"
-    path.write_text(render_config(cfg))
-    return path
-
-
-def links(ip, admin_port):
-    with urllib.request.urlopen(f"http://{ip}:{admin_port}/v1/stats", timeout=5) as r:
-        return {l["node"]: l["state"] for l in json.load(r)["cluster"]["links"]}
-
-
-def wait_links(ip, admin_port, want, timeout):
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
-        got = links(ip, admin_port)
-        if got == want:
-            return time.monotonic()
-        time.sleep(0.1)
-    raise AssertionError(f"links of {ip}: wanted {want}, got {got}")
-
-
-class Cluster:
-    def __init__(self, tmp_path, names, certdirs=None):
-        self.ips = {n: f"127.0.0.{i + 1}" for i, n in enumerate(names)}
-        self.quic = {n: free_port() for n in names}
-        self.ports = {n: (free_port(), free_port()) for n in names}
-        self.paths = {}
-        self.servers = {}
-        for n in names:
-            peers = [(p, f"{self.ips[p]}:{self.quic[p]}") for p in names if p != n]
-            certdir = (certdirs or {}).get(n) or certdirs["*"]
-            port, admin = self.ports[n]
-            self.paths[n] = node_config(tmp_path, n, self.ips[n], self.quic[n], peers, certdir, port, admin)
-
-    def start(self, n):
-        port, admin = self.ports[n]
-        s = Server(self.paths[n], port, admin)
-        s.wait_ready()
-        self.servers[n] = s
-        return s
-
-    def links(self, n):
-        return links(self.ips[n], self.ports[n][1])
-
-    def wait(self, n, want, timeout=8):
-        return wait_links(self.ips[n], self.ports[n][1], want, timeout)
-
-    def stop_all(self):
-        for s in self.servers.values():
-            s.stop()
+from helpers import BINARY, CLUSTER_SESSION_KEY, Cluster, free_port, render_config
+from helpers import cluster_certs as certs
 
 
 def test_three_nodes_link_and_survive_a_kill(tmp_path):
@@ -134,7 +57,7 @@ def test_a_node_of_another_ca_is_kept_out(tmp_path):
 def test_cluster_config_errors(tmp_path):
     d = certs(tmp_path, "certs", "a")
     bad = tmp_path / "bad.toml"
-    bad.write_text(render_config({"cluster": {
+    bad.write_text(render_config({"sessions": {"key": CLUSTER_SESSION_KEY}, "cluster": {
         "node_id": "a", "listen": "127.0.0.1:1", "peers": [{"id": "a", "addr": "127.0.0.2:1"}],
         "ca": str(d / "ca.pem"), "cert": str(d / "a.pem"), "key": str(d / "a.key")}}))
     r = subprocess.run([str(BINARY), "serve", "--check", "--config", str(bad)], capture_output=True, text=True)
@@ -142,6 +65,7 @@ def test_cluster_config_errors(tmp_path):
     missing = tmp_path / "missing.toml"
     missing.write_text(render_config({
         "server": {"listen": f"127.0.0.1:{free_port()}"}, "admin": {"listen": f"127.0.0.1:{free_port()}"},
+        "sessions": {"key": CLUSTER_SESSION_KEY},
         "cluster": {"node_id": "a", "listen": "127.0.0.1:0", "peers": [],
                     "ca": str(tmp_path / "nope.pem"), "cert": str(d / "a.pem"), "key": str(d / "a.key")}}))
     r = subprocess.run([str(BINARY), "serve", "--config", str(missing)], capture_output=True, text=True, timeout=20)

@@ -1,0 +1,442 @@
+//! The link protocol, sans-IO: frames to bytes and bytes to frames, no runtime, no clock.
+//!
+//! Each direction of a link is one QUIC unidirectional stream carrying frames:
+//! `u32 length (of what follows) | u8 type | body`, integers big-endian, strings as
+//! `u16 length | UTF-8` (filters, paths, node ids) or `u32 length | UTF-8` (push texts).
+//!
+//! | type | frame | body |
+//! | --- | --- | --- |
+//! | 1 | Hello | u8 version, str16 node id |
+//! | 2 | Presence | u32 n, n × (u32 context, u32 user, u16 k, k × (str16 path, u32 sockets)) |
+//! | 3 | Push | u32 n, n × (u32 context, u32 user, str16 filter, str32 text) |
+//! | 4 | Revoke | session id (41 bytes), u32 context, u32 user, u64 expires_at |
+//!
+//! A presence entry is absolute (the sender's whole count for that user, per socket path; no
+//! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
+use crate::service::session::SessionId;
+use std::sync::Arc;
+
+pub const VERSION: u8 = 1;
+/// Largest frame accepted (a batch of pushes is cut into frames below this).
+pub const MAX_FRAME: usize = 16 << 20;
+/// A sender starts a new frame once one holds this many bytes.
+pub const SOFT_FRAME: usize = 1 << 20;
+const SESSION_ID_LEN: usize = std::mem::size_of::<SessionId>();
+
+/// One user's sockets on the sending node, per socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPresence {
+    pub context: u32,
+    pub user: u32,
+    pub paths: Vec<(Box<str>, u32)>,
+}
+
+/// A push for a user on the receiving node (the receiver applies the filter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemotePush {
+    pub context: u32,
+    pub user: u32,
+    pub filter: Box<str>,
+    pub text: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub id: SessionId,
+    pub context: u32,
+    pub user: u32,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello { version: u8, node: String },
+    Presence(Vec<UserPresence>),
+    Push(Vec<RemotePush>),
+    Revoke(Revocation),
+}
+
+/// Why a peer's bytes cannot be decoded: the link is closed with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    FrameTooLarge,
+    UnknownType(u8),
+    Truncated,
+    TrailingBytes,
+    BadUtf8,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::FrameTooLarge => write!(f, "frame larger than {MAX_FRAME} bytes"),
+            WireError::UnknownType(t) => write!(f, "unknown frame type {t}"),
+            WireError::Truncated => f.write_str("frame body shorter than its fields"),
+            WireError::TrailingBytes => f.write_str("bytes after a frame's last field"),
+            WireError::BadUtf8 => f.write_str("string not UTF-8"),
+        }
+    }
+}
+
+// ----- encoding -----
+
+fn put_str16(out: &mut Vec<u8>, s: &str) {
+    // Callers bound these (filters 1 KiB, paths and ids short); cut at a char boundary if not.
+    let mut n = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..n]);
+}
+
+fn put_str32(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Append one frame: reserve the length, write type and body, patch the length.
+fn frame(out: &mut Vec<u8>, ty: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(ty);
+    body(out);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn encode_hello(out: &mut Vec<u8>, node: &str) {
+    frame(out, 1, |o| {
+        o.push(VERSION);
+        put_str16(o, node);
+    });
+}
+
+pub fn encode_revoke(out: &mut Vec<u8>, r: &Revocation) {
+    frame(out, 4, |o| {
+        o.extend_from_slice(&r.id.0);
+        o.extend_from_slice(&r.context.to_be_bytes());
+        o.extend_from_slice(&r.user.to_be_bytes());
+        o.extend_from_slice(&r.expires_at.to_be_bytes());
+    });
+}
+
+/// Append entries as frames of at most about [`SOFT_FRAME`] bytes each.
+fn encode_list<T>(out: &mut Vec<u8>, ty: u8, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
+    let mut rest = items;
+    while !rest.is_empty() {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        out.push(ty);
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let mut n = 0usize;
+        for item in rest {
+            put(out, item);
+            n += 1;
+            if out.len() - start >= SOFT_FRAME {
+                break;
+            }
+        }
+        rest = &rest[n..];
+        out[count_at..count_at + 4].copy_from_slice(&(n as u32).to_be_bytes());
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+pub fn encode_presence(out: &mut Vec<u8>, entries: &[UserPresence]) {
+    encode_list(out, 2, entries, |o, e| {
+        o.extend_from_slice(&e.context.to_be_bytes());
+        o.extend_from_slice(&e.user.to_be_bytes());
+        let k = e.paths.len().min(u16::MAX as usize);
+        o.extend_from_slice(&(k as u16).to_be_bytes());
+        for (path, n) in &e.paths[..k] {
+            put_str16(o, path);
+            o.extend_from_slice(&n.to_be_bytes());
+        }
+    });
+}
+
+/// Pushes over [`MAX_FRAME`] on their own cannot be sent; the admin API caps texts at 1 MiB.
+pub fn encode_pushes(out: &mut Vec<u8>, pushes: &[RemotePush]) {
+    encode_list(out, 3, pushes, |o, p| {
+        o.extend_from_slice(&p.context.to_be_bytes());
+        o.extend_from_slice(&p.user.to_be_bytes());
+        put_str16(o, &p.filter);
+        put_str32(o, &p.text);
+    });
+}
+
+/// Bytes a push takes on the wire (for queue accounting).
+pub fn push_wire_len(p: &RemotePush) -> usize {
+    4 + 4 + 2 + p.filter.len() + 4 + p.text.len()
+}
+
+// ----- decoding -----
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.b.len() < n {
+            return Err(WireError::Truncated);
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn str_of(&mut self, n: usize) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| WireError::BadUtf8)
+    }
+    fn str16(&mut self) -> Result<&'a str, WireError> {
+        let n = self.u16()? as usize;
+        self.str_of(n)
+    }
+    fn str32(&mut self) -> Result<&'a str, WireError> {
+        let n = self.u32()? as usize;
+        self.str_of(n)
+    }
+    /// A count of items each at least `min` bytes long: bounded by what is left, so a forged
+    /// count cannot make us reserve memory.
+    fn count(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min) > self.b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(n)
+    }
+}
+
+/// Decode one frame body (after the length).
+pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
+    let mut r = Reader { b: body };
+    let frame = match r.u8()? {
+        1 => Frame::Hello {
+            version: r.u8()?,
+            node: r.str16()?.to_string(),
+        },
+        2 => {
+            let n = r.count(10)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let context = r.u32()?;
+                let user = r.u32()?;
+                let k = r.u16()? as usize;
+                let mut paths = Vec::with_capacity(k.min(r.b.len() / 6));
+                for _ in 0..k {
+                    let path = r.str16()?.into();
+                    paths.push((path, r.u32()?));
+                }
+                v.push(UserPresence {
+                    context,
+                    user,
+                    paths,
+                });
+            }
+            Frame::Presence(v)
+        }
+        3 => {
+            let n = r.count(14)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let context = r.u32()?;
+                let user = r.u32()?;
+                let filter = r.str16()?.into();
+                let text = Arc::from(r.str32()?);
+                v.push(RemotePush {
+                    context,
+                    user,
+                    filter,
+                    text,
+                });
+            }
+            Frame::Push(v)
+        }
+        4 => {
+            let mut id = [0u8; SESSION_ID_LEN];
+            id.copy_from_slice(r.take(SESSION_ID_LEN)?);
+            Frame::Revoke(Revocation {
+                id: SessionId(id),
+                context: r.u32()?,
+                user: r.u32()?,
+                expires_at: r.u64()?,
+            })
+        }
+        t => return Err(WireError::UnknownType(t)),
+    };
+    if !r.b.is_empty() {
+        return Err(WireError::TrailingBytes);
+    }
+    Ok(frame)
+}
+
+/// Reassembles frames from a byte stream read in arbitrary pieces.
+#[derive(Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed (compacted lazily).
+    pos: usize,
+}
+
+impl Decoder {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `None` until more bytes arrive.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        let avail = &self.buf[self.pos..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(WireError::FrameTooLarge);
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = decode_frame(&avail[4..4 + len]);
+        self.pos += 4 + len;
+        if self.pos > (1 << 20) && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        frame.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(bytes: &[u8]) -> Vec<Frame> {
+        // Fed one byte at a time: frames must not depend on read boundaries.
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        for b in bytes {
+            d.feed(std::slice::from_ref(b));
+            while let Some(f) = d.next_frame().unwrap() {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut out = Vec::new();
+        encode_hello(&mut out, "node-a");
+        let presence = vec![
+            UserPresence {
+                context: 1,
+                user: 42,
+                paths: vec![("/ws".into(), 2), ("/socket.io/".into(), 1)],
+            },
+            UserPresence {
+                context: 1,
+                user: 43,
+                paths: vec![],
+            },
+        ];
+        encode_presence(&mut out, &presence);
+        let pushes = vec![RemotePush {
+            context: 7,
+            user: 9,
+            filter: "/socket.io/*".into(),
+            text: Arc::from("[\"ev\",{\"ü\":1}]"),
+        }];
+        encode_pushes(&mut out, &pushes);
+        let rev = Revocation {
+            id: SessionId([5; SESSION_ID_LEN]),
+            context: 1,
+            user: 2,
+            expires_at: 1_800_000_000,
+        };
+        encode_revoke(&mut out, &rev);
+        assert_eq!(
+            roundtrip(&out),
+            vec![
+                Frame::Hello {
+                    version: VERSION,
+                    node: "node-a".into()
+                },
+                Frame::Presence(presence),
+                Frame::Push(pushes),
+                Frame::Revoke(rev),
+            ]
+        );
+    }
+
+    #[test]
+    fn large_batches_are_split_into_frames() {
+        let text: Arc<str> = Arc::from("x".repeat(100_000));
+        let pushes: Vec<RemotePush> = (0..50)
+            .map(|u| RemotePush {
+                context: 1,
+                user: u,
+                filter: "*".into(),
+                text: text.clone(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode_pushes(&mut out, &pushes);
+        let frames = roundtrip(&out);
+        assert!(frames.len() > 1, "one frame of {} bytes", out.len());
+        let back: Vec<RemotePush> = frames
+            .into_iter()
+            .flat_map(|f| match f {
+                Frame::Push(v) => v,
+                _ => panic!("not a push frame"),
+            })
+            .collect();
+        assert_eq!(back, pushes);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert_eq!(decode_frame(&[9]), Err(WireError::UnknownType(9)));
+        assert_eq!(decode_frame(&[]), Err(WireError::Truncated));
+        // A forged count far beyond the bytes present.
+        assert_eq!(
+            decode_frame(&[3, 0xff, 0xff, 0xff, 0xff]),
+            Err(WireError::Truncated)
+        );
+        assert_eq!(
+            decode_frame(&[1, 1, 0, 2, 0xff, 0xfe]),
+            Err(WireError::BadUtf8)
+        );
+        assert_eq!(
+            decode_frame(&[1, 1, 0, 0, 0]),
+            Err(WireError::TrailingBytes)
+        );
+        let mut d = Decoder::default();
+        d.feed(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge));
+    }
+}

@@ -1,0 +1,193 @@
+"""A network partition between two nodes, healed: each node runs in its own network namespace
+with a veth to the root namespace (the test reaches its public and admin listeners there) and a
+direct veth pair between the two namespaces that carries the cluster's QUIC link. Cutting that
+pair must bring the link down on both sides and drop the other node's presence entries; healing
+it must bring the link back and re-sync presence by itself, without the client reconnecting.
+
+Needs root (network namespaces); skipped otherwise, or when `ip netns add` fails.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from helpers import cluster_factory, remote_counters, wait_sockets  # noqa: F401 (fixture)
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+REMOTE = {"delay_ms": 600, "max_delay_ms": 1500, "timer_ms": 100}
+DELAY, MAX_DELAY, TIMER, LATE, AT_ONCE = 0.6, 1.5, 0.1, 0.35, 0.4
+TOKEN = "partition-test-token"
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([IP, *args], capture_output=True, text=True, timeout=15)
+    if check and r.returncode != 0:
+        raise AssertionError(f"ip {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+def _free_octet() -> int:
+    """A second octet o such that nothing on this host uses 10.o.0.0/16."""
+    used = ip("-4", "-o", "addr", "show").stdout + ip("-4", "route", "show", "table", "all").stdout
+    nets = []
+    for word in used.split():
+        try:
+            nets.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            pass
+    for o in [200 + (os.getpid() + k) % 50 for k in range(50)]:
+        block = ipaddress.ip_network(f"10.{o}.0.0/16")
+        if not any(n.version == 4 and n.overlaps(block) and n.prefixlen > 0 for n in nets):
+            return o
+    pytest.skip("no free 10.x.0.0/16 block for the test namespaces")
+
+
+class Namespaces:
+    """ns a and b; root <-> a on 10.o.1.0/30, root <-> b on 10.o.2.0/30, a <-> b on 10.o.3.0/30."""
+
+    def __init__(self):
+        pid = os.getpid()
+        self.ns = {"a": f"rwt-{pid}-a", "b": f"rwt-{pid}-b"}
+        self.root_veth = {"a": f"rw{pid}ra", "b": f"rw{pid}rb"}
+        self.ns_veth = {"a": f"rw{pid}na", "b": f"rw{pid}nb"}
+        self.link_veth = {"a": f"rw{pid}xa", "b": f"rw{pid}xb"}
+        self.made: list[str] = []
+        self.octet = None
+
+    def setup(self) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("network namespaces need root")
+        self.octet = o = _free_octet()
+        for n, name in self.ns.items():
+            ip("netns", "del", name, check=False)  # a leftover of a killed run with our pid
+            r = ip("netns", "add", name, check=False)
+            if r.returncode != 0:
+                pytest.skip(f"`ip netns add` failed: {r.stderr.strip()}")
+            self.made.append(name)
+        for i, n in ((1, "a"), (2, "b")):
+            ns, rv, nv = self.ns[n], self.root_veth[n], self.ns_veth[n]
+            ip("link", "del", rv, check=False)
+            ip("link", "add", rv, "type", "veth", "peer", "name", nv)
+            ip("link", "set", nv, "netns", ns)
+            ip("addr", "add", f"10.{o}.{i}.1/30", "dev", rv)
+            ip("link", "set", rv, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "addr", "add", f"10.{o}.{i}.2/30", "dev", nv)
+            ip("-n", ns, "link", "set", nv, "up")
+        xa, xb = self.link_veth["a"], self.link_veth["b"]
+        ip("link", "del", xa, check=False)
+        ip("link", "add", xa, "type", "veth", "peer", "name", xb)
+        ip("link", "set", xa, "netns", self.ns["a"])
+        ip("link", "set", xb, "netns", self.ns["b"])
+        ip("-n", self.ns["a"], "addr", "add", f"10.{o}.3.1/30", "dev", xa)
+        ip("-n", self.ns["b"], "addr", "add", f"10.{o}.3.2/30", "dev", xb)
+        ip("-n", self.ns["a"], "link", "set", xa, "up")
+        ip("-n", self.ns["b"], "link", "set", xb, "up")
+
+    def public_ip(self, n: str) -> str:
+        return f"10.{self.octet}.{1 if n == 'a' else 2}.2"
+
+    def link_ip(self, n: str) -> str:
+        return f"10.{self.octet}.3.{1 if n == 'a' else 2}"
+
+    def prefix(self, n: str) -> list[str]:
+        return [IP, "netns", "exec", self.ns[n]]
+
+    def cut(self, up: bool) -> None:
+        ip("-n", self.ns["a"], "link", "set", self.link_veth["a"], "up" if up else "down")
+
+    def teardown(self) -> None:
+        # Deleting a namespace destroys its veths, and with them their peers in the root.
+        for name in self.made:
+            ip("netns", "del", name, check=False)
+        for rv in self.root_veth.values():
+            ip("link", "del", rv, check=False)
+
+
+@pytest.fixture
+def namespaces(cluster_factory):
+    # Depends on cluster_factory so that the nodes are stopped before the namespaces go.
+    ns = Namespaces()
+    try:
+        ns.setup()
+        yield ns
+    finally:
+        cluster_factory.teardown()  # records nodes that crashed, then stops them all
+        ns.teardown()
+
+
+def push(admin, **body) -> dict:
+    r = admin.push(**body)
+    assert r.status == 202 and isinstance(r.json, dict) and {"sockets", "remote_nodes"} <= r.json.keys(), \
+        f"POST /v1/push {body}: {r!r}"
+    return r.json
+
+
+def test_partition_heals_by_itself(cluster_factory, namespaces):
+    ns, f = namespaces, cluster_factory
+    c = f.make("ab", ips={n: ns.public_ip(n) for n in "ab"}, cluster_ips={n: ns.link_ip(n) for n in "ab"},
+               prefixes={n: ns.prefix(n) for n in "ab"}, token=TOKEN,
+               extra={"server": {"cores": 1}, "remote": REMOTE})
+    c.start("a")
+    c.start("b")
+    c.wait("a", {"b": "up"}, timeout=10)
+    c.wait("b", {"a": "up"}, timeout=10)
+    A, B = c.admin("a"), c.admin("b")
+
+    s = A.mint(user=81)
+    cb = f.client(c, "b", s)  # from the root namespace to b's public address
+    r = wait_sockets(A, 1, 81, 1, what="client on b")
+    assert r["nodes"] == [{"node": "a", "count": 0}, {"node": "b", "count": 1}], r
+    t0 = time.monotonic()
+    r = push(A, context=1, user=81, message="before", coalesce=False)
+    assert (r["sockets"], r["remote_nodes"]) == (0, 1), r
+    (t, _), = cb.expect(["before"], timeout=3)
+    assert t - t0 < AT_ONCE, f"{t - t0:.3f}s"
+
+    # Cut the a <-> b veth: both sides notice, a drops b's presence entries.
+    ns.cut(up=False)
+    t_cut = time.monotonic()
+    c.wait("a", {"b": "down"}, timeout=12)
+    c.wait("b", {"a": "down"}, timeout=12)
+    assert time.monotonic() - t_cut < 10, f"link down seen {time.monotonic() - t_cut:.1f}s after the cut"
+    r = wait_sockets(A, 1, 81, 0, timeout=8, what="partitioned from b")
+    assert r == {"exists": False, "count": 0, "nodes": [{"node": "a", "count": 0}]}, r
+    before = remote_counters(A)
+    for coalesce in (False, True):
+        r = push(A, context=1, user=81, message="lost in the partition", coalesce=coalesce)
+        assert (r["sockets"], r["remote_nodes"]) == (0, 0), r
+    # b still serves its own socket.
+    assert B.sockets(1, 81)["count"] == 1
+    assert push(B, context=1, user=81, message="local on b")["sockets"] == 1
+    cb.expect(["before", "local on b"], timeout=3)
+
+    # Heal: the link comes back and presence is re-synced without the client reconnecting.
+    ns.cut(up=True)
+    t_heal = time.monotonic()
+    c.wait("a", {"b": "up"}, timeout=20)
+    c.wait("b", {"a": "up"}, timeout=20)
+    r = wait_sockets(A, 1, 81, 1, timeout=5, what="partition healed")
+    assert r["nodes"] == [{"node": "a", "count": 0}, {"node": "b", "count": 1}], r
+    print(f"healed: links up and presence re-synced {time.monotonic() - t_heal:.1f}s after the veth came up")
+    assert not cb.closed.is_set(), f"client on b closed ({cb.close_code})"
+    t0 = time.monotonic()
+    r = push(A, context=1, user=81, message="after", coalesce=False)
+    assert (r["sockets"], r["remote_nodes"]) == (0, 1), r
+    t = cb.expect(["before", "local on b", "after"], timeout=3)[-1][0]
+    assert t - t0 < AT_ONCE, f"{t - t0:.3f}s"
+    t0 = time.monotonic()
+    push(A, context=1, user=81, message="after, coalesced")
+    t = cb.expect(["before", "local on b", "after", "after, coalesced"], timeout=MAX_DELAY + TIMER + LATE + 1)[-1][0]
+    assert DELAY - 0.03 <= t - t0 <= DELAY + TIMER + LATE, f"{t - t0:.3f}s"
+    time.sleep(0.3)
+    assert cb.texts() == ["before", "local on b", "after", "after, coalesced"], cb.texts()
+    d = {k: remote_counters(A)[k] - before[k] for k in before}
+    assert d["sent"] == 2, f"a: nothing of the partition may have been sent later: {d}"
