@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (HOST, ROOT, SESSION_KEY_A, Admin, FrameLog, free_port, metric_sum, push_servers,  # noqa: F401
+from helpers import (HOST, ROOT, SESSION_KEY_A, Admin, FrameLog, cluster_factory, free_port, metric_sum, push_servers,  # noqa: F401
                      recv_text, run, wait_until, ws_connect)
 from test_socketio import NEWS, Eio, ws_recv, ws_send, ws_upgrade
 
@@ -253,7 +253,7 @@ class Proxies:
         binary = need(proxy)
         port = free_port()
         d = self._dir(proxy)
-        a, b = (f"{HOST}:{n.port}" for n in nodes)
+        a, b = (f"{getattr(n, 'host', HOST)}:{n.port}" for n in nodes)
         if proxy == "nginx":
             text = shipped("nginx.conf")
             text = set_marked(text, "LISTEN", f"{HOST}:{port}")
@@ -599,6 +599,74 @@ def test_apache_sticky_routing_keeps_polling_on_one_node(push_servers, proxies):
 
     # The upgrade of that sid, with the cookie, reaches the same node.
     upgrade_scenario(p, nodes, i, e)
+
+
+def test_apache_cluster_push_on_one_node_reaches_clients_of_the_other(cluster_factory, proxies):
+    """Two clustered nodes (127.0.0.1 and .2) behind the shipped Apache balancer: clients
+    land on both nodes through Apache, and a push made on the node a client is NOT connected
+    to reaches it over the cluster link, for a WebSocket and for a sticky long-polling session."""
+    need("apache")
+    cluster = cluster_factory.make(["a", "b"], extra={"endpoints": ENDPOINTS, "socketio": SOCKETIO})
+    cluster.start_all()
+    nodes = [cluster.servers["a"], cluster.servers["b"]]
+    p = proxies.start("apache", nodes)
+
+    def local(i, user, path):  # this node's own count (the first entry of "nodes")
+        return Admin(nodes[i]).sockets(1, user, path)["nodes"][0]["count"]
+
+    def landed_on(user, path):
+        seen = {}
+
+        def one():
+            seen["c"] = [local(i, user, path) for i in range(2)]
+            both = [Admin(n).sockets(1, user, path)["count"] for n in nodes]
+            return sorted(seen["c"]) == [0, 1] and both == [1, 1]
+
+        wait_until(one, 5, what=f"user {user}'s socket on one node, known to both")
+        return seen["c"].index(1)
+
+    async def websockets_go():
+        users, sockets, landed = (42, 43, 44, 45), [], []
+        try:
+            for user in users:
+                s = Admin(nodes[0]).mint(user=user)
+                sockets.append(await ws_connect(p, s, "/ws", origin=origin_of(p)))
+                landed.append(await asyncio.to_thread(landed_on, user, "/ws"))
+            for user, ws, i in zip(users, sockets, landed):
+                other = 1 - i
+                msg = f"pushed on node {'ab'[other]} for user {user} on node {'ab'[i]}"
+                r = await asyncio.to_thread(Admin(nodes[other]).push, context=1, user=user, path="/ws",
+                                            message=msg, coalesce=False)
+                assert r.status == 202 and r.json == {"sockets": 0, "remote_nodes": 1}, r
+                assert await recv_text(ws) == msg
+        finally:
+            for ws in sockets:
+                await ws.close()
+        return landed
+
+    landed = run(websockets_go(), 40)
+    assert set(landed) == {0, 1}, f"4 upgrades through the balancer all landed on node {'ab'[landed[0]]}"
+
+    # Long-polling: sticky to the node that created the sid; a push on the other node
+    # reaches the held GET through the link and Apache.
+    user = 50
+    session = Admin(nodes[0]).mint(user=user)
+    e = Eio(p, session, 4)
+    e.handshake()
+    sticky = sticky_cookie(e.handshake_resp)
+    assert sticky is not None and sticky[0] == "ROUTEID", e.handshake_resp
+    e.session = {**session, "cookie": f"{session['cookie']}; {sticky[0]}={sticky[1]}"}
+    e.connect()
+    try:
+        i = landed_on(user, SIO_FILTER)
+        assert sticky[1] == "." + "ab"[i]
+        e.send_get()
+        assert not e.http.readable(0.3), "GET answered with nothing to send"
+        r = Admin(nodes[1 - i]).push(context=1, user=user, path=SIO_FILTER, message=NEWS, coalesce=False)
+        assert r.status == 202 and r.json == {"sockets": 0, "remote_nodes": 1}, r
+        assert e.read_get(timeout=5) == ["42" + NEWS]
+    finally:
+        e.http.close()
 
 
 # =========================================================================== the shipped files themselves
