@@ -117,6 +117,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Some(t) = &cfg.tls {
+                if let Err(e) = ringwire::runtime::tls::server_config(t) {
+                    eprintln!("ringwire: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             if check {
                 println!(
                     "configuration ok{}",

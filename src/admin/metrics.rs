@@ -152,6 +152,12 @@ const FIELDS: &[Field] = &[
         "Presence updates that did not fit in cluster.max_presence_entries",
         |s| &s.presence_overflow,
     ),
+    (
+        "ringwire_tls_errors_total",
+        "counter",
+        "Connections closed for a TLS error (bad record, failed handshake)",
+        |s| &s.tls_errors,
+    ),
 ];
 
 /// Remote push counters of the node: (queued, merged, sent, dropped, received).

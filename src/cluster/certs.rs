@@ -1,6 +1,9 @@
 //! `ringwire cluster certs`: a development CA and one certificate per node, for the mutual
 //! TLS of the cluster link. Node certificates name the node id (DNS SAN), which is the name
 //! peers verify. Production deployments use their own CA; these files have the same shape.
+//!
+//! The same command makes test certificates for the public listener's TLS (`[tls]`): a name
+//! that is an IP address (`127.0.0.1`) gets an IP SAN, any other name a DNS SAN.
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -13,8 +16,16 @@ pub fn generate(out: &Path, nodes: &[String]) -> Result<(), String> {
         return Err("name at least one node id".into());
     }
     for n in nodes {
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("node id {n:?}: use letters, digits and '-' only"));
+        let ip = n.parse::<std::net::IpAddr>().is_ok();
+        if !ip
+            && (n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
+            return Err(format!(
+                "name {n:?}: use letters, digits, '-' and '.' only (or an IP address)"
+            ));
         }
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -30,6 +30,17 @@ pub struct Config {
     pub socketio: SocketIoConfig,
     /// Optional: socket events POSTed to an HTTP endpoint (absent = off).
     pub webhook: Option<WebhookConfig>,
+    /// Optional: TLS on the public listener (`wss://`, `https://` polling); absent = plain.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: certificate chain and private key (PEM) of the public listener. Read at start and
+/// on every reload (new connections get the new certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -48,6 +59,7 @@ impl Default for Config {
             websockets: WebsocketsConfig::default(),
             socketio: SocketIoConfig::default(),
             webhook: None,
+            tls: None,
         }
     }
 }

@@ -61,8 +61,8 @@ pub struct Conn {
     pub inflight: u8,
     /// The tick of this connection's live timer entry.
     pub timer_at: u64,
-    /// Tick of the last received bytes (keepalive).
-    pub last_rx: u64,
+    /// Tick of the last received bytes (keepalive; 32 bits of 100 ms ticks: 13 years).
+    pub last_rx: u32,
     /// Tick of the next keepalive ping.
     pub ping_at: u64,
     pub state: ConnState,
@@ -70,7 +70,10 @@ pub struct Conn {
     pub out: Vec<u8>,
     /// Bytes handed to the kernel by the in-flight send (never touched while in flight).
     pub sending: Vec<u8>,
-    pub sent: usize,
+    /// Bytes of `sending` the kernel has taken (a send buffer stays far below 4 GiB).
+    pub sent: u32,
+    /// `[tls]`: the connection's TLS state (travels with it to the owning core).
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Conn {
@@ -85,6 +88,7 @@ impl Conn {
             state: ConnState::Free,
             out: Vec::new(),
             sending: Vec::new(),
+            tls: None,
             sent: 0,
         }
     }
@@ -95,7 +99,7 @@ impl Conn {
 
     /// Bytes queued but not yet acknowledged by the kernel.
     pub fn queued_bytes(&self) -> usize {
-        self.out.len() + self.sending.len() - self.sent
+        self.out.len() + self.sending.len() - self.sent as usize
     }
 
     /// A slow consumer: bytes were already waiting when more arrived and the total is over
@@ -198,6 +202,12 @@ pub struct PollPlan {
 pub enum Handoff {
     Upgrade(Box<UpgradePlan>),
     Poll(Box<PollPlan>),
+}
+
+/// What travels with a connection moved to another core (the MSG_RING's user_data).
+pub struct HandoffRecord {
+    pub what: Handoff,
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 /// Engine.IO / Socket.IO state of a `socketio` socket (boxed in its metadata).

@@ -5,7 +5,7 @@
 //! user_data. On success the owner opens the socket (writes the 101) and the source closes
 //! only its own table entry; on failure (owner's table full) the source answers 503.
 //! Long-polling requests move the same way ([`Handoff::Poll`]), answered by the owner.
-use super::conn::{ConnState, Handoff};
+use super::conn::{ConnState, Handoff, HandoffRecord};
 use super::shard::Shard;
 use super::stats::ShardStats;
 use super::token::{self, Op};
@@ -13,8 +13,11 @@ use io_uring::{opcode, types};
 
 impl Shard {
     pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: Handoff) {
-        let record = Box::into_raw(Box::new(plan)) as usize;
         let c = &mut self.conns[slot as usize];
+        let record = Box::into_raw(Box::new(HandoffRecord {
+            what: plan,
+            tls: c.tls.take(),
+        })) as usize;
         c.state = ConnState::Moving { record };
         c.inflight += 1;
         let e = opcode::MsgRingSendFd::new(
@@ -44,7 +47,9 @@ impl Shard {
             ShardStats::inc(&stats.handoffs_failed);
             // SAFETY: the MSG_RING failed, so no completion carrying `record` was posted to the
             // target; ownership of the box is still ours and it is reclaimed exactly once.
-            drop(unsafe { Box::from_raw(record as *mut Handoff) });
+            let record = unsafe { Box::from_raw(record as *mut HandoffRecord) };
+            // The refusal below is written through the connection's TLS session.
+            c.tls = record.tls;
             tracing::debug!(
                 core = self.id,
                 "handoff failed: {}",
@@ -58,13 +63,15 @@ impl Shard {
     pub(super) fn on_handoff_in(&mut self, record: usize, res: i32) {
         // SAFETY: `record` is the pointer a source core leaked with Box::into_raw into the
         // MSG_RING user_data; this completion is posted once, on success only.
-        let plan = unsafe { Box::from_raw(record as *mut Handoff) };
+        let record = unsafe { Box::from_raw(record as *mut HandoffRecord) };
         if res < 0 {
             return;
         }
         let slot = res as u32;
         ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
         self.take_slot(slot, ConnState::Responding);
+        let HandoffRecord { what: plan, tls } = *record;
+        self.conns[slot as usize].tls = tls;
         self.arm_accept();
         if self.stopping {
             self.refuse(slot, super::refusal::Refusal::ShuttingDown);
@@ -74,7 +81,7 @@ impl Shard {
             self.refuse(slot, super::refusal::Refusal::ServerFull);
             return;
         }
-        match *plan {
+        match plan {
             Handoff::Upgrade(plan) => self.open_socket(slot, plan),
             Handoff::Poll(plan) => self.serve_poll(slot, plan),
         }

@@ -25,6 +25,7 @@ mod socketio;
 pub mod stats;
 mod sys;
 mod timer;
+pub mod tls;
 mod token;
 pub mod upgrade;
 

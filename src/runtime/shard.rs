@@ -109,6 +109,8 @@ pub struct Shard {
     pub(super) drain: super::drain::Drain,
     /// Presence and outbound queues for the other nodes (`[cluster]` only).
     pub(super) remote: Option<Box<super::remote::RemoteState>>,
+    /// `[tls]`: plaintext of the receive being handled (kept between receives).
+    tls_plain: Vec<u8>,
 }
 
 impl Shard {
@@ -179,6 +181,7 @@ impl Shard {
             virtual_next: 0,
             virtual_free: Vec::new(),
             remote,
+            tls_plain: Vec::new(),
             rng: {
                 let mut seed = [0u8; 8];
                 let _ = getrandom::getrandom(&mut seed);
@@ -324,7 +327,8 @@ impl Shard {
         c.flags = 0;
         c.inflight = 0;
         c.sent = 0;
-        c.last_rx = now;
+        c.tls = None;
+        c.last_rx = now as u32;
         c.state = state;
         self.in_use += 1;
         self.shared.connections.fetch_add(1, Relaxed);
@@ -340,6 +344,16 @@ impl Shard {
             },
         );
         ShardStats::inc(&self.stats().handshakes);
+        if let Some(cfg) = &self.policy.tls {
+            match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(tls) => self.conns[slot as usize].tls = Some(Box::new(tls)),
+                Err(e) => {
+                    tracing::warn!(core = self.id, "TLS session: {e}");
+                    self.begin_close(slot);
+                    return;
+                }
+            }
+        }
         if self.stopping {
             self.refuse(slot, Refusal::ShuttingDown);
             return;
@@ -414,8 +428,29 @@ impl Shard {
             self.begin_close(slot);
             return;
         };
+        // TLS: the request is whatever plaintext the ciphertext yields (maybe none yet).
+        let mut plain = None;
+        if self.conns[slot as usize].tls.is_some() {
+            match self.decrypt(slot, bid, res as usize) {
+                Some(p) if !p.is_empty() => plain = Some(p),
+                Some(p) => {
+                    // TLS records with no data (handshake, tickets): keep reading.
+                    self.give_back_plain(p);
+                    if matches!(
+                        self.conns[slot as usize].state,
+                        ConnState::Handshake { .. } | ConnState::PollWait { .. }
+                    ) {
+                        self.arm_recv_handshake(slot);
+                    }
+                    return;
+                }
+                None => return,
+            }
+        }
         if !matches!(self.conns[slot as usize].state, ConnState::Handshake { .. }) {
-            self.bufs.recycle(bid);
+            if plain.is_none() {
+                self.bufs.recycle(bid);
+            }
             // Bytes while a polling GET is held or its answer is being written: a pipelined
             // request, which HTTP clients of long-polling never send. Close.
             let c = &self.conns[slot as usize];
@@ -427,7 +462,10 @@ impl Shard {
             return;
         }
         let decision = {
-            let data = self.bufs.get(bid, res as usize);
+            let data = match &plain {
+                Some(p) => &p[..],
+                None => self.bufs.get(bid, res as usize),
+            };
             let ConnState::Handshake { head, .. } = &mut self.conns[slot as usize].state else {
                 unreachable!()
             };
@@ -451,7 +489,12 @@ impl Shard {
                 self.policy.decide(head, &check)
             }
         };
-        self.bufs.recycle(bid);
+        if plain.is_none() {
+            self.bufs.recycle(bid);
+        }
+        if let Some(p) = plain {
+            self.give_back_plain(p);
+        }
         match decision {
             Decision::NeedMore => self.arm_recv_handshake(slot),
             Decision::Refuse(r) => self.refuse(slot, r),
@@ -569,7 +612,7 @@ impl Shard {
             endpoint: plan.endpoint,
             meta,
         };
-        c.last_rx = now;
+        c.last_rx = now as u32;
         self.register(slot);
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
         if transport_of.is_none() {
@@ -616,6 +659,45 @@ impl Shard {
         }
     }
 
+    // ----- TLS -----
+
+    /// Decrypt a received buffer (recycled here) into a per-core plaintext buffer; handshake
+    /// bytes rustls wants to answer are flushed at the end of the turn. `None`: the connection
+    /// is closing (bad TLS, or the peer said close_notify).
+    fn decrypt(&mut self, slot: u32, bid: u16, len: usize) -> Option<Vec<u8>> {
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        let c = &mut self.conns[slot as usize];
+        let tls = c.tls.as_deref_mut()?;
+        let result = super::tls::receive(tls, self.bufs.get(bid, len), &mut plain);
+        let wants_write = tls.wants_write();
+        self.bufs.recycle(bid);
+        match result {
+            Ok(()) => {
+                if wants_write {
+                    self.mark_dirty(slot);
+                }
+                Some(plain)
+            }
+            Err(e) => {
+                if let super::tls::TlsInputError::Protocol(e) = &e {
+                    tracing::debug!(core = self.id, slot, "TLS: {e}");
+                    ShardStats::inc(&self.stats().tls_errors);
+                }
+                self.give_back_plain(plain);
+                self.begin_close(slot);
+                None
+            }
+        }
+    }
+
+    fn give_back_plain(&mut self, mut p: Vec<u8>) {
+        if p.capacity() > SCRATCH_KEEP {
+            p = Vec::new();
+        }
+        self.tls_plain = p;
+    }
+
     // ----- frames -----
 
     fn on_recv(&mut self, slot: u32, res: i32, flags: u32) {
@@ -630,8 +712,26 @@ impl Shard {
                 return;
             };
             ShardStats::add(&self.shared.stats[self.id].bytes_in, res as u64);
-            self.conns[slot as usize].last_rx = self.wheel.now();
+            self.conns[slot as usize].last_rx = self.wheel.now() as u32;
             let c = &self.conns[slot as usize];
+            if c.tls.is_some() {
+                // TLS: decrypted into a per-core buffer, then the same frame path.
+                if let Some(mut p) = self.decrypt(slot, bid, res as usize) {
+                    let c = &self.conns[slot as usize];
+                    if !p.is_empty()
+                        && matches!(c.state, ConnState::Open { .. })
+                        && !c.has(flag::LINGER)
+                        && !c.has(flag::CLOSE_AFTER_FLUSH)
+                    {
+                        self.on_frames(slot, &mut p);
+                    }
+                    self.give_back_plain(p);
+                    if !more {
+                        self.arm_recv(slot);
+                    }
+                }
+                return;
+            }
             if matches!(c.state, ConnState::Open { .. })
                 && !c.has(flag::LINGER)
                 && !c.has(flag::CLOSE_AFTER_FLUSH)
@@ -820,7 +920,13 @@ impl Shard {
         if matches!(c.state, ConnState::Closing) {
             return;
         }
-        if !c.out.is_empty() {
+        if c.tls.is_some() {
+            if c.seal() {
+                self.submit_send(slot);
+            } else if c.has(flag::CLOSE_AFTER_FLUSH) && !c.has(flag::LINGER) {
+                self.start_linger(slot);
+            }
+        } else if !c.out.is_empty() {
             std::mem::swap(&mut c.out, &mut c.sending);
             c.sent = 0;
             self.submit_send(slot);
@@ -831,7 +937,7 @@ impl Shard {
 
     fn submit_send(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        let rest = &c.sending[c.sent..];
+        let rest = &c.sending[c.sent as usize..];
         c.flags |= flag::SEND_INFLIGHT;
         c.inflight += 1;
         let e = opcode::Send::new(types::Fixed(slot), rest.as_ptr(), rest.len() as u32)
@@ -853,8 +959,8 @@ impl Shard {
             return;
         }
         ShardStats::add(&self.shared.stats[self.id].bytes_out, res as u64);
-        c.sent += res as usize;
-        if c.sent < c.sending.len() && !matches!(c.state, ConnState::Closing) {
+        c.sent += res as u32;
+        if (c.sent as usize) < c.sending.len() && !matches!(c.state, ConnState::Closing) {
             self.submit_send(slot);
             return;
         }
@@ -944,6 +1050,7 @@ impl Shard {
         c.flags = 0;
         c.sending = Vec::new();
         c.out = Vec::new();
+        c.tls = None;
         self.in_use -= 1;
         self.shared.connections.fetch_sub(1, Relaxed);
         self.arm_accept();
@@ -1006,7 +1113,7 @@ impl Shard {
                 }
                 if now >= c.ping_at {
                     let idle_ticks = self.limits.idle_timeout_secs * 1000 / TICK_MS;
-                    if now.saturating_sub(c.last_rx) >= idle_ticks {
+                    if now.saturating_sub(c.last_rx as u64) >= idle_ticks {
                         ShardStats::inc(&self.shared.stats[self.id].closed_idle);
                         self.close_with(slot, 1001, "idle timeout");
                         return;

@@ -56,6 +56,8 @@ pub struct ShardStats {
     /// Presence directory entries held by this core (gauge), and updates that did not fit.
     pub presence_entries: AtomicU64,
     pub presence_overflow: AtomicU64,
+    /// `[tls]`: connections closed for a TLS error (bad record, failed handshake).
+    pub tls_errors: AtomicU64,
 }
 
 impl ShardStats {

@@ -47,6 +47,8 @@ pub struct UpgradePolicy {
     pub cascade: Cascade,
     /// Largest request the handshake buffer may hold: head plus a long-polling body.
     pub max_request_bytes: usize,
+    /// `[tls]`: the listener's certificate, read when this policy was built.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl UpgradePolicy {
@@ -72,12 +74,17 @@ impl UpgradePolicy {
             } else {
                 0
             };
+        let tls = match &config.tls {
+            Some(t) => Some(super::tls::server_config(t)?),
+            None => None,
+        };
         Ok(UpgradePolicy {
             config,
             handshake,
             deflate,
             cascade,
             max_request_bytes,
+            tls,
         })
     }
 

@@ -1,0 +1,128 @@
+//! TLS on the public listener (`[tls]`): rustls as a sans-IO state machine between the ring
+//! and the protocol code. Received ciphertext (a provided buffer) goes into the connection's
+//! `rustls::ServerConnection`; the plaintext it yields is handled exactly like bytes read from
+//! a plain socket. Queued output (frames, HTTP answers) is encrypted once per loop turn, when
+//! the connection is flushed, so a turn's frames become as few TLS records as possible.
+//!
+//! The TLS state moves with the connection when it is handed to the core owning its user.
+//! Certificates are read when the configuration is loaded or reloaded: new connections use
+//! the newest, open ones keep the session they negotiated.
+use super::conn::{flag, Conn};
+use crate::config::TlsConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+/// Read the certificate chain and key; the server offers ALPN `http/1.1`, TLS 1.2 and 1.3.
+pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(&cfg.cert)
+        .map_err(|e| format!("tls.cert {}: {e}", cfg.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert {}: {e}", cfg.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "tls.cert {}: no PEM certificate in the file",
+            cfg.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key)
+        .map_err(|e| format!("tls.key {}: {e}", cfg.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            format!(
+                "tls.cert {} / tls.key {}: {e}",
+                cfg.cert.display(),
+                cfg.key.display()
+            )
+        })?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// Why received TLS bytes end the connection.
+#[derive(Debug)]
+pub enum TlsInputError {
+    /// The peer sent something TLS cannot accept (bad record, failed handshake, bad alert).
+    Protocol(rustls::Error),
+    /// The peer closed its side cleanly (close_notify).
+    Closed,
+}
+
+/// Feed received ciphertext; append the plaintext it yields to `plain`.
+pub fn receive(
+    tls: &mut rustls::ServerConnection,
+    mut ciphertext: &[u8],
+    plain: &mut Vec<u8>,
+) -> Result<(), TlsInputError> {
+    let mut stuck = false;
+    while !ciphertext.is_empty() {
+        match tls.read_tls(&mut ciphertext) {
+            Ok(0) => break,
+            Ok(_) => stuck = false,
+            // Its buffer is full: process what it has, then go on (twice in a row: give up).
+            Err(_) if stuck => {
+                return Err(TlsInputError::Protocol(rustls::Error::General(
+                    "TLS input buffer full".into(),
+                )))
+            }
+            Err(_) => stuck = true,
+        }
+        let state = tls.process_new_packets().map_err(TlsInputError::Protocol)?;
+        let mut n = state.plaintext_bytes_to_read();
+        while n > 0 {
+            let start = plain.len();
+            plain.resize(start + n, 0);
+            match tls.reader().read(&mut plain[start..]) {
+                Ok(got) => {
+                    plain.truncate(start + got);
+                    if got == 0 {
+                        break;
+                    }
+                    n -= got.min(n);
+                }
+                Err(_) => {
+                    plain.truncate(start);
+                    break;
+                }
+            }
+        }
+        if state.peer_has_closed() && plain.is_empty() {
+            return Err(TlsInputError::Closed);
+        }
+    }
+    Ok(())
+}
+
+impl Conn {
+    /// Encrypt what is queued in `out` (and any TLS handshake or alert bytes) into `sending`;
+    /// a connection closing after this flush also says close_notify. Returns false if there
+    /// is nothing to send.
+    pub(super) fn seal(&mut self) -> bool {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return !self.out.is_empty();
+        };
+        if !self.out.is_empty() {
+            // The writer buffers without limit once the handshake is done (the outbound limit
+            // is enforced on `out` before this).
+            let _ = tls.writer().write_all(&self.out);
+            self.out.clear();
+        }
+        if self.flags & flag::CLOSE_AFTER_FLUSH != 0 {
+            tls.send_close_notify();
+        }
+        self.sending.clear();
+        self.sent = 0;
+        while tls.wants_write() {
+            if tls.write_tls(&mut self.sending).is_err() {
+                break;
+            }
+        }
+        !self.sending.is_empty()
+    }
+}
