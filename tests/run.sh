@@ -176,6 +176,37 @@ setup_proxies() {
     return $rc
 }
 
+setup_tinyproxy() {
+    # Debian's tinyproxy (an HTTP CONNECT proxy) for the wss-through-a-proxy tests in
+    # tests/python/test_tls.py and tests/node/tls.test.mjs; only when /usr/bin/tinyproxy is
+    # missing. Not root: those tests skip themselves. The tests start their own tinyproxy on a
+    # free port; the packaged service is not started by the install (policy-rc.d).
+    if [[ -x /usr/bin/tinyproxy ]]; then
+        echo "tinyproxy: $(/usr/bin/tinyproxy -v 2>&1 | head -1)"
+        return 0
+    fi
+    if [[ $(id -u) != 0 ]]; then
+        echo "/usr/bin/tinyproxy missing and not root: the proxy TLS tests will be skipped" >&2
+        return 0
+    fi
+    echo "installing Debian package: tinyproxy"
+    local policy=/usr/sbin/policy-rc.d made=0 rc
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+    fi
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tinyproxy
+    rc=$?
+    ((made)) && rm -f "$policy"
+    # Were the service started anyway (an existing policy-rc.d allowing it), stop it: the tests
+    # run their own instances and nothing else should listen on tinyproxy's port 8888.
+    local pidfile=/run/tinyproxy/tinyproxy.pid
+    if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        echo "stopping the tinyproxy service the install started"
+        kill "$(cat "$pidfile")" 2>/dev/null || true
+    fi
+    return $rc
+}
+
 setup_venv() {
     local req="$ROOT/tests/requirements.txt" stamp="$VENV/.requirements.sha256"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -207,11 +238,11 @@ setup_node() {
 }
 
 setup() {
-    setup_apt && setup_chromium && setup_proxies && setup_venv && setup_node
+    setup_apt && setup_chromium && setup_proxies && setup_tinyproxy && setup_venv && setup_node
 }
 
 export ROOT VENV FUZZ_SECS
-export -f setup setup_apt setup_chromium setup_proxies setup_venv setup_node
+export -f setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_venv setup_node
 
 # ---------------------------------------------------------------- suites
 

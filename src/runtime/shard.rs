@@ -346,7 +346,12 @@ impl Shard {
         ShardStats::inc(&self.stats().handshakes);
         if let Some(cfg) = &self.policy.tls {
             match rustls::ServerConnection::new(cfg.clone()) {
-                Ok(tls) => self.conns[slot as usize].tls = Some(Box::new(tls)),
+                Ok(mut tls) => {
+                    // Output is bounded before it reaches rustls (`limits.max_outbound_bytes`
+                    // on the socket's queue); its own 64 KiB cap would cut a large turn short.
+                    tls.set_buffer_limit(None);
+                    self.conns[slot as usize].tls = Some(Box::new(tls));
+                }
                 Err(e) => {
                     tracing::warn!(core = self.id, "TLS session: {e}");
                     self.begin_close(slot);

@@ -108,9 +108,12 @@ impl Conn {
             return !self.out.is_empty();
         };
         if !self.out.is_empty() {
-            // The writer buffers without limit once the handshake is done (the outbound limit
-            // is enforced on `out` before this).
-            let _ = tls.writer().write_all(&self.out);
+            // The connection's buffer limit is lifted at accept (the outbound limit is enforced
+            // on `out` before this), so the whole turn is taken.
+            if let Err(e) = tls.writer().write_all(&self.out) {
+                tracing::warn!("TLS output refused: {e}; closing");
+                self.flags |= flag::CLOSE_AFTER_FLUSH;
+            }
             self.out.clear();
         }
         if self.flags & flag::CLOSE_AFTER_FLUSH != 0 {

@@ -234,3 +234,106 @@ export async function startSocketIoServer(opts = {}) {
     stop: () => current.stop(),
   };
 }
+
+// ----------------------------------------------------------------------------- TLS
+// Used by tls.test.mjs: test certificates from `ringwire cluster certs`, the SPKI hash Chromium's
+// --ignore-certificate-errors-spki-list wants, and Debian's tinyproxy as an HTTP CONNECT proxy.
+
+/**
+ * `ringwire cluster certs --out <new temp dir> ...names` (default 127.0.0.1 localhost).
+ * Resolves to { dir, ca, cert(name), key(name), cleanup() } (paths of the PEM files).
+ */
+export async function makeTestCerts(...names) {
+  if (!existsSync(BINARY)) throw new Error(`${BINARY} not found: run cargo build --release first`);
+  if (names.length === 0) names = ['127.0.0.1', 'localhost'];
+  const dir = mkdtempSync(join(tmpdir(), 'ringwire-certs-'));
+  const { execFile } = await import('node:child_process');
+  await new Promise((res, rej) => {
+    execFile(BINARY, ['cluster', 'certs', '--out', dir, ...names], { timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err) rej(new Error(`ringwire cluster certs failed: ${err.message}\n${stderr}`));
+      else res();
+    });
+  });
+  return {
+    dir,
+    ca: join(dir, 'ca.pem'),
+    cert: (name = '127.0.0.1') => join(dir, `${name}.pem`),
+    key: (name = '127.0.0.1') => join(dir, `${name}.key`),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** base64(sha256(SubjectPublicKeyInfo DER)) of the first certificate of a PEM file. */
+export async function spkiSha256(pemPath) {
+  const { X509Certificate, createHash } = await import('node:crypto');
+  const { readFileSync } = await import('node:fs');
+  const cert = new X509Certificate(readFileSync(pemPath));
+  const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('base64');
+}
+
+export const TINYPROXY = '/usr/bin/tinyproxy';
+
+/**
+ * Debian's tinyproxy in the foreground on a free 127.0.0.1 port, CONNECT allowed only to
+ * `connectPorts`, its log (stderr) kept in memory. Resolves to
+ * { port, url, log(), connects(port), stop() } once it accepts connections (10 s bound).
+ */
+export async function startTinyproxy(connectPorts) {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'ringwire-tinyproxy-'));
+  const conf = join(dir, 'tinyproxy.conf');
+  writeFileSync(conf, [
+    `Port ${port}`,
+    'Listen 127.0.0.1',
+    'Timeout 60',
+    'Allow 127.0.0.1',
+    ...connectPorts.map((p) => `ConnectPort ${p}`),
+    `PidFile "${join(dir, 'tinyproxy.pid')}"`,
+    'LogLevel Info',
+    'MaxClients 50',
+    '',
+  ].join('\n'));
+  const child = spawn(TINYPROXY, ['-d', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  let exited = null;
+  child.stdout.on('data', (c) => { log += c.toString(); });
+  child.stderr.on('data', (c) => { log += c.toString(); });
+  child.on('exit', (code, signal) => { exited = { code, signal }; });
+  const stop = async () => {
+    if (exited === null) {
+      const done = new Promise((res) => child.once('exit', res));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await done;
+      clearTimeout(t);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const { connect } = await import('node:net');
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (exited !== null) {
+      await stop();
+      throw new Error(`tinyproxy exited (${JSON.stringify(exited)}) before listening\n${log}`);
+    }
+    const ok = await new Promise((res) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); res(true); });
+      s.once('error', () => res(false));
+    });
+    if (ok) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`tinyproxy not listening on ${port} after 10 s\n${log}`);
+    }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    log: () => log,
+    connects: (p) => log.split(`CONNECT 127.0.0.1:${p}`).length - 1,
+    stop,
+  };
+}
