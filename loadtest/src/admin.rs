@@ -375,6 +375,8 @@ pub struct PushConfig {
     pub message_bytes: usize,
     /// Socket.IO endpoints: push the message as this event, `["<event>","<message>"]`.
     pub event: Option<String>,
+    /// Deliveries to expect per accepted push (instead of the answers' `sockets`).
+    pub expect_per_push: Option<u64>,
 }
 
 /// The Socket.IO event name of the push scenario's messages (`["lt","<message>"]`).
@@ -388,8 +390,12 @@ pub struct PushStats {
     pub pushes_sent: AtomicU64,
     /// Sum of the `pushes` counts of the 202 answers.
     pub pushes_accepted: AtomicU64,
-    /// Sum of the `sockets` counts of the 202 answers: deliveries to expect.
+    /// Sum of the `sockets` counts of the 202 answers: deliveries to expect (or accepted
+    /// pushes x `--expect-per-push`).
     pub sockets_expected: AtomicU64,
+    /// Sum of the `remote_nodes` counts of the 202 answers (cluster: other nodes the pushes
+    /// were queued for).
+    pub remote_nodes: AtomicU64,
     /// Requests that failed (transport error or a status other than 2xx).
     pub http_errors: AtomicU64,
     pub errors_by_kind: Mutex<BTreeMap<String, u64>>,
@@ -412,6 +418,7 @@ impl PushStats {
             pushes_sent: AtomicU64::new(0),
             pushes_accepted: AtomicU64::new(0),
             sockets_expected: AtomicU64::new(0),
+            remote_nodes: AtomicU64::new(0),
             http_errors: AtomicU64::new(0),
             errors_by_kind: Mutex::new(BTreeMap::new()),
             first_error: Mutex::new(None),
@@ -525,6 +532,7 @@ fn stamp(body: &mut Body, unix_ns: u64) {
 struct PushResp {
     pushes: Option<u64>,
     sockets: Option<u64>,
+    remote_nodes: Option<u64>,
 }
 
 /// splitmix64, for the `random` push mode.
@@ -591,12 +599,16 @@ pub async fn run_push(client: Arc<AdminClient>, cfg: PushConfig, stats: Arc<Push
                         match serde_json::from_slice::<PushResp>(&r.body) {
                             Ok(p) => {
                                 stats.requests_ok.fetch_add(1, Relaxed);
+                                let accepted = p.pushes.unwrap_or(n);
+                                stats.pushes_accepted.fetch_add(accepted, Relaxed);
+                                let expect = match cfg.expect_per_push {
+                                    Some(k) => accepted * k,
+                                    None => p.sockets.unwrap_or(0),
+                                };
+                                stats.sockets_expected.fetch_add(expect, Relaxed);
                                 stats
-                                    .pushes_accepted
-                                    .fetch_add(p.pushes.unwrap_or(n), Relaxed);
-                                stats
-                                    .sockets_expected
-                                    .fetch_add(p.sockets.unwrap_or(0), Relaxed);
+                                    .remote_nodes
+                                    .fetch_add(p.remote_nodes.unwrap_or(0), Relaxed);
                                 if p.sockets.is_none() {
                                     fail("bad_response".into(), short_body(&r.body));
                                 }
@@ -695,6 +707,7 @@ mod tests {
             concurrency: 1,
             message_bytes,
             event: None,
+            expect_per_push: None,
         }
     }
 

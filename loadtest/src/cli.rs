@@ -321,6 +321,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub push_coalesce: bool,
 
+    /// [push] Expect N deliveries per accepted push instead of the `sockets` count of the
+    /// admin API's answers. For a cluster: when the clients are connected to another node
+    /// than the admin API pushed through, the answer counts only that node's own sockets
+    /// (the other nodes it forwarded to are its `remote_nodes`), so give the sockets per
+    /// user here (connections / users), e.g. 1.
+    #[arg(long)]
+    pub expect_per_push: Option<u64>,
+
     /// [push] After the last push was accepted, wait up to this long for the
     /// expected deliveries before counting the rest as missing.
     #[arg(long, default_value_t = 5_000)]

@@ -883,6 +883,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                                 message_bytes: args.message_bytes,
                                 event: (args.protocol == Protocol::Socketio)
                                     .then(|| admin::PUSH_EVENT.to_string()),
+                                expect_per_push: args.expect_per_push,
                             };
                             log(format!(
                                 "pushing: {} {:?} {} per second for {} s, batches of {} ({} HTTP connections)",
@@ -1152,6 +1153,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             first_error: p.first_error.lock().unwrap().clone(),
             late_requests: p.late_jobs.load(Relaxed),
             messages_expected: expected,
+            remote_nodes: p.remote_nodes.load(Relaxed),
             messages_received: received,
             missing: expected.saturating_sub(received),
             unexpected: received.saturating_sub(expected),

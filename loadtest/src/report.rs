@@ -171,8 +171,13 @@ pub struct PushReport {
     pub first_error: Option<String>,
     /// Requests that went out more than 100 ms late (the driver could not keep the rate).
     pub late_requests: u64,
-    /// Sum of the `sockets` counts of the 202 answers.
+    /// Sum of the `sockets` counts of the 202 answers (or accepted pushes x
+    /// `--expect-per-push`).
     pub messages_expected: u64,
+    /// Sum of the `remote_nodes` counts of the 202 answers (cluster: pushes queued for
+    /// other nodes).
+    #[serde(default)]
+    pub remote_nodes: u64,
     /// Pushed messages received by all connections.
     pub messages_received: u64,
     /// expected - received, after the drain wait.
@@ -654,6 +659,13 @@ impl Report {
                 "messages expected / received",
                 format!("{} / {}", p.messages_expected, p.messages_received),
             );
+            if p.remote_nodes > 0 {
+                row(
+                    &mut s,
+                    "queued for other nodes (remote_nodes)",
+                    p.remote_nodes.to_string(),
+                );
+            }
             row(
                 &mut s,
                 "MISSING / unexpected",
