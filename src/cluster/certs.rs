@@ -24,7 +24,7 @@ pub fn generate(out: &Path, nodes: &[String]) -> Result<(), String> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
         {
             return Err(format!(
-                "name {n:?}: use letters, digits, '-' and '.' only (or an IP address)"
+                "node id {n:?}: use letters, digits, '-' and '.' only (or, for a test TLS certificate, an IP address)"
             ));
         }
     }
