@@ -32,7 +32,8 @@ pub struct Limits {
     /// is a runaway client. Answered 429.
     pub max_sockets_per_user: usize,
     /// Upgrades accepted per second on this node (token bucket, one second of burst);
-    /// 0 = unlimited. Absorbs reconnect storms; answered 503 with Retry-After.
+    /// 0 = unlimited. Absorbs reconnect storms; answered 503 with a Retry-After that spreads
+    /// the refused clients over the time this rate needs to admit them (at most 60 s).
     pub upgrade_rate_per_sec: u32,
     /// Connections per node. 0 = as many as the engine's fixed-file tables hold
     /// (RLIMIT_NOFILE soft limit per core, minus a reserve used to answer 503).

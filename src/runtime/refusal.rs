@@ -13,7 +13,10 @@ pub enum Refusal {
     Origin,
     Disabled,
     UserLimit,
-    RateLimit,
+    /// Over `limits.upgrade_rate_per_sec`; the `Retry-After` to send, in seconds.
+    RateLimit {
+        retry_after_secs: u32,
+    },
     ServerFull,
     ShuttingDown,
     HandshakeTimeout,
@@ -67,7 +70,7 @@ impl Refusal {
             // Node-wide admission (rate, capacity, drain): 503 with Retry-After, so that a
             // reconnect storm backs off; a user over their own limit is a 429.
             Refusal::UserLimit => 429,
-            Refusal::RateLimit | Refusal::ServerFull | Refusal::ShuttingDown => 503,
+            Refusal::RateLimit { .. } | Refusal::ServerFull | Refusal::ShuttingDown => 503,
             Refusal::HandshakeTimeout => 408,
             Refusal::NotImplemented => 501,
             Refusal::EioTransportUnknown
@@ -89,7 +92,7 @@ impl Refusal {
             Refusal::Origin => "origin not allowed",
             Refusal::Disabled => "websockets are disabled for this user",
             Refusal::UserLimit => "too many sockets for this user",
-            Refusal::RateLimit => "too many upgrades, retry later",
+            Refusal::RateLimit { .. } => "too many upgrades, retry later",
             Refusal::ServerFull => "server full",
             Refusal::ShuttingDown => "server shutting down",
             Refusal::HandshakeTimeout => "handshake timeout",
@@ -106,12 +109,20 @@ impl Refusal {
         }
     }
 
+    /// Headers of the response other than `Retry-After`.
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             Refusal::Protocol(e) => e.extra_headers(),
-            Refusal::RateLimit => &[("Retry-After", "1")],
-            Refusal::ServerFull | Refusal::ShuttingDown => &[("Retry-After", "5")],
             _ => &[],
+        }
+    }
+
+    /// The `Retry-After` of a node-wide admission refusal, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self {
+            Refusal::RateLimit { retry_after_secs } => Some(*retry_after_secs),
+            Refusal::ServerFull | Refusal::ShuttingDown => Some(5),
+            _ => None,
         }
     }
 
@@ -132,7 +143,7 @@ impl Refusal {
             Refusal::Origin => 9,
             Refusal::Disabled => 10,
             Refusal::UserLimit => 11,
-            Refusal::RateLimit => 12,
+            Refusal::RateLimit { .. } => 12,
             Refusal::ServerFull => 13,
             Refusal::ShuttingDown => 14,
             Refusal::HandshakeTimeout => 15,

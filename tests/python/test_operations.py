@@ -767,6 +767,34 @@ def test_upgrade_rate_burst_then_reconnect_storm(ops):
     print(f"storm: 40 clients connected in {took:.1f}s; tries per client {tries}")
 
 
+def test_rate_refusals_are_told_to_come_back_over_the_time_the_rate_needs(ops):
+    """The k-th upgrade refused in a burst is told Retry-After ~ k / rate seconds (not 1 s for
+    all, which would send every refused client back at once), up to 60 s."""
+    server = ops.start(server={"cores": 1}, limits={"upgrade_rate_per_sec": 2})
+    admin = Admin(server)
+    sessions = [admin.mint(user=500 + u) for u in range(4)]
+
+    async def go():
+        burst = await asyncio.gather(*(attempt_upgrade(server, sessions[i % 4]) for i in range(30)))
+        opened = [b[2] for b in burst if b[2] is not None]
+        waits = sorted(retry_after_ok(b[1]) for b in burst if b[0] == 503)
+        for ws in opened:
+            await ws.close()
+        return len(opened), waits
+
+    n_open, waits = run(go(), timeout=30)
+    # One second of burst: 2 tokens (a third if the burst straddles a refill).
+    assert 1 <= n_open <= 3 and len(waits) == 30 - n_open, (n_open, waits)
+    # Refusal k (from 1) is promised the slot k * 0.5 s after the burst: ceil(k / 2) seconds,
+    # minus the time the burst itself took (well under a second here).
+    k = len(waits)
+    assert waits[0] == 1, waits
+    assert (k + 1) // 2 - 1 <= waits[-1] <= (k + 1) // 2, waits
+    for s in range(1, waits[-1] + 1):
+        told = sum(1 for w in waits if w <= s)
+        assert told <= 2 * s + 2, f"{told} clients told to come back within {s} s at 2/s: {waits}"
+
+
 def test_server_full_503_retry_after_and_slots_reused(ops):
     """max_connections = 5 (one core): 503 + Retry-After beyond it, each refusal counted as
     server_full; freed slots let exactly as many new clients in; no slot leaks after refusals."""
