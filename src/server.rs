@@ -74,7 +74,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             config: Arc::new(Mutex::new(config.clone())),
             config_path,
             webhook: webhook.clone(),
-            cluster: cluster.as_ref().map(|c| c.state.clone()),
         };
         if let Some(w) = &webhook {
             tokio::spawn(w.clone().run());

@@ -113,6 +113,19 @@ step() {
 
 # ---------------------------------------------------------------- setup
 
+apt_install() {
+    # apt-get install PKGS without starting any service they ship (policy-rc.d): the tests run
+    # their own proxy instances on free ports.
+    local policy=/usr/sbin/policy-rc.d made=0 rc
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+    fi
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+    rc=$?
+    ((made)) && rm -f "$policy"
+    return $rc
+}
+
 setup_apt() {
     # Debian packages only when something is really missing.
     local pkgs=()
@@ -128,7 +141,7 @@ setup_apt() {
             return 1
         fi
         echo "installing Debian packages: ${pkgs[*]}"
-        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+        apt_install "${pkgs[@]}"
     else
         echo "Debian packages: nothing missing"
     fi
@@ -146,7 +159,7 @@ setup_chromium() {
         return 0
     fi
     echo "installing Debian package: chromium"
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+    apt_install chromium
 }
 
 setup_proxies() {
@@ -166,14 +179,7 @@ setup_proxies() {
         return 0
     fi
     echo "installing Debian packages: ${pkgs[*]}"
-    local policy=/usr/sbin/policy-rc.d made=0 rc
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
-    fi
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
-    rc=$?
-    ((made)) && rm -f "$policy"
-    return $rc
+    apt_install "${pkgs[@]}"
 }
 
 setup_tinyproxy() {
@@ -190,13 +196,9 @@ setup_tinyproxy() {
         return 0
     fi
     echo "installing Debian package: tinyproxy"
-    local policy=/usr/sbin/policy-rc.d made=0 rc
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
-    fi
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tinyproxy
+    local rc
+    apt_install tinyproxy
     rc=$?
-    ((made)) && rm -f "$policy"
     # Were the service started anyway (an existing policy-rc.d allowing it), stop it: the tests
     # run their own instances and nothing else should listen on tinyproxy's port 8888.
     local pidfile=/run/tinyproxy/tinyproxy.pid
@@ -242,7 +244,7 @@ setup() {
 }
 
 export ROOT VENV FUZZ_SECS
-export -f setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_venv setup_node
+export -f apt_install setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_venv setup_node
 
 # ---------------------------------------------------------------- suites
 

@@ -29,8 +29,6 @@ pub struct AdminState {
     pub config_path: Option<PathBuf>,
     /// The webhook, when `[webhook]` is configured (its counters go to `/metrics`).
     pub webhook: Option<Arc<crate::service::webhook::WebhookListener>>,
-    /// The cluster link, when `[cluster]` is configured.
-    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
@@ -131,7 +129,7 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             if let Some(w) = &state.webhook {
                 text.push_str(&w.metrics_text());
             }
-            if let Some(c) = &state.cluster {
+            if let Some(c) = &state.shared.cluster {
                 text.push_str(
                     "# HELP ringwire_cluster_link_up Cluster link to a peer is up (1) or down (0)\n# TYPE ringwire_cluster_link_up gauge\n",
                 );

@@ -178,7 +178,7 @@ pub async fn sockets(
     let total = counts.total();
     // This node first (even at 0), then each other node holding matching sockets.
     let mut nodes = vec![serde_json::json!({ "node": &*state.node_id, "count": counts.local })];
-    if let Some(c) = &state.cluster {
+    if let Some(c) = &state.shared.cluster {
         for (peer, &n) in c.peers.iter().zip(&counts.remote) {
             if n > 0 {
                 nodes.push(serde_json::json!({ "node": peer.id, "count": n }));

@@ -59,10 +59,6 @@ impl Directory {
         self.entries == 0
     }
 
-    pub fn overflowed(&self) -> u64 {
-        self.overflowed
-    }
-
     fn path_id(&mut self, path: &str) -> u16 {
         if let Some(&id) = self.path_ids.get(path) {
             return id;
@@ -210,7 +206,7 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!(d.nodes_for(1, 3, &PathFilter::any()), 0b10);
         d.drop_node(1);
-        assert_eq!(d.overflowed(), 0);
+        assert_eq!(d.overflowed, 0);
         assert_eq!(d.nodes_for(1, 3, &PathFilter::any()), 0);
     }
 }

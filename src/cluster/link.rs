@@ -315,9 +315,11 @@ async fn write_batches(
     mut send: quinn::SendStream,
 ) {
     let peer = &link.state.peers[i];
+    let gone = superseded(link, i, epoch);
+    tokio::pin!(gone);
     let mut bell = tokio::select! {
         b = link.bells[i].lock() => b,
-        _ = superseded(link, i, epoch) => return,
+        _ = &mut gone => return,
         _ = conn.closed() => return,
     };
     // Everything revoked so far, for a peer that may have missed it.
@@ -330,16 +332,7 @@ async fn write_batches(
             wire::encode_revoke(&mut buf, r);
         }
     }
-    let mut first = true;
     loop {
-        if !first {
-            tokio::select! {
-                _ = bell.recv() => {},
-                _ = superseded(link, i, epoch) => return,
-                _ = conn.closed() => return,
-            }
-        }
-        first = false;
         buf.append(&mut link.control_out[i].lock().expect("control lock"));
         let mut pushes = 0u64;
         for q in &peer.queues {
@@ -353,21 +346,25 @@ async fn write_batches(
                 }
             }
         }
-        if buf.is_empty() {
-            continue;
+        if !buf.is_empty() {
+            // Everything due for this node, from every core, in one write.
+            if let Err(e) = send.write_all(&buf).await {
+                tracing::debug!(peer = %peer.id, "link write failed: {e}");
+                peer.dropped.fetch_add(pushes, Relaxed);
+                return;
+            }
+            peer.writes.fetch_add(1, Relaxed);
+            peer.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
+            peer.messages_sent.fetch_add(pushes, Relaxed);
+            buf.clear();
+            if buf.capacity() > wire::SOFT_FRAME * 4 {
+                buf = Vec::new();
+            }
         }
-        // Everything due for this node, from every core, in one write.
-        if let Err(e) = send.write_all(&buf).await {
-            tracing::debug!(peer = %peer.id, "link write failed: {e}");
-            peer.dropped.fetch_add(pushes, Relaxed);
-            return;
-        }
-        peer.writes.fetch_add(1, Relaxed);
-        peer.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
-        peer.messages_sent.fetch_add(pushes, Relaxed);
-        buf.clear();
-        if buf.capacity() > wire::SOFT_FRAME * 4 {
-            buf = Vec::new();
+        tokio::select! {
+            _ = bell.recv() => {},
+            _ = &mut gone => return,
+            _ = conn.closed() => return,
         }
     }
 }
@@ -381,10 +378,12 @@ async fn read_frames(
     let peer = &link.state.peers[i];
     let shared = &link.shared;
     let mut decoder = wire::Decoder::default();
+    let gone = superseded(link, i, epoch);
+    tokio::pin!(gone);
     loop {
         let chunk = tokio::select! {
             c = recv.read_chunk(64 * 1024, true) => c,
-            _ = superseded(link, i, epoch) => return Ok(()),
+            _ = &mut gone => return Ok(()),
         };
         let chunk = match chunk {
             Ok(Some(c)) => c,
@@ -397,10 +396,7 @@ async fn read_frames(
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 Frame::Presence(entries) => {
-                    let mut per_core: Vec<Vec<_>> = vec![Vec::new(); shared.cores];
-                    for e in entries {
-                        per_core[shared.owner_of(e.context, e.user)].push(e);
-                    }
+                    let per_core = shared.by_owner(entries, |e| (e.context, e.user));
                     for (core, entries) in per_core.into_iter().enumerate() {
                         if !entries.is_empty() {
                             shared.send(
@@ -415,16 +411,14 @@ async fn read_frames(
                 }
                 Frame::Push(pushes) => {
                     peer.received.fetch_add(pushes.len() as u64, Relaxed);
-                    let mut per_core: Vec<Vec<PushJob>> = vec![Vec::new(); shared.cores];
-                    for p in pushes {
-                        per_core[shared.owner_of(p.context, p.user)].push(PushJob {
-                            context: p.context,
-                            user: p.user,
-                            filter: PathFilter::new(&p.filter),
-                            text: p.text,
-                            coalesce: false,
-                        });
-                    }
+                    let jobs = pushes.into_iter().map(|p| PushJob {
+                        context: p.context,
+                        user: p.user,
+                        filter: PathFilter::new(&p.filter),
+                        text: p.text,
+                        coalesce: false,
+                    });
+                    let per_core = shared.by_owner(jobs, |j| (j.context, j.user));
                     for (core, jobs) in per_core.into_iter().enumerate() {
                         if !jobs.is_empty() {
                             shared.send(
@@ -441,15 +435,7 @@ async fn read_frames(
                 Frame::Revoke(r) => {
                     remember(link, &r);
                     for core in 0..shared.cores {
-                        shared.send(
-                            core,
-                            Command::Revoke {
-                                id: r.id,
-                                context: r.context,
-                                user: r.user,
-                                expires_at: r.expires_at,
-                            },
-                        );
+                        shared.send(core, Command::Revoke(r));
                     }
                 }
                 Frame::Hello { .. } => return Err("a second hello".into()),
@@ -465,7 +451,7 @@ fn remember(link: &Link, r: &Revocation) {
         revoked.retain(|_, r| r.expires_at > now);
     }
     if revoked.len() < MAX_REVOCATIONS {
-        revoked.insert(r.id, r.clone());
+        revoked.insert(r.id, *r);
     }
 }
 

@@ -9,7 +9,7 @@
 //!   receiving node keeps them on the core that owns that user there.
 //! - **Remote pushes** ([`coalesce`]): a core delivers a push to its local sockets, then queues
 //!   it for each node the directory names, per destination node, in a coalescing queue. Due
-//!   pushes go to the link thread through a lock-free queue per (core, node) ([`Outbox`]); the
+//!   pushes go to the link thread through a lock-free queue per (core, node) ([`Outbound`]); the
 //!   link thread writes everything queued for a node in one QUIC write.
 //! - **Data plane ↔ link:** cores never lock. They push batches into bounded
 //!   `crossbeam` `ArrayQueue`s and ring a doorbell (`try_send` on a one-slot channel); the link
@@ -18,7 +18,7 @@ pub mod certs;
 pub mod coalesce;
 pub mod directory;
 mod link;
-mod tls;
+pub(crate) mod tls;
 pub mod wire;
 
 use crate::config::ClusterConfig;

@@ -25,12 +25,7 @@ fn load(
     ),
     String,
 > {
-    let certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        CertificateDer::pem_file_iter(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", p.display()))
-    };
+    let certs = pem_certs;
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(files.ca)? {
         roots
@@ -41,12 +36,24 @@ fn load(
     if chain.is_empty() {
         return Err(format!("{}: no certificate", files.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(files.key)
-        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    let key = pem_key(files.key)?;
     Ok((roots, chain, key))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// Every certificate of a PEM file (errors name the file).
+pub(crate) fn pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The private key of a PEM file (errors name the file).
+pub(crate) fn pem_key(p: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

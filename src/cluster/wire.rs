@@ -40,7 +40,7 @@ pub struct RemotePush {
     pub text: Arc<str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revocation {
     pub id: SessionId,
     pub context: u32,
@@ -82,12 +82,9 @@ impl std::fmt::Display for WireError {
 
 fn put_str16(out: &mut Vec<u8>, s: &str) {
     // Callers bound these (filters 1 KiB, paths and ids short); cut at a char boundary if not.
-    let mut n = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    out.extend_from_slice(&(n as u16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..n]);
+    let (s, _) = crate::service::webhook::truncate_utf8(s, u16::MAX as usize);
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn put_str32(out: &mut Vec<u8>, s: &str) {
@@ -226,6 +223,20 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
+    /// `n` items read by `item`, each at least `min` bytes (the reservation is bounded by what
+    /// is left).
+    fn list<T>(
+        &mut self,
+        n: usize,
+        min: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let mut v = Vec::with_capacity(n.min(self.b.len() / min));
+        for _ in 0..n {
+            v.push(item(self)?);
+        }
+        Ok(v)
+    }
 }
 
 /// Decode one frame body (after the length).
@@ -238,40 +249,27 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
         },
         2 => {
             let n = r.count(10)?;
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let context = r.u32()?;
-                let user = r.u32()?;
-                let k = r.u16()? as usize;
-                let mut paths = Vec::with_capacity(k.min(r.b.len() / 6));
-                for _ in 0..k {
-                    let path = r.str16()?.into();
-                    paths.push((path, r.u32()?));
-                }
-                v.push(UserPresence {
-                    context,
-                    user,
-                    paths,
-                });
-            }
-            Frame::Presence(v)
+            Frame::Presence(r.list(n, 10, |r| {
+                Ok(UserPresence {
+                    context: r.u32()?,
+                    user: r.u32()?,
+                    paths: {
+                        let k = r.u16()? as usize;
+                        r.list(k, 6, |r| Ok((r.str16()?.into(), r.u32()?)))?
+                    },
+                })
+            })?)
         }
         3 => {
             let n = r.count(14)?;
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let context = r.u32()?;
-                let user = r.u32()?;
-                let filter = r.str16()?.into();
-                let text = Arc::from(r.str32()?);
-                v.push(RemotePush {
-                    context,
-                    user,
-                    filter,
-                    text,
-                });
-            }
-            Frame::Push(v)
+            Frame::Push(r.list(n, 14, |r| {
+                Ok(RemotePush {
+                    context: r.u32()?,
+                    user: r.u32()?,
+                    filter: r.str16()?.into(),
+                    text: Arc::from(r.str32()?),
+                })
+            })?)
         }
         4 => {
             let mut id = [0u8; SESSION_ID_LEN];

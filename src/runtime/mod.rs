@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::config::EndpointKind;
 use crate::service::listener::{Listener, RawTranscoder, SocketIoTranscoder, Transcoder};
 use crate::service::path_filter::PathFilter;
-use crate::service::session::{SessionId, SessionKey};
+use crate::service::session::SessionKey;
 use crossbeam_queue::SegQueue;
 use stats::ShardStats;
 use std::io;
@@ -105,12 +105,7 @@ pub enum Command {
         entries: Vec<crate::cluster::wire::UserPresence>,
     },
     /// A session was terminated: refuse it, close its sockets.
-    Revoke {
-        id: SessionId,
-        context: u32,
-        user: u32,
-        expires_at: u64,
-    },
+    Revoke(crate::cluster::wire::Revocation),
     /// New cascade and limits.
     Reload(Arc<upgrade::UpgradePolicy>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and
@@ -182,6 +177,20 @@ impl Shared {
     /// The core that owns a user's sockets.
     pub fn owner_of(&self, context: u32, user: u32) -> usize {
         upgrade::owner_core(upgrade::user_key(context, user), self.cores)
+    }
+
+    /// `items` grouped by the core that owns their `(context, user)`, one list per core.
+    pub fn by_owner<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> (u32, u32),
+    ) -> Vec<Vec<T>> {
+        let mut per_core: Vec<Vec<T>> = (0..self.cores).map(|_| Vec::new()).collect();
+        for item in items {
+            let (context, user) = key(&item);
+            per_core[self.owner_of(context, user)].push(item);
+        }
+        per_core
     }
 
     /// Queue a command for shard `core` and wake it.

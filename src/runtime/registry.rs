@@ -6,10 +6,11 @@ use super::stats::ShardStats;
 use super::{
     AttributeError, Command, PushJob, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE,
 };
+use crate::cluster::wire::Revocation;
 use crate::config::EndpointKind;
 use crate::protocol::{MessageKind, WsConnection};
 use crate::service::listener::SocketInfo;
-use crate::service::session::{unix_now, SessionId};
+use crate::service::session::unix_now;
 
 /// Close codes of session ends (private-use range, documented in the README).
 pub const CLOSE_SESSION_TERMINATED: u16 = 4001;
@@ -171,7 +172,13 @@ impl Shard {
     }
 
     /// A session ended (terminated): refuse it from now on, close its sockets here.
-    fn revoke(&mut self, id: SessionId, context: u32, user: u32, expires_at: u64) {
+    fn revoke(&mut self, r: Revocation) {
+        let Revocation {
+            id,
+            context,
+            user,
+            expires_at,
+        } = r;
         self.revoked.insert(id, expires_at);
         let Some(slots) = self.users.get(&(context, user)) else {
             return;
@@ -267,12 +274,7 @@ impl Shard {
             Command::PeerUp { node } => self.peer_up(node),
             Command::PeerDown { node } => self.peer_down(node),
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
-            Command::Revoke {
-                id,
-                context,
-                user,
-                expires_at,
-            } => self.revoke(id, context, user, expires_at),
+            Command::Revoke(r) => self.revoke(r),
             Command::SetAttribute {
                 socket,
                 key,

@@ -76,16 +76,21 @@ impl Shard {
     /// Queue a push for every other node that holds matching sockets of its user; returns
     /// the number of nodes.
     pub(super) fn route_remote(&mut self, job: &PushJob) -> u64 {
+        // Most pushes stop here (no cluster, or no other node holds the user): nothing else
+        // is read for them, not even the clock.
+        let nodes = match self.remote.as_deref() {
+            Some(r) => r.directory.nodes_for(job.context, job.user, &job.filter) & r.up,
+            None => 0,
+        };
+        if nodes == 0 {
+            return 0;
+        }
         let settings = self.remote_settings();
         let now = sys::monotonic_ms();
         let stats = &self.shared.stats[self.id];
         let Some(r) = self.remote.as_deref_mut() else {
             return 0;
         };
-        let nodes = r.directory.nodes_for(job.context, job.user, &job.filter) & r.up;
-        if nodes == 0 {
-            return 0;
-        }
         let wait = job.coalesce && settings.delay_ms > 0;
         let mut reached = 0;
         for (i, n) in r.nodes.iter_mut().enumerate() {

@@ -550,12 +550,17 @@ impl Shard {
         }
         c.state = ConnState::Responding;
         c.flags &= !flag::KEEP_ALIVE;
-        let retry_after = r.retry_after_secs().map(|s| s.to_string());
-        let mut headers = r.headers().to_vec();
-        if let Some(secs) = &retry_after {
-            headers.push(("Retry-After", secs));
-        }
-        handshake::write_http_response(&mut c.out, r.status(), &headers, r.reason());
+        // A refusal with a Retry-After has no other extra header.
+        let secs = r.retry_after_secs().map(|s| s.to_string());
+        let retry_after;
+        let headers = match &secs {
+            Some(s) => {
+                retry_after = [("Retry-After", s.as_str())];
+                &retry_after[..]
+            }
+            None => r.headers(),
+        };
+        handshake::write_http_response(&mut c.out, r.status(), headers, r.reason());
         c.flags |= flag::CLOSE_AFTER_FLUSH;
         self.mark_dirty(slot);
         let at = self.wheel.now() + self.ticks(LINGER_MS);

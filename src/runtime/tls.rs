@@ -8,28 +8,22 @@
 //! Certificates are read when the configuration is loaded or reloaded: new connections use
 //! the newest, open ones keep the session they negotiated.
 use super::conn::{flag, Conn};
+use crate::cluster::tls::{pem_certs, pem_key, provider};
 use crate::config::TlsConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 /// Read the certificate chain and key; the server offers ALPN `http/1.1`, TLS 1.2 and 1.3.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
-    let chain = CertificateDer::pem_file_iter(&cfg.cert)
-        .map_err(|e| format!("tls.cert {}: {e}", cfg.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.cert {}: {e}", cfg.cert.display()))?;
+    let chain = pem_certs(&cfg.cert).map_err(|e| format!("tls.cert {e}"))?;
     if chain.is_empty() {
         return Err(format!(
             "tls.cert {}: no PEM certificate in the file",
             cfg.cert.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key)
-        .map_err(|e| format!("tls.key {}: {e}", cfg.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let key = pem_key(&cfg.key).map_err(|e| format!("tls.key {e}"))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
@@ -104,17 +98,15 @@ impl Conn {
     /// a connection closing after this flush also says close_notify. Returns false if there
     /// is nothing to send.
     pub(super) fn seal(&mut self) -> bool {
-        let Some(tls) = self.tls.as_deref_mut() else {
-            return !self.out.is_empty();
-        };
+        let tls = self.tls.as_deref_mut().expect("seal: a TLS connection");
         if !self.out.is_empty() {
             // The connection's buffer limit is lifted at accept (the outbound limit is enforced
-            // on `out` before this), so the whole turn is taken.
-            if let Err(e) = tls.writer().write_all(&self.out) {
+            // on `out` before this), so the whole turn is taken. The buffer is released, as on
+            // the plain path, so an idle socket does not keep its largest turn's capacity.
+            if let Err(e) = tls.writer().write_all(&std::mem::take(&mut self.out)) {
                 tracing::warn!("TLS output refused: {e}; closing");
                 self.flags |= flag::CLOSE_AFTER_FLUSH;
             }
-            self.out.clear();
         }
         if self.flags & flag::CLOSE_AFTER_FLUSH != 0 {
             tls.send_close_notify();

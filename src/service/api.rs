@@ -40,10 +40,7 @@ impl Service {
     /// Many pushes at once: grouped by owning core, one command per core.
     pub async fn send_batch(&self, jobs: Vec<PushJob>) -> PushCounts {
         let shared = &self.shared;
-        let mut per_core: Vec<Vec<PushJob>> = (0..shared.cores).map(|_| Vec::new()).collect();
-        for job in jobs {
-            per_core[shared.owner_of(job.context, job.user)].push(job);
-        }
+        let per_core = shared.by_owner(jobs, |j| (j.context, j.user));
         let mut replies = Vec::new();
         for (core, jobs) in per_core.into_iter().enumerate() {
             if jobs.is_empty() {
@@ -100,24 +97,17 @@ impl Service {
     /// every node (nodes that are down hear of it when their link comes back).
     pub fn terminate(&self, session_id: &str) -> Result<(), SessionError> {
         let (id, session) = self.key.parse(session_id)?;
+        let r = Revocation {
+            id,
+            context: session.context,
+            user: session.user,
+            expires_at: session.expires_at,
+        };
         if let Some(c) = &self.shared.cluster {
-            c.revoke(Revocation {
-                id,
-                context: session.context,
-                user: session.user,
-                expires_at: session.expires_at,
-            });
+            c.revoke(r);
         }
         for core in 0..self.shared.cores {
-            self.shared.send(
-                core,
-                Command::Revoke {
-                    id,
-                    context: session.context,
-                    user: session.user,
-                    expires_at: session.expires_at,
-                },
-            );
+            self.shared.send(core, Command::Revoke(r));
         }
         Ok(())
     }

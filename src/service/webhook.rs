@@ -231,7 +231,7 @@ impl Event {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate_utf8(s: &str, max: usize) -> (&str, bool) {
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> (&str, bool) {
     if s.len() <= max {
         return (s, false);
     }

@@ -10,10 +10,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { startSocketIoServer } from './server.mjs';
+import { startPageServer, startSocketIoServer } from './server.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const STEP = 10_000;
@@ -51,39 +50,16 @@ function within(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
 }
 
-/** The page and the client script on their own 127.0.0.1 port (another origin than ringwire). */
-async function startPageServer() {
-  const js = readFileSync(CLIENT_JS);
-  const srv = createServer((req, res) => {
-    const path = new URL(req.url, 'http://x').pathname;
-    if (path === '/') {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
-      res.end(PAGE);
-    } else if (path === '/socket.io.min.js') {
-      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
-      res.end(js);
-    } else if (path === '/favicon.ico') {
-      res.writeHead(204);
-      res.end();
-    } else {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('not found');
-    }
-  });
-  await new Promise((res) => srv.listen(0, '127.0.0.1', res));
-  return {
-    origin: `http://127.0.0.1:${srv.address().port}`,
-    close: () => new Promise((res) => { srv.closeAllConnections?.(); srv.close(res); }),
-  };
-}
-
 test('Chromium: cross-origin page, cookie + withCredentials, polling then websocket, receives a push', { timeout: 90_000 }, async (t) => {
   if (!existsSync(CHROMIUM)) {
     t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
     return;
   }
   const { chromium } = await import('playwright-core');
-  const pageServer = await startPageServer();
+  const pageServer = await startPageServer({
+    '/': ['text/html; charset=utf-8', PAGE],
+    '/socket.io.min.js': ['text/javascript; charset=utf-8', readFileSync(CLIENT_JS)],
+  });
   let server = null;
   let browser = null;
   let passed = false; // the body ran to its end: only then may the finally block fail the test

@@ -3,6 +3,8 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -335,5 +337,35 @@ export async function startTinyproxy(connectPorts) {
     log: () => log,
     connects: (p) => log.split(`CONNECT 127.0.0.1:${p}`).length - 1,
     stop,
+  };
+}
+
+/**
+ * A static page server on 127.0.0.1 (a free port) for the browser tests: `files` maps a path
+ * to [content type, body]; `/favicon.ico` is 204, anything else 404. With `tls` ({ cert, key }
+ * PEM contents) it speaks https. Returns { port, origin, close() }.
+ */
+export async function startPageServer(files, tls = null) {
+  const handler = (req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    const file = files[path];
+    if (file) {
+      res.writeHead(200, { 'Content-Type': file[0], 'Cache-Control': 'no-store' });
+      res.end(file[1]);
+    } else if (path === '/favicon.ico') {
+      res.writeHead(204);
+      res.end();
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found');
+    }
+  };
+  const srv = tls ? createHttpsServer(tls, handler) : createHttpServer(handler);
+  await new Promise((res) => srv.listen(0, '127.0.0.1', res));
+  const port = srv.address().port;
+  return {
+    port,
+    origin: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    close: () => new Promise((res) => { srv.closeAllConnections?.(); srv.close(res); }),
   };
 }

@@ -14,9 +14,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:https';
 import WebSocket from 'ws';
-import { TINYPROXY, makeTestCerts, spkiSha256, startPushServer, startTinyproxy } from './server.mjs';
+import { TINYPROXY, makeTestCerts, spkiSha256, startPageServer, startPushServer, startTinyproxy } from './server.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const STEP = 10_000;
@@ -143,30 +142,6 @@ test('ws client over wss: push and echo with the test CA; an untrusting client f
   }
 });
 
-/** The page on https://127.0.0.1:<port>/ with the test certificate. */
-async function startPageServer(certs) {
-  const srv = createServer({ cert: readFileSync(certs.cert()), key: readFileSync(certs.key()) }, (req, res) => {
-    const path = new URL(req.url, 'https://x').pathname;
-    if (path === '/') {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
-      res.end(PAGE);
-    } else if (path === '/favicon.ico') {
-      res.writeHead(204);
-      res.end();
-    } else {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('not found');
-    }
-  });
-  await new Promise((res) => srv.listen(0, '127.0.0.1', res));
-  const port = srv.address().port;
-  return {
-    port,
-    origin: `https://127.0.0.1:${port}`,
-    close: () => new Promise((res) => { srv.closeAllConnections?.(); srv.close(res); }),
-  };
-}
-
 /**
  * Chromium opens the page, the page a wss:// socket to ringwire; a push arrives, an echo-less
  * raw endpoint still accepts a client message (the socket stays open). proxyFor(pagePort,
@@ -180,7 +155,10 @@ async function browserPush(t, { user, proxyFor = null }) {
   const { chromium } = await import('playwright-core');
   const certs = await makeTestCerts();
   const spki = await spkiSha256(certs.cert());
-  const pageServer = await startPageServer(certs);
+  const pageServer = await startPageServer(
+    { '/': ['text/html; charset=utf-8', PAGE] },
+    { cert: readFileSync(certs.cert()), key: readFileSync(certs.key()) },
+  );
   let server = null;
   let browser = null;
   let proxy = null;
