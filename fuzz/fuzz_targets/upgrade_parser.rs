@@ -6,8 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use ringwire::protocol::deflate::{negotiate, DeflateConfig};
 use ringwire::protocol::handshake::{
-    cookie, is_upgrade_request, parse_request, query_param, validate_upgrade, write_error_response,
-    write_switching_protocols_with_protocol, HandshakeLimits,
+    body_length, cookie, cookies, is_upgrade_request, parse_request, query_param, validate_upgrade,
+    write_error_response, write_switching_protocols_with_protocol, HandshakeLimits,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +22,19 @@ fuzz_target!(|data: &[u8]| {
             let _ = is_upgrade_request(&req);
             let _ = query_param(req.query, "token");
             let _ = cookie(&req, "session");
+            assert_eq!(cookies(&req, "session").next(), cookie(&req, "session"));
+            match body_length(&req) {
+                // A length is only ever what every Content-Length value said.
+                Ok(n) => assert!(
+                    n == 0 && req.headers.get("content-length").is_none()
+                        || req.headers.get("content-length").is_some()
+                ),
+                Err(e) => {
+                    assert!(e.is_handshake() && e.http_status() == 400);
+                    write_error_response(&mut out, &e);
+                    out.clear();
+                }
+            }
             match validate_upgrade(&req) {
                 Ok(up) => {
                     assert_eq!(up.key.len(), 24);

@@ -34,6 +34,14 @@ pub enum ProtocolError {
     /// The upgrade request carries a body (`Content-Length` > 0 or
     /// `Transfer-Encoding`).
     UnexpectedBody,
+    /// A `Content-Length` that is not 1*DIGIT (a sign, spaces inside, a list of
+    /// different values, too many digits), or several that differ (RFC 9112 6.3):
+    /// answered 400 and the connection closed, as nginx and hyper do, so that no proxy
+    /// in front can read the body's end elsewhere (request smuggling).
+    InvalidContentLength,
+    /// A request with `Transfer-Encoding` (chunked bodies are not accepted; with a
+    /// `Content-Length` too it is a smuggling attempt, RFC 9112 6.1).
+    TransferEncodingNotAccepted,
 
     // ---- framing (RFC 6455 / RFC 7692) ----
     /// A client frame was not masked.
@@ -100,6 +108,8 @@ impl ProtocolError {
                 | UnsupportedWebSocketVersion
                 | InvalidKey
                 | UnexpectedBody
+                | InvalidContentLength
+                | TransferEncodingNotAccepted
         )
     }
 
@@ -142,6 +152,8 @@ impl ProtocolError {
             UnsupportedWebSocketVersion => "unsupported Sec-WebSocket-Version, expected 13",
             InvalidKey => "missing or invalid Sec-WebSocket-Key",
             UnexpectedBody => "upgrade request must not have a body",
+            InvalidContentLength => "invalid or conflicting Content-Length",
+            TransferEncodingNotAccepted => "Transfer-Encoding is not accepted, send Content-Length",
             UnmaskedFrame => "client frame not masked",
             ReservedBits => "reserved bits set",
             ReservedOpcode => "reserved opcode",
@@ -209,6 +221,8 @@ mod tests {
             ExpectedContinuation,
             UnexpectedContinuation,
             MethodNotAllowed,
+            InvalidContentLength,
+            TransferEncodingNotAccepted,
         ] {
             assert!(e.reason().len() <= 123 && e.reason().is_ascii());
         }

@@ -133,6 +133,42 @@ pub fn parse_request<'a>(
     }))
 }
 
+/// The length of the request's body, framed as RFC 9112 6.3 says and as nginx and hyper
+/// enforce it: no `Transfer-Encoding` (chunked request bodies are not accepted), and every
+/// `Content-Length` value (repeated headers and comma lists alike) exactly 1*DIGIT and equal
+/// to the others. Anything else is an error the caller answers with 400 and a closed
+/// connection: a proxy in front that read the framing differently would otherwise take the
+/// rest of this request as the start of the next one (request smuggling).
+pub fn body_length(req: &Request) -> Result<u64, ProtocolError> {
+    if req.headers.get("transfer-encoding").is_some() {
+        return Err(ProtocolError::TransferEncodingNotAccepted);
+    }
+    let mut length = None;
+    for value in req.headers.all("content-length") {
+        for item in value.split(|&b| b == b',') {
+            let n = parse_decimal(item.trim_ascii()).ok_or(ProtocolError::InvalidContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ProtocolError::InvalidContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.unwrap_or(0))
+}
+
+/// 1*DIGIT as a u64: no sign, no spaces, no empty string, no overflow.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
 /// What a valid RFC 6455 upgrade request carries (borrowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upgrade<'a> {
@@ -183,11 +219,8 @@ pub fn validate_upgrade<'a>(req: &Request<'a>) -> Result<Upgrade<'a>, ProtocolEr
     if req.headers.get("transfer-encoding").is_some() {
         return Err(ProtocolError::UnexpectedBody);
     }
-    for cl in req.headers.all("content-length") {
-        let cl = cl.trim_ascii();
-        if cl.is_empty() || !cl.iter().all(|&b| b == b'0') {
-            return Err(ProtocolError::UnexpectedBody);
-        }
+    if body_length(req)? != 0 {
+        return Err(ProtocolError::UnexpectedBody);
     }
     if !is_upgrade_request(req) || !header_has_token(req, "connection", "upgrade") {
         return Err(ProtocolError::NotAnUpgrade);
@@ -382,11 +415,23 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 /// Value of cookie `name` from all `Cookie` headers (raw; surrounding
 /// double quotes removed).
 pub fn cookie<'a>(req: &Request<'a>, name: &str) -> Option<&'a str> {
+    cookies(req, name).next()
+}
+
+/// Every value of the cookie `name`, in the order the request carries them.
+///
+/// A browser sends every cookie whose Path and Domain match, the longer Path first
+/// (RFC 6265 5.4), so a stale cookie of the same name set for a deeper path can come
+/// before the valid one: a check must accept when any of them matches.
+pub fn cookies<'r, 'a: 'r>(
+    req: &'r Request<'a>,
+    name: &'r str,
+) -> impl Iterator<Item = &'a str> + 'r {
     req.headers
         .all("cookie")
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
+        .filter_map(move |kv| {
             let (k, v) = kv.split_once('=')?;
             (trim_ows(k) == name).then(|| {
                 let v = trim_ows(v);

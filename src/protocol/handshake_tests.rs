@@ -252,3 +252,59 @@ fn responses() {
     assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
     assert!(!s.contains("Injected") && s.contains("X-Ok: 1\r\n"));
 }
+
+#[test]
+fn body_length_follows_rfc_9112() {
+    let req_with =
+        |headers: &str| format!("POST /p HTTP/1.1\r\nHost: h\r\n{headers}\r\n").into_bytes();
+    let len = |headers: &str| {
+        let buf = req_with(headers);
+        let req = parse(&buf).unwrap().unwrap();
+        body_length(&req)
+    };
+    assert_eq!(len(""), Ok(0));
+    assert_eq!(len("Content-Length: 0\r\n"), Ok(0));
+    assert_eq!(len("Content-Length: 42\r\n"), Ok(42));
+    assert_eq!(len("Content-Length: 007\r\n"), Ok(7));
+    // Identical repeats are one length (RFC 9110 8.6), as a list or as headers.
+    assert_eq!(len("Content-Length: 5, 5\r\n"), Ok(5));
+    assert_eq!(len("Content-Length: 5\r\nContent-Length: 5\r\n"), Ok(5));
+    assert_eq!(
+        len(&format!("Content-Length: {}\r\n", u64::MAX)),
+        Ok(u64::MAX)
+    );
+    use ProtocolError::{InvalidContentLength as Bad, TransferEncodingNotAccepted as Te};
+    for h in [
+        "Content-Length: 2\r\nContent-Length: 40\r\n",
+        "Content-Length: 2, 40\r\n",
+        "Content-Length: +2\r\n",
+        "Content-Length: -0\r\n",
+        "Content-Length: 0x2\r\n",
+        "Content-Length: 2 2\r\n",
+        "Content-Length: 2,\r\n",
+        "Content-Length: \r\n",
+        "Content-Length: 18446744073709551616\r\n",
+    ] {
+        assert_eq!(len(h), Err(Bad), "{h:?}");
+    }
+    assert_eq!(len("Transfer-Encoding: chunked\r\n"), Err(Te));
+    assert_eq!(
+        len("Transfer-Encoding: chunked\r\nContent-Length: 2\r\n"),
+        Err(Te)
+    );
+    assert_eq!(Bad.http_status(), 400);
+    assert_eq!(Te.http_status(), 400);
+}
+
+#[test]
+fn every_same_named_cookie_in_order() {
+    let buf =
+        b"GET / HTTP/1.1\r\nHost: h\r\nCookie: s=stale; a=1; s=\"good\"\r\nCookie: s=third\r\n\r\n";
+    let req = parse(buf).unwrap().unwrap();
+    assert_eq!(
+        cookies(&req, "s").collect::<Vec<_>>(),
+        ["stale", "good", "third"]
+    );
+    assert_eq!(cookie(&req, "s"), Some("stale"));
+    assert_eq!(cookies(&req, "none").count(), 0);
+}

@@ -10,7 +10,9 @@ pub enum ConnState {
     Free,
     /// Reading an HTTP request (an upgrade, or a long-polling request with its body). The
     /// buffer is used only when the request arrives in several reads. `reused`: an idle
-    /// keep-alive connection between two polling requests (its timeout closes it silently).
+    /// keep-alive connection between two polling requests that has received no byte of the
+    /// next one yet (its timeout closes it silently); the first byte clears it and starts
+    /// the handshake deadline a new connection gets.
     Handshake { head: Vec<u8>, reused: bool },
     /// Being moved to the core that owns it; the record is owned by the in-flight MSG_RING.
     Moving { record: usize },

@@ -331,11 +331,14 @@ impl Shard {
         c.last_rx = now as u32;
         c.state = state;
         self.in_use += 1;
-        self.shared.connections.fetch_add(1, Relaxed);
     }
 
     pub(super) fn on_new_conn(&mut self, slot: u32) {
         ShardStats::inc(&self.stats().accepted);
+        // The node-wide count follows the connection, not the slot: counted once here, once
+        // down when it finally closes, never on a move between cores (a moved connection
+        // counted on both cores for a moment refused the last one under the limit).
+        self.shared.connections.fetch_add(1, Relaxed);
         self.take_slot(
             slot,
             ConnState::Handshake {
@@ -466,14 +469,22 @@ impl Shard {
             }
             return;
         }
+        // The first bytes of a follow-up request on a keep-alive connection: until now the
+        // connection was idle (bounded by the keep-alive timer); from here its request head
+        // gets the same deadline as a new connection's.
+        let mut follow_up_started = false;
         let decision = {
             let data = match &plain {
                 Some(p) => &p[..],
                 None => self.bufs.get(bid, res as usize),
             };
-            let ConnState::Handshake { head, .. } = &mut self.conns[slot as usize].state else {
+            let ConnState::Handshake { head, reused } = &mut self.conns[slot as usize].state else {
                 unreachable!()
             };
+            if *reused && head.is_empty() {
+                *reused = false;
+                follow_up_started = true;
+            }
             let check = SessionCheck {
                 key: &self.shared.session_key,
                 now: unix_now(),
@@ -501,7 +512,13 @@ impl Shard {
             self.give_back_plain(p);
         }
         match decision {
-            Decision::NeedMore => self.arm_recv_handshake(slot),
+            Decision::NeedMore => {
+                if follow_up_started {
+                    let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+                    self.schedule(slot, at);
+                }
+                self.arm_recv_handshake(slot)
+            }
             Decision::Refuse(r) => self.refuse(slot, r),
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
             Decision::Poll(plan) => {
@@ -1076,13 +1093,15 @@ impl Shard {
     fn on_closed(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         c.inflight -= 1;
+        if !c.has(flag::MOVED) {
+            self.shared.connections.fetch_sub(1, Relaxed);
+        }
         c.state = ConnState::Free;
         c.flags = 0;
         c.sending = Vec::new();
         c.out = Vec::new();
         c.tls = None;
         self.in_use -= 1;
-        self.shared.connections.fetch_sub(1, Relaxed);
         self.arm_accept();
     }
 
@@ -1126,9 +1145,7 @@ impl Shard {
         let c = &mut self.conns[slot as usize];
         match &c.state {
             // An idle keep-alive connection between two requests is just closed.
-            ConnState::Handshake { head, reused: true } if head.is_empty() => {
-                self.begin_close(slot)
-            }
+            ConnState::Handshake { reused: true, .. } => self.begin_close(slot),
             ConnState::Handshake { .. } => self.refuse(slot, Refusal::HandshakeTimeout),
             ConnState::Polling { .. } => self.poll_session_timer(slot),
             ConnState::PollWait { .. } => self.poll_wait_timeout(slot),

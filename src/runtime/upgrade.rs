@@ -6,6 +6,7 @@ use crate::config::{Config, EndpointAuth, EndpointKind};
 use crate::protocol::deflate::{self, DeflateConfig};
 use crate::protocol::engineio::EioVersion;
 use crate::protocol::handshake::{self, HandshakeLimits, Request};
+use crate::protocol::ProtocolError;
 use crate::service::cascade::Cascade;
 use crate::service::session::{SessionId, SessionKey, SocketAuth};
 use std::collections::HashMap;
@@ -160,10 +161,10 @@ impl UpgradePolicy {
             return Ok(None);
         }
         let id = handshake::query_param(req.query, "session").ok_or(Refusal::MissingSession)?;
-        let secret = handshake::cookie(req, &self.config.security.cookie_name);
+        let secrets = handshake::cookies(req, &self.config.security.cookie_name);
         let (id, s) = sessions
             .key
-            .verify(id, secret, sessions.now, |id| {
+            .verify(id, secrets, sessions.now, |id| {
                 sessions.revoked.contains_key(id)
             })
             .map_err(Refusal::Session)?;
@@ -214,23 +215,27 @@ impl UpgradePolicy {
             Ok(None) => return Decision::Refuse(Refusal::MissingSession),
             Err(r) => return Decision::Refuse(r),
         };
+        // One framing rule for every request (RFC 9112 6.3): a bad or conflicting length is
+        // refused before anything is read as a body, and the refusal closes the connection.
+        let body_len = match handshake::body_length(req) {
+            Ok(n) => n,
+            Err(e) => return Decision::Refuse(Refusal::Protocol(e)),
+        };
         let body_len = match method {
+            // A GET has no body; one that announces a body is refused, never skipped (its
+            // bytes would be read as the next request on a keep-alive connection).
+            PollMethod::Get if body_len != 0 => {
+                return Decision::Refuse(Refusal::Protocol(ProtocolError::UnexpectedBody))
+            }
             PollMethod::Get => 0,
             PollMethod::Post => {
-                if req.headers.get("transfer-encoding").is_some() {
+                if req.headers.get("content-length").is_none() {
                     return Decision::Refuse(Refusal::EioBadRequest);
                 }
-                let Some(len) = req
-                    .headers
-                    .get_str("content-length")
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                else {
-                    return Decision::Refuse(Refusal::EioBadRequest);
-                };
-                if len > self.config.socketio.max_http_body_bytes {
-                    return Decision::Refuse(Refusal::PayloadTooLarge);
+                match usize::try_from(body_len) {
+                    Ok(len) if len <= self.config.socketio.max_http_body_bytes => len,
+                    _ => return Decision::Refuse(Refusal::PayloadTooLarge),
                 }
-                len
             }
         };
         let end = req.head_len + body_len;

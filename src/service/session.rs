@@ -168,10 +168,14 @@ impl SessionKey {
 
     /// Full check at upgrade time: signature, expiry at `now` (unix seconds), revocation, and the
     /// presented secret (constant-time).
-    pub fn verify(
+    ///
+    /// `secrets` are every secret the client presented (a browser may send several cookies
+    /// of the same name, a stale one first): the session passes when any of them matches.
+    /// Each is compared in constant time, and all of them are compared.
+    pub fn verify<S: AsRef<[u8]>>(
         &self,
         id_text: &str,
-        secret: Option<&str>,
+        secrets: impl IntoIterator<Item = S>,
         now: u64,
         is_revoked: impl FnOnce(&SessionId) -> bool,
     ) -> Result<(SessionId, Session), SessionError> {
@@ -183,8 +187,11 @@ impl SessionKey {
             return Err(SessionError::Revoked);
         }
         let want = self.secret_for(&id);
-        let got = secret.unwrap_or("");
-        if !bool::from(want.as_bytes().ct_eq(got.as_bytes())) {
+        let mut matched = subtle::Choice::from(0);
+        for got in secrets {
+            matched |= want.as_bytes().ct_eq(got.as_ref());
+        }
+        if !bool::from(matched) {
             return Err(SessionError::WrongSecret);
         }
         Ok((id, session))
@@ -201,6 +208,24 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_presented_secret_may_match() {
+        let k = SessionKey::random();
+        let (id, secret) = k.mint(7, 42, 2_000);
+        let text = id.to_text();
+        for order in [["stale", secret.as_str()], [secret.as_str(), "stale"]] {
+            assert!(k.verify(&text, order, 1, |_| false).is_ok());
+        }
+        assert_eq!(
+            k.verify(&text, ["stale", "older"], 1, |_| false).err(),
+            Some(SessionError::WrongSecret)
+        );
+        assert_eq!(
+            k.verify(&text, [""; 0], 1, |_| false).err(),
+            Some(SessionError::WrongSecret)
+        );
+    }
 
     #[test]
     fn mint_and_verify() {
@@ -235,7 +260,7 @@ mod tests {
             Err(SessionError::WrongSecret)
         );
         assert_eq!(
-            k.verify(&text, None, 1, |_| false),
+            k.verify(&text, None::<&str>, 1, |_| false),
             Err(SessionError::WrongSecret)
         );
         // Another key (another cluster) does not accept it.
