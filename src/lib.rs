@@ -6,6 +6,10 @@
 //! - [`config`]: the TOML configuration and the documented [`config::Limits`].
 //! - [`runtime`]: the data plane: one pinned thread and one io_uring per core.
 //! - [`doctor`]: host checks for a target connection count (`ringwire doctor`).
+//!
+//! Unsafe code lives in the engine ([`runtime`]: io_uring submissions, MSG_RING records) and
+//! in [`doctor`]'s `getrlimit` probe, each block with a `// SAFETY:` note;
+//! `protocol`, `config`, `service`, `cluster` and `admin` forbid it.
 pub mod admin;
 pub mod cluster;
 pub mod config;

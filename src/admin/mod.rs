@@ -1,5 +1,6 @@
 //! The admin HTTP API (control plane: its own listener and thread, never a data-plane core).
 //! JSON in and out; bearer-token auth on everything but `/healthz` and `/readyz`.
+#![forbid(unsafe_code)]
 mod metrics;
 mod service_api;
 

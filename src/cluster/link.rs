@@ -6,12 +6,12 @@
 //! again before the old connection timed out) stops. When a link becomes current, every core
 //! forgets what that peer held (`PeerUp`) and queues its whole presence for it; the peer does
 //! the same, so the directories re-sync after any outage.
-use super::wire::{self, Frame, Revocation};
+use super::wire::{self, Frame};
 use super::{tls, Bells, ClusterState, Outbound};
 use crate::config::ClusterConfig;
 use crate::runtime::{Command, PushJob, Shared};
 use crate::service::path_filter::PathFilter;
-use crate::service::session::{unix_now, SessionId};
+use crate::service::session::{unix_now, Revocation, SessionId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

@@ -14,6 +14,7 @@
 //! - **Data plane ↔ link:** cores never lock. They push batches into bounded
 //!   `crossbeam` `ArrayQueue`s and ring a doorbell (`try_send` on a one-slot channel); the link
 //!   thread sends the cores commands through their own lock-free inboxes.
+#![forbid(unsafe_code)]
 pub mod certs;
 pub mod coalesce;
 pub mod directory;
@@ -22,12 +23,13 @@ pub(crate) mod tls;
 pub mod wire;
 
 use crate::config::ClusterConfig;
+use crate::service::session::Revocation;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use wire::{RemotePush, Revocation, UserPresence};
+use wire::{RemotePush, UserPresence};
 
 pub use link::Cluster;
 

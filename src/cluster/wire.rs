@@ -13,7 +13,7 @@
 //!
 //! A presence entry is absolute (the sender's whole count for that user, per socket path; no
 //! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
-use crate::service::session::SessionId;
+use crate::service::session::{Revocation, SessionId};
 use std::sync::Arc;
 
 pub const VERSION: u8 = 1;
@@ -38,14 +38,6 @@ pub struct RemotePush {
     pub user: u32,
     pub filter: Box<str>,
     pub text: Arc<str>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Revocation {
-    pub id: SessionId,
-    pub context: u32,
-    pub user: u32,
-    pub expires_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +74,7 @@ impl std::fmt::Display for WireError {
 
 fn put_str16(out: &mut Vec<u8>, s: &str) {
     // Callers bound these (filters 1 KiB, paths and ids short); cut at a char boundary if not.
-    let (s, _) = crate::service::webhook::truncate_utf8(s, u16::MAX as usize);
+    let (s, _) = crate::protocol::utf8::truncate_utf8(s, u16::MAX as usize);
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
 }

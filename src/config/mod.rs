@@ -2,6 +2,7 @@
 //!
 //! Every key, its default and the reason for the default is documented here and in
 //! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
+#![forbid(unsafe_code)]
 mod limits;
 
 pub use crate::service::cascade::WebsocketsConfig;

@@ -21,7 +21,9 @@
 //!
 //! No function here panics or allocates without bound on network input:
 //! every buffer is capped by [`WsLimits`] or
-//! [`handshake::HandshakeLimits`].
+//! [`handshake::HandshakeLimits`]. Unsafe code is forbidden here: it lives only in the
+//! engine ([`crate::runtime`]), each block with a `// SAFETY:` note.
+#![forbid(unsafe_code)]
 
 pub mod connection;
 pub mod deflate;

@@ -97,9 +97,30 @@ impl Utf8Validator {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary, and
+/// whether anything was cut.
+pub fn truncate_utf8(s: &str, max: usize) -> (&str, bool) {
+    if s.len() <= max {
+        return (s, false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate_utf8("abc", 3), ("abc", false));
+        assert_eq!(truncate_utf8("abcd", 3), ("abc", true));
+        assert_eq!(truncate_utf8("aé", 2), ("a", true));
+        assert_eq!(truncate_utf8("€", 0), ("", true));
+    }
 
     fn check_all_splits(bytes: &[u8]) {
         let expect = str::from_utf8(bytes).is_ok();

@@ -105,7 +105,7 @@ pub enum Command {
         entries: Vec<crate::cluster::wire::UserPresence>,
     },
     /// A session was terminated: refuse it, close its sockets.
-    Revoke(crate::cluster::wire::Revocation),
+    Revoke(crate::service::session::Revocation),
     /// New cascade and limits.
     Reload(Arc<upgrade::UpgradePolicy>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and

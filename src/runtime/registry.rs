@@ -6,11 +6,11 @@ use super::stats::ShardStats;
 use super::{
     AttributeError, Command, PushJob, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE,
 };
-use crate::cluster::wire::Revocation;
 use crate::config::EndpointKind;
 use crate::protocol::{MessageKind, WsConnection};
 use crate::service::listener::SocketInfo;
 use crate::service::session::unix_now;
+use crate::service::session::Revocation;
 
 /// Close codes of session ends (private-use range, documented in the README).
 pub const CLOSE_SESSION_TERMINATED: u16 = 4001;

@@ -1,11 +1,10 @@
 //! The service as a Rust API for embedding applications (the admin API is a thin JSON layer
 //! over it): reach a user's sockets wherever on this node's cores they live.
-use crate::cluster::wire::Revocation;
 use crate::runtime::{
     socket_id_parts, AttributeError, Command, Counts, PushCounts, PushJob, Shared,
 };
 use crate::service::path_filter::PathFilter;
-use crate::service::session::{SessionError, SessionKey};
+use crate::service::session::{Revocation, SessionError, SessionKey};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 

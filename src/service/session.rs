@@ -198,6 +198,16 @@ impl SessionKey {
     }
 }
 
+/// A terminated session: refused from now on, its sockets closed, on every core and every
+/// node, until it would have expired anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    pub id: SessionId,
+    pub context: u32,
+    pub user: u32,
+    pub expires_at: u64,
+}
+
 /// Unix time in seconds (control plane and upgrade checks; the protocol core reads no clock).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -230,18 +230,6 @@ impl Event {
     }
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-pub(crate) fn truncate_utf8(s: &str, max: usize) -> (&str, bool) {
-    if s.len() <= max {
-        return (s, false);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    (&s[..end], true)
-}
-
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -358,7 +346,7 @@ impl WebhookListener {
             self.dropped_queue_full.fetch_add(1, Relaxed);
             return;
         }
-        let (text, truncated) = truncate_utf8(text, self.max_text_bytes);
+        let (text, truncated) = crate::protocol::utf8::truncate_utf8(text, self.max_text_bytes);
         let len = info.endpoint.len() + info.path.len() + text.len();
         let cost = Event::cost(len);
         if self.queued_bytes.fetch_add(cost, Relaxed) + cost > self.queue_max_bytes {
@@ -692,14 +680,6 @@ mod tests {
         let c = Config::from_toml(&section).expect(&section);
         let w = c.webhook.expect("webhook section");
         assert_eq!(w, config("http://127.0.0.1:9000/events"));
-    }
-
-    #[test]
-    fn truncation_keeps_characters_whole() {
-        assert_eq!(truncate_utf8("abc", 3), ("abc", false));
-        assert_eq!(truncate_utf8("abcd", 3), ("abc", true));
-        assert_eq!(truncate_utf8("aé", 2), ("a", true));
-        assert_eq!(truncate_utf8("€", 0), ("", true));
     }
 
     fn info<'a>(auth: Option<&'a SocketAuth>) -> SocketInfo<'a> {
