@@ -7,7 +7,10 @@
 //   emit with an ack -> the ack comes with no arguments; the event reaches the webhook as a
 //   `message` whose text is the JSON array ["hello",{"a":1}]
 //   DELETE /v1/sessions/<id> -> 'disconnect'; a restart on the same port -> the client reconnects
-// Every wait is bounded; reconnection is off except in the restart test.
+//   DELETE /v1/sessions/<id> or expiry -> a DISCONNECT (41) per namespace first: the client reports
+//   'io server disconnect' and makes no reconnect attempt; a drain (SIGTERM) -> 'transport close'
+//   and the client reconnects
+// Every wait is bounded; reconnection is off except in the restart, session end and drain tests.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -846,3 +849,43 @@ test('drain (SIGTERM, drain_secs = 1): Socket.IO clients get a transport-level r
     await srv.stop();
   }
 });
+
+for (const eio of [4, 3]) {
+  test(`EIO=${eio}: a session ended while upgrading (probe answered, no GET held) hands its DISCONNECT to the upgraded websocket`, { timeout: 20_000 }, async () => {
+    const user = nextUser++;
+    const s = await mint(server, user);
+    const headers = { Cookie: s.cookie };
+    const text = { ...headers, 'Content-Type': 'text/plain;charset=UTF-8' };
+    const packets = (body) => (eio === 4 ? body.split('\x1e') : decodeV3Payload(body));
+    const h = await http(pollUrl(server, eio, s.session), { headers });
+    assert.equal(h.status, 200, `handshake: ${h.status} ${h.text}`);
+    const first = packets(h.text);
+    const { sid } = JSON.parse(first[0].slice(1));
+    let connected = first.includes('40');
+    if (eio === 4) {
+      const p = await http(pollUrl(server, eio, s.session, sid), { method: 'POST', headers: text, body: '40' });
+      assert.equal(p.status, 200, `POST 40: ${p.status} ${p.text}`);
+    }
+    for (let i = 0; i < 3 && !connected; i++) {
+      const g = await http(pollUrl(server, eio, s.session, sid), { headers });
+      assert.equal(g.status, 200, `poll: ${g.status} ${g.text}`);
+      connected = packets(g.text).some((p) => p.startsWith('40'));
+    }
+    assert.ok(connected, 'socket.io CONNECT answered over polling');
+    const q = new URLSearchParams({ EIO: String(eio), transport: 'websocket', session: s.session, sid });
+    const w = await openWs(`ws://127.0.0.1:${server.port}/socket.io/?${q}`, headers);
+    const closed = new Promise((res) => w.ws.once('close', (code) => res(code)));
+    try {
+      w.ws.send('2probe');
+      assert.equal(await w.next('3probe'), '3probe');
+      await terminate(server, s.session);
+      await sleep(100);
+      w.ws.send('5');
+      assert.equal(await w.next('DISCONNECT on the upgraded websocket'), '41');
+      assert.equal(await within(closed, STEP, 'close after the DISCONNECT'), 4001);
+      await assertCount(server, user, 0, 'after DELETE');
+    } finally {
+      w.close();
+    }
+  });
+}
