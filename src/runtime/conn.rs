@@ -2,7 +2,7 @@
 use crate::protocol::deflate::DeflateParams;
 use crate::protocol::engineio::EioVersion;
 use crate::protocol::WsConnection;
-pub use crate::service::session::SocketAuth;
+pub use crate::service::session::{SessionError, SocketAuth};
 
 /// What the connection is doing.
 pub enum ConnState {
@@ -117,11 +117,12 @@ impl Conn {
 
     /// The socket this slot is, as the service sees it: an open WebSocket or a long-polling
     /// session (endpoint index and metadata). A WebSocket that is only the transport of a
-    /// polling session is not a socket of its own.
+    /// polling session is not a socket of its own, nor is a polling session that ended and
+    /// only waits to hand its client the last packets.
     pub fn socket(&self) -> Option<(u8, &SocketMeta)> {
         match &self.state {
             ConnState::Open { endpoint, meta, .. } | ConnState::Polling { endpoint, meta } => {
-                if meta.sio.as_ref().is_some_and(|s| s.transport_of.is_some()) {
+                if meta.sio.as_ref().is_some_and(|s| s.is_not_a_socket()) {
                     return None;
                 }
                 Some((*endpoint, meta))
@@ -133,7 +134,7 @@ impl Conn {
     pub fn socket_mut(&mut self) -> Option<&mut SocketMeta> {
         match &mut self.state {
             ConnState::Open { meta, .. } | ConnState::Polling { meta, .. } => {
-                if meta.sio.as_ref().is_some_and(|s| s.transport_of.is_some()) {
+                if meta.sio.as_ref().is_some_and(|s| s.is_not_a_socket()) {
                     return None;
                 }
                 Some(meta)
@@ -198,6 +199,10 @@ pub struct PollPlan {
     pub keep_alive: bool,
     pub path: Box<str>,
     pub query: Box<str>,
+    /// The session ended (terminated or expired) after this `sid` was given out: the request
+    /// is served only by a session that waits to hand over its last packets (the Socket.IO
+    /// disconnect), else refused with this error.
+    pub ended: Option<SessionError>,
 }
 
 /// What crosses cores through MSG_RING with a connection.
@@ -233,6 +238,24 @@ pub struct SioState {
     pub ping_at: u64,
     /// A binary event or ack waiting for its attachments.
     pub partial: Option<Box<PartialBinary>>,
+    /// Polling: the session ended (terminated or expired); its last packets (Socket.IO
+    /// disconnects, then the close packet) wait in `queue` for the next GETs until `until`,
+    /// then it is freed. Its WebSocket is closed with `code`.
+    pub ending: Option<Ending>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ending {
+    pub until: u64,
+    pub code: u16,
+}
+
+impl SioState {
+    /// Not a socket of the service: a WebSocket that only carries a polling session, or a
+    /// polling session that ended.
+    pub fn is_not_a_socket(&self) -> bool {
+        self.transport_of.is_some() || self.ending.is_some()
+    }
 }
 
 /// Packets of a polling session waiting for the next GET, with their total size kept (the
@@ -256,6 +279,9 @@ impl PacketQueue {
     }
     pub fn is_empty(&self) -> bool {
         self.packets.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.packets.iter().map(|p| &**p)
     }
     /// Everything queued, in order; the queue is left empty.
     pub fn take(&mut self) -> Vec<Box<str>> {

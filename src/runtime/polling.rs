@@ -6,8 +6,9 @@
 //! (`ConnState::PollWait`) until something is sent or `socketio.polling_timeout_ms`; a POST
 //! delivers its packets and is answered `ok`. Keep-alive connections go back to reading
 //! the next request, which may belong to another user and move again.
-use super::conn::{flag, ConnState, PollMethod, PollPlan, SocketMeta};
+use super::conn::{flag, ConnState, Ending, PollMethod, PollPlan, SessionError, SocketMeta};
 use super::refusal::Refusal;
+use super::registry::{CLOSE_SESSION_EXPIRED, CLOSE_SESSION_TERMINATED};
 use super::shard::Shard;
 use super::stats::ShardStats;
 use crate::protocol::engineio::{self, Packet};
@@ -32,9 +33,30 @@ impl Shard {
             return;
         };
         let Some(session) = self.find_sid(sid, plan.auth.session) else {
-            self.refuse(slot, Refusal::EioSessionUnknown);
+            let refusal = plan
+                .ended
+                .map_or(Refusal::EioSessionUnknown, Refusal::Session);
+            self.refuse(slot, refusal);
             return;
         };
+        if let Some(e) = plan.ended {
+            if self.sio_state(session).is_some_and(|s| s.ending.is_none()) {
+                // The accepting core learnt of the end first (each core applies a revocation
+                // on its own; an expiry timer may run a tick late): end the session now, and
+                // let this request take its last packets (a held GET is superseded by it).
+                self.poll_release(session);
+                ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
+                let code = match e {
+                    SessionError::Expired => CLOSE_SESSION_EXPIRED,
+                    _ => CLOSE_SESSION_TERMINATED,
+                };
+                self.end_poll_session(session, code);
+            }
+            if self.sio_state(session).is_none_or(|s| s.ending.is_none()) {
+                self.refuse(slot, Refusal::Session(e));
+                return;
+            }
+        }
         let now = self.wheel.now();
         let Some(sio) = self.sio_state(session) else {
             return;
@@ -95,6 +117,7 @@ impl Shard {
         if !sio.queue.is_empty() {
             let queued = sio.queue.take();
             self.poll_answer(slot, &plan, queued.iter().map(|p| &**p));
+            self.ending_step(session, &queued);
             return;
         }
         sio.waiting = Some((slot, gen));
@@ -155,6 +178,7 @@ impl Shard {
             queued.push("6".into());
         }
         self.answer_held(w, wgen, queued.iter().map(|p| &**p));
+        self.ending_step(session, &queued);
     }
 
     /// Release the held GET with a noop; with none held, make the next GET return at once
@@ -353,6 +377,10 @@ impl Shard {
             return;
         };
         let Some(sio) = meta.sio.as_ref() else { return };
+        if let Some(e) = sio.ending {
+            self.schedule(v, e.until.max(now + 1));
+            return;
+        }
         let mut at = sio.last_seen + dead_after;
         if sio.eio == crate::protocol::engineio::EioVersion::V4 {
             at = at.min(sio.ping_at);
@@ -376,12 +404,21 @@ impl Shard {
         let ConnState::Polling { meta, .. } = &mut self.conns[v as usize].state else {
             return;
         };
+        if let Some(e) = meta.sio.as_ref().and_then(|s| s.ending) {
+            // Ended, and its client did not come for its last packets.
+            if now >= e.until {
+                self.close_poll_session_with(v, Vec::new(), e.code);
+            } else {
+                self.schedule_poll_session(v);
+            }
+            return;
+        }
         if meta
             .auth
             .is_some_and(|a| crate::service::session::unix_now() >= a.expires_at)
         {
             ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-            self.close_poll_session(v);
+            self.end_poll_session(v, CLOSE_SESSION_EXPIRED);
             return;
         }
         let Some(sio) = meta.sio.as_mut() else { return };
@@ -405,26 +442,108 @@ impl Shard {
 
     /// End a polling session: close packet to a held GET, close its WebSocket, unregister.
     pub(super) fn close_poll_session(&mut self, v: u32) {
-        let ConnState::Polling { meta, .. } = &mut self.conns[v as usize].state else {
+        self.close_poll_session_with(v, Vec::new(), 1000);
+    }
+
+    /// The session (login) of polling session `v` ended (close `code`: 4001 terminated, 4002
+    /// expired): its client gets the Socket.IO DISCONNECTs of its namespaces, over its
+    /// WebSocket (then the close frame), or as the answer to its held GET, else to its next
+    /// GET (or over the WebSocket it is upgrading to). Engine.IO v4: the close packet comes
+    /// with the GET after that (as socket.io does), since socket.io-client 4 handles a
+    /// DISCONNECT a tick after the payload that carried it, after a close packet in the same
+    /// payload ("transport close": it would reconnect); v3: in the same answer. Meanwhile,
+    /// for a ping timeout at most, the session is no socket any more (not counted, not
+    /// pushed to) and takes nothing from its client but its close packet (or an upgrade).
+    pub(super) fn end_poll_session(&mut self, v: u32, code: u16) {
+        let ping_timeout = self.ticks(self.policy.config.socketio.ping_timeout_ms);
+        let now = self.wheel.now();
+        let Some(sio) = self.sio_state(v) else {
+            self.close_poll_session(v);
             return;
         };
-        if let Some(sio) = meta.sio.as_mut() {
-            sio.queue.take();
-            if let Some((w, wgen, _)) = sio.ws.take() {
-                if self.conns.get(w as usize).is_some_and(|c| c.gen == wgen) {
-                    self.close_with(w, 1000, "");
-                }
-            }
+        if sio.ending.is_some() {
+            return;
         }
-        if let Some(sio) = self.sio_state(v) {
-            if let Some((w, wgen)) = sio.waiting.take() {
-                self.answer_held(w, wgen, std::iter::once("1"));
-            }
+        let farewell = sio.disconnect_packets();
+        if matches!(sio.ws, Some((_, _, true))) {
+            self.close_poll_session_with(v, farewell, code);
+            return;
         }
         self.unregister(v);
         let stats = &self.shared.stats[self.id];
         ShardStats::dec(&stats.sockets);
         ShardStats::dec(&stats.polling_sessions);
+        let Some(sio) = self.sio_state(v) else { return };
+        let v3 = sio.eio == crate::protocol::engineio::EioVersion::V3;
+        for p in farewell {
+            sio.queue.push(p);
+        }
+        if v3 || sio.queue.is_empty() {
+            // socket.io-client 2 handles a payload's packets in order: the close packet may
+            // come with the DISCONNECTs. (With no namespace joined, it is all there is.)
+            sio.queue.push("1".into());
+        }
+        sio.ending = Some(Ending {
+            until: now + ping_timeout.max(1),
+            code,
+        });
+        self.poll_release(v);
+        self.schedule_poll_session(v);
+    }
+
+    /// An ended session's packets were answered (`sent`): after its DISCONNECTs, its close
+    /// packet waits for the next GET; after the close packet, the session is gone.
+    fn ending_step(&mut self, session: u32, sent: &[Box<str>]) {
+        let Some(sio) = self.sio_state(session) else {
+            return;
+        };
+        let Some(e) = sio.ending else { return };
+        if sent.iter().any(|p| &**p == "1") {
+            self.close_poll_session_with(session, Vec::new(), e.code);
+        } else if !sio.queue.iter().any(|p| p == "1") {
+            sio.queue.push("1".into());
+        }
+    }
+
+    /// End a polling session: what is queued, then `farewell` and the close packet to a held
+    /// GET (`farewell` before the close frame `code` on its upgraded WebSocket), close its
+    /// WebSocket, unregister (unless it ended before), free the slot.
+    pub(super) fn close_poll_session_with(&mut self, v: u32, farewell: Vec<Box<str>>, code: u16) {
+        let ConnState::Polling { meta, .. } = &mut self.conns[v as usize].state else {
+            return;
+        };
+        let (ws, waiting, queued, ended) = match meta.sio.as_mut() {
+            Some(sio) => (
+                sio.ws.take(),
+                sio.waiting.take(),
+                sio.queue.take(),
+                sio.ending.is_some(),
+            ),
+            None => (None, None, Vec::new(), false),
+        };
+        if let Some((w, wgen, upgraded)) = ws {
+            if self.conns.get(w as usize).is_some_and(|c| c.gen == wgen) {
+                if upgraded {
+                    self.ws_send_final(w, &farewell);
+                }
+                let reason = match code {
+                    CLOSE_SESSION_TERMINATED => "session terminated",
+                    CLOSE_SESSION_EXPIRED => "session expired",
+                    _ => "",
+                };
+                self.close_with(w, code, reason);
+            }
+        }
+        if let Some((w, wgen)) = waiting {
+            let packets = queued.iter().chain(farewell.iter()).map(|p| &**p);
+            self.answer_held(w, wgen, packets.chain(std::iter::once("1")));
+        }
+        if !ended {
+            self.unregister(v);
+            let stats = &self.shared.stats[self.id];
+            ShardStats::dec(&stats.sockets);
+            ShardStats::dec(&stats.polling_sessions);
+        }
         let c = &mut self.conns[v as usize];
         c.state = ConnState::Free;
         c.flags = 0;

@@ -194,7 +194,7 @@ impl Shard {
             .collect();
         for slot in doomed {
             ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-            self.end_socket(slot, CLOSE_SESSION_TERMINATED, "session terminated");
+            self.end_session(slot, CLOSE_SESSION_TERMINATED, "session terminated");
         }
     }
 

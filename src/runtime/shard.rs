@@ -1155,7 +1155,7 @@ impl Shard {
             ConnState::Open { meta, .. } => {
                 if meta.auth.is_some_and(|a| unix_now() >= a.expires_at) {
                     ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-                    self.close_with(slot, CLOSE_SESSION_EXPIRED, "session expired");
+                    self.end_session(slot, CLOSE_SESSION_EXPIRED, "session expired");
                     return;
                 }
                 if now >= c.ping_at {

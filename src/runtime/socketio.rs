@@ -79,6 +79,7 @@ impl Shard {
             last_seen: self.wheel.now(),
             ping_at: self.wheel.now() + self.ticks(self.limits.ping_interval_secs * 1000),
             partial: None,
+            ending: None,
         })
     }
 
@@ -137,6 +138,15 @@ impl Shard {
     /// One Engine.IO packet from the client of `session`, received on the WebSocket `via`
     /// when that is an upgrade transport (None: on the session's own WebSocket, or polling).
     pub(super) fn sio_packet(&mut self, session: u32, via: Option<u32>, p: Packet<'_>) {
+        let ending = self.sio_state(session).and_then(|s| s.ending);
+        let upgrading = via.is_some() && matches!(p, Packet::Text(PacketType::Ping, "probe"));
+        if ending.is_some()
+            && !upgrading
+            && !matches!(p, Packet::Text(PacketType::Upgrade | PacketType::Close, _))
+        {
+            // An ended session only hands over its last packets (see `end_poll_session`).
+            return;
+        }
         match p {
             Packet::Text(PacketType::Ping, data) => {
                 if let (Some(w), "probe") = (via, data) {
@@ -165,6 +175,10 @@ impl Shard {
                 // Noops were for the polling transport only.
                 for p in queued.iter().filter(|p| p.as_ref() != "6") {
                     self.ws_send_text(w, p);
+                }
+                if let Some(e) = ending {
+                    // Those were the ended session's last packets.
+                    self.close_poll_session_with(session, Vec::new(), e.code);
                 }
             }
             Packet::Text(PacketType::Message, text) => self.sio_message(session, text),
@@ -369,8 +383,55 @@ impl Shard {
         self.end_socket(session, 1002, "malformed Socket.IO packet");
     }
 
+    /// The session (login) of socket `slot` ended: terminated (4001) or expired (4002). A
+    /// Socket.IO client is told first, as socket.io's `socket.disconnect(true)` does: a
+    /// DISCONNECT for every namespace it joined, so that it reports `io server disconnect`
+    /// and does not reconnect (it would only be refused). Then the socket ends: a WebSocket
+    /// with the close frame `code`, a polling session with its close packet.
+    pub(super) fn end_session(&mut self, slot: u32, code: u16, reason: &str) {
+        // An upgrade WebSocket speaks for its polling session.
+        let slot = match self.sio_state(slot).and_then(|s| s.transport_of) {
+            Some((v, vgen)) if self.conns.get(v as usize).is_some_and(|c| c.gen == vgen) => v,
+            Some(_) => {
+                self.close_with(slot, code, reason);
+                return;
+            }
+            None => slot,
+        };
+        match &self.conns[slot as usize].state {
+            ConnState::Open { meta, .. } => {
+                let farewell = meta
+                    .sio
+                    .as_ref()
+                    .map(|s| s.disconnect_packets())
+                    .unwrap_or_default();
+                self.ws_send_final(slot, &farewell);
+                self.close_with(slot, code, reason);
+            }
+            ConnState::Polling { .. } => self.end_poll_session(slot, code),
+            _ => {}
+        }
+    }
+
+    /// The last text frames of a WebSocket before its close frame (not subject to the
+    /// outbound limit: a few bytes that must not turn the close into a slow-consumer one).
+    pub(super) fn ws_send_final(&mut self, slot: u32, packets: &[Box<str>]) {
+        let c = &mut self.conns[slot as usize];
+        if packets.is_empty() || c.has(super::conn::flag::CLOSE_AFTER_FLUSH) {
+            return;
+        }
+        let ConnState::Open { ws, .. } = &mut c.state else {
+            return;
+        };
+        for p in packets {
+            ws.encode_message(&mut c.out, MessageKind::Text, p.as_bytes());
+        }
+        self.mark_dirty(slot);
+    }
+
     /// End a socket whatever it is: an open WebSocket gets a close frame, a polling session
-    /// its close packet.
+    /// its close packet. The client is not told why: it reconnects (drain, idle, protocol
+    /// errors, its own close packet).
     pub(super) fn end_socket(&mut self, slot: u32, code: u16, reason: &str) {
         match self.conns[slot as usize].state {
             ConnState::Open { .. } => self.close_with(slot, code, reason),
@@ -438,6 +499,24 @@ impl SioState {
         (nsp == "/" && self.eio == EioVersion::V3) || self.namespaces.iter().any(|n| **n == *nsp)
     }
 
+    /// The Socket.IO DISCONNECT packets (`41`, `41/chat,`: the same in both protocol
+    /// versions) for every namespace the client is in.
+    pub fn disconnect_packets(&self) -> Vec<Box<str>> {
+        let mut out = Vec::with_capacity(self.namespaces.len() + 1);
+        let implicit_root =
+            self.eio == EioVersion::V3 && !self.namespaces.iter().any(|n| &**n == "/");
+        let nsps = implicit_root
+            .then_some("/")
+            .into_iter()
+            .chain(self.namespaces.iter().map(|n| &**n));
+        for nsp in nsps {
+            let mut p = String::with_capacity(nsp.len() + 3);
+            socketio::encode(&mut p, SioType::Disconnect, nsp, None, "");
+            out.push(p.into_boxed_str());
+        }
+        out
+    }
+
     /// Where a push goes: the default namespace if the client is in it (always, for v2
     /// clients: their protocol joins it implicitly), else the first namespace it joined.
     pub fn push_namespace(&self) -> Option<&str> {
@@ -446,5 +525,49 @@ impl SioState {
         } else {
             self.namespaces.first().map(|n| &**n)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(eio: EioVersion, namespaces: &[&str]) -> SioState {
+        SioState {
+            eio,
+            sid: "s".into(),
+            namespaces: namespaces.iter().map(|&n| n.into()).collect(),
+            transport_of: None,
+            ws: None,
+            queue: Default::default(),
+            waiting: None,
+            last_seen: 0,
+            ping_at: 0,
+            partial: None,
+            ending: None,
+        }
+    }
+
+    #[test]
+    fn disconnect_packets_name_every_joined_namespace() {
+        let got = |s: SioState| {
+            s.disconnect_packets()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got(state(EioVersion::V4, &["/"])), ["41"]);
+        assert_eq!(
+            got(state(EioVersion::V4, &["/chat", "/"])),
+            ["41/chat,", "41"]
+        );
+        assert_eq!(got(state(EioVersion::V4, &[])), Vec::<String>::new());
+        // Socket.IO 2 clients are in "/" without asking.
+        assert_eq!(got(state(EioVersion::V3, &[])), ["41"]);
+        assert_eq!(got(state(EioVersion::V3, &["/chat"])), ["41", "41/chat,"]);
+        assert_eq!(
+            got(state(EioVersion::V3, &["/", "/chat"])),
+            ["41", "41/chat,"]
+        );
     }
 }

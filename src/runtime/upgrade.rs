@@ -8,7 +8,7 @@ use crate::protocol::engineio::EioVersion;
 use crate::protocol::handshake::{self, HandshakeLimits, Request};
 use crate::protocol::ProtocolError;
 use crate::service::cascade::Cascade;
-use crate::service::session::{SessionId, SessionKey, SocketAuth};
+use crate::service::session::{SessionError, SessionId, SessionKey, SocketAuth};
 use std::collections::HashMap;
 
 pub enum Decision {
@@ -210,9 +210,19 @@ impl UpgradePolicy {
         {
             return Decision::Refuse(Refusal::EioBadRequest);
         }
-        let auth = match self.authenticate(req, EndpointAuth::Session, sessions) {
-            Ok(Some(a)) => a,
+        let (auth, ended) = match self.authenticate(req, EndpointAuth::Session, sessions) {
+            Ok(Some(a)) => (a, None),
             Ok(None) => return Decision::Refuse(Refusal::MissingSession),
+            // A request of a session (sid) whose login just ended: its owner core may still
+            // hold the session's last packets (the Socket.IO disconnect) for it.
+            Err(Refusal::Session(e @ (SessionError::Revoked | SessionError::Expired)))
+                if sio.sid.is_some() =>
+            {
+                match self.authenticate_ended(req, sessions) {
+                    Some(a) => (a, Some(e)),
+                    None => return Decision::Refuse(Refusal::Session(e)),
+                }
+            }
             Err(r) => return Decision::Refuse(r),
         };
         // One framing rule for every request (RFC 9112 6.3): a bad or conflicting length is
@@ -274,7 +284,25 @@ impl UpgradePolicy {
             keep_alive,
             path: req.path.into(),
             query: req.query.into(),
+            ended,
         }))
+    }
+
+    /// A revoked or expired session's request, still signed and with its secret.
+    fn authenticate_ended(
+        &self,
+        req: &Request<'_>,
+        sessions: &SessionCheck<'_>,
+    ) -> Option<SocketAuth> {
+        let id = handshake::query_param(req.query, "session")?;
+        let secret = handshake::cookie(req, &self.config.security.cookie_name);
+        let (id, s) = sessions.key.verify(id, secret, 0, |_| false).ok()?;
+        Some(SocketAuth {
+            session: id,
+            context: s.context,
+            user: s.user,
+            expires_at: s.expires_at,
+        })
     }
 
     /// Cross-site upgrades are refused: an `Origin` must be in the allow-list (or `"*"`), or,
@@ -560,6 +588,45 @@ mod tests {
         }
         let preflight = b"OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nOrigin: http://h\r\n\r\n";
         assert_eq!(f.status(&p, preflight), 204);
+    }
+
+    #[test]
+    fn polling_requests_of_an_ended_session() {
+        // A request with a sid whose session was revoked or expired goes to the owner core
+        // (which may hold the session's last packets), marked; anything else is refused.
+        let mut f = Fixture::new();
+        let p = policy("[[endpoints]]\npath = \"/socket.io/\"\nkind = \"socketio\"\n");
+        let (revoked, secret) = f.key.mint(1, 42, 2_000);
+        f.revoked.insert(revoked, 2_000);
+        let (expired, expired_secret) = f.key.mint(1, 42, 900);
+        let get = |q: &str, id: SessionId, secret: &str| {
+            format!(
+                "GET /socket.io/?EIO=4&transport=polling{q}&session={} HTTP/1.1\r\nHost: h\r\nCookie: ringwire-secret={secret}\r\n\r\n",
+                id.to_text()
+            )
+            .into_bytes()
+        };
+        for (id, secret, err) in [
+            (revoked, &secret, SessionError::Revoked),
+            (expired, &expired_secret, SessionError::Expired),
+        ] {
+            match f.decide(&p, &get("&sid=abc", id, secret)) {
+                Decision::Poll(plan) => {
+                    assert_eq!(plan.ended, Some(err));
+                    assert_eq!(plan.auth.session, id);
+                    assert_eq!(plan.shard_key, user_key(1, 42));
+                }
+                _ => panic!("expected a polling request of an ended session"),
+            }
+            assert!(matches!(
+                f.decide(&p, &get("", id, secret)),
+                Decision::Refuse(Refusal::Session(e)) if e == err
+            ));
+            assert!(matches!(
+                f.decide(&p, &get("&sid=abc", id, "wrong")),
+                Decision::Refuse(Refusal::Session(e)) if e == err
+            ));
+        }
     }
 
     #[test]

@@ -91,6 +91,14 @@ async function launch(makeConfig, fixed = {}) {
     adminPort,
     stderr: () => stderr,
     alive: () => exited === null,
+    /** SIGTERM (a drain) without waiting: resolves to { code, signal } once it exited (10 s, then SIGKILL). */
+    terminate() {
+      if (exited !== null) return Promise.resolve(exited);
+      const done = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      return done.finally(() => clearTimeout(t));
+    },
     async stop() {
       if (exited === null) {
         const done = new Promise((res) => child.once('exit', res));
@@ -174,14 +182,14 @@ function adminClient(adminPort, token) {
 
 function socketIoConfig({
   port, adminPort, cores = 2, token = null, sessionKey, pingIntervalSecs = null, socketio = null,
-  allowedOrigins = null, webhookUrl = null, extra = '',
+  allowedOrigins = null, webhookUrl = null, extra = '', drainSecs = 0,
 }) {
   const socketioSection = socketio === null ? '' : `[socketio]\n${Object.entries(socketio)
     .map(([k, v]) => `${k} = ${JSON.stringify(v)}\n`).join('')}\n`;
   return `[server]
 listen = "127.0.0.1:${port}"
 cores = ${cores}
-drain_secs = 0
+drain_secs = ${drainSecs}
 
 [limits]
 handshake_timeout_ms = 5000
@@ -212,9 +220,10 @@ kind = "raw"
 /**
  * Start a ringwire with a socketio endpoint at /socket.io/ (session auth) and a raw /ws.
  * opts: { token, pingIntervalSecs, socketio: { ping_timeout_ms, ... }, allowedOrigins: [...],
- *         webhookUrl, extra (TOML placed before [[endpoints]]), cores }.
- * Resolves to { port, adminPort, url, config, admin(), stderr(), alive(), restart(), stop() };
- * restart() stops the process (SIGTERM) and starts a new one on the same ports, same config.
+ *         webhookUrl, extra (TOML placed before [[endpoints]]), cores, drainSecs (default 0) }.
+ * Resolves to { port, adminPort, url, config, admin(), stderr(), alive(), restart(), terminate(),
+ * stop() }; restart() stops the process (SIGTERM) and starts a new one on the same ports, same
+ * config; terminate() sends SIGTERM (a drain) and resolves once the process exited.
  */
 export async function startSocketIoServer(opts = {}) {
   const sessionKey = opts.sessionKey ?? randomBytes(32).toString('hex');
@@ -233,6 +242,7 @@ export async function startSocketIoServer(opts = {}) {
       await current.stop();
       current = await launch(makeConfig, { port, adminPort });
     },
+    terminate: () => current.terminate(),
     stop: () => current.stop(),
   };
 }

@@ -7,7 +7,10 @@
 //   emit with an ack -> the ack comes with no arguments; the event reaches the webhook as a
 //   `message` whose text is the JSON array ["hello",{"a":1}]
 //   DELETE /v1/sessions/<id> -> 'disconnect'; a restart on the same port -> the client reconnects
-// Every wait is bounded; reconnection is off except in the restart test.
+//   DELETE /v1/sessions/<id> or expiry -> a DISCONNECT (41) per namespace first: the client reports
+//   'io server disconnect' and makes no reconnect attempt; a drain (SIGTERM) -> 'transport close'
+//   and the client reconnects
+// Every wait is bounded; reconnection is off except in the restart, session end and drain tests.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -624,6 +627,265 @@ for (const c of CLIENTS) {
     } finally {
       x?.close();
       await stopChecked(srv, passed);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------- session end
+// A session ended by DELETE /v1/sessions/<id> or by its expiry: the client is told, as socket.io's
+// own socket.disconnect(true) does, with a Socket.IO DISCONNECT (`41`, `41/chat,`) for every
+// namespace it joined before the transport closes: it reports 'io server disconnect' and does
+// not reconnect (every attempt would be refused 401, for as long as the page is open). A drain
+// (SIGTERM) is the opposite: no DISCONNECT, a transport-level reason, and the client reconnects.
+// These clients reconnect (100-300 ms); 'reconnect_attempt' on the manager counts the attempts.
+
+const RECONNECTING = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300, randomizationFactor: 0 };
+const QUIET_MS = 2_000;
+const TRANSPORT_REASONS = ['transport close', 'transport error'];
+
+function reconnecting(c, srv, opts) {
+  const x = client(c, srv, { ...RECONNECTING, ...opts });
+  x.tries = recorder(x.socket.io, ['reconnect_attempt']);
+  return x;
+}
+
+async function terminate(srv, session) {
+  const d = await srv.admin('DELETE', `/v1/sessions/${encodeURIComponent(session)}`);
+  assert.equal(d.status, 204, `DELETE /v1/sessions: ${d.status} ${d.text}`);
+}
+
+/** x (and its other namespaces) report 'io server disconnect', then make no attempt for QUIET_MS. */
+async function toldAndQuiet(x, what, others = [], ms = STEP) {
+  for (const [nsp, y] of [['/', x], ...others]) {
+    const d = await y.rec.next('disconnect', ms, `${what}: disconnect of ${nsp}`);
+    assert.equal(d.args[0], 'io server disconnect', `${what}: ${nsp} disconnect reason (attempts so far: ${x.tries.count('reconnect_attempt')})`);
+  }
+  await sleep(QUIET_MS);
+  assert.equal(x.tries.count('reconnect_attempt'), 0, `${what}: reconnect attempts within ${QUIET_MS} ms after 'io server disconnect'`);
+  for (const y of [x, ...others.map(([, y]) => y)]) {
+    assert.equal(y.socket.connected, false, `${what}: still connected`);
+    assert.equal(y.rec.count('connect'), 1, `${what}: connected again`);
+  }
+}
+
+const END_MODES = [
+  { name: 'websocket', transports: ['websocket'] },
+  { name: 'polling', transports: ['polling'] },
+  { name: 'polling upgraded to websocket', transports: undefined },
+];
+
+for (const c of CLIENTS) {
+  for (const mode of END_MODES) {
+    test(`${c.label}, ${mode.name}: DELETE /v1/sessions/<id> -> 'io server disconnect', no reconnect`, { timeout: 15_000 }, async () => {
+      const user = nextUser++;
+      const s = await mint(server, user);
+      const x = reconnecting(c, server, { session: s.session, cookie: s.cookie, transports: mode.transports });
+      try {
+        await x.connected();
+        if (mode.transports === undefined) {
+          await x.engine.next('upgrade', STEP, 'engine upgrade to websocket');
+        } else {
+          assert.equal(x.transport(), mode.transports[0]);
+        }
+        await assertCount(server, user, 1, 'before DELETE');
+        await terminate(server, s.session);
+        await toldAndQuiet(x, mode.name);
+        await assertCount(server, user, 0, 'after DELETE');
+      } finally {
+        x.close();
+      }
+    });
+  }
+
+  test(`${c.label}: DELETE /v1/sessions/<id> with '/' and '/chat' joined (websocket, polling): both told, no reconnect`, { timeout: 15_000 }, async () => {
+    const user = nextUser++;
+    const s = await mint(server, user);
+    const xs = [];
+    const chats = [];
+    try {
+      for (const transports of [['websocket'], ['polling']]) {
+        const x = reconnecting(c, server, { session: s.session, cookie: s.cookie, transports });
+        xs.push(x);
+        await x.connected(`${transports[0]}: connect /`);
+        const chat = wrap(c, x.socket.io.socket('/chat'));
+        chats.push(chat);
+        await chat.connected(`${transports[0]}: connect /chat`);
+      }
+      let only = null;
+      if (c.eio === 4) {
+        // '/chat' only (v3+ clients join no namespace implicitly): its `41/chat,` alone stops it.
+        only = reconnecting(c, server, { session: s.session, cookie: s.cookie, transports: ['websocket'], nsp: '/chat' });
+        xs.push(only);
+        await only.connected("connect '/chat' only");
+      }
+      await assertCount(server, user, xs.length, 'before DELETE');
+      await terminate(server, s.session);
+      await Promise.all([
+        toldAndQuiet(xs[0], "websocket, '/' + '/chat'", [['/chat', chats[0]]]),
+        toldAndQuiet(xs[1], "polling, '/' + '/chat'", [['/chat', chats[1]]]),
+        only && toldAndQuiet(only, "websocket, '/chat' only"),
+      ]);
+      await assertCount(server, user, 0, 'after DELETE');
+    } finally {
+      for (const y of [...chats, ...xs]) y.close();
+    }
+  });
+
+  test(`${c.label}: session expiry (ttl_secs = 3), websocket and polling -> 'io server disconnect', no reconnect`, { timeout: 20_000 }, async () => {
+    const user = nextUser++;
+    const xs = [];
+    try {
+      for (const transports of [['websocket'], ['polling']]) {
+        const r = await server.admin('POST', '/v1/sessions', { user, context: CONTEXT, ttl_secs: 3 });
+        assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
+        xs.push(reconnecting(c, server, { session: r.json.session, cookie: r.json.cookie, transports }));
+      }
+      await Promise.all(xs.map((x) => x.connected()));
+      await assertCount(server, user, 2, 'before the expiry');
+      await Promise.all(xs.map((x, i) => toldAndQuiet(x, `${['websocket', 'polling'][i]} expiry`, [], 6_000)));
+      await assertCount(server, user, 0, 'after the expiry');
+    } finally {
+      for (const x of xs) x.close();
+    }
+  });
+}
+
+for (const eio of [4, 3]) {
+  test(`EIO=${eio} polling: a session ended between two GETs hands its DISCONNECTs to the next GET (terminate, expiry)`, { timeout: 20_000 }, async () => {
+    // No GET is held when the session ends (the client is between two polls): the next GET,
+    // although its session is now refused, still gets `41` per namespace, then the close packet
+    // `1` (EIO=4: with the GET after, alone, as socket.io sends it: socket.io-client 4 handles a
+    // DISCONNECT a tick after its payload, after a close packet in the same payload; EIO=3: in
+    // the same answer), and the GET after that is refused 401.
+    const packets = (body) => (eio === 4 ? body.split('\x1e') : decodeV3Payload(body));
+    const open = async (ttl) => {
+      const r = await server.admin('POST', '/v1/sessions', { user: nextUser++, context: CONTEXT, ttl_secs: ttl });
+      assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
+      const headers = { Cookie: r.json.cookie };
+      const text = { ...headers, 'Content-Type': 'text/plain;charset=UTF-8' };
+      const h = await http(pollUrl(server, eio, r.json.session), { headers });
+      assert.equal(h.status, 200, `handshake: ${h.status} ${h.text}`);
+      const { sid } = JSON.parse(packets(h.text)[0].slice(1));
+      const post = async (p) => {
+        const body = eio === 4 ? p : `${p.length}:${p}`;
+        const res = await http(pollUrl(server, eio, r.json.session, sid), { method: 'POST', headers: text, body });
+        assert.equal(res.status, 200, `POST ${p}: ${res.status} ${res.text}`);
+      };
+      const get = () => http(pollUrl(server, eio, r.json.session, sid), { headers });
+      if (eio === 4) await post('40');
+      await post('40/chat,');
+      const want = eio === 4 ? ['40', '40/chat,'] : ['40', '40/chat'];
+      const got = [];
+      while (want.some((w) => !got.some((p) => p.startsWith(w)))) {
+        const g = await get();
+        assert.equal(g.status, 200, `poll: ${g.status} ${g.text}`);
+        got.push(...packets(g.text));
+        assert.ok(got.length < 10, `CONNECT answers: ${JSON.stringify(got)}`);
+      }
+      return { session: r.json.session, get };
+    };
+
+    const ended = await open(3600);
+    const expiring = await open(2);
+    await terminate(server, ended.session);
+    await sleep(3_000); // `expiring` expires meanwhile (no GET held either)
+    for (const [what, s] of [['terminated', ended], ['expired', expiring]]) {
+      const last = await s.get();
+      assert.equal(last.status, 200, `${what}: the GET after the end: ${last.status} ${last.text}`);
+      if (eio === 4) {
+        assert.deepEqual(packets(last.text), ['41', '41/chat,'], `${what}: the GET after the end: ${JSON.stringify(last.text)}`);
+        const close = await s.get();
+        assert.equal(close.status, 200, `${what}: the second GET after the end: ${close.status} ${close.text}`);
+        assert.deepEqual(packets(close.text), ['1'], `${what}: the second GET after the end: ${JSON.stringify(close.text)}`);
+      } else {
+        assert.deepEqual(packets(last.text), ['41', '41/chat,', '1'], `${what}: the GET after the end: ${JSON.stringify(last.text)}`);
+      }
+      const after = await s.get();
+      assert.equal(after.status, 401, `${what}: the GET after the last packets: ${after.status} ${after.text}`);
+    }
+  });
+}
+
+test('raw endpoint: DELETE /v1/sessions/<id> closes 4001, expiry closes 4002', { timeout: 15_000 }, async () => {
+  const user = nextUser++;
+  const s = await mint(server, user);
+  const r = await server.admin('POST', '/v1/sessions', { user, context: CONTEXT, ttl_secs: 2 });
+  assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
+  const closeOf = async (sess) => {
+    const w = await openWs(`ws://127.0.0.1:${server.port}/ws?session=${encodeURIComponent(sess.session)}`, { Cookie: sess.cookie });
+    return { closed: new Promise((res) => w.ws.once('close', (code) => res(code))) };
+  };
+  const terminated = await closeOf(s);
+  const expired = await closeOf(r.json);
+  await terminate(server, s.session);
+  assert.equal(await within(terminated.closed, STEP, 'close after DELETE'), 4001);
+  assert.equal(await within(expired.closed, 5_000, 'close at expiry'), 4002);
+});
+
+test('drain (SIGTERM, drain_secs = 1): Socket.IO clients get a transport-level reason and reconnect', { timeout: 30_000 }, async () => {
+  const srv = await startSocketIoServer({ drainSecs: 1 });
+  const xs = [];
+  try {
+    let user = 20;
+    for (const c of CLIENTS) {
+      for (const transports of [['websocket'], ['polling']]) {
+        const s = await mint(srv, user++);
+        const x = reconnecting(c, srv, { session: s.session, cookie: s.cookie, transports });
+        x.what = `${c.label}, ${transports[0]}`;
+        xs.push(x);
+      }
+    }
+    await Promise.all(xs.map((x) => x.connected(`${x.what}: connect`)));
+    const exited = srv.terminate();
+    for (const x of xs) {
+      const d = await x.rec.next('disconnect', STEP, `${x.what}: disconnect during the drain`);
+      assert.ok(TRANSPORT_REASONS.includes(d.args[0]), `${x.what}: disconnect reason ${JSON.stringify(d.args[0])} (a drain must let the client reconnect)`);
+      await x.tries.next('reconnect_attempt', STEP, `${x.what}: reconnect attempt after the drain`);
+    }
+    const { code, signal } = await exited;
+    assert.equal(code, 0, `exit after the drain: code ${code}, signal ${signal}\n${srv.stderr()}`);
+  } finally {
+    for (const x of xs) x.close();
+    await srv.stop();
+  }
+});
+
+for (const eio of [4, 3]) {
+  test(`EIO=${eio}: a session ended while upgrading (probe answered, no GET held) hands its DISCONNECT to the upgraded websocket`, { timeout: 20_000 }, async () => {
+    const user = nextUser++;
+    const s = await mint(server, user);
+    const headers = { Cookie: s.cookie };
+    const text = { ...headers, 'Content-Type': 'text/plain;charset=UTF-8' };
+    const packets = (body) => (eio === 4 ? body.split('\x1e') : decodeV3Payload(body));
+    const h = await http(pollUrl(server, eio, s.session), { headers });
+    assert.equal(h.status, 200, `handshake: ${h.status} ${h.text}`);
+    const first = packets(h.text);
+    const { sid } = JSON.parse(first[0].slice(1));
+    let connected = first.includes('40');
+    if (eio === 4) {
+      const p = await http(pollUrl(server, eio, s.session, sid), { method: 'POST', headers: text, body: '40' });
+      assert.equal(p.status, 200, `POST 40: ${p.status} ${p.text}`);
+    }
+    for (let i = 0; i < 3 && !connected; i++) {
+      const g = await http(pollUrl(server, eio, s.session, sid), { headers });
+      assert.equal(g.status, 200, `poll: ${g.status} ${g.text}`);
+      connected = packets(g.text).some((p) => p.startsWith('40'));
+    }
+    assert.ok(connected, 'socket.io CONNECT answered over polling');
+    const q = new URLSearchParams({ EIO: String(eio), transport: 'websocket', session: s.session, sid });
+    const w = await openWs(`ws://127.0.0.1:${server.port}/socket.io/?${q}`, headers);
+    const closed = new Promise((res) => w.ws.once('close', (code) => res(code)));
+    try {
+      w.ws.send('2probe');
+      assert.equal(await w.next('3probe'), '3probe');
+      await terminate(server, s.session);
+      await sleep(100);
+      w.ws.send('5');
+      assert.equal(await w.next('DISCONNECT on the upgraded websocket'), '41');
+      assert.equal(await within(closed, STEP, 'close after the DISCONNECT'), 4001);
+      await assertCount(server, user, 0, 'after DELETE');
+    } finally {
+      w.close();
     }
   });
 }

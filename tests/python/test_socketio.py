@@ -1034,6 +1034,14 @@ def test_session_delete_closes_polling_session(push_servers, eio):
     assert not e.http.readable(0.3)
     assert admin.revoke(s["session"]).status == 204
     packets = e.read_get(timeout=2)
+    # The Socket.IO DISCONNECT of the namespace first (so that socket.io clients do not
+    # reconnect). EIO=4: the close packet follows with the next GET, as socket.io sends it
+    # (socket.io-client 4 handles a DISCONNECT a tick after the payload that carried it, after
+    # a close packet in the same payload, and would reconnect); EIO=3: in the same answer.
+    assert packets[:1] == ["41"], f"held GET after DELETE /v1/sessions: expected a DISCONNECT 41 first, got {packets!r}"
+    if eio == 4:
+        assert packets == ["41"], f"held GET after DELETE /v1/sessions: expected 41 alone, got {packets!r}"
+        packets = e.get(timeout=2)
     assert "1" in packets, f"held GET after DELETE /v1/sessions: expected a close packet 1, got {packets!r}"
     wait_count(admin, 42, 0)
     r = e.get_resp(http=Http(server.port))
