@@ -9,10 +9,11 @@
 //!   `admin.request_timeout_ms`; the connection is closed beyond.
 //! - **Connection cap**: at most `admin.max_connections` at once. A connection accepted at the
 //!   cap takes the place of the one that has waited longest without a request in progress,
-//!   preferring connections that never completed a request (idle or half-sent floods go
-//!   first; the application's pooled keep-alive connections last). Connections handling a
-//!   request are never closed for a newcomer: when all are busy, the newcomer is answered 503
-//!   and closed at once.
+//!   preferring connections that never completed a request, then those that never made an
+//!   authorized one (idle or half-sent floods go first, even ones that asked `/healthz`; the
+//!   application's pooled keep-alive connections, which carry the token, last). Connections
+//!   handling a request are never closed for a newcomer: when all are busy, the newcomer is
+//!   answered 503 and closed at once.
 //! - **Descriptor reserve**: a few descriptors (`/dev/null`) are held open. When `accept`
 //!   fails with EMFILE/ENFILE, one is released so the waiting connection can be accepted and
 //!   served (health checks keep answering, the backlog never hangs); a reload releases them
@@ -186,6 +187,8 @@ struct Conn {
     phase: Mutex<Phase>,
     /// At least one request was answered on this connection.
     served: AtomicBool,
+    /// A request on this connection passed the token check (see [`Trusted`]).
+    trusted: Arc<AtomicBool>,
     /// Chosen to make room for a newcomer (not chosen twice).
     evicting: AtomicBool,
     changed: Notify,
@@ -228,12 +231,26 @@ impl Conn {
         }
     }
 
-    /// Eviction order: never-served before served, then the longest wait. None = busy.
-    fn eviction_rank(&self) -> Option<(bool, Instant)> {
+    /// Eviction order: never-served first, then never-authorized, then the longest wait.
+    /// None = busy.
+    fn eviction_rank(&self) -> Option<(bool, bool, Instant)> {
         match *self.phase.lock().expect("phase lock") {
             Phase::Busy(..) => None,
-            Phase::Head(since) | Phase::Idle(since) => Some((self.served.load(Relaxed), since)),
+            Phase::Head(since) | Phase::Idle(since) => {
+                Some((self.served.load(Relaxed), self.trusted.load(Relaxed), since))
+            }
         }
+    }
+}
+
+/// In each request's extensions: the token check marks the connection as the application's
+/// (kept longest when the cap is reached).
+#[derive(Clone)]
+pub struct Trusted(Arc<AtomicBool>);
+
+impl Trusted {
+    pub fn set(&self) {
+        self.0.store(true, Relaxed);
     }
 }
 
@@ -393,6 +410,7 @@ pub(super) async fn run(listener: TcpListener, app: Router, state: AdminState) {
         let conn = Arc::new(Conn {
             phase: Mutex::new(Phase::Head(Instant::now())),
             served: AtomicBool::new(false),
+            trusted: Arc::new(AtomicBool::new(false)),
             evicting: AtomicBool::new(false),
             changed: Notify::new(),
             kill: Notify::new(),
@@ -428,8 +446,9 @@ async fn serve_connection(
     });
     let tower = TowerToHyperService::new(app);
     let busy = conn.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let guard = busy.begin();
+        req.extensions_mut().insert(Trusted(busy.trusted.clone()));
         let response = hyper::service::Service::call(&tower, req);
         async move {
             let r = response.await;

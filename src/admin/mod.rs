@@ -5,7 +5,7 @@ mod listener;
 mod metrics;
 mod service_api;
 
-pub use listener::{nofile_limits, FdReserve, ListenerStats};
+pub use listener::{nofile_limits, FdReserve, ListenerStats, Trusted};
 
 pub use service_api::reload_config;
 
@@ -127,6 +127,9 @@ async fn require_token(
     next: axum::middleware::Next,
 ) -> Response {
     if authorized(&state, req.headers()) {
+        if let Some(t) = req.extensions().get::<Trusted>() {
+            t.set();
+        }
         next.run(req).await
     } else {
         unauthorized()

@@ -395,3 +395,86 @@ def _metrics(server) -> str:
     req.add_header("Authorization", f"Bearer {TOKEN}")
     with urllib.request.urlopen(req, timeout=5) as r:
         return r.read().decode()
+
+
+def _request_on(sock: socket.socket, raw: bytes) -> bytes:
+    """Send a request on an open keep-alive connection; read one response (Content-Length)."""
+    sock.settimeout(5)
+    sock.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in a response body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_cap_keeps_the_applications_authorized_connection(push_servers):
+    """At the cap, never-served connections go first, then ones that made no authorized
+    request (even if they asked /healthz); the application's pooled connection, which
+    carries the token, stays."""
+    server = push_servers.start(admin={"token": TOKEN, "max_connections": 8,
+                                       "header_read_timeout_ms": 10000, "idle_timeout_ms": 10000})
+    stats = f"GET /v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    app = socket.create_connection((HOST, server.admin_port), timeout=5)
+    assert _request_on(app, stats).startswith(b"HTTP/1.1 200")
+    probers = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection((HOST, server.admin_port), timeout=5)
+            probers.append(s)
+            assert _request_on(s, health).startswith(b"HTTP/1.1 200")
+        silent = _connect_many(server.admin_port, 30, half_every=10**9)
+        probers += silent
+        # 8 slots. The /healthz connections replace each other (oldest first), the app's
+        # stays; the first silent one replaces the oldest /healthz one, the next silent ones
+        # (never served) replace each other: the app, the 6 newest /healthz connections and
+        # the last silent one are left.
+        closed = _closed_by_server(probers, timeout=3.0)
+        assert len(closed) == 14 + 29, f"{len(closed)} closed"
+        assert all(s in closed for s in probers[:14] + silent[:-1]), "wrong connections replaced"
+        assert _request_on(app, stats).startswith(b"HTTP/1.1 200"), "the app's connection was evicted"
+    finally:
+        for s in probers + [app]:
+            s.close()
+
+
+def test_all_busy_answers_503_then_request_timeout_frees_the_slots(push_servers):
+    server = push_servers.start(admin={"max_connections": 2, "request_timeout_ms": 1500})
+    trickle = (b"POST /v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n{")
+    busy = []
+    for _ in range(2):
+        s = socket.create_connection((HOST, server.admin_port), timeout=5)
+        s.sendall(trickle)
+        busy.append(s)
+    time.sleep(0.3)
+    try:
+        # Both slots are handling a request (a body that never completes): a newcomer is
+        # answered 503 and closed at once, nothing is evicted.
+        t0 = time.monotonic()
+        with socket.create_connection((HOST, server.admin_port), timeout=5) as third:
+            data = b""
+            while chunk := third.recv(4096):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 503") and b"admin connection limit" in data, data
+        assert time.monotonic() - t0 < 1.0
+        # The trickled bodies hit request_timeout_ms (1.5 s): closed, the slots are free.
+        closed = _closed_by_server(busy, timeout=4.0)
+        assert len(closed) == 2, closed
+        assert all(0.6 <= t <= 2.5 for t in closed.values()), closed
+        status, took = _timed_get(server.admin_port)
+        assert status == 200 and took < 1.0
+    finally:
+        for s in busy:
+            s.close()
+    m = Admin(server).metrics()
+    assert m['ringwire_admin_connections_closed_total{reason="request_timeout"}'] == 2, m
+    assert m['ringwire_admin_connections_closed_total{reason="refused_busy"}'] >= 1, m
