@@ -205,15 +205,14 @@ pub async fn sockets(
 /// Re-read the configuration file and apply what is reloadable (cascade, limits, coalescing).
 /// Returns a message for the log / API.
 pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
-    // The reserved descriptors are free while the files are read (a host at its descriptor
-    // limit can still reload); re-opened when this returns.
-    let released = state.fd_reserve.release_all();
+    // The reserved descriptors are free while the files (configuration, certificates) are
+    // read: a host at its descriptor limit can still reload. Re-opened when this returns.
+    let _released = state.fd_reserve.release_all();
     let new = match &state.config_path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
     let policy = Arc::new(UpgradePolicy::new(new.clone())?);
-    drop(released);
     let mut current = state.config.lock().expect("config lock");
     let mut restart_needed = Vec::new();
     if new.server.listen != current.server.listen || new.server.cores != current.server.cores {

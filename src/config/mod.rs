@@ -542,6 +542,11 @@ impl Config {
                 )));
             }
             for (i, p) in c.peers.iter().enumerate() {
+                if p.id.is_empty() {
+                    return Err(ConfigError(format!(
+                        "cluster.peers[{i}].id must not be empty"
+                    )));
+                }
                 if p.id == c.node_id || c.peers[..i].iter().any(|o| o.id == p.id) {
                     return Err(ConfigError(format!(
                         "cluster.peers: id {:?} is this node or listed twice",
@@ -660,6 +665,18 @@ mod tests {
             assert!(err.0.contains("admin."), "{bad}: {err}");
         }
         assert!(Config::from_toml("[admin]\nmax_idle = 1\n").is_err());
+    }
+
+    #[test]
+    fn empty_cluster_peer_id_is_an_error() {
+        let key = "0123456789abcdef".repeat(4);
+        let text = format!(
+            "[sessions]\nkey = \"{key}\"\n[cluster]\nnode_id = \"a\"\nlisten = \"127.0.0.1:9000\"\n\
+             ca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             peers = [{{ id = \"\", addr = \"127.0.0.1:9001\" }}]\n"
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert!(err.0.contains("cluster.peers[0].id"), "{err}");
     }
 
     #[test]
