@@ -14,6 +14,19 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         Some(hex) => SessionKey::from_hex(hex).ok_or("sessions.key must be 64 hex characters")?,
         None => SessionKey::random(),
     };
+    // The admin listener's cap must leave the process descriptors for everything else
+    // (reloads, certificates, the webhook): at most half of what the process may open. The
+    // engine raises the soft limit to the hard one, so the hard limit is what counts.
+    if let Some((_, hard)) = admin::nofile_limits() {
+        let max = config.admin.max_connections as u64;
+        if max > hard / 2 {
+            return Err(format!(
+                "admin.max_connections = {max} is more than half of the descriptor limit \
+                 (RLIMIT_NOFILE = {hard}): lower it or raise the limit (LimitNOFILE=)"
+            )
+            .into());
+        }
+    }
     let node_id: Arc<str> = config
         .cluster
         .as_ref()
@@ -74,6 +87,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             config: Arc::new(Mutex::new(config.clone())),
             config_path,
             webhook: webhook.clone(),
+            listener_stats: Arc::new(admin::ListenerStats::default()),
+            fd_reserve: Arc::new(admin::FdReserve::default()),
         };
         if let Some(w) = &webhook {
             tokio::spawn(w.clone().run());

@@ -1,8 +1,12 @@
 //! The admin HTTP API (control plane: its own listener and thread, never a data-plane core).
-//! JSON in and out; bearer-token auth on everything but `/healthz` and `/readyz`.
+//! JSON in and out; bearer-token auth on everything but the dashboard page, `/healthz` and
+//! `/readyz`. The listener bounds its connections (timeouts, a cap): see [`listener`].
 #![forbid(unsafe_code)]
+mod listener;
 mod metrics;
 mod service_api;
+
+pub use listener::{nofile_limits, FdReserve, ListenerStats, Trusted};
 
 pub use service_api::reload_config;
 
@@ -30,6 +34,10 @@ pub struct AdminState {
     pub config_path: Option<PathBuf>,
     /// The webhook, when `[webhook]` is configured (its counters go to `/metrics`).
     pub webhook: Option<Arc<crate::service::webhook::WebhookListener>>,
+    /// The admin listener's connection counters (`/metrics`).
+    pub listener_stats: Arc<ListenerStats>,
+    /// Descriptors held for accepts at EMFILE and for reloads.
+    pub fd_reserve: Arc<FdReserve>,
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
@@ -52,10 +60,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .with_state(state);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("admin listener failed: {e}");
-    }
+        .with_state(state.clone());
+    listener::run(listener, app, state).await;
 }
 
 /// The live dashboard: a static page (no build step) that polls `/v1/stats` every second
@@ -72,7 +78,8 @@ async fn dashboard() -> Response {
 }
 
 /// Bearer-token check (constant time). No token configured = open (loopback only, enforced
-/// by config validation).
+/// by config validation). A request without a usable `Authorization: Bearer <token>` header
+/// never matches, whatever the configured token.
 pub(crate) fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
     let token = state
         .config
@@ -82,13 +89,37 @@ pub(crate) fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
         .token
         .clone();
     let Some(token) = token else { return true };
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    token_matches(&token, headers)
+}
+
+fn token_matches(token: &str, headers: &HeaderMap) -> bool {
+    // Validation refuses an empty token; never let one match anything regardless.
+    if token.is_empty() {
+        return false;
+    }
+    let Some(got) = bearer_token(headers) else {
+        return false;
+    };
     use subtle::ConstantTimeEq;
     bool::from(got.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// The credentials of a single `Authorization: Bearer <token>` header (RFC 6750 / 9110: the
+/// scheme is case-insensitive, spaces or tabs separate it from the token). None when the
+/// header is missing, repeated, not Bearer, or carries an empty token.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    (!token.is_empty()).then_some(token)
 }
 
 async fn require_token(
@@ -97,6 +128,9 @@ async fn require_token(
     next: axum::middleware::Next,
 ) -> Response {
     if authorized(&state, req.headers()) {
+        if let Some(t) = req.extensions().get::<Trusted>() {
+            t.set();
+        }
         next.run(req).await
     } else {
         unauthorized()
@@ -130,6 +164,8 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             if let Some(w) = &state.webhook {
                 text.push_str(&w.metrics_text());
             }
+            let max = state.config.lock().expect("config lock").admin.max_connections;
+            text.push_str(&state.listener_stats.metrics_text(max));
             if let Some(c) = &state.shared.cluster {
                 text.push_str(
                     "# HELP ringwire_cluster_link_up Cluster link to a peer is up (1) or down (0)\n# TYPE ringwire_cluster_link_up gauge\n",
@@ -163,4 +199,47 @@ async fn stats(State(state): State<AdminState>) -> Response {
         &endpoints,
     ))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let t = "0123456789abcdef";
+        for ok in [
+            "Bearer 0123456789abcdef",
+            "bearer 0123456789abcdef",
+            "BEARER  0123456789abcdef",
+            "Bearer\t0123456789abcdef ",
+        ] {
+            assert!(token_matches(t, &with(&[ok])), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "0123456789abcdef",
+            "Basic 0123456789abcdef",
+            "Bearer 0123456789abcde",
+            "Bearer 0123456789abcdefX",
+            "Bearer0123456789abcdef",
+        ] {
+            assert!(!token_matches(t, &with(&[bad])), "{bad:?}");
+        }
+        assert!(!token_matches(t, &HeaderMap::new()));
+        assert!(!token_matches("", &HeaderMap::new()));
+        assert!(!token_matches("", &with(&["Bearer "])));
+        let twice = ["Bearer 0123456789abcdef", "Bearer 0123456789abcdef"];
+        assert!(!token_matches(t, &with(&twice)));
+    }
 }

@@ -82,12 +82,18 @@ fn yes() -> bool {
     true
 }
 
+/// The same limit and message for every path filter the API takes (push, batch, sockets).
+fn check_filter(path: &str) -> Result<(), String> {
+    if path.len() > MAX_FILTER_LEN {
+        return Err(format!("path filter longer than {MAX_FILTER_LEN} bytes"));
+    }
+    Ok(())
+}
+
 impl PushRequest {
     fn into_job(self) -> Result<PushJob, String> {
         let path = self.path.unwrap_or_else(|| "*".into());
-        if path.len() > MAX_FILTER_LEN {
-            return Err(format!("path filter longer than {MAX_FILTER_LEN} bytes"));
-        }
+        check_filter(&path)?;
         if self.message.len() > MAX_MESSAGE_LEN {
             return Err(format!("message longer than {MAX_MESSAGE_LEN} bytes"));
         }
@@ -171,6 +177,9 @@ pub async fn sockets(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    if let Err(e) = check_filter(q.path.as_deref().unwrap_or("*")) {
+        return error(StatusCode::BAD_REQUEST, format!("invalid query: {e}"));
+    }
     let counts = state
         .service
         .counts(q.context, q.user, q.path.as_deref().unwrap_or("*"))
@@ -196,6 +205,9 @@ pub async fn sockets(
 /// Re-read the configuration file and apply what is reloadable (cascade, limits, coalescing).
 /// Returns a message for the log / API.
 pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
+    // The reserved descriptors are free while the files (configuration, certificates) are
+    // read: a host at its descriptor limit can still reload. Re-opened when this returns.
+    let _released = state.fd_reserve.release_all();
     let new = match &state.config_path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -211,6 +223,9 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     }
     if new.admin.listen != current.admin.listen {
         restart_needed.push("admin.listen".to_string());
+    }
+    if new.admin.max_connections != current.admin.max_connections {
+        restart_needed.push("admin.max_connections".to_string());
     }
     if new
         .endpoints
@@ -239,9 +254,19 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     ) = (drain, deadline);
     applied.engine = current.engine;
     applied.admin.listen = current.admin.listen;
+    applied.admin.max_connections = current.admin.max_connections;
     applied.endpoints = current.endpoints.clone();
     applied.sessions.key = current.sessions.key.clone();
     applied.webhook = current.webhook.clone();
+    // The admin settings that will be in force must be valid together: a file that moves
+    // admin.listen to loopback and drops the token would otherwise leave the running public
+    // listener (kept until a restart) without authentication.
+    applied.admin.validate().map_err(|e| {
+        format!(
+            "{e} (the running admin listener is {})",
+            current.admin.listen
+        )
+    })?;
     let policy = if restart_needed.is_empty() {
         policy
     } else {

@@ -149,13 +149,48 @@ impl Default for SocketIoConfig {
     }
 }
 
+/// Shortest `admin.token` accepted, in bytes. 16 random characters (e.g. `openssl rand -hex 16`
+/// gives 32) are out of reach of guessing over the network; anything shorter is more likely a
+/// placeholder or a template variable that expanded to almost nothing.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+/// Longest `admin.token` accepted (it travels in a request header).
+pub const MAX_ADMIN_TOKEN_BYTES: usize = 1024;
+
 /// `[admin]`: the admin HTTP API listener (control plane).
+///
+/// The listener serves few clients (the application's push clients, monitoring), so every
+/// connection is bounded: a request head must arrive within `header_read_timeout_ms`, a
+/// keep-alive connection may sit idle for `idle_timeout_ms`, a request (body and handling) may
+/// take `request_timeout_ms`, and at most `max_connections` are open at once. Reaching the
+/// cap closes the connection that has waited longest without a request in progress (one that
+/// never sent a request first), so a flood of idle or half-sent connections cannot lock out
+/// health checks, pushes or a reload.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Bearer token. Optional only when `listen` is a loopback address.
+    /// Bearer token: at least [`MIN_ADMIN_TOKEN_BYTES`] visible ASCII characters. Optional
+    /// only when `listen` is a loopback address; when set it is required on every loopback or
+    /// not. An empty or short token is a configuration error, never "no token".
     pub token: Option<String>,
+    /// Time a client has to send a complete request head: from the accept for a connection's
+    /// first request, from the first byte for the following ones. 5 s: admin clients are
+    /// programs on a local network; a head that takes longer is a stalled or hostile client
+    /// (slowloris). Reload.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in progress is closed after this long. 60 s:
+    /// longer than typical client pools keep an idle connection (set the client's pool idle
+    /// timeout below it to avoid reusing a connection the server is closing). Reload.
+    pub idle_timeout_ms: u64,
+    /// Longest time from a complete request head to the end of its handling, body upload
+    /// included; the connection is closed beyond. 30 s: a push batch of 10,000 takes
+    /// milliseconds; this only cuts a body trickled byte by byte. Reload.
+    pub request_timeout_ms: u64,
+    /// Admin connections open at once. 256: a few application servers with connection pools
+    /// plus monitoring, far below any descriptor limit (at start it must be at most half of
+    /// RLIMIT_NOFILE, so the process keeps descriptors for reloads, certificates and the
+    /// webhook). Restart.
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
@@ -163,7 +198,76 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:8081".parse().expect("valid literal"),
             token: None,
+            header_read_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 30_000,
+            max_connections: 256,
         }
+    }
+}
+
+impl AdminConfig {
+    /// Token and listener checks; messages name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.token {
+            None if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError(format!(
+                    "admin.listen = {} is not a loopback address: admin.token is mandatory \
+                     (at least {MIN_ADMIN_TOKEN_BYTES} characters, e.g. `openssl rand -hex 32`)",
+                    self.listen
+                )))
+            }
+            None => {}
+            Some(t) if t.is_empty() => {
+                return Err(ConfigError(format!(
+                    "admin.token is empty: set a token of at least {MIN_ADMIN_TOKEN_BYTES} \
+                     characters (e.g. `openssl rand -hex 32`), or remove the key to run without \
+                     one (loopback listen only); an empty token never disables authentication"
+                )))
+            }
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_BYTES => {
+                return Err(ConfigError(format!(
+                    "admin.token is {} bytes: at least {MIN_ADMIN_TOKEN_BYTES} are required \
+                     (e.g. `openssl rand -hex 32`)",
+                    t.len()
+                )))
+            }
+            Some(t) if t.len() > MAX_ADMIN_TOKEN_BYTES => {
+                return Err(ConfigError(format!(
+                    "admin.token is {} bytes: at most {MAX_ADMIN_TOKEN_BYTES}",
+                    t.len()
+                )))
+            }
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(ConfigError(
+                    "admin.token must be visible ASCII without spaces (it is sent as \
+                     `Authorization: Bearer <token>`)"
+                        .into(),
+                ))
+            }
+            Some(_) => {}
+        }
+        if !(1..=600_000).contains(&self.header_read_timeout_ms) {
+            return Err(ConfigError(
+                "admin.header_read_timeout_ms must be between 1 and 600000".into(),
+            ));
+        }
+        if !(1..=3_600_000).contains(&self.idle_timeout_ms) {
+            return Err(ConfigError(
+                "admin.idle_timeout_ms must be between 1 and 3600000".into(),
+            ));
+        }
+        if !(1..=600_000).contains(&self.request_timeout_ms) {
+            return Err(ConfigError(
+                "admin.request_timeout_ms must be between 1 and 600000".into(),
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(ConfigError(
+                "admin.max_connections must be between 1 and 65536".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -367,12 +471,7 @@ impl Config {
                 "socketio.max_http_body_bytes must be >= 1024 and max_buffered_packets > 0".into(),
             ));
         }
-        if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
-            return Err(ConfigError(format!(
-                "admin.listen = {} is not a loopback address: admin.token is mandatory",
-                self.admin.listen
-            )));
-        }
+        self.admin.validate()?;
         if self.endpoints.len() > 255 {
             return Err(ConfigError("at most 255 [[endpoints]]".into()));
         }
@@ -400,9 +499,25 @@ impl Config {
             }
         }
         if let Some(key) = &self.sessions.key {
-            if crate::service::session::SessionKey::from_hex(key).is_none() {
+            let key = key.trim();
+            if key.len() != 64
+                || !key.bytes().all(|b| b.is_ascii_hexdigit())
+                || crate::service::session::SessionKey::from_hex(key).is_none()
+            {
                 return Err(ConfigError(
-                    "sessions.key must be 64 hex characters (32 bytes)".into(),
+                    "sessions.key must be 64 hex characters (32 bytes; `openssl rand -hex 32`)"
+                        .into(),
+                ));
+            }
+            // A placeholder (all zeros, "aaaa...") is not a key: anyone could mint sessions.
+            if key
+                .bytes()
+                .all(|b| b.eq_ignore_ascii_case(&key.as_bytes()[0]))
+            {
+                return Err(ConfigError(
+                    "sessions.key is one repeated character, a placeholder rather than a key: \
+                     generate one with `openssl rand -hex 32`"
+                        .into(),
                 ));
             }
         }
@@ -428,6 +543,11 @@ impl Config {
                 )));
             }
             for (i, p) in c.peers.iter().enumerate() {
+                if p.id.is_empty() {
+                    return Err(ConfigError(format!(
+                        "cluster.peers[{i}].id must not be empty"
+                    )));
+                }
                 if p.id == c.node_id || c.peers[..i].iter().any(|o| o.id == p.id) {
                     return Err(ConfigError(format!(
                         "cluster.peers: id {:?} is this node or listed twice",
@@ -505,7 +625,75 @@ mod tests {
     #[test]
     fn admin_token_mandatory_off_loopback() {
         assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:8081\"\n").is_err());
-        assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n").is_ok());
+        let good = "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"0123456789abcdef\"\n";
+        assert!(Config::from_toml(good).is_ok());
+    }
+
+    #[test]
+    fn empty_or_short_admin_token_is_an_error() {
+        for listen in ["0.0.0.0:8081", "127.0.0.1:8081"] {
+            for (token, says) in [
+                ("", "empty"),
+                ("t", "at least 16"),
+                ("0123456789abcde", "at least 16"),
+                ("0123456789 abcdef", "visible ASCII"),
+                ("0123456789abcdef\\n", "visible ASCII"),
+            ] {
+                let text = format!("[admin]\nlisten = \"{listen}\"\ntoken = \"{token}\"\n");
+                let err = Config::from_toml(&text).expect_err(&text);
+                assert!(err.0.contains("admin.token"), "{err}");
+                assert!(err.0.contains(says), "{token:?}: {err}");
+            }
+        }
+        let long = format!("[admin]\ntoken = \"{}\"\n", "x".repeat(1025));
+        assert!(Config::from_toml(&long).is_err());
+    }
+
+    #[test]
+    fn admin_listener_bounds() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.admin.header_read_timeout_ms, 5_000);
+        assert_eq!(c.admin.idle_timeout_ms, 60_000);
+        assert_eq!(c.admin.request_timeout_ms, 30_000);
+        assert_eq!(c.admin.max_connections, 256);
+        for bad in [
+            "header_read_timeout_ms = 0",
+            "idle_timeout_ms = 0",
+            "request_timeout_ms = 0",
+            "max_connections = 0",
+        ] {
+            let err = Config::from_toml(&format!("[admin]\n{bad}\n")).unwrap_err();
+            assert!(err.0.contains("admin."), "{bad}: {err}");
+        }
+        assert!(Config::from_toml("[admin]\nmax_idle = 1\n").is_err());
+    }
+
+    #[test]
+    fn empty_cluster_peer_id_is_an_error() {
+        let key = "0123456789abcdef".repeat(4);
+        let text = format!(
+            "[sessions]\nkey = \"{key}\"\n[cluster]\nnode_id = \"a\"\nlisten = \"127.0.0.1:9000\"\n\
+             ca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             peers = [{{ id = \"\", addr = \"127.0.0.1:9001\" }}]\n"
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert!(err.0.contains("cluster.peers[0].id"), "{err}");
+    }
+
+    #[test]
+    fn placeholder_sessions_key_is_an_error() {
+        for key in [
+            "",
+            "00",
+            &"0".repeat(64),
+            &"aA".repeat(32),
+            &format!("+f{}", "0f".repeat(31)),
+        ] {
+            let text = format!("[sessions]\nkey = \"{key}\"\n");
+            assert!(Config::from_toml(&text).is_err(), "{key:?}");
+        }
+        let good = format!("[sessions]\nkey = \"{}\"\n", "0123456789abcdef".repeat(4));
+        assert!(Config::from_toml(&good).is_ok());
     }
 
     #[test]
@@ -544,6 +732,23 @@ mod tests {
         assert_eq!(
             c.remote, d.remote,
             "example file [remote] must equal the defaults"
+        );
+        assert_eq!(
+            (
+                c.admin.listen,
+                c.admin.header_read_timeout_ms,
+                c.admin.idle_timeout_ms,
+                c.admin.request_timeout_ms,
+                c.admin.max_connections
+            ),
+            (
+                d.admin.listen,
+                d.admin.header_read_timeout_ms,
+                d.admin.idle_timeout_ms,
+                d.admin.request_timeout_ms,
+                d.admin.max_connections
+            ),
+            "example file [admin] must equal the defaults"
         );
     }
 }
