@@ -123,6 +123,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            for warning in cfg.warnings() {
+                if check {
+                    eprintln!("ringwire: warning: {warning}");
+                } else {
+                    tracing::warn!("{warning}");
+                }
+            }
             if check {
                 println!(
                     "configuration ok{}",

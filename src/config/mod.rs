@@ -149,9 +149,11 @@ impl Default for SocketIoConfig {
     }
 }
 
-/// Shortest `admin.token` accepted, in bytes. 16 random characters (e.g. `openssl rand -hex 16`
-/// gives 32) are out of reach of guessing over the network; anything shorter is more likely a
-/// placeholder or a template variable that expanded to almost nothing.
+/// Shortest `admin.token` accepted on a listener that is not loopback, in bytes. 16 random
+/// characters (e.g. `openssl rand -hex 16` gives 32) are out of reach of guessing over the
+/// network; anything shorter is more likely a placeholder or a template variable that expanded
+/// to almost nothing. On a loopback listener, where a token is optional, a shorter (never an
+/// empty) token is accepted with a warning ([`Config::warnings`]).
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 /// Longest `admin.token` accepted (it travels in a request header).
 pub const MAX_ADMIN_TOKEN_BYTES: usize = 1024;
@@ -169,9 +171,10 @@ pub const MAX_ADMIN_TOKEN_BYTES: usize = 1024;
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Bearer token: at least [`MIN_ADMIN_TOKEN_BYTES`] visible ASCII characters. Optional
-    /// only when `listen` is a loopback address; when set it is required on every loopback or
-    /// not. An empty or short token is a configuration error, never "no token".
+    /// Bearer token: visible ASCII, at least [`MIN_ADMIN_TOKEN_BYTES`] characters unless
+    /// `listen` is loopback (then shorter is a warning). Optional only when `listen` is a
+    /// loopback address; when set it is required on every request, loopback or not. An empty
+    /// token, or a short one off loopback, is a configuration error, never "no token".
     pub token: Option<String>,
     /// Time a client has to send a complete request head: from the accept for a connection's
     /// first request, from the first byte for the following ones. 5 s: admin clients are
@@ -225,11 +228,12 @@ impl AdminConfig {
                      one (loopback listen only); an empty token never disables authentication"
                 )))
             }
-            Some(t) if t.len() < MIN_ADMIN_TOKEN_BYTES => {
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_BYTES && !self.listen.ip().is_loopback() => {
                 return Err(ConfigError(format!(
                     "admin.token is {} bytes: at least {MIN_ADMIN_TOKEN_BYTES} are required \
-                     (e.g. `openssl rand -hex 32`)",
-                    t.len()
+                     when admin.listen ({}) is not loopback (e.g. `openssl rand -hex 32`)",
+                    t.len(),
+                    self.listen
                 )))
             }
             Some(t) if t.len() > MAX_ADMIN_TOKEN_BYTES => {
@@ -447,6 +451,22 @@ impl Config {
     }
 
     /// Cross-field checks that serde cannot express.
+    /// What is valid but worth an operator's attention, one sentence each (printed by
+    /// `serve --check`, logged at start and on reload).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.admin.token {
+            if t.len() < MIN_ADMIN_TOKEN_BYTES {
+                out.push(format!(
+                    "admin.token is {} bytes: accepted only because admin.listen is loopback; \
+                     use at least {MIN_ADMIN_TOKEN_BYTES} (e.g. `openssl rand -hex 32`)",
+                    t.len()
+                ));
+            }
+        }
+        out
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         self.engine.validate()?;
@@ -632,6 +652,7 @@ mod tests {
     #[test]
     fn empty_or_short_admin_token_is_an_error() {
         for listen in ["0.0.0.0:8081", "127.0.0.1:8081"] {
+            let loopback = listen.starts_with("127.");
             for (token, says) in [
                 ("", "empty"),
                 ("t", "at least 16"),
@@ -640,11 +661,19 @@ mod tests {
                 ("0123456789abcdef\\n", "visible ASCII"),
             ] {
                 let text = format!("[admin]\nlisten = \"{listen}\"\ntoken = \"{token}\"\n");
+                if loopback && says == "at least 16" {
+                    // Optional on loopback: a short token is accepted, with a warning.
+                    let c = Config::from_toml(&text).expect(&text);
+                    assert!(c.warnings().iter().any(|w| w.contains("loopback")), "{text}");
+                    continue;
+                }
                 let err = Config::from_toml(&text).expect_err(&text);
                 assert!(err.0.contains("admin.token"), "{err}");
                 assert!(err.0.contains(says), "{token:?}: {err}");
             }
         }
+        let good = Config::from_toml("[admin]\ntoken = \"0123456789abcdef\"\n").unwrap();
+        assert!(good.warnings().is_empty());
         let long = format!("[admin]\ntoken = \"{}\"\n", "x".repeat(1025));
         assert!(Config::from_toml(&long).is_err());
     }

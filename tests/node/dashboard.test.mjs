@@ -14,7 +14,7 @@ import { startPushServer } from './server.mjs';
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ARTIFACTS = join(ROOT, 'target', 'test-artifacts');
-const TOKEN = 'dash-token';
+const TOKEN = 'dash-admin-token-0123';
 
 function open(url, cookie) {
   return new Promise((res, rej) => {

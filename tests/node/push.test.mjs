@@ -56,7 +56,7 @@ function open(url, cookie) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let server;
-before(async () => { server = await startPushServer({ token: 'node-token' }); });
+before(async () => { server = await startPushServer({ token: 'node-admin-token-0123' }); });
 after(async () => {
   const alive = server?.alive();
   await server?.stop();

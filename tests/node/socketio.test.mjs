@@ -172,7 +172,7 @@ let nextUser = 100;
 before(async () => {
   webhook = await startWebhook();
   server = await startSocketIoServer({
-    token: 'node-token',
+    token: 'node-admin-token-0123',
     webhookUrl: webhook.url,
     pingIntervalSecs: 10,
     socketio: { ping_timeout_ms: 7000, polling_timeout_ms: 1500, max_http_body_bytes: 100000, max_buffered_packets: 1000 },

@@ -46,6 +46,11 @@ def test_check_refuses_empty_and_short_admin_token(tmp_path):
             cfg["admin"]["token"] = short
             r = _check(tmp_path, cfg)
             out = r.stdout + r.stderr
+            if listen == "127.0.0.1":
+                # A token is optional on loopback: a short one is accepted, with a warning.
+                assert r.returncode == 0, f"--check refused a short token on loopback: {out}"
+                assert "warning" in out and "at least 16" in out, out
+                continue
             assert r.returncode != 0, f"--check accepted a {len(short)}-byte admin.token: {out}"
             assert "admin.token" in out and "at least 16" in out, out
         cfg["admin"]["token"] = "with a space in it"
@@ -116,10 +121,10 @@ def test_missing_or_malformed_authorization_is_401(push_servers):
         assert anon.request("GET", path).status == 200, path
 
 
-def test_reload_refuses_empty_or_short_token(push_servers):
+def test_reload_refuses_empty_or_malformed_token(push_servers):
     server = push_servers.start(admin={"token": TOKEN})
     admin, anon = Admin(server, token=TOKEN), Admin(server)
-    for bad in ("", "short"):
+    for bad in ("", " ", "with space in the token"):
         PushServers.rewrite(server, admin={"token": bad})
         r = admin.reload()
         assert r.status == 400, f"reload with admin.token = {bad!r}: expected 400, got {r!r}"
