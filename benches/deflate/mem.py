@@ -96,8 +96,8 @@ def one_pass(binary: str, n: int, offer: str | None, extra: str, tmp: Path) -> d
         def push_round(rnd: int) -> None:
             nonlocal wire
             pushes = [{"context": 1, "user": u, "message": push_payload(u, rnd)} for u in range(n)]
-            for i in range(0, n, 5000):
-                api(admin, "POST", "/v1/push/batch", {"pushes": pushes[i:i + 5000]})
+            for i in range(0, n, 500):  # axum's 2 MB body limit
+                api(admin, "POST", "/v1/push/batch", {"pushes": pushes[i:i + 500]})
             for u, c in enumerate(socks):
                 fin, rsv, op, payload = c.read_frame()
                 assert fin and op == OP_TEXT
