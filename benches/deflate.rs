@@ -8,10 +8,13 @@
 //! push (first, and a second similar one). Timed groups:
 //! - `push_2KB/per_connection_context`: steady state of the old default (context takeover,
 //!   each socket owns a compressor; its first push allocated it).
+//! - `push_2KB/per_connection_context_200_sockets`: the same, round robin over 200 sockets
+//!   (their 64 MB of compressors do not stay in cache, as in a server).
 //! - `push_2KB/per_connection_first_push`: a socket's first push in that mode (allocation and
 //!   initialisation of its ~270 KB compressor; in a push server most sockets get few pushes).
 //! - `push_2KB/shared_per_core`: the new default (server_no_context_takeover, one compressor
 //!   per core, reset after every message).
+//! - `push_2KB/zlib_reset_only`: the reset alone.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -155,6 +158,31 @@ fn push_2kb(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // The same steady state spread over 200 sockets (64 MB of compressors): a push server
+    // rarely pushes to the socket it just pushed to, so the per-socket state is cold.
+    let mut many: Vec<WsConnection> = (0..200)
+        .map(|_| WsConnection::new(WsLimits::default(), params(false)))
+        .collect();
+    for (k, c) in many.iter_mut().enumerate() {
+        out.clear();
+        c.encode_message(
+            &mut zlib,
+            &mut out,
+            MessageKind::Text,
+            &msgs[k % msgs.len()],
+        );
+    }
+    let mut k = 0usize;
+    g.bench_function("per_connection_context_200_sockets", |b| {
+        b.iter(|| {
+            out.clear();
+            i = (i + 1) % msgs.len();
+            k = (k + 1) % many.len();
+            many[k].encode_message(&mut zlib, &mut out, MessageKind::Text, black_box(&msgs[i]));
+            black_box(out.len())
+        })
+    });
+    drop(many);
     let mut conn = WsConnection::new(WsLimits::default(), params(true));
     g.bench_function("shared_per_core", |b| {
         b.iter(|| {
@@ -164,6 +192,10 @@ fn push_2kb(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // What the shared mode pays per message on top of compressing without a dictionary:
+    // zlib-rs clears its 64 Ki-entry hash head (128 KB) on every reset.
+    let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(3), false, 15);
+    g.bench_function("zlib_reset_only", |b| b.iter(|| c.reset()));
     g.finish();
 }
 
