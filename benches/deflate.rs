@@ -15,6 +15,7 @@
 //! - `push_2KB/shared_per_core`: the new default (server_no_context_takeover, one compressor
 //!   per core, reset after every message).
 //! - `push_2KB/zlib_reset_only`: the reset alone.
+//! - `push_2KB/fanout_3_sockets/*`: one push to a user's three sockets (one iteration).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -192,6 +193,28 @@ fn push_2kb(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // One push to a user with three tabs on this core: three per-socket compressions, or one
+    // shared compression and two copies (SharedDeflate remembers the last message).
+    for (name, shared) in [
+        ("fanout_3_sockets/per_connection_context", false),
+        ("fanout_3_sockets/shared_per_core", true),
+    ] {
+        let mut tabs: Vec<WsConnection> = (0..3)
+            .map(|_| WsConnection::new(WsLimits::default(), params(shared)))
+            .collect();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % msgs.len();
+                let mut n = 0;
+                for t in tabs.iter_mut() {
+                    out.clear();
+                    t.encode_message(&mut zlib, &mut out, MessageKind::Text, black_box(&msgs[i]));
+                    n += out.len();
+                }
+                black_box(n)
+            })
+        });
+    }
     // What the shared mode pays per message on top of compressing without a dictionary:
     // zlib-rs clears its 64 Ki-entry hash head (128 KB) on every reset.
     let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(3), false, 15);

@@ -225,6 +225,9 @@ pub fn negotiate(offer_header: &str, cfg: &DeflateConfig) -> Option<(DeflatePara
 /// Window sizes a compressor is built with (9..=15; 8 is compressed with 9).
 const WINDOWS: usize = 7;
 
+/// Messages up to this size are remembered with their compressed form by [`SharedDeflate`].
+const MEMO_MAX_BYTES: usize = 16 * 1024;
+
 fn new_compressor(bits: u8) -> Compress {
     Compress::new_with_window_bits(
         Compression::new(COMPRESSION_LEVEL),
@@ -242,6 +245,10 @@ fn new_inflater() -> Decompress {
 /// `server_no_context_takeover`; reset after every message) and one spare
 /// inflater (borrowed by a connection that agreed to
 /// `client_no_context_takeover` while it receives one compressed message).
+/// It also remembers the last message (up to 16 KiB) it compressed and the
+/// result: without context takeover the output depends only on the message
+/// and the window, so a push fanned out to a user's sockets on this core is
+/// compressed once.
 /// Created empty; every part is allocated on first use and kept. The
 /// runtime owns one per core and passes it to
 /// [`WsConnection::receive`](super::WsConnection::receive) and
@@ -249,6 +256,10 @@ fn new_inflater() -> Decompress {
 pub struct SharedDeflate {
     compressors: [Option<Compress>; WINDOWS],
     spare_inflater: Option<Decompress>,
+    /// Window of the remembered message; 0: none.
+    memo_bits: u8,
+    memo_in: Vec<u8>,
+    memo_out: Vec<u8>,
 }
 
 impl Default for SharedDeflate {
@@ -263,7 +274,32 @@ impl SharedDeflate {
         SharedDeflate {
             compressors: std::array::from_fn(|_| None),
             spare_inflater: None,
+            memo_bits: 0,
+            memo_in: Vec::new(),
+            memo_out: Vec::new(),
         }
+    }
+
+    /// Compresses a whole message without context takeover (see
+    /// [`compress_message`]), or copies the remembered output when it is the
+    /// message compressed last with the same window.
+    fn compress(&mut self, bits: u8, input: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let bits = bits.clamp(9, 15);
+        if self.memo_bits == bits && self.memo_in == input {
+            out.extend_from_slice(&self.memo_out);
+            return Ok(());
+        }
+        let start = out.len();
+        self.memo_bits = 0;
+        compress_message(self.compressor(bits), input, out, true)?;
+        if input.len() <= MEMO_MAX_BYTES {
+            self.memo_in.clear();
+            self.memo_in.extend_from_slice(input);
+            self.memo_out.clear();
+            self.memo_out.extend_from_slice(&out[start..]);
+            self.memo_bits = bits;
+        }
+        Ok(())
     }
 
     fn compressor(&mut self, bits: u8) -> &mut Compress {
@@ -447,7 +483,7 @@ impl DeflateState {
     ) -> Result<(), ProtocolError> {
         let bits = self.params.server_max_window_bits;
         if self.params.server_no_context_takeover {
-            compress_message(shared.compressor(bits), input, out, true)
+            shared.compress(bits, input, out)
         } else {
             let c = self.deflater.get_or_insert_with(|| new_compressor(bits));
             compress_message(c, input, out, false)
@@ -566,6 +602,60 @@ mod tests {
         assert_eq!(out0, msg);
         assert_eq!(out1, msg);
         assert!(conns.iter().all(|c| !c.holds_zlib_state()));
+    }
+
+    /// A push fanned out to several sockets is compressed once; a different
+    /// message or window is compressed anew; big messages are not remembered.
+    #[test]
+    fn shared_compressor_remembers_the_last_message() {
+        let no_ctx = |bits| DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: bits,
+            ..DeflateParams::default()
+        };
+        let mut shared = SharedDeflate::new();
+        let msg = br#"{"event":"push","body":"hello hello hello hello hello"}"#.repeat(10);
+        let other = br#"{"event":"push","body":"goodbye goodbye goodbye"}"#.repeat(10);
+        let decode = |wire: &[u8]| {
+            let mut out = Vec::new();
+            let mut rx = DeflateState::new(DeflateParams::default());
+            rx.inflate(&mut SharedDeflate::new(), wire, &mut out, 1 << 20)
+                .unwrap();
+            rx.finish_inflate(&mut SharedDeflate::new(), &mut out, 1 << 20)
+                .unwrap();
+            out
+        };
+        let mut wires = Vec::new();
+        for (m, bits) in [
+            (&msg, 15),
+            (&msg, 15),
+            (&other, 15),
+            (&msg, 15),
+            (&msg, 10),
+            (&msg, 10),
+        ] {
+            let mut st = DeflateState::new(no_ctx(bits));
+            let mut wire = vec![0xAA]; // appended after what is already queued
+            st.compress(&mut shared, m, &mut wire).unwrap();
+            assert_eq!(wire[0], 0xAA);
+            assert_eq!(&decode(&wire[1..]), m);
+            wires.push(wire);
+        }
+        assert_eq!(wires[0], wires[1]);
+        assert_eq!(wires[0], wires[3]);
+        assert_eq!(wires[4], wires[5]);
+        assert_ne!(wires[0], wires[2]);
+        assert_eq!(shared.memo_bits, 10);
+        let big: Vec<u8> = (0..MEMO_MAX_BYTES as u32 + 1)
+            .map(|i| (i % 7) as u8)
+            .collect();
+        let mut wire = Vec::new();
+        DeflateState::new(no_ctx(15))
+            .compress(&mut shared, &big, &mut wire)
+            .unwrap();
+        assert_eq!(decode(&wire), big);
+        assert_eq!(shared.memo_bits, 0);
     }
 
     /// With context takeover the connection owns its (de)compressor across
