@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringwire::protocol::deflate::SharedDeflate;
 use ringwire::protocol::handshake::{accept_key, parse_request, validate_upgrade, HandshakeLimits};
 use ringwire::protocol::mask::{apply_mask, apply_mask_naive};
 use ringwire::protocol::{Event, MessageKind, WsConnection, WsLimits};
@@ -78,7 +79,7 @@ fn decode(c: &mut Criterion) {
                 scratch.copy_from_slice(wire);
                 let mut conn = WsConnection::new(WsLimits::default(), None);
                 let mut n = 0usize;
-                conn.receive(&mut scratch, &mut |e| {
+                conn.receive(&mut scratch, &mut SharedDeflate::new(), &mut |e| {
                     if let Event::Message(_, p) = e {
                         n += p.len();
                     }
@@ -94,6 +95,7 @@ fn decode(c: &mut Criterion) {
 fn encode(c: &mut Criterion) {
     let mut g = quick(c, "frame_encode");
     let mut conn = WsConnection::new(WsLimits::default(), None);
+    let mut zlib = SharedDeflate::new();
     let mut out = Vec::with_capacity(128 * 1024);
     for size in [32usize, 1024, 64 * 1024] {
         let payload = vec![b'x'; size];
@@ -101,7 +103,7 @@ fn encode(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("plain", size), &size, |b, _| {
             b.iter(|| {
                 out.clear();
-                conn.encode_message(&mut out, MessageKind::Text, black_box(&payload));
+                conn.encode_message(&mut zlib, &mut out, MessageKind::Text, black_box(&payload));
                 black_box(out.len())
             })
         });
@@ -115,7 +117,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("deflate_json_150B", |b| {
         b.iter(|| {
             out.clear();
-            zconn.encode_message(&mut out, MessageKind::Text, black_box(json));
+            zconn.encode_message(&mut zlib, &mut out, MessageKind::Text, black_box(json));
             black_box(out.len())
         })
     });
@@ -162,12 +164,18 @@ fn socketio(c: &mut Criterion) {
     let text =
         r#"["notification",{"user":123456,"title":"New message","body":"hey, lunch tomorrow?"}]"#;
     let mut conn = WsConnection::new(WsLimits::default(), None);
+    let mut zlib = SharedDeflate::new();
     let mut out = Vec::with_capacity(4096);
     let mut packet = String::with_capacity(256);
     g.bench_function("push_frame_raw", |b| {
         b.iter(|| {
             out.clear();
-            conn.encode_message(&mut out, MessageKind::Text, black_box(text.as_bytes()));
+            conn.encode_message(
+                &mut zlib,
+                &mut out,
+                MessageKind::Text,
+                black_box(text.as_bytes()),
+            );
             black_box(out.len())
         })
     });
@@ -178,7 +186,7 @@ fn socketio(c: &mut Criterion) {
             if socketio::looks_like_event(black_box(text)) {
                 socketio::encode(&mut packet, SioType::Event, "/", None, text);
             }
-            conn.encode_message(&mut out, MessageKind::Text, packet.as_bytes());
+            conn.encode_message(&mut zlib, &mut out, MessageKind::Text, packet.as_bytes());
             black_box(out.len())
         })
     });

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringwire::protocol::deflate::DeflateParams;
+use ringwire::protocol::deflate::{DeflateParams, SharedDeflate};
 use ringwire::protocol::{Event, MessageKind, ProtocolError, WsConnection, WsLimits};
 
 const LIMITS: WsLimits = WsLimits {
@@ -27,6 +27,7 @@ fn run(
     deflate: Option<DeflateParams>,
 ) -> (Vec<Ev>, Option<ProtocolError>) {
     let mut conn = WsConnection::new(LIMITS, deflate);
+    let mut zlib = SharedDeflate::new();
     let mut evs = Vec::new();
     let mut err = None;
     let mut last = 0;
@@ -34,7 +35,7 @@ fn run(
         let c = c.clamp(last, input.len());
         let mut piece = input[last..c].to_vec();
         last = c;
-        let r = conn.receive(&mut piece, &mut |e| {
+        let r = conn.receive(&mut piece, &mut zlib, &mut |e| {
             evs.push(match e {
                 Event::Message(k, p) => {
                     assert!(p.len() <= LIMITS.max_message_bytes);
@@ -96,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         let mut conn = WsConnection::new(LIMITS, deflate);
         if let Some(Ev::Msg(k, p)) = whole.0.first() {
-            conn.encode_message(&mut out, *k, p);
+            conn.encode_message(&mut SharedDeflate::new(), &mut out, *k, p);
         }
         if let Some(e) = whole.1 {
             WsConnection::encode_close(&mut out, e.close_code(), e.reason());

@@ -22,8 +22,15 @@
 //! permessage-deflate was negotiated; change it per connection with
 //! [`WsConnection::set_min_compress_bytes`] (e.g. from
 //! `DeflateConfig::min_compress_bytes`).
+//!
+//! (De)compressors: [`WsConnection::receive`] and
+//! [`WsConnection::encode_message`] take the caller's [`SharedDeflate`]
+//! (one per core). Under `server_no_context_takeover` messages are
+//! compressed with its compressor; under `client_no_context_takeover` an
+//! inflater is borrowed from it for one received message. Only with
+//! context takeover does a connection own zlib state between messages.
 
-use super::deflate::{DeflateParams, DeflateState};
+use super::deflate::{DeflateParams, DeflateState, SharedDeflate};
 use super::error::ProtocolError;
 use super::frame::{
     self, header_len_for, parse_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
@@ -194,6 +201,12 @@ impl WsConnection {
         self.deflate.as_ref().map(|d| d.params)
     }
 
+    /// True when this connection owns an inflater or a compressor between
+    /// messages (only with context takeover, or mid-message).
+    pub fn holds_zlib_state(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.holds_zlib_state())
+    }
+
     /// True once a Close was received or the input was rejected.
     pub fn is_closing(&self) -> bool {
         self.stage == Stage::Closed
@@ -207,9 +220,10 @@ impl WsConnection {
     pub fn receive(
         &mut self,
         data: &mut [u8],
+        zlib: &mut SharedDeflate,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtocolError> {
-        let r = self.receive_inner(data, on_event);
+        let r = self.receive_inner(data, zlib, on_event);
         if r.is_err() {
             self.shut();
         }
@@ -229,6 +243,7 @@ impl WsConnection {
     fn receive_inner(
         &mut self,
         data: &mut [u8],
+        zlib: &mut SharedDeflate,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtocolError> {
         let mut pos = 0usize;
@@ -310,11 +325,11 @@ impl WsConnection {
                     let chunk = &mut data[pos..pos + n];
                     pos += n;
                     self.unmask(chunk);
-                    self.data_chunk(chunk)?;
+                    self.data_chunk(chunk, zlib)?;
                     if self.remaining == 0 {
                         self.stage = Stage::Header;
                         if fin {
-                            self.finish_message(on_event)?;
+                            self.finish_message(zlib, on_event)?;
                         }
                     }
                 }
@@ -407,7 +422,7 @@ impl WsConnection {
     }
 
     /// Appends (or inflates) a piece of the current data message.
-    fn data_chunk(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+    fn data_chunk(&mut self, chunk: &[u8], zlib: &mut SharedDeflate) -> Result<(), ProtocolError> {
         let text = self.msg == Some(MessageKind::Text);
         if self.compressed {
             if chunk.is_empty() {
@@ -415,7 +430,7 @@ impl WsConnection {
             }
             let before = self.buf.len();
             let d = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
-            d.inflate(chunk, &mut self.buf, self.limits.max_message_bytes)?;
+            d.inflate(zlib, chunk, &mut self.buf, self.limits.max_message_bytes)?;
             if text {
                 self.utf8
                     .feed(&self.buf[before..])
@@ -435,13 +450,17 @@ impl WsConnection {
     }
 
     /// The final frame of a buffered message is complete: deliver it.
-    fn finish_message(&mut self, on_event: &mut dyn FnMut(Event<'_>)) -> Result<(), ProtocolError> {
+    fn finish_message(
+        &mut self,
+        zlib: &mut SharedDeflate,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ProtocolError> {
         let kind = self.msg.take().unwrap_or(MessageKind::Binary);
         if self.compressed {
             self.compressed = false;
             let before = self.buf.len();
             let d = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
-            d.finish_inflate(&mut self.buf, self.limits.max_message_bytes)?;
+            d.finish_inflate(zlib, &mut self.buf, self.limits.max_message_bytes)?;
             if kind == MessageKind::Text {
                 self.utf8
                     .feed(&self.buf[before..])
@@ -467,8 +486,15 @@ impl WsConnection {
 
     /// Appends one complete data message (single frame, unmasked). When
     /// permessage-deflate was negotiated and `payload.len() >=
-    /// min_compress_bytes`, the payload is compressed (RSV1 set).
-    pub fn encode_message(&mut self, out: &mut Vec<u8>, kind: MessageKind, payload: &[u8]) {
+    /// min_compress_bytes`, the payload is compressed (RSV1 set), with
+    /// `zlib`'s compressor under `server_no_context_takeover`.
+    pub fn encode_message(
+        &mut self,
+        zlib: &mut SharedDeflate,
+        out: &mut Vec<u8>,
+        kind: MessageKind,
+        payload: &[u8],
+    ) {
         let op = match kind {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
@@ -479,7 +505,7 @@ impl WsConnection {
                 // Guess the header size from the input length; fix up below.
                 let guess = header_len_for(payload.len() as u64);
                 out.extend_from_slice(&[0u8; 10][..guess]);
-                if d.compress(payload, out).is_ok() {
+                if d.compress(zlib, payload, out).is_ok() {
                     let clen = out.len() - start - guess;
                     let mut h = [0u8; 10];
                     let hl = frame::write_header(&mut h, true, true, op, clen as u64);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::protocol::deflate;
+use crate::protocol::deflate::SharedDeflate;
 use flate2::{Compress, Compression, FlushCompress};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,7 @@ const RSV1: u8 = 0x40;
 fn feed_all(conn: &mut WsConnection, data: &[u8]) -> (Vec<Ev>, Result<(), ProtocolError>) {
     let mut evs = Vec::new();
     let mut d = data.to_vec();
-    let r = conn.receive(&mut d, &mut |e| evs.push(own(e)));
+    let r = conn.receive(&mut d, &mut SharedDeflate::new(), &mut |e| evs.push(own(e)));
     (evs, r)
 }
 
@@ -60,10 +61,11 @@ fn feed_split(
 ) -> (Vec<Ev>, Result<(), ProtocolError>) {
     let mut evs = Vec::new();
     let mut last = 0;
+    let mut zlib = SharedDeflate::new();
     for &c in cuts.iter().chain(std::iter::once(&data.len())) {
         let mut piece = data[last..c].to_vec();
         last = c;
-        if let Err(e) = conn.receive(&mut piece, &mut |e| evs.push(own(e))) {
+        if let Err(e) = conn.receive(&mut piece, &mut zlib, &mut |e| evs.push(own(e))) {
             return (evs, Err(e));
         }
     }
@@ -138,7 +140,7 @@ fn single_frames_zero_copy() {
     let base = d.as_ptr() as usize;
     let mut evs = Vec::new();
     let mut ptrs = Vec::new();
-    conn.receive(&mut d, &mut |e| {
+    conn.receive(&mut d, &mut SharedDeflate::new(), &mut |e| {
         if let Event::Message(_, p) = e {
             ptrs.push(p.as_ptr() as usize);
         }
@@ -453,13 +455,14 @@ fn decompression_bomb_is_bounded() {
         max_message_bytes: 1 << 20,
     };
     let mut conn = WsConnection::new(l, params);
+    let mut zlib = SharedDeflate::new();
     // Feed in 4 KiB reads and watch the buffer never exceed the limit.
     let w = cframe(FIN | RSV1 | 2, &z, M);
     let mut result = Ok(());
     let mut max_cap = 0;
     for piece in w.chunks(4096) {
         let mut p = piece.to_vec();
-        result = conn.receive(&mut p, &mut |_| panic!("no event expected"));
+        result = conn.receive(&mut p, &mut zlib, &mut |_| panic!("no event expected"));
         max_cap = max_cap.max(conn.buf.capacity());
         if result.is_err() {
             break;
@@ -484,6 +487,42 @@ fn no_context_takeover_resets_inflater() {
     let (evs, r) = check_splits(limits(), params, &wire);
     r.unwrap();
     assert_eq!(evs, vec![Ev::Msg(MessageKind::Text, msg.clone()); 3]);
+}
+
+/// The default (shared, no context takeover both ways): after a received
+/// compressed message and a compressed reply the connection holds no zlib
+/// state; a compressed message split across receive calls holds an inflater
+/// only until its last frame.
+#[test]
+fn idle_connection_holds_no_zlib_state() {
+    let params = Some(DeflateParams {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        ..DeflateParams::default()
+    });
+    let mut zlib = SharedDeflate::new();
+    let mut conn = WsConnection::new(limits(), params);
+    let msg = br#"{"event":"push","body":"hello hello hello hello hello"}"#.repeat(40);
+    let mut out = Vec::new();
+    conn.encode_message(&mut zlib, &mut out, MessageKind::Text, &msg);
+    assert!(!conn.holds_zlib_state());
+    let mut inf = flate2::Decompress::new_with_window_bits(false, 15);
+    assert_eq!(decode_server(&out, &mut inf), vec![(true, 1, msg.clone())]);
+    let mut c = Compress::new_with_window_bits(Compression::default(), false, 15);
+    let w = cframe(FIN | RSV1 | 1, &compress_msg(&mut c, &msg), M);
+    let (first, rest) = w.split_at(w.len() / 2);
+    let mut evs = Vec::new();
+    conn.receive(&mut first.to_vec(), &mut zlib, &mut |e| evs.push(own(e)))
+        .unwrap();
+    assert!(evs.is_empty() && conn.holds_zlib_state());
+    conn.receive(&mut rest.to_vec(), &mut zlib, &mut |e| evs.push(own(e)))
+        .unwrap();
+    assert_eq!(evs, vec![Ev::Msg(MessageKind::Text, msg.clone())]);
+    assert!(!conn.holds_zlib_state());
+    // Per-socket context takeover keeps both.
+    let mut conn = WsConnection::new(limits(), Some(DeflateParams::default()));
+    conn.encode_message(&mut zlib, &mut out, MessageKind::Text, &msg);
+    assert!(conn.holds_zlib_state());
 }
 
 /// Decodes server frames (unmasked) with our parser + a client inflater.
@@ -515,8 +554,9 @@ fn decode_server(wire: &[u8], inflater: &mut flate2::Decompress) -> Vec<(bool, u
 fn encode_messages_plain_and_compressed() {
     let mut plain = WsConnection::new(limits(), None);
     let mut out = Vec::new();
-    plain.encode_message(&mut out, MessageKind::Text, b"hi");
-    plain.encode_message(&mut out, MessageKind::Binary, &[1; 300]);
+    let mut zlib = SharedDeflate::new();
+    plain.encode_message(&mut zlib, &mut out, MessageKind::Text, b"hi");
+    plain.encode_message(&mut zlib, &mut out, MessageKind::Binary, &[1; 300]);
     let mut inf = flate2::Decompress::new_with_window_bits(false, 15);
     assert_eq!(
         decode_server(&out, &mut inf),
@@ -544,7 +584,7 @@ fn encode_messages_plain_and_compressed() {
                 br#"{"user":42,"event":"push","body":"hello hello hello hello hello"}"#.to_vec(),
             ];
             for m in &msgs {
-                conn.encode_message(&mut out, MessageKind::Binary, m);
+                conn.encode_message(&mut zlib, &mut out, MessageKind::Binary, m);
             }
             let mut inf = flate2::Decompress::new_with_window_bits(false, bits.max(9));
             let got = decode_server(&out, &mut inf);

@@ -134,7 +134,12 @@ impl Shard {
                 let Some(payload) = transcoder.outbound(&job.text) else {
                     continue;
                 };
-                ws.encode_message(&mut c.out, MessageKind::Text, payload.as_bytes());
+                ws.encode_message(
+                    &mut self.zlib,
+                    &mut c.out,
+                    MessageKind::Text,
+                    payload.as_bytes(),
+                );
                 reached += 1;
                 if c.over_outbound_limit(before, max_out) {
                     self.close_slow_consumer(slot);

@@ -10,6 +10,7 @@ use super::token::{self, Op};
 use super::upgrade::{owner_core, Decision, SessionCheck, UpgradePolicy};
 use super::{sys, Shared};
 use crate::config::{Config, EndpointKind, EngineConfig, Limits};
+use crate::protocol::deflate::SharedDeflate;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake;
 use crate::protocol::{Event, MessageKind, WsConnection, WsLimits};
@@ -111,6 +112,9 @@ pub struct Shard {
     pub(super) remote: Option<Box<super::remote::RemoteState>>,
     /// `[tls]`: plaintext of the receive being handled (kept between receives).
     tls_plain: Vec<u8>,
+    /// permessage-deflate compressors and spare inflater lent to this core's sockets (those
+    /// that agreed to no context takeover, the default), so an idle socket holds no zlib state.
+    pub(super) zlib: SharedDeflate,
 }
 
 impl Shard {
@@ -182,6 +186,7 @@ impl Shard {
             virtual_free: Vec::new(),
             remote,
             tls_plain: Vec::new(),
+            zlib: SharedDeflate::new(),
             rng: {
                 let mut seed = [0u8; 8];
                 let _ = getrandom::getrandom(&mut seed);
@@ -800,7 +805,7 @@ impl Shard {
         };
         let endpoint_index = *endpoint as usize;
         let kind = self.endpoint_kinds[endpoint_index];
-        let result = ws.receive(data, &mut |ev| {
+        let result = ws.receive(data, &mut self.zlib, &mut |ev| {
             let (code, payload): (u8, &[u8]) = match ev {
                 Event::Message(MessageKind::Text, p) => (0, p),
                 Event::Message(MessageKind::Binary, p) => (1, p),
@@ -832,7 +837,7 @@ impl Shard {
                         } else {
                             MessageKind::Binary
                         };
-                        ws.encode_message(&mut c.out, k, payload);
+                        ws.encode_message(&mut self.zlib, &mut c.out, k, payload);
                         echoed += 1;
                     }
                 }

@@ -367,7 +367,12 @@ impl Shard {
         let ConnState::Open { ws, .. } = &mut c.state else {
             return false;
         };
-        ws.encode_message(&mut c.out, MessageKind::Text, text.as_bytes());
+        ws.encode_message(
+            &mut self.zlib,
+            &mut c.out,
+            MessageKind::Text,
+            text.as_bytes(),
+        );
         if c.over_outbound_limit(before, max_out) {
             self.close_slow_consumer(slot);
             false

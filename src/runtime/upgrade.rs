@@ -63,6 +63,7 @@ impl UpgradePolicy {
             min_compress_bytes: config.compression.min_bytes,
             server_max_window_bits: config.compression.server_max_window_bits,
             allow_no_context_takeover: true,
+            context_takeover: config.compression.context_takeover,
         };
         let cascade = Cascade::compile(&config.websockets)?;
         let max_request_bytes = config.limits.max_header_bytes

@@ -6,13 +6,15 @@
 // ringwire allows the page's origin ([security] allowed_origins) and answers its polling
 // requests with Access-Control-Allow-Origin: <origin> and Access-Control-Allow-Credentials: true.
 // The test pushes through the admin API and reads the event out of the page.
+// A second test checks permessage-deflate as Chromium negotiates it (no context takeover both
+// ways): 2 KB pushes to a raw /ws and 2 KB echoes, compressed in both directions.
 // Skipped (with a message) only when /usr/bin/chromium is missing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { startPageServer, startSocketIoServer } from './server.mjs';
+import { startPageServer, startPushServer, startSocketIoServer } from './server.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const STEP = 10_000;
@@ -149,6 +151,110 @@ test('Chromium: cross-origin page, cookie + withCredentials, polling then websoc
     state = await page.evaluate(() => window.state);
     assert.deepEqual(state.received, [{ n: 7, from: 'node' }]);
     assert.deepEqual(state.disconnects, [], `disconnects${why()}`);
+    passed = true;
+  } finally {
+    if (browser) await within(browser.close(), STEP, 'browser.close()').catch(() => {});
+    if (server) {
+      const alive = server.alive();
+      await server.stop();
+      if (passed) assert.ok(alive, `ringwire exited during the test\n${server.stderr()}`);
+    }
+    await pageServer.close();
+  }
+});
+
+// permessage-deflate as Chromium negotiates it: it offers `permessage-deflate;
+// client_max_window_bits` and ringwire answers `server_no_context_takeover;
+// client_no_context_takeover` (unoffered, as RFC 7692 7.1.1.1/7.1.1.2 allow). Chromium must
+// accept the answer, decode pushes compressed by the per-core shared compressor, and compress
+// its own messages without context takeover (a second message referring to the first would
+// not inflate with the inflater ringwire lends per message: 1007).
+const DEFLATE_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>ringwire deflate</title></head>
+<body><script>
+const p = new URLSearchParams(location.search);
+window.state = { push: { ext: null, got: [], closed: null }, echo: { ext: null, got: [], closed: null }, errors: [] };
+function open(name, url) {
+  const ws = new WebSocket(url);
+  ws.onopen = () => { state[name].ext = ws.extensions; };
+  ws.onmessage = (e) => state[name].got.push(e.data);
+  ws.onerror = () => state.errors.push(name + ' error');
+  ws.onclose = (e) => { state[name].closed = e.code; };
+  return ws;
+}
+window.pushWs = open('push', 'ws://127.0.0.1:' + p.get('port') + '/ws?session=' + encodeURIComponent(p.get('session')));
+window.echoWs = open('echo', 'ws://127.0.0.1:' + p.get('port') + '/echo');
+</script></body></html>
+`;
+
+function feed(n) {
+  const items = [];
+  for (let i = 0; i < 16; i++) {
+    items.push({ id: n * 100 + i, kind: ['message', 'like', 'follow', 'mention'][i % 4], from: `user-${(n * 7 + i * 13) % 997}`, text: `event ${i} for ${n}: the quick brown fox jumps over the lazy dog`, ts: 1790000000 + i * 37 });
+  }
+  return JSON.stringify({ type: 'feed', n, items });
+}
+
+test('Chromium: permessage-deflate without context takeover, pushes and echoes of 2 KB', { timeout: 90_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const pageServer = await startPageServer({ '/': ['text/html; charset=utf-8', DEFLATE_PAGE] });
+  let server = null;
+  let browser = null;
+  let passed = false;
+  try {
+    server = await startPushServer({
+      extra: `[security]\nallowed_origins = ["${pageServer.origin}"]\n\n[[endpoints]]\npath = "/echo"\nkind = "echo"\nauth = "none"\n`,
+    });
+    const r = await server.admin('POST', '/v1/sessions', { user: USER, context: CONTEXT, ttl_secs: 3600 });
+    assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
+    const s = r.json;
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      timeout: 30_000,
+    });
+    const context = await browser.newContext();
+    await context.addCookies([{
+      name: 'ringwire-secret', value: s.secret, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax',
+    }]);
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP);
+    const frames = [];
+    page.on('websocket', (ws) => {
+      ws.on('framereceived', (f) => frames.push(`<- ${String(f.payload).length} chars`));
+      ws.on('framesent', (f) => frames.push(`-> ${String(f.payload).length} chars`));
+    });
+    const waitPage = (fn, what) => page.waitForFunction(fn).catch(async (e) => {
+      const state = await page.evaluate(() => window.state).catch(() => null);
+      throw new Error(`${what}: ${e.message}\npage state: ${JSON.stringify(state)}\nframes: ${frames}\n${server.stderr()}`);
+    });
+    await page.goto(`${pageServer.origin}/?port=${server.port}&session=${encodeURIComponent(s.session)}`);
+    await waitPage(() => window.state.push.ext !== null && window.state.echo.ext !== null, 'both sockets open');
+    let state = await page.evaluate(() => window.state);
+    const answer = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
+    assert.equal(state.push.ext, answer);
+    assert.equal(state.echo.ext, answer);
+
+    const pushes = [feed(1), feed(2), feed(3)];
+    for (const m of pushes) {
+      const pushed = await server.admin('POST', '/v1/push', { context: CONTEXT, user: USER, path: '/ws', message: m });
+      assert.equal(pushed.status, 202, pushed.text);
+      assert.equal(pushed.json?.sockets, 1, pushed.text);
+    }
+    const sent = [feed(4), feed(5), feed(6)];
+    await page.evaluate((msgs) => { for (const m of msgs) window.echoWs.send(m); }, sent);
+    await waitPage(() => window.state.push.got.length >= 3 && window.state.echo.got.length >= 3, 'pushes and echoes');
+    state = await page.evaluate(() => window.state);
+    assert.deepEqual(state.push.got, pushes);
+    assert.deepEqual(state.echo.got, sent);
+    assert.equal(state.push.closed, null);
+    assert.equal(state.echo.closed, null);
+    assert.deepEqual(state.errors, []);
     passed = true;
   } finally {
     if (browser) await within(browser.close(), STEP, 'browser.close()').catch(() => {});
