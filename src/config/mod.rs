@@ -675,7 +675,10 @@ mod tests {
                 if loopback && says == "at least 16" {
                     // Optional on loopback: a short token is accepted, with a warning.
                     let c = Config::from_toml(&text).expect(&text);
-                    assert!(c.warnings().iter().any(|w| w.contains("loopback")), "{text}");
+                    assert!(
+                        c.warnings().iter().any(|w| w.contains("loopback")),
+                        "{text}"
+                    );
                     continue;
                 }
                 let err = Config::from_toml(&text).expect_err(&text);

@@ -429,7 +429,7 @@ impl Shard {
             return;
         };
         for p in packets {
-            ws.encode_message(&mut c.out, MessageKind::Text, p.as_bytes());
+            ws.encode_message(&mut self.zlib, &mut c.out, MessageKind::Text, p.as_bytes());
         }
         self.mark_dirty(slot);
     }
