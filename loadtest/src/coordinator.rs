@@ -18,9 +18,10 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::admin::{self, AdminClient, PushConfig, PushStats, SessionCred};
+use crate::admin::push::{self, PushConfig, PushStats};
+use crate::admin::{sessions, AdminClient};
 use crate::cli::{parse_source_range, AuthMode, Protocol, RunArgs, Scenario, Target};
-use crate::proto::{Command, Counters, Event, WorkerSpec};
+use crate::ipc::{Command, Counters, Event, SessionCred, WorkerSpec};
 use crate::report::{
     AuthReport, ChurnReport, ConnectionStats, EchoCheck, Memory, MessageStats, Outcome, PushReport,
     Report, RunConfig, StormReport, TimelineSample, WorkerSummary,
@@ -471,7 +472,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
             client.addr(),
             args.mint_concurrency
         ));
-        let m = admin::mint_sessions(
+        let m = sessions::mint_sessions(
             client.clone(),
             users,
             args.context,
@@ -882,12 +883,12 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                                 concurrency: args.push_concurrency,
                                 message_bytes: args.message_bytes,
                                 event: (args.protocol == Protocol::Socketio)
-                                    .then(|| admin::PUSH_EVENT.to_string()),
+                                    .then(|| crate::wire::messages::PUSH_EVENT.to_string()),
                                 expect_per_push: args.expect_per_push,
                             };
                             log(format!(
                                 "pushing: {} {:?} {} per second for {} s, batches of {} ({} HTTP connections)",
-                                admin::planned_units(&cfg),
+                                push::planned_units(&cfg),
                                 args.push_mode,
                                 args.push_rate,
                                 args.duration,
@@ -895,7 +896,7 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
                                 args.push_concurrency
                             ));
                             push_started = Some(now);
-                            push_task = Some(tokio::spawn(admin::run_push(
+                            push_task = Some(tokio::spawn(push::run_push(
                                 client,
                                 cfg,
                                 push_stats.clone(),

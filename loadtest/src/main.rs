@@ -6,14 +6,15 @@
 
 mod admin;
 mod cli;
-mod conn;
+mod client;
 mod coordinator;
+mod ipc;
 mod plot;
-mod proto;
 mod report;
-mod sio;
+mod rng;
 mod stats;
 mod sysinfo;
+mod wire;
 mod worker;
 
 use std::process::ExitCode;

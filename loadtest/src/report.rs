@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{AuthMode, Protocol, PushMode, RunArgs, Scenario, Transport};
-use crate::proto::Counters;
+use crate::ipc::Counters;
 use crate::stats::LatencySummary;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

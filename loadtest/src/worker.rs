@@ -16,8 +16,8 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::{Protocol, Target, Transport};
-use crate::conn::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
-use crate::proto::{Command, Event, WorkerSpec};
+use crate::client::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
+use crate::ipc::{Command, Event, WorkerSpec};
 use crate::{stats, sysinfo};
 
 /// Progress report period.
@@ -330,7 +330,7 @@ async fn connect_all(
             break;
         }
         shared.attempts.fetch_add(1, Relaxed);
-        tokio::spawn(conn::run(
+        tokio::spawn(client::run(
             spec.first_conn_id + i,
             params.clone(),
             shared.clone(),

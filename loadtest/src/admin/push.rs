@@ -1,362 +1,25 @@
-//! Admin API client (plain HTTP/1.1 with keep-alive over hyper): minting sessions
-//! (`POST /v1/sessions`) and the push driver of the `push` scenario
-//! (`POST /v1/push/batch`, or `POST /v1/push` with `--batch-size 1`).
-//!
-//! Both run in the coordinator, with a fixed number of "lanes": one keep-alive
-//! connection each, one request in flight each, reconnected after an error.
+//! The push driver of the `push` scenario: paced pushes through the admin API, with the
+//! send timestamp stamped into the request body right before it leaves.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
-use crate::cli::{AdminTarget, PushMode};
-use crate::conn::classify_io;
+use crate::admin::{bump, short_body, AdminClient, Lane};
+use crate::cli::PushMode;
+use crate::rng::mix;
 use crate::stats;
 
-/// Timeout of one admin request (connect included).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts per session before giving up on that user.
-const MINT_ATTEMPTS: u32 = 4;
-/// Failures (with nothing minted) after which minting stops.
-const MINT_GIVE_UP: u64 = 16;
 /// Width of the placeholder for the send timestamp (unix ns has 19 digits until 2286).
 const TS_DIGITS: usize = 19;
-
-pub struct AdminClient {
-    addr: SocketAddr,
-    target: AdminTarget,
-    auth: Option<HeaderValue>,
-}
-
-impl AdminClient {
-    pub async fn new(url: &str, token: Option<&str>) -> Result<Arc<Self>> {
-        let target = AdminTarget::parse(url)?;
-        let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .with_context(|| format!("resolving admin host {}", target.host))?
-            .next()
-            .with_context(|| format!("admin host {} resolved to no address", target.host))?;
-        let auth = token
-            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
-            .transpose()
-            .context("--admin-token is not a valid header value")?;
-        Ok(Arc::new(AdminClient { addr, target, auth }))
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-/// One keep-alive connection to the admin API (connected lazily, dropped on error).
-pub struct Lane {
-    client: Arc<AdminClient>,
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
-/// A response: status and body.
-pub struct Resp {
-    pub status: u16,
-    pub body: Bytes,
-}
-
-impl Lane {
-    pub fn new(client: Arc<AdminClient>) -> Self {
-        Lane {
-            client,
-            sender: None,
-        }
-    }
-
-    /// Connects if needed and waits until the connection can take a request.
-    /// Errors are returned as a short kind (refused, timeout, ...).
-    pub async fn ready(&mut self) -> Result<(), String> {
-        if let Some(s) = self.sender.as_mut() {
-            if s.ready().await.is_ok() {
-                return Ok(());
-            }
-            self.sender = None;
-        }
-        let fut = async {
-            let stream = TcpStream::connect(self.client.addr)
-                .await
-                .map_err(|e| classify_io(&e).to_string())?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|_| "http_handshake".to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok::<_, String>(sender)
-        };
-        let mut sender = timeout(REQUEST_TIMEOUT, fut)
-            .await
-            .map_err(|_| "timeout".to_string())??;
-        sender.ready().await.map_err(|_| "closed".to_string())?;
-        self.sender = Some(sender);
-        Ok(())
-    }
-
-    /// POSTs a JSON body to `path` (relative to the admin URL's prefix). Call
-    /// [`Lane::ready`] first to keep connection setup out of the measured time.
-    pub async fn post(&mut self, path: &str, body: Bytes) -> Result<Resp, String> {
-        self.ready().await?;
-        let c = &self.client;
-        let mut req = Request::post(format!("{}{path}", c.target.prefix))
-            .header(HOST, c.target.authority.as_str())
-            .header(CONTENT_TYPE, "application/json");
-        if let Some(a) = &c.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|_| "bad_request".to_string())?;
-        let sender = self.sender.as_mut().expect("ready() connected");
-        let fut = async {
-            let resp = sender.send_request(req).await.map_err(|e| hyper_kind(&e))?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| hyper_kind(&e))?
-                .to_bytes();
-            Ok::<_, String>(Resp { status, body })
-        };
-        match timeout(REQUEST_TIMEOUT, fut).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(kind)) => {
-                self.sender = None;
-                Err(kind)
-            }
-            Err(_) => {
-                self.sender = None;
-                Err("timeout".to_string())
-            }
-        }
-    }
-}
-
-fn hyper_kind(e: &hyper::Error) -> String {
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        "closed".to_string()
-    } else if e.is_parse() {
-        "bad_response".to_string()
-    } else {
-        "http_error".to_string()
-    }
-}
-
-fn short_body(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    let s = s.trim();
-    if s.len() > 200 {
-        let mut i = 200;
-        while !s.is_char_boundary(i) {
-            i -= 1;
-        }
-        format!("{}...", &s[..i])
-    } else {
-        s.to_string()
-    }
-}
-
-fn bump(map: &Mutex<BTreeMap<String, u64>>, kind: &str) {
-    *map.lock().unwrap().entry(kind.to_string()).or_default() += 1;
-}
-
-// ---------------------------------------------------------------------------
-// Sessions
-// ---------------------------------------------------------------------------
-
-/// Credentials of one user's session, handed to the workers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionCred {
-    pub user: u64,
-    pub session: String,
-    /// Value of the Cookie header (`ringwire-secret=<secret>`).
-    pub cookie: String,
-}
-
-#[derive(Deserialize)]
-struct SessionResp {
-    session: String,
-    secret: Option<String>,
-    cookie: Option<String>,
-}
-
-/// Outcome of minting the sessions of users 1..=U.
-pub struct MintResult {
-    /// Index `user - 1`; `None` if minting failed for that user.
-    pub creds: Vec<Option<SessionCred>>,
-    pub minted: u64,
-    pub failed: u64,
-    pub errors_by_kind: BTreeMap<String, u64>,
-    pub first_error: Option<String>,
-    pub seconds: f64,
-}
-
-#[derive(Serialize)]
-struct SessionReq {
-    user: u64,
-    context: u64,
-    ttl_secs: u64,
-}
-
-/// Mints one session per user 1..=`users` with `concurrency` keep-alive connections.
-pub async fn mint_sessions(
-    client: Arc<AdminClient>,
-    users: u64,
-    context: u64,
-    ttl_secs: u64,
-    concurrency: u64,
-    log: &dyn Fn(String),
-) -> MintResult {
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(1));
-    let done = Arc::new(AtomicU64::new(0));
-    let creds: Arc<Mutex<Vec<Option<SessionCred>>>> =
-        Arc::new(Mutex::new(vec![None; users as usize]));
-    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let failed = Arc::new(AtomicU64::new(0));
-    let lanes = concurrency.clamp(1, users.max(1));
-    let mut set = JoinSet::new();
-    for _ in 0..lanes {
-        let failed = failed.clone();
-        let (client, next, done, creds, errors, first_error) = (
-            client.clone(),
-            next.clone(),
-            done.clone(),
-            creds.clone(),
-            errors.clone(),
-            first_error.clone(),
-        );
-        set.spawn(async move {
-            let mut lane = Lane::new(client);
-            loop {
-                // Give up early when the API is clearly not working (nothing minted yet
-                // and every lane failed), instead of retrying every user.
-                let f = failed.load(Relaxed);
-                if f >= lanes.max(MINT_GIVE_UP) && done.load(Relaxed) == f {
-                    break;
-                }
-                let user = next.fetch_add(1, Relaxed);
-                if user > users {
-                    break;
-                }
-                let body = serde_json::to_vec(&SessionReq {
-                    user,
-                    context,
-                    ttl_secs,
-                })
-                .expect("serializable");
-                let body = Bytes::from(body);
-                let mut last_err = String::new();
-                let mut ok = false;
-                for attempt in 0..MINT_ATTEMPTS {
-                    if attempt > 0 {
-                        sleep(Duration::from_millis(50 << attempt)).await;
-                    }
-                    match lane.post("/v1/sessions", body.clone()).await {
-                        Ok(r) if (200..300).contains(&r.status) => {
-                            match serde_json::from_slice::<SessionResp>(&r.body) {
-                                Ok(s) => {
-                                    let cookie = match (s.cookie, s.secret) {
-                                        (Some(c), _) => c,
-                                        (None, Some(secret)) => {
-                                            format!("ringwire-secret={secret}")
-                                        }
-                                        (None, None) => {
-                                            last_err = "bad_response: no cookie or secret".into();
-                                            break;
-                                        }
-                                    };
-                                    creds.lock().unwrap()[(user - 1) as usize] =
-                                        Some(SessionCred {
-                                            user,
-                                            session: s.session,
-                                            cookie,
-                                        });
-                                    ok = true;
-                                }
-                                Err(e) => {
-                                    last_err = format!("bad_response: {e}: {}", short_body(&r.body))
-                                }
-                            }
-                            break;
-                        }
-                        Ok(r) => {
-                            last_err = format!("http_{}: {}", r.status, short_body(&r.body));
-                            // Client errors will not get better by retrying.
-                            if r.status < 500 && r.status != 429 {
-                                break;
-                            }
-                        }
-                        Err(kind) => last_err = kind,
-                    }
-                }
-                if !ok {
-                    failed.fetch_add(1, Relaxed);
-                    let kind = last_err.split(':').next().unwrap_or("error").to_string();
-                    bump(&errors, &kind);
-                    first_error
-                        .lock()
-                        .unwrap()
-                        .get_or_insert_with(|| format!("user {user}: {last_err}"));
-                }
-                done.fetch_add(1, Relaxed);
-            }
-        });
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            r = set.join_next() => if r.is_none() { break },
-            _ = tick.tick() => {
-                let d = done.load(Relaxed);
-                log(format!(
-                    "minting sessions: {d}/{users} ({:.0}/s)",
-                    d as f64 / started.elapsed().as_secs_f64()
-                ));
-            }
-        }
-    }
-    let creds = std::mem::take(&mut *creds.lock().unwrap());
-    let minted = creds.iter().filter(|c| c.is_some()).count() as u64;
-    let errors_by_kind = std::mem::take(&mut *errors.lock().unwrap());
-    let first_error = first_error.lock().unwrap().take();
-    MintResult {
-        creds,
-        minted,
-        failed: users - minted,
-        errors_by_kind,
-        first_error,
-        seconds: started.elapsed().as_secs_f64(),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Pushes
-// ---------------------------------------------------------------------------
 
 /// What the push driver does.
 #[derive(Debug, Clone)]
@@ -378,9 +41,6 @@ pub struct PushConfig {
     /// Deliveries to expect per accepted push (instead of the answers' `sockets`).
     pub expect_per_push: Option<u64>,
 }
-
-/// The Socket.IO event name of the push scenario's messages (`["lt","<message>"]`).
-pub const PUSH_EVENT: &str = "lt";
 
 /// Live counters of the push driver (read by the coordinator every tick).
 pub struct PushStats {
@@ -429,23 +89,6 @@ impl PushStats {
             finished_at: Mutex::new(None),
         })
     }
-}
-
-/// The message carried by every push (JSON, embedded as a string in the push):
-/// `{"seq":S,"ts":<unix ns taken right before the HTTP request was sent>}`,
-/// optionally with a `"pad"` field.
-#[derive(Debug, Deserialize, PartialEq)]
-pub struct PushMessage {
-    pub seq: u64,
-    pub ts: u64,
-}
-
-/// Parses a pushed message; `None` if it is not one of ours.
-pub fn parse_push_message(text: &str) -> Option<PushMessage> {
-    if !text.starts_with("{\"seq\":") {
-        return None;
-    }
-    serde_json::from_str(text).ok()
 }
 
 /// One request: pushes to `users`, with sequence numbers `seq0 + i` (or all
@@ -533,14 +176,6 @@ struct PushResp {
     pushes: Option<u64>,
     sockets: Option<u64>,
     remote_nodes: Option<u64>,
-}
-
-/// splitmix64, for the `random` push mode.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// Number of pushes (targeted modes) or fan-out events the run will send.
@@ -693,6 +328,7 @@ pub async fn run_push(client: Arc<AdminClient>, cfg: PushConfig, stats: Arc<Push
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::messages::{parse_push_message, PushMessage, PUSH_EVENT};
 
     fn cfg(message_bytes: usize) -> PushConfig {
         PushConfig {
@@ -793,7 +429,8 @@ mod tests {
                 // What a client receives, as the server frames it.
                 let packet = format!("42{}", p.message);
                 assert_eq!(
-                    crate::sio::unwrap_push(packet.strip_prefix("42").unwrap()).as_deref(),
+                    crate::wire::engineio::unwrap_push(packet.strip_prefix("42").unwrap())
+                        .as_deref(),
                     Some(message.as_str())
                 );
             }
