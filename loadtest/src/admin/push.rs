@@ -188,82 +188,99 @@ pub async fn run_push(client: Arc<AdminClient>, cfg: PushConfig, stats: Arc<Push
     let lanes = cfg.concurrency.max(1);
     let (tx, rx) = mpsc::channel::<Job>(lanes as usize * 2);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let path_json = serde_json::to_string(&cfg.path).expect("serializable path");
-    let single = cfg.batch_size <= 1 && cfg.mode != PushMode::Fanout;
+    let cfg = Arc::new(cfg);
     let mut set = JoinSet::new();
     for _ in 0..lanes {
-        let (client, rx, stats, cfg, path_json) = (
-            client.clone(),
-            rx.clone(),
-            stats.clone(),
-            cfg.clone(),
-            path_json.clone(),
-        );
-        set.spawn(async move {
-            let mut lane = Lane::new(client);
-            loop {
-                let job = { rx.lock().await.recv().await };
-                let Some(job) = job else { break };
-                let n = job.users.len() as u64;
-                let mut body = build_body(&job, &cfg, &path_json, !single);
-                let fail = |kind: String, detail: String| {
-                    stats.http_errors.fetch_add(1, Relaxed);
-                    bump(&stats.errors_by_kind, &kind);
-                    stats
-                        .first_error
-                        .lock()
-                        .unwrap()
-                        .get_or_insert(format!("{kind}: {detail}"));
-                };
-                if let Err(kind) = lane.ready().await {
-                    stats.requests.fetch_add(1, Relaxed);
-                    fail(kind, "connecting to the admin API".into());
-                    continue;
-                }
-                // The timestamp is taken right before the request is sent.
-                stamp(&mut body, crate::sysinfo::unix_now_ns());
-                let sent_at = Instant::now();
-                stats.requests.fetch_add(1, Relaxed);
-                stats.pushes_sent.fetch_add(n, Relaxed);
-                let path = if single { "/v1/push" } else { "/v1/push/batch" };
-                let result = lane.post(path, Bytes::from(body.bytes)).await;
-                let rtt = sent_at.elapsed().as_micros() as u64;
-                stats::record(&mut stats.api_latency.lock().unwrap(), rtt);
-                match result {
-                    Ok(r) if (200..300).contains(&r.status) => {
-                        match serde_json::from_slice::<PushResp>(&r.body) {
-                            Ok(p) => {
-                                stats.requests_ok.fetch_add(1, Relaxed);
-                                let accepted = p.pushes.unwrap_or(n);
-                                stats.pushes_accepted.fetch_add(accepted, Relaxed);
-                                let expect = match cfg.expect_per_push {
-                                    Some(k) => accepted * k,
-                                    None => p.sockets.unwrap_or(0),
-                                };
-                                stats.sockets_expected.fetch_add(expect, Relaxed);
-                                stats
-                                    .remote_nodes
-                                    .fetch_add(p.remote_nodes.unwrap_or(0), Relaxed);
-                                if p.sockets.is_none() {
-                                    fail("bad_response".into(), short_body(&r.body));
-                                }
-                            }
-                            Err(e) => fail(
-                                "bad_response".into(),
-                                format!("{e}: {}", short_body(&r.body)),
-                            ),
-                        }
-                    }
-                    Ok(r) => fail(format!("http_{}", r.status), short_body(&r.body)),
-                    Err(kind) => fail(kind, format!("POST {path}")),
-                }
-            }
-        });
+        let lane = Lane::new(client.clone());
+        set.spawn(push_lane(lane, rx.clone(), stats.clone(), cfg.clone()));
     }
-
     let start = Instant::now();
     *stats.started_at.lock().unwrap() = Some(start);
-    let units = planned_units(&cfg);
+    schedule(&cfg, &stats, &tx, start).await;
+    drop(tx);
+    while set.join_next().await.is_some() {}
+    *stats.finished_at.lock().unwrap() = Some(Instant::now());
+    stats.finished.store(true, Relaxed);
+}
+
+/// One lane: sends the jobs it takes from `rx` (one request in flight) and counts the
+/// answers.
+async fn push_lane(
+    mut lane: Lane,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    stats: Arc<PushStats>,
+    cfg: Arc<PushConfig>,
+) {
+    let path_json = serde_json::to_string(&cfg.path).expect("serializable path");
+    let single = cfg.batch_size <= 1 && cfg.mode != PushMode::Fanout;
+    loop {
+        let job = { rx.lock().await.recv().await };
+        let Some(job) = job else { break };
+        let n = job.users.len() as u64;
+        let mut body = build_body(&job, &cfg, &path_json, !single);
+        let fail = |kind: String, detail: String| {
+            stats.http_errors.fetch_add(1, Relaxed);
+            bump(&stats.errors_by_kind, &kind);
+            stats
+                .first_error
+                .lock()
+                .unwrap()
+                .get_or_insert(format!("{kind}: {detail}"));
+        };
+        if let Err(kind) = lane.ready().await {
+            stats.requests.fetch_add(1, Relaxed);
+            fail(kind, "connecting to the admin API".into());
+            continue;
+        }
+        // The timestamp is taken right before the request is sent.
+        stamp(&mut body, crate::sysinfo::unix_now_ns());
+        let sent_at = Instant::now();
+        stats.requests.fetch_add(1, Relaxed);
+        stats.pushes_sent.fetch_add(n, Relaxed);
+        let path = if single { "/v1/push" } else { "/v1/push/batch" };
+        let result = lane.post(path, Bytes::from(body.bytes)).await;
+        let rtt = sent_at.elapsed().as_micros() as u64;
+        stats::record(&mut stats.api_latency.lock().unwrap(), rtt);
+        match result {
+            Ok(r) if (200..300).contains(&r.status) => {
+                match serde_json::from_slice::<PushResp>(&r.body) {
+                    Ok(p) => {
+                        stats.requests_ok.fetch_add(1, Relaxed);
+                        let accepted = p.pushes.unwrap_or(n);
+                        stats.pushes_accepted.fetch_add(accepted, Relaxed);
+                        let expect = match cfg.expect_per_push {
+                            Some(k) => accepted * k,
+                            None => p.sockets.unwrap_or(0),
+                        };
+                        stats.sockets_expected.fetch_add(expect, Relaxed);
+                        stats
+                            .remote_nodes
+                            .fetch_add(p.remote_nodes.unwrap_or(0), Relaxed);
+                        if p.sockets.is_none() {
+                            fail("bad_response".into(), short_body(&r.body));
+                        }
+                    }
+                    Err(e) => fail(
+                        "bad_response".into(),
+                        format!("{e}: {}", short_body(&r.body)),
+                    ),
+                }
+            }
+            Ok(r) => fail(format!("http_{}", r.status), short_body(&r.body)),
+            Err(kind) => fail(kind, format!("POST {path}")),
+        }
+    }
+}
+
+/// Queues the run's jobs, each at its due time (`late_jobs` counts those sent more than
+/// 100 ms late), until all are queued or the lanes are gone.
+async fn schedule(
+    cfg: &PushConfig,
+    stats: &Arc<PushStats>,
+    tx: &mpsc::Sender<Job>,
+    start: Instant,
+) {
+    let units = planned_units(cfg);
     let users = cfg.users.max(1);
     let b = cfg.batch_size.max(1);
     let send = |job: Job, due: Instant| {
@@ -319,10 +336,6 @@ pub async fn run_push(client: Arc<AdminClient>, cfg: PushConfig, stats: Arc<Push
             }
         }
     }
-    drop(tx);
-    while set.join_next().await.is_some() {}
-    *stats.finished_at.lock().unwrap() = Some(Instant::now());
-    stats.finished.store(true, Relaxed);
 }
 
 #[cfg(test)]

@@ -85,57 +85,20 @@ pub async fn mint_sessions(
                 if user > users {
                     break;
                 }
-                let body = serde_json::to_vec(&SessionReq {
+                let req = SessionReq {
                     user,
                     context,
                     ttl_secs,
-                })
-                .expect("serializable");
-                let body = Bytes::from(body);
-                let mut last_err = String::new();
-                let mut ok = false;
-                for attempt in 0..MINT_ATTEMPTS {
-                    if attempt > 0 {
-                        sleep(Duration::from_millis(50 << attempt)).await;
+                };
+                let minted = mint_one(&mut lane, &req).await;
+                let ok = minted.is_ok();
+                let last_err = match minted {
+                    Ok(cred) => {
+                        creds.lock().unwrap()[(user - 1) as usize] = Some(cred);
+                        String::new()
                     }
-                    match lane.post("/v1/sessions", body.clone()).await {
-                        Ok(r) if (200..300).contains(&r.status) => {
-                            match serde_json::from_slice::<SessionResp>(&r.body) {
-                                Ok(s) => {
-                                    let cookie = match (s.cookie, s.secret) {
-                                        (Some(c), _) => c,
-                                        (None, Some(secret)) => {
-                                            format!("ringwire-secret={secret}")
-                                        }
-                                        (None, None) => {
-                                            last_err = "bad_response: no cookie or secret".into();
-                                            break;
-                                        }
-                                    };
-                                    creds.lock().unwrap()[(user - 1) as usize] =
-                                        Some(SessionCred {
-                                            user,
-                                            session: s.session,
-                                            cookie,
-                                        });
-                                    ok = true;
-                                }
-                                Err(e) => {
-                                    last_err = format!("bad_response: {e}: {}", short_body(&r.body))
-                                }
-                            }
-                            break;
-                        }
-                        Ok(r) => {
-                            last_err = format!("http_{}: {}", r.status, short_body(&r.body));
-                            // Client errors will not get better by retrying.
-                            if r.status < 500 && r.status != 429 {
-                                break;
-                            }
-                        }
-                        Err(kind) => last_err = kind,
-                    }
-                }
+                    Err(e) => e,
+                };
                 if !ok {
                     failed.fetch_add(1, Relaxed);
                     let kind = last_err.split(':').next().unwrap_or("error").to_string();
@@ -175,4 +138,46 @@ pub async fn mint_sessions(
         first_error,
         seconds: started.elapsed().as_secs_f64(),
     }
+}
+
+/// Mints the session of one user, retrying transport errors, 5xx and 429
+/// ([`MINT_ATTEMPTS`] attempts); an error is returned as `kind: detail`.
+async fn mint_one(lane: &mut Lane, req: &SessionReq) -> Result<SessionCred, String> {
+    let body = Bytes::from(serde_json::to_vec(req).expect("serializable"));
+    let mut last_err = String::new();
+    for attempt in 0..MINT_ATTEMPTS {
+        if attempt > 0 {
+            sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        match lane.post("/v1/sessions", body.clone()).await {
+            Ok(r) if (200..300).contains(&r.status) => {
+                return match serde_json::from_slice::<SessionResp>(&r.body) {
+                    Ok(s) => {
+                        let cookie = match (s.cookie, s.secret) {
+                            (Some(c), _) => c,
+                            (None, Some(secret)) => format!("ringwire-secret={secret}"),
+                            (None, None) => {
+                                return Err("bad_response: no cookie or secret".into());
+                            }
+                        };
+                        Ok(SessionCred {
+                            user: req.user,
+                            session: s.session,
+                            cookie,
+                        })
+                    }
+                    Err(e) => Err(format!("bad_response: {e}: {}", short_body(&r.body))),
+                };
+            }
+            Ok(r) => {
+                last_err = format!("http_{}: {}", r.status, short_body(&r.body));
+                // Client errors will not get better by retrying.
+                if r.status < 500 && r.status != 429 {
+                    break;
+                }
+            }
+            Err(kind) => last_err = kind,
+        }
+    }
+    Err(last_err)
 }

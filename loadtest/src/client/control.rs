@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 
 use tokio::sync::Notify;
 
-use crate::client::Shared;
+use crate::client::shared::Shared;
 
 /// What the worker tells every connection to do (broadcast through a watch channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

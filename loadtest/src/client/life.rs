@@ -2,54 +2,56 @@
 //! attempts after a churn close or a storm drop, the waits between them (`Retry-After` or
 //! backoff) and giving up. Every attempt is timed and counted here.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
-use crate::client::{ConnParams, End, Kick, Phase, Shared, Slot};
+use crate::client::control::{End, Kick, Phase, Slot};
+use crate::client::params::ConnParams;
+use crate::client::shared::Shared;
 use crate::rng::mix;
 use crate::stats;
 use crate::wire::errors::ConnectError;
 
-/// Reconnect behaviour (churn and storm scenarios).
-#[derive(Debug, Clone, Copy)]
-pub struct ReconnectPolicy {
-    /// Storm: give up this long after the drop.
-    pub storm_timeout: Duration,
-    /// Longest single wait between two attempts.
-    pub max_wait: Duration,
-    /// Exponential backoff (socket.io-client): base delay and cap.
-    pub delay: Duration,
-    pub delay_max: Duration,
+/// One protocol's client: how to connect, and what an established connection does.
+pub trait Driver {
+    /// An established connection.
+    type Conn;
+
+    /// One connection attempt (TCP connect + handshake [+ Socket.IO connect]); the
+    /// caller bounds it by the connect timeout.
+    fn connect(&mut self) -> impl Future<Output = Result<Self::Conn, ConnectError>>;
+
+    /// The scenario loop of an established connection, until it is stopped, dropped or
+    /// kicked; its sockets are closed (or reset) when it returns.
+    fn drive(
+        &mut self,
+        conn: Self::Conn,
+        ctrl: &mut watch::Receiver<Phase>,
+    ) -> impl Future<Output = End>;
 }
 
-impl ReconnectPolicy {
-    /// The wait after a failed attempt: the server's `Retry-After: S` as S + random(0..S),
-    /// otherwise socket.io-client's backoff (`delay * 2^failures`, +-50 % jitter, capped at
-    /// `delay_max`); never more than `max_wait`. `failures` counts the earlier failures of
-    /// this reconnect, `r` is uniform in [0, 1). Returns the wait and whether it followed
-    /// `Retry-After`.
-    pub fn wait(&self, retry_after: Option<u64>, failures: u32, r: f64) -> (Duration, bool) {
-        let (wait, honoured) = match retry_after {
-            Some(s) if s > 0 => (Duration::from_secs_f64(s as f64 * (1.0 + r)), true),
-            _ => {
-                // socket.io-client (engine.io-client's Backoff): jitter 0.5, factor 2.
-                let base = self.delay.as_secs_f64() * 2f64.powi(failures.min(30) as i32);
-                let deviation = (r * 0.5 * base * 1000.0).floor() / 1000.0;
-                let secs = if ((r * 10.0).floor() as u64) & 1 == 0 {
-                    base - deviation
-                } else {
-                    base + deviation
-                };
-                (
-                    Duration::from_secs_f64(secs.min(self.delay_max.as_secs_f64()).max(0.0)),
-                    false,
-                )
+/// The life of one client: attempts until connected (or given up), the scenario, and
+/// again after every churn or storm kick.
+pub async fn reconnect_loop<D: Driver>(
+    mut driver: D,
+    mut life: Life<'_>,
+    mut ctrl: watch::Receiver<Phase>,
+) {
+    loop {
+        let conn = loop {
+            match life.attempt(&mut ctrl, driver.connect()).await {
+                Next::Up(conn) => break conn,
+                Next::Retry => {}
+                Next::Quit => return,
             }
         };
-        (wait.min(self.max_wait), honoured)
+        let end = driver.drive(conn, &mut ctrl).await;
+        if !life.ended(end).await {
+            return;
+        }
     }
 }
 
@@ -282,41 +284,4 @@ pub async fn within_connect_timeout<T>(
     timeout(p.connect_timeout, attempt)
         .await
         .unwrap_or_else(|_| Err("timeout".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(max_wait_ms: u64) -> ReconnectPolicy {
-        ReconnectPolicy {
-            storm_timeout: Duration::from_secs(60),
-            max_wait: Duration::from_millis(max_wait_ms),
-            delay: Duration::from_secs(1),
-            delay_max: Duration::from_secs(5),
-        }
-    }
-
-    #[test]
-    fn reconnect_waits() {
-        let p = policy(30_000);
-        let ms = Duration::from_millis;
-        // Retry-After: S -> S + random(0..S), capped by the max wait.
-        assert_eq!(p.wait(Some(1), 0, 0.0), (ms(1000), true));
-        assert_eq!(p.wait(Some(1), 5, 0.5), (ms(1500), true));
-        assert_eq!(p.wait(Some(5), 0, 0.999).0, ms(9995));
-        assert_eq!(p.wait(Some(100), 0, 0.9), (ms(30_000), true));
-        // Otherwise socket.io-client's backoff: 1 s * 2^failures +-50 %, at most 5 s.
-        assert_eq!(p.wait(None, 0, 0.0), (ms(1000), false));
-        assert_eq!(p.wait(None, 0, 0.13), (ms(1065), false));
-        assert_eq!(p.wait(Some(0), 1, 0.5), (ms(2500), false));
-        for r in [0.0, 0.13, 0.25, 0.5, 0.77, 0.999] {
-            let w = p.wait(None, 0, r).0;
-            assert!(w >= ms(500) && w <= ms(1500), "{w:?}");
-            let w = p.wait(None, 1, r).0;
-            assert!(w >= ms(1000) && w <= ms(3000), "{w:?}");
-            assert_eq!(p.wait(None, 40, r).0, ms(5000));
-            assert!(policy(200).wait(None, 3, r).0 <= ms(200));
-        }
-    }
 }

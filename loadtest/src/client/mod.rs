@@ -19,39 +19,19 @@ pub mod shared;
 pub mod socketio;
 pub mod ws;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-pub use control::{End, Kick, Phase, Slot};
-pub use life::{Life, Next, ReconnectPolicy};
-pub use params::{ConnParams, Sessions, CLOSE_TIMEOUT, SEND_TIMEOUT};
+pub use control::{Kick, Phase, Slot};
+pub use params::{ConnParams, ReconnectPolicy, Sessions};
 pub use shared::Shared;
 
 use crate::cli::{Protocol, Transport};
-use crate::wire::errors::ConnectError;
+use life::Life;
 use raw::Raw;
 use socketio::polling::SioPolling;
 use socketio::websocket::SioWebsocket;
-
-/// One protocol's client: how to connect, and what an established connection does.
-pub trait Driver {
-    /// An established connection.
-    type Conn;
-
-    /// One connection attempt (TCP connect + handshake [+ Socket.IO connect]); the
-    /// caller bounds it by the connect timeout.
-    fn connect(&mut self) -> impl Future<Output = Result<Self::Conn, ConnectError>>;
-
-    /// The scenario loop of an established connection, until it is stopped, dropped or
-    /// kicked; its sockets are closed (or reset) when it returns.
-    fn drive(
-        &mut self,
-        conn: Self::Conn,
-        ctrl: &mut watch::Receiver<Phase>,
-    ) -> impl Future<Output = End>;
-}
 
 /// Opens connection `id` and runs it until `Phase::Stop` (or the peer goes away); churn
 /// and storm kicks (through `slot`) make it close and connect again.
@@ -76,7 +56,7 @@ pub async fn run(
                 slot,
                 source,
             };
-            reconnect_loop(raw, life, ctrl).await
+            life::reconnect_loop(raw, life, ctrl).await
         }
         (Protocol::Socketio, Transport::Websocket) => {
             let sio = SioWebsocket {
@@ -86,33 +66,11 @@ pub async fn run(
                 slot,
                 source,
             };
-            reconnect_loop(sio, life, ctrl).await
+            life::reconnect_loop(sio, life, ctrl).await
         }
         (Protocol::Socketio, Transport::Polling) => {
             let sio = SioPolling::new(id, p, shared, slot);
-            reconnect_loop(sio, life, ctrl).await
-        }
-    }
-}
-
-/// The life of one client: attempts until connected (or given up), the scenario, and
-/// again after every churn or storm kick.
-async fn reconnect_loop<D: Driver>(
-    mut driver: D,
-    mut life: Life<'_>,
-    mut ctrl: watch::Receiver<Phase>,
-) {
-    loop {
-        let conn = loop {
-            match life.attempt(&mut ctrl, driver.connect()).await {
-                Next::Up(conn) => break conn,
-                Next::Retry => {}
-                Next::Quit => return,
-            }
-        };
-        let end = driver.drive(conn, &mut ctrl).await;
-        if !life.ended(end).await {
-            return;
+            life::reconnect_loop(sio, life, ctrl).await
         }
     }
 }
@@ -129,6 +87,7 @@ mod tests {
 
     use super::*;
     use crate::cli::Scenario;
+    use crate::wire::errors::ConnectError;
 
     fn policy(max_wait_ms: u64) -> ReconnectPolicy {
         ReconnectPolicy {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::{url_with_session, Protocol, Scenario, Transport};
-use crate::client::ReconnectPolicy;
 use crate::ipc::SessionCred;
 
 /// Per-connection parameters shared by all connections of a worker.
@@ -84,3 +83,82 @@ impl Sessions {
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful close may take when stopping.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Reconnect behaviour (churn and storm scenarios).
+#[derive(Debug, Clone, Copy)]
+pub struct ReconnectPolicy {
+    /// Storm: give up this long after the drop.
+    pub storm_timeout: Duration,
+    /// Longest single wait between two attempts.
+    pub max_wait: Duration,
+    /// Exponential backoff (socket.io-client): base delay and cap.
+    pub delay: Duration,
+    pub delay_max: Duration,
+}
+
+impl ReconnectPolicy {
+    /// The wait after a failed attempt: the server's `Retry-After: S` as S + random(0..S),
+    /// otherwise socket.io-client's backoff (`delay * 2^failures`, +-50 % jitter, capped at
+    /// `delay_max`); never more than `max_wait`. `failures` counts the earlier failures of
+    /// this reconnect, `r` is uniform in [0, 1). Returns the wait and whether it followed
+    /// `Retry-After`.
+    pub fn wait(&self, retry_after: Option<u64>, failures: u32, r: f64) -> (Duration, bool) {
+        let (wait, honoured) = match retry_after {
+            Some(s) if s > 0 => (Duration::from_secs_f64(s as f64 * (1.0 + r)), true),
+            _ => {
+                // socket.io-client (engine.io-client's Backoff): jitter 0.5, factor 2.
+                let base = self.delay.as_secs_f64() * 2f64.powi(failures.min(30) as i32);
+                let deviation = (r * 0.5 * base * 1000.0).floor() / 1000.0;
+                let secs = if ((r * 10.0).floor() as u64) & 1 == 0 {
+                    base - deviation
+                } else {
+                    base + deviation
+                };
+                (
+                    Duration::from_secs_f64(secs.min(self.delay_max.as_secs_f64()).max(0.0)),
+                    false,
+                )
+            }
+        };
+        (wait.min(self.max_wait), honoured)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn policy(max_wait_ms: u64) -> ReconnectPolicy {
+        ReconnectPolicy {
+            storm_timeout: Duration::from_secs(60),
+            max_wait: Duration::from_millis(max_wait_ms),
+            delay: Duration::from_secs(1),
+            delay_max: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn reconnect_waits() {
+        let p = policy(30_000);
+        let ms = Duration::from_millis;
+        // Retry-After: S -> S + random(0..S), capped by the max wait.
+        assert_eq!(p.wait(Some(1), 0, 0.0), (ms(1000), true));
+        assert_eq!(p.wait(Some(1), 5, 0.5), (ms(1500), true));
+        assert_eq!(p.wait(Some(5), 0, 0.999).0, ms(9995));
+        assert_eq!(p.wait(Some(100), 0, 0.9), (ms(30_000), true));
+        // Otherwise socket.io-client's backoff: 1 s * 2^failures +-50 %, at most 5 s.
+        assert_eq!(p.wait(None, 0, 0.0), (ms(1000), false));
+        assert_eq!(p.wait(None, 0, 0.13), (ms(1065), false));
+        assert_eq!(p.wait(Some(0), 1, 0.5), (ms(2500), false));
+        for r in [0.0, 0.13, 0.25, 0.5, 0.77, 0.999] {
+            let w = p.wait(None, 0, r).0;
+            assert!(w >= ms(500) && w <= ms(1500), "{w:?}");
+            let w = p.wait(None, 1, r).0;
+            assert!(w >= ms(1000) && w <= ms(3000), "{w:?}");
+            assert_eq!(p.wait(None, 40, r).0, ms(5000));
+            assert!(policy(200).wait(None, 3, r).0 <= ms(200));
+        }
+    }
+}

@@ -4,14 +4,17 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout, Instant, Interval, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::Scenario;
-use crate::client::ws::{abort_ws, close, connect, Ws};
-use crate::client::{ConnParams, Driver, End, Kick, Phase, Shared, Slot, SEND_TIMEOUT};
+use crate::client::control::{End, Kick, Phase, Slot};
+use crate::client::life::Driver;
+use crate::client::params::ConnParams;
+use crate::client::shared::Shared;
+use crate::client::ws::{abort_ws, close, connect, send_text, Ws};
 use crate::rng::mix;
 use crate::stats;
 use crate::wire::errors::{classify_ws, ConnectError};
@@ -57,16 +60,7 @@ async fn drive(
     ws: &mut Ws,
     ctrl: &mut watch::Receiver<Phase>,
 ) -> End {
-    let mut ticker: Option<Interval> = match p.scenario {
-        Scenario::Echo => {
-            let period = p.interval.max(Duration::from_millis(1));
-            let offset = Duration::from_micros(mix(id) % (period.as_micros() as u64).max(1));
-            let mut t = tokio::time::interval_at(Instant::now() + offset, period);
-            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            Some(t)
-        }
-        Scenario::Hold | Scenario::Push | Scenario::Churn | Scenario::Storm => None,
-    };
+    let mut ticker = echo_ticker(id, p);
     let mut seq = 0u64;
     let mut check = Check::Idle;
     let mut server_closed = false;
@@ -94,27 +88,16 @@ async fn drive(
                         break leaving;
                     }
                 }
-                Phase::EchoCheck => {
-                    if matches!(check, Check::Idle) {
-                        let payload = check_payload(id, shared.now_us());
-                        let deadline = Instant::now() + p.echo_timeout;
-                        match timeout(SEND_TIMEOUT, ws.send(Message::text(payload.clone()))).await {
-                            Ok(Ok(())) => check = Check::Pending { payload, deadline },
-                            Ok(Err(e)) => {
-                                check = Check::Done;
-                                shared.check_failed.fetch_add(1, Relaxed);
-                                shared.send_errors.fetch_add(1, Relaxed);
-                                break End::Dropped(classify_ws(&e));
-                            }
-                            Err(_) => {
-                                check = Check::Done;
-                                shared.check_failed.fetch_add(1, Relaxed);
-                                shared.send_errors.fetch_add(1, Relaxed);
-                                break End::Dropped("send_timeout".to_string());
-                            }
+                Phase::EchoCheck if matches!(check, Check::Idle) => {
+                    match start_check(id, p, shared, ws).await {
+                        Ok(pending) => check = pending,
+                        Err(kind) => {
+                            check = Check::Done;
+                            break End::Dropped(kind);
                         }
                     }
                 }
+                Phase::EchoCheck => {}
             }
         }
         let check_deadline = match &check {
@@ -170,18 +153,9 @@ async fn drive(
                 break leaving;
             }
             _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() && !server_closed => {
-                let payload = echo_payload(id, seq, shared.now_us(), p.message_bytes);
                 seq += 1;
-                match timeout(SEND_TIMEOUT, ws.send(Message::text(payload))).await {
-                    Ok(Ok(())) => { shared.sent.fetch_add(1, Relaxed); }
-                    Ok(Err(e)) => {
-                        shared.send_errors.fetch_add(1, Relaxed);
-                        break End::Dropped(classify_ws(&e));
-                    }
-                    Err(_) => {
-                        shared.send_errors.fetch_add(1, Relaxed);
-                        break End::Dropped("send_timeout".to_string());
-                    }
+                if let Err(kind) = send_echo(id, seq - 1, p, shared, ws).await {
+                    break End::Dropped(kind);
                 }
             }
         }
@@ -189,16 +163,65 @@ async fn drive(
     // A check that was requested but never answered on this connection fails.
     let check_requested =
         *ctrl.borrow() == Phase::EchoCheck || pending_phase == Some(Phase::EchoCheck);
-    match check {
-        Check::Pending { .. } => {
-            shared.check_failed.fetch_add(1, Relaxed);
-        }
-        Check::Idle if check_requested => {
-            shared.check_failed.fetch_add(1, Relaxed);
-        }
-        _ => {}
+    if matches!(check, Check::Pending { .. }) || (check_requested && matches!(check, Check::Idle)) {
+        shared.check_failed.fetch_add(1, Relaxed);
     }
     outcome
+}
+
+/// Echo scenario: sends message `seq` (counted as sent, or as a send error).
+async fn send_echo(
+    id: u64,
+    seq: u64,
+    p: &ConnParams,
+    shared: &Shared,
+    ws: &mut Ws,
+) -> Result<(), String> {
+    let payload = echo_payload(id, seq, shared.now_us(), p.message_bytes);
+    match send_text(ws, payload).await {
+        Ok(()) => {
+            shared.sent.fetch_add(1, Relaxed);
+            Ok(())
+        }
+        Err(kind) => {
+            shared.send_errors.fetch_add(1, Relaxed);
+            Err(kind)
+        }
+    }
+}
+
+/// Echo scenario: the send timer of connection `id` (a per-connection phase offset).
+fn echo_ticker(id: u64, p: &ConnParams) -> Option<Interval> {
+    match p.scenario {
+        Scenario::Echo => {
+            let period = p.interval.max(Duration::from_millis(1));
+            let offset = Duration::from_micros(mix(id) % (period.as_micros() as u64).max(1));
+            let mut t = tokio::time::interval_at(Instant::now() + offset, period);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Some(t)
+        }
+        Scenario::Hold | Scenario::Push | Scenario::Churn | Scenario::Storm => None,
+    }
+}
+
+/// Echo check: sends this connection's check message. A failed send counts as a failed
+/// check and a send error; it drops the connection (the kind is returned).
+async fn start_check(
+    id: u64,
+    p: &ConnParams,
+    shared: &Shared,
+    ws: &mut Ws,
+) -> Result<Check, String> {
+    let payload = check_payload(id, shared.now_us());
+    let deadline = Instant::now() + p.echo_timeout;
+    match send_text(ws, payload.clone()).await {
+        Ok(()) => Ok(Check::Pending { payload, deadline }),
+        Err(kind) => {
+            shared.check_failed.fetch_add(1, Relaxed);
+            shared.send_errors.fetch_add(1, Relaxed);
+            Err(kind)
+        }
+    }
 }
 
 /// Handles a text message; returns true if it was the echo of one of our scenario messages.

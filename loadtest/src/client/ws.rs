@@ -3,14 +3,15 @@
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, COOKIE};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::client::{ConnParams, CLOSE_TIMEOUT};
+use crate::client::params::{ConnParams, CLOSE_TIMEOUT, SEND_TIMEOUT};
 use crate::wire::errors::{classify_ws, handshake_error, ConnectError};
 use crate::wire::net::{set_linger_zero, tcp_connect};
 
@@ -48,4 +49,13 @@ pub async fn close(ws: &mut Ws) {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+/// Sends a text message within [`SEND_TIMEOUT`]; a failure is returned as its kind.
+pub async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
+    match timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(classify_ws(&e)),
+        Err(_) => Err("send_timeout".to_string()),
+    }
 }

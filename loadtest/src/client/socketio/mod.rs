@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
 use crate::cli::Scenario;
-use crate::client::Shared;
+use crate::client::shared::Shared;
 use crate::wire::engineio::{unwrap_push, OpenInfo};
 
 /// Slack on top of pingInterval + pingTimeout for a held GET.

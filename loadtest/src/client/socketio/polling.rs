@@ -12,10 +12,11 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::cli::{percent_encode, split_url};
+use crate::client::control::{End, Kick, Phase, Slot};
+use crate::client::life::Driver;
+use crate::client::params::{ConnParams, CLOSE_TIMEOUT, SEND_TIMEOUT};
+use crate::client::shared::Shared;
 use crate::client::socketio::{on_connect_packet, on_packet, sleep_opt, Action, Keepalive};
-use crate::client::{
-    ConnParams, Driver, End, Kick, Phase, Shared, Slot, CLOSE_TIMEOUT, SEND_TIMEOUT,
-};
 use crate::wire::engineio::{decode_payload, encode_payload, parse_open};
 use crate::wire::errors::ConnectError;
 use crate::wire::http1::{exchange, Http, HttpResp};
@@ -228,12 +229,8 @@ async fn poll_drive(
     let p = poller.p;
     // Packets owed to the server, POSTed before the next GET.
     let mut out: Vec<String> = Vec::new();
-    for packet in pending {
-        match on_packet(p.scenario, shared, ka, &packet) {
-            Action::None => {}
-            Action::Reply(r) => out.push(r),
-            Action::End(kind) => return End::Dropped(kind.to_string()),
-        }
+    if let Err(end) = on_packets(p, shared, ka, pending, &mut out) {
+        return end;
     }
     // The connection for POSTs while a GET is held (opened when first needed).
     let mut side: Option<Http> = None;
@@ -254,27 +251,10 @@ async fn poll_drive(
             return leaving;
         }
         if get.is_none() {
-            if !out.is_empty() {
-                let refs: Vec<&str> = out.iter().map(String::as_str).collect();
-                if let Err(kind) = poller.post_on(&mut main, &refs).await {
-                    return End::Dropped(kind);
-                }
-                out.clear();
+            match start_get(poller, &mut main, &mut out, ka).await {
+                Ok((held, fd)) => (get, get_fd) = (Some(held), Some(fd)),
+                Err(kind) => return End::Dropped(kind),
             }
-            let c = match main.take() {
-                Some(c) => c,
-                None => match poller.connect().await {
-                    Ok(c) => c,
-                    Err(kind) => return End::Dropped(kind),
-                },
-            };
-            get_fd = Some(c.stream.as_raw_fd());
-            let req = poller.get();
-            get = Some(
-                timeout(ka.get_timeout(), exchange(c, req))
-                    .map(|r| r.map_err(|_| ()))
-                    .boxed(),
-            );
         }
         let held = get.as_mut().expect("a GET in flight");
         tokio::select! {
@@ -318,12 +298,8 @@ async fn poll_drive(
                     Ok(v) => v,
                     Err(kind) => return End::Dropped(kind),
                 };
-                for packet in packets {
-                    match on_packet(p.scenario, shared, ka, &packet) {
-                        Action::None => {}
-                        Action::Reply(r) => out.push(r),
-                        Action::End(kind) => return End::Dropped(kind.to_string()),
-                    }
+                if let Err(end) = on_packets(p, shared, ka, packets, &mut out) {
+                    return end;
                 }
             }
             _ = sleep_opt(ka.next_ping) => {
@@ -339,4 +315,48 @@ async fn poll_drive(
             _ = sleep_opt(ka.dead_at) => return End::Dropped("ping_timeout".to_string()),
         }
     }
+}
+
+/// Handles packets from the server; replies (pongs) are queued in `out`. `Err`: the
+/// server ended the session.
+fn on_packets(
+    p: &ConnParams,
+    shared: &Shared,
+    ka: &mut Keepalive,
+    packets: Vec<String>,
+    out: &mut Vec<String>,
+) -> Result<(), End> {
+    for packet in packets {
+        match on_packet(p.scenario, shared, ka, &packet) {
+            Action::None => {}
+            Action::Reply(r) => out.push(r),
+            Action::End(kind) => return Err(End::Dropped(kind.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// POSTs the packets owed (on the main connection), then sends the next GET on it (a new
+/// connection if there is none); returns the held GET and its socket.
+async fn start_get(
+    poller: &Poller<'_>,
+    main: &mut Option<Http>,
+    out: &mut Vec<String>,
+    ka: &Keepalive,
+) -> Result<(HeldGet, RawFd), String> {
+    if !out.is_empty() {
+        let refs: Vec<&str> = out.iter().map(String::as_str).collect();
+        poller.post_on(main, &refs).await?;
+        out.clear();
+    }
+    let c = match main.take() {
+        Some(c) => c,
+        None => poller.connect().await?,
+    };
+    let fd = c.stream.as_raw_fd();
+    let req = poller.get();
+    let held = timeout(ka.get_timeout(), exchange(c, req))
+        .map(|r| r.map_err(|_| ()))
+        .boxed();
+    Ok((held, fd))
 }

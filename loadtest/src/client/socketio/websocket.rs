@@ -8,11 +8,12 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::client::control::{End, Kick, Phase, Slot};
+use crate::client::life::Driver;
+use crate::client::params::{ConnParams, CLOSE_TIMEOUT};
+use crate::client::shared::Shared;
 use crate::client::socketio::{on_connect_packet, on_packet, sleep_opt, Action, Keepalive};
-use crate::client::ws::{abort_ws, close, connect, Ws};
-use crate::client::{
-    ConnParams, Driver, End, Kick, Phase, Shared, Slot, CLOSE_TIMEOUT, SEND_TIMEOUT,
-};
+use crate::client::ws::{abort_ws, close, connect, send_text, Ws};
 use crate::wire::engineio::parse_open;
 use crate::wire::errors::{classify_ws, ConnectError};
 
@@ -54,14 +55,6 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
-async fn ws_send(ws: &mut Ws, text: String) -> Result<(), String> {
-    match timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify_ws(&e)),
-        Err(_) => Err("send_timeout".to_string()),
-    }
-}
-
 /// WebSocket handshake, open packet, namespace connect.
 async fn ws_connect(
     p: &ConnParams,
@@ -72,14 +65,14 @@ async fn ws_connect(
     let open = parse_open(&next_text(&mut ws).await?)?;
     let mut ka = Keepalive::new(p.eio, &open);
     if p.eio >= 4 {
-        ws_send(&mut ws, "40".to_string()).await?;
+        send_text(&mut ws, "40".to_string()).await?;
     }
     let mut out = Vec::new();
     loop {
         let text = next_text(&mut ws).await?;
         let done = on_connect_packet(&mut ka, &text, &mut out)?;
         for reply in out.drain(..) {
-            ws_send(&mut ws, reply).await?;
+            send_text(&mut ws, reply).await?;
         }
         if done {
             return Ok((ws, ka));
@@ -138,7 +131,7 @@ async fn ws_drive(
                 Some(Ok(Message::Text(text))) => match on_packet(p.scenario, shared, ka, &text) {
                     Action::None => {}
                     Action::Reply(r) => {
-                        if let Err(kind) = ws_send(ws, r).await {
+                        if let Err(kind) = send_text(ws, r).await {
                             return End::Dropped(kind);
                         }
                     }
@@ -153,7 +146,7 @@ async fn ws_drive(
                 Some(Ok(_)) => {}
             },
             _ = sleep_opt(ping_at) => {
-                if let Err(kind) = ws_send(ws, "2".to_string()).await {
+                if let Err(kind) = send_text(ws, "2".to_string()).await {
                     return End::Dropped(kind);
                 }
                 ka.ping_sent();
