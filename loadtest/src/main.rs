@@ -3,17 +3,39 @@
 //! The coordinator (what the user runs) plans the test and re-executes this
 //! binary as `ringwire-loadtest worker` once per worker process; workers open
 //! the connections and report JSON lines on stdout. See README.md.
+//!
+//! # Module map
+//!
+//! Imports point down this list; no module imports one above it.
+//!
+//! - [`coordinator`]: the user's process. One step per module: `plan`, `auth` (session
+//!   minting), `workers` (processes), `events` (the event loop), `phases` (one function
+//!   per phase: connect, hold, push drain, churn, settle, storm, echo check, stop),
+//!   `summary` (the report from the run's state).
+//! - [`worker`]: a worker process: its share of the connections, commands from the
+//!   coordinator, progress events.
+//! - [`report`]: the report's JSON structure, the table, the thresholds, the SVG plot.
+//! - [`admin`]: the admin API client: session minting, the push driver.
+//! - [`client`]: one simulated client. A single reconnect loop (`client::life`) for every
+//!   protocol, which is a `Driver`: `raw` WebSocket, `socketio::websocket`,
+//!   `socketio::polling`.
+//! - [`ipc`]: the coordinator <-> worker protocol (JSON lines: spec, commands, events,
+//!   counters).
+//! - [`wire`]: the protocol level: failure kinds, sockets, scenario messages, Engine.IO
+//!   packets, a minimal HTTP/1.1 client.
+//! - [`cli`], [`stats`], [`sysinfo`], [`rng`]: options, histograms, /proc and rlimits,
+//!   splitmix64.
 
 mod admin;
 mod cli;
-mod conn;
+mod client;
 mod coordinator;
-mod plot;
-mod proto;
+mod ipc;
 mod report;
-mod sio;
+mod rng;
 mod stats;
 mod sysinfo;
+mod wire;
 mod worker;
 
 use std::process::ExitCode;
@@ -58,7 +80,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     report.write_json(&args.report)?;
     println!("report written to {}", args.report.display());
     if let Some(plot) = &args.plot {
-        match plot::write_svg(plot, &report) {
+        match report::plot::write_svg(plot, &report) {
             Ok(()) => println!("plot written to {}", plot.display()),
             Err(e) => eprintln!("warning: {e:#}"),
         }

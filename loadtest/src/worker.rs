@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::{Protocol, Target, Transport};
-use crate::conn::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
-use crate::proto::{Command, Event, WorkerSpec};
+use crate::client::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
+use crate::ipc::{Command, Event, WorkerSpec};
 use crate::{stats, sysinfo};
 
 /// Progress report period.
@@ -76,6 +76,45 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         nofile_soft,
         nofile_hard,
     });
+    check_fd_limit(&spec, nofile_soft)?;
+    let params = Arc::new(conn_params(&spec, sessions).await?);
+    let shared = Arc::new(Shared::new());
+    let slots: Arc<Vec<Arc<Slot>>> = Arc::new(
+        (0..spec.connections)
+            .map(|_| Arc::new(Slot::default()))
+            .collect(),
+    );
+    let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
+    let connector = tokio::spawn(connect_all(
+        spec.clone(),
+        params.clone(),
+        shared.clone(),
+        slots.clone(),
+        ctrl_rx,
+    ));
+    let mut w = Worker {
+        spec,
+        params,
+        shared,
+        slots,
+        ctrl_tx,
+        churn: None,
+        connect_done_sent: false,
+        check: None,
+    };
+    w.serve(&mut lines).await;
+    w.stop().await;
+    connector.abort();
+    send_progress(&w.shared);
+    emit(&Event::Final {
+        counters: w.shared.counters(),
+        self_peak_rss_bytes: sysinfo::self_peak_rss(),
+    });
+    Ok(())
+}
+
+/// Refuses to start when the connections do not fit into the fd limit.
+fn check_fd_limit(spec: &WorkerSpec, nofile_soft: u64) -> Result<()> {
     // Long-polling clients may hold two sockets each.
     let per_conn = match (spec.protocol, spec.transport) {
         (Protocol::Socketio, Transport::Polling) => 2,
@@ -90,8 +129,12 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
             nofile_soft
         );
     }
+    Ok(())
+}
 
-    let target = resolve(&spec).await?;
+/// The parameters of this worker's connections.
+async fn conn_params(spec: &WorkerSpec, sessions: Option<Sessions>) -> Result<ConnParams> {
+    let target = resolve(spec).await?;
     let source_addrs: Vec<_> = spec
         .source_addrs
         .iter()
@@ -112,7 +155,7 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         max_frame_size: Some(16 << 20),
         ..WebSocketConfig::default()
     };
-    let params = Arc::new(ConnParams {
+    Ok(ConnParams {
         url: spec.url.clone(),
         protocol: spec.protocol,
         transport: spec.transport,
@@ -132,131 +175,149 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
             delay: Duration::from_millis(spec.reconnect_delay_ms),
             delay_max: Duration::from_millis(spec.reconnect_delay_max_ms),
         },
-    });
-    let shared = Arc::new(Shared::new());
-    let slots: Arc<Vec<Arc<Slot>>> = Arc::new(
-        (0..spec.connections)
-            .map(|_| Arc::new(Slot::default()))
-            .collect(),
-    );
-    let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
-    let connector = tokio::spawn(connect_all(
-        spec.clone(),
-        params.clone(),
-        shared.clone(),
-        slots.clone(),
-        ctrl_rx,
-    ));
-    // Churn scenario: the task that closes and reopens connections.
-    let mut churn: Option<tokio::task::JoinHandle<()>> = None;
+    })
+}
 
-    let failsafe = Instant::now() + Duration::from_secs_f64(spec.max_runtime_s) + FAILSAFE_SLACK;
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut connect_done_sent = false;
-    // Echo check in progress: (open connections when it started, give-up time).
-    let mut check: Option<(u64, Instant)> = None;
+/// A running worker: its connections and what the coordinator asked for.
+struct Worker {
+    spec: WorkerSpec,
+    params: Arc<ConnParams>,
+    shared: Arc<Shared>,
+    slots: Arc<Vec<Arc<Slot>>>,
+    ctrl_tx: watch::Sender<Phase>,
+    /// Churn scenario: the task that closes and reopens connections.
+    churn: Option<tokio::task::JoinHandle<()>>,
+    connect_done_sent: bool,
+    /// Echo check in progress: (open connections when it started, give-up time).
+    check: Option<(u64, Instant)>,
+}
 
-    loop {
-        tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
-                    Ok(Command::StartChurn) => {
-                        if churn.is_none() && spec.churn_per_sec > 0.0 {
-                            churn = Some(tokio::spawn(churn_driver(
-                                spec.churn_per_sec,
-                                slots.clone(),
-                                shared.clone(),
-                            )));
-                        }
-                    }
-                    Ok(Command::EndChurn) => {
-                        if let Some(task) = churn.take() {
-                            task.abort();
-                        }
-                    }
-                    Ok(Command::Storm) => {
-                        // Drop every open connection at once; each one reconnects by itself.
-                        *shared.storm_at.lock().unwrap() = Some(Instant::now());
-                        let at_unix_us = sysinfo::unix_now_us();
-                        let dropped =
-                            slots.iter().filter(|s| s.kick(&shared, Kick::Storm)).count() as u64;
-                        shared.storm_dropped.fetch_add(dropped, Relaxed);
-                        // The progress event first, so that the coordinator already counts
-                        // them as reconnecting when it reads StormStarted.
-                        send_progress(&shared);
-                        emit(&Event::StormStarted { dropped, at_unix_us });
-                    }
-                    Ok(Command::EchoCheck) => {
-                        if let Some(task) = churn.take() {
-                            task.abort();
-                        }
-                        let expected = shared.open.load(Relaxed);
-                        let give_up = Instant::now() + params.echo_timeout + Duration::from_secs(2);
-                        check = Some((expected, give_up));
-                        let _ = ctrl_tx.send(Phase::EchoCheck);
-                    }
-                    Ok(Command::Stop) => break,
-                    Err(e) => eprintln!("worker {}: bad command {line:?}: {e}", spec.index),
+impl Worker {
+    /// Follows the coordinator's commands and reports progress until `Stop`, EOF on
+    /// stdin, or the failsafe deadline.
+    async fn serve(&mut self, lines: &mut Lines<BufReader<Stdin>>) {
+        let failsafe =
+            Instant::now() + Duration::from_secs_f64(self.spec.max_runtime_s) + FAILSAFE_SLACK;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                        Ok(Command::Stop) => return,
+                        Ok(cmd) => self.on_command(cmd),
+                        Err(e) => eprintln!("worker {}: bad command {line:?}: {e}", self.spec.index),
+                    },
+                    // Coordinator gone (or stdin broken): stop.
+                    Ok(None) | Err(_) => return,
                 },
-                // Coordinator gone (or stdin broken): stop.
-                Ok(None) | Err(_) => break,
-            },
-            _ = tick.tick() => {
-                send_progress(&shared);
-                let done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed);
-                if !connect_done_sent && done >= spec.connections {
-                    connect_done_sent = true;
-                    emit(&Event::ConnectDone {
-                        connected: shared.connected.load(Relaxed),
-                        failed: shared.failed.load(Relaxed),
-                        at_unix_us: shared.epoch_unix_us
-                            + shared.last_attempt_done_us.load(Relaxed),
-                    });
-                }
-                if let Some((expected, give_up)) = check {
-                    let ok = shared.check_ok.load(Relaxed);
-                    let answered = ok + shared.check_failed.load(Relaxed);
-                    if answered >= expected || Instant::now() >= give_up {
-                        check = None;
-                        let connected = shared.connected.load(Relaxed);
-                        emit(&Event::EchoCheckDone { ok, failed: connected.saturating_sub(ok) });
-                    }
+                _ = tick.tick() => self.on_tick(),
+                _ = sleep_until(failsafe) => {
+                    eprintln!("worker {}: hard deadline reached, stopping", self.spec.index);
+                    return;
                 }
             }
-            _ = sleep_until(failsafe) => {
-                eprintln!("worker {}: hard deadline reached, stopping", spec.index);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let shared = &self.shared;
+        match cmd {
+            Command::StartChurn => {
+                if self.churn.is_none() && self.spec.churn_per_sec > 0.0 {
+                    self.churn = Some(tokio::spawn(churn_driver(
+                        self.spec.churn_per_sec,
+                        self.slots.clone(),
+                        shared.clone(),
+                    )));
+                }
+            }
+            Command::EndChurn => {
+                if let Some(task) = self.churn.take() {
+                    task.abort();
+                }
+            }
+            Command::Storm => {
+                // Drop every open connection at once; each one reconnects by itself.
+                *shared.storm_at.lock().unwrap() = Some(Instant::now());
+                let at_unix_us = sysinfo::unix_now_us();
+                let dropped = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.kick(shared, Kick::Storm))
+                    .count() as u64;
+                shared.storm_dropped.fetch_add(dropped, Relaxed);
+                // The progress event first, so that the coordinator already counts
+                // them as reconnecting when it reads StormStarted.
+                send_progress(shared);
+                emit(&Event::StormStarted {
+                    dropped,
+                    at_unix_us,
+                });
+            }
+            Command::EchoCheck => {
+                if let Some(task) = self.churn.take() {
+                    task.abort();
+                }
+                let expected = shared.open.load(Relaxed);
+                let give_up = Instant::now() + self.params.echo_timeout + Duration::from_secs(2);
+                self.check = Some((expected, give_up));
+                let _ = self.ctrl_tx.send(Phase::EchoCheck);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    /// Every 250 ms: progress, and the one-time events once they are due.
+    fn on_tick(&mut self) {
+        let shared = &self.shared;
+        send_progress(shared);
+        let done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed);
+        if !self.connect_done_sent && done >= self.spec.connections {
+            self.connect_done_sent = true;
+            emit(&Event::ConnectDone {
+                connected: shared.connected.load(Relaxed),
+                failed: shared.failed.load(Relaxed),
+                at_unix_us: shared.epoch_unix_us + shared.last_attempt_done_us.load(Relaxed),
+            });
+        }
+        if let Some((expected, give_up)) = self.check {
+            let ok = shared.check_ok.load(Relaxed);
+            let answered = ok + shared.check_failed.load(Relaxed);
+            if answered >= expected || Instant::now() >= give_up {
+                self.check = None;
+                let connected = shared.connected.load(Relaxed);
+                emit(&Event::EchoCheckDone {
+                    ok,
+                    failed: connected.saturating_sub(ok),
+                });
+            }
+        }
+    }
+
+    /// Stop: close every connection (connections still connecting close as soon as they
+    /// are up), within a grace period.
+    async fn stop(&mut self) {
+        if let Some(task) = self.churn.take() {
+            task.abort();
+        }
+        let _ = self.ctrl_tx.send(Phase::Stop);
+        let shared = &self.shared;
+        let grace = Instant::now() + self.params.connect_timeout.min(STOP_GRACE) + STOP_GRACE;
+        let mut next_progress = Instant::now() + TICK;
+        loop {
+            let attempts_done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed)
+                >= shared.attempts.load(Relaxed);
+            if (attempts_done && shared.open.load(Relaxed) == 0) || Instant::now() >= grace {
                 break;
             }
+            if Instant::now() >= next_progress {
+                next_progress += TICK;
+                send_progress(shared);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
-    // Stop: close every connection (connections still connecting close as soon as they are up).
-    if let Some(task) = churn.take() {
-        task.abort();
-    }
-    let _ = ctrl_tx.send(Phase::Stop);
-    let grace = Instant::now() + params.connect_timeout.min(STOP_GRACE) + STOP_GRACE;
-    let mut next_progress = Instant::now() + TICK;
-    loop {
-        let attempts_done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed)
-            >= shared.attempts.load(Relaxed);
-        if (attempts_done && shared.open.load(Relaxed) == 0) || Instant::now() >= grace {
-            break;
-        }
-        if Instant::now() >= next_progress {
-            next_progress += TICK;
-            send_progress(&shared);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    connector.abort();
-    send_progress(&shared);
-    emit(&Event::Final {
-        counters: shared.counters(),
-        self_peak_rss_bytes: sysinfo::self_peak_rss(),
-    });
-    Ok(())
 }
 
 fn send_progress(shared: &Shared) {
@@ -330,7 +391,7 @@ async fn connect_all(
             break;
         }
         shared.attempts.fetch_add(1, Relaxed);
-        tokio::spawn(conn::run(
+        tokio::spawn(client::run(
             spec.first_conn_id + i,
             params.clone(),
             shared.clone(),

@@ -1,12 +1,19 @@
 //! Command line interface: the user-facing `run` options (top level) and the
 //! hidden `worker` subcommand used when the coordinator re-executes itself.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::{Args, Parser, Subcommand};
+
+mod choices;
+mod target;
+
+pub use choices::{AuthMode, Protocol, PushMode, Scenario, Transport};
+pub use target::{
+    parse_source_range, percent_encode, split_url, url_with_param, url_with_session, AdminTarget,
+    Target,
+};
 
 /// Load tester for ringwire (works against any RFC 6455 WebSocket server).
 ///
@@ -54,80 +61,6 @@ pub enum Command {
     /// Internal: a worker process driven by the coordinator over stdin/stdout (JSON lines).
     #[command(hide = true)]
     Worker,
-}
-
-/// What every connection does once it is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scenario {
-    /// Open all connections and keep them idle (answering pings) for --duration seconds.
-    Hold,
-    /// Every connection sends a timestamped text message every --interval-ms and
-    /// measures the round-trip latency of its echo.
-    Echo,
-    /// Needs --auth session. After all connections are up, the coordinator pushes
-    /// through the admin API (POST /v1/push/batch) at --push-rate for --duration
-    /// seconds; every connection measures the end-to-end latency of each push it receives.
-    Push,
-    /// After all connections are up, connections are closed gracefully and reopened (same
-    /// user and session) at --churn-per-sec reconnects per second (total) for --duration
-    /// seconds. Reports the reconnects, their connect latency and failures by kind.
-    Churn,
-    /// Reconnect storm: after all connections are up and held for --duration seconds, every
-    /// connection drops its TCP socket abruptly (RST) and reconnects at once. A refusal with
-    /// `Retry-After: S` (ringwire: 503 on its upgrade rate limit) waits S + random(0..S)
-    /// seconds; other failures back off exponentially with jitter (socket.io-client). Reports
-    /// the time until 50/90/99/100 % are back, 503s, retries and clients that gave up.
-    Storm,
-}
-
-/// How connections authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    /// Plain upgrade to --url.
-    None,
-    /// Mint one session per user through the admin API (POST /v1/sessions), then upgrade to
-    /// `--url?session=<id>` with the header `Cookie: ringwire-secret=<secret>`.
-    Session,
-}
-
-/// Whom the pushes of the `push` scenario go to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PushMode {
-    /// Every push goes to one user, users taken in turn (1, 2, ..., U, 1, ...).
-    RoundRobin,
-    /// Every push goes to one user chosen at random.
-    Random,
-    /// Every push goes to ALL users (one push per user, sent in batches of --batch-size);
-    /// --push-rate then counts these fan-out events per second.
-    Fanout,
-}
-
-/// The protocol every connection speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// Plain WebSocket text frames (ringwire `raw` and `echo` endpoints, any RFC 6455 server).
-    #[default]
-    Raw,
-    /// Engine.IO v3/v4 + Socket.IO (ringwire `socketio` endpoints), over a WebSocket or
-    /// HTTP long-polling (--transport). Connects the default namespace.
-    Socketio,
-}
-
-/// The Engine.IO transport of `--protocol socketio`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Transport {
-    /// One WebSocket per client (`transport=websocket`), no polling phase before it.
-    #[default]
-    Websocket,
-    /// HTTP/1.1 long-polling (`transport=polling`) with keep-alive: a GET loop on one
-    /// connection; a second connection is opened only when a packet must be POSTed while
-    /// a GET is held (EIO 3 client pings, the close packet when stopping).
-    Polling,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -383,95 +316,6 @@ pub struct RunArgs {
     pub max_reconnect_p99_ms: Option<f64>,
 }
 
-/// Parsed `ws://host:port/path` target.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Target {
-    pub fn parse(url: &str) -> Result<Self> {
-        let rest = if let Some(rest) = url.strip_prefix("ws://") {
-            rest
-        } else if url.starts_with("wss://") {
-            bail!("wss:// is not supported (no TLS); use ws://")
-        } else {
-            bail!("URL must start with ws:// (got {url:?})")
-        };
-        Self::parse_authority(url, rest)
-    }
-
-    /// Like [`Target::parse`] for `protocol`: Socket.IO URLs may also be http://.
-    pub fn parse_for(url: &str, protocol: Protocol) -> Result<Self> {
-        match (protocol, url.strip_prefix("http://")) {
-            (Protocol::Socketio, Some(rest)) => Self::parse_authority(url, rest),
-            (Protocol::Socketio, None) if url.starts_with("https://") => {
-                bail!("https:// is not supported (no TLS); use http:// or ws://")
-            }
-            (Protocol::Socketio, None) if !url.starts_with("ws://") => {
-                bail!("--url must start with ws:// or http:// (got {url:?})")
-            }
-            _ => Self::parse(url),
-        }
-    }
-
-    fn parse_authority(url: &str, rest: &str) -> Result<Self> {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if authority.is_empty() {
-            bail!("URL {url:?} has no host");
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').context("unterminated [ in IPv6 host")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().context("bad port")?,
-                None => 80,
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().context("bad port")?),
-                None => (authority.to_string(), 80),
-            }
-        };
-        Ok(Target { host, port })
-    }
-}
-
-/// Parsed `http://host:port/prefix` admin API base URL.
-#[derive(Debug, Clone)]
-pub struct AdminTarget {
-    pub host: String,
-    pub port: u16,
-    /// Value of the Host header.
-    pub authority: String,
-    /// Path prefix without a trailing slash ("" for the root).
-    pub prefix: String,
-}
-
-impl AdminTarget {
-    pub fn parse(url: &str) -> Result<Self> {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            bail!("https:// admin URLs are not supported (no TLS); use http://")
-        } else {
-            bail!("--admin-url must start with http:// (got {url:?})")
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let t = Target::parse(&format!("ws://{authority}"))?;
-        Ok(AdminTarget {
-            host: t.host,
-            port: t.port,
-            authority: authority.to_string(),
-            prefix: path.trim_end_matches('/').to_string(),
-        })
-    }
-}
-
 impl RunArgs {
     /// --transport as given, or its default.
     pub fn transport(&self) -> Transport {
@@ -542,117 +386,9 @@ impl RunArgs {
     }
 }
 
-/// Splits `scheme://authority/path?query` into (authority, `/path?query`), dropping
-/// any fragment. The path is `/` when the URL has none.
-pub fn split_url(url: &str) -> (String, String) {
-    let base = url.split('#').next().unwrap_or(url);
-    let rest = base.split_once("://").map_or(base, |(_, r)| r);
-    let i = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(i);
-    let path = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{path}")
-    };
-    (authority.to_string(), path)
-}
-
-/// Appends `session=<id>` to the query of a ws:// URL (percent-encoding the id).
-pub fn url_with_session(url: &str, session: &str) -> String {
-    url_with_param(url, "session", session)
-}
-
-/// Appends `key=value` to the query of a URL (percent-encoding the value).
-pub fn url_with_param(url: &str, key: &str, value: &str) -> String {
-    // A fragment is never sent in the handshake: drop it.
-    let base = url.split('#').next().unwrap_or(url);
-    let sep = if base.contains('?') {
-        if base.ends_with('?') || base.ends_with('&') {
-            ""
-        } else {
-            "&"
-        }
-    } else {
-        "?"
-    };
-    format!("{base}{sep}{key}={}", percent_encode(value))
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(value: &str) -> String {
-    let mut enc = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
-    enc
-}
-
-/// Parses `a.b.c.d-e.f.g.h` into the inclusive list of IPv4 addresses.
-pub fn parse_source_range(s: &str) -> Result<Vec<IpAddr>> {
-    let (a, b) = s
-        .split_once('-')
-        .context("--source-range must look like 127.0.0.1-127.0.0.20")?;
-    let a: Ipv4Addr = a.trim().parse().context("bad start address")?;
-    let b: Ipv4Addr = b.trim().parse().context("bad end address")?;
-    let (a, b) = (u32::from(a), u32::from(b));
-    if b < a {
-        bail!("--source-range end is before its start");
-    }
-    if b - a >= 65_536 {
-        bail!("--source-range is too large (max 65536 addresses)");
-    }
-    Ok((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_targets() {
-        let t = Target::parse("ws://127.0.0.1:8080/echo").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8080));
-        let t = Target::parse("ws://example.com/x?y").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("example.com", 80));
-        let t = Target::parse("ws://[::1]:9000").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        assert!(Target::parse("http://x").is_err());
-        assert!(Target::parse("wss://x").is_err());
-    }
-
-    #[test]
-    fn parses_admin_urls() {
-        let a = AdminTarget::parse("http://127.0.0.1:8081").unwrap();
-        assert_eq!(
-            (a.host.as_str(), a.port, a.prefix.as_str()),
-            ("127.0.0.1", 8081, "")
-        );
-        let a = AdminTarget::parse("http://localhost/admin/").unwrap();
-        assert_eq!(
-            (a.host.as_str(), a.port, a.prefix.as_str()),
-            ("localhost", 80, "/admin")
-        );
-        assert_eq!(a.authority, "localhost");
-        assert!(AdminTarget::parse("https://x").is_err());
-        assert!(AdminTarget::parse("ws://x").is_err());
-    }
-
-    #[test]
-    fn appends_session() {
-        assert_eq!(
-            url_with_session("ws://h:1/ws", "ab-1"),
-            "ws://h:1/ws?session=ab-1"
-        );
-        assert_eq!(
-            url_with_session("ws://h/ws?x=1", "a/b"),
-            "ws://h/ws?x=1&session=a%2Fb"
-        );
-        assert_eq!(url_with_session("ws://h/ws?", "a"), "ws://h/ws?session=a");
-    }
 
     fn args(extra: &[&str]) -> RunArgs {
         let mut v = vec!["ringwire-loadtest"];
@@ -697,15 +433,5 @@ mod tests {
         assert!(Target::parse_for("http://h:2/socket.io/", Protocol::Socketio).is_ok());
         assert!(Target::parse_for("http://h:2/ws", Protocol::Raw).is_err());
         assert!(Target::parse_for("https://h/", Protocol::Socketio).is_err());
-    }
-
-    #[test]
-    fn parses_ranges() {
-        let r = parse_source_range("127.0.0.1-127.0.0.20").unwrap();
-        assert_eq!(r.len(), 20);
-        assert_eq!(r[19], "127.0.0.20".parse::<IpAddr>().unwrap());
-        let r = parse_source_range("10.0.0.255-10.0.1.1").unwrap();
-        assert_eq!(r.len(), 3);
-        assert!(parse_source_range("127.0.0.5-127.0.0.1").is_err());
     }
 }

@@ -9,8 +9,16 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::SessionCred;
 use crate::cli::{Protocol, Scenario, Transport};
+
+/// Credentials of one user's session, handed to the workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCred {
+    pub user: u64,
+    pub session: String,
+    /// Value of the Cookie header (`ringwire-secret=<secret>`).
+    pub cookie: String,
+}
 
 /// Everything a worker needs to run its share of the connections.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,119 @@
+//! The thresholds given on the command line (`--max-*`, `--min-connected`), checked
+//! against a finished report.
+
+use crate::cli::{RunArgs, Scenario};
+use crate::report::Report;
+
+impl Report {
+    /// Fills `violations` from the thresholds given on the command line.
+    pub fn check_thresholds(&mut self, args: &RunArgs) {
+        let mut v = Vec::new();
+        if let Some(max) = args.max_connect_errors {
+            if self.connections.failed > max {
+                v.push(format!(
+                    "connect errors {} > --max-connect-errors {max}",
+                    self.connections.failed
+                ));
+            }
+        }
+        if let Some(min) = args.min_connected {
+            if self.connections.connected < min {
+                v.push(format!(
+                    "connected {} < --min-connected {min}",
+                    self.connections.connected
+                ));
+            } else if self.connections.open_at_end < min {
+                v.push(format!(
+                    "still open at the end {} < --min-connected {min}",
+                    self.connections.open_at_end
+                ));
+            }
+        }
+        if let Some(max_ms) = args.max_p99_ms {
+            let lat = self.messages.latency_steady_us.as_ref();
+            match lat.or(self.messages.latency_us.as_ref()) {
+                Some(l) if l.p99_us as f64 / 1000.0 > max_ms => v.push(format!(
+                    "p99 latency {:.3} ms > --max-p99-ms {max_ms}",
+                    l.p99_us as f64 / 1000.0
+                )),
+                Some(_) => {}
+                None => v.push("--max-p99-ms given but no latency was measured".to_string()),
+            }
+        }
+        if let Some(max) = args.max_echo_failures {
+            match &self.echo_check {
+                Some(c) if c.echoes_failed > max => v.push(format!(
+                    "echo check failures {} > --max-echo-failures {max}",
+                    c.echoes_failed
+                )),
+                Some(_) => {}
+                None => v.push("--max-echo-failures given but no echo check ran".to_string()),
+            }
+        }
+        if let Some(max) = args.max_missing {
+            let missing = match &self.push {
+                Some(p) => p.missing,
+                None => self.messages.missing,
+            };
+            if missing > max {
+                v.push(format!("missing messages {missing} > --max-missing {max}"));
+            }
+        }
+        let reconnect = match (&self.churn, &self.storm) {
+            (Some(c), _) => Some((c.failed, c.connect_latency_us.as_ref())),
+            (_, Some(s)) => Some((s.failed_attempts, s.connect_latency_us.as_ref())),
+            _ => None,
+        };
+        if let Some(max) = args.max_reconnect_failures {
+            match reconnect {
+                Some((failed, _)) if failed > max => v.push(format!(
+                    "failed reconnect attempts {failed} > --max-reconnect-failures {max}"
+                )),
+                Some(_) => {}
+                None => {
+                    v.push("--max-reconnect-failures given but no churn or storm ran".to_string())
+                }
+            }
+        }
+        if let Some(max_ms) = args.max_reconnect_p99_ms {
+            match reconnect.map(|r| r.1) {
+                Some(Some(l)) if l.p99_us as f64 / 1000.0 > max_ms => v.push(format!(
+                    "reconnect p99 connect latency {:.3} ms > --max-reconnect-p99-ms {max_ms}",
+                    l.p99_us as f64 / 1000.0
+                )),
+                Some(Some(_)) => {}
+                _ => v.push("--max-reconnect-p99-ms given but no reconnect was made".to_string()),
+            }
+        }
+        if self.scenario == Scenario::Storm {
+            match &self.storm {
+                None => v.push("the storm did not take place".to_string()),
+                Some(st) => {
+                    let max_gave_up = args.max_gave_up.unwrap_or(0);
+                    if st.gave_up > max_gave_up {
+                        v.push(format!(
+                            "{} clients gave up reconnecting > --max-gave-up {max_gave_up}",
+                            st.gave_up
+                        ));
+                    }
+                    if let Some(max) = args.max_storm_secs {
+                        match st.all_reconnected_s {
+                            Some(secs) if secs <= max => {}
+                            Some(secs) => v.push(format!(
+                                "all reconnected after {secs:.2} s > --max-storm-secs {max}"
+                            )),
+                            None => v.push(format!(
+                                "not all reconnected ({} of {}) within --max-storm-secs {max}",
+                                st.reconnected, st.dropped
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        if self.outcome.deadline_hit {
+            v.push("the hard deadline (--max-runtime-s) was hit".to_string());
+        }
+        self.violations = v;
+    }
+}
