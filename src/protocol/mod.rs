@@ -25,6 +25,7 @@
 //! engine ([`crate::runtime`]), each block with a `// SAFETY:` note.
 #![forbid(unsafe_code)]
 
+pub mod close;
 pub mod connection;
 pub mod deflate;
 pub mod engineio;

@@ -247,7 +247,7 @@ pub struct SioState {
 #[derive(Debug, Clone, Copy)]
 pub struct Ending {
     pub until: u64,
-    pub code: u16,
+    pub why: crate::protocol::close::CloseReason,
 }
 
 impl SioState {

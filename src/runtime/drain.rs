@@ -5,6 +5,7 @@
 use super::conn::ConnState;
 use super::shard::Shard;
 use super::token::{self, Op};
+use crate::protocol::close::CloseReason;
 use io_uring::{opcode, types};
 use std::os::fd::AsRawFd;
 
@@ -93,7 +94,7 @@ impl Shard {
             if self.conns[slot as usize].gen != gen {
                 continue;
             }
-            self.end_socket(slot, 1001, "server shutting down");
+            self.end_socket(slot, CloseReason::ShuttingDown);
             self.maybe_release(slot);
         }
     }

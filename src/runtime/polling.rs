@@ -8,9 +8,9 @@
 //! the next request, which may belong to another user and move again.
 use super::conn::{flag, ConnState, Ending, PollMethod, PollPlan, SessionError, SocketMeta};
 use super::refusal::Refusal;
-use super::registry::{CLOSE_SESSION_EXPIRED, CLOSE_SESSION_TERMINATED};
 use super::shard::Shard;
 use super::stats::ShardStats;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, Packet};
 use crate::protocol::handshake;
 
@@ -47,8 +47,8 @@ impl Shard {
                 self.poll_release(session);
                 ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
                 let code = match e {
-                    SessionError::Expired => CLOSE_SESSION_EXPIRED,
-                    _ => CLOSE_SESSION_TERMINATED,
+                    SessionError::Expired => CloseReason::SessionExpired,
+                    _ => CloseReason::SessionTerminated,
                 };
                 self.end_poll_session(session, code);
             }
@@ -407,7 +407,7 @@ impl Shard {
         if let Some(e) = meta.sio.as_ref().and_then(|s| s.ending) {
             // Ended, and its client did not come for its last packets.
             if now >= e.until {
-                self.close_poll_session_with(v, Vec::new(), e.code);
+                self.close_poll_session_with(v, Vec::new(), e.why);
             } else {
                 self.schedule_poll_session(v);
             }
@@ -418,7 +418,7 @@ impl Shard {
             .is_some_and(|a| crate::service::session::unix_now() >= a.expires_at)
         {
             ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-            self.end_poll_session(v, CLOSE_SESSION_EXPIRED);
+            self.end_poll_session(v, CloseReason::SessionExpired);
             return;
         }
         let Some(sio) = meta.sio.as_mut() else { return };
@@ -442,11 +442,10 @@ impl Shard {
 
     /// End a polling session: close packet to a held GET, close its WebSocket, unregister.
     pub(super) fn close_poll_session(&mut self, v: u32) {
-        self.close_poll_session_with(v, Vec::new(), 1000);
+        self.close_poll_session_with(v, Vec::new(), CloseReason::Normal);
     }
 
-    /// The session (login) of polling session `v` ended (close `code`: 4001 terminated, 4002
-    /// expired): its client gets the Socket.IO DISCONNECTs of its namespaces, over its
+    /// The session (login) of polling session `v` ended (`why`: terminated or expired): its client gets the Socket.IO DISCONNECTs of its namespaces, over its
     /// WebSocket (then the close frame), or as the answer to its held GET, else to its next
     /// GET (or over the WebSocket it is upgrading to). Engine.IO v4: the close packet comes
     /// with the GET after that (as socket.io does), since socket.io-client 4 handles a
@@ -454,7 +453,7 @@ impl Shard {
     /// payload ("transport close": it would reconnect); v3: in the same answer. Meanwhile,
     /// for a ping timeout at most, the session is no socket any more (not counted, not
     /// pushed to) and takes nothing from its client but its close packet (or an upgrade).
-    pub(super) fn end_poll_session(&mut self, v: u32, code: u16) {
+    pub(super) fn end_poll_session(&mut self, v: u32, why: CloseReason) {
         let ping_timeout = self.ticks(self.policy.config.socketio.ping_timeout_ms);
         let now = self.wheel.now();
         let Some(sio) = self.sio_state(v) else {
@@ -466,7 +465,7 @@ impl Shard {
         }
         let farewell = sio.disconnect_packets();
         if matches!(sio.ws, Some((_, _, true))) {
-            self.close_poll_session_with(v, farewell, code);
+            self.close_poll_session_with(v, farewell, why);
             return;
         }
         self.unregister(v);
@@ -485,7 +484,7 @@ impl Shard {
         }
         sio.ending = Some(Ending {
             until: now + ping_timeout.max(1),
-            code,
+            why,
         });
         self.poll_release(v);
         self.schedule_poll_session(v);
@@ -499,16 +498,21 @@ impl Shard {
         };
         let Some(e) = sio.ending else { return };
         if sent.iter().any(|p| &**p == "1") {
-            self.close_poll_session_with(session, Vec::new(), e.code);
+            self.close_poll_session_with(session, Vec::new(), e.why);
         } else if !sio.queue.iter().any(|p| p == "1") {
             sio.queue.push("1".into());
         }
     }
 
     /// End a polling session: what is queued, then `farewell` and the close packet to a held
-    /// GET (`farewell` before the close frame `code` on its upgraded WebSocket), close its
+    /// GET (`farewell` before the close frame `why` on its upgraded WebSocket), close its
     /// WebSocket, unregister (unless it ended before), free the slot.
-    pub(super) fn close_poll_session_with(&mut self, v: u32, farewell: Vec<Box<str>>, code: u16) {
+    pub(super) fn close_poll_session_with(
+        &mut self,
+        v: u32,
+        farewell: Vec<Box<str>>,
+        why: CloseReason,
+    ) {
         let ConnState::Polling { meta, .. } = &mut self.conns[v as usize].state else {
             return;
         };
@@ -526,12 +530,7 @@ impl Shard {
                 if upgraded {
                     self.ws_send_final(w, &farewell);
                 }
-                let reason = match code {
-                    CLOSE_SESSION_TERMINATED => "session terminated",
-                    CLOSE_SESSION_EXPIRED => "session expired",
-                    _ => "",
-                };
-                self.close_with(w, code, reason);
+                self.close_with(w, why);
             }
         }
         if let Some((w, wgen)) = waiting {

@@ -7,14 +7,11 @@ use super::{
     AttributeError, Command, PushJob, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE,
 };
 use crate::config::EndpointKind;
+use crate::protocol::close::CloseReason;
 use crate::protocol::{MessageKind, WsConnection};
 use crate::service::listener::SocketInfo;
 use crate::service::session::unix_now;
 use crate::service::session::Revocation;
-
-/// Close codes of session ends (private-use range, documented in the README).
-pub const CLOSE_SESSION_TERMINATED: u16 = 4001;
-pub const CLOSE_SESSION_EXPIRED: u16 = 4002;
 
 impl Shard {
     pub(super) fn user_socket_count(&self, context: u32, user: u32) -> usize {
@@ -84,12 +81,12 @@ impl Shard {
     }
 
     /// Queue a close frame and close once it is written (or after the linger time).
-    pub(super) fn close_with(&mut self, slot: u32, code: u16, reason: &str) {
+    pub(super) fn close_with(&mut self, slot: u32, why: CloseReason) {
         let c = &mut self.conns[slot as usize];
         if !matches!(c.state, ConnState::Open { .. }) || c.has(flag::CLOSE_AFTER_FLUSH) {
             return;
         }
-        WsConnection::encode_close(&mut c.out, code, reason);
+        WsConnection::encode_close(&mut c.out, why.code(), why.reason());
         c.flags |= flag::CLOSE_AFTER_FLUSH;
         self.mark_dirty(slot);
         let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
@@ -199,7 +196,7 @@ impl Shard {
             .collect();
         for slot in doomed {
             ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-            self.end_session(slot, CLOSE_SESSION_TERMINATED, "session terminated");
+            self.end_session(slot, CloseReason::SessionTerminated);
         }
     }
 

@@ -3,13 +3,13 @@ use super::admission::TokenBucket;
 use super::bufring::BufRing;
 use super::conn::{flag, Conn, ConnState, Handoff, SocketMeta, UpgradePlan};
 use super::refusal::Refusal;
-use super::registry::CLOSE_SESSION_EXPIRED;
 use super::stats::ShardStats;
 use super::timer::{TimerWheel, TICK_MS};
 use super::token::{self, Op};
 use super::upgrade::{owner_core, Decision, SessionCheck, UpgradePolicy};
 use super::{sys, Shared};
 use crate::config::{Config, EndpointKind, EngineConfig, Limits};
+use crate::protocol::close::CloseReason;
 use crate::protocol::deflate::SharedDeflate;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake;
@@ -846,7 +846,8 @@ impl Shard {
                 _ => {
                     let code = u16::from_be_bytes([scratch[start - 2], scratch[start - 1]]);
                     if code == 0 {
-                        WsConnection::encode_close(&mut c.out, 1000, "");
+                        // The client's close had no code: echo a plain normal close.
+                        WsConnection::encode_close(&mut c.out, CloseReason::Normal.code(), "");
                     } else {
                         WsConnection::encode_close(&mut c.out, code, "");
                     }
@@ -862,7 +863,8 @@ impl Shard {
             ShardStats::inc(&stats.protocol_errors);
             tracing::debug!(core = self.id, slot, "protocol error: {err:?} ({err})");
             // Replies to the messages before the error stay queued ahead of the close frame.
-            WsConnection::encode_close(&mut c.out, err.close_code(), err.reason());
+            let why = CloseReason::from(err);
+            WsConnection::encode_close(&mut c.out, why.code(), why.reason());
             closing = true;
         }
         if closing {
@@ -915,7 +917,8 @@ impl Shard {
         let c = &mut self.conns[slot as usize];
         c.out.clear();
         c.out.shrink_to(KEEP_CAPACITY);
-        WsConnection::encode_close(&mut c.out, 1013, "slow consumer");
+        let why = CloseReason::SlowConsumer;
+        WsConnection::encode_close(&mut c.out, why.code(), why.reason());
         c.flags |= flag::CLOSE_AFTER_FLUSH;
         self.mark_dirty(slot);
         let at = self.wheel.now() + self.ticks(LINGER_MS);
@@ -1160,14 +1163,14 @@ impl Shard {
             ConnState::Open { meta, .. } => {
                 if meta.auth.is_some_and(|a| unix_now() >= a.expires_at) {
                     ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
-                    self.end_session(slot, CLOSE_SESSION_EXPIRED, "session expired");
+                    self.end_session(slot, CloseReason::SessionExpired);
                     return;
                 }
                 if now >= c.ping_at {
                     let idle_ticks = self.limits.idle_timeout_secs * 1000 / TICK_MS;
                     if now.saturating_sub(c.last_rx as u64) >= idle_ticks {
                         ShardStats::inc(&self.shared.stats[self.id].closed_idle);
-                        self.close_with(slot, 1001, "idle timeout");
+                        self.close_with(slot, CloseReason::IdleTimeout);
                         return;
                     }
                     ShardStats::inc(&self.shared.stats[self.id].pings_sent);

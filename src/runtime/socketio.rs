@@ -16,6 +16,7 @@
 use super::conn::{ConnState, PartialBinary, SioState};
 use super::shard::Shard;
 use super::stats::ShardStats;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, EioVersion, Packet, PacketType};
 use crate::protocol::socketio::{self, SioType};
 use crate::protocol::MessageKind;
@@ -178,12 +179,12 @@ impl Shard {
                 }
                 if let Some(e) = ending {
                     // Those were the ended session's last packets.
-                    self.close_poll_session_with(session, Vec::new(), e.code);
+                    self.close_poll_session_with(session, Vec::new(), e.why);
                 }
             }
             Packet::Text(PacketType::Message, text) => self.sio_message(session, text),
             Packet::Binary(data) => self.sio_attachment(session, data),
-            Packet::Text(PacketType::Close, _) => self.end_socket(session, 1000, ""),
+            Packet::Text(PacketType::Close, _) => self.end_socket(session, CloseReason::Normal),
             Packet::Text(PacketType::Pong | PacketType::Noop | PacketType::Open, _) => {}
         }
     }
@@ -385,20 +386,20 @@ impl Shard {
     /// A malformed packet: the session is closed (as socket.io servers do).
     fn sio_protocol_error(&mut self, session: u32) {
         ShardStats::inc(&self.shared.stats[self.id].protocol_errors);
-        self.end_socket(session, 1002, "malformed Socket.IO packet");
+        self.end_socket(session, CloseReason::MalformedSocketIo);
     }
 
-    /// The session (login) of socket `slot` ended: terminated (4001) or expired (4002). A
+    /// The session (login) of socket `slot` ended (`why`: terminated or expired). A
     /// Socket.IO client is told first, as socket.io's `socket.disconnect(true)` does: a
     /// DISCONNECT for every namespace it joined, so that it reports `io server disconnect`
     /// and does not reconnect (it would only be refused). Then the socket ends: a WebSocket
-    /// with the close frame `code`, a polling session with its close packet.
-    pub(super) fn end_session(&mut self, slot: u32, code: u16, reason: &str) {
+    /// with the close frame, a polling session with its close packet.
+    pub(super) fn end_session(&mut self, slot: u32, why: CloseReason) {
         // An upgrade WebSocket speaks for its polling session.
         let slot = match self.sio_state(slot).and_then(|s| s.transport_of) {
             Some((v, vgen)) if self.conns.get(v as usize).is_some_and(|c| c.gen == vgen) => v,
             Some(_) => {
-                self.close_with(slot, code, reason);
+                self.close_with(slot, why);
                 return;
             }
             None => slot,
@@ -411,9 +412,9 @@ impl Shard {
                     .map(|s| s.disconnect_packets())
                     .unwrap_or_default();
                 self.ws_send_final(slot, &farewell);
-                self.close_with(slot, code, reason);
+                self.close_with(slot, why);
             }
-            ConnState::Polling { .. } => self.end_poll_session(slot, code),
+            ConnState::Polling { .. } => self.end_poll_session(slot, why),
             _ => {}
         }
     }
@@ -437,9 +438,9 @@ impl Shard {
     /// End a socket whatever it is: an open WebSocket gets a close frame, a polling session
     /// its close packet. The client is not told why: it reconnects (drain, idle, protocol
     /// errors, its own close packet).
-    pub(super) fn end_socket(&mut self, slot: u32, code: u16, reason: &str) {
+    pub(super) fn end_socket(&mut self, slot: u32, why: CloseReason) {
         match self.conns[slot as usize].state {
-            ConnState::Open { .. } => self.close_with(slot, code, reason),
+            ConnState::Open { .. } => self.close_with(slot, why),
             ConnState::Polling { .. } => self.close_poll_session(slot),
             _ => {}
         }
