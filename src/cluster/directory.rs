@@ -19,7 +19,8 @@ use std::collections::HashMap;
 const MAX_PATHS: usize = 4096;
 const ANY_PATH: u16 = u16::MAX;
 /// Nodes a directory can tell apart (a bitmask).
-pub const MAX_NODES: usize = 64;
+pub const MAX_NODES: usize = crate::config::MAX_CLUSTER_NODES;
+const _: () = assert!(MAX_NODES <= 64, "presence masks are u64");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {

@@ -4,10 +4,16 @@
 //! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
 #![forbid(unsafe_code)]
 mod limits;
+pub mod webhook;
+mod websockets;
 
-pub use crate::service::cascade::WebsocketsConfig;
-pub use crate::service::webhook::{WebhookConfig, WebhookEventKind};
 pub use limits::{EngineConfig, Limits};
+pub use webhook::{WebhookConfig, WebhookEventKind};
+pub use websockets::{ContextSet, WebsocketsConfig};
+
+/// Most nodes a cluster may have (this one and its peers): node indexes are one byte in the
+/// presence directory and on the wire.
+pub const MAX_CLUSTER_NODES: usize = 64;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -531,10 +537,7 @@ impl Config {
         }
         if let Some(key) = &self.sessions.key {
             let key = key.trim();
-            if key.len() != 64
-                || !key.bytes().all(|b| b.is_ascii_hexdigit())
-                || crate::service::session::SessionKey::from_hex(key).is_none()
-            {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError(
                     "sessions.key must be 64 hex characters (32 bytes; `openssl rand -hex 32`)"
                         .into(),
@@ -555,7 +558,8 @@ impl Config {
         if self.sessions.max_ttl_secs == 0 {
             return Err(ConfigError("sessions.max_ttl_secs must be > 0".into()));
         }
-        crate::service::cascade::Cascade::compile(&self.websockets).map_err(ConfigError)?;
+        self.websockets.context_overrides().map_err(ConfigError)?;
+        self.websockets.user_overrides().map_err(ConfigError)?;
         if let Some(c) = &self.cluster {
             if c.node_id.is_empty() {
                 return Err(ConfigError("cluster.node_id must not be empty".into()));
@@ -567,10 +571,10 @@ impl Config {
                         .into(),
                 ));
             }
-            if c.peers.len() >= crate::cluster::directory::MAX_NODES {
+            if c.peers.len() >= MAX_CLUSTER_NODES {
                 return Err(ConfigError(format!(
                     "cluster.peers: at most {} peers",
-                    crate::cluster::directory::MAX_NODES - 1
+                    MAX_CLUSTER_NODES - 1
                 )));
             }
             for (i, p) in c.peers.iter().enumerate() {

@@ -22,7 +22,7 @@
 //! No function here panics or allocates without bound on network input:
 //! every buffer is capped by [`WsLimits`] or
 //! [`handshake::HandshakeLimits`]. Unsafe code is forbidden here: it lives only in the
-//! engine ([`crate::runtime`]), each block with a `// SAFETY:` note.
+//! engine (`runtime`), each block with a `// SAFETY:` note.
 #![forbid(unsafe_code)]
 
 pub mod close;

@@ -1,40 +1,7 @@
 //! The `websockets.enabled` config cascade: server < context set < context < user; the most
 //! specific scope that says something wins.
-use serde::Deserialize;
+use crate::config::WebsocketsConfig;
 use std::collections::HashMap;
-
-/// `[websockets]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebsocketsConfig {
-    /// Server-wide default.
-    pub enabled: bool,
-    /// Named lists of contexts with a setting for all of them (first matching set wins).
-    pub context_sets: Vec<ContextSet>,
-    /// Per context: `"1" = false` (keys are context ids).
-    pub contexts: HashMap<String, bool>,
-    /// Per user: `"1:42" = true` (keys are `context:user`).
-    pub users: HashMap<String, bool>,
-}
-
-impl Default for WebsocketsConfig {
-    fn default() -> Self {
-        WebsocketsConfig {
-            enabled: true,
-            context_sets: Vec::new(),
-            contexts: HashMap::new(),
-            users: HashMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ContextSet {
-    pub name: String,
-    pub contexts: Vec<u32>,
-    pub enabled: bool,
-}
 
 /// The cascade compiled for lookups without string formatting on the upgrade path.
 #[derive(Debug, Clone, Default)]
@@ -53,22 +20,8 @@ impl Cascade {
                 sets.entry(c).or_insert(set.enabled);
             }
         }
-        let mut contexts = HashMap::new();
-        for (k, &v) in &cfg.contexts {
-            let c: u32 = k
-                .parse()
-                .map_err(|_| format!("websockets.contexts: {k:?} is not a context id"))?;
-            contexts.insert(c, v);
-        }
-        let mut users = HashMap::new();
-        for (k, &v) in &cfg.users {
-            let parsed = k
-                .split_once(':')
-                .and_then(|(c, u)| Some((c.parse().ok()?, u.parse().ok()?)));
-            let key = parsed
-                .ok_or_else(|| format!("websockets.users: {k:?} must be \"context:user\""))?;
-            users.insert(key, v);
-        }
+        let contexts = cfg.context_overrides()?;
+        let users = cfg.user_overrides()?;
         Ok(Cascade {
             server: cfg.enabled,
             sets,
