@@ -1,7 +1,7 @@
 //! Mutual TLS for the cluster link: every node presents its certificate and accepts only
 //! peers whose certificate the cluster CA signed; a client checks that the server's
 //! certificate names the peer id it dialled.
-use rustls::pki_types::pem::PemObject;
+use crate::config::pem::{pem_certs, pem_key, provider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
@@ -38,23 +38,6 @@ fn load(
     }
     let key = pem_key(files.key)?;
     Ok((roots, chain, key))
-}
-
-/// Every certificate of a PEM file (errors name the file).
-pub(crate) fn pem_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_file_iter(p)
-        .map_err(|e| format!("{}: {e}", p.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", p.display()))
-}
-
-/// The private key of a PEM file (errors name the file).
-pub(crate) fn pem_key(p: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(p).map_err(|e| format!("{}: {e}", p.display()))
-}
-
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 pub fn server_config(files: &TlsFiles<'_>) -> Result<quinn::ServerConfig, String> {

@@ -4,6 +4,7 @@
 //! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
 #![forbid(unsafe_code)]
 mod limits;
+pub mod pem;
 pub mod webhook;
 mod websockets;
 

@@ -8,7 +8,7 @@
 //! Certificates are read when the configuration is loaded or reloaded: new connections use
 //! the newest, open ones keep the session they negotiated.
 use super::conn::{flag, Conn};
-use crate::cluster::tls::{pem_certs, pem_key, provider};
+use crate::config::pem::{pem_certs, pem_key, provider};
 use crate::config::TlsConfig;
 use std::io::{Read, Write};
 use std::sync::Arc;
