@@ -160,8 +160,6 @@ pub struct Shared {
     wake_fds: Vec<OwnedFd>,
     inboxes: Vec<SegQueue<Command>>,
     pub stopping: AtomicBool,
-    /// Connections on this node in any state (for `limits.max_connections`).
-    pub connections: std::sync::atomic::AtomicUsize,
     /// Verifies sessions (shared by the nodes of a cluster).
     pub session_key: SessionKey,
     /// Embedding applications' listeners, called on the owning core.
@@ -193,9 +191,32 @@ impl Shared {
         per_core
     }
 
+    /// Connections on this node in any state (for `limits.max_connections`), summed over the
+    /// cores' own counters (no counter shared by the cores on the accept path).
+    pub fn open_connections(&self) -> u64 {
+        // Closes first: every close counted was opened before, so the difference cannot go
+        // below zero but for the reads racing the cores (saturated).
+        let closed: u64 = self
+            .stats
+            .iter()
+            .map(|s| ShardStats::get(&s.connections_closed))
+            .sum();
+        let opened: u64 = self
+            .stats
+            .iter()
+            .map(|s| ShardStats::get(&s.connections_opened))
+            .sum();
+        opened.saturating_sub(closed)
+    }
+
     /// Queue a command for shard `core` and wake it.
     pub fn send(&self, core: usize, cmd: Command) {
         self.inboxes[core].push(cmd);
+        self.wake(core);
+    }
+
+    /// Ring shard `core`'s doorbell (its eventfd).
+    pub(crate) fn wake(&self, core: usize) {
         sys::eventfd_signal(self.wake_fds[core].as_raw_fd());
     }
 }
@@ -271,7 +292,6 @@ impl Engine {
                 .map_err(|e| StartError(format!("dup eventfd: {e}")))?,
             inboxes: (0..cores).map(|_| SegQueue::new()).collect(),
             stopping: AtomicBool::new(false),
-            connections: std::sync::atomic::AtomicUsize::new(0),
             session_key,
             listeners,
             transcoders: config

@@ -19,12 +19,14 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 const BGID: u16 = 0;
 /// How long a closing socket waits for the peer's EOF after our close frame / refusal.
 pub(super) const LINGER_MS: u64 = 2_000;
+/// Commands taken from the inbox in one loop turn. A batch push command carries up to a whole
+/// `/v1/push/batch` request, so 64 commands are plenty of work between two looks at the ring.
+const INBOX_BATCH: usize = 64;
 /// Output capacity kept by an idle socket; larger buffers are released after a flush.
 const KEEP_CAPACITY: usize = 4096;
 /// Capacity the per-core event scratch keeps between reads (one inflated burst can be large).
@@ -310,7 +312,7 @@ impl Shard {
     pub(super) fn over_admission_limit(&self) -> bool {
         let node_max = self.limits.max_connections;
         self.in_use > self.admission_limit
-            || (node_max > 0 && self.shared.connections.load(Relaxed) > node_max)
+            || (node_max > 0 && self.shared.open_connections() > node_max as u64)
     }
 
     fn ensure_slot(&mut self, slot: u32) {
@@ -343,7 +345,7 @@ impl Shard {
         // The node-wide count follows the connection, not the slot: counted once here, once
         // down when it finally closes, never on a move between cores (a moved connection
         // counted on both cores for a moment refused the last one under the limit).
-        self.shared.connections.fetch_add(1, Relaxed);
+        ShardStats::inc(&self.stats().connections_opened);
         self.take_slot(
             slot,
             ConnState::Handshake {
@@ -1102,7 +1104,7 @@ impl Shard {
         let c = &mut self.conns[slot as usize];
         c.inflight -= 1;
         if !c.has(flag::MOVED) {
-            self.shared.connections.fetch_sub(1, Relaxed);
+            ShardStats::inc(&self.shared.stats[self.id].connections_closed);
         }
         c.state = ConnState::Free;
         c.flags = 0;
@@ -1216,9 +1218,18 @@ impl Shard {
         self.push(e);
     }
 
+    /// Commands from the control plane and the link, at most [`INBOX_BATCH`] a loop turn:
+    /// a burst of pushes cannot starve the sockets' completions. What is left rings the
+    /// core's own doorbell, so the next turn takes the next batch.
     fn on_wake(&mut self) {
-        while let Some(cmd) = self.shared.inboxes[self.id].pop() {
+        for _ in 0..INBOX_BATCH {
+            let Some(cmd) = self.shared.inboxes[self.id].pop() else {
+                break;
+            };
             self.on_command(cmd);
+        }
+        if !self.shared.inboxes[self.id].is_empty() {
+            self.shared.wake(self.id);
         }
         self.arm_wake();
     }

@@ -15,6 +15,12 @@ pub struct ShardStats {
     /// Connections in the handshake phase (gauge).
     pub handshakes: AtomicU64,
     pub accepted: AtomicU64,
+    /// Connections that took a slot here (accepted into the table), and connections that
+    /// finally closed here (a connection moved to another core closes there). The node's
+    /// open connections are the sum of the first over every core minus the sum of the second
+    /// ([`super::Shared::open_connections`]): each core writes only its own counters.
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
     pub upgrades: AtomicU64,
     /// Refusals by status (index in REFUSAL_STATUSES; last = other).
     pub refused: [AtomicU64; REFUSAL_STATUSES.len()],
