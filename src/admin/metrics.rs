@@ -292,7 +292,8 @@ pub fn stats_json(shared: &Shared, node: &str, endpoints: &[String]) -> serde_js
         "pushes": sum(|s| &s.pushes),
         "push_frames": sum(|s| &s.push_frames),
         "refused_by_reason": refused,
-        "stopping": shared.stopping.load(std::sync::atomic::Ordering::Relaxed),
+        "stopping": shared.lifecycle.is_stopping(),
+        "lifecycle": shared.lifecycle.phase().name(),
         "cores": per_core,
         "endpoints": per_endpoint,
         // Links to other nodes (none until a [cluster] is configured).

@@ -11,6 +11,7 @@ pub use listener::{nofile_limits, FdReserve, ListenerStats, Trusted};
 pub use service_api::reload_config;
 
 use crate::config::Config;
+use crate::runtime::lifecycle::Phase;
 use crate::runtime::Shared;
 use crate::service::session::SessionKey;
 use axum::extract::State;
@@ -19,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// What the admin handlers share.
@@ -146,10 +146,13 @@ pub(crate) fn unauthorized() -> Response {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.shared.stopping.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else {
-        "ready\n".into_response()
+    match state.shared.lifecycle.phase() {
+        Phase::Running => "ready\n".into_response(),
+        phase => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", phase.name()),
+        )
+            .into_response(),
     }
 }
 

@@ -59,7 +59,7 @@ impl Shard {
 
     /// Make the armed accept match how full the table is (called after every slot change).
     pub(super) fn arm_accept(&mut self) {
-        if self.stopping {
+        if self.stopping() {
             return;
         }
         let want = self.wanted_accept_mode();

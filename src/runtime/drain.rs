@@ -20,16 +20,15 @@ pub struct Drain {
 
 impl Shard {
     pub(super) fn start_shutdown(&mut self) {
-        if self.stopping {
+        if self.stop_deadline.is_some() {
             return;
         }
-        self.stopping = true;
         let (drain_secs, deadline_secs) = {
             let server = &self.policy.config.server;
             (server.drain_secs, server.drain_deadline_secs)
         };
         let now = self.wheel.now();
-        self.stop_deadline = now + self.ticks(deadline_secs * 1000);
+        self.stop_deadline = Some(now + self.ticks(deadline_secs * 1000));
         let window = if drain_secs == 0 {
             0
         } else {

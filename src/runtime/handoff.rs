@@ -73,7 +73,7 @@ impl Shard {
         let HandoffRecord { what: plan, tls } = *record;
         self.conns[slot as usize].tls = tls;
         self.arm_accept();
-        if self.stopping {
+        if self.stopping() {
             self.refuse(slot, super::refusal::Refusal::ShuttingDown);
             return;
         }

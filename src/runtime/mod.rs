@@ -16,6 +16,7 @@ mod bufring;
 mod conn;
 mod drain;
 mod handoff;
+pub mod lifecycle;
 mod polling;
 pub mod refusal;
 mod registry;
@@ -39,7 +40,6 @@ use crossbeam_queue::SegQueue;
 use stats::ShardStats;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -159,7 +159,8 @@ pub struct Shared {
     ring_fds: Vec<RawFd>,
     wake_fds: Vec<OwnedFd>,
     inboxes: Vec<SegQueue<Command>>,
-    pub stopping: AtomicBool,
+    /// Starting, running, draining, stopped: what readiness, the cores and the drain read.
+    pub lifecycle: lifecycle::Lifecycle,
     /// Verifies sessions (shared by the nodes of a cluster).
     pub session_key: SessionKey,
     /// Embedding applications' listeners, called on the owning core.
@@ -249,6 +250,8 @@ fn io_uring_unavailable(e: io::Error) -> StartError {
 pub struct Engine {
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// `server.drain_deadline_secs` at start: how long a drain may take at most.
+    drain_deadline_secs: u64,
 }
 
 impl Engine {
@@ -261,6 +264,7 @@ impl Engine {
     ) -> Result<Engine, StartError> {
         let nofile = sys::raise_nofile_limit();
         let cpus = sys::allowed_cpus();
+        let drain_deadline_secs = config.server.drain_deadline_secs;
         let cores = Self::cores_for(&config);
         let table_slots = match config.engine.fixed_files {
             0 => nofile.min(u32::MAX as u64) as u32,
@@ -291,7 +295,7 @@ impl Engine {
                 .collect::<io::Result<_>>()
                 .map_err(|e| StartError(format!("dup eventfd: {e}")))?,
             inboxes: (0..cores).map(|_| SegQueue::new()).collect(),
-            stopping: AtomicBool::new(false),
+            lifecycle: lifecycle::Lifecycle::default(),
             session_key,
             listeners,
             transcoders: config
@@ -353,7 +357,13 @@ impl Engine {
         }
         all_enabled.wait();
         tracing::debug!(cores, table_slots, "engine started");
-        Ok(Engine { shared, threads })
+        // Every ring and listener is up.
+        shared.lifecycle.set_running();
+        Ok(Engine {
+            shared,
+            threads,
+            drain_deadline_secs,
+        })
     }
 
     /// How many shards `config` starts.
@@ -364,9 +374,13 @@ impl Engine {
         }
     }
 
-    /// Ask every shard to drain and stop.
+    /// Ask every shard to drain and stop, all gone `server.drain_deadline_secs` from now at
+    /// the latest.
     pub fn shutdown(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        let deadline_unix_ms = crate::service::session::unix_now()
+            .saturating_add(self.drain_deadline_secs)
+            .saturating_mul(1000);
+        self.shared.lifecycle.start_draining(deadline_unix_ms);
         for core in 0..self.shared.cores {
             self.shared.send(core, Command::Shutdown);
         }
@@ -377,5 +391,6 @@ impl Engine {
         for t in self.threads {
             let _ = t.join();
         }
+        self.shared.lifecycle.set_stopped();
     }
 }

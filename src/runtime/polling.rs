@@ -312,7 +312,7 @@ impl Shard {
             headers.push(("Access-Control-Allow-Credentials", "true"));
             headers.push(("Vary", "Origin"));
         }
-        let keep_alive = plan.keep_alive && !self.stopping;
+        let keep_alive = plan.keep_alive && !self.stopping();
         let c = &mut self.conns[slot as usize];
         c.state = ConnState::Responding;
         handshake::write_http_reply(&mut c.out, status, content_type, &headers, body, keep_alive);

@@ -100,14 +100,14 @@ pub struct Shard {
     pub(super) limits: Limits,
     pub(super) ws_limits: WsLimits,
     pub(super) endpoint_kinds: Vec<EndpointKind>,
-    pub(super) stopping: bool,
     /// Descriptor-table size: polling sessions use virtual slots from here up.
     pub(super) table_slots: u32,
     pub(super) virtual_next: u32,
     pub(super) virtual_free: Vec<u32>,
     /// State of the sid tag generator.
     pub(super) rng: u64,
-    pub(super) stop_deadline: u64,
+    /// Set when this core starts draining: the tick by which it ends, drained or not.
+    pub(super) stop_deadline: Option<u64>,
     /// Graceful drain: sockets still to close, and the window's start and end ticks.
     pub(super) drain: super::drain::Drain,
     /// Presence and outbound queues for the other nodes (`[cluster]` only).
@@ -180,8 +180,7 @@ impl Shard {
                 max_message_bytes: config.limits.max_message_bytes,
             },
             endpoint_kinds: config.endpoints.iter().map(|e| e.kind).collect(),
-            stopping: false,
-            stop_deadline: u64::MAX,
+            stop_deadline: None,
             drain: Default::default(),
             table_slots,
             virtual_next: 0,
@@ -263,7 +262,10 @@ impl Shard {
             }
             cqes.clear();
             self.cqes = cqes;
-            if self.stopping && (self.drained() || self.wheel.now() >= self.stop_deadline) {
+            if self
+                .stop_deadline
+                .is_some_and(|d| self.drained() || self.wheel.now() >= d)
+            {
                 break;
             }
         }
@@ -305,6 +307,11 @@ impl Shard {
                 self.maybe_release(t.slot);
             }
         }
+    }
+
+    /// The node is draining (or stopped): no new connection, no keep-alive.
+    pub(super) fn stopping(&self) -> bool {
+        self.shared.lifecycle.is_stopping()
     }
 
     /// More slots in use than the admission limit: the newest connection is answered 503
@@ -369,7 +376,7 @@ impl Shard {
                 }
             }
         }
-        if self.stopping {
+        if self.stopping() {
             self.refuse(slot, Refusal::ShuttingDown);
             return;
         }
@@ -1126,7 +1133,7 @@ impl Shard {
             self.push(tick);
         }
         let to = self.now_tick();
-        if self.stopping {
+        if self.stop_deadline.is_some() {
             self.drain_tick(to);
         }
         if to / 600 != self.wheel.now() / 600 {
