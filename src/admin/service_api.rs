@@ -212,71 +212,14 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    let policy = Arc::new(UpgradePolicy::new(new.clone())?);
     let mut current = state.config.lock().expect("config lock");
-    let mut restart_needed = Vec::new();
-    if new.server.listen != current.server.listen || new.server.cores != current.server.cores {
-        restart_needed.push("server".to_string());
-    }
-    if new.engine != current.engine {
-        restart_needed.push("engine".to_string());
-    }
-    if new.admin.listen != current.admin.listen {
-        restart_needed.push("admin.listen".to_string());
-    }
-    if new.admin.max_connections != current.admin.max_connections {
-        restart_needed.push("admin.max_connections".to_string());
-    }
-    if new
-        .endpoints
-        .iter()
-        .map(|e| (&e.path, e.kind, e.auth))
-        .ne(current.endpoints.iter().map(|e| (&e.path, e.kind, e.auth)))
-    {
-        restart_needed.push("endpoints".to_string());
-    }
-    if new.sessions.key != current.sessions.key {
-        restart_needed.push("sessions.key".to_string());
-    }
-    if new.webhook != current.webhook {
-        restart_needed.push("webhook".to_string());
-    }
-    // Keys that need a restart keep their running values.
-    let mut applied = new;
-    let (drain, deadline) = (
-        applied.server.drain_secs,
-        applied.server.drain_deadline_secs,
-    );
-    applied.server = current.server.clone();
-    (
-        applied.server.drain_secs,
-        applied.server.drain_deadline_secs,
-    ) = (drain, deadline);
-    applied.engine = current.engine;
-    applied.admin.listen = current.admin.listen;
-    applied.admin.max_connections = current.admin.max_connections;
-    applied.endpoints = current.endpoints.clone();
-    applied.sessions.key = current.sessions.key.clone();
-    applied.webhook = current.webhook.clone();
-    // The admin settings that will be in force must be valid together: a file that moves
-    // admin.listen to loopback and drops the token would otherwise leave the running public
-    // listener (kept until a restart) without authentication.
-    applied.admin.validate().map_err(|e| {
-        format!(
-            "{e} (the running admin listener is {})",
-            current.admin.listen
-        )
-    })?;
-    let policy = if restart_needed.is_empty() {
-        policy
-    } else {
-        Arc::new(UpgradePolicy::new(applied.clone())?)
-    };
+    let plan = current.reload(new).map_err(|e| e.to_string())?;
+    let policy = Arc::new(UpgradePolicy::new(plan.applied.clone())?);
     for core in 0..state.shared.cores {
         state.shared.send(core, Command::Reload(policy.clone()));
     }
-    *current = applied;
-    Ok(restart_needed)
+    *current = plan.applied;
+    Ok(plan.restart_needed.into_iter().map(String::from).collect())
 }
 
 pub async fn reload(State(state): State<AdminState>) -> Response {

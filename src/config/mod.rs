@@ -5,10 +5,12 @@
 #![forbid(unsafe_code)]
 mod limits;
 pub mod pem;
+mod reload;
 pub mod webhook;
 mod websockets;
 
 pub use limits::{EngineConfig, Limits};
+pub use reload::Reload;
 pub use webhook::{WebhookConfig, WebhookEventKind};
 pub use websockets::{ContextSet, WebsocketsConfig};
 
