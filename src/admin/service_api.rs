@@ -215,9 +215,9 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     let mut current = state.config.lock().expect("config lock");
     let plan = current.reload(new).map_err(|e| e.to_string())?;
     let policy = Arc::new(UpgradePolicy::new(plan.applied.clone())?);
-    for core in 0..state.shared.cores {
-        state.shared.send(core, Command::Reload(policy.clone()));
-    }
+    state
+        .shared
+        .send_to_every_core(|| Command::Reload(policy.clone()));
     *current = plan.applied;
     Ok(plan.restart_needed.into_iter().map(String::from).collect())
 }

@@ -262,9 +262,8 @@ async fn serve(
     }
     // Cores forget the peer's old presence and queue theirs for it, before any frame of this
     // link is read (the commands are ordered in each core's inbox).
-    for core in 0..link.shared.cores {
-        link.shared.send(core, Command::PeerUp { node: i as u8 });
-    }
+    link.shared
+        .send_to_every_core(|| Command::PeerUp { node: i as u8 });
     let reader = read_frames(link, i, epoch, recv);
     let writer = write_batches(link, i, epoch, &conn, send);
     tokio::select! {
@@ -284,9 +283,8 @@ async fn serve(
             Some(r) => tracing::warn!(peer = %peer.id, "cluster link down: {r}"),
             None => tracing::warn!(peer = %peer.id, "cluster link down"),
         }
-        for core in 0..link.shared.cores {
-            link.shared.send(core, Command::PeerDown { node: i as u8 });
-        }
+        link.shared
+            .send_to_every_core(|| Command::PeerDown { node: i as u8 });
         // What the cores queued before they hear of it is dropped (counted), not kept.
         let mut dropped = 0;
         for q in &peer.queues {
@@ -396,18 +394,14 @@ async fn read_frames(
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 Frame::Presence(entries) => {
-                    let per_core = shared.by_owner(entries, |e| (e.context, e.user));
-                    for (core, entries) in per_core.into_iter().enumerate() {
-                        if !entries.is_empty() {
-                            shared.send(
-                                core,
-                                Command::RemotePresence {
-                                    node: i as u8,
-                                    entries,
-                                },
-                            );
-                        }
-                    }
+                    shared.send_to_owners(
+                        entries,
+                        |e| (e.context, e.user),
+                        |entries| Command::RemotePresence {
+                            node: i as u8,
+                            entries,
+                        },
+                    );
                 }
                 Frame::Push(pushes) => {
                     peer.received.fetch_add(pushes.len() as u64, Relaxed);
@@ -418,25 +412,19 @@ async fn read_frames(
                         text: p.text,
                         coalesce: false,
                     });
-                    let per_core = shared.by_owner(jobs, |j| (j.context, j.user));
-                    for (core, jobs) in per_core.into_iter().enumerate() {
-                        if !jobs.is_empty() {
-                            shared.send(
-                                core,
-                                Command::Push {
-                                    jobs,
-                                    reply: None,
-                                    forward: false,
-                                },
-                            );
-                        }
-                    }
+                    shared.send_to_owners(
+                        jobs,
+                        |j| (j.context, j.user),
+                        |jobs| Command::Push {
+                            jobs,
+                            reply: None,
+                            forward: false,
+                        },
+                    );
                 }
                 Frame::Revoke(r) => {
                     remember(link, &r);
-                    for core in 0..shared.cores {
-                        shared.send(core, Command::Revoke(r));
-                    }
+                    shared.send_to_every_core(|| Command::Revoke(r));
                 }
                 Frame::Hello { .. } => return Err("a second hello".into()),
             }

@@ -179,7 +179,7 @@ impl Shared {
     }
 
     /// `items` grouped by the core that owns their `(context, user)`, one list per core.
-    pub fn by_owner<T>(
+    fn by_owner<T>(
         &self,
         items: impl IntoIterator<Item = T>,
         key: impl Fn(&T) -> (u32, u32),
@@ -208,6 +208,28 @@ impl Shared {
             .map(|s| ShardStats::get(&s.connections_opened))
             .sum();
         opened.saturating_sub(closed)
+    }
+
+    /// The one fan-out to the owning cores: each core that owns any of `items` (by their
+    /// `(context, user)`) gets one command, made by `make` from its share, in order.
+    pub fn send_to_owners<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> (u32, u32),
+        mut make: impl FnMut(Vec<T>) -> Command,
+    ) {
+        for (core, share) in self.by_owner(items, key).into_iter().enumerate() {
+            if !share.is_empty() {
+                self.send(core, make(share));
+            }
+        }
+    }
+
+    /// The one fan-out to every core: each gets the command `make` makes.
+    pub fn send_to_every_core(&self, make: impl Fn() -> Command) {
+        for core in 0..self.cores {
+            self.send(core, make());
+        }
     }
 
     /// Queue a command for shard `core` and wake it.
@@ -381,9 +403,7 @@ impl Engine {
             .saturating_add(self.drain_deadline_secs)
             .saturating_mul(1000);
         self.shared.lifecycle.start_draining(deadline_unix_ms);
-        for core in 0..self.shared.cores {
-            self.shared.send(core, Command::Shutdown);
-        }
+        self.shared.send_to_every_core(|| Command::Shutdown);
     }
 
     /// Wait for every shard thread to end.

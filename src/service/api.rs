@@ -38,24 +38,20 @@ impl Service {
 
     /// Many pushes at once: grouped by owning core, one command per core.
     pub async fn send_batch(&self, jobs: Vec<PushJob>) -> PushCounts {
-        let shared = &self.shared;
-        let per_core = shared.by_owner(jobs, |j| (j.context, j.user));
         let mut replies = Vec::new();
-        for (core, jobs) in per_core.into_iter().enumerate() {
-            if jobs.is_empty() {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            shared.send(
-                core,
+        self.shared.send_to_owners(
+            jobs,
+            |j| (j.context, j.user),
+            |jobs| {
+                let (tx, rx) = oneshot::channel();
+                replies.push(rx);
                 Command::Push {
                     jobs,
                     reply: Some(tx),
                     forward: true,
-                },
-            );
-            replies.push(rx);
-        }
+                }
+            },
+        );
         let mut total = PushCounts::default();
         for rx in replies {
             let c = rx.await.unwrap_or_default();
@@ -105,9 +101,7 @@ impl Service {
         if let Some(c) = &self.shared.cluster {
             c.revoke(r);
         }
-        for core in 0..self.shared.cores {
-            self.shared.send(core, Command::Revoke(r));
-        }
+        self.shared.send_to_every_core(|| Command::Revoke(r));
         Ok(())
     }
 
