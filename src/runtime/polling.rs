@@ -318,12 +318,10 @@ impl Shard {
         handshake::write_http_reply(&mut c.out, status, content_type, &headers, body, keep_alive);
         if keep_alive {
             c.flags |= flag::KEEP_ALIVE;
+            self.flush_within_linger(slot);
         } else {
-            c.flags |= flag::CLOSE_AFTER_FLUSH;
+            self.close_after_flush(slot);
         }
-        self.mark_dirty(slot);
-        let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
-        self.schedule(slot, at);
     }
 
     /// A CORS preflight from an allowed origin.
@@ -342,10 +340,7 @@ impl Shard {
             ("Vary", "Origin"),
         ];
         handshake::write_http_reply(&mut c.out, 204, "text/plain", &headers, b"", false);
-        c.flags |= flag::CLOSE_AFTER_FLUSH;
-        self.mark_dirty(slot);
-        let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
-        self.schedule(slot, at);
+        self.close_after_flush(slot);
     }
 
     /// A keep-alive answer is written: read the next request on this connection.

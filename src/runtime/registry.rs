@@ -87,10 +87,7 @@ impl Shard {
             return;
         }
         WsConnection::encode_close(&mut c.out, why.code(), why.reason());
-        c.flags |= flag::CLOSE_AFTER_FLUSH;
-        self.mark_dirty(slot);
-        let at = self.wheel.now() + self.ticks(super::shard::LINGER_MS);
-        self.schedule(slot, at);
+        self.close_after_flush(slot);
     }
 
     /// Deliver pushes to the matching sockets of their users; returns sockets reached.

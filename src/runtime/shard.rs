@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 const BGID: u16 = 0;
 /// How long a closing socket waits for the peer's EOF after our close frame / refusal.
-pub(super) const LINGER_MS: u64 = 2_000;
+const LINGER_MS: u64 = 2_000;
 /// Commands taken from the inbox in one loop turn. A batch push command carries up to a whole
 /// `/v1/push/batch` request, so 64 commands are plenty of work between two looks at the ring.
 const INBOX_BATCH: usize = 64;
@@ -592,10 +592,7 @@ impl Shard {
             None => r.headers(),
         };
         handshake::write_http_response(&mut c.out, r.status(), headers, r.reason());
-        c.flags |= flag::CLOSE_AFTER_FLUSH;
-        self.mark_dirty(slot);
-        let at = self.wheel.now() + self.ticks(LINGER_MS);
-        self.schedule(slot, at);
+        self.close_after_flush(slot);
     }
 
     /// Open the WebSocket on this core: 101, register, read frames.
@@ -877,10 +874,7 @@ impl Shard {
             closing = true;
         }
         if closing {
-            c.flags |= flag::CLOSE_AFTER_FLUSH;
-            self.mark_dirty(slot);
-            let at = self.wheel.now() + self.ticks(LINGER_MS);
-            self.schedule(slot, at);
+            self.close_after_flush(slot);
         } else if c.over_outbound_limit(queued_before, self.limits.max_outbound_bytes) {
             self.close_slow_consumer(slot);
         } else {
@@ -928,7 +922,19 @@ impl Shard {
         c.out.shrink_to(KEEP_CAPACITY);
         let why = CloseReason::SlowConsumer;
         WsConnection::encode_close(&mut c.out, why.code(), why.reason());
-        c.flags |= flag::CLOSE_AFTER_FLUSH;
+        self.close_after_flush(slot);
+    }
+
+    /// Every close the server starts ends here: what `out` holds (a close frame, an HTTP
+    /// answer) is written, then the connection closes; the linger timer bounds the wait for
+    /// a peer that does not read.
+    pub(super) fn close_after_flush(&mut self, slot: u32) {
+        self.conns[slot as usize].flags |= flag::CLOSE_AFTER_FLUSH;
+        self.flush_within_linger(slot);
+    }
+
+    /// Write what `out` holds at the end of this turn, and give it the linger time.
+    pub(super) fn flush_within_linger(&mut self, slot: u32) {
         self.mark_dirty(slot);
         let at = self.wheel.now() + self.ticks(LINGER_MS);
         self.schedule(slot, at);
