@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::config::EndpointKind;
 use crate::service::listener::{Listener, RawTranscoder, SocketIoTranscoder, Transcoder};
 use crate::service::path_filter::PathFilter;
+use crate::service::placement;
 use crate::service::session::SessionKey;
 use crossbeam_queue::SegQueue;
 use stats::ShardStats;
@@ -175,7 +176,7 @@ pub struct Shared {
 impl Shared {
     /// The core that owns a user's sockets.
     pub fn owner_of(&self, context: u32, user: u32) -> usize {
-        upgrade::owner_core(upgrade::user_key(context, user), self.cores)
+        placement::owner_core(placement::user_key(context, user), self.cores)
     }
 
     /// `items` grouped by the core that owns their `(context, user)`, one list per core.

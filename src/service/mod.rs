@@ -5,5 +5,6 @@ pub mod api;
 pub mod cascade;
 pub mod listener;
 pub mod path_filter;
+pub mod placement;
 pub mod session;
 pub mod webhook;
