@@ -1,19 +1,29 @@
 //! ringwire: a WebSocket push server for Linux, thread-per-core on io_uring.
 //!
-//! Module map (each folder is one layer of the architecture):
-//! - [`protocol`]: the sans-IO protocol core (HTTP upgrade, RFC 6455 framing,
-//!   permessage-deflate). Pure functions over buffers; no runtime, no clock.
-//! - [`config`]: the TOML configuration and the documented [`config::Limits`].
+//! Module map (each folder is one room of the architecture, bottom to top; see
+//! ARCHITECTURE.md):
+//! - [`protocol`]: the sans-IO protocol core (HTTP requests, RFC 6455 framing,
+//!   permessage-deflate, Engine.IO/Socket.IO, close reasons). Pure functions over buffers.
+//! - [`config`]: the TOML configuration, every key documented, validation and reload.
+//! - [`service`]: sessions, path filters, placement, the cascade, listeners, the webhook.
+//! - [`cluster`]: what nodes tell each other (wire codec, presence directory, coalescer) and
+//!   the lock-free queues between the cores and the link.
 //! - [`runtime`]: the data plane: one pinned thread and one io_uring per core.
-//! - [`doctor`]: host checks for a target connection count (`ringwire doctor`).
+//! - [`facade`]: the one `Service` through which the admin API, the cluster link and an
+//!   embedding application reach the cores.
+//! - [`link`]: the cluster link (QUIC thread, mutual TLS, certificates).
+//! - [`admin`]: the admin HTTP API, metrics, dashboard.
+//! - [`server`], [`doctor`]: start-up and lifecycle; host checks (`ringwire doctor`).
 //!
 //! Unsafe code lives in the engine ([`runtime`]: io_uring submissions, MSG_RING records) and
 //! in [`doctor`]'s `getrlimit` probe, each block with a `// SAFETY:` note;
-//! `protocol`, `config`, `service`, `cluster` and `admin` forbid it.
+//! `protocol`, `config`, `service`, `cluster`, `facade`, `link` and `admin` forbid it.
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod doctor;
+pub mod facade;
+pub mod link;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Cluster(ClusterCommand::Certs { out, nodes }) => {
-            match ringwire::cluster::certs::generate(&out, &nodes) {
+            match ringwire::link::certs::generate(&out, &nodes) {
                 Ok(()) => {
                     println!(
                         "wrote {}/ca.pem, ca.key and a certificate and key per node: {}",

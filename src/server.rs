@@ -51,12 +51,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         links.as_ref().map(|(state, _)| state.clone()),
     )?;
     let shared = engine.shared.clone();
+    // The one facade to the cores, shared by the cluster link and the admin API.
+    let service = crate::facade::Service::new(shared.clone(), session_key.clone());
     let cluster = match (&config.cluster, links) {
-        (Some(c), Some((state, bells))) => Some(crate::cluster::Cluster::start(
+        (Some(c), Some((state, bells))) => Some(crate::link::Cluster::start(
             c,
             state,
             bells,
-            shared.clone(),
+            service.clone(),
         )?),
         _ => None,
     };
@@ -81,7 +83,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     control.block_on(async {
         let state = AdminState {
             shared: shared.clone(),
-            service: crate::service::api::Service::new(shared.clone(), session_key.clone()),
+            service,
             key: session_key,
             node_id,
             config: Arc::new(Mutex::new(config.clone())),

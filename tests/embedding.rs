@@ -3,8 +3,8 @@
 mod common;
 
 use ringwire::config::Config;
+use ringwire::facade::Service;
 use ringwire::runtime::Engine;
-use ringwire::service::api::Service;
 use ringwire::service::listener::{Listener, SocketInfo};
 use ringwire::service::session::{unix_now, SessionKey};
 use std::sync::{Arc, Mutex};

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct AdminState {
     pub shared: Arc<Shared>,
-    pub service: crate::service::api::Service,
+    pub service: crate::facade::Service,
     pub key: SessionKey,
     pub node_id: Arc<str>,
     /// The configuration in force (replaced on reload; control plane only).

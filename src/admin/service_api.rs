@@ -1,8 +1,8 @@
 //! The service through the admin API: sessions, push, socket queries, reload.
 use super::{error, AdminState};
 use crate::config::Config;
+use crate::facade::PushJob;
 use crate::runtime::upgrade::UpgradePolicy;
-use crate::runtime::{Command, PushJob};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::unix_now;
 use axum::extract::{Path, Query, State};
@@ -215,9 +215,7 @@ pub fn reload_config(state: &AdminState) -> Result<Vec<String>, String> {
     let mut current = state.config.lock().expect("config lock");
     let plan = current.reload(new).map_err(|e| e.to_string())?;
     let policy = Arc::new(UpgradePolicy::new(plan.applied.clone())?);
-    state
-        .shared
-        .send_to_every_core(|| Command::Reload(policy.clone()));
+    state.service.reload(policy);
     *current = plan.applied;
     Ok(plan.restart_needed.into_iter().map(String::from).collect())
 }

@@ -1,9 +1,9 @@
-//! The cluster: nodes of a static membership linked over QUIC (quinn) with mutual TLS.
+//! The cluster as the cores see it: what nodes tell each other and the queues between the
+//! cores and the link thread. Everything here is sans-IO or lock-free; the link itself (the
+//! QUIC thread, mutual TLS, certificates) is the room above the engine, `link`.
 //!
-//! - **Link** ([`link`]): its own thread and tokio runtime. Each pair of nodes keeps one
-//!   connection (dialled by the smaller id, with backoff); QUIC keepalives every second and a
-//!   3 s idle timeout notice a dead or partitioned peer; a restarted node rejoins by itself.
-//!   Each direction is one unidirectional stream of frames ([`wire`]).
+//! - **Wire** ([`wire`]): the frames each direction of a link carries (hello, presence, push,
+//!   revoke), encoded and decoded without I/O.
 //! - **Presence** ([`directory`]): every core tells the other nodes, per user it owns, how many
 //!   sockets it holds per path (absolute counts, re-sent in full when a link comes up); the
 //!   receiving node keeps them on the core that owns that user there.
@@ -15,11 +15,8 @@
 //!   `crossbeam` `ArrayQueue`s and ring a doorbell (`try_send` on a one-slot channel); the link
 //!   thread sends the cores commands through their own lock-free inboxes.
 #![forbid(unsafe_code)]
-pub mod certs;
 pub mod coalesce;
 pub mod directory;
-mod link;
-pub(crate) mod tls;
 pub mod wire;
 
 use crate::config::ClusterConfig;
@@ -30,8 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wire::{RemotePush, UserPresence};
-
-pub use link::Cluster;
 
 /// Batches a core hands to the link thread for one node.
 pub enum Outbound {
@@ -47,7 +42,7 @@ pub struct PeerState {
     pub id: String,
     pub addr: SocketAddr,
     /// Epoch of the current link (0 = down).
-    current: AtomicU64,
+    pub(crate) current: AtomicU64,
     /// Links established since start (a flapping link shows here).
     pub connects: AtomicU64,
     pub bytes_sent: AtomicU64,
@@ -61,7 +56,7 @@ pub struct PeerState {
     /// Pushes received from this peer.
     pub received: AtomicU64,
     /// Per core: batches bound for this peer.
-    queues: Vec<ArrayQueue<Outbound>>,
+    pub(crate) queues: Vec<ArrayQueue<Outbound>>,
     doorbell: mpsc::Sender<()>,
 }
 
@@ -76,14 +71,14 @@ pub struct ClusterState {
     pub node_id: String,
     pub peers: Vec<PeerState>,
     /// Terminated sessions to tell every peer about.
-    revocations: SegQueue<Revocation>,
+    pub(crate) revocations: SegQueue<Revocation>,
     control_bell: mpsc::Sender<()>,
 }
 
 /// The link thread's ends of the doorbells.
 pub struct Bells {
-    peers: Vec<mpsc::Receiver<()>>,
-    control: mpsc::Receiver<()>,
+    pub(crate) peers: Vec<mpsc::Receiver<()>>,
+    pub(crate) control: mpsc::Receiver<()>,
 }
 
 impl ClusterState {

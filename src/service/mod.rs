@@ -1,7 +1,6 @@
 //! The service an application uses to reach its users: sessions, path filters, the
 //! `websockets.enabled` cascade.
 #![forbid(unsafe_code)]
-pub mod api;
 pub mod cascade;
 pub mod listener;
 pub mod path_filter;

@@ -1,8 +1,12 @@
-//! The service as a Rust API for embedding applications (the admin API is a thin JSON layer
-//! over it): reach a user's sockets wherever on this node's cores they live.
-use crate::runtime::{
-    socket_id_parts, AttributeError, Command, Counts, PushCounts, PushJob, Shared,
-};
+//! The one facade through which everything above the engine reaches the cores: the admin
+//! API (a thin JSON layer over it), the cluster link, and an application that embeds
+//! ringwire (the Rust API). It turns calls into commands for the owning cores' inboxes and
+//! waits for their replies; nothing above it touches the cores' inboxes.
+#![forbid(unsafe_code)]
+use crate::cluster::wire::UserPresence;
+use crate::runtime::upgrade::UpgradePolicy;
+use crate::runtime::{socket_id_parts, Command, Shared};
+pub use crate::runtime::{AttributeError, Counts, PushCounts, PushJob};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{Revocation, SessionError, SessionKey};
 use std::sync::Arc;
@@ -128,6 +132,55 @@ impl Service {
             },
         );
         rx.await.unwrap_or(Err(AttributeError::NoSuchSocket))
+    }
+
+    /// Apply a reloaded configuration's policy (cascade, limits, TLS certificates) on every
+    /// core.
+    pub fn reload(&self, policy: Arc<UpgradePolicy>) {
+        self.shared
+            .send_to_every_core(|| Command::Reload(policy.clone()));
+    }
+
+    // ----- what the cluster link tells the cores -----
+
+    /// The link to peer `node` became current: the cores drop what they knew of it and
+    /// re-send their presence, before any frame of the new link is handled (commands are
+    /// ordered in each core's inbox).
+    pub fn peer_up(&self, node: u8) {
+        self.shared.send_to_every_core(|| Command::PeerUp { node });
+    }
+
+    /// Peer `node` went away: its presence and what waits for it are dropped.
+    pub fn peer_down(&self, node: u8) {
+        self.shared
+            .send_to_every_core(|| Command::PeerDown { node });
+    }
+
+    /// Presence updates from peer `node`, each to the core that owns its user.
+    pub fn remote_presence(&self, node: u8, entries: Vec<UserPresence>) {
+        self.shared.send_to_owners(
+            entries,
+            |e| (e.context, e.user),
+            |entries| Command::RemotePresence { node, entries },
+        );
+    }
+
+    /// Pushes another node forwarded: delivered here only, never forwarded again.
+    pub fn deliver_from_peer(&self, jobs: impl IntoIterator<Item = PushJob>) {
+        self.shared.send_to_owners(
+            jobs,
+            |j| (j.context, j.user),
+            |jobs| Command::Push {
+                jobs,
+                reply: None,
+                forward: false,
+            },
+        );
+    }
+
+    /// A session another node terminated: refused here too, its sockets here closed.
+    pub fn revoke_from_peer(&self, r: Revocation) {
+        self.shared.send_to_every_core(|| Command::Revoke(r));
     }
 
     /// Open sockets on this node.

@@ -6,10 +6,11 @@
 //! again before the old connection timed out) stops. When a link becomes current, every core
 //! forgets what that peer held (`PeerUp`) and queues its whole presence for it; the peer does
 //! the same, so the directories re-sync after any outage.
-use super::wire::{self, Frame};
-use super::{tls, Bells, ClusterState, Outbound};
+use super::tls;
+use crate::cluster::wire::{self, Frame};
+use crate::cluster::{Bells, ClusterState, Outbound};
 use crate::config::ClusterConfig;
-use crate::runtime::{Command, PushJob, Shared};
+use crate::facade::{PushJob, Service};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{unix_now, Revocation, SessionId};
 use std::collections::HashMap;
@@ -30,7 +31,8 @@ pub struct Cluster {
 
 struct Link {
     state: Arc<ClusterState>,
-    shared: Arc<Shared>,
+    /// The cores, reached as the admin API reaches them.
+    service: Service,
     /// Per peer: the doorbell the current link's writer waits on.
     bells: Vec<tokio::sync::Mutex<mpsc::Receiver<()>>>,
     /// Per peer: the current link's epoch, watched by the links it supersedes.
@@ -48,7 +50,7 @@ impl Cluster {
         cfg: &ClusterConfig,
         state: Arc<ClusterState>,
         bells: Bells,
-        shared: Arc<Shared>,
+        service: Service,
     ) -> Result<Cluster, String> {
         let files = tls::TlsFiles {
             ca: &cfg.ca,
@@ -63,7 +65,7 @@ impl Cluster {
         let peers = state.peers.len();
         let link = Arc::new(Link {
             state: state.clone(),
-            shared,
+            service,
             bells: bells
                 .peers
                 .into_iter()
@@ -262,8 +264,7 @@ async fn serve(
     }
     // Cores forget the peer's old presence and queue theirs for it, before any frame of this
     // link is read (the commands are ordered in each core's inbox).
-    link.shared
-        .send_to_every_core(|| Command::PeerUp { node: i as u8 });
+    link.service.peer_up(i as u8);
     let reader = read_frames(link, i, epoch, recv);
     let writer = write_batches(link, i, epoch, &conn, send);
     tokio::select! {
@@ -283,8 +284,7 @@ async fn serve(
             Some(r) => tracing::warn!(peer = %peer.id, "cluster link down: {r}"),
             None => tracing::warn!(peer = %peer.id, "cluster link down"),
         }
-        link.shared
-            .send_to_every_core(|| Command::PeerDown { node: i as u8 });
+        link.service.peer_down(i as u8);
         // What the cores queued before they hear of it is dropped (counted), not kept.
         let mut dropped = 0;
         for q in &peer.queues {
@@ -374,7 +374,6 @@ async fn read_frames(
     mut recv: quinn::RecvStream,
 ) -> Result<(), String> {
     let peer = &link.state.peers[i];
-    let shared = &link.shared;
     let mut decoder = wire::Decoder::default();
     let gone = superseded(link, i, epoch);
     tokio::pin!(gone);
@@ -394,14 +393,7 @@ async fn read_frames(
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 Frame::Presence(entries) => {
-                    shared.send_to_owners(
-                        entries,
-                        |e| (e.context, e.user),
-                        |entries| Command::RemotePresence {
-                            node: i as u8,
-                            entries,
-                        },
-                    );
+                    link.service.remote_presence(i as u8, entries);
                 }
                 Frame::Push(pushes) => {
                     peer.received.fetch_add(pushes.len() as u64, Relaxed);
@@ -412,19 +404,11 @@ async fn read_frames(
                         text: p.text,
                         coalesce: false,
                     });
-                    shared.send_to_owners(
-                        jobs,
-                        |j| (j.context, j.user),
-                        |jobs| Command::Push {
-                            jobs,
-                            reply: None,
-                            forward: false,
-                        },
-                    );
+                    link.service.deliver_from_peer(jobs);
                 }
                 Frame::Revoke(r) => {
                     remember(link, &r);
-                    shared.send_to_every_core(|| Command::Revoke(r));
+                    link.service.revoke_from_peer(r);
                 }
                 Frame::Hello { .. } => return Err("a second hello".into()),
             }
