@@ -9,7 +9,10 @@
 # Environment knobs (defaults in brackets):
 #   SETTINGS   space-separated name:connections:interval_ms:workers:duration_s
 #              ["saturate:200:1:2:8 chatty1k:1000:1:2:8 latency:100:10:1:8"]
-#   SERVERS    which servers, in run order ["ringwire tungstenite fastwebsockets node-ws"]
+#   SERVERS    which servers, in run order ["ringwire tungstenite fastwebsockets node-ws"];
+#              `ringwire-base` is the binary RINGWIRE_BASE names (an older build: before/after
+#              ratios of a change, side by side in one run)
+#   RINGWIRE, LOADTEST, RINGWIRE_BASE  binaries [target/release/...; RINGWIRE_BASE unset]
 #   REPS       repetitions, interleaved A B C D A B C D [2]
 #   OUT        directory for logs, per-run reports and results.jsonl [target/compare/<timestamp>]
 #   BUILD      0 = skip the builds [1]
@@ -40,8 +43,8 @@ OUT="${OUT:-$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}"
 # connection (ours or a neighbour's) can already hold one.
 PORT_BASE="${PORT_BASE:-$((20000 + RANDOM % 10000))}"
 
-RINGWIRE="$ROOT/target/release/ringwire"
-LOADTEST="$ROOT/target/release/ringwire-loadtest"
+RINGWIRE="${RINGWIRE:-$ROOT/target/release/ringwire}"
+LOADTEST="${LOADTEST:-$ROOT/target/release/ringwire-loadtest}"
 SERVERS_DIR="$HERE/servers"
 CMP_BIN="$SERVERS_DIR/target/release"
 HZ="$(getconf CLK_TCK)"
@@ -72,7 +75,11 @@ if [[ "$BUILD" == 1 ]]; then
         (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error)
     fi
 fi
-for f in "$RINGWIRE" "$LOADTEST" "$CMP_BIN/echo-tungstenite" "$CMP_BIN/echo-fastwebsockets"; do
+needed=("$RINGWIRE" "$LOADTEST")
+[[ " $SERVERS " == *" tungstenite "* ]] && needed+=("$CMP_BIN/echo-tungstenite")
+[[ " $SERVERS " == *" fastwebsockets "* ]] && needed+=("$CMP_BIN/echo-fastwebsockets")
+[[ " $SERVERS " == *" ringwire-base "* ]] && needed+=("${RINGWIRE_BASE:-ringwire-base needs RINGWIRE_BASE}")
+for f in "${needed[@]}"; do
     [[ -x "$f" ]] || { log "missing $f (run without BUILD=0)"; exit 2; }
 done
 
@@ -151,7 +158,11 @@ SERVER_PID=""
 start_server() { # name port -> sets SERVER_PID
     local name=$1 port=$2
     case "$name" in
-    ringwire)
+    ringwire | ringwire-base)
+        local bin=$RINGWIRE
+        if [[ $name == ringwire-base ]]; then
+            bin=${RINGWIRE_BASE:?ringwire-base needs RINGWIRE_BASE=/path/to/an/older/ringwire}
+        fi
         cat >"$OUT/ringwire-$port.toml" <<EOF
 [server]
 listen = "127.0.0.1:$port"
@@ -166,7 +177,7 @@ path = "/"
 kind = "echo"
 auth = "none"
 EOF
-        "$RINGWIRE" serve --config "$OUT/ringwire-$port.toml" >"$OUT/server-$name-$port.log" 2>&1 &
+        "$bin" serve --config "$OUT/ringwire-$port.toml" >"$OUT/server-$name-$port.log" 2>&1 &
         ;;
     tungstenite)
         "$CMP_BIN/echo-tungstenite" "127.0.0.1:$port" "$THREADS" >"$OUT/server-$name-$port.log" 2>&1 &
