@@ -293,7 +293,15 @@ lockver() { awk -v n="$1" '$0 == "name = \"" n "\"" {getline; gsub(/version = |"
     echo
     echo "- command: \`${RUN_CMD:-benches/compare/run.sh}\` (SETTINGS=\"$SETTINGS\" REPS=$REPS NODE_PROCS=$NODE_PROCS)"
     echo "- ringwire $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted src/ changes'): cores = $THREADS, pin_threads = $RINGWIRE_PIN, compression off, echo endpoint; ringwire-loadtest from the same tree"
-    echo "- tokio-tungstenite $(lockver tokio-tungstenite), fastwebsockets $(lockver fastwebsockets) + hyper $(lockver hyper), tokio $(lockver tokio) ($THREADS worker threads each); node $(node --version) + ws $(node -p "require('$HERE/node/node_modules/ws/package.json').version") ($NODE_PROCS process(es))"
+    if [[ " $SERVERS " == *" ringwire-base "* ]]; then
+        echo "- ringwire-base: $RINGWIRE_BASE (same config)"
+    fi
+    if [[ " $SERVERS " == *" tungstenite "* || " $SERVERS " == *" fastwebsockets "* ]]; then
+        echo "- tokio-tungstenite $(lockver tokio-tungstenite), fastwebsockets $(lockver fastwebsockets) + hyper $(lockver hyper), tokio $(lockver tokio) ($THREADS worker threads each)"
+    fi
+    if [[ " $SERVERS " == *" node-ws "* ]]; then
+        echo "- node $(node --version) + ws $(node -p "require('$HERE/node/node_modules/ws/package.json').version") ($NODE_PROCS process(es))"
+    fi
     echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r); $(rustc --version | cut -d' ' -f1-2)"
     echo "- the load tester and the server share these $(nproc) cores, over loopback"
     echo
