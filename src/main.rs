@@ -118,7 +118,7 @@ fn main() -> ExitCode {
                 }
             };
             if let Some(t) = &cfg.tls {
-                if let Err(e) = ringwire::runtime::tls::server_config(t) {
+                if let Err(e) = ringwire::config::pem::tls_server_config(t) {
                     eprintln!("ringwire: invalid configuration: {e}");
                     return ExitCode::from(2);
                 }

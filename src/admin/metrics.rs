@@ -1,7 +1,7 @@
 //! Prometheus text and JSON stats: per-core counters summed at scrape time.
-use crate::runtime::refusal::LABELS;
 use crate::runtime::stats::{ShardStats, REFUSAL_STATUSES};
 use crate::runtime::Shared;
+use crate::service::refusal::LABELS;
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 

@@ -2,9 +2,9 @@
 use super::{error, AdminState};
 use crate::config::Config;
 use crate::facade::PushJob;
-use crate::runtime::upgrade::UpgradePolicy;
 use crate::service::path_filter::PathFilter;
 use crate::service::session::unix_now;
+use crate::service::upgrade::UpgradePolicy;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

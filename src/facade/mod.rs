@@ -4,11 +4,11 @@
 //! waits for their replies; nothing above it touches the cores' inboxes.
 #![forbid(unsafe_code)]
 use crate::cluster::wire::UserPresence;
-use crate::runtime::upgrade::UpgradePolicy;
 use crate::runtime::{socket_id_parts, Command, Shared};
 pub use crate::runtime::{AttributeError, Counts, PushCounts, PushJob};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{Revocation, SessionError, SessionKey};
+use crate::service::upgrade::UpgradePolicy;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 

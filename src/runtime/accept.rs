@@ -6,12 +6,9 @@
 //! - closer than one listen backlog (a multishot accept may drain a whole backlog in one go):
 //!   one single-shot direct accept at a time, so we see every slot taken;
 //! - one slot left: accept on plain fds (not in the table) only to answer 503 and close.
-use super::shard::Shard;
-use super::stats::ShardStats;
 use super::token::{self, Op};
-use io_uring::{cqueue, opcode, types};
-use std::io;
-use std::os::fd::AsRawFd;
+use io_uring::{opcode, squeue, types};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -20,35 +17,38 @@ pub enum Mode {
     Overflow,
 }
 
+/// The core's listener and the accept request armed on it.
+///
+/// Call order: [`AcceptState::arm`] after every change of free slots (it says what to
+/// submit, if anything); [`AcceptState::ended`] when an accept completion says it is no
+/// longer armed; [`AcceptState::stop`] once, when the node drains.
 pub struct AcceptState {
+    listener: OwnedFd,
     /// The accept request in flight, if any.
     armed: Option<Mode>,
     /// A cancel of the multishot accept is in flight.
     cancelling: bool,
-    table_slots: usize,
     /// Free slots needed to keep a multishot accept armed.
     burst_margin: usize,
 }
 
 impl AcceptState {
-    pub fn new(table_slots: usize, backlog: u32) -> AcceptState {
+    pub fn new(listener: OwnedFd, backlog: u32) -> AcceptState {
         let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(4096);
         AcceptState {
+            listener,
             armed: None,
             cancelling: false,
-            table_slots,
             burst_margin: backlog.min(somaxconn) as usize + 16,
         }
     }
-}
 
-impl Shard {
-    fn wanted_accept_mode(&self) -> Mode {
-        let free = self.accept.table_slots.saturating_sub(self.in_use);
-        if free > self.accept.burst_margin {
+    /// How to accept with `free` descriptor slots left in the table.
+    fn wanted(&self, free: usize) -> Mode {
+        if free > self.burst_margin {
             Mode::Multishot
         } else if free > 1 {
             Mode::Single
@@ -57,28 +57,28 @@ impl Shard {
         }
     }
 
-    /// Make the armed accept match how full the table is (called after every slot change).
-    pub(super) fn arm_accept(&mut self) {
-        if self.stopping() {
-            return;
-        }
-        let want = self.wanted_accept_mode();
-        match self.accept.armed {
-            Some(Mode::Multishot) if want != Mode::Multishot && !self.accept.cancelling => {
-                self.accept.cancelling = true;
-                let e = opcode::AsyncCancel::new(token::plain(Op::Accept))
-                    .build()
-                    .user_data(token::plain(Op::CancelAccept));
-                self.push(e);
+    /// Make the armed accept match how full the table is: the submission to make, if any
+    /// (a cancel of an accept of the wrong kind, or a new accept).
+    pub fn arm(&mut self, free: usize) -> Option<squeue::Entry> {
+        let want = self.wanted(free);
+        match self.armed {
+            Some(Mode::Multishot) if want != Mode::Multishot && !self.cancelling => {
+                self.cancelling = true;
+                Some(
+                    opcode::AsyncCancel::new(token::plain(Op::Accept))
+                        .build()
+                        .user_data(token::plain(Op::CancelAccept)),
+                )
             }
-            Some(Mode::Overflow) if want != Mode::Overflow && !self.accept.cancelling => {
-                self.accept.cancelling = true;
-                let e = opcode::AsyncCancel::new(token::plain(Op::AcceptOverflow))
-                    .build()
-                    .user_data(token::plain(Op::CancelAccept));
-                self.push(e);
+            Some(Mode::Overflow) if want != Mode::Overflow && !self.cancelling => {
+                self.cancelling = true;
+                Some(
+                    opcode::AsyncCancel::new(token::plain(Op::AcceptOverflow))
+                        .build()
+                        .user_data(token::plain(Op::CancelAccept)),
+                )
             }
-            Some(_) => {}
+            Some(_) => None,
             None => {
                 let fd = types::Fd(self.listener.as_raw_fd());
                 let e = match want {
@@ -99,57 +99,58 @@ impl Shard {
                             .user_data(token::plain(Op::AcceptOverflow))
                     }
                 };
-                self.push(e);
-                self.accept.armed = Some(want);
+                self.armed = Some(want);
+                Some(e)
             }
         }
     }
 
-    pub(super) fn on_accept(&mut self, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
-            self.accept.armed = None;
-            self.accept.cancelling = false;
-        }
-        if res >= 0 {
-            self.on_new_conn(res as u32);
-        } else if res == -libc::ENFILE {
-            // Only reachable when another core's handoff took the last slot concurrently.
-            ShardStats::inc(&self.shared.stats[self.id].accept_table_full);
-        } else if res != -libc::ECANCELED {
-            // Transient (ENOMEM, aborted connection...): the next tick re-arms, so a persistent
-            // error cannot spin the loop.
-            tracing::debug!(
-                core = self.id,
-                "accept failed: {}",
-                io::Error::from_raw_os_error(-res)
-            );
-            return;
-        }
-        self.arm_accept();
+    /// The armed accept (or its cancel) has ended.
+    pub fn ended(&mut self) {
+        self.armed = None;
+        self.cancelling = false;
     }
 
-    pub(super) fn on_accept_overflow(&mut self, res: i32) {
-        self.accept.armed = None;
-        self.accept.cancelling = false;
-        if res >= 0 {
-            let stats = &self.shared.stats[self.id];
-            ShardStats::inc(&stats.accepted);
-            ShardStats::inc(&stats.accept_table_full);
-            stats.refused(503);
-            static FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nRetry-After: 5\r\nConnection: close\r\n\r\nserver full\n";
-            let e = opcode::Send::new(types::Fd(res), FULL.as_ptr(), FULL.len() as u32)
-                .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-                .build()
-                .user_data(token::conn(Op::OverflowSend, res as u32, 0));
-            self.push(e);
-        } else if res != -libc::ECANCELED {
-            tracing::debug!(
-                core = self.id,
-                "overflow accept failed: {}",
-                io::Error::from_raw_os_error(-res)
-            );
-            return;
+    /// Stop listening: the kernel refuses new connections at once (a balancer moves them to
+    /// another node) and the pending accept ends. Returns the cancel to submit.
+    pub fn stop(&mut self, core: usize) -> squeue::Entry {
+        let listener = socket2::SockRef::from(&self.listener);
+        if let Err(e) = listener.shutdown(std::net::Shutdown::Both) {
+            tracing::debug!(core, "listener shutdown: {e}");
         }
-        self.arm_accept();
+        opcode::AsyncCancel2::new(
+            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
+        )
+        .build()
+        .user_data(token::plain(Op::CancelAccept))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(backlog: u32) -> AcceptState {
+        let fd = std::fs::File::open("/dev/null").unwrap();
+        AcceptState::new(fd.into(), backlog)
+    }
+
+    #[test]
+    fn the_accept_follows_how_full_the_table_is() {
+        let mut a = state(100);
+        let margin = a.burst_margin;
+        assert_eq!(a.wanted(margin + 1), Mode::Multishot);
+        assert_eq!(a.wanted(margin), Mode::Single);
+        assert_eq!(a.wanted(2), Mode::Single);
+        assert_eq!(a.wanted(1), Mode::Overflow);
+        // Armed multishot; the table fills: one cancel, then nothing until it ends.
+        assert!(a.arm(margin + 10).is_some());
+        assert_eq!(a.armed, Some(Mode::Multishot));
+        assert!(a.arm(margin + 10).is_none(), "already armed as wanted");
+        assert!(a.arm(5).is_some(), "the multishot accept is cancelled");
+        assert!(a.arm(5).is_none(), "one cancel at a time");
+        a.ended();
+        assert!(a.arm(5).is_some());
+        assert_eq!(a.armed, Some(Mode::Single));
     }
 }

@@ -15,20 +15,20 @@ mod admission;
 mod bufring;
 mod conn;
 mod drain;
-mod handoff;
 pub mod lifecycle;
+mod outbox;
 mod polling;
-pub mod refusal;
-mod registry;
 mod remote;
+mod ring;
 mod shard;
+mod slots;
 mod socketio;
 pub mod stats;
 mod sys;
 mod timer;
 pub mod tls;
 mod token;
-pub mod upgrade;
+mod users;
 
 use crate::cluster::ClusterState;
 use crate::config::Config;
@@ -108,7 +108,7 @@ pub enum Command {
     /// A session was terminated: refuse it, close its sockets.
     Revoke(crate::service::session::Revocation),
     /// New cascade and limits.
-    Reload(Arc<upgrade::UpgradePolicy>),
+    Reload(Arc<crate::service::upgrade::UpgradePolicy>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and
     /// the attribute fits the limits.
     SetAttribute {
@@ -298,7 +298,7 @@ impl Engine {
         let mut parts = Vec::with_capacity(cores);
         for core in 0..cores {
             let ring =
-                shard::build_ring(&config.engine, table_slots).map_err(io_uring_unavailable)?;
+                ring::build_ring(&config.engine, table_slots).map_err(io_uring_unavailable)?;
             let listener = sys::reuseport_listener(config.server.listen, config.engine.backlog)
                 .map_err(|e| {
                     StartError(format!("cannot listen on {}: {e}", config.server.listen))
@@ -334,7 +334,9 @@ impl Engine {
                 .collect(),
             cluster,
         });
-        let policy = Arc::new(upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?);
+        let policy = Arc::new(
+            crate::service::upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?,
+        );
         let mut threads = Vec::with_capacity(cores);
         // Every ring must be enabled before any core accepts: a MSG_RING to a ring that is
         // still disabled fails (EBADFD).

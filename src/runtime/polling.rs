@@ -7,12 +7,12 @@
 //! delivers its packets and is answered `ok`. Keep-alive connections go back to reading
 //! the next request, which may belong to another user and move again.
 use super::conn::{flag, ConnState, Ending, PollMethod, PollPlan, SessionError, SocketMeta};
-use super::refusal::Refusal;
 use super::shard::Shard;
 use super::stats::ShardStats;
 use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, Packet};
 use crate::protocol::handshake;
+use crate::service::refusal::Refusal;
 
 /// A packet decoded from a POST body, owned (the body is consumed before handling).
 enum Owned {
@@ -80,7 +80,7 @@ impl Shard {
             self.refuse(slot, Refusal::UserLimit);
             return;
         }
-        let v = self.alloc_virtual_slot();
+        let v = self.conns.take_virtual();
         let mut sio = self.new_sio_state(plan.eio, v);
         if plan.eio == crate::protocol::engineio::EioVersion::V3 {
             // The default namespace's connect follows on the next GET, as socket.io 2 does.
@@ -538,27 +538,6 @@ impl Shard {
             ShardStats::dec(&stats.sockets);
             ShardStats::dec(&stats.polling_sessions);
         }
-        let c = &mut self.conns[v as usize];
-        c.state = ConnState::Free;
-        c.flags = 0;
-        self.virtual_free.push(v);
-    }
-
-    /// A slot for a polling session, above the descriptor table (never a kernel slot).
-    fn alloc_virtual_slot(&mut self) -> u32 {
-        let v = self.virtual_free.pop().unwrap_or_else(|| {
-            let v = self.table_slots + self.virtual_next;
-            self.virtual_next += 1;
-            v
-        });
-        if v as usize >= self.conns.len() {
-            self.conns
-                .resize_with(v as usize + 1, super::conn::Conn::free);
-        }
-        let c = &mut self.conns[v as usize];
-        c.gen = super::token::next_gen(c.gen);
-        c.flags = 0;
-        c.inflight = 0;
-        v
+        self.conns.release_virtual(v);
     }
 }

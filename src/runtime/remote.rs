@@ -3,9 +3,8 @@
 //!
 //! Everything here is plain core-local state; batches leave through the lock-free per
 //! (core, node) queues of [`ClusterState`].
-use super::shard::Shard;
 use super::stats::ShardStats;
-use super::{sys, PushJob};
+use super::PushJob;
 use crate::cluster::coalesce::{Coalescer, Offer, Settings};
 use crate::cluster::directory::Directory;
 use crate::cluster::wire::{RemotePush, UserPresence};
@@ -16,7 +15,7 @@ use std::sync::Arc;
 /// Presence entries per batch handed to the link thread.
 const PRESENCE_BATCH: usize = 4096;
 
-pub(super) struct RemoteState {
+pub struct RemoteState {
     cluster: Arc<ClusterState>,
     directory: Directory,
     nodes: Vec<NodeQueue>,
@@ -37,7 +36,7 @@ struct NodeQueue {
 }
 
 impl RemoteState {
-    pub(super) fn new(cluster: Arc<ClusterState>, max_entries: usize) -> RemoteState {
+    pub fn new(cluster: Arc<ClusterState>, max_entries: usize) -> RemoteState {
         RemoteState {
             nodes: cluster.peers.iter().map(|_| NodeQueue::default()).collect(),
             cluster,
@@ -47,53 +46,36 @@ impl RemoteState {
             pending: false,
         }
     }
-}
-
-impl Shard {
-    fn remote_settings(&self) -> Settings {
-        let r = &self.policy.config.remote;
-        Settings {
-            delay_ms: r.delay_ms,
-            max_delay_ms: r.max_delay_ms,
-            max_messages: r.max_queued_messages,
-            max_bytes: r.max_queued_bytes,
-        }
-    }
 
     /// A user's sockets here changed: every linked node hears of it at the end of the turn.
-    pub(super) fn presence_changed(&mut self, context: u32, user: u32) {
-        let Some(r) = self.remote.as_deref_mut() else {
-            return;
-        };
-        for (i, n) in r.nodes.iter_mut().enumerate() {
-            if r.up & (1 << i) != 0 {
+    pub fn presence_changed(&mut self, context: u32, user: u32) {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if self.up & (1 << i) != 0 {
                 n.presence.insert((context, user));
-                r.pending = true;
+                self.pending = true;
             }
         }
     }
 
-    /// Queue a push for every other node that holds matching sockets of its user; returns
-    /// the number of nodes.
-    pub(super) fn route_remote(&mut self, job: &PushJob) -> u64 {
-        // Most pushes stop here (no cluster, or no other node holds the user): nothing else
-        // is read for them, not even the clock.
-        let nodes = match self.remote.as_deref() {
-            Some(r) => r.directory.nodes_for(job.context, job.user, &job.filter) & r.up,
-            None => 0,
-        };
-        if nodes == 0 {
-            return 0;
-        }
-        let settings = self.remote_settings();
-        let now = sys::monotonic_ms();
-        let stats = &self.shared.stats[self.id];
-        let Some(r) = self.remote.as_deref_mut() else {
-            return 0;
-        };
+    /// The linked nodes that hold matching sockets of the job's user (bit per peer). Most
+    /// pushes stop here: nothing else is read for them, not even the clock.
+    pub fn nodes_for(&self, job: &PushJob) -> u64 {
+        self.directory.nodes_for(job.context, job.user, &job.filter) & self.up
+    }
+
+    /// Queue a push for the nodes in `nodes` (from [`RemoteState::nodes_for`]) at monotonic
+    /// time `now`; returns how many took it.
+    pub fn route(
+        &mut self,
+        job: &PushJob,
+        nodes: u64,
+        now: u64,
+        settings: &Settings,
+        stats: &ShardStats,
+    ) -> u64 {
         let wait = job.coalesce && settings.delay_ms > 0;
         let mut reached = 0;
-        for (i, n) in r.nodes.iter_mut().enumerate() {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
             if nodes & (1 << i) == 0 {
                 continue;
             }
@@ -104,14 +86,14 @@ impl Shard {
                 text: job.text.clone(),
             };
             let offer = if wait {
-                n.coalescer.offer(push, now, &settings)
+                n.coalescer.offer(push, now, settings)
             } else if n.now.len() + n.coalescer.len() >= settings.max_messages {
                 Offer::Dropped
             } else {
                 // It leaves now, and takes an equal waiting push with it.
                 let merged = n.coalescer.take_equal(&push);
                 n.now.push(push);
-                r.pending = true;
+                self.pending = true;
                 if merged {
                     ShardStats::inc(&stats.remote_merged);
                 }
@@ -130,177 +112,247 @@ impl Shard {
         reached
     }
 
-    /// Every `remote.timer_ms`: pushes whose wait is over leave.
-    pub(super) fn remote_tick(&mut self) {
-        let timer_ms = self.policy.config.remote.timer_ms;
-        let Some(r) = self.remote.as_deref_mut() else {
-            return;
-        };
-        let now = sys::monotonic_ms();
-        if now < r.next_check_ms {
+    /// Every `timer_ms`: pushes whose wait is over leave at the end of the turn.
+    pub fn tick(&mut self, now: u64, timer_ms: u64) {
+        if now < self.next_check_ms {
             return;
         }
-        r.next_check_ms = now + timer_ms;
-        for n in &mut r.nodes {
+        self.next_check_ms = now + timer_ms;
+        for n in &mut self.nodes {
             let before = n.now.len();
             n.coalescer.take_due(now, &mut n.now);
-            r.pending |= n.now.len() > before;
+            self.pending |= n.now.len() > before;
         }
+    }
+
+    /// Is anything waiting to be handed to the link thread?
+    pub fn pending(&self) -> bool {
+        self.pending
     }
 
     /// End of a loop turn: hand what is ready to the link thread, one wake-up per node.
-    pub(super) fn remote_flush(&mut self) {
-        let Some(mut r) = self.remote.take() else {
+    /// `presence_of` gives this core's sockets of a user, per path.
+    pub fn flush(
+        &mut self,
+        core: usize,
+        now: u64,
+        stats: &ShardStats,
+        presence_of: impl Fn(u32, u32) -> UserPresence,
+    ) {
+        if !self.pending {
             return;
-        };
-        if r.pending {
-            r.pending = false;
-            let now = sys::monotonic_ms();
-            for i in 0..r.nodes.len() {
-                let mut rang = false;
-                if !r.nodes[i].now.is_empty() {
-                    let n = &mut r.nodes[i];
-                    // Immediate pushes go with whatever is already due.
-                    n.coalescer.take_due(now, &mut n.now);
-                    let batch = std::mem::take(&mut n.now);
-                    let count = batch.len() as u64;
-                    if r.cluster
-                        .enqueue(self.id, i, Outbound::Push(batch))
-                        .is_err()
-                    {
-                        ShardStats::add(&self.shared.stats[self.id].remote_dropped, count);
-                    }
-                    rang = true;
-                }
-                while !r.nodes[i].presence.is_empty() {
-                    let users: Vec<(u32, u32)> = r.nodes[i]
-                        .presence
-                        .iter()
-                        .take(PRESENCE_BATCH)
-                        .copied()
-                        .collect();
-                    let batch = users
-                        .iter()
-                        .map(|&(context, user)| self.local_presence(context, user))
-                        .collect();
-                    if r.cluster
-                        .enqueue(self.id, i, Outbound::Presence(batch))
-                        .is_err()
-                    {
-                        // The link thread is behind: try again next turn (nothing is lost,
-                        // the set keeps the users).
-                        r.pending = true;
-                        break;
-                    }
-                    for u in &users {
-                        r.nodes[i].presence.remove(u);
-                    }
-                    rang = true;
-                }
-                if rang {
-                    r.cluster.ring(i);
-                }
-            }
         }
-        self.remote = Some(r);
-    }
-
-    /// This core's sockets of a user, per socket path.
-    fn local_presence(&self, context: u32, user: u32) -> UserPresence {
-        let mut paths: Vec<(Box<str>, u32)> = Vec::new();
-        for &slot in self.users.get(&(context, user)).into_iter().flatten() {
-            let Some((_, meta)) = self.conns[slot as usize].socket() else {
-                continue;
-            };
-            match paths.iter_mut().find(|(p, _)| *p == meta.path) {
-                Some((_, n)) => *n += 1,
-                None => paths.push((meta.path.clone(), 1)),
+        self.pending = false;
+        for i in 0..self.nodes.len() {
+            let mut rang = false;
+            if !self.nodes[i].now.is_empty() {
+                let n = &mut self.nodes[i];
+                // Immediate pushes go with whatever is already due.
+                n.coalescer.take_due(now, &mut n.now);
+                let batch = std::mem::take(&mut n.now);
+                let count = batch.len() as u64;
+                if self
+                    .cluster
+                    .enqueue(core, i, Outbound::Push(batch))
+                    .is_err()
+                {
+                    ShardStats::add(&stats.remote_dropped, count);
+                }
+                rang = true;
             }
-        }
-        UserPresence {
-            context,
-            user,
-            paths,
+            while !self.nodes[i].presence.is_empty() {
+                let users: Vec<(u32, u32)> = self.nodes[i]
+                    .presence
+                    .iter()
+                    .take(PRESENCE_BATCH)
+                    .copied()
+                    .collect();
+                let batch = users.iter().map(|&(c, u)| presence_of(c, u)).collect();
+                if self
+                    .cluster
+                    .enqueue(core, i, Outbound::Presence(batch))
+                    .is_err()
+                {
+                    // The link thread is behind: try again next turn (nothing is lost, the
+                    // set keeps the users).
+                    self.pending = true;
+                    break;
+                }
+                for u in &users {
+                    self.nodes[i].presence.remove(u);
+                }
+                rang = true;
+            }
+            if rang {
+                self.cluster.ring(i);
+            }
         }
     }
 
     /// A link to peer `node` became current: forget what it held (it re-sends all of it) and
-    /// queue all of ours for it.
-    pub(super) fn peer_up(&mut self, node: u8) {
-        let users: Vec<(u32, u32)> = self.users.keys().copied().collect();
-        let Some(r) = self.remote.as_deref_mut() else {
+    /// queue all of `users` (this core's) for it.
+    pub fn peer_up(&mut self, node: u8, users: impl Iterator<Item = (u32, u32)>) {
+        let Some(n) = self.nodes.get_mut(node as usize) else {
             return;
         };
-        let Some(n) = r.nodes.get_mut(node as usize) else {
-            return;
-        };
-        r.up |= 1 << node;
-        r.directory.drop_node(node);
+        self.up |= 1 << node;
+        self.directory.drop_node(node);
         n.presence.extend(users);
-        r.pending = true;
-        self.update_directory_gauge();
+        self.pending = true;
     }
 
-    /// Peer `node` went away: its presence is dropped, pushes waiting for it are dropped and
-    /// counted.
-    pub(super) fn peer_down(&mut self, node: u8) {
-        let Some(r) = self.remote.as_deref_mut() else {
-            return;
+    /// Peer `node` went away: its presence is dropped, pushes waiting for it are dropped;
+    /// returns how many.
+    pub fn peer_down(&mut self, node: u8) -> usize {
+        let Some(n) = self.nodes.get_mut(node as usize) else {
+            return 0;
         };
-        let Some(n) = r.nodes.get_mut(node as usize) else {
-            return;
-        };
-        r.up &= !(1 << node);
-        r.directory.drop_node(node);
+        self.up &= !(1 << node);
+        self.directory.drop_node(node);
         let dropped = n.coalescer.clear() + n.now.len();
         n.now.clear();
         n.presence.clear();
-        ShardStats::add(&self.shared.stats[self.id].remote_dropped, dropped as u64);
-        self.update_directory_gauge();
+        dropped
     }
 
-    pub(super) fn remote_presence(&mut self, node: u8, entries: Vec<UserPresence>) {
-        let Some(r) = self.remote.as_deref_mut() else {
-            return;
-        };
-        let mut overflow = 0;
-        for e in &entries {
-            if !r.directory.apply(node, e) {
-                overflow += 1;
-            }
-        }
-        if overflow > 0 {
-            ShardStats::add(&self.shared.stats[self.id].presence_overflow, overflow);
-        }
-        self.update_directory_gauge();
+    /// Presence from peer `node`; returns the entries the directory had no room for.
+    pub fn apply_presence(&mut self, node: u8, entries: &[UserPresence]) -> u64 {
+        entries
+            .iter()
+            .filter(|e| !self.directory.apply(node, e))
+            .count() as u64
     }
 
-    fn update_directory_gauge(&self) {
-        if let Some(r) = &self.remote {
-            self.shared.stats[self.id].presence_entries.store(
-                r.directory.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
+    /// Entries in the presence directory.
+    pub fn directory_len(&self) -> usize {
+        self.directory.len()
     }
 
     /// Matching sockets of the user on each other node (index = peer), from the directory.
-    pub(super) fn remote_counts(
+    pub fn counts(
         &self,
         context: u32,
         user: u32,
         filter: &crate::service::path_filter::PathFilter,
     ) -> Vec<u64> {
-        let Some(r) = &self.remote else {
-            return Vec::new();
-        };
-        let mut per_node = vec![0; r.nodes.len()];
-        r.directory.count(context, user, filter, &mut per_node);
+        let mut per_node = vec![0; self.nodes.len()];
+        self.directory.count(context, user, filter, &mut per_node);
         for (i, n) in per_node.iter_mut().enumerate() {
-            if r.up & (1 << i) == 0 {
+            if self.up & (1 << i) == 0 {
                 *n = 0;
             }
         }
         per_node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClusterConfig, PeerConfig};
+    use crate::service::path_filter::PathFilter;
+
+    fn cluster(peers: usize) -> Arc<ClusterState> {
+        let cfg = ClusterConfig {
+            node_id: "a".into(),
+            listen: "127.0.0.1:7001".parse().unwrap(),
+            peers: (0..peers)
+                .map(|i| PeerConfig {
+                    id: format!("p{i}"),
+                    addr: format!("127.0.0.1:{}", 7002 + i).parse().unwrap(),
+                })
+                .collect(),
+            ca: "ca".into(),
+            cert: "cert".into(),
+            key: "key".into(),
+            max_presence_entries: 100,
+        };
+        ClusterState::new(&cfg, 1).0
+    }
+
+    fn job(user: u32, coalesce: bool) -> PushJob {
+        PushJob {
+            context: 1,
+            user,
+            filter: PathFilter::new("*"),
+            text: "hi".into(),
+            coalesce,
+        }
+    }
+
+    fn settings(delay_ms: u64) -> Settings {
+        Settings {
+            delay_ms,
+            max_delay_ms: 1_000,
+            max_messages: 10,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn presence(user: u32) -> UserPresence {
+        UserPresence {
+            context: 1,
+            user,
+            paths: vec![("/ws".into(), 1)],
+        }
+    }
+
+    #[test]
+    fn pushes_go_only_to_linked_nodes_that_hold_the_user() {
+        let c = cluster(2);
+        let mut r = RemoteState::new(c.clone(), 100);
+        let stats = ShardStats::new(1);
+        assert_eq!(r.nodes_for(&job(7, false)), 0, "nobody holds user 7 yet");
+        assert_eq!(r.apply_presence(1, &[presence(7)]), 0);
+        assert_eq!(r.nodes_for(&job(7, false)), 0, "node 1 is not linked");
+        r.peer_up(1, std::iter::empty());
+        r.apply_presence(1, &[presence(7)]);
+        let nodes = r.nodes_for(&job(7, false));
+        assert_eq!(nodes, 0b10);
+        assert_eq!(r.route(&job(7, false), nodes, 0, &settings(0), &stats), 1);
+        assert_eq!(r.counts(1, 7, &PathFilter::new("*")), vec![0, 1]);
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        match c.peers[1].queues[0].pop() {
+            Some(Outbound::Push(batch)) => assert_eq!(batch.len(), 1),
+            _ => panic!("the push is queued for node 1"),
+        }
+        assert!(c.peers[0].queues[0].pop().is_none());
+        assert_eq!(r.peer_down(1), 0);
+        assert_eq!(r.nodes_for(&job(7, false)), 0, "its presence is dropped");
+    }
+
+    #[test]
+    fn a_coalesced_push_waits_for_the_tick_and_presence_changes_are_batched() {
+        let c = cluster(1);
+        let mut r = RemoteState::new(c.clone(), 100);
+        let stats = ShardStats::new(1);
+        r.peer_up(0, [(1, 7), (1, 8)].into_iter());
+        r.apply_presence(0, &[presence(7)]);
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        match c.peers[0].queues[0].pop() {
+            Some(Outbound::Presence(batch)) => assert_eq!(batch.len(), 2),
+            _ => panic!("this core's users are announced to the new peer"),
+        }
+        let nodes = r.nodes_for(&job(7, true));
+        assert_eq!(
+            r.route(&job(7, true), nodes, 1_000, &settings(50), &stats),
+            1
+        );
+        r.flush(0, 1_000, &stats, |_, u| presence(u));
+        assert!(c.peers[0].queues[0].pop().is_none(), "still waiting");
+        r.tick(1_100, 10);
+        assert!(r.pending());
+        r.flush(0, 1_100, &stats, |_, u| presence(u));
+        assert!(matches!(
+            c.peers[0].queues[0].pop(),
+            Some(Outbound::Push(_))
+        ));
+        r.presence_changed(1, 9);
+        r.flush(0, 1_200, &stats, |_, u| presence(u));
+        assert!(matches!(
+            c.peers[0].queues[0].pop(),
+            Some(Outbound::Presence(_))
+        ));
+        assert_eq!(r.peer_down(0), 0);
     }
 }

@@ -25,7 +25,7 @@ pub struct ShardStats {
     /// Refusals by status (index in REFUSAL_STATUSES; last = other).
     pub refused: [AtomicU64; REFUSAL_STATUSES.len()],
     /// Refusals by reason (index = `Refusal::index`, labels in `refusal::LABELS`).
-    pub refused_by_reason: [AtomicU64; super::refusal::LABELS.len()],
+    pub refused_by_reason: [AtomicU64; crate::service::refusal::LABELS.len()],
     /// Pushes handled by this core (owner of the user) and frames queued for them.
     pub pushes: AtomicU64,
     pub push_frames: AtomicU64,
@@ -83,7 +83,7 @@ impl ShardStats {
     pub fn dec(c: &AtomicU64) {
         c.fetch_sub(1, Relaxed);
     }
-    pub fn refused_for(&self, r: &super::refusal::Refusal) {
+    pub fn refused_for(&self, r: &crate::service::refusal::Refusal) {
         self.refused(r.status());
         Self::inc(&self.refused_by_reason[r.index()]);
     }

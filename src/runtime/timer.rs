@@ -63,6 +63,51 @@ impl TimerWheel {
     }
 }
 
+/// The core's clock and deadlines: ticks since the core started, and the wheel of
+/// connection deadlines. Every deadline a connection has lives here as its one live entry
+/// (`Conn::timer_at`); the wheel itself never looks at connections.
+pub struct Timers {
+    wheel: TimerWheel,
+    /// Monotonic milliseconds at tick 0.
+    start_ms: u64,
+}
+
+impl Timers {
+    pub fn new(start_ms: u64) -> Timers {
+        Timers {
+            wheel: TimerWheel::default(),
+            start_ms,
+        }
+    }
+
+    /// The current tick (what the wheel has advanced to).
+    pub fn now(&self) -> u64 {
+        self.wheel.now()
+    }
+
+    /// A duration in ticks, rounded up, at least one.
+    pub fn ticks(ms: u64) -> u64 {
+        ms.div_ceil(TICK_MS).max(1)
+    }
+
+    /// The tick a monotonic clock reading falls in.
+    pub fn tick_of(&self, monotonic_ms: u64) -> u64 {
+        monotonic_ms.saturating_sub(self.start_ms) / TICK_MS
+    }
+
+    /// Arm the deadline of connection (slot, gen) at tick `at`; returns the tick armed,
+    /// which the connection keeps (`Conn::timer_at`) to recognise its live entry.
+    pub fn schedule(&mut self, slot: u32, gen: u32, at: u64) -> u64 {
+        self.wheel.insert(at, slot, gen)
+    }
+
+    /// Advance to tick `to`; returns the entries due, as (slot, gen, armed tick).
+    pub fn advance(&mut self, to: u64, due: &mut Vec<(u32, u32, u64)>) {
+        self.wheel
+            .advance(to, |_, slot, gen, tick| due.push((slot, gen, tick)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +157,26 @@ mod tests {
             assert!(t <= 5000);
         });
         assert_eq!(hits2, 1);
+    }
+
+    #[test]
+    fn timers_count_ticks_from_their_start_and_hand_out_due_entries() {
+        let mut t = Timers::new(10_000);
+        assert_eq!(t.tick_of(10_000 + 250), 2);
+        assert_eq!(
+            t.tick_of(5),
+            0,
+            "a clock reading before the start is tick 0"
+        );
+        assert_eq!(Timers::ticks(1), 1);
+        assert_eq!(Timers::ticks(2_000), 20);
+        let armed = t.schedule(4, 9, 3);
+        assert_eq!(armed, 3);
+        let mut due = Vec::new();
+        t.advance(2, &mut due);
+        assert!(due.is_empty());
+        t.advance(3, &mut due);
+        assert_eq!(due, vec![(4, 9, 3)]);
+        assert_eq!(t.now(), 3);
     }
 }

@@ -8,36 +8,7 @@
 //! Certificates are read when the configuration is loaded or reloaded: new connections use
 //! the newest, open ones keep the session they negotiated.
 use super::conn::{flag, Conn};
-use crate::config::pem::{pem_certs, pem_key, provider};
-use crate::config::TlsConfig;
 use std::io::{Read, Write};
-use std::sync::Arc;
-
-/// Read the certificate chain and key; the server offers ALPN `http/1.1`, TLS 1.2 and 1.3.
-pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
-    let chain = pem_certs(&cfg.cert).map_err(|e| format!("tls.cert {e}"))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "tls.cert {}: no PEM certificate in the file",
-            cfg.cert.display()
-        ));
-    }
-    let key = pem_key(&cfg.key).map_err(|e| format!("tls.key {e}"))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| {
-            format!(
-                "tls.cert {} / tls.key {}: {e}",
-                cfg.cert.display(),
-                cfg.key.display()
-            )
-        })?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
-}
 
 /// Why received TLS bytes end the connection.
 #[derive(Debug)]

@@ -5,33 +5,24 @@
 //! user_data. On success the owner opens the socket (writes the 101) and the source closes
 //! only its own table entry; on failure (owner's table full) the source answers 503.
 //! Long-polling requests move the same way ([`Handoff::Poll`]), answered by the owner.
-use super::conn::{ConnState, Handoff, HandoffRecord};
-use super::shard::Shard;
-use super::stats::ShardStats;
-use super::token::{self, Op};
-use io_uring::{opcode, types};
+use super::Shard;
+use crate::runtime::conn::{flag, ConnState, Handoff, HandoffRecord};
+use crate::runtime::stats::ShardStats;
+use crate::service::refusal::Refusal;
 
 impl Shard {
-    pub(super) fn handoff(&mut self, slot: u32, owner: usize, plan: Handoff) {
+    pub(in crate::runtime) fn handoff(&mut self, slot: u32, owner: usize, plan: Handoff) {
         let c = &mut self.conns[slot as usize];
         let record = Box::into_raw(Box::new(HandoffRecord {
             what: plan,
             tls: c.tls.take(),
         })) as usize;
         c.state = ConnState::Moving { record };
-        c.inflight += 1;
-        let e = opcode::MsgRingSendFd::new(
-            types::Fd(self.shared.ring_fds[owner]),
-            types::Fixed(slot),
-            types::DestinationSlot::auto_target(),
-            token::pointer(Op::HandoffIn, record),
-        )
-        .build()
-        .user_data(token::conn(Op::HandoffSent, slot, c.gen));
-        self.push(e);
+        self.ring
+            .send_fd(c, slot, self.shared.ring_fds[owner], record);
     }
 
-    pub(super) fn on_handoff_sent(&mut self, slot: u32, res: i32) {
+    pub(in crate::runtime) fn on_handoff_sent(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
         c.inflight -= 1;
         let ConnState::Moving { record } = c.state else {
@@ -42,7 +33,7 @@ impl Shard {
             // The owner core holds the socket (and the record) now; release our slot only.
             ShardStats::inc(&stats.handoffs_out);
             c.state = ConnState::Closing;
-            c.flags |= super::conn::flag::MOVED;
+            c.flags |= flag::MOVED;
         } else {
             ShardStats::inc(&stats.handoffs_failed);
             // SAFETY: the MSG_RING failed, so no completion carrying `record` was posted to the
@@ -56,11 +47,11 @@ impl Shard {
                 std::io::Error::from_raw_os_error(-res)
             );
             c.state = ConnState::Responding;
-            self.refuse(slot, super::refusal::Refusal::ServerFull);
+            self.refuse(slot, Refusal::ServerFull);
         }
     }
 
-    pub(super) fn on_handoff_in(&mut self, record: usize, res: i32) {
+    pub(in crate::runtime) fn on_handoff_in(&mut self, record: usize, res: i32) {
         // SAFETY: `record` is the pointer a source core leaked with Box::into_raw into the
         // MSG_RING user_data; this completion is posted once, on success only.
         let record = unsafe { Box::from_raw(record as *mut HandoffRecord) };
@@ -69,16 +60,12 @@ impl Shard {
         }
         let slot = res as u32;
         ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
-        self.take_slot(slot, ConnState::Responding);
+        self.conns
+            .take(slot, ConnState::Responding, self.wheel.now());
         let HandoffRecord { what: plan, tls } = *record;
         self.conns[slot as usize].tls = tls;
         self.arm_accept();
-        if self.stopping() {
-            self.refuse(slot, super::refusal::Refusal::ShuttingDown);
-            return;
-        }
-        if self.over_admission_limit() {
-            self.refuse(slot, super::refusal::Refusal::ServerFull);
+        if self.refuse_unless_admitted(slot) {
             return;
         }
         match plan {

@@ -1,60 +1,50 @@
-//! The core's side of the service: which sockets belong to which user (only the core that
-//! owns the user's hash has them), pushes, counts, session ends.
-use super::conn::{flag, ConnState};
-use super::shard::Shard;
-use super::stats::ShardStats;
-use super::{
-    AttributeError, Command, PushJob, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE,
-};
+//! The core's side of the service: sockets registered in the user index as they open and
+//! close (listeners and presence told), pushes delivered to a user's sockets, counts,
+//! session ends.
+use super::Shard;
 use crate::config::EndpointKind;
 use crate::protocol::close::CloseReason;
 use crate::protocol::{MessageKind, WsConnection};
+use crate::runtime::conn::{flag, ConnState};
+use crate::runtime::stats::ShardStats;
+use crate::runtime::PushJob;
 use crate::service::listener::SocketInfo;
 use crate::service::session::unix_now;
 use crate::service::session::Revocation;
 
 impl Shard {
-    pub(super) fn user_socket_count(&self, context: u32, user: u32) -> usize {
-        self.users.get(&(context, user)).map_or(0, Vec::len)
+    pub(in crate::runtime) fn user_socket_count(&self, context: u32, user: u32) -> usize {
+        self.users.count(context, user)
     }
 
     /// A socket just opened: index it by user, schedule its session's expiry, tell listeners.
-    pub(super) fn register(&mut self, slot: u32) {
+    pub(in crate::runtime) fn register(&mut self, slot: u32) {
         let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
         ShardStats::inc(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
         if let Some(a) = meta.auth {
-            self.users
-                .entry((a.context, a.user))
-                .or_default()
-                .push(slot);
+            self.users.add(a.context, a.user, slot);
             self.presence_changed(a.context, a.user);
         }
         self.notify(slot, |l, info| l.on_connect(info));
     }
 
     /// A socket is closing: drop it from the index, tell listeners.
-    pub(super) fn unregister(&mut self, slot: u32) {
+    pub(in crate::runtime) fn unregister(&mut self, slot: u32) {
         let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
         ShardStats::dec(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
         if let Some(a) = meta.auth {
-            let key = (a.context, a.user);
-            if let Some(slots) = self.users.get_mut(&key) {
-                slots.retain(|&s| s != slot);
-                if slots.is_empty() {
-                    self.users.remove(&key);
-                }
-            }
+            self.users.remove(a.context, a.user, slot);
             self.presence_changed(a.context, a.user);
         }
         self.notify(slot, |l, info| l.on_close(info));
     }
 
     /// Call every listener with the socket's info (no allocation).
-    pub(super) fn notify(
+    pub(in crate::runtime) fn notify(
         &self,
         slot: u32,
         f: impl Fn(&dyn crate::service::listener::Listener, &SocketInfo<'_>),
@@ -68,7 +58,7 @@ impl Shard {
         };
         let info = SocketInfo {
             core: self.id,
-            socket: super::socket_id(self.id, c.gen, slot),
+            socket: crate::runtime::socket_id(self.id, c.gen, slot),
             endpoint: &self.policy.config.endpoints[endpoint as usize].path,
             path: &meta.path,
             query: &meta.query,
@@ -81,7 +71,7 @@ impl Shard {
     }
 
     /// Queue a close frame and close once it is written (or after the linger time).
-    pub(super) fn close_with(&mut self, slot: u32, why: CloseReason) {
+    pub(in crate::runtime) fn close_with(&mut self, slot: u32, why: CloseReason) {
         let c = &mut self.conns[slot as usize];
         if !matches!(c.state, ConnState::Open { .. }) || c.has(flag::CLOSE_AFTER_FLUSH) {
             return;
@@ -91,13 +81,12 @@ impl Shard {
     }
 
     /// Deliver pushes to the matching sockets of their users; returns sockets reached.
-    fn deliver(&mut self, jobs: &[PushJob]) -> u64 {
+    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> u64 {
         let mut reached = 0u64;
         let max_out = self.limits.max_outbound_bytes;
         for job in jobs {
-            let key = (job.context, job.user);
-            // Taken out for the loop (nothing below changes the index) to avoid a copy.
-            let Some(slots) = self.users.get_mut(&key).map(std::mem::take) else {
+            // Lent out for the loop (nothing below changes the index) to avoid a copy.
+            let Some(slots) = self.users.lend(job.context, job.user) else {
                 continue;
             };
             for &slot in &slots {
@@ -141,7 +130,7 @@ impl Shard {
                     self.mark_dirty(slot);
                 }
             }
-            self.users.insert(key, slots);
+            self.users.put_back(job.context, job.user, slots);
         }
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.pushes, jobs.len() as u64);
@@ -150,16 +139,14 @@ impl Shard {
         reached
     }
 
-    fn local_count(
+    pub(in crate::runtime) fn local_count(
         &self,
         context: u32,
         user: u32,
         filter: &crate::service::path_filter::PathFilter,
     ) -> u64 {
-        let Some(slots) = self.users.get(&(context, user)) else {
-            return 0;
-        };
-        slots
+        self.users
+            .sockets(context, user)
             .iter()
             .filter(|&&slot| {
                 let c = &self.conns[slot as usize];
@@ -171,18 +158,17 @@ impl Shard {
     }
 
     /// A session ended (terminated): refuse it from now on, close its sockets here.
-    fn revoke(&mut self, r: Revocation) {
+    pub(in crate::runtime) fn revoke(&mut self, r: Revocation) {
         let Revocation {
             id,
             context,
             user,
             expires_at,
         } = r;
-        self.revoked.insert(id, expires_at);
-        let Some(slots) = self.users.get(&(context, user)) else {
-            return;
-        };
-        let doomed: Vec<u32> = slots
+        self.users.revoke(id, expires_at);
+        let doomed: Vec<u32> = self
+            .users
+            .sockets(context, user)
             .iter()
             .copied()
             .filter(|&slot| {
@@ -197,104 +183,8 @@ impl Shard {
         }
     }
 
-    fn set_attribute(
-        &mut self,
-        socket: u64,
-        key: Box<str>,
-        value: Box<str>,
-    ) -> Result<(), AttributeError> {
-        let (_, gen, slot) = super::socket_id_parts(socket);
-        let Some(c) = self.conns.get_mut(slot as usize) else {
-            return Err(AttributeError::NoSuchSocket);
-        };
-        if c.gen != gen || c.flags & flag::CLOSE_AFTER_FLUSH != 0 {
-            return Err(AttributeError::NoSuchSocket);
-        }
-        let Some(meta) = c.socket_mut() else {
-            return Err(AttributeError::NoSuchSocket);
-        };
-        if key.len() > MAX_ATTRIBUTE_KEY || value.len() > MAX_ATTRIBUTE_VALUE {
-            return Err(AttributeError::TooLarge);
-        }
-        if let Some((_, v)) = meta.attrs.iter_mut().find(|(k, _)| *k == key) {
-            *v = value;
-        } else if meta.attrs.len() >= MAX_ATTRIBUTES {
-            return Err(AttributeError::TooLarge);
-        } else {
-            meta.attrs.push((key, value));
-        }
-        Ok(())
-    }
-
     /// Revocations are kept until the session would have expired anyway.
-    pub(super) fn forget_expired_revocations(&mut self) {
-        let now = unix_now();
-        self.revoked.retain(|_, &mut exp| exp > now);
-    }
-
-    pub(super) fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Shutdown => self.start_shutdown(),
-            Command::Push {
-                jobs,
-                reply,
-                forward,
-            } => {
-                let sockets = self.deliver(&jobs);
-                let mut remote_nodes = 0;
-                if forward {
-                    for job in &jobs {
-                        remote_nodes += self.route_remote(job);
-                    }
-                } else {
-                    ShardStats::add(
-                        &self.shared.stats[self.id].remote_received,
-                        jobs.len() as u64,
-                    );
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(super::PushCounts {
-                        sockets,
-                        remote_nodes,
-                    });
-                }
-            }
-            Command::Count {
-                context,
-                user,
-                filter,
-                reply,
-            } => {
-                let _ = reply.send(super::Counts {
-                    local: self.local_count(context, user, &filter),
-                    remote: self.remote_counts(context, user, &filter),
-                });
-            }
-            Command::PeerUp { node } => self.peer_up(node),
-            Command::PeerDown { node } => self.peer_down(node),
-            Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
-            Command::Revoke(r) => self.revoke(r),
-            Command::SetAttribute {
-                socket,
-                key,
-                value,
-                reply,
-            } => {
-                let _ = reply.send(self.set_attribute(socket, key, value));
-            }
-            Command::Reload(policy) => {
-                self.limits = policy.config.limits;
-                // New sockets get the new frame/message limits; open ones keep theirs.
-                self.ws_limits = crate::protocol::WsLimits {
-                    max_frame_bytes: policy.config.limits.max_frame_bytes,
-                    max_message_bytes: policy.config.limits.max_message_bytes,
-                };
-                self.upgrade_bucket = super::admission::TokenBucket::per_core(
-                    policy.config.limits.upgrade_rate_per_sec,
-                    self.shared.cores,
-                );
-                self.policy = policy;
-            }
-        }
+    pub(in crate::runtime) fn forget_expired_revocations(&mut self) {
+        self.users.forget_expired(unix_now());
     }
 }

@@ -1,6 +1,6 @@
 //! The decision on a complete HTTP request head: open a WebSocket, or answer with a status.
 //! Pure over the request bytes and the configuration (no I/O), so it is tested directly.
-use super::conn::{BodyFormat, PollMethod, PollPlan, SioUpgrade, UpgradePlan};
+use super::plan::{BodyFormat, PollMethod, PollPlan, SioUpgrade, UpgradePlan};
 use super::refusal::Refusal;
 use crate::config::{Config, EndpointAuth, EndpointKind};
 use crate::protocol::deflate::{self, DeflateConfig};
@@ -78,7 +78,7 @@ impl UpgradePolicy {
                 0
             };
         let tls = match &config.tls {
-            Some(t) => Some(super::tls::server_config(t)?),
+            Some(t) => Some(crate::config::pem::tls_server_config(t)?),
             None => None,
         };
         Ok(UpgradePolicy {

@@ -1,0 +1,239 @@
+//! What the core writes: the sockets with bytes queued this turn (written once each at the end
+//! of the turn, corked), each socket's send buffer between its queue (`Conn::out`) and the
+//! kernel (`Conn::sending`), and the sockets whose receive found no free buffer (re-armed at
+//! the end of the turn). No I/O here: the shard submits what [`Outbox::next_write`] says.
+use super::conn::{flag, Conn, ConnState};
+use std::collections::VecDeque;
+
+/// Output capacity kept by an idle socket; larger buffers are released after a flush.
+pub const KEEP_CAPACITY: usize = 4096;
+
+#[derive(Default)]
+pub struct Outbox {
+    dirty: Vec<u32>,
+    /// Sockets whose receive found every provided buffer taken: (slot, gen, in handshake).
+    starved: VecDeque<(u32, u32, bool)>,
+}
+
+/// What to do with a dirty socket at the end of the turn.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Nothing to write (or a send is still in flight: it comes back dirty).
+    Nothing,
+    /// Send what `sending` holds from `sent` on.
+    Send,
+    /// Everything is written and the connection closes after its flush: shut the write side
+    /// and linger for the peer's EOF.
+    Linger,
+}
+
+/// What a completed send leaves to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// The send failed: the peer is gone.
+    Failed,
+    /// Part of the buffer is left: send the rest.
+    Partial,
+    /// More was queued meanwhile, or a close waits for the flush: write again.
+    Again,
+    /// A keep-alive HTTP answer is written: read the next request.
+    KeepAliveNext,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Outbox {
+    /// The socket has bytes to write this turn.
+    pub fn mark(&mut self, c: &mut Conn, slot: u32) {
+        if !c.has(flag::DIRTY) {
+            c.flags |= flag::DIRTY;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// The sockets marked so far (the list is left empty); give the vector back with
+    /// [`Outbox::give_back`] to keep its capacity.
+    pub fn take_dirty(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Swap the flushed list back in; anything marked during the flush stays listed.
+    /// Returns whether there is something new to flush.
+    pub fn give_back(&mut self, flushed: &mut Vec<u32>) -> bool {
+        flushed.clear();
+        std::mem::swap(flushed, &mut self.dirty);
+        // `flushed` now holds what was marked during the flush.
+        !flushed.is_empty()
+    }
+
+    /// A receive found no free buffer: retry at the end of the turn.
+    pub fn starve(&mut self, slot: u32, gen: u32, handshake: bool) {
+        self.starved.push_back((slot, gen, handshake));
+    }
+
+    /// The oldest starved receive, at most `budget` of them a turn (the caller counts).
+    pub fn next_starved(&mut self) -> Option<(u32, u32, bool)> {
+        self.starved.pop_front()
+    }
+
+    pub fn starved(&self) -> usize {
+        self.starved.len()
+    }
+
+    /// A dirty socket at the end of the turn: move its queue to the send buffer (sealed by
+    /// TLS first, if it has TLS) and say what to submit.
+    pub fn next_write(c: &mut Conn) -> Write {
+        c.flags &= !flag::DIRTY;
+        if c.is_free() || c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SUBMITTED) {
+            return Write::Nothing;
+        }
+        if matches!(c.state, ConnState::Closing) {
+            return Write::Nothing;
+        }
+        let ready = if c.tls.is_some() {
+            c.seal()
+        } else if !c.out.is_empty() {
+            std::mem::swap(&mut c.out, &mut c.sending);
+            c.sent = 0;
+            true
+        } else {
+            false
+        };
+        if ready {
+            Write::Send
+        } else if c.has(flag::CLOSE_AFTER_FLUSH) && !c.has(flag::LINGER) {
+            Write::Linger
+        } else {
+            Write::Nothing
+        }
+    }
+
+    /// A send completed with `res` (bytes taken, or -errno).
+    pub fn on_sent(c: &mut Conn, res: i32) -> Sent {
+        c.inflight -= 1;
+        c.flags &= !flag::SEND_INFLIGHT;
+        if res < 0 {
+            c.sending.clear();
+            c.sent = 0;
+            c.out.clear();
+            return Sent::Failed;
+        }
+        c.sent += res as u32;
+        if (c.sent as usize) < c.sending.len() && !matches!(c.state, ConnState::Closing) {
+            return Sent::Partial;
+        }
+        // An idle socket holds no write buffer (the allocator's thread cache makes the next
+        // allocation cheap).
+        c.sending = Vec::new();
+        c.sent = 0;
+        if !c.out.is_empty() || c.has(flag::CLOSE_AFTER_FLUSH) {
+            Sent::Again
+        } else if c.has(flag::KEEP_ALIVE) && matches!(c.state, ConnState::Responding) {
+            Sent::KeepAliveNext
+        } else {
+            Sent::Done
+        }
+    }
+
+    /// A slow consumer's queue is dropped (its close frame goes next).
+    pub fn drop_queue(c: &mut Conn) {
+        c.out.clear();
+        c.out.shrink_to(KEEP_CAPACITY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let mut c = Conn::free();
+        c.state = ConnState::Responding;
+        c
+    }
+
+    #[test]
+    fn a_socket_is_listed_once_per_turn() {
+        let mut o = Outbox::default();
+        let mut c = conn();
+        o.mark(&mut c, 7);
+        o.mark(&mut c, 7);
+        let mut list = o.take_dirty();
+        assert_eq!(list, vec![7]);
+        assert_eq!(Outbox::next_write(&mut c), Write::Nothing, "nothing queued");
+        o.mark(&mut c, 7);
+        assert!(o.give_back(&mut list), "marked again during the flush");
+        assert_eq!(list, vec![7]);
+        assert!(o.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn queued_bytes_go_out_in_one_send_and_partial_sends_continue() {
+        let mut c = conn();
+        c.out.extend_from_slice(b"hello world");
+        assert_eq!(Outbox::next_write(&mut c), Write::Send);
+        assert!(c.out.is_empty());
+        assert_eq!(c.sending, b"hello world");
+        // What the io part does when it submits.
+        c.flags |= flag::SEND_INFLIGHT;
+        c.inflight += 1;
+        c.out.extend_from_slice(b"!");
+        assert_eq!(
+            Outbox::next_write(&mut c),
+            Write::Nothing,
+            "one send in flight at a time"
+        );
+        assert_eq!(Outbox::on_sent(&mut c, 5), Sent::Partial);
+        assert_eq!(&c.sending[c.sent as usize..], b" world");
+        c.flags |= flag::SEND_INFLIGHT;
+        c.inflight += 1;
+        assert_eq!(Outbox::on_sent(&mut c, 6), Sent::Again, "'!' was queued");
+        assert_eq!(c.sending.capacity(), 0, "the send buffer is released");
+        assert_eq!(c.queued_bytes(), 1);
+    }
+
+    #[test]
+    fn a_close_after_flush_lingers_once_everything_is_written() {
+        let mut c = conn();
+        c.flags |= flag::CLOSE_AFTER_FLUSH;
+        c.out.extend_from_slice(b"close frame");
+        assert_eq!(Outbox::next_write(&mut c), Write::Send);
+        c.flags |= flag::SEND_INFLIGHT;
+        c.inflight += 1;
+        assert_eq!(Outbox::on_sent(&mut c, 11), Sent::Again);
+        assert_eq!(Outbox::next_write(&mut c), Write::Linger);
+        c.flags |= flag::LINGER;
+        assert_eq!(Outbox::next_write(&mut c), Write::Nothing);
+    }
+
+    #[test]
+    fn a_failed_send_drops_everything_and_keep_alive_reads_the_next_request() {
+        let mut c = conn();
+        c.out.extend_from_slice(b"x");
+        Outbox::next_write(&mut c);
+        c.flags |= flag::SEND_INFLIGHT;
+        c.inflight += 1;
+        c.out.extend_from_slice(b"y");
+        assert_eq!(Outbox::on_sent(&mut c, -libc::EPIPE), Sent::Failed);
+        assert_eq!(c.queued_bytes(), 0);
+
+        let mut c = conn();
+        c.flags |= flag::KEEP_ALIVE;
+        c.out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        Outbox::next_write(&mut c);
+        c.flags |= flag::SEND_INFLIGHT;
+        c.inflight += 1;
+        assert_eq!(Outbox::on_sent(&mut c, 19), Sent::KeepAliveNext);
+    }
+
+    #[test]
+    fn starved_receives_come_back_oldest_first() {
+        let mut o = Outbox::default();
+        o.starve(1, 1, true);
+        o.starve(2, 1, false);
+        assert_eq!(o.starved(), 2);
+        assert_eq!(o.next_starved(), Some((1, 1, true)));
+        assert_eq!(o.next_starved(), Some((2, 1, false)));
+        assert_eq!(o.next_starved(), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! The core's side of the cluster: presence changes, pushes routed to other nodes, and what
+//! the link reports (peers up and down, their presence). The queues and the directory are
+//! the remote part's; this file hands it the core's clock, settings and counters.
+use super::Shard;
+use crate::cluster::coalesce::Settings;
+use crate::cluster::wire::UserPresence;
+use crate::runtime::stats::ShardStats;
+use crate::runtime::{sys, PushJob};
+
+impl Shard {
+    fn remote_settings(&self) -> Settings {
+        let r = &self.policy.config.remote;
+        Settings {
+            delay_ms: r.delay_ms,
+            max_delay_ms: r.max_delay_ms,
+            max_messages: r.max_queued_messages,
+            max_bytes: r.max_queued_bytes,
+        }
+    }
+
+    /// A user's sockets here changed: every linked node hears of it at the end of the turn.
+    pub(in crate::runtime) fn presence_changed(&mut self, context: u32, user: u32) {
+        if let Some(r) = self.remote.as_deref_mut() {
+            r.presence_changed(context, user);
+        }
+    }
+
+    /// Queue a push for every other node that holds matching sockets of its user; returns
+    /// the number of nodes.
+    pub(in crate::runtime) fn route_remote(&mut self, job: &PushJob) -> u64 {
+        let nodes = self.remote.as_deref().map_or(0, |r| r.nodes_for(job));
+        if nodes == 0 {
+            return 0;
+        }
+        let settings = self.remote_settings();
+        let stats = &self.shared.stats[self.id];
+        match self.remote.as_deref_mut() {
+            Some(r) => r.route(job, nodes, sys::monotonic_ms(), &settings, stats),
+            None => 0,
+        }
+    }
+
+    /// Every `remote.timer_ms`: pushes whose wait is over leave.
+    pub(in crate::runtime) fn remote_tick(&mut self) {
+        let timer_ms = self.policy.config.remote.timer_ms;
+        if let Some(r) = self.remote.as_deref_mut() {
+            r.tick(sys::monotonic_ms(), timer_ms);
+        }
+    }
+
+    /// End of a loop turn: hand what is ready to the link thread.
+    pub(in crate::runtime) fn remote_flush(&mut self) {
+        let Some(r) = self.remote.as_deref_mut() else {
+            return;
+        };
+        if !r.pending() {
+            return;
+        }
+        let (users, conns) = (&self.users, &self.conns);
+        let presence_of = |context, user| local_presence(users, conns, context, user);
+        r.flush(
+            self.id,
+            sys::monotonic_ms(),
+            &self.shared.stats[self.id],
+            presence_of,
+        );
+    }
+
+    /// A link to peer `node` became current: it gets all of this core's presence again.
+    pub(in crate::runtime) fn peer_up(&mut self, node: u8) {
+        let Some(r) = self.remote.as_deref_mut() else {
+            return;
+        };
+        r.peer_up(node, self.users.keys());
+        self.update_directory_gauge();
+    }
+
+    /// Peer `node` went away: what waited for it is dropped and counted.
+    pub(in crate::runtime) fn peer_down(&mut self, node: u8) {
+        let Some(r) = self.remote.as_deref_mut() else {
+            return;
+        };
+        let dropped = r.peer_down(node);
+        ShardStats::add(&self.shared.stats[self.id].remote_dropped, dropped as u64);
+        self.update_directory_gauge();
+    }
+
+    pub(in crate::runtime) fn remote_presence(&mut self, node: u8, entries: Vec<UserPresence>) {
+        let Some(r) = self.remote.as_deref_mut() else {
+            return;
+        };
+        let overflow = r.apply_presence(node, &entries);
+        if overflow > 0 {
+            ShardStats::add(&self.shared.stats[self.id].presence_overflow, overflow);
+        }
+        self.update_directory_gauge();
+    }
+
+    fn update_directory_gauge(&self) {
+        if let Some(r) = &self.remote {
+            self.shared.stats[self.id].presence_entries.store(
+                r.directory_len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Matching sockets of the user on each other node (index = peer), from the directory.
+    pub(in crate::runtime) fn remote_counts(
+        &self,
+        context: u32,
+        user: u32,
+        filter: &crate::service::path_filter::PathFilter,
+    ) -> Vec<u64> {
+        self.remote
+            .as_deref()
+            .map_or_else(Vec::new, |r| r.counts(context, user, filter))
+    }
+}
+
+/// This core's sockets of a user, per socket path.
+fn local_presence(
+    users: &crate::runtime::users::UserIndex,
+    conns: &crate::runtime::slots::Slots,
+    context: u32,
+    user: u32,
+) -> UserPresence {
+    let mut paths: Vec<(Box<str>, u32)> = Vec::new();
+    for &slot in users.sockets(context, user) {
+        let Some((_, meta)) = conns[slot as usize].socket() else {
+            continue;
+        };
+        match paths.iter_mut().find(|(p, _)| *p == meta.path) {
+            Some((_, n)) => *n += 1,
+            None => paths.push((meta.path.clone(), 1)),
+        }
+    }
+    UserPresence {
+        context,
+        user,
+        paths,
+    }
+}

@@ -1,0 +1,266 @@
+//! Bytes from an open connection: receives, TLS, WebSocket frames and what they ask for.
+use super::{Shard, SCRATCH_KEEP};
+use crate::config::EndpointKind;
+use crate::protocol::close::CloseReason;
+use crate::protocol::frame::OpCode;
+use crate::protocol::{Event, MessageKind, WsConnection};
+use crate::runtime::conn::{flag, ConnState};
+use crate::runtime::stats::ShardStats;
+use io_uring::cqueue;
+
+impl Shard {
+    /// Receive frames (multishot) on an open socket, or the peer's EOF while an answer is
+    /// written.
+    pub(in crate::runtime) fn arm_recv(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.has(flag::CLOSE_SUBMITTED)
+            || !matches!(c.state, ConnState::Open { .. } | ConnState::Responding)
+            || c.has(flag::KEEP_ALIVE)
+        {
+            return;
+        }
+        self.ring.recv_frames(c, slot);
+    }
+
+    /// A receive found every provided buffer taken: re-armed at the end of the loop turn,
+    /// once this turn's buffers are recycled, so a burst cannot spin on ENOBUFS.
+    pub(in crate::runtime) fn starve(&mut self, slot: u32, handshake: bool) {
+        ShardStats::inc(&self.shared.stats[self.id].recv_no_buffers);
+        let gen = self.conns[slot as usize].gen;
+        self.outbox.starve(slot, gen, handshake);
+    }
+
+    pub(in crate::runtime) fn rearm_starved(&mut self) {
+        // Half the buffers: leave room for sockets whose multishot receive is still armed.
+        let budget = self
+            .outbox
+            .starved()
+            .min(self.policy.config.engine.recv_buffers as usize / 2);
+        for _ in 0..budget {
+            let Some((slot, gen, handshake)) = self.outbox.next_starved() else {
+                break;
+            };
+            let c = &self.conns[slot as usize];
+            if c.gen != gen || c.has(flag::CLOSE_SUBMITTED) {
+                continue;
+            }
+            match (&c.state, handshake) {
+                (ConnState::Handshake { .. } | ConnState::PollWait { .. }, true) => {
+                    self.arm_recv_handshake(slot)
+                }
+                (ConnState::Open { .. } | ConnState::Responding, false) => self.arm_recv(slot),
+                _ => {}
+            }
+        }
+    }
+
+    /// Decrypt a received buffer (recycled here) into a per-core plaintext buffer; handshake
+    /// bytes rustls wants to answer are flushed at the end of the turn. `None`: the connection
+    /// is closing (bad TLS, or the peer said close_notify).
+    pub(in crate::runtime) fn decrypt(
+        &mut self,
+        slot: u32,
+        bid: u16,
+        len: usize,
+    ) -> Option<Vec<u8>> {
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        let c = &mut self.conns[slot as usize];
+        let tls = c.tls.as_deref_mut()?;
+        let result = crate::runtime::tls::receive(tls, self.ring.buffer(bid, len), &mut plain);
+        let wants_write = tls.wants_write();
+        self.ring.recycle(bid);
+        match result {
+            Ok(()) => {
+                if wants_write {
+                    self.mark_dirty(slot);
+                }
+                Some(plain)
+            }
+            Err(e) => {
+                if let crate::runtime::tls::TlsInputError::Protocol(e) = &e {
+                    tracing::debug!(core = self.id, slot, "TLS: {e}");
+                    ShardStats::inc(&self.stats().tls_errors);
+                }
+                self.give_back_plain(plain);
+                self.begin_close(slot);
+                None
+            }
+        }
+    }
+
+    pub(in crate::runtime) fn give_back_plain(&mut self, mut p: Vec<u8>) {
+        if p.capacity() > SCRATCH_KEEP {
+            p = Vec::new();
+        }
+        self.tls_plain = p;
+    }
+
+    pub(in crate::runtime) fn on_recv(&mut self, slot: u32, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        if !more {
+            let c = &mut self.conns[slot as usize];
+            c.inflight -= 1;
+            c.flags &= !flag::RECV_ARMED;
+        }
+        if res > 0 {
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                return;
+            };
+            ShardStats::add(&self.shared.stats[self.id].bytes_in, res as u64);
+            self.conns[slot as usize].last_rx = self.wheel.now() as u32;
+            let c = &self.conns[slot as usize];
+            if c.tls.is_some() {
+                // TLS: decrypted into a per-core buffer, then the same frame path.
+                if let Some(mut p) = self.decrypt(slot, bid, res as usize) {
+                    let c = &self.conns[slot as usize];
+                    if !p.is_empty()
+                        && matches!(c.state, ConnState::Open { .. })
+                        && !c.has(flag::LINGER)
+                        && !c.has(flag::CLOSE_AFTER_FLUSH)
+                    {
+                        self.on_frames(slot, &mut p);
+                    }
+                    self.give_back_plain(p);
+                    if !more {
+                        self.arm_recv(slot);
+                    }
+                }
+                return;
+            }
+            if matches!(c.state, ConnState::Open { .. })
+                && !c.has(flag::LINGER)
+                && !c.has(flag::CLOSE_AFTER_FLUSH)
+            {
+                // Copy-free path: frames are decoded and unmasked in the provided buffer; the
+                // buffer is temporarily detached from `self.ring` by pointer to satisfy borrows.
+                let data: *mut [u8] = self.ring.buffer(bid, res as usize);
+                // SAFETY: the buffer is ours until `recycle(bid)` below and nothing else touches
+                // the buffer ring's memory for this bid in between.
+                self.on_frames(slot, unsafe { &mut *data });
+            }
+            self.ring.recycle(bid);
+            if !more {
+                self.arm_recv(slot);
+            }
+        } else if res == -libc::ENOBUFS {
+            self.starve(slot, false);
+        } else {
+            // EOF or error: the peer is gone (or finished its side of the close).
+            self.begin_close(slot);
+        }
+    }
+
+    /// Feed received bytes to the connection's protocol state machine and act on its events.
+    pub(in crate::runtime) fn on_frames(&mut self, slot: u32, data: &mut [u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut events = std::mem::take(&mut self.scratch_events);
+        let c = &mut self.conns[slot as usize];
+        let queued_before = c.queued_bytes();
+        let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
+            return;
+        };
+        let endpoint_index = *endpoint as usize;
+        let kind = self.endpoint_kinds[endpoint_index];
+        let result = ws.receive(data, &mut self.zlib, &mut |ev| {
+            let (code, payload): (u8, &[u8]) = match ev {
+                Event::Message(MessageKind::Text, p) => (0, p),
+                Event::Message(MessageKind::Binary, p) => (1, p),
+                Event::Ping(p) => (2, p),
+                Event::Pong(p) => (3, p),
+                Event::Close { code, reason } => {
+                    let code = code.unwrap_or(0);
+                    scratch.extend_from_slice(&code.to_be_bytes());
+                    (4, reason.as_bytes())
+                }
+            };
+            let start = scratch.len();
+            scratch.extend_from_slice(payload);
+            events.push((code, start, payload.len()));
+        });
+        let mut closing = false;
+        let mut messages = 0u64;
+        let mut echoed = 0u64;
+        for &(code, start, len) in &events {
+            let payload = &scratch[start..start + len];
+            match code {
+                0 | 1 => {
+                    if kind != EndpointKind::Socketio {
+                        messages += 1;
+                    }
+                    if kind == EndpointKind::Echo {
+                        let k = if code == 0 {
+                            MessageKind::Text
+                        } else {
+                            MessageKind::Binary
+                        };
+                        ws.encode_message(&mut self.zlib, &mut c.out, k, payload);
+                        echoed += 1;
+                    }
+                }
+                2 => WsConnection::encode_control(&mut c.out, OpCode::Pong, payload),
+                3 => {}
+                _ => {
+                    let code = u16::from_be_bytes([scratch[start - 2], scratch[start - 1]]);
+                    if code == 0 {
+                        // The client's close had no code: echo a plain normal close.
+                        WsConnection::encode_close(&mut c.out, CloseReason::Normal.code(), "");
+                    } else {
+                        WsConnection::encode_close(&mut c.out, code, "");
+                    }
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        let stats = &self.shared.stats[self.id];
+        ShardStats::add(&stats.messages_in, messages);
+        ShardStats::add(&stats.messages_out, echoed);
+        if let Err(err) = result {
+            ShardStats::inc(&stats.protocol_errors);
+            tracing::debug!(core = self.id, slot, "protocol error: {err:?} ({err})");
+            // Replies to the messages before the error stay queued ahead of the close frame.
+            let why = CloseReason::from(err);
+            WsConnection::encode_close(&mut c.out, why.code(), why.reason());
+            closing = true;
+        }
+        if closing {
+            self.close_after_flush(slot);
+        } else if c.over_outbound_limit(queued_before, self.limits.max_outbound_bytes) {
+            self.close_slow_consumer(slot);
+        } else {
+            self.mark_dirty(slot);
+        }
+        // Socket.IO frames are Engine.IO packets, handled in order after the frames' replies.
+        if kind == EndpointKind::Socketio {
+            for &(code, start, len) in &events {
+                if code <= 1 {
+                    self.sio_ws_frame(slot, code == 1, &scratch[start..start + len]);
+                }
+            }
+        }
+        // Received text goes to the listeners through the endpoint's transcoder (the socket is
+        // still registered even when closing: its close notification comes after).
+        let transcoder = self.shared.transcoders[endpoint_index].as_ref();
+        if let (Some(transcoder), false, false) = (
+            transcoder,
+            self.shared.listeners.is_empty(),
+            kind == EndpointKind::Socketio,
+        ) {
+            for &(code, start, len) in &events {
+                if code == 0 {
+                    // Validated UTF-8 by the protocol core.
+                    let text = std::str::from_utf8(&scratch[start..start + len]).unwrap_or("");
+                    if let Some(text) = transcoder.inbound(text) {
+                        self.notify(slot, |l, info| l.on_message(info, &text));
+                    }
+                }
+            }
+        }
+        scratch.clear();
+        scratch.shrink_to(SCRATCH_KEEP);
+        events.clear();
+        self.scratch = scratch;
+        self.scratch_events = events;
+    }
+}

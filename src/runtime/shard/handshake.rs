@@ -1,0 +1,331 @@
+//! A connection's request: accepted, read, decided (upgrade, polling, refusal), and the
+//! WebSocket opened on its owning core.
+use super::Shard;
+use crate::protocol::handshake;
+use crate::protocol::WsConnection;
+use crate::runtime::conn::{flag, ConnState, Handoff, SocketMeta, UpgradePlan};
+use crate::runtime::stats::ShardStats;
+use crate::runtime::sys;
+use crate::service::placement::owner_core;
+use crate::service::refusal::Refusal;
+use crate::service::session::unix_now;
+use crate::service::upgrade::{Decision, SessionCheck};
+use io_uring::cqueue;
+
+impl Shard {
+    pub(in crate::runtime) fn on_new_conn(&mut self, slot: u32) {
+        ShardStats::inc(&self.stats().accepted);
+        // The node-wide count follows the connection, not the slot: counted once here, once
+        // down when it finally closes, never on a move between cores (a moved connection
+        // counted on both cores for a moment refused the last one under the limit).
+        ShardStats::inc(&self.stats().connections_opened);
+        let handshake = ConnState::Handshake {
+            head: Vec::new(),
+            reused: false,
+        };
+        self.conns.take(slot, handshake, self.wheel.now());
+        ShardStats::inc(&self.stats().handshakes);
+        if let Some(cfg) = &self.policy.tls {
+            match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(mut tls) => {
+                    // Output is bounded before it reaches rustls (`limits.max_outbound_bytes`
+                    // on the socket's queue); its own 64 KiB cap would cut a large turn short.
+                    tls.set_buffer_limit(None);
+                    self.conns[slot as usize].tls = Some(Box::new(tls));
+                }
+                Err(e) => {
+                    tracing::warn!(core = self.id, "TLS session: {e}");
+                    self.begin_close(slot);
+                    return;
+                }
+            }
+        }
+        if self.refuse_unless_admitted(slot) {
+            return;
+        }
+        let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+        self.schedule(slot, at);
+        self.arm_recv_handshake(slot);
+    }
+
+    /// A single-shot receive of request bytes (also armed on a held polling GET, to notice
+    /// the client going away).
+    pub(in crate::runtime) fn arm_recv_handshake(&mut self, slot: u32) {
+        self.ring.recv_request(&mut self.conns[slot as usize], slot);
+    }
+
+    pub(super) fn on_recv_handshake(&mut self, slot: u32, res: i32, flags: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.inflight -= 1;
+        c.flags &= !flag::RECV_ARMED;
+        if res <= 0 {
+            if res == -libc::ENOBUFS {
+                self.starve(slot, true);
+            } else {
+                self.begin_close(slot);
+            }
+            return;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            self.begin_close(slot);
+            return;
+        };
+        // TLS: the request is whatever plaintext the ciphertext yields (maybe none yet).
+        let mut plain = None;
+        if self.conns[slot as usize].tls.is_some() {
+            match self.decrypt(slot, bid, res as usize) {
+                Some(p) if !p.is_empty() => plain = Some(p),
+                Some(p) => {
+                    // TLS records with no data (handshake, tickets): keep reading.
+                    self.give_back_plain(p);
+                    if matches!(
+                        self.conns[slot as usize].state,
+                        ConnState::Handshake { .. } | ConnState::PollWait { .. }
+                    ) {
+                        self.arm_recv_handshake(slot);
+                    }
+                    return;
+                }
+                None => return,
+            }
+        }
+        if !matches!(self.conns[slot as usize].state, ConnState::Handshake { .. }) {
+            if plain.is_none() {
+                self.ring.recycle(bid);
+            }
+            // Bytes while a polling GET is held or its answer is being written: a pipelined
+            // request, which HTTP clients of long-polling never send. Close.
+            let c = &self.conns[slot as usize];
+            if matches!(c.state, ConnState::PollWait { .. })
+                || (matches!(c.state, ConnState::Responding) && c.has(flag::KEEP_ALIVE))
+            {
+                self.begin_close(slot);
+            }
+            return;
+        }
+        let (decision, follow_up_started) = self.read_request(slot, bid, res as usize, plain);
+        self.on_decision(slot, decision, follow_up_started);
+    }
+
+    /// Add received bytes (`plain`: decrypted by TLS, else receive buffer `bid`) to the
+    /// request and decide it. Also says whether this is the first byte of a follow-up request
+    /// on a keep-alive connection.
+    fn read_request(
+        &mut self,
+        slot: u32,
+        bid: u16,
+        len: usize,
+        plain: Option<Vec<u8>>,
+    ) -> (Decision, bool) {
+        // The first bytes of a follow-up request on a keep-alive connection: until now the
+        // connection was idle (bounded by the keep-alive timer); from here its request head
+        // gets the same deadline as a new connection's.
+        let mut follow_up_started = false;
+        let decision = {
+            let data = match &plain {
+                Some(p) => &p[..],
+                None => self.ring.buffer(bid, len),
+            };
+            let ConnState::Handshake { head, reused } = &mut self.conns[slot as usize].state else {
+                unreachable!()
+            };
+            if *reused && head.is_empty() {
+                *reused = false;
+                follow_up_started = true;
+            }
+            let check = SessionCheck {
+                key: &self.shared.session_key,
+                now: unix_now(),
+                revoked: self.users.revoked(),
+            };
+            if head.is_empty() {
+                let d = self.policy.decide(data, &check);
+                if matches!(d, Decision::NeedMore) {
+                    head.extend_from_slice(data);
+                }
+                d
+            } else {
+                // Bounded: at most the largest request (head and polling body) plus one
+                // receive buffer.
+                if head.len() <= self.policy.max_request_bytes {
+                    head.extend_from_slice(data);
+                }
+                self.policy.decide(head, &check)
+            }
+        };
+        if plain.is_none() {
+            self.ring.recycle(bid);
+        }
+        if let Some(p) = plain {
+            self.give_back_plain(p);
+        }
+        (decision, follow_up_started)
+    }
+
+    /// Carry out the decision on a request: read more, refuse, answer a preflight, or take
+    /// the request (polling) or socket (upgrade) to the core that owns its user.
+    fn on_decision(&mut self, slot: u32, decision: Decision, follow_up_started: bool) {
+        match decision {
+            Decision::NeedMore => {
+                if follow_up_started {
+                    let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+                    self.schedule(slot, at);
+                }
+                self.arm_recv_handshake(slot)
+            }
+            Decision::Refuse(r) => self.refuse(slot, r),
+            Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
+            Decision::Poll(plan) => {
+                // A new Engine.IO session counts against the upgrade rate like an upgrade
+                // (its later requests do not).
+                if plan.sid.is_none() {
+                    if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
+                        self.refuse(slot, Refusal::RateLimit { retry_after_secs });
+                        return;
+                    }
+                }
+                ShardStats::dec(&self.stats().handshakes);
+                let owner = owner_core(plan.shard_key, self.shared.cores);
+                self.conns[slot as usize].state = ConnState::Responding;
+                if owner == self.id {
+                    self.serve_poll(slot, plan);
+                } else {
+                    self.handoff(slot, owner, Handoff::Poll(plan));
+                }
+            }
+            Decision::Upgrade(plan) => {
+                if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
+                    self.refuse(slot, Refusal::RateLimit { retry_after_secs });
+                    return;
+                }
+                ShardStats::dec(&self.stats().handshakes);
+                let owner = plan
+                    .shard_key
+                    .map_or(self.id, |k| owner_core(k, self.shared.cores));
+                if owner == self.id {
+                    self.conns[slot as usize].state = ConnState::Responding;
+                    self.open_socket(slot, plan);
+                } else {
+                    self.handoff(slot, owner, Handoff::Upgrade(plan));
+                }
+            }
+        }
+    }
+
+    /// Admission of a connection new on this core (accepted, or moved here): refused with
+    /// 503 while the node drains or when it is over its slots or `max_connections`.
+    /// Returns whether it was refused.
+    pub(in crate::runtime) fn refuse_unless_admitted(&mut self, slot: u32) -> bool {
+        let refusal = if self.stopping() {
+            Refusal::ShuttingDown
+        } else if self.over_admission_limit() {
+            Refusal::ServerFull
+        } else {
+            return false;
+        };
+        self.refuse(slot, refusal);
+        true
+    }
+
+    /// Answer a plain HTTP status with a one-line reason and close; counted by status and reason.
+    pub(in crate::runtime) fn refuse(&mut self, slot: u32, r: Refusal) {
+        self.stats().refused_for(&r);
+        let c = &mut self.conns[slot as usize];
+        if matches!(c.state, ConnState::Handshake { .. }) {
+            ShardStats::dec(&self.shared.stats[self.id].handshakes);
+        }
+        c.state = ConnState::Responding;
+        c.flags &= !flag::KEEP_ALIVE;
+        // A refusal with a Retry-After has no other extra header.
+        let secs = r.retry_after_secs().map(|s| s.to_string());
+        let retry_after;
+        let headers = match &secs {
+            Some(s) => {
+                retry_after = [("Retry-After", s.as_str())];
+                &retry_after[..]
+            }
+            None => r.headers(),
+        };
+        handshake::write_http_response(&mut c.out, r.status(), headers, r.reason());
+        self.close_after_flush(slot);
+    }
+
+    /// Open the WebSocket on this core: 101, register, read frames.
+    pub(in crate::runtime) fn open_socket(&mut self, slot: u32, mut plan: Box<UpgradePlan>) {
+        let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
+        let mut ws = WsConnection::new(self.ws_limits, deflate);
+        ws.set_min_compress_bytes(self.policy.deflate.min_compress_bytes);
+        // Socket.IO: a new session, or the WebSocket upgrading a polling session (`sid`).
+        let mut transport_of = None;
+        if let Some(up) = &plan.sio {
+            if let Some(sid) = &up.sid {
+                let session = plan.auth.map(|a| a.session);
+                let found = session.and_then(|s| self.find_sid(sid, s));
+                let gen = self.conns[slot as usize].gen;
+                match found.and_then(|v| self.sio_state(v).map(|s| (v, s))) {
+                    Some((v, sio)) if sio.ws.is_none() && sio.eio == up.eio => {
+                        sio.ws = Some((slot, gen, false));
+                        transport_of = Some(v);
+                    }
+                    Some(_) => {
+                        self.refuse(slot, Refusal::EioBadRequest);
+                        return;
+                    }
+                    None => {
+                        self.refuse(slot, Refusal::EioSessionUnknown);
+                        return;
+                    }
+                }
+            }
+        }
+        if let (Some(auth), None) = (&plan.auth, transport_of) {
+            if self.user_socket_count(auth.context, auth.user) >= self.limits.max_sockets_per_user {
+                self.refuse(slot, Refusal::UserLimit);
+                return;
+            }
+        }
+        let sio = match (&plan.sio, transport_of) {
+            (None, _) => None,
+            (Some(up), None) => Some(self.new_sio_state(up.eio, slot)),
+            (Some(up), Some(v)) => {
+                let mut s = self.new_sio_state(up.eio, slot);
+                s.transport_of = Some((v, self.conns[v as usize].gen));
+                Some(s)
+            }
+        };
+        let now = self.wheel.now();
+        let c = &mut self.conns[slot as usize];
+        handshake::write_switching_protocols(
+            &mut c.out,
+            &plan.ws_key,
+            plan.deflate.as_ref().map(|(_, h)| h.as_str()),
+        );
+        let meta = Box::new(SocketMeta {
+            auth: plan.auth,
+            path: std::mem::take(&mut plan.path),
+            query: std::mem::take(&mut plan.query),
+            attrs: Vec::new(),
+            sio,
+        });
+        c.state = ConnState::Open {
+            ws,
+            endpoint: plan.endpoint,
+            meta,
+        };
+        c.last_rx = now as u32;
+        self.register(slot);
+        ShardStats::inc(&self.shared.stats[self.id].upgrades);
+        if transport_of.is_none() {
+            ShardStats::inc(&self.shared.stats[self.id].sockets);
+        }
+        self.sio_greet(slot);
+        self.mark_dirty(slot);
+        self.conns[slot as usize].ping_at = now + self.ticks(self.limits.ping_interval_secs * 1000);
+        self.schedule_open(slot);
+        if !plan.leftover.is_empty() {
+            let mut early = std::mem::take(&mut plan.leftover);
+            self.on_frames(slot, &mut early);
+        }
+        self.arm_recv(slot);
+    }
+}

@@ -1,0 +1,226 @@
+//! One core's event loop. The shard owns the loop and the dispatch of completions; the state
+//! lives in parts that own it and are passed explicitly: the ring ([`Ring`]), the connection
+//! slots ([`Slots`]), the outbox ([`Outbox`]), the user index ([`UserIndex`]), the timers
+//! ([`Timers`]), the accept ([`AcceptState`]), the drain ([`Drain`]) and the cluster queues
+//! ([`RemoteState`]). The files of this folder are the handlers of one kind of event each:
+//! `handshake` (a request until its decision), `frames` (bytes of an open connection),
+//! `writes` (flushes and closes), `ticks` (deadlines), `commands` (the inbox), `users`
+//! (register, deliver, revoke), `accept`, `handoff`, `drain` and `cluster`.
+mod accept;
+mod cluster;
+mod commands;
+mod drain;
+mod frames;
+mod handoff;
+mod handshake;
+mod ticks;
+mod users;
+mod writes;
+
+use super::accept::AcceptState;
+use super::admission::TokenBucket;
+use super::drain::Drain;
+use super::outbox::Outbox;
+use super::remote::RemoteState;
+use super::ring::Ring;
+use super::slots::Slots;
+use super::stats::ShardStats;
+use super::timer::Timers;
+use super::token::{self, Op};
+use super::{sys, Shared};
+use crate::config::{Config, EndpointKind, Limits};
+use crate::protocol::deflate::SharedDeflate;
+use crate::protocol::WsLimits;
+use crate::service::upgrade::UpgradePolicy;
+use io_uring::IoUring;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+/// How long a closing socket waits for the peer's EOF after our close frame / refusal.
+const LINGER_MS: u64 = 2_000;
+/// Capacity the per-core event scratch keeps between reads (one inflated burst can be large).
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+pub struct Shard {
+    ring: Ring,
+    pub(super) id: usize,
+    pub(super) shared: Arc<Shared>,
+    pub(super) policy: Arc<UpgradePolicy>,
+    /// Connection slots (descriptor and virtual), indexed by slot.
+    pub(super) conns: Slots,
+    outbox: Outbox,
+    /// Sockets of each (context, user) owned by this core, and terminated sessions.
+    pub(super) users: UserIndex,
+    /// The core's clock (ticks) and connection deadlines.
+    pub(super) wheel: Timers,
+    accept: AcceptState,
+    /// Graceful drain: when it started, what is left to close, the deadline.
+    pub(super) drain: Drain,
+    /// Presence and outbound queues for the other nodes (`[cluster]` only).
+    pub(super) remote: Option<Box<RemoteState>>,
+    /// Settings taken from the policy (replaced on reload).
+    pub(super) limits: Limits,
+    pub(super) ws_limits: WsLimits,
+    pub(super) endpoint_kinds: Vec<EndpointKind>,
+    pub(super) upgrade_bucket: TokenBucket,
+    /// State of the sid tag generator.
+    pub(super) rng: u64,
+    /// Per-core scratch of the frame path.
+    scratch: Vec<u8>,
+    scratch_events: Vec<(u8, usize, usize)>,
+    /// `[tls]`: plaintext of the receive being handled (kept between receives).
+    tls_plain: Vec<u8>,
+    /// permessage-deflate compressors and spare inflater lent to this core's sockets (those
+    /// that agreed to no context takeover, the default), so an idle socket holds no zlib state.
+    pub(super) zlib: SharedDeflate,
+}
+
+use super::users::UserIndex;
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        ring: IoUring,
+        listener: OwnedFd,
+        wake: OwnedFd,
+        shared: Arc<Shared>,
+        policy: Arc<UpgradePolicy>,
+        config: &Config,
+        table_slots: u32,
+    ) -> io::Result<Shard> {
+        let ring = Ring::new(ring, wake, &config.engine, id)?;
+        let upgrade_bucket =
+            TokenBucket::per_core(config.limits.upgrade_rate_per_sec, shared.cores);
+        let remote = shared.cluster.as_ref().map(|c| {
+            let per_core = config
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.max_presence_entries)
+                / shared.cores.max(1);
+            Box::new(RemoteState::new(c.clone(), per_core))
+        });
+        Ok(Shard {
+            ring,
+            id,
+            shared,
+            policy,
+            conns: Slots::new(table_slots, config.engine.reserve_slots),
+            outbox: Outbox::default(),
+            users: UserIndex::default(),
+            wheel: Timers::new(sys::monotonic_ms()),
+            accept: AcceptState::new(listener, config.engine.backlog),
+            drain: Drain::default(),
+            remote,
+            limits: config.limits,
+            ws_limits: WsLimits {
+                max_frame_bytes: config.limits.max_frame_bytes,
+                max_message_bytes: config.limits.max_message_bytes,
+            },
+            endpoint_kinds: config.endpoints.iter().map(|e| e.kind).collect(),
+            upgrade_bucket,
+            rng: {
+                let mut seed = [0u8; 8];
+                let _ = getrandom::getrandom(&mut seed);
+                u64::from_le_bytes(seed) | 1
+            },
+            scratch: Vec::new(),
+            scratch_events: Vec::new(),
+            tls_plain: Vec::new(),
+            zlib: SharedDeflate::new(),
+        })
+    }
+
+    fn stats(&self) -> &ShardStats {
+        &self.shared.stats[self.id]
+    }
+
+    /// A duration in ticks (rounded up, at least one).
+    pub(super) fn ticks(&self, ms: u64) -> u64 {
+        Timers::ticks(ms)
+    }
+
+    /// Arm the deadline of connection `slot` at tick `at` (its one live timer entry).
+    pub(super) fn schedule(&mut self, slot: u32, at: u64) {
+        let c = &mut self.conns[slot as usize];
+        c.timer_at = self.wheel.schedule(slot, c.gen, at);
+    }
+
+    pub fn run(&mut self) {
+        self.arm_accept();
+        self.ring.arm_wake();
+        self.ring.arm_tick();
+        tracing::debug!(
+            core = self.id,
+            slots = self.conns.admission_limit(),
+            "shard running"
+        );
+        loop {
+            self.rearm_starved();
+            self.flush_dirty();
+            self.remote_flush();
+            match self.ring.submit_and_wait() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    // A core that cannot drive its ring would strand its users' sockets and
+                    // every command queued to it: stop the process (the supervisor restarts it).
+                    tracing::error!(core = self.id, "io_uring_enter failed: {e}; exiting");
+                    std::process::exit(70);
+                }
+            }
+            let cqes = self.ring.completions();
+            for &(ud, res, flags) in &cqes {
+                self.dispatch(ud, res, flags);
+            }
+            self.ring.recycle_completions(cqes);
+            if self.drain.is_over(self.wheel.now(), self.conns.in_use()) {
+                break;
+            }
+        }
+        tracing::debug!(core = self.id, "shard stopped");
+    }
+
+    fn dispatch(&mut self, ud: u64, res: i32, flags: u32) {
+        let Some(t) = token::decode(ud) else { return };
+        match t.op {
+            Op::Accept => self.on_accept(res, flags),
+            Op::AcceptOverflow => self.on_accept_overflow(res),
+            Op::OverflowSend => self.ring.close_plain(t.slot as i32),
+            Op::OverflowClose | Op::CancelAccept => {}
+            Op::Tick => self.on_tick(flags),
+            Op::Wake => self.on_wake(),
+            Op::HandoffIn => self.on_handoff_in(t.ptr, res),
+            _ => {
+                if !self.conns.is_live(t.slot, t.gen) {
+                    return;
+                }
+                match t.op {
+                    Op::RecvHandshake => self.on_recv_handshake(t.slot, res, flags),
+                    Op::Recv => self.on_recv(t.slot, res, flags),
+                    Op::Send => self.on_send(t.slot, res),
+                    Op::Close => self.on_closed(t.slot),
+                    Op::HandoffSent => self.on_handoff_sent(t.slot, res),
+                    Op::Shutdown | Op::Cancel => self.conns[t.slot as usize].inflight -= 1,
+                    _ => {}
+                }
+                self.maybe_release(t.slot);
+            }
+        }
+    }
+
+    /// The node is draining (or stopped): no new connection, no keep-alive.
+    pub(super) fn stopping(&self) -> bool {
+        self.shared.lifecycle.is_stopping()
+    }
+
+    /// More slots in use than the admission limit (or the node over `max_connections`): the
+    /// newest connection is answered 503 from the reserve.
+    pub(super) fn over_admission_limit(&self) -> bool {
+        let node_max = self.limits.max_connections;
+        self.conns.over_admission_limit()
+            || (node_max > 0 && self.shared.open_connections() > node_max as u64)
+    }
+}
