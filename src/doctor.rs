@@ -80,6 +80,24 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
     // Each core's ring holds up to RLIMIT_NOFILE direct descriptors (the soft limit is raised
     // to the hard one at start), at most 2^20.
     let per_core_needed = n.div_ceil(cores) + reserve + 64;
+    check_open_files(&mut out, facts, n, cores, reserve, per_core_needed);
+    check_system_files(&mut out, facts, n, per_core_needed);
+    check_network(&mut out, facts, n, config.engine.backlog as u64);
+    check_kernel(&mut out, facts);
+    check_memory(&mut out, facts, n);
+    check_systemd(&mut out, facts, cores);
+    out
+}
+
+/// RLIMIT_NOFILE against the direct descriptors each core's ring must hold.
+fn check_open_files(
+    out: &mut Vec<Finding>,
+    facts: &HostFacts,
+    n: u64,
+    cores: u64,
+    reserve: u64,
+    per_core_needed: u64,
+) {
     let per_core_table = facts.nofile_hard.min(MAX_FIXED_FILES);
     if per_core_table >= per_core_needed {
         out.push(ok(format!(
@@ -113,6 +131,10 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
             change,
         ));
     }
+}
+
+/// The system-wide file limits: `fs.nr_open` (per process) and `fs.file-max`.
+fn check_system_files(out: &mut Vec<Finding>, facts: &HostFacts, n: u64, per_core_needed: u64) {
     match facts.nr_open {
         Some(v) if v < per_core_needed => out.push(bad(
             Level::Fail,
@@ -135,7 +157,10 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
         Some(v) => out.push(ok(format!("fs.file-max = {v}"))),
         None => {}
     }
-    let backlog = config.engine.backlog as u64;
+}
+
+/// Listen backlog, ephemeral ports and TCP socket memory.
+fn check_network(out: &mut Vec<Finding>, facts: &HostFacts, n: u64, backlog: u64) {
     for (name, value) in [
         ("net.core.somaxconn", facts.somaxconn),
         ("net.ipv4.tcp_max_syn_backlog", facts.tcp_max_syn_backlog),
@@ -177,6 +202,10 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
             out.push(ok(format!("net.ipv4.tcp_mem high = {high} pages")));
         }
     }
+}
+
+/// io_uring availability, the kernel version and the memlock limit.
+fn check_kernel(out: &mut Vec<Finding>, facts: &HostFacts) {
     match (facts.io_uring_disabled, &facts.io_uring_probe) {
         (Some(2), _) => out.push(bad(
             Level::Fail,
@@ -215,6 +244,10 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
             }
         )));
     }
+}
+
+/// Available memory against `n` idle connections.
+fn check_memory(out: &mut Vec<Finding>, facts: &HostFacts, n: u64) {
     if let Some(avail) = facts.mem_available {
         let need = n * (USER_BYTES_PER_CONN + KERNEL_BYTES_PER_CONN);
         if avail < need {
@@ -235,6 +268,10 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
             )));
         }
     }
+}
+
+/// Under systemd: the unit's TasksMax against ringwire's threads.
+fn check_systemd(out: &mut Vec<Finding>, facts: &HostFacts, cores: u64) {
     if let Some(tasks) = facts.systemd_tasks_max {
         let threads = cores + 4;
         match tasks {
@@ -247,7 +284,6 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
             None => out.push(ok("systemd TasksMax = infinity".into())),
         }
     }
-    out
 }
 
 /// Read the host.

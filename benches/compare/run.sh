@@ -48,25 +48,16 @@ LOADTEST="${LOADTEST:-$ROOT/target/release/ringwire-loadtest}"
 SERVERS_DIR="$HERE/servers"
 CMP_BIN="$SERVERS_DIR/target/release"
 HZ="$(getconf CLK_TCK)"
+# log, build_root, pid_tree, cpu_ticks, mem_kb, machine_ticks, wait_quiet, free_port, calc,
+# wait_port, ringwire_config, stop_server, cleanup
+. "$HERE/lib.sh"
 
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
-log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------------------------- build
-# Other people edit src/ while this runs: a broken root build is retried for a while.
-build_root() {
-    local try
-    for try in 1 2 3 4 5 6; do
-        if (cd "$ROOT" && cargo build --release --quiet); then return 0; fi
-        log "root build failed (try $try/6); retrying in 30 s"
-        sleep 30
-    done
-    return 1
-}
 if [[ "$BUILD" == 1 ]]; then
-    log "building ringwire + ringwire-loadtest (root workspace, release)"
     build_root
     log "building the comparison servers ($SERVERS_DIR)"
     cargo build --release --quiet --locked --manifest-path "$SERVERS_DIR/Cargo.toml"
@@ -83,77 +74,7 @@ for f in "${needed[@]}"; do
     [[ -x "$f" ]] || { log "missing $f (run without BUILD=0)"; exit 2; }
 done
 
-# ------------------------------------------------------------------------------- helpers
-# The PID and all its descendants (node:cluster workers).
-pid_tree() {
-    local p=$1 c
-    echo "$p"
-    for c in $(pgrep -P "$p" || true); do pid_tree "$c"; done
-}
-# utime+stime of the process tree, in clock ticks.
-cpu_ticks() {
-    local t=0 p v
-    for p in $(pid_tree "$1"); do
-        v=$(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || echo 0)
-        t=$((t + v))
-    done
-    echo "$t"
-}
-# Sum of a /proc/PID/status field (kB) over the tree: VmRSS now, VmHWM peak.
-mem_kb() {
-    local t=0 p v
-    for p in $(pid_tree "$1"); do
-        v=$(awk -v k="$2:" '$1 == k {print $2}' /proc/"$p"/status 2>/dev/null || true)
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
-# Whole-machine "total busy" jiffies, as "busy total".
-machine_ticks() {
-    awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
-}
-# Wait (up to IDLE_WAIT s) until the machine was less than 15 % busy over one second, so a
-# neighbour's compile does not land in the middle of a run. Prints the last busy %.
-wait_quiet() {
-    local deadline=$((SECONDS + IDLE_WAIT)) b0 t0 b1 t1 pct
-    while :; do
-        read -r b0 t0 < <(machine_ticks)
-        sleep 1
-        read -r b1 t1 < <(machine_ticks)
-        pct=$((100 * (b1 - b0) / (t1 - t0 > 0 ? t1 - t0 : 1)))
-        if ((pct < 15 || SECONDS >= deadline)); then echo "$pct"; return; fi
-    done
-}
-# The first port >= $1 such that it and the next one (ringwire's admin) can be bound.
-free_port() {
-    python3 - "$1" <<'PY'
-import socket, sys
-p = int(sys.argv[1])
-def ok(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-while not (ok(p) and ok(p + 1)):
-    p += 2
-print(p)
-PY
-}
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
+# ------------------------------------------------------------------------------- servers
 SERVER_PID=""
 start_server() { # name port -> sets SERVER_PID
     local name=$1 port=$2
@@ -163,20 +84,7 @@ start_server() { # name port -> sets SERVER_PID
         if [[ $name == ringwire-base ]]; then
             bin=${RINGWIRE_BASE:?ringwire-base needs RINGWIRE_BASE=/path/to/an/older/ringwire}
         fi
-        cat >"$OUT/ringwire-$port.toml" <<EOF
-[server]
-listen = "127.0.0.1:$port"
-cores = $THREADS
-pin_threads = $RINGWIRE_PIN
-[admin]
-listen = "127.0.0.1:$((port + 1))"
-[compression]
-enabled = false
-[[endpoints]]
-path = "/"
-kind = "echo"
-auth = "none"
-EOF
+        ringwire_config "$port" / echo none >"$OUT/ringwire-$port.toml"
         "$bin" serve --config "$OUT/ringwire-$port.toml" >"$OUT/server-$name-$port.log" 2>&1 &
         ;;
     tungstenite)
@@ -201,17 +109,6 @@ EOF
     [[ "$name" == node-ws && "$NODE_PROCS" -gt 1 ]] && sleep 1
     return 0
 }
-stop_server() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() { [[ -n "$SERVER_PID" ]] && stop_server "$SERVER_PID"; }
 trap cleanup EXIT
 
 # ------------------------------------------------------------------------------- the runs

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::report::{Report, TimelineSample};
@@ -31,6 +32,27 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     let reconnect_area = if has_reconnects { areas.next() } else { None };
 
     let t_max = tl.last().map(|s| s.t).unwrap_or(1.0).max(1.0);
+    draw_connections(&top, report, t_max)?;
+    if let Some(area) = bottom {
+        draw_latency(&area, tl, t_max, has_push)?;
+    }
+    if let Some(area) = push_area {
+        draw_push_rates(&area, tl, t_max)?;
+    }
+    if let Some(area) = reconnect_area {
+        draw_reconnects(&area, tl, t_max)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Open connections and failed attempts (cumulative) over time.
+fn draw_connections(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    report: &Report,
+    t_max: f64,
+) -> Result<()> {
+    let tl = &report.timeline;
     let c_max = tl
         .iter()
         .map(|s| s.connected.max(s.failed))
@@ -39,7 +61,7 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
         .max(report.connections.requested)
         .max(1) as f64
         * 1.05;
-    let mut chart = ChartBuilder::on(&top)
+    let mut chart = ChartBuilder::on(area)
         .caption(
             format!("{} — connections over time", report.target),
             ("sans-serif", 20),
@@ -54,80 +76,65 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
         .y_desc("connections")
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            tl.iter().map(|s| (s.t, s.connected as f64)),
-            BLUE.stroke_width(2),
-        ))?
-        .label("open")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(
-            tl.iter().map(|s| (s.t, s.failed as f64)),
-            RED.stroke_width(2),
-        ))?
-        .label("failed attempts (cumulative)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()?;
+    let open: Vec<_> = tl.iter().map(|s| (s.t, s.connected as f64)).collect();
+    let failed: Vec<_> = tl.iter().map(|s| (s.t, s.failed as f64)).collect();
+    lines_with_legend(
+        &mut chart,
+        &[
+            ("open", &open, BLUE),
+            ("failed attempts (cumulative)", &failed, RED),
+        ],
+        SeriesLabelPosition::LowerRight,
+    )?;
+    Ok(())
+}
 
-    if let Some(area) = bottom {
-        let l_max = tl
-            .iter()
-            .filter_map(|s| s.max_ms)
-            .fold(0.0f64, f64::max)
-            .max(0.001)
-            * 1.05;
-        let mut chart = ChartBuilder::on(&area)
-            .caption(
-                if has_push {
-                    "push end-to-end latency per 250 ms interval"
-                } else {
-                    "round-trip latency per 250 ms interval"
-                },
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0f64..t_max, 0f64..l_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc("latency (ms)")
-            .draw()?;
-        let series: [Series; 3] = [
-            ("p50", |s| s.p50_ms, GREEN),
-            ("p99", |s| s.p99_ms, MAGENTA),
-            ("max", |s| s.max_ms, RGBColor(150, 150, 150)),
-        ];
-        for (name, get, color) in series {
-            chart
-                .draw_series(LineSeries::new(
-                    tl.iter().filter_map(|s| get(s).map(|v| (s.t, v))),
-                    color.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()?;
-    }
-    if let Some(area) = push_area {
-        draw_push_rates(&area, tl, t_max)?;
-    }
-    if let Some(area) = reconnect_area {
-        draw_reconnects(&area, tl, t_max)?;
-    }
-    root.present()?;
+/// Echo round trip or push end-to-end latency: p50, p99 and max per 250 ms interval.
+fn draw_latency(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    tl: &[TimelineSample],
+    t_max: f64,
+    has_push: bool,
+) -> Result<()> {
+    let l_max = tl
+        .iter()
+        .filter_map(|s| s.max_ms)
+        .fold(0.0f64, f64::max)
+        .max(0.001)
+        * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            if has_push {
+                "push end-to-end latency per 250 ms interval"
+            } else {
+                "round-trip latency per 250 ms interval"
+            },
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..t_max, 0f64..l_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("latency (ms)")
+        .draw()?;
+    let series: [Series; 3] = [
+        ("p50", |s| s.p50_ms, GREEN),
+        ("p99", |s| s.p99_ms, MAGENTA),
+        ("max", |s| s.max_ms, RGBColor(150, 150, 150)),
+    ];
+    let points: Vec<Vec<_>> = series
+        .iter()
+        .map(|(_, get, _)| tl.iter().filter_map(|s| get(s).map(|v| (s.t, v))).collect())
+        .collect();
+    let lines: Vec<Line<'_>> = series
+        .iter()
+        .zip(&points)
+        .map(|(&(name, _, color), points)| (name, points, color))
+        .collect();
+    lines_with_legend(&mut chart, &lines, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -218,7 +225,21 @@ fn draw_lines(
         .y_desc(y_desc)
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    for &(name, points, color) in series {
+    lines_with_legend(&mut chart, series, SeriesLabelPosition::UpperRight)
+}
+
+/// A panel's chart: time (s) on x, values on y.
+type TimeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws named lines (name, points (t, value), colour) on `chart`, and their legend at
+/// `position`.
+fn lines_with_legend<'a, 'b: 'a>(
+    chart: &mut TimeChart<'a, 'b>,
+    lines: &[Line<'_>],
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    for &(name, points, color) in lines {
         chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),
@@ -229,7 +250,7 @@ fn draw_lines(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.85))
         .draw()?;

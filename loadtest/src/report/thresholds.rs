@@ -8,6 +8,18 @@ impl Report {
     /// Fills `violations` from the thresholds given on the command line.
     pub fn check_thresholds(&mut self, args: &RunArgs) {
         let mut v = Vec::new();
+        self.check_connections(args, &mut v);
+        self.check_messages(args, &mut v);
+        self.check_reconnects(args, &mut v);
+        self.check_storm(args, &mut v);
+        if self.outcome.deadline_hit {
+            v.push("the hard deadline (--max-runtime-s) was hit".to_string());
+        }
+        self.violations = v;
+    }
+
+    /// --max-connect-errors, --min-connected.
+    fn check_connections(&self, args: &RunArgs, v: &mut Vec<String>) {
         if let Some(max) = args.max_connect_errors {
             if self.connections.failed > max {
                 v.push(format!(
@@ -29,6 +41,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// --max-p99-ms, --max-echo-failures, --max-missing.
+    fn check_messages(&self, args: &RunArgs, v: &mut Vec<String>) {
         if let Some(max_ms) = args.max_p99_ms {
             let lat = self.messages.latency_steady_us.as_ref();
             match lat.or(self.messages.latency_us.as_ref()) {
@@ -59,6 +75,10 @@ impl Report {
                 v.push(format!("missing messages {missing} > --max-missing {max}"));
             }
         }
+    }
+
+    /// Churn and storm: --max-reconnect-failures, --max-reconnect-p99-ms.
+    fn check_reconnects(&self, args: &RunArgs, v: &mut Vec<String>) {
         let reconnect = match (&self.churn, &self.storm) {
             (Some(c), _) => Some((c.failed, c.connect_latency_us.as_ref())),
             (_, Some(s)) => Some((s.failed_attempts, s.connect_latency_us.as_ref())),
@@ -85,6 +105,10 @@ impl Report {
                 _ => v.push("--max-reconnect-p99-ms given but no reconnect was made".to_string()),
             }
         }
+    }
+
+    /// Storm: the storm took place, --max-gave-up, --max-storm-secs.
+    fn check_storm(&self, args: &RunArgs, v: &mut Vec<String>) {
         if self.scenario == Scenario::Storm {
             match &self.storm {
                 None => v.push("the storm did not take place".to_string()),
@@ -111,9 +135,5 @@ impl Report {
                 }
             }
         }
-        if self.outcome.deadline_hit {
-            v.push("the hard deadline (--max-runtime-s) was hit".to_string());
-        }
-        self.violations = v;
     }
 }
