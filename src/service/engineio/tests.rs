@@ -47,6 +47,14 @@ fn send(to: u32, packet: &str) -> A {
     }
 }
 
+fn close(to: u32, last: &[&str], why: CloseReason) -> A {
+    Action::Close {
+        to,
+        last: boxed(last),
+        why,
+    }
+}
+
 fn answer(request: u32, packets: &[&str]) -> A {
     Action::Answer {
         request,
@@ -223,11 +231,7 @@ fn polling_hold_push_probe_upgrade_ping_then_transport_closed() {
     assert_eq!(
         got,
         [
-            Action::Close {
-                to: WS,
-                last: vec![],
-                why: CloseReason::Normal
-            },
+            close(WS, &[], CloseReason::Normal),
             Action::Retire,
             Action::Free
         ]
@@ -457,11 +461,7 @@ fn malformed_packets_close_the_session() {
         h.text(None, "9"),
         [
             Action::Count(Stat::ProtocolError),
-            Action::Close {
-                to: WS,
-                last: vec![],
-                why: CloseReason::MalformedSocketIo
-            }
+            close(WS, &[], CloseReason::MalformedSocketIo)
         ]
     );
     // v3 binary frames carry a type byte.
@@ -562,11 +562,7 @@ fn session_end_on_websockets() {
     h.text(None, "40");
     assert_eq!(
         h.end(CloseReason::SessionTerminated),
-        [Action::Close {
-            to: WS,
-            last: boxed(&["41"]),
-            why: CloseReason::SessionTerminated
-        }]
+        [close(WS, &["41"], CloseReason::SessionTerminated)]
     );
     // Upgraded polling session: the same through its WebSocket, and the session is over.
     let mut h = Harness::polling(EioVersion::V3);
@@ -576,11 +572,7 @@ fn session_end_on_websockets() {
     assert_eq!(
         h.end(CloseReason::SessionExpired),
         [
-            Action::Close {
-                to: WS,
-                last: boxed(&["41"]),
-                why: CloseReason::SessionExpired
-            },
+            close(WS, &["41"], CloseReason::SessionExpired),
             Action::Retire,
             Action::Free
         ]
@@ -600,11 +592,7 @@ fn session_end_on_websockets() {
                 to: WS,
                 packets: boxed(&["41"])
             },
-            Action::Close {
-                to: WS,
-                last: vec![],
-                why: CloseReason::SessionTerminated
-            },
+            close(WS, &[], CloseReason::SessionTerminated),
             Action::Free
         ]
     );
@@ -619,11 +607,7 @@ fn client_close_and_server_close() {
     assert_eq!(
         h.call(|s, _, _, out| s.close(CloseReason::ShuttingDown, out)),
         [
-            Action::Close {
-                to: WS,
-                last: vec![],
-                why: CloseReason::Normal
-            },
+            close(WS, &[], CloseReason::Normal),
             answer(GET2, &["1"]),
             Action::Retire,
             Action::Free
@@ -633,14 +617,7 @@ fn client_close_and_server_close() {
     let mut h = Harness::polling(EioVersion::V4);
     assert_eq!(h.post("1\u{1e}40"), [Action::Retire, Action::Free]);
     let (mut h, _) = Harness::websocket(EioVersion::V4);
-    assert_eq!(
-        h.text(None, "1"),
-        [Action::Close {
-            to: WS,
-            last: vec![],
-            why: CloseReason::Normal
-        }]
-    );
+    assert_eq!(h.text(None, "1"), [close(WS, &[], CloseReason::Normal)]);
 }
 
 #[test]
