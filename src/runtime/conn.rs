@@ -1,6 +1,7 @@
 //! Per-connection state, kept in a slab indexed by the connection's direct-descriptor slot.
-use crate::protocol::engineio::EioVersion;
 use crate::protocol::WsConnection;
+use crate::service::engineio::Session;
+use crate::service::plan::{PollPlan, UpgradePlan};
 pub use crate::service::session::{SessionError, SocketAuth};
 
 /// What the connection is doing.
@@ -143,8 +144,6 @@ impl Conn {
     }
 }
 
-pub use crate::service::plan::{PollMethod, PollPlan, UpgradePlan};
-
 /// What crosses cores through MSG_RING with a connection.
 pub enum Handoff {
     Upgrade(Box<UpgradePlan>),
@@ -157,87 +156,36 @@ pub struct HandoffRecord {
     pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
-/// Engine.IO / Socket.IO state of a `socketio` socket (boxed in its metadata).
-pub struct SioState {
-    pub eio: EioVersion,
-    pub sid: Box<str>,
-    /// Namespaces the client joined ("/" is the default one).
-    pub namespaces: Vec<Box<str>>,
-    /// A WebSocket opened to upgrade the long-polling session (slot, gen): its packets belong
-    /// to that session. Such a WebSocket is not a socket of its own.
-    pub transport_of: Option<(u32, u32)>,
-    /// A polling session's WebSocket (slot, gen, upgrade finished).
-    pub ws: Option<(u32, u32, bool)>,
-    /// Polling: packets waiting for the next GET (bounded).
-    pub queue: PacketQueue,
-    /// Polling: the HTTP connection holding a GET (slot, gen).
-    pub waiting: Option<(u32, u32)>,
-    /// Polling: tick of the client's last request.
-    pub last_seen: u64,
-    /// Polling v4: tick of the next server ping.
-    pub ping_at: u64,
-    /// A binary event or ack waiting for its attachments.
-    pub partial: Option<Box<PartialBinary>>,
-    /// Polling: the session ended (terminated or expired); its last packets (Socket.IO
-    /// disconnects, then the close packet) wait in `queue` for the next GETs until `until`,
-    /// then it is freed. Its WebSocket is closed with `code`.
-    pub ending: Option<Ending>,
+/// A connection as an Engine.IO session knows it (a transport handle): slot and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub slot: u32,
+    pub gen: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Ending {
-    pub until: u64,
-    pub why: crate::protocol::close::CloseReason,
+/// Engine.IO / Socket.IO state of a `socketio` slot (boxed in its metadata).
+pub enum Sio {
+    /// A session: on this slot's WebSocket, or long-polling (a virtual slot). `retired`: the
+    /// session carried out `Action::Retire` (its login ended, it only hands its client its
+    /// last packets): no socket of the service any more.
+    Session {
+        session: Session<Link>,
+        retired: bool,
+    },
+    /// A WebSocket opened to upgrade the long-polling session `of`: its packets belong to
+    /// that session. Such a WebSocket is not a socket of its own.
+    Transport { of: Link },
 }
 
-impl SioState {
+impl Sio {
     /// Not a socket of the service: a WebSocket that only carries a polling session, or a
     /// polling session that ended.
     pub fn is_not_a_socket(&self) -> bool {
-        self.transport_of.is_some() || self.ending.is_some()
+        match self {
+            Sio::Session { retired, .. } => *retired,
+            Sio::Transport { .. } => true,
+        }
     }
-}
-
-/// Packets of a polling session waiting for the next GET, with their total size kept (the
-/// byte limit is checked on every push).
-#[derive(Default)]
-pub struct PacketQueue {
-    packets: Vec<Box<str>>,
-    bytes: usize,
-}
-
-impl PacketQueue {
-    pub fn push(&mut self, packet: Box<str>) {
-        self.bytes += packet.len();
-        self.packets.push(packet);
-    }
-    pub fn len(&self) -> usize {
-        self.packets.len()
-    }
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-    pub fn is_empty(&self) -> bool {
-        self.packets.is_empty()
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.packets.iter().map(|p| &**p)
-    }
-    /// Everything queued, in order; the queue is left empty.
-    pub fn take(&mut self) -> Vec<Box<str>> {
-        self.bytes = 0;
-        std::mem::take(&mut self.packets)
-    }
-}
-
-/// A binary Socket.IO packet whose attachments are still arriving.
-pub struct PartialBinary {
-    pub ack: bool,
-    pub nsp: Box<str>,
-    pub id: Option<u64>,
-    pub data: String,
-    pub wanted: usize,
-    pub got: Vec<Vec<u8>>,
 }
 
 /// What a registered socket knows (boxed: sockets of `auth = "none"` endpoints have none).
@@ -249,7 +197,7 @@ pub struct SocketMeta {
     /// A small per-socket attribute store (listeners and transcoders use it).
     pub attrs: Vec<(Box<str>, Box<str>)>,
     /// Engine.IO / Socket.IO state (`socketio` endpoints only).
-    pub sio: Option<Box<SioState>>,
+    pub sio: Option<Box<Sio>>,
 }
 
 #[cfg(test)]

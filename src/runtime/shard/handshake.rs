@@ -3,10 +3,11 @@
 use super::Shard;
 use crate::protocol::handshake;
 use crate::protocol::WsConnection;
-use crate::runtime::conn::{flag, ConnState, Handoff, SocketMeta, UpgradePlan};
+use crate::runtime::conn::{flag, ConnState, Handoff, SocketMeta};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
 use crate::service::placement::owner_core;
+use crate::service::plan::UpgradePlan;
 use crate::service::refusal::Refusal;
 use crate::service::session::unix_now;
 use crate::service::upgrade::{Decision, SessionCheck};
@@ -261,13 +262,9 @@ impl Shard {
             if let Some(sid) = &up.sid {
                 let session = plan.auth.map(|a| a.session);
                 let found = session.and_then(|s| self.find_sid(sid, s));
-                let gen = self.conns[slot as usize].gen;
-                match found.and_then(|v| self.sio_state(v).map(|s| (v, s))) {
-                    Some((v, sio)) if sio.ws.is_none() && sio.eio == up.eio => {
-                        sio.ws = Some((slot, gen, false));
-                        transport_of = Some(v);
-                    }
-                    Some(_) => {
+                match found.map(|v| self.sio_attach(v, slot, up.eio)) {
+                    Some(Some(transport)) => transport_of = Some(transport),
+                    Some(None) => {
                         self.refuse(slot, Refusal::EioBadRequest);
                         return;
                     }
@@ -278,20 +275,17 @@ impl Shard {
                 }
             }
         }
-        if let (Some(auth), None) = (&plan.auth, transport_of) {
+        if let (Some(auth), None) = (&plan.auth, &transport_of) {
             if self.user_socket_count(auth.context, auth.user) >= self.limits.max_sockets_per_user {
                 self.refuse(slot, Refusal::UserLimit);
                 return;
             }
         }
+        let is_transport = transport_of.is_some();
         let sio = match (&plan.sio, transport_of) {
             (None, _) => None,
-            (Some(up), None) => Some(self.new_sio_state(up.eio, slot)),
-            (Some(up), Some(v)) => {
-                let mut s = self.new_sio_state(up.eio, slot);
-                s.transport_of = Some((v, self.conns[v as usize].gen));
-                Some(s)
-            }
+            (Some(up), None) => Some(self.new_ws_session(up.eio, slot)),
+            (Some(_), transport) => transport,
         };
         let now = self.wheel.now();
         let c = &mut self.conns[slot as usize];
@@ -315,7 +309,7 @@ impl Shard {
         c.last_rx = now as u32;
         self.register(slot);
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
-        if transport_of.is_none() {
+        if !is_transport {
             ShardStats::inc(&self.shared.stats[self.id].sockets);
         }
         self.sio_greet(slot);

@@ -13,6 +13,8 @@ mod drain;
 mod frames;
 mod handoff;
 mod handshake;
+mod polling;
+mod socketio;
 mod ticks;
 mod users;
 mod writes;
