@@ -21,6 +21,7 @@ not count their exit as a crash. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import random
@@ -361,22 +362,28 @@ def test_drain_secs_0_closes_everything_at_once(ops):
     assert rc == 0 and took < 1.5, summary
 
 
+def polling_request(server: Server, session: dict, method: str, query: dict,
+                    body: str | None = None, timeout: float = 5) -> tuple[int, str]:
+    """One Engine.IO long-polling request of `session` on its own connection -> (status, body)."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=timeout)
+    headers = {"Cookie": session["cookie"], "Accept": "*/*", "Content-Type": "text/plain;charset=UTF-8"}
+    try:
+        conn.request(method, "/socket.io/?" + urllib.parse.urlencode(query), body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
 def test_drain_answers_held_long_polling_get_with_close_packet(ops):
     server = ops.start(server={"drain_secs": 1, "drain_deadline_secs": 10},
                        socketio={"polling_timeout_ms": 10000})
     admin = Admin(server)
     s = admin.mint(user=31)
     q = {"EIO": "4", "transport": "polling", "session": s["session"]}
-    headers = {"Cookie": s["cookie"], "Accept": "*/*"}
 
     def get(query: dict, timeout: float):
-        conn = http.client.HTTPConnection(HOST, server.port, timeout=timeout)
-        try:
-            conn.request("GET", "/socket.io/?" + urllib.parse.urlencode(query), headers=headers)
-            r = conn.getresponse()
-            return r.status, r.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
+        return polling_request(server, s, "GET", query, timeout=timeout)
 
     status, body = get(q, 5)
     assert status == 200 and body.startswith("0{"), f"handshake: {status} {body!r}"
@@ -402,6 +409,62 @@ def test_drain_answers_held_long_polling_get_with_close_packet(ops):
         f"held GET after SIGTERM: expected a payload with the close packet '1', got {status} {body!r}"
     assert took < 2.5, f"held GET (and websocket) ended {took:.2f}s after SIGTERM (drain_secs = 1)"
     assert ws_close[1:] == (1001, "server shutting down"), f"websocket close: {ws_close}"
+    rc, exit_t = wait_exit(server, t0, 10)
+    assert rc == 0 and exit_t < 3.0, f"exit {rc} after {exit_t:.2f}s"
+
+
+def test_drain_between_probe_answer_and_upgrade_packet_lets_the_upgrade_finish(ops):
+    """socket.io-client pauses polling once the probe is answered and sends the upgrade
+    packet when paused: a drain that closed the probe WebSocket in between left it paused
+    until its heartbeat timeout. The upgrade finishes first, then the close packet goes over
+    the new WebSocket and it closes with 1001."""
+    server = ops.start(server={"drain_secs": 0, "drain_deadline_secs": 10},
+                       socketio={"polling_timeout_ms": 10000})
+    admin = Admin(server)
+    s = admin.mint(user=32)
+    q = {"EIO": "4", "transport": "polling", "session": s["session"]}
+
+    def req(method: str, query: dict, body: str | None = None, timeout: float = 5):
+        return polling_request(server, s, method, query, body, timeout)
+
+    status, body = req("GET", q)
+    assert status == 200 and body.startswith("0{"), f"handshake: {status} {body!r}"
+    sid = json.loads(body.split("\x1e")[0][1:])["sid"]
+    qs = {**q, "sid": sid}
+    assert req("POST", qs, "40") == (200, "ok")
+    status, body = req("GET", qs)
+    assert status == 200 and body.startswith("40{"), f"namespace connect: {status} {body!r}"
+
+    async def go():
+        held = asyncio.create_task(asyncio.to_thread(req, "GET", qs, None, 8))
+        await asyncio.sleep(0.3)
+        assert not held.done(), "the GET is held"
+        ws = RawClient(server.port, timeout=5)
+        key = base64.b64encode(b"ringwire-drainup").decode()
+        target = "/socket.io/?" + urllib.parse.urlencode({**qs, "transport": "websocket"})
+        ws.send((f"GET {target} HTTP/1.1\r\nHost: {HOST}:{server.port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Cookie: {s['cookie']}\r\n\r\n").encode())
+        assert ws.read_http_response().status == 101
+        ws.send_frame(OP_TEXT, b"2probe")
+        assert ws.read_message() == (OP_TEXT, b"3probe")
+        assert await held == (200, "6"), "the held GET is released with a noop"
+        # The client is pausing polling now: the drain lands before its upgrade packet.
+        t0 = sigterm(server)
+        await asyncio.sleep(0.5)
+        ws.send_frame(OP_TEXT, b"5")
+        seen = []
+        ws.sock.settimeout(5)
+        while True:
+            _fin, _rsv, op, payload = ws.read_frame()
+            if op == OP_CLOSE:
+                return t0, seen, int.from_bytes(payload[:2], "big")
+            if op == OP_TEXT:
+                seen.append(payload.decode())
+
+    t0, seen, code = run(go())
+    assert seen == ["1"], f"the close packet over the upgraded WebSocket, got {seen!r}"
+    assert code == 1001, f"the upgraded WebSocket closes as the server shuts down, got {code}"
     rc, exit_t = wait_exit(server, t0, 10)
     assert rc == 0 and exit_t < 3.0, f"exit {rc} after {exit_t:.2f}s"
 

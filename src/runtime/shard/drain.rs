@@ -55,7 +55,7 @@ impl Shard {
             if self.conns[slot as usize].gen != gen {
                 continue;
             }
-            self.end_socket(slot, CloseReason::ShuttingDown);
+            self.shut_down_socket(slot, CloseReason::ShuttingDown);
             self.maybe_release(slot);
         }
     }

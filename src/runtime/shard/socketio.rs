@@ -323,12 +323,15 @@ impl Shard {
         self.mark_dirty(slot);
     }
 
-    /// End a socket whatever it is: an open WebSocket gets a close frame, a polling session
-    /// its close packet. The client is not told why: it reconnects (drain, idle, protocol
-    /// errors, its own close packet).
-    pub(in crate::runtime) fn end_socket(&mut self, slot: u32, why: CloseReason) {
+    /// End a socket whatever it is, for a drain: an open WebSocket gets a close frame, a
+    /// polling session its close packet (after an upgrade in progress, see
+    /// `Session::shut_down`). The client is not told why: it reconnects.
+    pub(in crate::runtime) fn shut_down_socket(&mut self, slot: u32, why: CloseReason) {
         if matches!(self.conns[slot as usize].state, ConnState::Polling { .. }) {
-            self.close_poll_session(slot);
+            let shut = self.with_session(slot, |s, now, cfg, out| s.shut_down(now, why, cfg, out));
+            if shut.is_none() {
+                self.free_poll_session(slot);
+            }
         } else if self
             .with_session(slot, |s, _, _, out| s.close(why, out))
             .is_none()

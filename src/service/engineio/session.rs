@@ -513,13 +513,31 @@ impl<T: Copy + Eq> Session<T> {
             self.close_session(farewell, why, out);
             return;
         }
-        out.push(Action::Retire);
         for f in farewell {
             p.queue.push(f);
         }
-        if self.eio == EioVersion::V3 || p.queue.is_empty() {
-            // socket.io-client 2 handles a payload's packets in order: the close packet may
-            // come with the DISCONNECTs. (With no namespace joined, it is all there is.)
+        // socket.io-client 2 handles a payload's packets in order: the close packet may come
+        // with the DISCONNECTs. (With no namespace joined, it is all there is.)
+        let close_packet_now = self.eio == EioVersion::V3 || p.queue.is_empty();
+        self.hand_over_last(close_packet_now, now, why, cfg, out);
+    }
+
+    /// Retire a polling session and let its client take what is queued (and the close
+    /// packet: now, or after the rest with `ending_step`) with its next GETs, or over the
+    /// WebSocket it is upgrading to, until the ending window is over.
+    fn hand_over_last(
+        &mut self,
+        close_packet_now: bool,
+        now: u64,
+        why: CloseReason,
+        cfg: &Settings,
+        out: &mut Actions<T>,
+    ) {
+        let Transport::Polling(p) = &mut self.transport else {
+            return;
+        };
+        out.push(Action::Retire);
+        if close_packet_now {
             p.queue.push("1".into());
         }
         p.ending = Some(Ending {
@@ -528,6 +546,27 @@ impl<T: Copy + Eq> Session<T> {
         });
         self.release_held(out);
         self.schedule(cfg, out);
+    }
+
+    /// The node drains: end the session so that the client reconnects elsewhere. A polling
+    /// session whose probe was answered first lets the client finish its upgrade (bounded
+    /// by the ping timeout): socket.io-client pauses polling after the probe answer and
+    /// sends the upgrade packet once paused; closing the probe WebSocket in between leaves
+    /// it paused on a transport that never resumes, until its heartbeat timeout. Its close
+    /// packet then goes over the upgraded WebSocket, which closes with `why`. Otherwise as
+    /// [`Session::close`].
+    pub fn shut_down(&mut self, now: u64, why: CloseReason, cfg: &Settings, out: &mut Actions<T>) {
+        if let Transport::Polling(p) = &mut self.transport {
+            if p.ending.is_some() {
+                // Already handing over its last packets (and bounded by their window).
+                return;
+            }
+            if matches!(p.ws, Upgrade::AwaitingUpgradePacket(_)) {
+                self.hand_over_last(true, now, why, cfg, out);
+                return;
+            }
+        }
+        self.close(why, out);
     }
 
     /// End the session without telling the client why (it reconnects: a drain, its own

@@ -656,3 +656,62 @@ fn actions_keep_their_order_past_the_inline_room() {
         .collect();
     assert_eq!(ats, (1..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_drain_between_the_probe_answer_and_the_upgrade_packet_lets_the_upgrade_finish() {
+    let mut h = Harness::polling(EioVersion::V4);
+    h.post("40");
+    h.get(GET2);
+    h.get(GET3);
+    assert!(h.s.attach_websocket(WS, EioVersion::V4));
+    // The probe is answered and the held GET released: the client pauses polling and will
+    // send its upgrade packet once paused.
+    assert_eq!(
+        h.text(Some(WS), "2probe"),
+        [send(WS, "3probe"), answer(GET3, &["6"])]
+    );
+    h.at(100);
+    let shut = |h: &mut Harness| {
+        h.call(|s, now, cfg, out| s.shut_down(now, CloseReason::ShuttingDown, cfg, out))
+    };
+    // The drain does not close the probe WebSocket under the client's feet.
+    assert_eq!(
+        shut(&mut h),
+        [Action::Retire, Action::Schedule { at: 100 + TIMEOUT }]
+    );
+    assert!(h.s.is_ending());
+    assert_eq!(shut(&mut h), [], "a second drain changes nothing");
+    // The upgrade packet takes the close packet, then the WebSocket closes with 1001.
+    h.at(150);
+    assert_eq!(
+        h.text(Some(WS), "5"),
+        [
+            Action::Count(Stat::Upgrade),
+            Action::SendAll {
+                to: WS,
+                packets: boxed(&["1"])
+            },
+            close(WS, &[], CloseReason::ShuttingDown),
+            Action::Free
+        ]
+    );
+
+    // A client that never finishes its upgrade: the session goes at the end of the window.
+    let mut h = Harness::polling(EioVersion::V4);
+    assert!(h.s.attach_websocket(WS, EioVersion::V4));
+    h.text(Some(WS), "2probe");
+    shut(&mut h);
+    h.at(TIMEOUT);
+    assert_eq!(
+        h.timeout(),
+        [close(WS, &[], CloseReason::ShuttingDown), Action::Free]
+    );
+
+    // No upgrade in progress: closed at once, as before.
+    let mut h = Harness::polling(EioVersion::V4);
+    h.get(GET2);
+    assert_eq!(
+        shut(&mut h),
+        [answer(GET2, &["1"]), Action::Retire, Action::Free]
+    );
+}
