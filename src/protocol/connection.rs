@@ -234,6 +234,8 @@ pub struct Reader<'a> {
     /// Bytes of `data` consumed.
     pos: usize,
     zlib: &'a mut SharedDeflate,
+    /// The last event lent the buffered message: free it before reading on.
+    lent: bool,
     /// A control payload that spanned reads, copied out of the connection's buffer.
     ctrl: [u8; MAX_CONTROL_PAYLOAD],
 }
@@ -252,6 +254,7 @@ impl Sender<'_> {
 }
 
 /// The bytes at `src`.
+#[inline]
 fn payload<'s>(src: Src, data: &'s [u8], message: &'s [u8], ctrl: &'s [u8]) -> &'s [u8] {
     let bytes = match src {
         Src::Data(s, e) => data.get(s..e),
@@ -266,6 +269,7 @@ impl<'a> Reader<'a> {
     /// consumed (a partial frame is kept for the next read) or the connection is closing.
     /// `Some(Err(_))` once, for input that breaks the protocol (the close frame for it is
     /// queued; see [`WsConnection`] for the call order).
+    #[inline]
     pub fn next_event(&mut self) -> Option<Result<Event<'_>, ProtocolError>> {
         self.next_event_with_sender()
             .map(|r| r.map(|(event, _)| event))
@@ -273,13 +277,15 @@ impl<'a> Reader<'a> {
 
     /// [`next_event`](Self::next_event), with a [`Sender`] to answer on the connection
     /// while the event's payload is borrowed (an echo).
+    #[inline]
     pub fn next_event_with_sender(
         &mut self,
     ) -> Option<Result<(Event<'_>, Sender<'_>), ProtocolError>> {
-        let found = match self
-            .conn
-            .step(self.data, &mut self.pos, self.zlib, &mut self.ctrl)
-        {
+        if self.lent {
+            self.lent = false;
+            self.conn.release_delivered();
+        }
+        let found = match self.step() {
             Ok(Some(found)) => found,
             Ok(None) => return None,
             Err(err) => {
@@ -287,6 +293,7 @@ impl<'a> Reader<'a> {
                 return Some(Err(err));
             }
         };
+        self.lent = matches!(found, Found::Message(_, Src::Buf));
         let Reader {
             conn,
             data,
@@ -319,6 +326,155 @@ impl<'a> Reader<'a> {
         Some(Ok((event, sender)))
     }
 
+    /// Finds the next event in `data[pos..]`, advancing `pos`.
+    #[inline]
+    fn step(&mut self) -> Result<Option<Found>, ProtocolError> {
+        loop {
+            let Reader {
+                conn: ws,
+                data,
+                pos,
+                ..
+            } = self;
+            match ws.stage {
+                Stage::Closed => return Ok(None),
+                Stage::Header => {
+                    if *pos >= data.len() {
+                        return Ok(None);
+                    }
+                    let h = if ws.hdr_len == 0 {
+                        match parse_header(&data[*pos..])? {
+                            Some(h) => {
+                                *pos += h.header_len;
+                                h
+                            }
+                            None => {
+                                // parse_header needs at most 14 bytes.
+                                let rest = &data[*pos..];
+                                let n = rest.len().min(MAX_HEADER_LEN);
+                                ws.hdr[..n].copy_from_slice(&rest[..n]);
+                                ws.hdr_len = n as u8;
+                                *pos += n;
+                                return Ok(None);
+                            }
+                        }
+                    } else {
+                        let have = usize::from(ws.hdr_len);
+                        let take = (MAX_HEADER_LEN - have).min(data.len() - *pos);
+                        ws.hdr[have..have + take].copy_from_slice(&data[*pos..*pos + take]);
+                        match parse_header(&ws.hdr[..have + take])? {
+                            Some(h) => {
+                                *pos += h.header_len.saturating_sub(have);
+                                ws.hdr_len = 0;
+                                h
+                            }
+                            None => {
+                                ws.hdr_len = (have + take) as u8;
+                                *pos += take;
+                                continue;
+                            }
+                        }
+                    };
+                    ws.begin_frame(&h)?;
+                    // Fast path: the whole payload is here and needs no buffering.
+                    if h.payload_len <= (data.len() - *pos) as u64 {
+                        let start = *pos;
+                        let end = start + h.payload_len as usize;
+                        match ws.stage {
+                            Stage::Control { op, .. } => {
+                                let p = &mut data[start..end];
+                                apply_mask(p, ws.mask, 0);
+                                *pos = end;
+                                ws.stage = Stage::Header;
+                                return ws.control(op, p, Src::Data(start, end)).map(Some);
+                            }
+                            Stage::Data { fin: true }
+                                if h.opcode != OpCode::Continuation && !ws.compressed =>
+                            {
+                                let p = &mut data[start..end];
+                                apply_mask(p, ws.mask, 0);
+                                *pos = end;
+                                ws.stage = Stage::Header;
+                                let kind = ws.msg.take().unwrap_or(MessageKind::Binary);
+                                if kind == MessageKind::Text && std::str::from_utf8(p).is_err() {
+                                    return Err(ProtocolError::InvalidUtf8);
+                                }
+                                return Ok(Some(Found::Message(kind, Src::Data(start, end))));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => match self.step_payload()? {
+                    Some(found) => return Ok(Some(found)),
+                    None if self.conn.stage == Stage::Header => {}
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// In the payload of a frame that did not arrive whole: buffers (or inflates) what is
+    /// there. An event when the frame completes a message or is a control frame; `None`
+    /// when the data is consumed or the frame ended without an event (back to `Header`).
+    #[inline(never)]
+    fn step_payload(&mut self) -> Result<Option<Found>, ProtocolError> {
+        let Reader {
+            conn: ws,
+            data,
+            pos,
+            zlib,
+            ctrl,
+            ..
+        } = self;
+        match ws.stage {
+            Stage::Data { fin } => {
+                let n = ws.remaining.min((data.len() - *pos) as u64) as usize;
+                if n == 0 && ws.remaining > 0 {
+                    return Ok(None);
+                }
+                let chunk = &mut data[*pos..*pos + n];
+                *pos += n;
+                ws.unmask(chunk);
+                ws.with_owed_lifted(|c| c.data_chunk(chunk, zlib))?;
+                if ws.remaining == 0 {
+                    ws.stage = Stage::Header;
+                    if fin {
+                        let kind = ws.with_owed_lifted(|c| c.finish_message(zlib))?;
+                        return Ok(Some(Found::Message(kind, Src::Buf)));
+                    }
+                }
+            }
+            Stage::Control { op, len } => {
+                let n = ws.remaining.min((data.len() - *pos) as u64) as usize;
+                if n == 0 && ws.remaining > 0 {
+                    return Ok(None);
+                }
+                // The whole rest of the control payload (≤ 125 bytes).
+                let rest = ws.remaining as usize;
+                let chunk = &mut data[*pos..*pos + n];
+                *pos += n;
+                ws.unmask(chunk);
+                ws.with_owed_lifted(|c| {
+                    c.buf.reserve_exact(rest);
+                    c.buf.extend_from_slice(chunk);
+                });
+                if ws.remaining == 0 {
+                    ws.stage = Stage::Header;
+                    // Move the payload out of the buffer, into the reader.
+                    let end = ws.buf.len() - usize::from(ws.owed);
+                    let start = end.saturating_sub(usize::from(len));
+                    let n = end - start;
+                    ctrl[..n].copy_from_slice(&ws.buf[start..end]);
+                    ws.buf.drain(start..end);
+                    return ws.control(op, &ctrl[..n], Src::Ctrl(0, n)).map(Some);
+                }
+            }
+            Stage::Header | Stage::Closed => {}
+        }
+        Ok(None)
+    }
+
     /// Appends the frames the connection owes (see [`WsConnection::poll_transmit`]).
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         self.conn.poll_transmit(out)
@@ -338,7 +494,9 @@ impl<'a> Reader<'a> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         // A message delivered from the buffer is not kept until the next read.
-        self.conn.release_delivered();
+        if self.lent {
+            self.conn.release_delivered();
+        }
     }
 }
 
@@ -394,6 +552,7 @@ impl WsConnection {
             data,
             pos: 0,
             zlib,
+            lent: false,
             ctrl: [0; MAX_CONTROL_PAYLOAD],
         }
     }
@@ -484,6 +643,7 @@ impl WsConnection {
 
     /// Frees the message region of `buf` once its message was handed out (no message in
     /// progress, no control frame being buffered).
+    #[cold]
     fn release_delivered(&mut self) {
         let owed = usize::from(self.owed);
         if self.msg.is_some()
@@ -499,131 +659,6 @@ impl WsConnection {
             self.buf.drain(..at);
             if self.buf.capacity() > RETAIN_CAPACITY {
                 self.buf.shrink_to(MAX_PONG_FRAME);
-            }
-        }
-    }
-
-    /// Finds the next event in `data[*pos..]`, advancing `pos`.
-    fn step(
-        &mut self,
-        data: &mut [u8],
-        pos: &mut usize,
-        zlib: &mut SharedDeflate,
-        ctrl: &mut [u8; MAX_CONTROL_PAYLOAD],
-    ) -> Result<Option<Found>, ProtocolError> {
-        self.release_delivered();
-        loop {
-            match self.stage {
-                Stage::Closed => return Ok(None),
-                Stage::Header => {
-                    if *pos >= data.len() {
-                        return Ok(None);
-                    }
-                    let h = if self.hdr_len == 0 {
-                        match parse_header(&data[*pos..])? {
-                            Some(h) => {
-                                *pos += h.header_len;
-                                h
-                            }
-                            None => {
-                                // parse_header needs at most 14 bytes.
-                                let rest = &data[*pos..];
-                                let n = rest.len().min(MAX_HEADER_LEN);
-                                self.hdr[..n].copy_from_slice(&rest[..n]);
-                                self.hdr_len = n as u8;
-                                *pos += n;
-                                return Ok(None);
-                            }
-                        }
-                    } else {
-                        let have = usize::from(self.hdr_len);
-                        let take = (MAX_HEADER_LEN - have).min(data.len() - *pos);
-                        self.hdr[have..have + take].copy_from_slice(&data[*pos..*pos + take]);
-                        match parse_header(&self.hdr[..have + take])? {
-                            Some(h) => {
-                                *pos += h.header_len.saturating_sub(have);
-                                self.hdr_len = 0;
-                                h
-                            }
-                            None => {
-                                self.hdr_len = (have + take) as u8;
-                                *pos += take;
-                                continue;
-                            }
-                        }
-                    };
-                    self.begin_frame(&h)?;
-                    // Fast path: the whole payload is here and needs no buffering.
-                    if h.payload_len <= (data.len() - *pos) as u64 {
-                        let start = *pos;
-                        let end = start + h.payload_len as usize;
-                        match self.stage {
-                            Stage::Control { op, .. } => {
-                                let p = &mut data[start..end];
-                                apply_mask(p, self.mask, 0);
-                                *pos = end;
-                                self.stage = Stage::Header;
-                                return self.control(op, p, Src::Data(start, end)).map(Some);
-                            }
-                            Stage::Data { fin: true }
-                                if h.opcode != OpCode::Continuation && !self.compressed =>
-                            {
-                                let p = &mut data[start..end];
-                                apply_mask(p, self.mask, 0);
-                                *pos = end;
-                                self.stage = Stage::Header;
-                                let kind = self.msg.take().unwrap_or(MessageKind::Binary);
-                                if kind == MessageKind::Text && std::str::from_utf8(p).is_err() {
-                                    return Err(ProtocolError::InvalidUtf8);
-                                }
-                                return Ok(Some(Found::Message(kind, Src::Data(start, end))));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                Stage::Data { fin } => {
-                    let n = self.remaining.min((data.len() - *pos) as u64) as usize;
-                    if n == 0 && self.remaining > 0 {
-                        return Ok(None);
-                    }
-                    let chunk = &mut data[*pos..*pos + n];
-                    *pos += n;
-                    self.unmask(chunk);
-                    self.with_owed_lifted(|c| c.data_chunk(chunk, zlib))?;
-                    if self.remaining == 0 {
-                        self.stage = Stage::Header;
-                        if fin {
-                            let kind = self.with_owed_lifted(|c| c.finish_message(zlib))?;
-                            return Ok(Some(Found::Message(kind, Src::Buf)));
-                        }
-                    }
-                }
-                Stage::Control { op, len } => {
-                    let n = self.remaining.min((data.len() - *pos) as u64) as usize;
-                    if n == 0 && self.remaining > 0 {
-                        return Ok(None);
-                    }
-                    // The whole rest of the control payload (≤ 125 bytes).
-                    let rest = self.remaining as usize;
-                    let chunk = &mut data[*pos..*pos + n];
-                    *pos += n;
-                    self.unmask(chunk);
-                    self.with_owed_lifted(|c| {
-                        c.buf.reserve_exact(rest);
-                        c.buf.extend_from_slice(chunk);
-                    });
-                    if self.remaining == 0 {
-                        self.stage = Stage::Header;
-                        // Move the payload out of the buffer, into the reader.
-                        let end = self.buf.len() - usize::from(self.owed);
-                        let start = end.saturating_sub(usize::from(len));
-                        let n = end - start;
-                        ctrl[..n].copy_from_slice(&self.buf[start..end]);
-                        self.buf.drain(start..end);
-                        return self.control(op, &ctrl[..n], Src::Ctrl(0, n)).map(Some);
-                    }
-                }
             }
         }
     }
