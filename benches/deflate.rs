@@ -106,12 +106,12 @@ fn memory_report() {
         for c in conns.iter_mut() {
             let mut f = frame.clone();
             let mut got = 0usize;
-            c.receive(&mut f, &mut zlib, &mut |e| {
-                if let Event::Message(_, p) = e {
+            let mut rx = c.read(&mut f, &mut zlib);
+            while let Some(e) = rx.next_event() {
+                if let Event::Message(_, p) = e.expect("valid frame") {
                     got = p.len();
                 }
-            })
-            .expect("valid frame");
+            }
             assert_eq!(got, msgs[0].len());
         }
         let received = rss();

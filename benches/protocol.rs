@@ -78,13 +78,14 @@ fn decode(c: &mut Criterion) {
             b.iter(|| {
                 scratch.copy_from_slice(wire);
                 let mut conn = WsConnection::new(WsLimits::default(), None);
+                let mut zlib = SharedDeflate::new();
                 let mut n = 0usize;
-                conn.receive(&mut scratch, &mut SharedDeflate::new(), &mut |e| {
-                    if let Event::Message(_, p) = e {
+                let mut rx = conn.read(&mut scratch, &mut zlib);
+                while let Some(e) = rx.next_event() {
+                    if let Event::Message(_, p) = e.unwrap() {
                         n += p.len();
                     }
-                })
-                .unwrap();
+                }
                 black_box(n)
             })
         });
@@ -220,5 +221,43 @@ fn socketio(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unmask, decode, encode, handshake, socketio);
+/// The echo endpoint's receive path as the runtime drives it: decode a pipelined read and
+/// queue every echo (and the owed replies) into the socket's output buffer, each echo
+/// encoded straight from the received bytes.
+fn echo_path(c: &mut Criterion) {
+    let mut g = quick(c, "echo_path");
+    for (name, count, size) in [
+        ("1000x32B_text", 1000usize, 32usize),
+        ("64x512B_binary", 64, 512),
+    ] {
+        let mut wire = Vec::new();
+        for i in 0..count {
+            let mut p = vec![b'a' + (i % 26) as u8; size];
+            p[0] = b'{';
+            masked_frame(&mut wire, if size == 32 { 1 } else { 2 }, &p);
+        }
+        let mut data = wire.clone();
+        let mut conn = WsConnection::new(WsLimits::default(), None);
+        let mut zlib = SharedDeflate::new();
+        let mut out = Vec::with_capacity(wire.len() + 1024);
+        g.throughput(Throughput::Bytes(wire.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                data.copy_from_slice(&wire);
+                out.clear();
+                let mut rx = conn.read(&mut data, &mut zlib);
+                while let Some(next) = rx.next_event_with_sender() {
+                    if let (Event::Message(kind, p), mut tx) = next.unwrap() {
+                        tx.encode_message(&mut out, kind, p);
+                    }
+                    rx.poll_transmit(&mut out);
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, unmask, decode, echo_path, encode, handshake, socketio);
 criterion_main!(benches);

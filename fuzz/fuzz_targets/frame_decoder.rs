@@ -1,10 +1,11 @@
-//! WsConnection::receive on arbitrary bytes, split at a fuzzer-chosen
+//! WsConnection::read on arbitrary bytes, split at a fuzzer-chosen
 //! point, with and without permessage-deflate. Checks: no panic, events
-//! are well-formed (text is UTF-8, within limits), and the split does not
-//! change the outcome.
+//! are well-formed (text is UTF-8, within limits), the owed frames are
+//! drained, and the split does not change the outcome.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringwire::protocol::close::CloseReason;
 use ringwire::protocol::deflate::{DeflateParams, SharedDeflate};
 use ringwire::protocol::{Event, MessageKind, ProtocolError, WsConnection, WsLimits};
 
@@ -25,47 +26,68 @@ fn run(
     input: &[u8],
     cuts: &[usize],
     deflate: Option<DeflateParams>,
-) -> (Vec<Ev>, Option<ProtocolError>) {
+) -> (Vec<Ev>, Option<ProtocolError>, Vec<u8>) {
     let mut conn = WsConnection::new(LIMITS, deflate);
     let mut zlib = SharedDeflate::new();
     let mut evs = Vec::new();
     let mut err = None;
+    let mut out = Vec::new();
     let mut last = 0;
     for &c in cuts.iter().chain(std::iter::once(&input.len())) {
         let c = c.clamp(last, input.len());
         let mut piece = input[last..c].to_vec();
         last = c;
-        let r = conn.receive(&mut piece, &mut zlib, &mut |e| {
-            evs.push(match e {
-                Event::Message(k, p) => {
-                    assert!(p.len() <= LIMITS.max_message_bytes);
-                    if k == MessageKind::Text {
-                        assert!(std::str::from_utf8(p).is_ok());
+        let mut rx = conn.read(&mut piece, &mut zlib);
+        while let Some(next) = rx.next_event() {
+            match next {
+                Ok(e) => evs.push(match e {
+                    Event::Message(k, p) => {
+                        assert!(p.len() <= LIMITS.max_message_bytes);
+                        if k == MessageKind::Text {
+                            assert!(std::str::from_utf8(p).is_ok());
+                        }
+                        Ev::Msg(k, p.to_vec())
                     }
-                    Ev::Msg(k, p.to_vec())
+                    Event::Ping(p) => {
+                        assert!(p.len() <= 125);
+                        Ev::Ping(p.to_vec())
+                    }
+                    Event::Pong(p) => {
+                        assert!(p.len() <= 125);
+                        Ev::Pong(p.to_vec())
+                    }
+                    Event::Close { code, reason } => Ev::Close(code, reason.to_string()),
+                }),
+                Err(e) => {
+                    assert!(err.is_none(), "one error only");
+                    assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
+                    err = Some(e);
                 }
-                Event::Ping(p) => {
-                    assert!(p.len() <= 125);
-                    Ev::Ping(p.to_vec())
-                }
-                Event::Pong(p) => {
-                    assert!(p.len() <= 125);
-                    Ev::Pong(p.to_vec())
-                }
-                Event::Close { code, reason } => Ev::Close(code, reason.to_string()),
-            })
-        });
-        if let Err(e) = r {
+            }
+            // The owed frames, drained after each event as the runtime does.
+            rx.poll_transmit(&mut out);
+        }
+        drop(rx);
+        assert!(!conn.has_pending_transmit());
+        if err.is_some() {
             assert!(conn.is_closing());
-            assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
-            err = Some(e);
             break;
         }
     }
-    if matches!(evs.last(), Some(Ev::Close(..))) {
-        assert!(conn.is_closing());
+    // The close frame is the last thing owed: the echo (the client's code, or 1000), or the
+    // close of the error.
+    let mut close = Vec::new();
+    if let Some(e) = err {
+        let why = CloseReason::from(e);
+        WsConnection::encode_close(&mut close, why.code(), why.reason());
+    } else if let Some(Ev::Close(code, _)) = evs.last() {
+        WsConnection::encode_close(&mut close, code.unwrap_or(1000), "");
     }
-    (evs, err)
+    if !close.is_empty() {
+        assert!(conn.is_closing());
+        assert!(out.ends_with(&close));
+    }
+    (evs, err, out)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -92,6 +114,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(whole.1.is_some(), split_run.1.is_some(), "split at {split}");
         if deflate.is_none() {
             assert_eq!(whole.1, split_run.1, "split at {split}");
+            // And the same frames owed (Pongs, the close echo, the close of the error).
+            assert_eq!(whole.2, split_run.2, "split at {split}");
         }
         // And a reply is always encodable.
         let mut out = Vec::new();

@@ -1,21 +1,27 @@
 //! The per-connection WebSocket state machine (after the upgrade).
 //!
-//! [`WsConnection::receive`] takes the bytes just read from the socket,
-//! unmasks them in place and reports complete messages and control frames
-//! through a callback, in order. [`WsConnection::encode_message`] and the
-//! `encode_*` helpers append server frames to an output buffer.
+//! [`WsConnection::read`] takes the bytes just read from the socket and returns a
+//! [`Reader`] that unmasks them in place and hands out complete messages and control frames
+//! one at a time ([`Reader::next_event`]), in order. The connection queues the frames the
+//! protocol obliges it to send (a Pong for each Ping, the echo of a Close, the close of a
+//! protocol error); the caller drains them with [`Reader::poll_transmit`] or
+//! [`WsConnection::poll_transmit`]. [`WsConnection::encode_message`] and the `encode_*`
+//! helpers append the application's frames to an output buffer. The call order is on
+//! [`WsConnection`].
 //!
 //! Zero copy where possible: an unfragmented, uncompressed data frame (or a
-//! control frame) that lies entirely inside one `receive` call is delivered
-//! as a slice of the caller's buffer. Only a message that spans calls, is
+//! control frame) that lies entirely inside one read is delivered
+//! as a slice of the caller's buffer. Only a message that spans reads, is
 //! fragmented, or is compressed is accumulated in an internal `Vec` that
 //! exists only while needed (buffers above [`RETAIN_CAPACITY`] are freed
-//! after the message). A partial frame header (≤ 14 bytes) is kept inline.
+//! after the message). A partial frame header (≤ 14 bytes) is kept inline; a control
+//! frame that spans reads is delivered from the reader's own 125 bytes.
 //!
 //! Memory bounds: a frame longer than `max_frame_bytes` or a message
 //! (after inflation) longer than `max_message_bytes` fails the connection
 //! with 1009 before its payload is buffered; the message buffer never
-//! exceeds `max_message_bytes + 125` bytes of capacity (+1 while inflating).
+//! exceeds `max_message_bytes + 125` bytes of capacity (+1 while inflating, + 127 for a
+//! Pong the caller has not drained yet).
 //!
 //! Outgoing compression: messages of at least
 //! [`DEFAULT_MIN_COMPRESS_BYTES`](super::deflate::DEFAULT_MIN_COMPRESS_BYTES) (64) bytes are compressed when
@@ -23,13 +29,14 @@
 //! [`WsConnection::set_min_compress_bytes`] (e.g. from
 //! `DeflateConfig::min_compress_bytes`).
 //!
-//! (De)compressors: [`WsConnection::receive`] and
+//! (De)compressors: [`WsConnection::read`] and
 //! [`WsConnection::encode_message`] take the caller's [`SharedDeflate`]
 //! (one per core). Under `server_no_context_takeover` messages are
 //! compressed with its compressor; under `client_no_context_takeover` an
 //! inflater is borrowed from it for one received message. Only with
 //! context takeover does a connection own zlib state between messages.
 
+use super::close::CloseReason;
 use super::deflate::{DeflateParams, DeflateState, SharedDeflate};
 use super::error::ProtocolError;
 use super::frame::{
@@ -41,6 +48,9 @@ use super::utf8::Utf8Validator;
 /// Message buffers with at most this capacity are kept between messages;
 /// bigger ones are freed.
 pub const RETAIN_CAPACITY: usize = 1024;
+
+/// The largest encoded Pong (2-byte header, 125-byte payload).
+const MAX_PONG_FRAME: usize = 2 + MAX_CONTROL_PAYLOAD;
 
 /// Per-connection size limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +77,16 @@ pub enum MessageKind {
     Binary,
 }
 
-/// What [`WsConnection::receive`] reports.
+/// What [`Reader::next_event`] hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
     /// A complete message; `Text` payloads are valid UTF-8.
     Message(MessageKind, &'a [u8]),
+    /// A Ping; its Pong is queued.
     Ping(&'a [u8]),
     Pong(&'a [u8]),
-    /// The peer's Close (code validated, reason valid UTF-8). No further
-    /// events follow.
+    /// The peer's Close (code validated, reason valid UTF-8); its echo is queued. No
+    /// further events follow.
     Close {
         code: Option<u16>,
         reason: &'a str,
@@ -90,15 +101,44 @@ enum Stage {
     /// Inside the payload of a data frame.
     Data { fin: bool },
     /// Inside the payload of a control frame of `len` bytes, buffered at
-    /// the end of `buf`.
+    /// the end of the message region of `buf`.
     Control { op: OpCode, len: u8 },
     /// Close received or protocol error: input is ignored.
     Closed,
 }
 
-/// One WebSocket connection's receive state (and deflate context).
+/// One WebSocket connection's receive state (and deflate context), polled for events in
+/// the manner of quinn's `Connection`: bytes in, events out, and the frames the protocol
+/// obliges it to send queued inside until the caller takes them.
+///
+/// # Call order
+///
+/// 1. For each chunk of bytes received from the socket, `let mut rx = ws.read(bytes, zlib)`
+///    (the bytes are unmasked in place).
+/// 2. `rx.next_event()` until it returns `None` (all of the chunk is consumed, or the
+///    connection is closing). Each event's payload borrows the chunk, the connection's
+///    reassembly buffer or the reader, so it lives until the next call on `rx`. To answer
+///    a message while its payload is borrowed (an echo), use
+///    [`Reader::next_event_with_sender`] and [`Sender::encode_message`]; the reader can
+///    also be dropped early and a new one made on the rest of the chunk
+///    (`&mut bytes[rx.consumed()..]`).
+/// 3. After each event (or at the latest once the events end), `rx.poll_transmit(out)`, or
+///    `ws.poll_transmit(out)` once the reader is gone, appends the frames the connection
+///    owes, in order: the Pong of a Ping, then, once closing, the Close frame (the echo of
+///    the peer's Close with its code, or 1000 when it sent none; after a protocol error,
+///    the close of `CloseReason::from(err)`). Draining after every event keeps the replies
+///    in event order with what the caller writes in between (an echo), so the replies to
+///    messages before an error stay ahead of its close frame. An undrained Pong gives way
+///    to the Pong of a later Ping (RFC 6455 5.5.3).
+/// 4. `Some(Err(err))` means the input broke the protocol: no more events follow, the
+///    close frame for the error is queued; write it, then close the socket. After a
+///    `Close` event likewise: nothing more is read.
+/// 5. [`encode_message`](Self::encode_message) (and the `encode_*` helpers) between reads,
+///    for frames the application sends.
 pub struct WsConnection {
-    /// Message (and straddling control frame) accumulation buffer.
+    /// Message (and straddling control frame) accumulation buffer, followed by the last
+    /// `owed` bytes: the encoded frames the connection owes the peer (a Pong; once
+    /// closing, the Close frame after it).
     buf: Vec<u8>,
     deflate: Option<Box<DeflateState>>,
     limits: WsLimits,
@@ -115,6 +155,8 @@ pub struct WsConnection {
     msg: Option<MessageKind>,
     /// The message in progress is compressed (RSV1 on its first frame).
     compressed: bool,
+    /// Bytes at the end of `buf` that are owed frames (at most a Pong and a Close: 254).
+    owed: u16,
 }
 
 fn valid_close_code(code: u16) -> bool {
@@ -138,24 +180,6 @@ fn parse_close(p: &[u8]) -> Result<(Option<u16>, &str), ProtocolError> {
     }
 }
 
-/// Reports one complete control frame; returns true for Close.
-fn deliver_control(
-    op: OpCode,
-    p: &[u8],
-    on_event: &mut dyn FnMut(Event<'_>),
-) -> Result<bool, ProtocolError> {
-    match op {
-        OpCode::Ping => on_event(Event::Ping(p)),
-        OpCode::Pong => on_event(Event::Pong(p)),
-        _ => {
-            let (code, reason) = parse_close(p)?;
-            on_event(Event::Close { code, reason });
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// Makes room for `additional` more bytes, growing geometrically but
 /// never past `cap` (unless `len + additional` itself is larger).
 fn reserve_bounded(buf: &mut Vec<u8>, additional: usize, cap: usize) {
@@ -167,6 +191,313 @@ fn reserve_bounded(buf: &mut Vec<u8>, additional: usize, cap: usize) {
         .max(buf.capacity().saturating_mul(2).min(cap))
         .max(256.min(cap));
     buf.reserve_exact(target - buf.len());
+}
+
+/// Where the payload of the next event lies.
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    /// `data[start..end]` of the current read.
+    Data(usize, usize),
+    /// The message region of the connection's buffer.
+    Buf,
+    /// `ctrl[start..end]` of the reader (a control frame that spanned reads).
+    Ctrl(usize, usize),
+}
+
+impl Src {
+    /// The same place without its first `n` bytes (a close payload's code).
+    fn skip(self, n: usize) -> Src {
+        match self {
+            Src::Data(s, e) => Src::Data((s + n).min(e), e),
+            Src::Ctrl(s, e) => Src::Ctrl((s + n).min(e), e),
+            Src::Buf => Src::Buf,
+        }
+    }
+}
+
+/// The next event, as positions (the borrow is made by the reader).
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    Message(MessageKind, Src),
+    Ping(Src),
+    Pong(Src),
+    /// The code and where the reason is.
+    Close(Option<u16>, Src),
+}
+
+/// Hands out the events of one chunk of received bytes; made by [`WsConnection::read`].
+/// Dropping it early is fine: the connection keeps its state, and a new reader on the
+/// unconsumed rest of the chunk carries on.
+pub struct Reader<'a> {
+    conn: &'a mut WsConnection,
+    data: &'a mut [u8],
+    /// Bytes of `data` consumed.
+    pos: usize,
+    zlib: &'a mut SharedDeflate,
+    /// The last event lent the buffered message: free it before reading on.
+    lent: bool,
+    /// A control payload that spanned reads, copied out of the connection's buffer.
+    ctrl: [u8; MAX_CONTROL_PAYLOAD],
+}
+
+/// Encodes messages on the connection while an event of its [`Reader`] is borrowed.
+pub struct Sender<'a> {
+    deflate: Option<&'a mut DeflateState>,
+    zlib: &'a mut SharedDeflate,
+}
+
+impl Sender<'_> {
+    /// [`WsConnection::encode_message`], for the connection being read.
+    pub fn encode_message(&mut self, out: &mut Vec<u8>, kind: MessageKind, payload: &[u8]) {
+        encode_message_with(self.deflate.as_deref_mut(), self.zlib, out, kind, payload);
+    }
+}
+
+/// The bytes at `src`.
+#[inline]
+fn payload<'s>(src: Src, data: &'s [u8], message: &'s [u8], ctrl: &'s [u8]) -> &'s [u8] {
+    let bytes = match src {
+        Src::Data(s, e) => data.get(s..e),
+        Src::Buf => Some(message),
+        Src::Ctrl(s, e) => ctrl.get(s..e),
+    };
+    bytes.unwrap_or_default()
+}
+
+impl<'a> Reader<'a> {
+    /// The next message or control frame of the chunk, in order; `None` once the chunk is
+    /// consumed (a partial frame is kept for the next read) or the connection is closing.
+    /// `Some(Err(_))` once, for input that breaks the protocol (the close frame for it is
+    /// queued; see [`WsConnection`] for the call order).
+    #[inline]
+    pub fn next_event(&mut self) -> Option<Result<Event<'_>, ProtocolError>> {
+        self.next_event_with_sender()
+            .map(|r| r.map(|(event, _)| event))
+    }
+
+    /// [`next_event`](Self::next_event), with a [`Sender`] to answer on the connection
+    /// while the event's payload is borrowed (an echo).
+    #[inline]
+    pub fn next_event_with_sender(
+        &mut self,
+    ) -> Option<Result<(Event<'_>, Sender<'_>), ProtocolError>> {
+        if self.lent {
+            self.lent = false;
+            self.conn.release_delivered();
+        }
+        let found = match self.step() {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(err) => {
+                self.conn.fail(err);
+                return Some(Err(err));
+            }
+        };
+        self.lent = matches!(found, Found::Message(_, Src::Buf));
+        let Reader {
+            conn,
+            data,
+            zlib,
+            ctrl,
+            ..
+        } = self;
+        let WsConnection {
+            buf, deflate, owed, ..
+        } = &mut **conn;
+        let message = buf
+            .get(..buf.len() - usize::from(*owed))
+            .unwrap_or_default();
+        let (data, ctrl) = (&**data, &ctrl[..]);
+        let bytes = |src: Src| payload(src, data, message, ctrl);
+        let event = match found {
+            Found::Message(kind, src) => Event::Message(kind, bytes(src)),
+            Found::Ping(src) => Event::Ping(bytes(src)),
+            Found::Pong(src) => Event::Pong(bytes(src)),
+            Found::Close(code, src) => Event::Close {
+                code,
+                // Validated when the frame was read.
+                reason: std::str::from_utf8(bytes(src)).unwrap_or_default(),
+            },
+        };
+        let sender = Sender {
+            deflate: deflate.as_deref_mut(),
+            zlib,
+        };
+        Some(Ok((event, sender)))
+    }
+
+    /// Finds the next event in `data[pos..]`, advancing `pos`.
+    #[inline]
+    fn step(&mut self) -> Result<Option<Found>, ProtocolError> {
+        loop {
+            let Reader {
+                conn: ws,
+                data,
+                pos,
+                ..
+            } = self;
+            match ws.stage {
+                Stage::Closed => return Ok(None),
+                Stage::Header => {
+                    if *pos >= data.len() {
+                        return Ok(None);
+                    }
+                    let h = if ws.hdr_len == 0 {
+                        match parse_header(&data[*pos..])? {
+                            Some(h) => {
+                                *pos += h.header_len;
+                                h
+                            }
+                            None => {
+                                // parse_header needs at most 14 bytes.
+                                let rest = &data[*pos..];
+                                let n = rest.len().min(MAX_HEADER_LEN);
+                                ws.hdr[..n].copy_from_slice(&rest[..n]);
+                                ws.hdr_len = n as u8;
+                                *pos += n;
+                                return Ok(None);
+                            }
+                        }
+                    } else {
+                        let have = usize::from(ws.hdr_len);
+                        let take = (MAX_HEADER_LEN - have).min(data.len() - *pos);
+                        ws.hdr[have..have + take].copy_from_slice(&data[*pos..*pos + take]);
+                        match parse_header(&ws.hdr[..have + take])? {
+                            Some(h) => {
+                                *pos += h.header_len.saturating_sub(have);
+                                ws.hdr_len = 0;
+                                h
+                            }
+                            None => {
+                                ws.hdr_len = (have + take) as u8;
+                                *pos += take;
+                                continue;
+                            }
+                        }
+                    };
+                    ws.begin_frame(&h)?;
+                    // Fast path: the whole payload is here and needs no buffering.
+                    if h.payload_len <= (data.len() - *pos) as u64 {
+                        let start = *pos;
+                        let end = start + h.payload_len as usize;
+                        match ws.stage {
+                            Stage::Control { op, .. } => {
+                                let p = &mut data[start..end];
+                                apply_mask(p, ws.mask, 0);
+                                *pos = end;
+                                ws.stage = Stage::Header;
+                                return ws.control(op, p, Src::Data(start, end)).map(Some);
+                            }
+                            Stage::Data { fin: true }
+                                if h.opcode != OpCode::Continuation && !ws.compressed =>
+                            {
+                                let p = &mut data[start..end];
+                                apply_mask(p, ws.mask, 0);
+                                *pos = end;
+                                ws.stage = Stage::Header;
+                                let kind = ws.msg.take().unwrap_or(MessageKind::Binary);
+                                if kind == MessageKind::Text && std::str::from_utf8(p).is_err() {
+                                    return Err(ProtocolError::InvalidUtf8);
+                                }
+                                return Ok(Some(Found::Message(kind, Src::Data(start, end))));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => match self.step_payload()? {
+                    Some(found) => return Ok(Some(found)),
+                    None if self.conn.stage == Stage::Header => {}
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// In the payload of a frame that did not arrive whole: buffers (or inflates) what is
+    /// there. An event when the frame completes a message or is a control frame; `None`
+    /// when the data is consumed or the frame ended without an event (back to `Header`).
+    #[inline(never)]
+    fn step_payload(&mut self) -> Result<Option<Found>, ProtocolError> {
+        let Reader {
+            conn: ws,
+            data,
+            pos,
+            zlib,
+            ctrl,
+            ..
+        } = self;
+        match ws.stage {
+            Stage::Data { fin } => {
+                let n = ws.remaining.min((data.len() - *pos) as u64) as usize;
+                if n == 0 && ws.remaining > 0 {
+                    return Ok(None);
+                }
+                let chunk = &mut data[*pos..*pos + n];
+                *pos += n;
+                ws.unmask(chunk);
+                ws.with_owed_lifted(|c| c.data_chunk(chunk, zlib))?;
+                if ws.remaining == 0 {
+                    ws.stage = Stage::Header;
+                    if fin {
+                        let kind = ws.with_owed_lifted(|c| c.finish_message(zlib))?;
+                        return Ok(Some(Found::Message(kind, Src::Buf)));
+                    }
+                }
+            }
+            Stage::Control { op, len } => {
+                let n = ws.remaining.min((data.len() - *pos) as u64) as usize;
+                if n == 0 && ws.remaining > 0 {
+                    return Ok(None);
+                }
+                // The whole rest of the control payload (≤ 125 bytes).
+                let rest = ws.remaining as usize;
+                let chunk = &mut data[*pos..*pos + n];
+                *pos += n;
+                ws.unmask(chunk);
+                ws.with_owed_lifted(|c| {
+                    c.buf.reserve_exact(rest);
+                    c.buf.extend_from_slice(chunk);
+                });
+                if ws.remaining == 0 {
+                    ws.stage = Stage::Header;
+                    // Move the payload out of the buffer, into the reader.
+                    let end = ws.buf.len() - usize::from(ws.owed);
+                    let start = end.saturating_sub(usize::from(len));
+                    let n = end - start;
+                    ctrl[..n].copy_from_slice(&ws.buf[start..end]);
+                    ws.buf.drain(start..end);
+                    return ws.control(op, &ctrl[..n], Src::Ctrl(0, n)).map(Some);
+                }
+            }
+            Stage::Header | Stage::Closed => {}
+        }
+        Ok(None)
+    }
+
+    /// Appends the frames the connection owes (see [`WsConnection::poll_transmit`]).
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        self.conn.poll_transmit(out)
+    }
+
+    /// Bytes of the chunk consumed so far.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// True once a Close was received or the input was rejected.
+    pub fn is_closing(&self) -> bool {
+        self.conn.is_closing()
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        // A message delivered from the buffer is not kept until the next read.
+        if self.lent {
+            self.conn.release_delivered();
+        }
+    }
 }
 
 impl WsConnection {
@@ -185,6 +516,7 @@ impl WsConnection {
             stage: Stage::Header,
             msg: None,
             compressed: false,
+            owed: 0,
         }
     }
 
@@ -212,150 +544,144 @@ impl WsConnection {
         self.stage == Stage::Closed
     }
 
-    /// Feeds received bytes (unmasked in place) and reports every complete
-    /// message / control frame to `on_event`, in order. After a Close event
-    /// or an error, further input is ignored (`Ok(())`). On error the
-    /// caller should send `encode_close(err.close_code(), err.reason())`
-    /// and close the socket.
-    pub fn receive(
-        &mut self,
-        data: &mut [u8],
-        zlib: &mut SharedDeflate,
-        on_event: &mut dyn FnMut(Event<'_>),
-    ) -> Result<(), ProtocolError> {
-        let r = self.receive_inner(data, zlib, on_event);
-        if r.is_err() {
-            self.shut();
+    /// Reads a chunk of received bytes (unmasked in place): the events come from the
+    /// returned [`Reader`]. See the call order on [`WsConnection`].
+    pub fn read<'a>(&'a mut self, data: &'a mut [u8], zlib: &'a mut SharedDeflate) -> Reader<'a> {
+        Reader {
+            conn: self,
+            data,
+            pos: 0,
+            zlib,
+            lent: false,
+            ctrl: [0; MAX_CONTROL_PAYLOAD],
         }
-        r
     }
 
-    /// Enters the terminal state and frees receive-side memory.
+    /// True when frames are owed (a Pong, a Close) that [`poll_transmit`](Self::poll_transmit)
+    /// would write.
+    pub fn has_pending_transmit(&self) -> bool {
+        self.owed > 0
+    }
+
+    /// Appends the frames the connection owes the peer, in order (a Pong, then the Close
+    /// frame once closing), and forgets them; false when there were none.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        let owed = usize::from(self.owed);
+        if owed == 0 {
+            return false;
+        }
+        let at = self.buf.len() - owed;
+        out.extend_from_slice(&self.buf[at..]);
+        self.buf.truncate(at);
+        self.owed = 0;
+        if at == 0 && self.msg.is_none() && !matches!(self.stage, Stage::Control { .. }) {
+            // The buffer held only owed frames (a Pong, the close): free it.
+            self.buf = Vec::new();
+        }
+        true
+    }
+
+    /// The input broke the protocol: close for it.
+    fn fail(&mut self, err: ProtocolError) {
+        self.shut();
+        let why = CloseReason::from(err);
+        self.owe_close(why.code(), why.reason());
+    }
+
+    /// Enters the terminal state and frees receive-side memory (an owed Pong stays).
     fn shut(&mut self) {
         self.stage = Stage::Closed;
-        self.buf = Vec::new();
         self.msg = None;
         if let Some(d) = self.deflate.as_mut() {
             d.abort_inflate();
         }
+        let owed = usize::from(self.owed);
+        let mut kept = Vec::new();
+        if owed > 0 {
+            // Room for the close frame that follows.
+            kept.reserve_exact(owed + MAX_PONG_FRAME);
+            kept.extend_from_slice(&self.buf[self.buf.len() - owed..]);
+        }
+        self.buf = kept;
     }
 
-    fn receive_inner(
-        &mut self,
-        data: &mut [u8],
-        zlib: &mut SharedDeflate,
-        on_event: &mut dyn FnMut(Event<'_>),
-    ) -> Result<(), ProtocolError> {
-        let mut pos = 0usize;
-        loop {
-            match self.stage {
-                Stage::Closed => return Ok(()),
-                Stage::Header => {
-                    if pos >= data.len() {
-                        return Ok(());
-                    }
-                    let h = if self.hdr_len == 0 {
-                        match parse_header(&data[pos..])? {
-                            Some(h) => {
-                                pos += h.header_len;
-                                h
-                            }
-                            None => {
-                                // parse_header needs at most 14 bytes.
-                                let rest = &data[pos..];
-                                let n = rest.len().min(MAX_HEADER_LEN);
-                                self.hdr[..n].copy_from_slice(&rest[..n]);
-                                self.hdr_len = n as u8;
-                                return Ok(());
-                            }
-                        }
-                    } else {
-                        let have = usize::from(self.hdr_len);
-                        let take = (MAX_HEADER_LEN - have).min(data.len() - pos);
-                        self.hdr[have..have + take].copy_from_slice(&data[pos..pos + take]);
-                        match parse_header(&self.hdr[..have + take])? {
-                            Some(h) => {
-                                pos += h.header_len.saturating_sub(have);
-                                self.hdr_len = 0;
-                                h
-                            }
-                            None => {
-                                self.hdr_len = (have + take) as u8;
-                                pos += take;
-                                continue;
-                            }
-                        }
-                    };
-                    self.begin_frame(&h)?;
-                    // Fast path: the whole payload is here and needs no buffering.
-                    if h.payload_len <= (data.len() - pos) as u64 {
-                        let end = pos + h.payload_len as usize;
-                        match self.stage {
-                            Stage::Control { op, .. } => {
-                                let p = &mut data[pos..end];
-                                apply_mask(p, self.mask, 0);
-                                pos = end;
-                                self.stage = Stage::Header;
-                                if deliver_control(op, p, on_event)? {
-                                    self.shut();
-                                }
-                            }
-                            Stage::Data { fin: true }
-                                if h.opcode != OpCode::Continuation && !self.compressed =>
-                            {
-                                let p = &mut data[pos..end];
-                                apply_mask(p, self.mask, 0);
-                                pos = end;
-                                self.stage = Stage::Header;
-                                let kind = self.msg.take().unwrap_or(MessageKind::Binary);
-                                if kind == MessageKind::Text && std::str::from_utf8(p).is_err() {
-                                    return Err(ProtocolError::InvalidUtf8);
-                                }
-                                on_event(Event::Message(kind, p));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                Stage::Data { fin } => {
-                    let n = self.remaining.min((data.len() - pos) as u64) as usize;
-                    if n == 0 && self.remaining > 0 {
-                        return Ok(());
-                    }
-                    let chunk = &mut data[pos..pos + n];
-                    pos += n;
-                    self.unmask(chunk);
-                    self.data_chunk(chunk, zlib)?;
-                    if self.remaining == 0 {
-                        self.stage = Stage::Header;
-                        if fin {
-                            self.finish_message(zlib, on_event)?;
-                        }
-                    }
-                }
-                Stage::Control { op, len } => {
-                    let n = self.remaining.min((data.len() - pos) as u64) as usize;
-                    if n == 0 && self.remaining > 0 {
-                        return Ok(());
-                    }
-                    // The whole rest of the control payload (≤ 125 bytes).
-                    self.buf.reserve_exact(self.remaining as usize);
-                    let chunk = &mut data[pos..pos + n];
-                    pos += n;
-                    self.unmask(chunk);
-                    self.buf.extend_from_slice(chunk);
-                    if self.remaining == 0 {
-                        self.stage = Stage::Header;
-                        let start = self.buf.len() - usize::from(len);
-                        let closed = deliver_control(op, &self.buf[start..], on_event)?;
-                        self.buf.truncate(start);
-                        if closed {
-                            self.shut();
-                        } else if self.msg.is_none() {
-                            self.release_buf();
-                        }
-                    }
-                }
+    /// Queues a Pong for `payload`; an undrained earlier Pong gives way (RFC 6455 5.5.3:
+    /// only the most recent Ping needs an answer).
+    fn owe_pong(&mut self, payload: &[u8]) {
+        let at = self.buf.len() - usize::from(self.owed);
+        self.buf.truncate(at);
+        Self::encode_control(&mut self.buf, OpCode::Pong, payload);
+        self.owed = (self.buf.len() - at) as u16;
+    }
+
+    /// Queues the Close frame (after [`shut`](Self::shut): `buf` holds only owed frames).
+    fn owe_close(&mut self, code: u16, reason: &str) {
+        Self::encode_close(&mut self.buf, code, reason);
+        self.owed = self.buf.len() as u16;
+    }
+
+    /// Runs `f` with the owed Pong taken off the end of `buf` (so that the message region
+    /// can grow), then puts it back.
+    #[inline]
+    fn with_owed_lifted<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let owed = usize::from(self.owed);
+        if owed == 0 {
+            return f(self);
+        }
+        // While the connection is open only a Pong is owed.
+        let mut saved = [0u8; MAX_PONG_FRAME];
+        let owed = owed.min(MAX_PONG_FRAME);
+        let at = self.buf.len() - owed;
+        saved[..owed].copy_from_slice(&self.buf[at..]);
+        self.buf.truncate(at);
+        self.owed = 0;
+        let r = f(self);
+        self.buf.extend_from_slice(&saved[..owed]);
+        self.owed = owed as u16;
+        r
+    }
+
+    /// Frees the message region of `buf` once its message was handed out (no message in
+    /// progress, no control frame being buffered).
+    #[cold]
+    fn release_delivered(&mut self) {
+        let owed = usize::from(self.owed);
+        if self.msg.is_some()
+            || matches!(self.stage, Stage::Control { .. })
+            || self.buf.len() <= owed
+        {
+            return;
+        }
+        if owed == 0 {
+            self.release_buf();
+        } else {
+            let at = self.buf.len() - owed;
+            self.buf.drain(..at);
+            if self.buf.capacity() > RETAIN_CAPACITY {
+                self.buf.shrink_to(MAX_PONG_FRAME);
+            }
+        }
+    }
+
+    /// A complete control frame: queues what it obliges (a Pong, the close echo).
+    fn control(&mut self, op: OpCode, p: &[u8], src: Src) -> Result<Found, ProtocolError> {
+        match op {
+            OpCode::Ping => {
+                self.owe_pong(p);
+                Ok(Found::Ping(src))
+            }
+            OpCode::Pong => Ok(Found::Pong(src)),
+            _ => {
+                let (code, _) = parse_close(p)?;
+                self.shut();
+                // The echo carries the peer's code, or a plain normal close when it sent none.
+                let (echo, reason) = match code {
+                    Some(code) => (code, ""),
+                    None => (CloseReason::Normal.code(), CloseReason::Normal.reason()),
+                };
+                self.owe_close(echo, reason);
+                let reason_at = src.skip(if code.is_some() { 2 } else { 0 });
+                Ok(Found::Close(code, reason_at))
             }
         }
     }
@@ -401,8 +727,9 @@ impl WsConnection {
                     self.compressed = h.rsv1;
                 }
             }
+            let buffered = self.buf.len() - usize::from(self.owed);
             if !self.compressed
-                && (self.buf.len() as u64).saturating_add(h.payload_len)
+                && (buffered as u64).saturating_add(h.payload_len)
                     > self.limits.max_message_bytes as u64
             {
                 return Err(ProtocolError::MessageTooBig);
@@ -421,7 +748,7 @@ impl WsConnection {
         self.remaining -= chunk.len() as u64;
     }
 
-    /// Appends (or inflates) a piece of the current data message.
+    /// Appends (or inflates) a piece of the current data message (nothing owed in `buf`).
     fn data_chunk(&mut self, chunk: &[u8], zlib: &mut SharedDeflate) -> Result<(), ProtocolError> {
         let text = self.msg == Some(MessageKind::Text);
         if self.compressed {
@@ -449,12 +776,9 @@ impl WsConnection {
         Ok(())
     }
 
-    /// The final frame of a buffered message is complete: deliver it.
-    fn finish_message(
-        &mut self,
-        zlib: &mut SharedDeflate,
-        on_event: &mut dyn FnMut(Event<'_>),
-    ) -> Result<(), ProtocolError> {
+    /// The final frame of a buffered message is complete (nothing owed in `buf`): finish
+    /// inflating and validating it; the message is `buf`.
+    fn finish_message(&mut self, zlib: &mut SharedDeflate) -> Result<MessageKind, ProtocolError> {
         let kind = self.msg.take().unwrap_or(MessageKind::Binary);
         if self.compressed {
             self.compressed = false;
@@ -470,9 +794,7 @@ impl WsConnection {
         if kind == MessageKind::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        on_event(Event::Message(kind, &self.buf));
-        self.release_buf();
-        Ok(())
+        Ok(kind)
     }
 
     /// Empties the buffer; frees it if it grew beyond [`RETAIN_CAPACITY`].
@@ -495,36 +817,7 @@ impl WsConnection {
         kind: MessageKind,
         payload: &[u8],
     ) {
-        let op = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
-        if let Some(d) = self.deflate.as_mut() {
-            if payload.len() >= d.min_compress_bytes {
-                let start = out.len();
-                // Guess the header size from the input length; fix up below.
-                let guess = header_len_for(payload.len() as u64);
-                out.extend_from_slice(&[0u8; 10][..guess]);
-                if d.compress(zlib, payload, out).is_ok() {
-                    let clen = out.len() - start - guess;
-                    let mut h = [0u8; 10];
-                    let hl = frame::write_header(&mut h, true, true, op, clen as u64);
-                    if hl < guess {
-                        out.copy_within(start + guess.., start + hl);
-                        out.truncate(start + hl + clen);
-                    } else if hl > guess {
-                        out.resize(out.len() + (hl - guess), 0);
-                        out.copy_within(start + guess..start + guess + clen, start + hl);
-                    }
-                    out[start..start + hl].copy_from_slice(&h[..hl]);
-                    return;
-                }
-                // Compressor failure (never expected): it was reset, which
-                // keeps the peer in sync; send this one uncompressed.
-                out.truncate(start);
-            }
-        }
-        frame::encode_frame(out, true, false, op, payload);
+        encode_message_with(self.deflate.as_deref_mut(), zlib, out, kind, payload);
     }
 
     /// Appends a control frame (Ping/Pong); the payload is truncated to
@@ -550,6 +843,46 @@ impl WsConnection {
         p[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
         frame::encode_frame(out, true, false, OpCode::Close, &p[..2 + end]);
     }
+}
+
+/// [`WsConnection::encode_message`] on the connection's deflate state.
+fn encode_message_with(
+    deflate: Option<&mut DeflateState>,
+    zlib: &mut SharedDeflate,
+    out: &mut Vec<u8>,
+    kind: MessageKind,
+    payload: &[u8],
+) {
+    let op = match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    };
+    if let Some(d) = deflate {
+        if payload.len() >= d.min_compress_bytes {
+            let start = out.len();
+            // Guess the header size from the input length; fix up below.
+            let guess = header_len_for(payload.len() as u64);
+            out.extend_from_slice(&[0u8; 10][..guess]);
+            if d.compress(zlib, payload, out).is_ok() {
+                let clen = out.len() - start - guess;
+                let mut h = [0u8; 10];
+                let hl = frame::write_header(&mut h, true, true, op, clen as u64);
+                if hl < guess {
+                    out.copy_within(start + guess.., start + hl);
+                    out.truncate(start + hl + clen);
+                } else if hl > guess {
+                    out.resize(out.len() + (hl - guess), 0);
+                    out.copy_within(start + guess..start + guess + clen, start + hl);
+                }
+                out[start..start + hl].copy_from_slice(&h[..hl]);
+                return;
+            }
+            // Compressor failure (never expected): it was reset, which
+            // keeps the peer in sync; send this one uncompressed.
+            out.truncate(start);
+        }
+    }
+    frame::encode_frame(out, true, false, op, payload);
 }
 
 #[cfg(test)]

@@ -46,30 +46,67 @@ const M: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 const FIN: u8 = 0x80;
 const RSV1: u8 = 0x40;
 
-fn feed_all(conn: &mut WsConnection, data: &[u8]) -> (Vec<Ev>, Result<(), ProtocolError>) {
-    let mut evs = Vec::new();
-    let mut d = data.to_vec();
-    let r = conn.receive(&mut d, &mut SharedDeflate::new(), &mut |e| evs.push(own(e)));
-    (evs, r)
+/// Reads one chunk as the runtime does: every event, and after each the frames the
+/// connection owes, drained into `out`.
+fn read_chunk(
+    conn: &mut WsConnection,
+    zlib: &mut SharedDeflate,
+    piece: &mut [u8],
+    evs: &mut Vec<Ev>,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let mut rx = conn.read(piece, zlib);
+    let mut result = Ok(());
+    while let Some(next) = rx.next_event() {
+        match next {
+            Ok(e) => evs.push(own(e)),
+            Err(e) => {
+                assert!(result.is_ok(), "one error only");
+                result = Err(e);
+            }
+        }
+        rx.poll_transmit(out);
+    }
+    // A read consumes its chunk, unless it closes.
+    assert!(rx.is_closing() || rx.consumed() == rx.data.len());
+    result
+}
+
+/// `data` cut at `cuts` (ascending), as owned pieces to read.
+fn pieces<'d>(data: &'d [u8], cuts: &'d [usize]) -> impl Iterator<Item = Vec<u8>> + 'd {
+    let ends = cuts.iter().copied().chain(std::iter::once(data.len()));
+    let starts = std::iter::once(0).chain(cuts.iter().copied());
+    starts.zip(ends).map(|(a, b)| data[a..b].to_vec())
+}
+
+type Outcome = (Vec<Ev>, Result<(), ProtocolError>);
+
+fn feed_all(conn: &mut WsConnection, data: &[u8]) -> Outcome {
+    feed_split(conn, data, &[])
 }
 
 /// Feeds `data` in pieces cut at `cuts`; stops at the first error.
-fn feed_split(
+fn feed_split(conn: &mut WsConnection, data: &[u8], cuts: &[usize]) -> Outcome {
+    let (evs, r, _) = feed_split_out(conn, data, cuts);
+    (evs, r)
+}
+
+/// [`feed_split`], also returning the frames the connection owed.
+fn feed_split_out(
     conn: &mut WsConnection,
     data: &[u8],
     cuts: &[usize],
-) -> (Vec<Ev>, Result<(), ProtocolError>) {
+) -> (Vec<Ev>, Result<(), ProtocolError>, Vec<u8>) {
     let mut evs = Vec::new();
-    let mut last = 0;
+    let mut out = Vec::new();
     let mut zlib = SharedDeflate::new();
-    for &c in cuts.iter().chain(std::iter::once(&data.len())) {
-        let mut piece = data[last..c].to_vec();
-        last = c;
-        if let Err(e) = conn.receive(&mut piece, &mut zlib, &mut |e| evs.push(own(e))) {
-            return (evs, Err(e));
+    for mut piece in pieces(data, cuts) {
+        if let Err(e) = read_chunk(conn, &mut zlib, &mut piece, &mut evs, &mut out) {
+            assert!(conn.is_closing());
+            return (evs, Err(e), out);
         }
     }
-    (evs, Ok(()))
+    (evs, Ok(()), out)
 }
 
 struct Rng(u64);
@@ -94,16 +131,16 @@ fn random_cuts(rng: &mut Rng, len: usize) -> Vec<usize> {
 }
 
 /// Runs `data` whole, byte by byte and in 200 random splits, asserting the
-/// same events and result every time; returns them.
-fn check_splits(
+/// same events, result and owed frames every time; returns them.
+fn check_splits_out(
     limits: WsLimits,
     deflate: Option<DeflateParams>,
     data: &[u8],
-) -> (Vec<Ev>, Result<(), ProtocolError>) {
-    let whole = feed_all(&mut WsConnection::new(limits, deflate), data);
+) -> (Vec<Ev>, Result<(), ProtocolError>, Vec<u8>) {
+    let whole = feed_split_out(&mut WsConnection::new(limits, deflate), data, &[]);
     let bytewise: Vec<usize> = (1..data.len()).collect();
     assert_eq!(
-        feed_split(&mut WsConnection::new(limits, deflate), data, &bytewise),
+        feed_split_out(&mut WsConnection::new(limits, deflate), data, &bytewise),
         whole,
         "byte by byte"
     );
@@ -111,12 +148,18 @@ fn check_splits(
     for _ in 0..200 {
         let cuts = random_cuts(&mut rng, data.len());
         assert_eq!(
-            feed_split(&mut WsConnection::new(limits, deflate), data, &cuts),
+            feed_split_out(&mut WsConnection::new(limits, deflate), data, &cuts),
             whole,
             "cuts {cuts:?}"
         );
     }
     whole
+}
+
+/// [`check_splits_out`] without the owed frames.
+fn check_splits(limits: WsLimits, deflate: Option<DeflateParams>, data: &[u8]) -> Outcome {
+    let (evs, r, _) = check_splits_out(limits, deflate, data);
+    (evs, r)
 }
 
 fn limits() -> WsLimits {
@@ -125,8 +168,9 @@ fn limits() -> WsLimits {
 
 #[test]
 fn connection_is_small() {
+    // The runtime's `Conn` (<= 192 bytes) holds it: 88 leaves no room to grow.
     let size = std::mem::size_of::<WsConnection>();
-    assert!(size <= 128, "WsConnection is {size} bytes");
+    assert!(size <= 88, "WsConnection is {size} bytes");
 }
 
 #[test]
@@ -140,13 +184,16 @@ fn single_frames_zero_copy() {
     let base = d.as_ptr() as usize;
     let mut evs = Vec::new();
     let mut ptrs = Vec::new();
-    conn.receive(&mut d, &mut SharedDeflate::new(), &mut |e| {
-        if let Event::Message(_, p) = e {
+    let mut zlib = SharedDeflate::new();
+    let mut rx = conn.read(&mut d, &mut zlib);
+    while let Some(e) = rx.next_event() {
+        let e = e.unwrap();
+        if let Event::Message(_, p) | Event::Ping(p) = e {
             ptrs.push(p.as_ptr() as usize);
         }
         evs.push(own(e));
-    })
-    .unwrap();
+    }
+    drop(rx);
     assert_eq!(
         evs,
         vec![
@@ -158,6 +205,12 @@ fn single_frames_zero_copy() {
     );
     // Payloads are slices of the input buffer.
     assert!(ptrs.iter().all(|&p| p >= base && p < base + wire.len()));
+    // The Pong is owed (kept in the buffer until drained, which frees it).
+    let mut out = Vec::new();
+    assert!(conn.has_pending_transmit());
+    assert!(conn.poll_transmit(&mut out));
+    assert_eq!(out, [0x8A, 4, b'p', b'i', b'n', b'g']);
+    assert!(!conn.has_pending_transmit() && !conn.poll_transmit(&mut out));
     assert_eq!(conn.buf.capacity(), 0);
     assert_eq!(check_splits(limits(), None, &wire).0, evs);
 }
@@ -462,7 +515,10 @@ fn decompression_bomb_is_bounded() {
     let mut max_cap = 0;
     for piece in w.chunks(4096) {
         let mut p = piece.to_vec();
-        result = conn.receive(&mut p, &mut zlib, &mut |_| panic!("no event expected"));
+        let mut evs = Vec::new();
+        let mut out = Vec::new();
+        result = read_chunk(&mut conn, &mut zlib, &mut p, &mut evs, &mut out);
+        assert!(evs.is_empty(), "no event expected");
         max_cap = max_cap.max(conn.buf.capacity());
         if result.is_err() {
             break;
@@ -491,7 +547,7 @@ fn no_context_takeover_resets_inflater() {
 
 /// The default (shared, no context takeover both ways): after a received
 /// compressed message and a compressed reply the connection holds no zlib
-/// state; a compressed message split across receive calls holds an inflater
+/// state; a compressed message split across reads holds an inflater
 /// only until its last frame.
 #[test]
 fn idle_connection_holds_no_zlib_state() {
@@ -512,11 +568,25 @@ fn idle_connection_holds_no_zlib_state() {
     let w = cframe(FIN | RSV1 | 1, &compress_msg(&mut c, &msg), M);
     let (first, rest) = w.split_at(w.len() / 2);
     let mut evs = Vec::new();
-    conn.receive(&mut first.to_vec(), &mut zlib, &mut |e| evs.push(own(e)))
-        .unwrap();
+    let mut owed = Vec::new();
+    read_chunk(
+        &mut conn,
+        &mut zlib,
+        &mut first.to_vec(),
+        &mut evs,
+        &mut owed,
+    )
+    .unwrap();
     assert!(evs.is_empty() && conn.holds_zlib_state());
-    conn.receive(&mut rest.to_vec(), &mut zlib, &mut |e| evs.push(own(e)))
-        .unwrap();
+    read_chunk(
+        &mut conn,
+        &mut zlib,
+        &mut rest.to_vec(),
+        &mut evs,
+        &mut owed,
+    )
+    .unwrap();
+    assert!(owed.is_empty());
     assert_eq!(evs, vec![Ev::Msg(MessageKind::Text, msg.clone())]);
     assert!(!conn.holds_zlib_state());
     // Per-socket context takeover keeps both.
@@ -672,4 +742,208 @@ fn random_streams_match_across_splits() {
         assert_eq!(msgs(&evs), msgs(&expect));
         assert_eq!(evs.len(), expect.len());
     }
+}
+
+/// The server frames in `out` (uncompressed): (opcode, payload).
+fn frames(out: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut inf = flate2::Decompress::new_with_window_bits(false, 15);
+    decode_server(out, &mut inf)
+        .into_iter()
+        .map(|(_, op, p)| (op, p))
+        .collect()
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+#[test]
+fn pong_and_close_echo_are_queued() {
+    let mut wire = cframe(FIN | 9, b"p1", M);
+    wire.extend(cframe(FIN | 1, b"hi", M));
+    wire.extend(cframe(FIN | 9, &[b'x'; 125], M));
+    wire.extend(cframe(FIN | 8, b"\x03\xe9going", M));
+    wire.extend(cframe(FIN | 9, b"after close", M));
+    let (evs, r, out) = check_splits_out(limits(), None, &wire);
+    r.unwrap();
+    assert_eq!(
+        evs,
+        vec![
+            Ev::Ping(b"p1".to_vec()),
+            Ev::Msg(MessageKind::Text, b"hi".to_vec()),
+            Ev::Ping(vec![b'x'; 125]),
+            Ev::Close(Some(1001), "going".into()),
+        ]
+    );
+    // Each Ping its Pong, then the echo of the client's code (without its reason).
+    assert_eq!(
+        frames(&out),
+        vec![
+            (0xA, b"p1".to_vec()),
+            (0xA, vec![b'x'; 125]),
+            (0x8, close_payload(1001, "")),
+        ]
+    );
+    // A Close without a code is answered with 1000.
+    let (evs, r, out) = check_splits_out(limits(), None, &cframe(FIN | 8, b"", M));
+    r.unwrap();
+    assert_eq!(evs, vec![Ev::Close(None, String::new())]);
+    assert_eq!(frames(&out), vec![(0x8, close_payload(1000, ""))]);
+}
+
+#[test]
+fn protocol_errors_queue_their_close() {
+    let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+        (vec![FIN | 1, 2, b'h', b'i'], ProtocolError::UnmaskedFrame),
+        (cframe(FIN | 1, &[0xff], M), ProtocolError::InvalidUtf8),
+        (cframe(FIN | 8, &[3], M), ProtocolError::InvalidClosePayload),
+        (
+            cframe(FIN | 8, &[0x03, 0xed], M),
+            ProtocolError::InvalidCloseCode,
+        ),
+        (cframe(FIN | 2, &[0; 200], M), ProtocolError::FrameTooBig),
+    ];
+    let l = WsLimits {
+        max_frame_bytes: 150,
+        max_message_bytes: 150,
+    };
+    for (wire, err) in cases {
+        let mut conn = WsConnection::new(l, None);
+        let (evs, r, out) = feed_split_out(&mut conn, &wire, &[]);
+        assert_eq!((evs, r), (vec![], Err(err)));
+        let why = CloseReason::from(err);
+        assert_eq!(
+            frames(&out),
+            vec![(0x8, close_payload(why.code(), why.reason()))],
+            "{err:?}"
+        );
+        assert!([1002, 1007, 1009].contains(&why.code()));
+        // Nothing more is read, nothing more is owed.
+        let (evs, r, out) = feed_split_out(&mut conn, &cframe(FIN | 9, b"late", M), &[]);
+        assert_eq!((evs, r, out), (vec![], Ok(()), vec![]));
+        assert_eq!(conn.buf.capacity(), 0);
+    }
+}
+
+/// The runtime's echo: each message is answered from its borrowed payload, the owed frames
+/// drained after each event, so the wire keeps the order of the events; the close of an
+/// error comes after the replies to the messages before it.
+#[test]
+fn replies_keep_event_order() {
+    let text = "fragmented ".repeat(20).into_bytes();
+    let mut wire = cframe(FIN | 1, b"one", M);
+    wire.extend(cframe(FIN | 9, b"ping1", M));
+    wire.extend(cframe(1, &text[..100], M));
+    wire.extend(cframe(FIN | 9, b"ping2", M));
+    wire.extend(cframe(FIN, &text[100..], M));
+    wire.extend(cframe(FIN | 2, &[7; 300], M));
+    wire.extend(cframe(FIN | 1, &[0xC0, 0x80], M)); // overlong: invalid UTF-8
+    wire.extend(cframe(FIN | 1, b"never read", M));
+    let echo = |cuts: &[usize]| {
+        let mut conn = WsConnection::new(limits(), None);
+        let mut zlib = SharedDeflate::new();
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for mut piece in pieces(&wire, cuts) {
+            let mut rx = conn.read(&mut piece, &mut zlib);
+            while let Some(next) = rx.next_event_with_sender() {
+                match next {
+                    Ok((Event::Message(kind, p), mut tx)) => tx.encode_message(&mut out, kind, p),
+                    Ok(_) => {}
+                    Err(e) => errors.push(e),
+                }
+                rx.poll_transmit(&mut out);
+            }
+        }
+        (frames(&out), errors)
+    };
+    let (got, errors) = echo(&[]);
+    assert_eq!(errors, vec![ProtocolError::InvalidUtf8]);
+    let why = CloseReason::from(ProtocolError::InvalidUtf8);
+    assert_eq!(
+        got,
+        vec![
+            (0x1, b"one".to_vec()),
+            (0xA, b"ping1".to_vec()),
+            (0xA, b"ping2".to_vec()),
+            (0x1, text.clone()),
+            (0x2, vec![7; 300]),
+            (0x8, close_payload(why.code(), why.reason())),
+        ]
+    );
+    let mut rng = Rng(3);
+    for _ in 0..200 {
+        let cuts = random_cuts(&mut rng, wire.len());
+        assert_eq!(echo(&cuts), (got.clone(), errors.clone()), "cuts {cuts:?}");
+    }
+}
+
+/// A caller that drains only at the end: the buffered message is intact, only the latest
+/// Ping is answered (RFC 6455 5.5.3), and its Pong precedes the close.
+#[test]
+fn undrained_pong_gives_way_and_precedes_the_close() {
+    let text = "κόσμε ".repeat(40).into_bytes();
+    let mut wire = cframe(1, &text[..99], M);
+    wire.extend(cframe(FIN | 9, b"first", M));
+    wire.extend(cframe(0, &text[99..150], M));
+    wire.extend(cframe(FIN | 9, b"second", M));
+    wire.extend(cframe(FIN, &text[150..], M));
+    wire.extend(cframe(FIN | 8, b"\x03\xe8", M));
+    for cuts in [vec![], vec![3, 120, 130, 200], (1..wire.len()).collect()] {
+        let mut conn = WsConnection::new(limits(), None);
+        let mut zlib = SharedDeflate::new();
+        let mut evs = Vec::new();
+        for mut piece in pieces(&wire, &cuts) {
+            let mut rx = conn.read(&mut piece, &mut zlib);
+            while let Some(e) = rx.next_event() {
+                evs.push(own(e.unwrap()));
+            }
+        }
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Ping(b"first".to_vec()),
+                Ev::Ping(b"second".to_vec()),
+                Ev::Msg(MessageKind::Text, text.clone()),
+                Ev::Close(Some(1000), String::new()),
+            ],
+            "cuts {cuts:?}"
+        );
+        let mut out = Vec::new();
+        assert!(conn.poll_transmit(&mut out));
+        assert_eq!(
+            frames(&out),
+            vec![(0xA, b"second".to_vec()), (0x8, close_payload(1000, ""))]
+        );
+        assert_eq!(conn.buf.capacity(), 0);
+    }
+}
+
+/// A reader dropped after any event, and a new one made on the rest of the chunk, sees the
+/// same events (the runtime does this to hand a Socket.IO packet to its handler).
+#[test]
+fn reader_can_stop_and_resume() {
+    let mut wire = cframe(FIN | 1, b"a", M);
+    wire.extend(cframe(2, &[1; 10], M));
+    wire.extend(cframe(FIN | 9, b"p", M));
+    wire.extend(cframe(FIN, &[2; 10], M));
+    wire.extend(cframe(FIN | 1, b"b", M));
+    let (expect, r, expect_out) =
+        feed_split_out(&mut WsConnection::new(limits(), None), &wire, &[]);
+    r.unwrap();
+    let mut conn = WsConnection::new(limits(), None);
+    let mut zlib = SharedDeflate::new();
+    let mut data = wire.clone();
+    let (mut pos, mut evs, mut out) = (0, Vec::new(), Vec::new());
+    loop {
+        let mut rx = conn.read(&mut data[pos..], &mut zlib);
+        let Some(e) = rx.next_event() else { break };
+        evs.push(own(e.unwrap()));
+        rx.poll_transmit(&mut out);
+        pos += rx.consumed();
+    }
+    assert_eq!((evs, out), (expect, expect_out));
+    assert_eq!(pos, wire.len());
 }

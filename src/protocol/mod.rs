@@ -13,7 +13,8 @@
 //! - [`deflate`]: RFC 7692 permessage-deflate negotiation and bounded
 //!   streaming (de)compression.
 //! - [`connection`]: the per-connection frame/message state machine
-//!   ([`WsConnection`]) the engine feeds received bytes into.
+//!   ([`WsConnection`]) the engine reads received bytes with and polls for events and for
+//!   the frames it owes the peer.
 //! - [`engineio`], [`socketio`]: Engine.IO v3/v4 packets and long-polling payloads, and
 //!   the Socket.IO packets they carry.
 //! - [`error`]: the single error type ([`ProtocolError`]) with its close code,
@@ -36,5 +37,5 @@ pub mod mask;
 pub mod socketio;
 pub mod utf8;
 
-pub use connection::{Event, MessageKind, WsConnection, WsLimits};
+pub use connection::{Event, MessageKind, Reader, Sender, WsConnection, WsLimits};
 pub use error::ProtocolError;

@@ -1,9 +1,7 @@
 //! Bytes from an open connection: receives, TLS, WebSocket frames and what they ask for.
 use super::{Shard, SCRATCH_KEEP};
 use crate::config::EndpointKind;
-use crate::protocol::close::CloseReason;
-use crate::protocol::frame::OpCode;
-use crate::protocol::{Event, MessageKind, WsConnection};
+use crate::protocol::{Event, MessageKind};
 use crate::runtime::conn::{flag, ConnState};
 use crate::runtime::stats::ShardStats;
 use io_uring::cqueue;
@@ -151,116 +149,111 @@ impl Shard {
         }
     }
 
-    /// Feed received bytes to the connection's protocol state machine and act on its events.
+    /// Feed received bytes to the connection's protocol state machine and act on its events,
+    /// in one pass: an echo is encoded straight from the received bytes, a Socket.IO packet or
+    /// a text for the listeners is copied out for its handler (which needs the whole shard),
+    /// and the frames the connection owes (Pong, close echo, the close of a protocol error)
+    /// follow their event, ahead of what comes after.
     pub(in crate::runtime) fn on_frames(&mut self, slot: u32, data: &mut [u8]) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut events = std::mem::take(&mut self.scratch_events);
-        let c = &mut self.conns[slot as usize];
+        let c = &self.conns[slot as usize];
         let queued_before = c.queued_bytes();
-        let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
+        let ConnState::Open { endpoint, .. } = &c.state else {
             return;
         };
         let endpoint_index = *endpoint as usize;
         let kind = self.endpoint_kinds[endpoint_index];
-        let result = ws.receive(data, &mut self.zlib, &mut |ev| {
-            let (code, payload): (u8, &[u8]) = match ev {
-                Event::Message(MessageKind::Text, p) => (0, p),
-                Event::Message(MessageKind::Binary, p) => (1, p),
-                Event::Ping(p) => (2, p),
-                Event::Pong(p) => (3, p),
-                Event::Close { code, reason } => {
-                    let code = code.unwrap_or(0);
-                    scratch.extend_from_slice(&code.to_be_bytes());
-                    (4, reason.as_bytes())
-                }
-            };
-            let start = scratch.len();
-            scratch.extend_from_slice(payload);
-            events.push((code, start, payload.len()));
-        });
+        // Received text goes to the listeners through the endpoint's transcoder (the socket is
+        // still registered even when closing: its close notification comes after).
+        let listened = kind != EndpointKind::Socketio
+            && !self.shared.listeners.is_empty()
+            && self.shared.transcoders[endpoint_index].is_some();
         let mut closing = false;
         let mut messages = 0u64;
         let mut echoed = 0u64;
-        for &(code, start, len) in &events {
-            let payload = &scratch[start..start + len];
-            match code {
-                0 | 1 => {
-                    if kind != EndpointKind::Socketio {
-                        messages += 1;
+        let mut pos = 0usize;
+        loop {
+            let c = &mut self.conns[slot as usize];
+            let ConnState::Open { ws, .. } = &mut c.state else {
+                break;
+            };
+            let mut rx = ws.read(&mut data[pos..], &mut self.zlib);
+            // A payload copied to `scratch` for a handler: whether it is binary.
+            let mut handoff = None;
+            while let Some(next) = rx.next_event_with_sender() {
+                match next {
+                    Ok((Event::Message(k, payload), mut tx)) => {
+                        if kind != EndpointKind::Socketio {
+                            messages += 1;
+                        }
+                        if kind == EndpointKind::Echo {
+                            tx.encode_message(&mut c.out, k, payload);
+                            echoed += 1;
+                        }
+                        if kind == EndpointKind::Socketio || (listened && k == MessageKind::Text) {
+                            self.scratch.clear();
+                            self.scratch.extend_from_slice(payload);
+                            handoff = Some(k == MessageKind::Binary);
+                        }
                     }
-                    if kind == EndpointKind::Echo {
-                        let k = if code == 0 {
-                            MessageKind::Text
-                        } else {
-                            MessageKind::Binary
-                        };
-                        ws.encode_message(&mut self.zlib, &mut c.out, k, payload);
-                        echoed += 1;
+                    Ok((Event::Close { .. }, _)) => closing = true,
+                    // A Ping's Pong is owed (written below); a Pong needs nothing.
+                    Ok(_) => {}
+                    Err(err) => {
+                        ShardStats::inc(&self.shared.stats[self.id].protocol_errors);
+                        tracing::debug!(core = self.id, slot, "protocol error: {err:?} ({err})");
+                        closing = true;
                     }
                 }
-                2 => WsConnection::encode_control(&mut c.out, OpCode::Pong, payload),
-                3 => {}
-                _ => {
-                    let code = u16::from_be_bytes([scratch[start - 2], scratch[start - 1]]);
-                    if code == 0 {
-                        // The client's close had no code: echo a plain normal close.
-                        WsConnection::encode_close(&mut c.out, CloseReason::Normal.code(), "");
-                    } else {
-                        WsConnection::encode_close(&mut c.out, code, "");
-                    }
-                    closing = true;
+                // What the connection owes goes right after its event: the replies to the
+                // messages before an error stay ahead of the close frame.
+                rx.poll_transmit(&mut c.out);
+                if handoff.is_some() {
                     break;
                 }
+            }
+            pos += rx.consumed();
+            drop(rx);
+            let Some(binary) = handoff else {
+                break;
+            };
+            self.hand_over_received(slot, kind, endpoint_index, binary);
+            // The handler may have closed the socket: nothing more is read then.
+            let c = &self.conns[slot as usize];
+            if c.has(flag::CLOSE_AFTER_FLUSH) || !matches!(c.state, ConnState::Open { .. }) {
+                break;
             }
         }
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.messages_in, messages);
         ShardStats::add(&stats.messages_out, echoed);
-        if let Err(err) = result {
-            ShardStats::inc(&stats.protocol_errors);
-            tracing::debug!(core = self.id, slot, "protocol error: {err:?} ({err})");
-            // Replies to the messages before the error stay queued ahead of the close frame.
-            let why = CloseReason::from(err);
-            WsConnection::encode_close(&mut c.out, why.code(), why.reason());
-            closing = true;
-        }
+        let c = &self.conns[slot as usize];
         if closing {
             self.close_after_flush(slot);
+        } else if c.has(flag::CLOSE_AFTER_FLUSH) || !matches!(c.state, ConnState::Open { .. }) {
+            // A Socket.IO handler closed it.
         } else if c.over_outbound_limit(queued_before, self.limits.max_outbound_bytes) {
             self.close_slow_consumer(slot);
         } else {
             self.mark_dirty(slot);
         }
-        // Socket.IO frames are Engine.IO packets, handled in order after the frames' replies.
+    }
+
+    /// A received message copied to `scratch` goes to its handler: Socket.IO frames are
+    /// Engine.IO packets; text on other endpoints goes to the listeners through the
+    /// endpoint's transcoder.
+    fn hand_over_received(&mut self, slot: u32, kind: EndpointKind, endpoint: usize, binary: bool) {
+        let mut scratch = std::mem::take(&mut self.scratch);
         if kind == EndpointKind::Socketio {
-            for &(code, start, len) in &events {
-                if code <= 1 {
-                    self.sio_ws_frame(slot, code == 1, &scratch[start..start + len]);
-                }
-            }
-        }
-        // Received text goes to the listeners through the endpoint's transcoder (the socket is
-        // still registered even when closing: its close notification comes after).
-        let transcoder = self.shared.transcoders[endpoint_index].as_ref();
-        if let (Some(transcoder), false, false) = (
-            transcoder,
-            self.shared.listeners.is_empty(),
-            kind == EndpointKind::Socketio,
-        ) {
-            for &(code, start, len) in &events {
-                if code == 0 {
-                    // Validated UTF-8 by the protocol core.
-                    let text = std::str::from_utf8(&scratch[start..start + len]).unwrap_or("");
-                    if let Some(text) = transcoder.inbound(text) {
-                        self.notify(slot, |l, info| l.on_message(info, &text));
-                    }
-                }
+            self.sio_ws_frame(slot, binary, &scratch);
+        } else if let Some(transcoder) = self.shared.transcoders[endpoint].as_ref() {
+            // Validated UTF-8 by the protocol core.
+            let text = std::str::from_utf8(&scratch).unwrap_or("");
+            if let Some(text) = transcoder.inbound(text) {
+                self.notify(slot, |l, info| l.on_message(info, &text));
             }
         }
         scratch.clear();
         scratch.shrink_to(SCRATCH_KEEP);
-        events.clear();
         self.scratch = scratch;
-        self.scratch_events = events;
     }
 }

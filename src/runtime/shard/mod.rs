@@ -70,9 +70,8 @@ pub struct Shard {
     pub(super) upgrade_bucket: TokenBucket,
     /// State of the sid tag generator.
     pub(super) rng: u64,
-    /// Per-core scratch of the frame path.
+    /// A received Socket.IO packet or listener text, copied out for its handler.
     scratch: Vec<u8>,
-    scratch_events: Vec<(u8, usize, usize)>,
     /// `[tls]`: plaintext of the receive being handled (kept between receives).
     tls_plain: Vec<u8>,
     /// permessage-deflate compressors and spare inflater lent to this core's sockets (those
@@ -130,7 +129,6 @@ impl Shard {
                 u64::from_le_bytes(seed) | 1
             },
             scratch: Vec::new(),
-            scratch_events: Vec::new(),
             tls_plain: Vec::new(),
             zlib: SharedDeflate::new(),
         })
