@@ -121,6 +121,7 @@ pub fn raise_nofile_limit() -> u64 {
 pub fn monotonic_ms() -> u64 {
     // SAFETY: clock_gettime writes into a local timespec.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a live, writable timespec for the call.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
