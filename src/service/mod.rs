@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 pub mod cascade;
 pub mod engineio;
+pub mod history;
 pub mod listener;
 pub mod path_filter;
 pub mod placement;

@@ -1,0 +1,399 @@
+//! Per-user push history for recovery across reconnects (issue 13), the `memory` store:
+//! one per core, holding the streams of the users that core owns, with no lock.
+//!
+//! Every push accepted for a user gets a [`Position`]: the store's epoch (new on every
+//! start, so a position from before a restart is never mistaken for one of now) and an
+//! offset that strictly increases per stream (offsets come from one counter per store, so
+//! they are unique in it but not dense per stream; gaps are tracked explicitly instead).
+//!
+//! Bounds: at most `size` messages per stream, none older than `ttl_ms`, and at most
+//! `max_bytes` for the whole store (oldest dropped first, store-wide, counted). A resume is
+//! answered honestly: the messages after the client's position that are still held, and
+//! whether that is everything ([`Recovery::complete`]); a position of another epoch, or one
+//! older than what was dropped, is never completed silently.
+//!
+//! Sans-IO: the time is passed in (`now_ms`); nothing here blocks or reads a clock.
+//! Not yet wired into the engine or the config (see issue 13's closing note).
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Bytes counted per held message on top of its text (entry, queue slots, Arc header).
+pub const ENTRY_OVERHEAD: usize = 64;
+
+/// Where a push sits in its user's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+/// What a resume from a position gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The held messages after the position, in order, with their offsets.
+    pub messages: Vec<(u64, Arc<str>)>,
+    /// Nothing after the position was dropped: the client has everything once it has these.
+    pub complete: bool,
+}
+
+/// Counters of one store (summed over cores at scrape).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryStats {
+    pub appended: u64,
+    /// Dropped before their time to keep the store under `max_bytes`.
+    pub evicted: u64,
+    /// Dropped for `size` or `ttl`.
+    pub expired: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Messages kept per stream (at least 1).
+    pub size: usize,
+    pub ttl_ms: u64,
+    /// Bytes held by the whole store (texts plus [`ENTRY_OVERHEAD`] each).
+    pub max_bytes: usize,
+}
+
+struct Entry {
+    offset: u64,
+    at_ms: u64,
+    text: Arc<str>,
+}
+
+#[derive(Default)]
+struct Stream {
+    entries: VecDeque<Entry>,
+    /// The highest offset dropped from this stream (0: none).
+    dropped_through: u64,
+    /// The last offset given to this stream.
+    last: u64,
+}
+
+pub struct MemoryHistory {
+    epoch: u64,
+    limits: HistoryLimits,
+    /// The last offset given out by this store (offsets start at 1).
+    last_offset: u64,
+    streams: HashMap<(u32, u32), Stream>,
+    /// Every held message in append order (its stream and offset): the front is the oldest,
+    /// store-wide. Entries already dropped from their stream are skipped when reached.
+    order: VecDeque<((u32, u32), u64)>,
+    bytes: usize,
+    /// The highest `last` of a stream that was forgotten entirely: a resume of a user with
+    /// no stream here is complete only from at least this offset.
+    forgotten_through: u64,
+    stats: HistoryStats,
+}
+
+fn cost(text: &str) -> usize {
+    text.len() + ENTRY_OVERHEAD
+}
+
+impl MemoryHistory {
+    /// A store with epoch `epoch` (the caller picks a fresh one per start).
+    pub fn new(epoch: u64, limits: HistoryLimits) -> MemoryHistory {
+        MemoryHistory {
+            epoch,
+            limits: HistoryLimits {
+                size: limits.size.max(1),
+                ..limits
+            },
+            last_offset: 0,
+            streams: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            forgotten_through: 0,
+            stats: HistoryStats::default(),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Bytes held (texts plus overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn stats(&self) -> HistoryStats {
+        self.stats
+    }
+
+    /// Streams held.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Record a push for (context, user) at `now_ms`; returns its position.
+    pub fn append(&mut self, context: u32, user: u32, text: Arc<str>, now_ms: u64) -> Position {
+        self.last_offset += 1;
+        let offset = self.last_offset;
+        let key = (context, user);
+        self.bytes += cost(&text);
+        let stream = self.streams.entry(key).or_default();
+        stream.last = offset;
+        stream.entries.push_back(Entry {
+            offset,
+            at_ms: now_ms,
+            text,
+        });
+        self.order.push_back((key, offset));
+        self.stats.appended += 1;
+        while stream.entries.len() > self.limits.size {
+            if let Some(e) = stream.entries.pop_front() {
+                stream.dropped_through = e.offset;
+                self.bytes -= cost(&e.text);
+                self.stats.expired += 1;
+            }
+        }
+        self.expire(now_ms);
+        while self.bytes > self.limits.max_bytes {
+            if !self.drop_oldest(true) {
+                break;
+            }
+        }
+        Position {
+            epoch: self.epoch,
+            offset,
+        }
+    }
+
+    /// Drop what is older than the ttl at `now_ms` (also done on every append; call it
+    /// from a timer so that an idle store releases its memory).
+    pub fn expire(&mut self, now_ms: u64) {
+        while let Some(&(key, offset)) = self.order.front() {
+            let live = self
+                .streams
+                .get(&key)
+                .and_then(|s| s.entries.front())
+                .filter(|e| e.offset == offset);
+            match live {
+                None => {
+                    // Already dropped from its stream (size limit): skip.
+                    self.order.pop_front();
+                }
+                Some(e) if now_ms.saturating_sub(e.at_ms) >= self.limits.ttl_ms => {
+                    self.drop_oldest(false);
+                }
+                Some(_) => break,
+            }
+        }
+    }
+
+    /// Drop the oldest held message store-wide. Returns false if nothing is held.
+    fn drop_oldest(&mut self, evicted: bool) -> bool {
+        while let Some((key, offset)) = self.order.pop_front() {
+            let Some(stream) = self.streams.get_mut(&key) else {
+                continue;
+            };
+            if stream.entries.front().is_none_or(|e| e.offset != offset) {
+                continue;
+            }
+            if let Some(e) = stream.entries.pop_front() {
+                stream.dropped_through = e.offset;
+                self.bytes -= cost(&e.text);
+            }
+            if evicted {
+                self.stats.evicted += 1;
+            } else {
+                self.stats.expired += 1;
+            }
+            if stream.entries.is_empty() {
+                self.forgotten_through = self.forgotten_through.max(stream.last);
+                self.streams.remove(&key);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// What a client of (context, user) that has everything up to `from` gets on resume.
+    pub fn since(&mut self, context: u32, user: u32, from: Position, now_ms: u64) -> Recovery {
+        self.expire(now_ms);
+        let incomplete = Recovery {
+            messages: Vec::new(),
+            complete: false,
+        };
+        if from.epoch != self.epoch || from.offset > self.last_offset {
+            // Another epoch (a restart), or a position this store never gave out.
+            return incomplete;
+        }
+        let Some(stream) = self.streams.get(&(context, user)) else {
+            return Recovery {
+                messages: Vec::new(),
+                complete: from.offset >= self.forgotten_through,
+            };
+        };
+        let messages: Vec<(u64, Arc<str>)> = stream
+            .entries
+            .iter()
+            .filter(|e| e.offset > from.offset)
+            .map(|e| (e.offset, e.text.clone()))
+            .collect();
+        Recovery {
+            messages,
+            complete: stream.dropped_through <= from.offset,
+        }
+    }
+
+    /// The position a new client starts from: it asks for nothing held before now.
+    pub fn current(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            offset: self.last_offset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(size: usize, ttl_ms: u64, max_bytes: usize) -> HistoryLimits {
+        HistoryLimits {
+            size,
+            ttl_ms,
+            max_bytes,
+        }
+    }
+
+    fn texts(r: &Recovery) -> Vec<&str> {
+        r.messages.iter().map(|(_, t)| &**t).collect()
+    }
+
+    #[test]
+    fn offsets_increase_per_stream_and_a_resume_gets_what_was_missed_in_order() {
+        let mut h = MemoryHistory::new(7, limits(100, 60_000, 1 << 20));
+        let a1 = h.append(1, 1, "a1".into(), 0);
+        let b1 = h.append(1, 2, "b1".into(), 1);
+        let a2 = h.append(1, 1, "a2".into(), 2);
+        let a3 = h.append(1, 1, "a3".into(), 3);
+        assert_eq!(a1.epoch, 7);
+        assert!(a1.offset < a2.offset && a2.offset < a3.offset);
+        assert_ne!(b1.offset, a1.offset);
+        let r = h.since(1, 1, a1, 10);
+        assert_eq!(texts(&r), ["a2", "a3"]);
+        assert!(r.complete);
+        let r = h.since(1, 1, a3, 10);
+        assert!(r.messages.is_empty() && r.complete, "up to date");
+        assert_eq!(h.current(), a3);
+        assert!(
+            h.since(5, 5, h.current(), 10).complete,
+            "a new client of anyone"
+        );
+        let r = h.since(
+            1,
+            2,
+            Position {
+                epoch: 7,
+                offset: 0,
+            },
+            10,
+        );
+        assert_eq!(texts(&r), ["b1"]);
+        assert!(r.complete);
+    }
+
+    #[test]
+    fn another_epoch_or_an_unknown_position_is_never_completed() {
+        let mut h = MemoryHistory::new(2, limits(100, 60_000, 1 << 20));
+        let p = h.append(1, 1, "x".into(), 0);
+        let r = h.since(
+            1,
+            1,
+            Position {
+                epoch: 1,
+                offset: 0,
+            },
+            1,
+        );
+        assert_eq!(
+            r,
+            Recovery {
+                messages: vec![],
+                complete: false
+            },
+            "a restart"
+        );
+        let future = Position {
+            epoch: 2,
+            offset: p.offset + 5,
+        };
+        assert!(!h.since(1, 1, future, 1).complete);
+    }
+
+    #[test]
+    fn the_size_limit_drops_the_oldest_and_a_resume_from_before_is_incomplete() {
+        let mut h = MemoryHistory::new(1, limits(2, 60_000, 1 << 20));
+        let p1 = h.append(1, 1, "1".into(), 0);
+        let p2 = h.append(1, 1, "2".into(), 0);
+        h.append(1, 1, "3".into(), 0);
+        h.append(1, 1, "4".into(), 0);
+        let r = h.since(1, 1, p1, 0);
+        assert_eq!(texts(&r), ["3", "4"], "what is held is still given");
+        assert!(!r.complete, "message 2 is gone");
+        let r = h.since(1, 1, p2, 0);
+        assert_eq!(texts(&r), ["3", "4"]);
+        assert!(r.complete, "nothing after 2 was dropped");
+        assert_eq!(h.stats().expired, 2);
+        assert_eq!(h.bytes(), 2 * (1 + ENTRY_OVERHEAD));
+    }
+
+    #[test]
+    fn the_ttl_forgets_old_messages_and_whole_streams_honestly() {
+        let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
+        let p0 = Position {
+            epoch: 1,
+            offset: 0,
+        };
+        let a = h.append(1, 1, "old".into(), 0);
+        h.append(1, 2, "other".into(), 500);
+        h.expire(1_000);
+        assert_eq!(h.streams(), 1, "user 1's only message expired");
+        let r = h.since(1, 1, p0, 1_000);
+        assert_eq!(
+            r,
+            Recovery {
+                messages: vec![],
+                complete: false
+            }
+        );
+        let r = h.since(1, 1, a, 1_000);
+        assert!(r.complete, "the client had it");
+        // A user who never had a push here is complete from the forgotten watermark on.
+        assert!(h.since(9, 9, a, 1_000).complete);
+        h.expire(1_500);
+        assert_eq!((h.streams(), h.bytes()), (0, 0));
+        assert_eq!(h.stats().expired, 2);
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_the_oldest_store_wide_and_counts() {
+        let per = 10 + ENTRY_OVERHEAD;
+        let mut h = MemoryHistory::new(1, limits(100, 60_000, 3 * per));
+        let first = h.append(1, 1, "0123456789".into(), 0);
+        for u in 2..=4 {
+            h.append(1, u, "0123456789".into(), u as u64);
+        }
+        assert!(h.bytes() <= 3 * per);
+        assert_eq!(h.stats().evicted, 1);
+        assert_eq!(h.streams(), 3, "user 1's stream went first");
+        let r = h.since(
+            1,
+            1,
+            Position {
+                epoch: 1,
+                offset: 0,
+            },
+            10,
+        );
+        assert!(!r.complete, "its message was evicted");
+        assert!(h.since(1, 1, first, 10).complete);
+        for i in 0..1_000u32 {
+            h.append(2, i, format!("{i:0>10}").into(), 20);
+            assert!(h.bytes() <= 3 * per);
+        }
+    }
+}
