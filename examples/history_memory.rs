@@ -1,0 +1,53 @@
+//! Memory per stored message of the `memory` history store (issue 13): USERS users x SIZE
+//! pushes of BYTES bytes each, then the growth of the process's resident memory (allocator
+//! slack included) divided by the messages held. Run:
+//!
+//!   cargo run --release --example history_memory [USERS] [SIZE] [BYTES]
+//!
+//! (defaults 100000 100 200). The texts are distinct allocations, as pushes are.
+use ringwire::service::history::{HistoryLimits, MemoryHistory};
+
+/// Resident memory of this process, in bytes (`/proc/self/statm`, 4 KiB pages).
+fn rss() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0
+}
+
+fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let (users, size, bytes) = (arg(1, 100_000), arg(2, 100), arg(3, 200));
+    let text = "x".repeat(bytes);
+    let before = rss();
+    let limits = HistoryLimits {
+        size,
+        ttl_ms: u64::MAX,
+        max_bytes: usize::MAX,
+    };
+    let mut h = MemoryHistory::new(1, limits);
+    for round in 0..size {
+        for u in 0..users as u32 {
+            h.append(1, u, text.as_str().into(), round as u64);
+        }
+    }
+    let held = rss() - before;
+    let messages = (users * size) as f64;
+    println!(
+        "{users} users x {size} messages of {bytes} B: {:.1} MiB more resident, {:.1} B per message \
+         ({:.1} B beyond the text); the store counts {:.1} B per message",
+        held / (1 << 20) as f64,
+        held / messages,
+        held / messages - bytes as f64,
+        h.bytes() as f64 / messages,
+    );
+}
