@@ -3,6 +3,7 @@
 use super::Shard;
 use crate::protocol::close::CloseReason;
 use crate::runtime::conn::ConnState;
+use crate::runtime::timer::Timers;
 
 impl Shard {
     pub(in crate::runtime) fn start_shutdown(&mut self) {
@@ -13,11 +14,11 @@ impl Shard {
             let server = &self.policy.config.server;
             (server.drain_secs, server.drain_deadline_secs)
         };
-        let now = self.wheel.now();
+        let now = self.timers.now();
         let window = if drain_secs == 0 {
             0
         } else {
-            self.ticks(drain_secs * 1000)
+            Timers::ticks(drain_secs * 1000)
         };
         let stop = self.accept.stop(self.id);
         self.ring.push(stop);
@@ -42,7 +43,7 @@ impl Shard {
             window_secs = drain_secs,
             "draining"
         );
-        let deadline = now + self.ticks(deadline_secs * 1000);
+        let deadline = now + Timers::ticks(deadline_secs * 1000);
         self.drain.start(pending, now, window, deadline);
         self.drain_tick(now);
     }

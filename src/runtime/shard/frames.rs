@@ -106,7 +106,7 @@ impl Shard {
                 return;
             };
             ShardStats::add(&self.shared.stats[self.id].bytes_in, res as u64);
-            self.conns[slot as usize].last_rx = self.wheel.now() as u32;
+            self.conns[slot as usize].last_rx = self.timers.now() as u32;
             let c = &self.conns[slot as usize];
             if c.tls.is_some() {
                 // TLS: decrypted into a per-core buffer, then the same frame path.

@@ -61,7 +61,7 @@ impl Shard {
         let slot = res as u32;
         ShardStats::inc(&self.shared.stats[self.id].handoffs_in);
         self.conns
-            .take(slot, ConnState::Responding, self.wheel.now());
+            .take(slot, ConnState::Responding, self.timers.now());
         let HandoffRecord { what: plan, tls } = *record;
         self.conns[slot as usize].tls = tls;
         self.arm_accept();

@@ -6,6 +6,7 @@ use crate::protocol::WsConnection;
 use crate::runtime::conn::{flag, ConnState, Handoff, SocketMeta};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
+use crate::runtime::timer::Timers;
 use crate::service::placement::owner_core;
 use crate::service::plan::UpgradePlan;
 use crate::service::refusal::Refusal;
@@ -24,7 +25,7 @@ impl Shard {
             head: Vec::new(),
             reused: false,
         };
-        self.conns.take(slot, handshake, self.wheel.now());
+        self.conns.take(slot, handshake, self.timers.now());
         ShardStats::inc(&self.stats().handshakes);
         if let Some(cfg) = &self.policy.tls {
             match rustls::ServerConnection::new(cfg.clone()) {
@@ -44,7 +45,7 @@ impl Shard {
         if self.refuse_unless_admitted(slot) {
             return;
         }
-        let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+        let at = self.timers.now() + Timers::ticks(self.limits.handshake_timeout_ms);
         self.schedule(slot, at);
         self.arm_recv_handshake(slot);
     }
@@ -169,7 +170,7 @@ impl Shard {
         match decision {
             Decision::NeedMore => {
                 if follow_up_started {
-                    let at = self.wheel.now() + self.ticks(self.limits.handshake_timeout_ms);
+                    let at = self.timers.now() + Timers::ticks(self.limits.handshake_timeout_ms);
                     self.schedule(slot, at);
                 }
                 self.arm_recv_handshake(slot)
@@ -287,7 +288,7 @@ impl Shard {
             (Some(up), None) => Some(self.new_ws_session(up.eio, slot)),
             (Some(_), transport) => transport,
         };
-        let now = self.wheel.now();
+        let now = self.timers.now();
         let c = &mut self.conns[slot as usize];
         handshake::write_switching_protocols(
             &mut c.out,
@@ -314,7 +315,8 @@ impl Shard {
         }
         self.sio_greet(slot);
         self.mark_dirty(slot);
-        self.conns[slot as usize].ping_at = now + self.ticks(self.limits.ping_interval_secs * 1000);
+        self.conns[slot as usize].ping_at =
+            now + Timers::ticks(self.limits.ping_interval_secs * 1000);
         self.schedule_open(slot);
         if !plan.leftover.is_empty() {
             let mut early = std::mem::take(&mut plan.leftover);

@@ -57,7 +57,7 @@ pub struct Shard {
     /// Sockets of each (context, user) owned by this core, and terminated sessions.
     pub(super) users: UserIndex,
     /// The core's clock (ticks) and connection deadlines.
-    pub(super) wheel: Timers,
+    pub(super) timers: Timers,
     accept: AcceptState,
     /// Graceful drain: when it started, what is left to close, the deadline.
     pub(super) drain: Drain,
@@ -112,7 +112,7 @@ impl Shard {
             conns: Slots::new(table_slots, config.engine.reserve_slots),
             outbox: Outbox::default(),
             users: UserIndex::default(),
-            wheel: Timers::new(sys::monotonic_ms()),
+            timers: Timers::new(sys::monotonic_ms()),
             accept: AcceptState::new(listener, config.engine.backlog),
             drain: Drain::default(),
             remote,
@@ -138,15 +138,10 @@ impl Shard {
         &self.shared.stats[self.id]
     }
 
-    /// A duration in ticks (rounded up, at least one).
-    pub(super) fn ticks(&self, ms: u64) -> u64 {
-        Timers::ticks(ms)
-    }
-
     /// Arm the deadline of connection `slot` at tick `at` (its one live timer entry).
     pub(super) fn schedule(&mut self, slot: u32, at: u64) {
         let c = &mut self.conns[slot as usize];
-        c.timer_at = self.wheel.schedule(slot, c.gen, at);
+        c.timer_at = self.timers.schedule(slot, c.gen, at);
     }
 
     pub fn run(&mut self) {
@@ -178,7 +173,7 @@ impl Shard {
                 self.dispatch(ud, res, flags);
             }
             self.ring.recycle_completions(cqes);
-            if self.drain.is_over(self.wheel.now(), self.conns.in_use()) {
+            if self.drain.is_over(self.timers.now(), self.conns.in_use()) {
                 break;
             }
         }

@@ -15,6 +15,7 @@ use crate::protocol::engineio;
 use crate::protocol::handshake;
 use crate::runtime::conn::{flag, ConnState, SessionError, Sio, SocketMeta};
 use crate::runtime::stats::ShardStats;
+use crate::runtime::timer::Timers;
 use crate::runtime::timer::TICK_MS;
 use crate::service::engineio::{Actions, Session};
 use crate::service::plan::{PollMethod, PollPlan};
@@ -297,7 +298,7 @@ impl Shard {
         // POST reuses this connection instead of racing its close (it holds no buffer).
         let idle_ms =
             self.limits.ping_interval_secs * 1000 + self.policy.config.socketio.ping_timeout_ms;
-        let at = self.wheel.now() + self.ticks(idle_ms);
+        let at = self.timers.now() + Timers::ticks(idle_ms);
         self.schedule(slot, at);
         self.arm_recv_handshake(slot);
     }
@@ -305,7 +306,7 @@ impl Shard {
     /// The session's next deadline (`at`, ms), or its login's expiry if sooner (not once
     /// it ended: it only waits for its client to take its last packets).
     pub(in crate::runtime) fn schedule_poll_session(&mut self, v: u32, at: u64) {
-        let now = self.wheel.now();
+        let now = self.timers.now();
         let mut at = at.div_ceil(TICK_MS);
         let ConnState::Polling { meta, .. } = &self.conns[v as usize].state else {
             return;

@@ -90,7 +90,7 @@ impl Shard {
 
     /// Sessions' time: the wheel's, in ms.
     pub(in crate::runtime) fn sio_now(&self) -> u64 {
-        self.wheel.now() * TICK_MS
+        self.timers.now() * TICK_MS
     }
 
     pub(in crate::runtime) fn sio_settings(&self) -> Settings {

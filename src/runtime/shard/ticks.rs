@@ -7,6 +7,7 @@ use crate::protocol::WsConnection;
 use crate::runtime::conn::{flag, ConnState};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
+use crate::runtime::timer::Timers;
 use crate::runtime::timer::TICK_MS;
 use crate::service::refusal::Refusal;
 use crate::service::session::unix_now;
@@ -17,16 +18,16 @@ impl Shard {
         if !cqueue::more(flags) {
             self.ring.arm_tick();
         }
-        let to = self.wheel.tick_of(sys::monotonic_ms());
+        let to = self.timers.tick_of(sys::monotonic_ms());
         if self.drain.started() {
             self.drain_tick(to);
         }
-        if to / 600 != self.wheel.now() / 600 {
+        if to / 600 != self.timers.now() / 600 {
             self.forget_expired_revocations();
         }
         self.remote_tick();
         let mut due = Vec::new();
-        self.wheel.advance(to, &mut due);
+        self.timers.advance(to, &mut due);
         for (slot, gen, tick) in due {
             let Some(c) = self.conns.get(slot as usize) else {
                 continue;
@@ -41,8 +42,8 @@ impl Shard {
     }
 
     fn on_timer(&mut self, slot: u32) {
-        let now = self.wheel.now();
-        let ping_ticks = self.ticks(self.limits.ping_interval_secs * 1000);
+        let now = self.timers.now();
+        let ping_ticks = Timers::ticks(self.limits.ping_interval_secs * 1000);
         let c = &mut self.conns[slot as usize];
         match &c.state {
             // An idle keep-alive connection between two requests is just closed.
@@ -83,7 +84,7 @@ impl Shard {
 
     /// An open socket's next deadline: its next ping or its session's expiry.
     pub(in crate::runtime) fn schedule_open(&mut self, slot: u32) {
-        let now = self.wheel.now();
+        let now = self.timers.now();
         let c = &self.conns[slot as usize];
         let ConnState::Open { meta, .. } = &c.state else {
             return;

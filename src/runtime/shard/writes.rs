@@ -6,6 +6,7 @@ use crate::protocol::WsConnection;
 use crate::runtime::conn::{flag, ConnState};
 use crate::runtime::outbox::{Outbox, Sent, Write};
 use crate::runtime::stats::ShardStats;
+use crate::runtime::timer::Timers;
 
 impl Shard {
     /// A socket whose queue exceeds the outbound limit: drop what is queued, try a 1013 close,
@@ -30,7 +31,7 @@ impl Shard {
     /// Write what `out` holds at the end of this turn, and give it the linger time.
     pub(in crate::runtime) fn flush_within_linger(&mut self, slot: u32) {
         self.mark_dirty(slot);
-        let at = self.wheel.now() + self.ticks(LINGER_MS);
+        let at = self.timers.now() + Timers::ticks(LINGER_MS);
         self.schedule(slot, at);
     }
 
@@ -90,7 +91,7 @@ impl Shard {
         let c = &mut self.conns[slot as usize];
         c.flags |= flag::LINGER;
         self.ring.shutdown_write(c, slot);
-        let at = self.wheel.now() + self.ticks(LINGER_MS);
+        let at = self.timers.now() + Timers::ticks(LINGER_MS);
         self.schedule(slot, at);
         self.arm_recv(slot);
     }
