@@ -33,6 +33,7 @@ fn main() {
         size,
         ttl_ms: u64::MAX,
         max_bytes: usize::MAX,
+        max_idle: usize::MAX,
     };
     let mut h = MemoryHistory::new(1, limits);
     for round in 0..size {

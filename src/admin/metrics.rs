@@ -158,6 +158,42 @@ const FIELDS: &[Field] = &[
         "Connections closed for a TLS error (bad record, failed handshake)",
         |s| &s.tls_errors,
     ),
+    (
+        "ringwire_history_appended_total",
+        "counter",
+        "Pushes recorded in the history (memory store)",
+        |s| &s.history_appended,
+    ),
+    (
+        "ringwire_history_evicted_total",
+        "counter",
+        "Pushes dropped from the history before their time to stay under history.max_bytes_per_core",
+        |s| &s.history_evicted,
+    ),
+    (
+        "ringwire_history_expired_total",
+        "counter",
+        "Pushes dropped from the history for history.size or history.ttl_secs",
+        |s| &s.history_expired,
+    ),
+    (
+        "ringwire_history_bytes",
+        "gauge",
+        "Bytes held by the history (messages, their bookkeeping, the streams)",
+        |s| &s.history_bytes,
+    ),
+    (
+        "ringwire_history_streams",
+        "gauge",
+        "Users with at least one push held in the history",
+        |s| &s.history_streams,
+    ),
+    (
+        "ringwire_history_replayed_total",
+        "counter",
+        "Pushes replayed to resuming clients",
+        |s| &s.history_replayed,
+    ),
 ];
 
 /// Remote push counters of the node: (queued, merged, sent, dropped, received).
@@ -176,6 +212,26 @@ pub fn remote_totals(shared: &Shared) -> [(&'static str, u64); 5] {
         ("dropped", sum(|s| &s.remote_dropped) + link_dropped),
         ("received", sum(|s| &s.remote_received)),
     ]
+}
+
+/// A counter with one label: series `i` is the sum over cores of `get(core, i)`.
+fn labeled_counter(
+    out: &mut String,
+    shared: &Shared,
+    (name, label): (&str, &str),
+    help: &str,
+    values: &[&str],
+    get: fn(&ShardStats, usize) -> &AtomicU64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (i, value) in values.iter().enumerate() {
+        let total: u64 = shared
+            .stats
+            .iter()
+            .map(|s| ShardStats::get(get(s, i)))
+            .sum();
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {total}");
+    }
 }
 
 pub fn render(shared: &Shared) -> String {
@@ -204,19 +260,22 @@ pub fn render(shared: &Shared) -> String {
         };
         let _ = writeln!(out, "{name}{{status=\"{label}\"}} {total}");
     }
-    let name = "ringwire_upgrades_refused_by_reason_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Upgrade attempts refused, by reason\n# TYPE {name} counter"
+    labeled_counter(
+        &mut out,
+        shared,
+        ("ringwire_upgrades_refused_by_reason_total", "reason"),
+        "Upgrade attempts refused, by reason",
+        &LABELS,
+        |s, i| &s.refused_by_reason[i],
     );
-    for (i, label) in LABELS.iter().enumerate() {
-        let total: u64 = shared
-            .stats
-            .iter()
-            .map(|s| ShardStats::get(&s.refused_by_reason[i]))
-            .sum();
-        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {total}");
-    }
+    labeled_counter(
+        &mut out,
+        shared,
+        ("ringwire_history_resumes_total", "outcome"),
+        "Clients that resumed from a position, by outcome (recovered: nothing lost; epoch_changed: the store restarted; dropped: a missed push was no longer held; unavailable: the store cannot vouch, e.g. memory store in a cluster)",
+        &crate::runtime::history::RESUME_OUTCOMES,
+        |s, i| &s.resumes[i],
+    );
     if shared.cluster.is_some() {
         let name = "ringwire_remote_messages_total";
         let _ = writeln!(

@@ -116,11 +116,14 @@ pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> R
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid push: {e}")),
     };
     let c = state.service.send_batch(vec![job]).await;
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "sockets": c.sockets, "remote_nodes": c.remote_nodes })),
-    )
-        .into_response()
+    let mut answer = serde_json::json!({ "sockets": c.sockets, "remote_nodes": c.remote_nodes });
+    if let Some(p) = c.position {
+        answer["position"] = serde_json::json!({
+            "epoch": crate::service::history::envelope::epoch_hex(p.epoch),
+            "offset": p.offset,
+        });
+    }
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
 #[derive(Deserialize)]

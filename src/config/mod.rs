@@ -4,6 +4,7 @@
 //! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
 #![forbid(unsafe_code)]
 mod admin;
+mod history;
 mod limits;
 pub mod pem;
 mod reload;
@@ -12,6 +13,7 @@ pub mod webhook;
 mod websockets;
 
 pub use admin::{AdminConfig, MAX_ADMIN_TOKEN_BYTES, MIN_ADMIN_TOKEN_BYTES};
+pub use history::{HistoryConfig, HistoryStore, NatsConfig};
 pub use limits::{EngineConfig, Limits};
 pub use reload::Reload;
 pub use webhook::{WebhookConfig, WebhookEventKind};
@@ -45,6 +47,9 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// Optional: TLS on the public listener (`wss://`, `https://` polling); absent = plain.
     pub tls: Option<TlsConfig>,
+    /// Push history for recovery across reconnects (off unless an endpoint enables it).
+    pub history: HistoryConfig,
+    pub nats: NatsConfig,
 }
 
 /// `[tls]`: certificate chain and private key (PEM) of the public listener. Read at start and
@@ -73,6 +78,8 @@ impl Default for Config {
             socketio: SocketIoConfig::default(),
             webhook: None,
             tls: None,
+            history: HistoryConfig::default(),
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -223,6 +230,11 @@ pub struct EndpointConfig {
     pub kind: EndpointKind,
     #[serde(default)]
     pub auth: EndpointAuth,
+    /// Keep and replay push history for this endpoint's clients (absent: `[history]
+    /// enabled`). On a `raw` endpoint each push arrives in an envelope with its position;
+    /// on a `socketio` endpoint it turns on connection state recovery.
+    #[serde(default)]
+    pub history: Option<bool>,
 }
 
 fn default_endpoints() -> Vec<EndpointConfig> {
@@ -231,11 +243,13 @@ fn default_endpoints() -> Vec<EndpointConfig> {
             path: "/socket.io/".into(),
             kind: EndpointKind::Socketio,
             auth: EndpointAuth::Session,
+            history: None,
         },
         EndpointConfig {
             path: "/ws".into(),
             kind: EndpointKind::Raw,
             auth: EndpointAuth::Session,
+            history: None,
         },
     ]
 }
@@ -355,6 +369,19 @@ impl Config {
             .filter(|(_, ep)| path_matches_prefix(path, &ep.path))
             .max_by_key(|(_, ep)| ep.path.len())
     }
+
+    /// Does endpoint `i` keep and replay push history (its own `history`, else `[history]
+    /// enabled`)? Echo endpoints never do (they have no user).
+    pub fn endpoint_history(&self, i: usize) -> bool {
+        self.endpoints.get(i).is_some_and(|ep| {
+            ep.kind != EndpointKind::Echo && ep.history.unwrap_or(self.history.enabled)
+        })
+    }
+
+    /// Does any endpoint keep history (then every push gets a position)?
+    pub fn history_on(&self) -> bool {
+        (0..self.endpoints.len()).any(|i| self.endpoint_history(i))
+    }
 }
 
 /// `/ws` matches `/ws`, `/ws/x` and `/ws?..` but not `/wsx`; `/socket.io/` matches `/socket.io/...`.
@@ -383,6 +410,31 @@ mod tests {
         assert!(err.0.contains("bogus"), "{err}");
         let err = Config::from_toml("[nosuchsection]\n").unwrap_err();
         assert!(err.0.contains("nosuchsection"), "{err}");
+    }
+
+    #[test]
+    fn history_per_endpoint_with_the_section_as_default() {
+        let c = Config::from_toml("[history]\nenabled = true\n").unwrap();
+        assert!(c.endpoint_history(0) && c.endpoint_history(1) && c.history_on());
+        let c = Config::from_toml(
+            "[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\nhistory = true\n\
+             [[endpoints]]\npath = \"/e\"\nkind = \"echo\"\nauth = \"none\"\n",
+        )
+        .unwrap();
+        assert!(c.endpoint_history(0) && !c.endpoint_history(1));
+        assert!(!Config::default().history_on());
+        let echo =
+            "[[endpoints]]\npath = \"/e\"\nkind = \"echo\"\nauth = \"none\"\nhistory = true\n";
+        assert!(Config::from_toml(echo)
+            .unwrap_err()
+            .0
+            .contains("echo has no user"));
+        let err = Config::from_toml("[history]\nsize = 0\n").unwrap_err();
+        assert!(err.0.contains("history.size"), "{err}");
+        let err = Config::from_toml("[history]\nstore = \"nats\"\n").unwrap_err();
+        assert!(err.0.contains("not available"), "{err}");
+        let err = Config::from_toml("[history]\nstore = \"redis\"\n").unwrap_err();
+        assert!(err.0.contains("redis"), "{err}");
     }
 
     #[test]
@@ -515,6 +567,11 @@ mod tests {
         assert_eq!(
             c.remote, d.remote,
             "example file [remote] must equal the defaults"
+        );
+        assert_eq!(
+            (&c.history, &c.nats),
+            (&d.history, &d.nats),
+            "example file [history] and [nats] must equal the defaults"
         );
         assert_eq!(
             (

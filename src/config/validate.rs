@@ -16,6 +16,16 @@ impl Config {
                 ));
             }
         }
+        if self.history_on() && self.history.store == HistoryStore::Memory && self.cluster.is_some()
+        {
+            out.push(
+                "history.store = \"memory\" in a cluster: a client recovers only on the node it \
+                 left, and only while that node kept another socket of its user open (other \
+                 nodes forward a user's pushes only to nodes holding its sockets); resumes \
+                 elsewhere are answered recovered: false. Use store = \"nats\" for a cluster"
+                    .into(),
+            );
+        }
         out
     }
 
@@ -36,6 +46,7 @@ impl Config {
             c.validate(&self.sessions)?;
         }
         self.remote.validate()?;
+        self.history.validate()?;
         if let Some(w) = &self.webhook {
             w.validate().map_err(ConfigError)?;
         }
@@ -102,6 +113,12 @@ fn validate_endpoints(endpoints: &[EndpointConfig]) -> Result<(), ConfigError> {
         if ep.auth == EndpointAuth::None && ep.kind != EndpointKind::Echo {
             return Err(ConfigError(format!(
                 "endpoints[{i}] ({}): auth = \"none\" is allowed for kind = \"echo\" only",
+                ep.path
+            )));
+        }
+        if ep.history == Some(true) && ep.kind == EndpointKind::Echo {
+            return Err(ConfigError(format!(
+                "endpoints[{i}] ({}): history = true needs a raw or socketio endpoint (echo has no user)",
                 ep.path
             )));
         }

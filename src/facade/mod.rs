@@ -61,6 +61,7 @@ impl Service {
             let c = rx.await.unwrap_or_default();
             total.sockets += c.sockets;
             total.remote_nodes += c.remote_nodes;
+            total.position = c.position.or(total.position);
         }
         total
     }

@@ -15,6 +15,7 @@ mod admission;
 mod bufring;
 mod conn;
 mod drain;
+pub mod history;
 pub mod lifecycle;
 mod outbox;
 mod remote;
@@ -60,6 +61,9 @@ pub struct PushJob {
 pub struct PushCounts {
     pub sockets: u64,
     pub remote_nodes: u64,
+    /// With history on: the position given to the push (of a batch: to the last push a
+    /// core handled).
+    pub position: Option<crate::service::history::Position>,
 }
 
 /// A user's matching sockets: here, and on each other node (index = peer in the config)

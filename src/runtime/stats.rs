@@ -64,6 +64,17 @@ pub struct ShardStats {
     pub presence_overflow: AtomicU64,
     /// `[tls]`: connections closed for a TLS error (bad record, failed handshake).
     pub tls_errors: AtomicU64,
+    /// `[history]` (copied from the core's store): pushes recorded, dropped for the byte
+    /// bound, dropped for size or ttl; bytes and streams held (gauges).
+    pub history_appended: AtomicU64,
+    pub history_evicted: AtomicU64,
+    pub history_expired: AtomicU64,
+    pub history_bytes: AtomicU64,
+    pub history_streams: AtomicU64,
+    /// Messages replayed to resuming clients.
+    pub history_replayed: AtomicU64,
+    /// Resumes by outcome (index in `runtime::history::RESUME_OUTCOMES`).
+    pub resumes: [AtomicU64; 4],
 }
 
 impl ShardStats {

@@ -23,6 +23,8 @@ pub struct UpgradePlan {
     pub query: Box<str>,
     /// Engine.IO parameters of a `socketio` endpoint's upgrade.
     pub sio: Option<SioUpgrade>,
+    /// A raw endpoint with history: the position the client resumes from (`epoch`, `since`).
+    pub resume: Option<crate::service::history::Position>,
 }
 
 /// The Engine.IO side of a WebSocket upgrade on a `socketio` endpoint.

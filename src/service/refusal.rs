@@ -30,10 +30,12 @@ pub enum Refusal {
     /// A long-polling body over `socketio.max_http_body_bytes`.
     PayloadTooLarge,
     MethodNotAllowed,
+    /// `epoch` / `since` of a resume are malformed (or only one of them was given).
+    BadResume,
 }
 
 /// Metric labels, in the order of `Refusal::index`.
-pub const LABELS: [&str; 24] = [
+pub const LABELS: [&str; 25] = [
     "bad_request",
     "not_upgrade",
     "headers_too_large",
@@ -58,6 +60,7 @@ pub const LABELS: [&str; 24] = [
     "payload_too_large",
     "method_not_allowed",
     "eio_bad_handshake_method",
+    "bad_resume",
 ];
 
 impl Refusal {
@@ -80,6 +83,7 @@ impl Refusal {
             | Refusal::EioBadHandshakeMethod => 400,
             Refusal::PayloadTooLarge => 413,
             Refusal::MethodNotAllowed => 405,
+            Refusal::BadResume => 400,
         }
     }
 
@@ -106,6 +110,9 @@ impl Refusal {
             Refusal::EioBadHandshakeMethod => "{\"code\":2,\"message\":\"Bad handshake method\"}",
             Refusal::PayloadTooLarge => "request body too large",
             Refusal::MethodNotAllowed => "method not allowed",
+            Refusal::BadResume => {
+                "bad resume position: give both epoch (16 hex digits) and since (an offset)"
+            }
         }
     }
 
@@ -155,6 +162,7 @@ impl Refusal {
             Refusal::PayloadTooLarge => 21,
             Refusal::MethodNotAllowed => 22,
             Refusal::EioBadHandshakeMethod => 23,
+            Refusal::BadResume => 24,
         }
     }
 }

@@ -125,6 +125,15 @@ impl UpgradePolicy {
             Ok(a) => a,
             Err(r) => return Decision::Refuse(r),
         };
+        // A raw endpoint with history: the client may resume from a position.
+        let resume = if ep.kind == EndpointKind::Raw && self.config.endpoint_history(endpoint) {
+            match crate::service::history::envelope::parse_resume(req.query) {
+                Ok(r) => r,
+                Err(r) => return Decision::Refuse(r),
+            }
+        } else {
+            None
+        };
         let deflate = match upgrade.deflate_offer {
             Some(offer) if self.deflate.enabled => deflate::negotiate(offer, &self.deflate),
             _ => None,
@@ -148,6 +157,7 @@ impl UpgradePolicy {
                 eio: s.eio,
                 sid: s.sid.map(Into::into),
             }),
+            resume,
         }))
     }
 

@@ -314,6 +314,7 @@ impl Shard {
             ShardStats::inc(&self.shared.stats[self.id].sockets);
         }
         self.sio_greet(slot);
+        self.replay_history(slot, plan.endpoint, plan.resume);
         self.mark_dirty(slot);
         self.conns[slot as usize].ping_at =
             now + Timers::ticks(self.limits.ping_interval_secs * 1000);

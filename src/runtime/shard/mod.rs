@@ -15,6 +15,7 @@ mod drain;
 mod frames;
 mod handoff;
 mod handshake;
+mod history;
 mod polling;
 mod socketio;
 mod ticks;
@@ -24,6 +25,7 @@ mod writes;
 use super::accept::AcceptState;
 use super::admission::TokenBucket;
 use super::drain::Drain;
+use super::history::CoreHistory;
 use super::outbox::Outbox;
 use super::remote::RemoteState;
 use super::ring::Ring;
@@ -63,6 +65,8 @@ pub struct Shard {
     pub(super) drain: Drain,
     /// Presence and outbound queues for the other nodes (`[cluster]` only).
     pub(super) remote: Option<Box<RemoteState>>,
+    /// Push history of the users this core owns (`[history]` on some endpoint only).
+    pub(super) history: Option<Box<CoreHistory>>,
     /// Settings taken from the policy (replaced on reload).
     pub(super) limits: Limits,
     pub(super) ws_limits: WsLimits,
@@ -80,6 +84,13 @@ pub struct Shard {
 }
 
 use super::users::UserIndex;
+
+/// A fresh random number (sid tags, the history epoch of this start).
+fn random_u64() -> u64 {
+    let mut seed = [0u8; 8];
+    let _ = getrandom::getrandom(&mut seed);
+    u64::from_le_bytes(seed)
+}
 
 impl Shard {
     #[allow(clippy::too_many_arguments)]
@@ -116,6 +127,7 @@ impl Shard {
             accept: AcceptState::new(listener, config.engine.backlog),
             drain: Drain::default(),
             remote,
+            history: CoreHistory::new(config, random_u64()).map(Box::new),
             limits: config.limits,
             ws_limits: WsLimits {
                 max_frame_bytes: config.limits.max_frame_bytes,
@@ -123,18 +135,14 @@ impl Shard {
             },
             endpoint_kinds: config.endpoints.iter().map(|e| e.kind).collect(),
             upgrade_bucket,
-            rng: {
-                let mut seed = [0u8; 8];
-                let _ = getrandom::getrandom(&mut seed);
-                u64::from_le_bytes(seed) | 1
-            },
+            rng: random_u64() | 1,
             scratch: Vec::new(),
             tls_plain: Vec::new(),
             zlib: SharedDeflate::new(),
         })
     }
 
-    fn stats(&self) -> &ShardStats {
+    pub(super) fn stats(&self) -> &ShardStats {
         &self.shared.stats[self.id]
     }
 

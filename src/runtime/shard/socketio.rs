@@ -263,6 +263,11 @@ impl Shard {
 
     /// One text frame on an open WebSocket (closed as a slow consumer over its limit).
     pub(in crate::runtime) fn ws_send_text(&mut self, slot: u32, text: &str) -> bool {
+        self.ws_send_utf8(slot, text.as_bytes())
+    }
+
+    /// [`Shard::ws_send_text`] of bytes the caller knows to be UTF-8 (a JSON it wrote).
+    pub(in crate::runtime) fn ws_send_utf8(&mut self, slot: u32, text: &[u8]) -> bool {
         let max_out = self.limits.max_outbound_bytes;
         let c = &mut self.conns[slot as usize];
         if c.has(crate::runtime::conn::flag::CLOSE_AFTER_FLUSH) {
@@ -272,12 +277,7 @@ impl Shard {
         let ConnState::Open { ws, .. } = &mut c.state else {
             return false;
         };
-        ws.encode_message(
-            &mut self.zlib,
-            &mut c.out,
-            MessageKind::Text,
-            text.as_bytes(),
-        );
+        ws.encode_message(&mut self.zlib, &mut c.out, MessageKind::Text, text);
         if c.over_outbound_limit(before, max_out) {
             self.close_slow_consumer(slot);
             false

@@ -25,6 +25,9 @@ impl Shard {
         if to / 600 != self.timers.now() / 600 {
             self.forget_expired_revocations();
         }
+        if to / 10 != self.timers.now() / 10 {
+            self.expire_history();
+        }
         self.remote_tick();
         let mut due = Vec::new();
         self.timers.advance(to, &mut due);

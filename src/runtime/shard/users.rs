@@ -7,7 +7,8 @@ use crate::protocol::close::CloseReason;
 use crate::protocol::{MessageKind, WsConnection};
 use crate::runtime::conn::{flag, ConnState};
 use crate::runtime::stats::ShardStats;
-use crate::runtime::PushJob;
+use crate::runtime::{sys, PushJob};
+use crate::service::history::Position;
 use crate::service::listener::SocketInfo;
 use crate::service::session::unix_now;
 use crate::service::session::Revocation;
@@ -80,17 +81,28 @@ impl Shard {
         self.close_after_flush(slot);
     }
 
-    /// Deliver pushes to the matching sockets of their users; returns sockets reached.
-    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> u64 {
+    /// Deliver pushes to the matching sockets of their users (recording each in the
+    /// history first, if on); returns sockets reached and the position of the last push.
+    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> (u64, Option<Position>) {
         let mut reached = 0u64;
-        let max_out = self.limits.max_outbound_bytes;
+        let mut last = None;
+        let now_ms = if self.history.is_some() {
+            sys::monotonic_ms()
+        } else {
+            0
+        };
         for job in jobs {
+            let at = self
+                .history
+                .as_mut()
+                .map(|h| h.append(job.context, job.user, &job.text, now_ms));
+            last = at.or(last);
             // Lent out for the loop (nothing below changes the index) to avoid a copy.
             let Some(slots) = self.users.lend(job.context, job.user) else {
                 continue;
             };
             for &slot in &slots {
-                let c = &mut self.conns[slot as usize];
+                let c = &self.conns[slot as usize];
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
                     continue;
                 }
@@ -100,35 +112,12 @@ impl Shard {
                 if !job.filter.matches(&meta.path) {
                     continue;
                 }
-                if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
-                    if self.sio_push(slot, endpoint, &job.text) {
-                        reached += 1;
-                    }
-                    continue;
-                }
-                let c = &mut self.conns[slot as usize];
-                let before = c.queued_bytes();
-                let ConnState::Open { ws, endpoint, .. } = &mut c.state else {
-                    continue;
-                };
-                let Some(transcoder) = &self.shared.transcoders[*endpoint as usize] else {
-                    continue;
-                };
-                let Some(payload) = transcoder.outbound(&job.text) else {
-                    continue;
-                };
-                ws.encode_message(
-                    &mut self.zlib,
-                    &mut c.out,
-                    MessageKind::Text,
-                    payload.as_bytes(),
-                );
-                reached += 1;
-                if c.over_outbound_limit(before, max_out) {
-                    self.close_slow_consumer(slot);
+                let sent = if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
+                    self.sio_push(slot, endpoint, &job.text)
                 } else {
-                    self.mark_dirty(slot);
-                }
+                    self.push_raw(slot, endpoint, at, &job.text)
+                };
+                reached += u64::from(sent);
             }
             self.users.put_back(job.context, job.user, slots);
         }
@@ -136,7 +125,37 @@ impl Shard {
         ShardStats::add(&stats.pushes, jobs.len() as u64);
         ShardStats::add(&stats.push_frames, reached);
         ShardStats::add(&stats.messages_out, reached);
-        reached
+        if let Some(h) = &self.history {
+            h.publish(stats);
+        }
+        (reached, last)
+    }
+
+    /// One push to a raw socket: its text, or (history endpoint) its envelope.
+    fn push_raw(&mut self, slot: u32, endpoint: u8, at: Option<Position>, text: &str) -> bool {
+        let Some(transcoder) = &self.shared.transcoders[endpoint as usize] else {
+            return false;
+        };
+        let Some(payload) = transcoder.outbound(text) else {
+            return false;
+        };
+        let bytes = match (at, self.history.as_deref_mut()) {
+            (Some(at), Some(h)) if h.on(endpoint) => h.envelope(at, endpoint, &payload),
+            _ => payload.as_bytes(),
+        };
+        let max_out = self.limits.max_outbound_bytes;
+        let c = &mut self.conns[slot as usize];
+        let before = c.queued_bytes();
+        let ConnState::Open { ws, .. } = &mut c.state else {
+            return false;
+        };
+        ws.encode_message(&mut self.zlib, &mut c.out, MessageKind::Text, bytes);
+        if c.over_outbound_limit(before, max_out) {
+            self.close_slow_consumer(slot);
+        } else {
+            self.mark_dirty(slot);
+        }
+        true
     }
 
     pub(in crate::runtime) fn local_count(

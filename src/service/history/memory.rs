@@ -1,19 +1,17 @@
-//! Per-user push history for recovery across reconnects (issue 13), the `memory` store:
-//! one per core, holding the streams of the users that core owns, with no lock.
-//!
-//! Every push accepted for a user gets a [`Position`]: the store's epoch (new on every
-//! start, so a position from before a restart is never mistaken for one of now) and an
-//! offset that strictly increases per stream (offsets come from one counter per store, so
-//! they are unique in it but not dense per stream; gaps are tracked explicitly instead).
+//! The `memory` history store: one per core, holding the streams of the users that core
+//! owns, with no lock. Offsets come from one counter per store, so they are unique in it
+//! and strictly increasing per stream, but not dense per stream; what was dropped is
+//! tracked explicitly instead.
 //!
 //! Bounds: at most `size` messages per stream, none older than `ttl_ms`, and at most
-//! `max_bytes` for the whole store (oldest dropped first, store-wide, counted). A resume is
-//! answered honestly: the messages after the client's position that are still held, and
-//! whether that is everything ([`Recovery::complete`]); a position of another epoch, or one
-//! older than what was dropped, is never completed silently.
+//! `max_bytes` for the whole store (oldest dropped first, store-wide, counted). A user whose
+//! messages are all gone keeps an idle record (the last offset it had, [`IDLE_OVERHEAD`]
+//! bytes, at most `max_idle` of them, oldest forgotten first) so that a resume after a quiet
+//! spell longer than the ttl is still complete. A position of another epoch, or one older
+//! than what was dropped for its user, is never completed silently.
 //!
 //! Sans-IO: the time is passed in (`now_ms`); nothing here blocks or reads a clock.
-//! Not yet wired into the engine or the config (see issue 13's closing note).
+use super::{HistoryLimits, HistoryStats, Position, Recovery};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -28,41 +26,11 @@ pub const ENTRY_OVERHEAD: usize = 96;
 /// (`examples/history_memory.rs 100000 1 50`: 316 B resident per one-message stream of 50 B).
 pub const STREAM_OVERHEAD: usize = 192;
 
-/// Where a push sits in its user's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Position {
-    pub epoch: u64,
-    pub offset: u64,
-}
+/// Bytes per idle user record (map entry with its slack, slot in the idle order); bounded
+/// by count (`max_idle`), not by `max_bytes`.
+pub const IDLE_OVERHEAD: usize = 64;
 
-/// What a resume from a position gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    /// The held messages after the position, in order, with their offsets.
-    pub messages: Vec<(u64, Arc<str>)>,
-    /// Nothing after the position was dropped: the client has everything once it has these.
-    pub complete: bool,
-}
-
-/// Counters of one store (summed over cores at scrape).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HistoryStats {
-    pub appended: u64,
-    /// Dropped before their time to keep the store under `max_bytes`.
-    pub evicted: u64,
-    /// Dropped for `size` or `ttl`.
-    pub expired: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct HistoryLimits {
-    /// Messages kept per stream (at least 1).
-    pub size: usize,
-    pub ttl_ms: u64,
-    /// Bytes held by the whole store (texts plus [`ENTRY_OVERHEAD`] each, plus
-    /// [`STREAM_OVERHEAD`] per stream).
-    pub max_bytes: usize,
-}
+type Key = (u32, u32);
 
 struct Entry {
     offset: u64,
@@ -70,10 +38,9 @@ struct Entry {
     text: Arc<str>,
 }
 
-#[derive(Default)]
 struct Stream {
     entries: VecDeque<Entry>,
-    /// The highest offset dropped from this stream (0: none).
+    /// The highest offset that may have been dropped from this stream (0: none).
     dropped_through: u64,
     /// The last offset given to this stream.
     last: u64,
@@ -84,13 +51,17 @@ pub struct MemoryHistory {
     limits: HistoryLimits,
     /// The last offset given out by this store (offsets start at 1).
     last_offset: u64,
-    streams: HashMap<(u32, u32), Stream>,
+    streams: HashMap<Key, Stream>,
     /// Every held message in append order (its stream and offset): the front is the oldest,
     /// store-wide. Entries already dropped from their stream are skipped when reached.
-    order: VecDeque<((u32, u32), u64)>,
+    order: VecDeque<(Key, u64)>,
     bytes: usize,
-    /// The highest `last` of a stream that was forgotten entirely: a resume of a user with
-    /// no stream here is complete only from at least this offset.
+    /// Users with no message held: the highest offset that may have been dropped for them.
+    idle: HashMap<Key, u64>,
+    /// Idle records in the order they were made (stale ones skipped when reached).
+    idle_order: VecDeque<(Key, u64)>,
+    /// The highest offset of an idle record forgotten: a user with no record here may have
+    /// lost anything up to it.
     forgotten_through: u64,
     stats: HistoryStats,
 }
@@ -112,6 +83,8 @@ impl MemoryHistory {
             streams: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
+            idle: HashMap::new(),
+            idle_order: VecDeque::new(),
             forgotten_through: 0,
             stats: HistoryStats::default(),
         }
@@ -121,7 +94,7 @@ impl MemoryHistory {
         self.epoch
     }
 
-    /// Bytes held (texts plus overhead per message and per stream).
+    /// Bytes held (texts plus overhead per message and per stream; idle records apart).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -130,9 +103,14 @@ impl MemoryHistory {
         self.stats
     }
 
-    /// Streams held.
+    /// Streams held (users with at least one message).
     pub fn streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Users remembered with no message held.
+    pub fn idle_users(&self) -> usize {
+        self.idle.len()
     }
 
     /// Record a push for (context, user) at `now_ms`; returns its position.
@@ -143,8 +121,19 @@ impl MemoryHistory {
         self.bytes += cost(&text);
         if !self.streams.contains_key(&key) {
             self.bytes += STREAM_OVERHEAD;
+            // What this user may have lost before: its idle record, or (none) anything
+            // up to what was forgotten.
+            let dropped_through = self.idle.remove(&key).unwrap_or(self.forgotten_through);
+            self.streams.insert(
+                key,
+                Stream {
+                    entries: VecDeque::new(),
+                    dropped_through,
+                    last: 0,
+                },
+            );
         }
-        let stream = self.streams.entry(key).or_default();
+        let stream = self.streams.get_mut(&key).expect("inserted above");
         stream.last = offset;
         stream.entries.push_back(Entry {
             offset,
@@ -213,30 +202,63 @@ impl MemoryHistory {
                 self.stats.expired += 1;
             }
             if stream.entries.is_empty() {
-                self.forgotten_through = self.forgotten_through.max(stream.last);
+                let last = stream.last;
                 self.streams.remove(&key);
                 self.bytes -= STREAM_OVERHEAD;
+                self.remember_idle(key, last);
             }
             return true;
         }
         false
     }
 
+    /// Keep an idle record for `key` (everything up to `through` may be gone), within
+    /// `max_idle`: beyond, the oldest record is forgotten into `forgotten_through`.
+    fn remember_idle(&mut self, key: Key, through: u64) {
+        self.idle.insert(key, through);
+        self.idle_order.push_back((key, through));
+        while self.idle.len() > self.limits.max_idle {
+            let Some((k, v)) = self.idle_order.pop_front() else {
+                break;
+            };
+            if self.idle.get(&k) == Some(&v) {
+                self.idle.remove(&k);
+                self.forgotten_through = self.forgotten_through.max(v);
+            }
+        }
+        // Records replaced or turned back into streams leave stale entries: compact when
+        // they outnumber the live ones.
+        if self.idle_order.len() > 2 * self.idle.len() + 64 {
+            let idle = &self.idle;
+            self.idle_order.retain(|(k, v)| idle.get(k) == Some(v));
+        }
+    }
+
+    /// A client of (context, user) connected: make sure the user has a record here, so
+    /// that a later resume from [`MemoryHistory::current`] is judged on this user alone.
+    pub fn touch(&mut self, context: u32, user: u32) {
+        let key = (context, user);
+        if !self.streams.contains_key(&key) && !self.idle.contains_key(&key) {
+            self.remember_idle(key, self.forgotten_through);
+        }
+    }
+
     /// What a client of (context, user) that has everything up to `from` gets on resume.
     pub fn since(&mut self, context: u32, user: u32, from: Position, now_ms: u64) -> Recovery {
         self.expire(now_ms);
-        let incomplete = Recovery {
-            messages: Vec::new(),
-            complete: false,
-        };
         if from.epoch != self.epoch || from.offset > self.last_offset {
             // Another epoch (a restart), or a position this store never gave out.
-            return incomplete;
-        }
-        let Some(stream) = self.streams.get(&(context, user)) else {
             return Recovery {
                 messages: Vec::new(),
-                complete: from.offset >= self.forgotten_through,
+                complete: false,
+            };
+        }
+        let key = (context, user);
+        let Some(stream) = self.streams.get(&key) else {
+            let dropped = self.idle.get(&key).copied();
+            return Recovery {
+                messages: Vec::new(),
+                complete: from.offset >= dropped.unwrap_or(self.forgotten_through),
             };
         };
         let messages: Vec<(u64, Arc<str>)> = stream
@@ -251,7 +273,7 @@ impl MemoryHistory {
         }
     }
 
-    /// The position a new client starts from: it asks for nothing held before now.
+    /// The position a client starts from: every later push has a greater offset.
     pub fn current(&self) -> Position {
         Position {
             epoch: self.epoch,
@@ -269,6 +291,7 @@ mod tests {
             size,
             ttl_ms,
             max_bytes,
+            max_idle: 1_000,
         }
     }
 
@@ -408,5 +431,64 @@ mod tests {
             h.append(2, i, format!("{i:0>10}").into(), 20);
             assert!(h.bytes() <= 3 * per);
         }
+    }
+
+    #[test]
+    fn a_user_forgotten_and_pushed_again_still_owes_what_was_dropped() {
+        let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
+        let before = h.append(1, 1, "a".into(), 0);
+        let gone = h.append(1, 1, "b".into(), 0);
+        h.expire(1_000);
+        let after = h.append(1, 1, "c".into(), 1_000);
+        let r = h.since(1, 1, before, 1_000);
+        assert_eq!(texts(&r), ["c"]);
+        assert!(!r.complete, "b was dropped with the old stream");
+        let r = h.since(1, 1, gone, 1_000);
+        assert!(r.complete && texts(&r) == ["c"]);
+        assert!(h.since(1, 1, after, 1_000).complete);
+    }
+
+    #[test]
+    fn an_idle_client_resumes_completely_after_the_ttl_and_others_expiring() {
+        let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
+        h.append(1, 2, "other".into(), 0);
+        h.touch(1, 1);
+        let start = h.current();
+        h.append(1, 3, "another".into(), 10);
+        h.expire(5_000);
+        assert_eq!(h.streams(), 0);
+        let r = h.since(1, 1, start, 5_000);
+        assert!(
+            r.complete && r.messages.is_empty(),
+            "nothing was pushed to user 1"
+        );
+    }
+
+    #[test]
+    fn forgetting_idle_users_beyond_the_bound_makes_their_resumes_incomplete() {
+        let mut h = MemoryHistory::new(
+            1,
+            HistoryLimits {
+                max_idle: 2,
+                ..limits(10, 1_000, 1 << 20)
+            },
+        );
+        let p1 = h.append(1, 1, "1".into(), 0);
+        h.append(1, 2, "2".into(), 0);
+        h.append(1, 3, "3".into(), 0);
+        h.expire(1_000);
+        assert_eq!(h.idle_users(), 2, "user 1's record was forgotten first");
+        let p0 = Position {
+            epoch: 1,
+            offset: 0,
+        };
+        assert!(!h.since(1, 1, p0, 1_000).complete);
+        assert!(h.since(1, 1, p1, 1_000).complete, "it had its one push");
+        assert!(!h.since(1, 2, p0, 1_000).complete);
+        for u in 10..1_000 {
+            h.append(2, u, "x".into(), 2_000);
+            h.expire(3_000);
+        }
+        assert!(h.idle_order.len() <= 2 * h.idle.len() + 64 + 1);
     }
 }

@@ -1,0 +1,287 @@
+"""Push history and recovery on a raw endpoint (memory store), with the real `websockets` client.
+
+Contract under test (README "Recovery"):
+  [history] enabled, size, ttl_secs, max_bytes_per_core; [[endpoints]] history = true
+  each push arrives as {"type":"push","epoch":"<16 hex>","offset":N,"data":"<text>"};
+  once per connection, after the replay and before live pushes:
+    {"type":"recovery","resumed":B,"recovered":B,"epoch":..,"offset":N,"replayed":K}
+  resume with ?epoch=<16 hex>&since=<offset>; malformed -> 400 "bad resume position ..."
+  POST /v1/push answers {"position":{"epoch","offset"}}
+  /metrics: ringwire_history_resumes_total{outcome=...}, ringwire_history_appended_total, ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.parse
+
+from helpers import HOST, SESSION_KEY_A, Admin, expect_silence, metric_sum, push_servers, run  # noqa: F401
+
+HISTORY_ENDPOINTS = [{"path": "/ws", "kind": "raw", "history": True}, {"path": "/plain", "kind": "raw"}]
+
+
+def start(push_servers, **history):
+    cfg = {"size": 100, "ttl_secs": 300}
+    cfg.update(history)
+    return push_servers.start(endpoints=HISTORY_ENDPOINTS, history=cfg, sessions={"key": SESSION_KEY_A})
+
+
+async def connect(server, session, position=None, path="/ws"):
+    """Open a socket; with position=(epoch, offset) it resumes from there."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    q = {"session": session["session"]}
+    if position is not None:
+        q["epoch"], q["since"] = position[0], str(position[1])
+    url = f"ws://{HOST}:{server.port}{path}?" + urllib.parse.urlencode(q)
+    return await ws_connect(url, additional_headers={"Cookie": session["cookie"]}, open_timeout=5,
+                            close_timeout=2, ping_interval=None, max_size=None)
+
+
+async def recv_json(ws, timeout=5.0) -> dict:
+    msg = await asyncio.wait_for(ws.recv(), timeout)
+    assert isinstance(msg, str), msg
+    return json.loads(msg)
+
+
+async def until_marker(ws, timeout=10.0):
+    """-> (pushes before the marker, the marker)."""
+    pushes = []
+    while True:
+        m = await recv_json(ws, timeout)
+        if m["type"] == "recovery":
+            return pushes, m
+        assert m["type"] == "push", m
+        pushes.append(m)
+
+
+def push(admin, user, message, context=1):
+    r = admin.push(context=context, user=user, message=message)
+    assert r.status == 202 and "position" in r.json, r
+    return r.json
+
+
+def test_a_client_that_lost_its_connection_gets_the_50_missed_pushes_in_order_then_live(push_servers):
+    server = start(push_servers)
+    admin = Admin(server)
+    s = admin.mint(user=7)
+
+    async def go():
+        ws = await connect(server, s)
+        replayed, marker = await until_marker(ws)
+        assert replayed == [] and marker["resumed"] is False and marker["recovered"] is False, marker
+        assert len(marker["epoch"]) == 16
+        answer = push(admin, 7, "live-0")
+        m = await recv_json(ws)
+        assert m == {"type": "push", "epoch": marker["epoch"], "offset": answer["position"]["offset"],
+                     "data": "live-0"}, (m, answer)
+        assert answer["position"]["epoch"] == marker["epoch"] and answer["sockets"] == 1
+        assert m["offset"] > marker["offset"]
+        last = (m["epoch"], m["offset"])
+        ws.transport.abort()  # a TCP reset: no close handshake
+        await asyncio.sleep(0.2)
+        sent = []
+        for i in range(50):
+            a = push(admin, 7, f"away-{i}")
+            push(admin, 8, f"other-user-{i}")  # interleaved offsets of another user
+            sent.append((a["position"]["offset"], f"away-{i}"))
+        assert [o for o, _ in sent] == sorted(o for o, _ in sent)
+        ws2 = await connect(server, s, last)
+        replayed, marker = await until_marker(ws2)
+        assert [(p["offset"], p["data"]) for p in replayed] == sent
+        assert marker == {"type": "recovery", "resumed": True, "recovered": True, "epoch": last[0],
+                          "offset": sent[-1][0], "replayed": 50}, marker
+        push(admin, 7, "after")
+        m = await recv_json(ws2)
+        assert m["data"] == "after" and m["offset"] > sent[-1][0]
+        await expect_silence(ws2, 0.3)
+        # A resume from the last position: nothing more, recovered.
+        await ws2.close()
+        ws3 = await connect(server, s, (m["epoch"], m["offset"]))
+        replayed, marker = await until_marker(ws3)
+        assert replayed == [] and marker["recovered"] is True and marker["offset"] == m["offset"]
+        await ws3.close()
+
+    run(go(), timeout=60)
+    metrics = admin.metrics()
+    assert metric_sum(metrics, "ringwire_history_resumes_total", outcome="recovered") == 2
+    assert metric_sum(metrics, "ringwire_history_replayed_total") == 50
+    assert metric_sum(metrics, "ringwire_history_appended_total") == 102
+
+
+def test_pushes_racing_reconnects_arrive_exactly_once_in_order(push_servers):
+    """A pusher thread posts numbered pushes without pause while the client reconnects ten
+    times with its position: every number arrives once, in order, over the connections."""
+    server = start(push_servers)
+    admin = Admin(server)
+    s = admin.mint(user=11)
+    stop = threading.Event()
+    sent = []
+
+    def pusher():
+        a = Admin(server)
+        i = 0
+        while not stop.is_set():
+            push(a, 11, str(i))
+            sent.append(i)
+            i += 1
+
+    async def go():
+        got = []
+        ws = await connect(server, s)
+        _, marker = await until_marker(ws)
+        pos = (marker["epoch"], marker["offset"])
+        t = threading.Thread(target=pusher, daemon=True)
+        t.start()
+        for _ in range(10):
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                try:
+                    m = await recv_json(ws, 0.05)
+                except (asyncio.TimeoutError, TimeoutError):
+                    continue
+                assert m["type"] == "push", m
+                got.append(int(m["data"]))
+                pos = (m["epoch"], m["offset"])
+            ws.transport.abort()
+            ws = await connect(server, s, pos)
+            replayed, marker = await until_marker(ws)
+            assert marker["recovered"] is True, marker
+            got.extend(int(p["data"]) for p in replayed)
+            if replayed:
+                pos = (marker["epoch"], replayed[-1]["offset"])
+        stop.set()
+        t.join(10)
+        while len(got) < len(sent):
+            m = await recv_json(ws, 5)
+            got.append(int(m["data"]))
+        assert got == list(range(len(sent))), f"missing/duplicated/out of order: {len(got)} of {len(sent)}"
+        assert len(sent) > 50, "the pusher barely ran"
+        await ws.close()
+
+    run(go(), timeout=90)
+
+
+def test_history_overflow_and_ttl_say_not_recovered_but_an_idle_client_recovers(push_servers):
+    server = start(push_servers, size=5, ttl_secs=2)
+    admin = Admin(server)
+    s = admin.mint(user=3)
+    quiet = admin.mint(user=4)
+
+    async def go():
+        ws = await connect(server, s)
+        _, start_marker = await until_marker(ws)
+        wq = await connect(server, quiet)
+        _, quiet_marker = await until_marker(wq)
+        await ws.close()
+        await wq.close()
+        pos = (start_marker["epoch"], start_marker["offset"])
+        offsets = [push(admin, 3, f"m{i}")["position"]["offset"] for i in range(10)]
+        ws = await connect(server, s, pos)
+        replayed, marker = await until_marker(ws)
+        assert [p["data"] for p in replayed] == [f"m{i}" for i in range(5, 10)], "the 5 held are given"
+        assert marker["resumed"] is True and marker["recovered"] is False, marker
+        assert marker["offset"] == offsets[-1]
+        await ws.close()
+        # Everything expires after 2 s: a resume from before the expired pushes is not recovered.
+        await asyncio.sleep(3.2)
+        ws = await connect(server, s, (pos[0], offsets[6]))
+        replayed, marker = await until_marker(ws)
+        assert replayed == [] and marker["recovered"] is False, marker
+        await ws.close()
+        # ... but from the last one it is: nothing was lost.
+        ws = await connect(server, s, (pos[0], offsets[-1]))
+        replayed, marker = await until_marker(ws)
+        assert replayed == [] and marker["recovered"] is True, marker
+        await ws.close()
+        # The quiet user had nothing pushed: idle beyond the ttl, still recovered.
+        wq = await connect(server, quiet, (quiet_marker["epoch"], quiet_marker["offset"]))
+        replayed, marker = await until_marker(wq)
+        assert replayed == [] and marker["recovered"] is True, marker
+        await wq.close()
+
+    run(go(), timeout=60)
+    m = admin.metrics()
+    assert metric_sum(m, "ringwire_history_resumes_total", outcome="dropped") == 2
+    assert metric_sum(m, "ringwire_history_expired_total") == 10, "5 by size, 5 by ttl"
+
+
+def test_a_restarted_node_says_its_history_is_gone_and_replays_nothing(push_servers):
+    server = start(push_servers)
+    admin = Admin(server)
+    s = admin.mint(user=5)
+
+    async def before():
+        ws = await connect(server, s)
+        _, marker = await until_marker(ws)
+        await ws.close()
+        return marker
+
+    marker = run(before())
+    push(admin, 5, "lost with the restart")
+    assert server.stop() == 0
+    push_servers.servers.remove(server)  # stopped on purpose, not a crash
+    again = push_servers.start(endpoints=HISTORY_ENDPOINTS, history={"size": 100},
+                               sessions={"key": SESSION_KEY_A})
+    admin2 = Admin(again)
+    after = push(admin2, 5, "after the restart")
+
+    async def resume():
+        ws = await connect(again, s, (marker["epoch"], marker["offset"]))
+        replayed, m = await until_marker(ws)
+        await ws.close()
+        return replayed, m
+
+    replayed, m = run(resume())
+    assert replayed == [], "positions of another epoch are never replayed"
+    assert m["resumed"] is True and m["recovered"] is False and m["epoch"] != marker["epoch"], m
+    assert m["epoch"] == after["position"]["epoch"]
+    assert metric_sum(admin2.metrics(), "ringwire_history_resumes_total", outcome="epoch_changed") == 1
+
+
+def test_malformed_resume_parameters_are_refused_with_400(push_servers):
+    from websockets.exceptions import InvalidStatus
+
+    server = start(push_servers)
+    admin = Admin(server)
+    s = admin.mint(user=9)
+
+    async def status(position):
+        try:
+            ws = await connect(server, s, position)
+        except InvalidStatus as e:
+            return e.response.status_code, (e.response.body or b"").decode()
+        await ws.close()
+        return 101, ""
+
+    for bad in [("zz", 1), ("00000000000000ff", "x"), ("00000000000000ff", -1)]:
+        code, body = run(status(bad))
+        assert code == 400 and "bad resume position" in body, (bad, code, body)
+    assert run(status(("00000000000000ff", 0)))[0] == 101, "a well-formed unknown position is answered"
+
+
+def test_an_endpoint_without_history_gets_plain_text_and_ignores_positions(push_servers):
+    server = start(push_servers)
+    admin = Admin(server)
+    s = admin.mint(user=12)
+
+    async def go():
+        ws = await connect(server, s, ("zz", "bad"), path="/plain")
+        answer = push(admin, 12, "plain text")
+        assert answer["sockets"] == 1
+        assert await asyncio.wait_for(ws.recv(), 5) == "plain text"
+        await expect_silence(ws, 0.3)
+        await ws.close()
+
+    run(go())
+
+
+def test_history_off_by_default_answers_no_position(push_servers):
+    server = push_servers.start()
+    admin = Admin(server)
+    r = admin.push(context=1, user=1, message="x")
+    assert r.status == 202 and "position" not in r.json, r
+    assert metric_sum(admin.metrics(), "ringwire_history_appended_total") == 0
