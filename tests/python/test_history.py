@@ -285,3 +285,49 @@ def test_history_off_by_default_answers_no_position(push_servers):
     r = admin.push(context=1, user=1, message="x")
     assert r.status == 202 and "position" not in r.json, r
     assert metric_sum(admin.metrics(), "ringwire_history_appended_total") == 0
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def test_the_memory_store_stays_within_its_bytes_per_core(push_servers):
+    """20,000 users x 20 pushes of 200 B (about 11 MiB held unbounded) into a store of 4 MiB on
+    one core: the oldest are evicted and counted, resident memory grows by about the bound,
+    and a resume that needed an evicted push is told so."""
+    bound = 4 << 20
+    server = push_servers.start(endpoints=HISTORY_ENDPOINTS, server={"cores": 1},
+                                history={"size": 20, "ttl_secs": 3600, "max_bytes_per_core": bound},
+                                sessions={"key": SESSION_KEY_A})
+    admin = Admin(server)
+    first = push(admin, 0, "first")["position"]
+    before = _rss(server.proc.pid)
+    text = "x" * 200
+    users = 20_000
+    for rnd in range(20):
+        for start_user in range(0, users, 2_000):
+            batch = [{"context": 1, "user": u, "message": text} for u in range(start_user, start_user + 2_000)]
+            r = admin.push_batch(batch)
+            assert r.status == 202, r
+    grown = _rss(server.proc.pid) - before
+    m = admin.metrics()
+    held = metric_sum(m, "ringwire_history_bytes")
+    assert held <= bound, held
+    assert metric_sum(m, "ringwire_history_evicted_total") > 0
+    assert metric_sum(m, "ringwire_history_appended_total") == users * 20 + 1
+    # Resident growth: the bound plus allocator slack, far below the 11 MiB unbounded.
+    assert grown < bound * 1.5 + (2 << 20), f"RSS grew by {grown} bytes with a {bound}-byte bound"
+    s = admin.mint(user=0)
+
+    async def resume():
+        ws = await connect(server, s, (first["epoch"], first["offset"]))
+        replayed, marker = await until_marker(ws)
+        await ws.close()
+        return replayed, marker
+
+    replayed, marker = run(resume())
+    assert marker["recovered"] is False, "user 0's oldest pushes were evicted"

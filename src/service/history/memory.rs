@@ -17,9 +17,12 @@ use std::sync::Arc;
 
 /// Bytes counted per held message on top of its text: the entry, its slot in the append
 /// order, the Arc header and the queues' growth slack. Measured at 84 B with
-/// `examples/history_memory.rs` (100,000 users x 100 messages of 200 B: 284 B of resident
-/// memory each); counted a little above that so that `max_bytes` bounds what is resident.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// `examples/history_memory.rs` (100,000 users x 100 messages of 200 B, nothing dropped:
+/// 284 B of resident memory each), and at about 111 B in a running server whose store is
+/// full and dropping its oldest (`benches/compare/history_rss.py`: 311 B resident per held
+/// 200-byte push, the queues' slack and the allocator's churn included); counted at that so
+/// that `max_bytes` bounds what is resident.
+pub const ENTRY_OVERHEAD: usize = 112;
 
 /// Bytes counted per stream held (its record, its slot in the map of streams with the map's
 /// slack, its queue's first allocation), on top of its messages. Measured at about 170 B
