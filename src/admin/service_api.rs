@@ -117,11 +117,8 @@ pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> R
     };
     let c = state.service.send_batch(vec![job]).await;
     let mut answer = serde_json::json!({ "sockets": c.sockets, "remote_nodes": c.remote_nodes });
-    if let Some(p) = c.position {
-        answer["position"] = serde_json::json!({
-            "epoch": crate::service::history::envelope::epoch_hex(p.epoch),
-            "offset": p.offset,
-        });
+    if let Some(&p) = c.positions.first() {
+        answer["position"] = position_json(p);
     }
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
@@ -152,15 +149,23 @@ pub async fn push_batch(State(state): State<AdminState>, body: axum::body::Bytes
         }
     }
     let c = state.service.send_batch(jobs).await;
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "pushes": n,
-            "sockets": c.sockets,
-            "remote_nodes": c.remote_nodes,
-        })),
-    )
-        .into_response()
+    let mut answer = serde_json::json!({
+        "pushes": n,
+        "sockets": c.sockets,
+        "remote_nodes": c.remote_nodes,
+    });
+    if !c.positions.is_empty() {
+        answer["positions"] = c.positions.into_iter().map(position_json).collect();
+    }
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+/// A push's position as the API answers it (the epoch as on the wire: 16 hex digits).
+fn position_json(p: crate::service::history::Position) -> serde_json::Value {
+    serde_json::json!({
+        "epoch": crate::service::history::envelope::epoch_hex(p.epoch),
+        "offset": p.offset,
+    })
 }
 
 #[derive(Deserialize)]

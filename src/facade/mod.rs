@@ -40,8 +40,13 @@ impl Service {
         .await
     }
 
-    /// Many pushes at once: grouped by owning core, one command per core.
+    /// Many pushes at once: grouped by owning core, one command per core. With history on,
+    /// the answer's positions are in the order of `jobs`.
     pub async fn send_batch(&self, jobs: Vec<PushJob>) -> PushCounts {
+        let owners: Vec<usize> = jobs
+            .iter()
+            .map(|j| self.shared.owner_of(j.context, j.user))
+            .collect();
         let mut replies = Vec::new();
         self.shared.send_to_owners(
             jobs,
@@ -56,13 +61,23 @@ impl Service {
                 }
             },
         );
+        // Replies come in the order of the cores that got jobs; each core's positions are
+        // in the order of its share of the jobs.
+        let mut cores: Vec<usize> = owners.clone();
+        cores.sort_unstable();
+        cores.dedup();
+        let mut per_core = vec![Vec::new().into_iter(); self.shared.cores];
         let mut total = PushCounts::default();
-        for rx in replies {
+        for (core, rx) in cores.into_iter().zip(replies) {
             let c = rx.await.unwrap_or_default();
             total.sockets += c.sockets;
             total.remote_nodes += c.remote_nodes;
-            total.position = c.position.or(total.position);
+            per_core[core] = c.positions.into_iter();
         }
+        total.positions = owners
+            .iter()
+            .map_while(|&core| per_core[core].next())
+            .collect();
         total
     }
 

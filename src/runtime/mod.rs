@@ -57,13 +57,13 @@ pub struct PushJob {
 }
 
 /// What a push reached: sockets on this node, and other nodes it was queued for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushCounts {
     pub sockets: u64,
     pub remote_nodes: u64,
-    /// With history on: the position given to the push (of a batch: to the last push a
-    /// core handled).
-    pub position: Option<crate::service::history::Position>,
+    /// With history on: the position given to each push, in the order of the jobs (empty
+    /// with history off).
+    pub positions: Vec<crate::service::history::Position>,
 }
 
 /// A user's matching sockets: here, and on each other node (index = peer in the config)

@@ -331,3 +331,31 @@ def test_the_memory_store_stays_within_its_bytes_per_core(push_servers):
 
     replayed, marker = run(resume())
     assert marker["recovered"] is False, "user 0's oldest pushes were evicted"
+
+
+def test_a_batch_answers_each_push_its_position_in_request_order(push_servers):
+    """Users spread over both cores: positions[i] is the position pushes[i] arrives with."""
+    server = start(push_servers)
+    admin = Admin(server)
+    users = list(range(20, 30))
+    sessions = {u: admin.mint(user=u) for u in users}
+
+    async def go():
+        sockets = {}
+        for u in users:
+            sockets[u] = await connect(server, sessions[u])
+            await until_marker(sockets[u])
+        pushes = [{"context": 1, "user": u, "message": f"{u}:{k}"} for k in range(3) for u in users]
+        r = admin.push_batch(pushes)
+        assert r.status == 202 and len(r.json["positions"]) == len(pushes), r
+        for p, pos in zip(pushes, r.json["positions"]):
+            m = await recv_json(sockets[p["user"]])
+            assert m["data"] == p["message"], (m, p)
+            assert (m["epoch"], m["offset"]) == (pos["epoch"], pos["offset"]), (m, pos)
+        for ws in sockets.values():
+            await ws.close()
+
+    run(go(), timeout=60)
+    epochs = {p["epoch"] for p in admin.push_batch([{"context": 1, "user": u, "message": "x"}
+                                                    for u in users]).json["positions"]}
+    assert len(epochs) == 2, "one memory store (and epoch) per core; the users span both cores"

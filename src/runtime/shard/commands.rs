@@ -64,7 +64,7 @@ impl Shard {
                 reply,
                 forward,
             } => {
-                let (sockets, position) = self.deliver(&jobs);
+                let (sockets, positions) = self.deliver(&jobs);
                 let mut remote_nodes = 0;
                 if forward {
                     for job in &jobs {
@@ -80,7 +80,7 @@ impl Shard {
                     let _ = reply.send(crate::runtime::PushCounts {
                         sockets,
                         remote_nodes,
-                        position,
+                        positions,
                     });
                 }
             }

@@ -82,10 +82,10 @@ impl Shard {
     }
 
     /// Deliver pushes to the matching sockets of their users (recording each in the
-    /// history first, if on); returns sockets reached and the position of the last push.
-    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> (u64, Option<Position>) {
+    /// history first, if on); returns sockets reached and the positions given (in order).
+    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> (u64, Vec<Position>) {
         let mut reached = 0u64;
-        let mut last = None;
+        let mut positions = Vec::new();
         let now_ms = if self.history.is_some() {
             sys::monotonic_ms()
         } else {
@@ -96,7 +96,7 @@ impl Shard {
                 .history
                 .as_mut()
                 .map(|h| h.append(job.context, job.user, &job.text, now_ms));
-            last = at.or(last);
+            positions.extend(at);
             // Lent out for the loop (nothing below changes the index) to avoid a copy.
             let Some(slots) = self.users.lend(job.context, job.user) else {
                 continue;
@@ -128,7 +128,7 @@ impl Shard {
         if let Some(h) = &self.history {
             h.publish(stats);
         }
-        (reached, last)
+        (reached, positions)
     }
 
     /// One push to a raw socket: its text, or (history endpoint) its envelope.
