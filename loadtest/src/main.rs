@@ -21,6 +21,8 @@
 //!   `socketio::polling`.
 //! - [`ipc`]: the coordinator <-> worker protocol (JSON lines: spec, commands, events,
 //!   counters).
+//! - [`recovery`]: `--recover`: the push ledger, and the per-connection stream tracker
+//!   that counts missing, duplicated and out-of-order pushes across reconnects.
 //! - [`wire`]: the protocol level: failure kinds, sockets, scenario messages, Engine.IO
 //!   packets, a minimal HTTP/1.1 client.
 //! - [`cli`], [`stats`], [`sysinfo`], [`rng`]: options, histograms, /proc and rlimits,
@@ -31,6 +33,10 @@ mod cli;
 mod client;
 mod coordinator;
 mod ipc;
+// Not wired yet: `--recover` comes next.
+#[cfg(test)]
+#[allow(dead_code, unused_imports)]
+mod recovery;
 mod report;
 mod rng;
 mod stats;

@@ -4,11 +4,15 @@
 //! - [`errors`]: failure kinds of connection attempts and established connections.
 //! - [`net`]: TCP connect from a chosen source address, abrupt (RST) drops.
 //! - [`messages`]: the scenario messages (echo payloads, pushed messages).
+//! - [`history`]: the envelopes and the recovery marker of a raw endpoint with history.
 //! - [`engineio`]: Engine.IO / Socket.IO packets and long-polling payloads.
 //! - [`http1`]: the minimal HTTP/1.1 client of the long-polling transport.
 
 pub mod engineio;
 pub mod errors;
+// Not wired yet: `--recover` comes next.
+#[cfg(test)]
+pub mod history;
 pub mod http1;
 pub mod messages;
 pub mod net;
