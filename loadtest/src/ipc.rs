@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Protocol, Scenario, Transport};
+use crate::recovery::{Ledger, RecoveryCounts};
 
 /// Credentials of one user's session, handed to the workers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,13 +72,16 @@ pub struct WorkerSpec {
     pub reconnect_delay_ms: u64,
     #[serde(default)]
     pub reconnect_delay_max_ms: u64,
+    /// `--recover`: track every connection's pushes and resume from its position.
+    #[serde(default)]
+    pub recover: bool,
 }
 
 fn default_eio() -> u8 {
     4
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     /// Send one message on every open connection and verify its echo.
@@ -90,6 +94,9 @@ pub enum Command {
     EndChurn,
     /// Storm scenario: drop every open connection abruptly; they all reconnect.
     Storm,
+    /// `--recover`: pushing is over, this is what was sent to every user; the workers
+    /// count what their connections should have received.
+    Expect { ledger: Ledger },
 }
 
 /// Cumulative counters of one worker (sent in every progress event; the
@@ -165,6 +172,9 @@ pub struct Counters {
     pub storm_reconnected: u64,
     #[serde(default)]
     pub storm_gave_up: u64,
+    /// `--recover`: delivery by per-user sequence number and resumes.
+    #[serde(default)]
+    pub recovery: RecoveryCounts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +201,9 @@ pub enum Event {
         /// Storm: time from the drop until the connection was connected again, µs.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         storm_lat: Vec<(u64, u64)>,
+        /// `--recover`: time from a connection's drop until its recovery marker, µs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recover_lat: Vec<(u64, u64)>,
     },
     /// All connection attempts of this worker have finished (ok or failed).
     /// `at_unix_us`: wall clock time when the last attempt finished.

@@ -33,9 +33,6 @@ mod cli;
 mod client;
 mod coordinator;
 mod ipc;
-// Not wired yet: `--recover` comes next.
-#[cfg(test)]
-#[allow(dead_code, unused_imports)]
 mod recovery;
 mod report;
 mod rng;

@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::{Protocol, Target, Transport};
 use crate::client::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
-use crate::ipc::{Command, Event, WorkerSpec};
+use crate::ipc::{Command, Counters, Event, WorkerSpec};
+use crate::recovery::{Ledger, RecoveryCounts};
 use crate::{stats, sysinfo};
 
 /// Progress report period.
@@ -80,8 +81,8 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
     let params = Arc::new(conn_params(&spec, sessions).await?);
     let shared = Arc::new(Shared::new());
     let slots: Arc<Vec<Arc<Slot>>> = Arc::new(
-        (0..spec.connections)
-            .map(|_| Arc::new(Slot::default()))
+        (spec.first_conn_id..spec.first_conn_id + spec.connections)
+            .map(|id| Arc::new(slot_of(&spec, &params, id)))
             .collect(),
     );
     let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
@@ -101,16 +102,25 @@ async fn run(nofile_soft: u64, nofile_hard: u64) -> Result<()> {
         churn: None,
         connect_done_sent: false,
         check: None,
+        ledger: None,
     };
     w.serve(&mut lines).await;
     w.stop().await;
     connector.abort();
-    send_progress(&w.shared);
+    w.send_progress();
     emit(&Event::Final {
-        counters: w.shared.counters(),
+        counters: w.counters(),
         self_peak_rss_bytes: sysinfo::self_peak_rss(),
     });
     Ok(())
+}
+
+/// The slot of connection `id`; with `--recover` it tracks the pushes of its user.
+fn slot_of(spec: &WorkerSpec, params: &ConnParams, id: u64) -> Slot {
+    match &params.sessions {
+        Some(sessions) if spec.recover => Slot::tracking(sessions.user_of(id)),
+        _ => Slot::default(),
+    }
 }
 
 /// Refuses to start when the connections do not fit into the fd limit.
@@ -175,6 +185,7 @@ async fn conn_params(spec: &WorkerSpec, sessions: Option<Sessions>) -> Result<Co
             delay: Duration::from_millis(spec.reconnect_delay_ms),
             delay_max: Duration::from_millis(spec.reconnect_delay_max_ms),
         },
+        recover: spec.recover,
     })
 }
 
@@ -190,6 +201,8 @@ struct Worker {
     connect_done_sent: bool,
     /// Echo check in progress: (open connections when it started, give-up time).
     check: Option<(u64, Instant)>,
+    /// `--recover`: what was pushed to every user, once pushing is over.
+    ledger: Option<Ledger>,
 }
 
 impl Worker {
@@ -249,7 +262,7 @@ impl Worker {
                 shared.storm_dropped.fetch_add(dropped, Relaxed);
                 // The progress event first, so that the coordinator already counts
                 // them as reconnecting when it reads StormStarted.
-                send_progress(shared);
+                self.send_progress();
                 emit(&Event::StormStarted {
                     dropped,
                     at_unix_us,
@@ -264,14 +277,56 @@ impl Worker {
                 self.check = Some((expected, give_up));
                 let _ = self.ctrl_tx.send(Phase::EchoCheck);
             }
+            Command::Expect { ledger } => {
+                self.ledger = Some(ledger);
+                self.send_progress();
+            }
             Command::Stop => {}
         }
     }
 
+    /// The counters of this worker, with its connections' delivery counts (`--recover`).
+    fn counters(&self) -> Counters {
+        let mut counters = self.shared.counters();
+        counters.recovery = self.recovery_counts();
+        counters
+    }
+
+    /// The delivery counts of the connections that track their pushes, against the ledger
+    /// once it is known.
+    fn recovery_counts(&self) -> RecoveryCounts {
+        let mut total = RecoveryCounts::default();
+        if !self.spec.recover {
+            return total;
+        }
+        total.workers_with_ledger = u64::from(self.ledger.is_some());
+        for slot in self.slots.iter() {
+            if let Some(stream) = slot.stream() {
+                let expected = self.ledger.as_ref().map(|l| l.expected(stream.user()));
+                total.add(&stream.counts(expected));
+            }
+        }
+        total
+    }
+
+    /// A progress event: the counters, and the histograms' samples since the last one.
+    fn send_progress(&self) {
+        let shared = &self.shared;
+        let drain = |h: &std::sync::Mutex<_>| stats::drain_pairs(&mut h.lock().unwrap());
+        emit(&Event::Progress {
+            counters: self.counters(),
+            lat: drain(&shared.latency),
+            connect_lat: drain(&shared.connect_latency),
+            reconnect_lat: drain(&shared.reconnect_latency),
+            storm_lat: drain(&shared.storm_latency),
+            recover_lat: drain(&shared.recover_latency),
+        });
+    }
+
     /// Every 250 ms: progress, and the one-time events once they are due.
     fn on_tick(&mut self) {
+        self.send_progress();
         let shared = &self.shared;
-        send_progress(shared);
         let done = shared.connected.load(Relaxed) + shared.failed.load(Relaxed);
         if !self.connect_done_sent && done >= self.spec.connections {
             self.connect_done_sent = true;
@@ -313,22 +368,11 @@ impl Worker {
             }
             if Instant::now() >= next_progress {
                 next_progress += TICK;
-                send_progress(shared);
+                self.send_progress();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-fn send_progress(shared: &Shared) {
-    let drain = |h: &std::sync::Mutex<_>| stats::drain_pairs(&mut h.lock().unwrap());
-    emit(&Event::Progress {
-        counters: shared.counters(),
-        lat: drain(&shared.latency),
-        connect_lat: drain(&shared.connect_latency),
-        reconnect_lat: drain(&shared.reconnect_latency),
-        storm_lat: drain(&shared.storm_latency),
-    });
 }
 
 /// Churn: starts `rate` reconnects per second (graceful close, then connect again),

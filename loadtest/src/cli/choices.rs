@@ -4,6 +4,14 @@
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+/// The command line name of a choice (`round-robin`, `storm`, ...), for logs and reports.
+pub fn choice_name(choice: impl ValueEnum) -> String {
+    choice
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// What every connection does once it is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

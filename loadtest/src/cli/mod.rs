@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 mod choices;
 mod target;
 
-pub use choices::{AuthMode, Protocol, PushMode, Scenario, Transport};
+pub use choices::{choice_name, AuthMode, Protocol, PushMode, Scenario, Transport};
 pub use target::{
     parse_source_range, percent_encode, split_url, url_with_param, url_with_session, AdminTarget,
     Target,
@@ -195,7 +195,8 @@ pub struct RunArgs {
     pub max_echo_failures: Option<u64>,
 
     /// Threshold: fail (exit 1) if more than N messages are missing at the end
-    /// (push: expected deliveries - received after the drain wait; echo: sent - echoed).
+    /// (push: expected deliveries - received after the drain wait; echo: sent - echoed;
+    /// with --recover: pushes lost without a recovery marker saying so, in any scenario).
     #[arg(long)]
     pub max_missing: Option<u64>,
 
@@ -267,6 +268,17 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
 
+    /// Recovery across reconnects, for raw endpoints with history (ringwire `history =
+    /// true`): every client keeps the position (epoch, offset) of the last push it got and
+    /// reconnects with `epoch=..&since=..` after a churn close, a storm drop or a drop by
+    /// the server (it then reconnects too). Pushes carry the user and a per-user sequence
+    /// number, so each client counts missing, duplicated and out-of-order pushes; a gap
+    /// after a recovery marker with `recovered: false` counts as acknowledged, not missing.
+    /// Scenarios push, churn and storm (churn and storm then push at --push-rate too, storm
+    /// until every client is back); needs --auth session and --protocol raw.
+    #[arg(long)]
+    pub recover: bool,
+
     /// [churn] Reconnects started per second across all workers, for --duration seconds
     /// once all connections are up. Each one closes an open connection gracefully (close
     /// frame; Socket.IO: `41` then close, polling: the close packet) and connects it again
@@ -336,6 +348,16 @@ impl RunArgs {
             }
             .to_string()
         })
+    }
+
+    /// Whether the run pushes through the admin API: the push scenario, and churn and
+    /// storm with --recover.
+    pub fn pushes(&self) -> bool {
+        match self.scenario {
+            Scenario::Push => true,
+            Scenario::Churn | Scenario::Storm => self.recover,
+            Scenario::Hold | Scenario::Echo => false,
+        }
     }
 
     /// Sockets one simulated connection may hold at once (long-polling: a GET

@@ -2,10 +2,12 @@
 //! storm kicks (one connection at a time, through its [`Slot`]); and how a connection ended.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use crate::client::shared::Shared;
+use crate::recovery::StreamTracker;
 
 /// What the worker tells every connection to do (broadcast through a watch channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +27,30 @@ pub enum Kick {
     Storm = 2,
 }
 
-/// Per-connection control shared with the worker: whether the connection is open, and
-/// a pending churn/storm kick.
+/// Per-connection control shared with the worker: whether the connection is open, a
+/// pending churn/storm kick, and (`--recover`) its push stream across reconnects.
 #[derive(Default)]
 pub struct Slot {
     open: AtomicBool,
     kick: AtomicU8,
     notify: Notify,
+    stream: Option<Mutex<StreamTracker>>,
 }
 
 impl Slot {
+    /// The slot of a connection of `user` that tracks its pushes (`--recover`).
+    pub fn tracking(user: u64) -> Self {
+        Slot {
+            stream: Some(Mutex::new(StreamTracker::new(user))),
+            ..Slot::default()
+        }
+    }
+
+    /// The connection's push stream (`--recover`), locked: never hold it across an await.
+    pub fn stream(&self) -> Option<MutexGuard<'_, StreamTracker>> {
+        self.stream.as_ref().map(|s| s.lock().unwrap())
+    }
+
     /// Kicks the connection if it is open and not kicked yet; it then counts as
     /// reconnecting. Returns whether it was kicked.
     ///

@@ -67,8 +67,9 @@ pub enum Next<T> {
 
 /// A reconnect under way.
 struct Reconnect {
-    kick: Kick,
-    /// Start of the reconnect: the churn close, or the worker's storm drop.
+    /// After a storm drop (counted as the storm's, given up at `deadline`).
+    storm: bool,
+    /// Start of the reconnect: the churn close, the worker's storm drop, or the drop.
     since: Instant,
     /// Storm: give up at this time.
     deadline: Option<Instant>,
@@ -127,10 +128,10 @@ impl<'a> Life<'a> {
     ) -> Next<T> {
         let shared = self.shared;
         let t0 = Instant::now();
-        let Some((kick, since, deadline)) = self
+        let Some((storm, since, deadline)) = self
             .reconnect
             .as_ref()
-            .map(|re| (re.kick, re.since, re.deadline))
+            .map(|re| (re.storm, re.since, re.deadline))
         else {
             let r = within_connect_timeout(self.p, attempt).await;
             self.permit = None;
@@ -169,7 +170,7 @@ impl<'a> Life<'a> {
                     t0.elapsed().as_micros() as u64,
                 );
                 shared.reconnects.fetch_add(1, Relaxed);
-                if kick == Kick::Storm {
+                if storm {
                     shared.storm_reconnected.fetch_add(1, Relaxed);
                     stats::record(
                         &mut shared.storm_latency.lock().unwrap(),
@@ -221,7 +222,7 @@ impl<'a> Life<'a> {
     }
 
     /// An established connection ended (its socket is already closed or dropped). Returns
-    /// true if it is to connect again (churn or storm kick).
+    /// true if it is to connect again (churn or storm kick; with `--recover` any drop).
     pub async fn ended(&mut self, end: End) -> bool {
         let shared = self.shared;
         self.slot.set_open(false);
@@ -234,12 +235,7 @@ impl<'a> Life<'a> {
                     Kick::Storm => shared.storm_at.lock().unwrap().unwrap_or_else(Instant::now),
                     Kick::Churn => Instant::now(),
                 };
-                self.reconnect = Some(Reconnect {
-                    kick,
-                    since,
-                    deadline: (kick == Kick::Storm).then(|| since + self.p.reconnect.storm_timeout),
-                    failures: 0,
-                });
+                self.reconnect_from(since, kick == Kick::Storm);
                 if kick == Kick::Storm {
                     // Let every other kicked connection drop its socket before reconnecting,
                     // so that the drops happen together.
@@ -252,6 +248,13 @@ impl<'a> Life<'a> {
                 shared.reconnect_over();
                 false
             }
+            // --recover: a client whose connection drops comes back and resumes.
+            (End::Dropped(kind), None) if self.p.recover => {
+                shared.connection_ended(Some(&kind));
+                shared.reconnecting.fetch_add(1, Relaxed);
+                self.reconnect_from(Instant::now(), false);
+                true
+            }
             (End::Dropped(kind), None) => {
                 shared.connection_ended(Some(&kind));
                 false
@@ -261,6 +264,20 @@ impl<'a> Life<'a> {
                 false
             }
         }
+    }
+
+    /// Starts reconnecting after an outage that began at `since` (a storm reconnect gives
+    /// up at its deadline).
+    fn reconnect_from(&mut self, since: Instant, storm: bool) {
+        if let Some(mut stream) = self.slot.stream() {
+            stream.disconnected(since);
+        }
+        self.reconnect = Some(Reconnect {
+            storm,
+            since,
+            deadline: storm.then(|| since + self.p.reconnect.storm_timeout),
+            failures: 0,
+        });
     }
 }
 

@@ -10,11 +10,13 @@
 //! - [`params`], [`shared`]: what all connections of a worker share (parameters, counters).
 //! - [`life`]: attempts, reconnect waits (`Retry-After`, backoff), giving up.
 //! - [`ws`]: WebSocket setup; [`raw`]: the raw client; [`socketio`]: the Socket.IO clients.
+//! - [`recover`]: `--recover` on the raw client: resume parameters, history envelopes.
 
 pub mod control;
 pub mod life;
 pub mod params;
 pub mod raw;
+pub mod recover;
 pub mod shared;
 pub mod socketio;
 pub mod ws;
@@ -114,6 +116,7 @@ mod tests {
             ws_config: WebSocketConfig::default(),
             sessions: None,
             reconnect: policy(max_wait_ms),
+            recover: false,
         })
     }
 
@@ -158,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn refusal_keeps_retry_after() {
         let addr = server(0..1).await;
-        let e = ws::connect(&params(addr, 100), 0, None)
+        let e = ws::connect(&params(addr, 100), 0, None, None)
             .await
             .err()
             .unwrap();

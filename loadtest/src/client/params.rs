@@ -30,6 +30,8 @@ pub struct ConnParams {
     pub sessions: Option<Sessions>,
     /// How connections reconnect after a churn close or a storm drop.
     pub reconnect: ReconnectPolicy,
+    /// `--recover`: resume from the last position, reconnect after a drop too.
+    pub recover: bool,
 }
 
 /// Session credentials of a worker's users.

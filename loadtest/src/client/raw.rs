@@ -13,6 +13,7 @@ use crate::cli::Scenario;
 use crate::client::control::{End, Kick, Phase, Slot};
 use crate::client::life::Driver;
 use crate::client::params::ConnParams;
+use crate::client::recover;
 use crate::client::shared::Shared;
 use crate::client::ws::{abort_ws, close, connect, send_text, Ws};
 use crate::rng::mix;
@@ -42,7 +43,10 @@ impl Driver for Raw<'_> {
     type Conn = Ws;
 
     async fn connect(&mut self) -> Result<Ws, ConnectError> {
-        connect(self.p, self.id, self.source).await
+        let resume = recover::resume_position(self.slot);
+        let ws = connect(self.p, self.id, self.source, resume.as_ref()).await?;
+        recover::connected(self.slot);
+        Ok(ws)
     }
 
     async fn drive(&mut self, mut ws: Ws, ctrl: &mut watch::Receiver<Phase>) -> End {
@@ -131,7 +135,7 @@ async fn drive(
                 None => break End::Dropped(if server_closed { "closed_by_server" } else { "eof" }.to_string()),
                 Some(Err(e)) => break End::Dropped(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) }),
                 Some(Ok(Message::Text(text))) => {
-                    if on_text(id, p, shared, &text, &mut check) {
+                    if on_text(id, p, shared, slot, &text, &mut check) {
                         echoed += 1;
                         if drain_until.is_some() && echoed >= seq {
                             close(ws).await;
@@ -225,7 +229,14 @@ async fn start_check(
 }
 
 /// Handles a text message; returns true if it was the echo of one of our scenario messages.
-fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Check) -> bool {
+fn on_text(
+    id: u64,
+    p: &ConnParams,
+    shared: &Shared,
+    slot: &Slot,
+    text: &str,
+    check: &mut Check,
+) -> bool {
     if text.starts_with("chk:") {
         if let Check::Pending { payload, .. } = check {
             if text == payload.as_str() {
@@ -238,6 +249,9 @@ fn on_text(id: u64, p: &ConnParams, shared: &Shared, text: &str, check: &mut Che
         } else {
             shared.mismatches.fetch_add(1, Relaxed);
         }
+        return false;
+    }
+    if p.recover && recover::on_text(slot, shared, text) {
         return false;
     }
     if p.scenario == Scenario::Push && shared.record_push(text) {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::ipc::Counters;
 use crate::stats;
-use crate::wire::messages::parse_push_message;
+use crate::wire::messages::{parse_push_message, PushMessage};
 
 /// Counters shared by all connections of a worker.
 pub struct Shared {
@@ -44,6 +44,8 @@ pub struct Shared {
     pub connect_latency: Mutex<Histogram<u64>>,
     pub reconnect_latency: Mutex<Histogram<u64>>,
     pub storm_latency: Mutex<Histogram<u64>>,
+    /// `--recover`: from a connection's drop until its recovery marker (µs).
+    pub recover_latency: Mutex<Histogram<u64>>,
     pub reconnect_attempts: AtomicU64,
     pub reconnects: AtomicU64,
     pub reconnect_failed: AtomicU64,
@@ -90,6 +92,7 @@ impl Shared {
             connect_latency: Mutex::new(stats::new_histogram()),
             reconnect_latency: Mutex::new(stats::new_histogram()),
             storm_latency: Mutex::new(stats::new_histogram()),
+            recover_latency: Mutex::new(stats::new_histogram()),
             reconnect_attempts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             reconnect_failed: AtomicU64::new(0),
@@ -143,6 +146,8 @@ impl Shared {
             storm_dropped: self.storm_dropped.load(Relaxed),
             storm_reconnected: self.storm_reconnected.load(Relaxed),
             storm_gave_up: self.storm_gave_up.load(Relaxed),
+            // The worker adds its connections' delivery counts.
+            recovery: Default::default(),
         }
     }
 
@@ -185,11 +190,17 @@ impl Shared {
         let Some(m) = parse_push_message(text) else {
             return false;
         };
+        self.push_arrived(&m);
+        true
+    }
+
+    /// One of the push scenario's messages arrived: counts it, records its end-to-end
+    /// latency.
+    pub fn push_arrived(&self, m: &PushMessage) {
         self.push_received.fetch_add(1, Relaxed);
         // End to end: from right before the coordinator sent the push request.
         let lat_us = crate::sysinfo::unix_now_ns().saturating_sub(m.ts) / 1000;
         stats::record(&mut self.latency.lock().unwrap(), lat_us);
-        true
     }
 
     /// A connection left the reconnecting state (connected, gave up or stopped).

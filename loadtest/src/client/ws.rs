@@ -12,7 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::client::params::{ConnParams, CLOSE_TIMEOUT, SEND_TIMEOUT};
+use crate::client::recover::resume_url;
 use crate::wire::errors::{classify_ws, handshake_error, ConnectError};
+use crate::wire::history::Position;
 use crate::wire::net::{set_linger_zero, tcp_connect};
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -22,10 +24,17 @@ pub fn abort_ws(ws: &Ws) {
     set_linger_zero(ws.get_ref().as_raw_fd());
 }
 
-/// TCP connect (bound to `source` if given) + WebSocket handshake.
-pub async fn connect(p: &ConnParams, id: u64, source: Option<IpAddr>) -> Result<Ws, ConnectError> {
+/// TCP connect (bound to `source` if given) + WebSocket handshake (`--recover`: resuming
+/// from `resume`, if given).
+pub async fn connect(
+    p: &ConnParams,
+    id: u64,
+    source: Option<IpAddr>,
+    resume: Option<&Position>,
+) -> Result<Ws, ConnectError> {
     // With --auth session: `?session=<id>` and the secret cookie of this connection's user.
     let (url, cookie) = p.url_and_cookie(id)?;
+    let url = resume_url(&url, resume);
     let mut request = url
         .as_str()
         .into_client_request()

@@ -87,12 +87,14 @@ impl Run<'_> {
                 connect_lat,
                 reconnect_lat,
                 storm_lat,
+                recover_lat,
             } => {
                 w.counters = counters;
                 let h = &mut self.hist;
                 stats::merge_pairs(&mut h.connect, &connect_lat);
                 stats::merge_pairs(&mut h.reconnect, &reconnect_lat);
                 stats::merge_pairs(&mut h.storm, &storm_lat);
+                stats::merge_pairs(&mut h.recover, &recover_lat);
                 stats::merge_pairs(&mut h.total, &lat);
                 stats::merge_pairs(&mut h.tick, &lat);
                 if matches!(self.phase, Phase::Holding { .. } | Phase::Draining { .. }) {
@@ -220,44 +222,46 @@ impl Run<'_> {
                 total.value_at_quantile(q)
             }
         };
+        let mut detail = String::new();
         if self.push.started.is_some() {
             let p = &self.push.stats;
-            format!(
+            let expected = p.sockets_expected.load(Relaxed);
+            detail += &format!(
                 " | pushes {} accepted {} | msgs {}/{} ({} in flight) {:.0} msg/s | p50 {} p99 {}",
                 p.pushes_sent.load(Relaxed),
                 p.pushes_accepted.load(Relaxed),
                 t.push_received,
-                p.sockets_expected.load(Relaxed),
-                p.sockets_expected
-                    .load(Relaxed)
-                    .saturating_sub(t.push_received),
+                expected,
+                expected.saturating_sub(t.push_received),
                 self.rate.per_s,
                 fmt_ms(q(0.5)),
                 fmt_ms(q(0.99))
-            )
-        } else if self.reconnect_scenario
-            && (self.churn.started.is_some() || self.storm.sent.is_some())
-        {
-            format!(
-                " | reconnects {} ({} failed attempts) reconnecting {}{}",
-                t.reconnects,
-                t.reconnect_failed,
-                t.reconnecting,
-                if t.storm_gave_up > 0 {
-                    format!(" gave up {}", t.storm_gave_up)
-                } else {
-                    String::new()
-                }
-            )
-        } else if total.is_empty() {
-            String::new()
-        } else {
-            format!(
+            );
+        }
+        if self.reconnect_scenario && (self.churn.started.is_some() || self.storm.sent.is_some()) {
+            detail += &format!(
+                " | reconnects {} ({} failed attempts) reconnecting {}",
+                t.reconnects, t.reconnect_failed, t.reconnecting
+            );
+            if t.storm_gave_up > 0 {
+                detail += &format!(" gave up {}", t.storm_gave_up);
+            }
+        }
+        if self.args.recover {
+            let r = &t.recovery;
+            detail += &format!(
+                " | resumes {} recovered {} | gaps {} dup {} late {}",
+                r.resumes_attempted, r.resumes_recovered, r.missing, r.duplicated, r.out_of_order
+            );
+        }
+        if detail.is_empty() && !total.is_empty() {
+            detail = format!(
                 " | {:.0} msg/s p50 {} p99 {}",
                 self.rate.per_s,
                 fmt_ms(q(0.5)),
                 fmt_ms(q(0.99))
-            )
+            );
         }
+        detail
     }
 }

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
-use crate::cli::{RunArgs, Target};
+use crate::cli::{choice_name, RunArgs, Target};
 use crate::report::Report;
 use crate::sysinfo;
 use state::{sample_mem, Run};
@@ -43,13 +43,13 @@ pub async fn run(args: &RunArgs) -> Result<Report> {
     let ui = Ui::new(args);
     ui.log(format!(
         "target {} ({target_ip}, {}), {} connections, {} worker(s), {} source address(es), \
-         scenario {:?}, hard deadline {:.0} s",
+         scenario {}, hard deadline {:.0} s",
         args.connect_url(),
         args.protocol_label(),
         args.connections,
         plan.workers,
         plan.source_addrs.len(),
-        args.scenario,
+        choice_name(args.scenario),
         plan.max_runtime.as_secs_f64()
     ));
     let mem_before = sample_mem(args.server_pid);

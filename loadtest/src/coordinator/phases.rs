@@ -1,6 +1,7 @@
 //! The phase machine of a run, one function per phase:
 //! connect -> hold -> (push: drain | churn: churn, settle | storm: storm) -> echo check ->
-//! stop. [`Run::advance`] runs after every event and tick and moves on when a phase is over.
+//! stop. With `--recover`, churn and storm push too, and drain after settle / the storm.
+//! [`Run::advance`] runs after every event and tick and moves on when a phase is over.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::admin::push::{self, PushConfig};
-use crate::cli::{Protocol, Scenario};
+use crate::cli::{choice_name, Protocol, Scenario};
 use crate::coordinator::plan::{PUSH_FINISH_GRACE, SETTLE_SLACK, STORM_SLACK};
 use crate::coordinator::state::{sample_mem, Phase, Run, TICK};
 use crate::coordinator::workers::sum_counters;
@@ -67,10 +68,11 @@ impl Run<'_> {
         ));
         let until = now + Duration::from_secs_f64(args.duration.max(0.0));
         self.phase = Phase::Holding { until };
-        match args.scenario {
-            Scenario::Churn => self.start_churn(now, until).await,
-            Scenario::Push => self.start_push(now),
-            Scenario::Hold | Scenario::Echo | Scenario::Storm => {}
+        if args.scenario == Scenario::Churn {
+            self.start_churn(now, until).await;
+        }
+        if args.pushes() {
+            self.start_push(now);
         }
     }
 
@@ -87,16 +89,25 @@ impl Run<'_> {
         self.phase = Phase::Churning { until };
     }
 
-    /// Push: the push driver starts (in its own task) for `--duration`.
+    /// The push driver starts (in its own task) for `--duration` (storm: until the storm
+    /// is over).
     fn start_push(&mut self, now: Instant) {
         let Some(client) = self.admin_client.clone() else {
             return;
         };
         let args = self.args;
+        let storm = args.scenario == Scenario::Storm;
+        let mut duration = Duration::from_secs_f64(args.duration.max(0.0));
+        if storm {
+            // Stopped when the storm is over (`PushStats::stop`).
+            duration += Duration::from_secs_f64(args.storm_timeout)
+                + Duration::from_millis(args.connect_timeout_ms)
+                + STORM_SLACK;
+        }
         let cfg = PushConfig {
             mode: args.push_mode,
             rate: args.push_rate,
-            duration: Duration::from_secs_f64(args.duration.max(0.0)),
+            duration,
             batch_size: args.batch_size,
             users: self.users,
             context: args.context,
@@ -107,13 +118,17 @@ impl Run<'_> {
             event: (args.protocol == Protocol::Socketio)
                 .then(|| crate::wire::messages::PUSH_EVENT.to_string()),
             expect_per_push: args.expect_per_push,
+            user_seq: args.recover,
+        };
+        let how_long = if storm {
+            "until the storm is over".to_string()
+        } else {
+            format!("for {} s: {}", args.duration, push::planned_units(&cfg))
         };
         self.ui.log(format!(
-            "pushing: {} {:?} {} per second for {} s, batches of {} ({} HTTP connections)",
-            push::planned_units(&cfg),
-            args.push_mode,
+            "pushing {} per second {how_long}, mode {}, batches of {} ({} HTTP connections)",
             args.push_rate,
-            args.duration,
+            choice_name(args.push_mode),
             args.batch_size,
             args.push_concurrency
         ));
@@ -125,55 +140,97 @@ impl Run<'_> {
         )));
     }
 
-    /// The hold is over: push: drain; storm: the storm; otherwise the echo check or stop.
+    /// The hold is over: storm: the storm; push: drain; otherwise the echo check or stop.
     async fn hold_over(&mut self, now: Instant) {
-        if self.push.started.is_some() {
-            self.phase = Phase::Draining {
-                push_deadline: now + PUSH_FINISH_GRACE,
-            };
-        } else if self.args.scenario == Scenario::Storm {
+        if self.args.scenario == Scenario::Storm {
             self.start_storm(now).await;
         } else {
+            self.drain_or_check(now).await;
+        }
+    }
+
+    /// After the pushing scenario's part: the drain if it pushed, otherwise the echo check
+    /// or stop.
+    async fn drain_or_check(&mut self, now: Instant) {
+        if self.push.started.is_none() {
+            return self.check_or_stop(now).await;
+        }
+        if self.args.scenario == Scenario::Storm {
+            self.push.stats.stop.store(true, Relaxed);
+        }
+        self.phase = Phase::Draining {
+            push_deadline: now + PUSH_FINISH_GRACE,
+        };
+    }
+
+    /// Waits for the push driver to finish (aborted after its grace time), then for the
+    /// expected deliveries (`--drain-timeout-ms`).
+    async fn draining(&mut self, now: Instant, push_deadline: Instant) {
+        if self.push.finished.is_none() {
+            self.push_finishing(now, push_deadline).await;
+        }
+        let Some(deadline) = self.push.drain_deadline else {
+            return;
+        };
+        let shortfall = self.undelivered();
+        if shortfall.is_none() || now >= deadline {
+            self.push.drain_done = Some((now, shortfall.is_none()));
+            if let Some(what) = shortfall {
+                self.ui.log(format!("drain timeout: {what}"));
+            }
             self.check_or_stop(now).await;
         }
     }
 
-    /// Push: waits for the push driver to finish (aborted after its grace time), then for
-    /// the expected deliveries (`--drain-timeout-ms`).
-    async fn draining(&mut self, now: Instant, push_deadline: Instant) {
+    /// Until the push driver has finished (or is aborted at `push_deadline`); then the
+    /// drain begins (`--recover`: the workers get the ledger of what was pushed).
+    async fn push_finishing(&mut self, now: Instant, push_deadline: Instant) {
         let p = &mut self.push;
-        if p.finished.is_none() {
-            if p.stats.finished.load(Relaxed) {
-                p.finished = Some(now);
-            } else if now >= push_deadline {
-                self.outcome.notes.push(format!(
-                    "the push driver did not finish within {} s after --duration; aborted",
-                    PUSH_FINISH_GRACE.as_secs()
-                ));
-                if let Some(task) = p.task.take() {
-                    task.abort();
-                }
-                p.finished = Some(now);
+        if p.stats.finished.load(Relaxed) {
+            p.finished = Some(now);
+        } else if now >= push_deadline {
+            self.outcome.notes.push(format!(
+                "the push driver did not finish within {} s after pushing ended; aborted",
+                PUSH_FINISH_GRACE.as_secs()
+            ));
+            if let Some(task) = p.task.take() {
+                task.abort();
             }
-            if p.finished.is_some() {
-                p.drain_deadline = Some(now + Duration::from_millis(self.args.drain_timeout_ms));
-            }
-        }
-        let Some(deadline) = p.drain_deadline else {
+            p.finished = Some(now);
+        } else {
             return;
-        };
-        let expected = p.stats.sockets_expected.load(Relaxed);
-        let received = sum_counters(&self.workers).push_received;
-        let complete = received >= expected;
-        if complete || now >= deadline {
-            self.push.drain_done = Some((now, complete));
-            if !complete {
-                self.ui.log(format!(
-                    "drain timeout: {received} of {expected} expected messages received"
-                ));
-            }
-            self.check_or_stop(now).await;
         }
+        p.drain_deadline = Some(now + Duration::from_millis(self.args.drain_timeout_ms));
+        if self.args.recover {
+            let ledger = p.stats.ledger.lock().unwrap().clone();
+            for w in self.workers.iter_mut() {
+                w.send(Command::Expect {
+                    ledger: ledger.clone(),
+                })
+                .await;
+            }
+        }
+    }
+
+    /// What has not been delivered yet, or `None` when everything expected arrived
+    /// (`--recover`: no push pending on a connected client, none reconnecting).
+    fn undelivered(&self) -> Option<String> {
+        let t = sum_counters(&self.workers);
+        if self.args.recover {
+            let r = &t.recovery;
+            let workers = self.workers.iter().filter(|w| !w.exited).count() as u64;
+            let done = r.workers_with_ledger >= workers && r.pending == 0 && t.reconnecting == 0;
+            return (!done).then(|| {
+                format!(
+                    "{} pushes still pending, {} clients reconnecting",
+                    r.pending, t.reconnecting
+                )
+            });
+        }
+        let expected = self.push.stats.sockets_expected.load(Relaxed);
+        let received = t.push_received;
+        (received < expected)
+            .then(|| format!("{received} of {expected} expected messages received"))
     }
 
     /// Storm: every worker drops all of its connections at once.
@@ -220,7 +277,7 @@ impl Run<'_> {
                 t.reconnecting
             ));
         }
-        self.check_or_stop(now).await;
+        self.drain_or_check(now).await;
     }
 
     /// Churn: the churn period is over; the reconnects under way settle.
@@ -253,7 +310,7 @@ impl Run<'_> {
             self.ui.log(note.clone());
             self.outcome.notes.push(note);
         }
-        self.check_or_stop(now).await;
+        self.drain_or_check(now).await;
     }
 
     /// End of the active part: the echo check when asked for, otherwise stop.

@@ -39,17 +39,7 @@ fn check_args(args: &RunArgs) -> Result<()> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    if args.scenario == Scenario::Push {
-        if args.auth != AuthMode::Session {
-            bail!("the push scenario pushes to users: it needs --auth session");
-        }
-        if !(args.push_rate > 0.0 && args.push_rate.is_finite()) {
-            bail!("--push-rate must be > 0");
-        }
-        if args.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-    }
+    check_pushes(args)?;
     if args.auth == AuthMode::Session && args.users == Some(0) {
         bail!("--users must be at least 1");
     }
@@ -106,6 +96,37 @@ fn check_args(args: &RunArgs) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// The push scenario, and churn and storm with --recover, push to users.
+fn check_pushes(args: &RunArgs) -> Result<()> {
+    if args.recover {
+        if args.protocol != Protocol::Raw {
+            bail!(
+                "--recover speaks the history protocol of raw endpoints (Socket.IO endpoints \
+                 recover with socket.io's own protocol): it needs --protocol raw"
+            );
+        }
+        if !matches!(
+            args.scenario,
+            Scenario::Push | Scenario::Churn | Scenario::Storm
+        ) {
+            bail!("--recover needs pushes: --scenario push, churn or storm");
+        }
+    }
+    if !args.pushes() {
+        return Ok(());
+    }
+    if args.auth != AuthMode::Session {
+        bail!("pushes go to users: the push scenario and --recover need --auth session");
+    }
+    if !(args.push_rate > 0.0 && args.push_rate.is_finite()) {
+        bail!("--push-rate must be > 0");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
     }
     Ok(())
 }
@@ -179,15 +200,17 @@ pub fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
         } else {
             0.0
         };
-        let drain = match args.scenario {
-            Scenario::Push => {
-                args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
-            }
+        let after = match args.scenario {
             Scenario::Churn => ct + SETTLE_SLACK.as_secs_f64(),
             Scenario::Storm => args.storm_timeout + ct + STORM_SLACK.as_secs_f64(),
-            Scenario::Hold | Scenario::Echo => 0.0,
+            Scenario::Push | Scenario::Hold | Scenario::Echo => 0.0,
         };
-        connect_budget + args.duration.max(0.0) + check + drain + 30.0
+        let drain = if args.pushes() {
+            args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
+        } else {
+            0.0
+        };
+        connect_budget + args.duration.max(0.0) + check + after + drain + 30.0
     };
     Ok(Plan {
         source_addrs,
@@ -236,5 +259,30 @@ mod tests {
         )
         .unwrap();
         assert!(long.max_runtime >= short.max_runtime + Duration::from_secs(99));
+    }
+
+    #[test]
+    fn recover_options_are_checked() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ok = |a: &[&str]| plan(&args(a), ip).map(|_| ()).map_err(|e| e.to_string());
+        let session = ["--auth", "session", "--recover"];
+        for scenario in ["push", "churn", "storm"] {
+            assert!(ok(&[&session[..], &["--scenario", scenario]].concat()).is_ok());
+        }
+        assert!(ok(&[&session[..], &["--scenario", "hold"]].concat()).is_err());
+        assert!(ok(&["--recover", "--scenario", "churn"]).is_err());
+        let sio = ["--protocol", "socketio", "--scenario", "storm"];
+        assert!(ok(&[&session[..], &sio[..]].concat()).is_err());
+        assert!(
+            ok(&[&session[..], &["--scenario", "storm", "--push-rate", "0"]].concat()).is_err()
+        );
+        // A storm that pushes has the drain in its time budget.
+        let storm = plan(&args(&["--scenario", "storm"]), ip).unwrap();
+        let recover = plan(
+            &args(&[&session[..], &["--scenario", "storm"]].concat()),
+            ip,
+        )
+        .unwrap();
+        assert!(recover.max_runtime >= storm.max_runtime + PUSH_FINISH_GRACE);
     }
 }

@@ -93,6 +93,8 @@ pub struct Hists {
     pub connect: Histogram<u64>,
     pub reconnect: Histogram<u64>,
     pub storm: Histogram<u64>,
+    /// `--recover`: from a connection's drop until its recovery marker.
+    pub recover: Histogram<u64>,
 }
 
 /// The push scenario's state.
@@ -209,6 +211,7 @@ impl<'a> Run<'a> {
                 connect: stats::new_histogram(),
                 reconnect: stats::new_histogram(),
                 storm: stats::new_histogram(),
+                recover: stats::new_histogram(),
             },
             timeline: Vec::new(),
             rate: Rate {

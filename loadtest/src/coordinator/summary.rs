@@ -11,8 +11,8 @@ use crate::coordinator::state::Run;
 use crate::coordinator::workers::sum_counters;
 use crate::ipc::Counters;
 use crate::report::{
-    ChurnReport, ConnectionStats, EchoCheck, Memory, MessageStats, PushReport, Report, RunConfig,
-    StormReport, WorkerSummary,
+    ChurnReport, ConnectionStats, EchoCheck, Memory, MessageStats, PushReport, RecoveryReport,
+    Report, RunConfig, StormReport, WorkerSummary,
 };
 use crate::stats::LatencySummary;
 
@@ -53,6 +53,7 @@ impl Run<'_> {
             push: self.push_report(&t),
             churn: self.churn_report(&t, elapsed),
             storm: self.storm_report(&t),
+            recovery: self.recovery_report(&t),
             memory: self.memory(),
             workers: self.worker_summaries(),
             elapsed_s: elapsed,
@@ -307,6 +308,23 @@ impl Run<'_> {
                 retry_after_max_s: t.retry_after_max_s,
                 connect_latency_us: LatencySummary::of(&self.hist.reconnect),
             }
+        })
+    }
+
+    fn recovery_report(&self, t: &Counters) -> Option<RecoveryReport> {
+        let mut counts = t.recovery.clone();
+        // What is still pending after the drain did not come.
+        counts.missing += std::mem::take(&mut counts.pending);
+        let answered = counts.resumes_recovered + counts.resumes_not_recovered;
+        let recover = &self.hist.recover;
+        let dropped = t.storm_dropped;
+        let all_recovered = dropped > 0 && recover.len() >= dropped;
+        self.args.recover.then(|| RecoveryReport {
+            ledger_complete: counts.workers_with_ledger >= self.workers.len() as u64,
+            resumes_unanswered: counts.resumes_attempted.saturating_sub(answered),
+            counts,
+            time_to_recover_us: LatencySummary::of(recover),
+            all_recovered_s: all_recovered.then(|| recover.max() as f64 / 1e6),
         })
     }
 

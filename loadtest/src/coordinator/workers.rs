@@ -83,6 +83,7 @@ pub fn sum_counters(workers: &[Worker]) -> Counters {
         t.storm_dropped += c.storm_dropped;
         t.storm_reconnected += c.storm_reconnected;
         t.storm_gave_up += c.storm_gave_up;
+        t.recovery.add(&c.recovery);
         for (k, n) in &c.failed_by_kind {
             *t.failed_by_kind.entry(k.clone()).or_default() += n;
         }
@@ -184,6 +185,7 @@ pub async fn start_workers(
             max_wait_ms: (args.storm_max_wait * 1000.0) as u64,
             reconnect_delay_ms: args.reconnect_delay_ms,
             reconnect_delay_max_ms: args.reconnect_delay_max_ms,
+            recover: args.recover,
         };
         first += share;
         let mut line = serde_json::to_string(&spec)?;

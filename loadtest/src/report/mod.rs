@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{AuthMode, Protocol, PushMode, Scenario, Transport};
 use crate::ipc::Counters;
+use crate::recovery::RecoveryCounts;
 use crate::stats::LatencySummary;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +40,9 @@ pub struct Report {
     /// Storm scenario results.
     #[serde(default)]
     pub storm: Option<StormReport>,
+    /// `--recover`: delivery across reconnects, by per-user sequence number.
+    #[serde(default)]
+    pub recovery: Option<RecoveryReport>,
     pub memory: Option<Memory>,
     pub workers: Vec<WorkerSummary>,
     pub elapsed_s: f64,
@@ -276,6 +280,24 @@ pub struct StormReport {
     pub retry_after_max_s: u64,
     /// Connect latency of the successful reconnect attempts, µs.
     pub connect_latency_us: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    /// Every worker got the ledger of what was pushed: the expected counts are known.
+    pub ledger_complete: bool,
+    /// The counts summed over the connections; `missing` includes what was still pending
+    /// after the drain.
+    #[serde(flatten)]
+    pub counts: RecoveryCounts,
+    /// Resumes whose connection ended before its recovery marker.
+    pub resumes_unanswered: u64,
+    /// Per outage: from the connection's drop (storm: the worker's drop) until the
+    /// recovery marker of its next connection, µs.
+    pub time_to_recover_us: Option<LatencySummary>,
+    /// Storm: from the drop until the last dropped client had its recovery marker (`null`
+    /// unless every dropped client got one).
+    pub all_recovered_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

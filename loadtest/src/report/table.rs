@@ -24,6 +24,7 @@ impl Report {
         self.table_push(&mut s);
         self.table_churn(&mut s);
         self.table_storm(&mut s);
+        self.table_recovery(&mut s);
         self.table_echo_check(&mut s);
         self.table_memory(&mut s);
         self.table_workers_and_result(&mut s);
@@ -421,6 +422,62 @@ impl Report {
         }
     }
 
+    /// `--recover`: delivery across reconnects.
+    fn table_recovery(&self, s: &mut String) {
+        let Some(r) = &self.recovery else {
+            return;
+        };
+        let c = &r.counts;
+        let _ = writeln!(
+            s,
+            "recovery (resume from the last position, by per-user sequence)"
+        );
+        row(s, "connections tracked", c.connections_tracked.to_string());
+        if !r.ledger_complete {
+            row(
+                s,
+                "note",
+                "pushes to expect unknown: pushing did not end".into(),
+            );
+        }
+        let expected = [c.messages_expected, c.messages_received];
+        row(s, "messages expected / received", slashed(&expected));
+        let lost = [c.missing, c.missing_acknowledged, c.missing_disconnected];
+        row(s, "MISSING / acknowledged / offline", slashed(&lost));
+        let disorder = [c.duplicated, c.out_of_order];
+        row(s, "DUPLICATED / OUT OF ORDER", slashed(&disorder));
+        let resumes = [
+            c.resumes_attempted,
+            c.resumes_recovered,
+            c.resumes_not_recovered,
+            r.resumes_unanswered,
+        ];
+        row(
+            s,
+            "resumes / recovered / not / no marker",
+            slashed(&resumes),
+        );
+        row(s, "replayed messages", c.replayed.to_string());
+        for (name, n) in [
+            ("unexpected (request had failed)", c.unexpected),
+            ("foreign pushes", c.foreign),
+            ("PROTOCOL ERRORS", c.protocol_errors),
+            ("epoch changes", c.epoch_changes),
+        ] {
+            if n > 0 {
+                row(s, name, n.to_string());
+            }
+        }
+        if let Some(l) = &r.time_to_recover_us {
+            let key = format!("time to recover n={}", l.count);
+            row(s, &key, format!("p50 / p99 / max {}", lat_ms(l)));
+        }
+        if self.storm.is_some() {
+            let all = opt(r.all_recovered_s, |x| format!("{x:.2} s"));
+            row(s, "all recovered after the drop", all);
+        }
+    }
+
     /// The echo check.
     fn table_echo_check(&self, s: &mut String) {
         if let Some(e) = &self.echo_check {
@@ -515,6 +572,12 @@ fn lat_ms(l: &LatencySummary) -> String {
         l.p99_us as f64 / 1000.0,
         l.max_us as f64 / 1000.0
     )
+}
+
+/// `a / b / c`.
+fn slashed(values: &[u64]) -> String {
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    values.join(" / ")
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {

@@ -10,6 +10,7 @@ impl Report {
         let mut v = Vec::new();
         self.check_connections(args, &mut v);
         self.check_messages(args, &mut v);
+        self.check_missing(args, &mut v);
         self.check_reconnects(args, &mut v);
         self.check_storm(args, &mut v);
         if self.outcome.deadline_hit {
@@ -43,7 +44,7 @@ impl Report {
         }
     }
 
-    /// --max-p99-ms, --max-echo-failures, --max-missing.
+    /// --max-p99-ms, --max-echo-failures.
     fn check_messages(&self, args: &RunArgs, v: &mut Vec<String>) {
         if let Some(max_ms) = args.max_p99_ms {
             let lat = self.messages.latency_steady_us.as_ref();
@@ -66,14 +67,29 @@ impl Report {
                 None => v.push("--max-echo-failures given but no echo check ran".to_string()),
             }
         }
-        if let Some(max) = args.max_missing {
-            let missing = match &self.push {
-                Some(p) => p.missing,
-                None => self.messages.missing,
-            };
-            if missing > max {
-                v.push(format!("missing messages {missing} > --max-missing {max}"));
+    }
+
+    /// --max-missing: with --recover the losses by sequence number, else the push
+    /// scenario's or the echoes' missing messages.
+    fn check_missing(&self, args: &RunArgs, v: &mut Vec<String>) {
+        let Some(max) = args.max_missing else {
+            return;
+        };
+        let missing = match (&self.recovery, &self.push) {
+            (Some(r), _) if !r.ledger_complete => {
+                v.push(
+                    "--max-missing given but the pushes to expect are unknown (the run \
+                     stopped before pushing was over)"
+                        .to_string(),
+                );
+                return;
             }
+            (Some(r), _) => r.counts.missing,
+            (None, Some(p)) => p.missing,
+            (None, None) => self.messages.missing,
+        };
+        if missing > max {
+            v.push(format!("missing messages {missing} > --max-missing {max}"));
         }
     }
 

@@ -1,5 +1,6 @@
 //! The scenario messages: echo payloads (`e:<conn>:<seq>:<t_us>:xx..`), echo-check
-//! payloads (`chk:<conn>:<t_us>`) and pushed messages (`{"seq":S,"ts":T}`).
+//! payloads (`chk:<conn>:<t_us>`) and pushed messages
+//! (`{"seq":S,"ts":T[,"user":U,"user_seq":N]}`).
 
 use serde::Deserialize;
 
@@ -34,12 +35,17 @@ pub fn check_payload(id: u64, t_us: u64) -> String {
 }
 
 /// The message carried by every push (JSON, embedded as a string in the push):
-/// `{"seq":S,"ts":<unix ns taken right before the HTTP request was sent>}`,
-/// optionally with a `"pad"` field.
-#[derive(Debug, Deserialize, PartialEq)]
+/// `{"seq":S,"ts":<unix ns taken right before the HTTP request was sent>}`; with
+/// `--recover` also `"user":U,"user_seq":N` (N counts the pushes to user U from 0);
+/// optionally a `"pad"` field.
+#[derive(Debug, Default, Deserialize, PartialEq)]
 pub struct PushMessage {
     pub seq: u64,
     pub ts: u64,
+    #[serde(default)]
+    pub user: Option<u64>,
+    #[serde(default)]
+    pub user_seq: Option<u64>,
 }
 
 /// Parses a pushed message; `None` if it is not one of ours.

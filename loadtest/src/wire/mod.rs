@@ -10,8 +10,6 @@
 
 pub mod engineio;
 pub mod errors;
-// Not wired yet: `--recover` comes next.
-#[cfg(test)]
 pub mod history;
 pub mod http1;
 pub mod messages;

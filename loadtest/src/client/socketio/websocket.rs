@@ -61,7 +61,7 @@ async fn ws_connect(
     id: u64,
     source: Option<IpAddr>,
 ) -> Result<(Ws, Keepalive), ConnectError> {
-    let mut ws = connect(p, id, source).await?;
+    let mut ws = connect(p, id, source, None).await?;
     let open = parse_open(&next_text(&mut ws).await?)?;
     let mut ka = Keepalive::new(p.eio, &open);
     if p.eio >= 4 {
