@@ -174,6 +174,22 @@ mod tests {
         );
     }
 
+    /// Runs client `id` in a task; the phase is sent through the returned sender.
+    async fn start(
+        id: u64,
+        p: Arc<ConnParams>,
+        shared: &Arc<Shared>,
+        slot: &Arc<Slot>,
+    ) -> (watch::Sender<Phase>, tokio::task::JoinHandle<()>) {
+        let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .unwrap();
+        let task = tokio::spawn(run(id, p, shared.clone(), slot.clone(), permit, ctrl_rx));
+        (ctrl_tx, task)
+    }
+
     async fn until(what: &str, cond: impl Fn() -> bool) {
         let give_up = Instant::now() + Duration::from_secs(10);
         while !cond() {
@@ -190,12 +206,7 @@ mod tests {
         let p = params(addr, 20);
         let shared = Arc::new(Shared::new());
         let slot = Arc::new(Slot::default());
-        let (ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
-        let permit = Arc::new(tokio::sync::Semaphore::new(1))
-            .acquire_owned()
-            .await
-            .unwrap();
-        let task = tokio::spawn(run(7, p, shared.clone(), slot.clone(), permit, ctrl_rx));
+        let (ctrl_tx, task) = start(7, p, &shared, &slot).await;
         until("connected", || shared.open.load(Relaxed) == 1).await;
         assert_eq!(shared.connected.load(Relaxed), 1);
 
@@ -234,6 +245,81 @@ mod tests {
         assert_eq!(shared.dropped.load(Relaxed), 0);
     }
 
+    /// A history endpoint: the first connection gets a fresh marker and one push, then
+    /// drops (no close frame); the next ones get a marker `recovered: true`. Returns the
+    /// address and the request URIs.
+    // The handshake callback's signature is tungstenite's (its error is a whole response).
+    #[allow(clippy::result_large_err)]
+    async fn history_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::{handshake::server, Message};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let uris = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = uris.clone();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                let record = move |req: &server::Request, resp| {
+                    seen.lock().unwrap().push(req.uri().to_string());
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, record).await else {
+                    continue;
+                };
+                let marker = |resumed: bool, offset: u64| {
+                    let m = serde_json::json!({"type": "recovery", "resumed": resumed,
+                        "recovered": resumed, "epoch": "00000000000000aa", "offset": offset,
+                        "replayed": 0});
+                    Message::text(m.to_string())
+                };
+                if n == 0 {
+                    let push = serde_json::json!({"type": "push", "epoch": "00000000000000aa",
+                        "offset": 5, "data": r#"{"seq":0,"ts":1,"user":1,"user_seq":0}"#});
+                    let _ = ws.send(marker(false, 0)).await;
+                    let _ = ws.send(Message::text(push.to_string())).await;
+                    // Dropped here: the TCP connection ends without a close frame.
+                } else {
+                    let _ = ws.send(marker(true, 5)).await;
+                    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+                }
+            }
+        });
+        (addr, uris)
+    }
+
+    #[tokio::test]
+    async fn recover_resumes_after_a_drop() {
+        let (addr, uris) = history_server().await;
+        let mut p = params(addr, 20);
+        Arc::get_mut(&mut p).unwrap().recover = true;
+        let shared = Arc::new(Shared::new());
+        let slot = Arc::new(Slot::tracking(1));
+        let (ctrl_tx, task) = start(0, p, &shared, &slot).await;
+        until("resumed", || {
+            slot.stream().unwrap().counts(None).resumes_recovered == 1
+        })
+        .await;
+        let uris = uris.lock().unwrap().clone();
+        assert_eq!(uris, ["/ws", "/ws?epoch=00000000000000aa&since=5"]);
+        let c = slot.stream().unwrap().counts(None);
+        assert_eq!(
+            (c.markers, c.resumes_attempted, c.protocol_errors),
+            (2, 1, 0)
+        );
+        let counters = shared.counters();
+        assert_eq!((counters.dropped, counters.reconnects), (1, 1));
+        assert_eq!((counters.push_received, counters.reconnecting), (1, 0));
+        ctrl_tx.send(Phase::Stop).unwrap();
+        timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn storm_gives_up_at_its_deadline() {
         // Every reconnect is refused.
@@ -242,12 +328,7 @@ mod tests {
         Arc::get_mut(&mut p).unwrap().reconnect.storm_timeout = Duration::from_millis(300);
         let shared = Arc::new(Shared::new());
         let slot = Arc::new(Slot::default());
-        let (_ctrl_tx, ctrl_rx) = watch::channel(Phase::Run);
-        let permit = Arc::new(tokio::sync::Semaphore::new(1))
-            .acquire_owned()
-            .await
-            .unwrap();
-        let task = tokio::spawn(run(1, p, shared.clone(), slot.clone(), permit, ctrl_rx));
+        let (_ctrl_tx, task) = start(1, p, &shared, &slot).await;
         until("connected", || shared.open.load(Relaxed) == 1).await;
         *shared.storm_at.lock().unwrap() = Some(Instant::now());
         assert!(slot.kick(&shared, Kick::Storm));

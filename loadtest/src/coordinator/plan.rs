@@ -131,6 +131,28 @@ fn check_pushes(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Seconds the phases after the hold may take: the settle or the storm, the push
+/// driver's grace and the drain, the echo check.
+fn after_hold_budget(args: &RunArgs) -> f64 {
+    let ct = args.connect_timeout_ms as f64 / 1000.0;
+    let reconnects = match args.scenario {
+        Scenario::Churn => ct + SETTLE_SLACK.as_secs_f64(),
+        Scenario::Storm => args.storm_timeout + ct + STORM_SLACK.as_secs_f64(),
+        Scenario::Push | Scenario::Hold | Scenario::Echo => 0.0,
+    };
+    let drain = if args.pushes() {
+        args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
+    } else {
+        0.0
+    };
+    let check = if args.echo_check {
+        args.echo_timeout_ms as f64 / 1000.0 + 20.0
+    } else {
+        0.0
+    };
+    reconnects + drain + check
+}
+
 /// Checks the options and resolves the plan: workers, source addresses, time budgets.
 pub fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
     check_args(args)?;
@@ -195,22 +217,7 @@ pub fn plan(args: &RunArgs, target_ip: IpAddr) -> Result<Plan> {
     let max_runtime = if args.max_runtime_s > 0.0 {
         args.max_runtime_s
     } else {
-        let check = if args.echo_check {
-            args.echo_timeout_ms as f64 / 1000.0 + 20.0
-        } else {
-            0.0
-        };
-        let after = match args.scenario {
-            Scenario::Churn => ct + SETTLE_SLACK.as_secs_f64(),
-            Scenario::Storm => args.storm_timeout + ct + STORM_SLACK.as_secs_f64(),
-            Scenario::Push | Scenario::Hold | Scenario::Echo => 0.0,
-        };
-        let drain = if args.pushes() {
-            args.drain_timeout_ms as f64 / 1000.0 + PUSH_FINISH_GRACE.as_secs_f64()
-        } else {
-            0.0
-        };
-        connect_budget + args.duration.max(0.0) + check + after + drain + 30.0
+        connect_budget + args.duration.max(0.0) + after_hold_budget(args) + 30.0
     };
     Ok(Plan {
         source_addrs,

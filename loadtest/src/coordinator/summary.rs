@@ -60,6 +60,15 @@ impl Run<'_> {
             violations: Vec::new(),
             timeline: std::mem::take(&mut self.timeline),
         };
+        if let Some(r) = &report.recovery {
+            if r.counts.connections_tracked > 0 && r.counts.markers == 0 {
+                report.outcome.notes.push(
+                    "--recover: no recovery marker arrived; is history on for this endpoint \
+                     (`history = true`)?"
+                        .to_string(),
+                );
+            }
+        }
         report.check_thresholds(args);
         report
     }

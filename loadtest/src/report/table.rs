@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use clap::ValueEnum;
 
 use crate::cli::{Protocol, PushMode, Scenario};
-use crate::report::Report;
+use crate::report::{PushReport, Report};
 use crate::stats::LatencySummary;
 
 /// One `key value` row, the keys aligned.
@@ -239,23 +239,7 @@ impl Report {
                     p.pushes_accepted_per_s, p.push_seconds, p.late_requests
                 ),
             );
-            row(
-                s,
-                "messages expected / received",
-                format!("{} / {}", p.messages_expected, p.messages_received),
-            );
-            if p.remote_nodes > 0 {
-                row(
-                    s,
-                    "queued for other nodes (remote_nodes)",
-                    p.remote_nodes.to_string(),
-                );
-            }
-            row(
-                s,
-                "MISSING / unexpected",
-                format!("{} / {}", p.missing, p.unexpected),
-            );
+            self.push_deliveries(s, p);
             row(
                 s,
                 "drain",
@@ -295,6 +279,30 @@ impl Report {
                     );
                 }
             }
+        }
+    }
+
+    /// The push scenario's deliveries: expected from the admin API's answers, or with
+    /// `--recover` only what arrived (the sockets the answers count leave out the clients
+    /// that were reconnecting; the recovery section counts by sequence number).
+    fn push_deliveries(&self, s: &mut String, p: &PushReport) {
+        if self.recovery.is_some() {
+            let received = p.messages_received.to_string();
+            row(s, "messages received (with replays)", received);
+        } else {
+            let expected = [p.messages_expected, p.messages_received];
+            row(s, "messages expected / received", slashed(&expected));
+        }
+        if p.remote_nodes > 0 {
+            let remote = p.remote_nodes.to_string();
+            row(s, "queued for other nodes (remote_nodes)", remote);
+        }
+        if self.recovery.is_none() {
+            row(
+                s,
+                "MISSING / unexpected",
+                slashed(&[p.missing, p.unexpected]),
+            );
         }
     }
 
@@ -446,17 +454,13 @@ impl Report {
         row(s, "MISSING / acknowledged / offline", slashed(&lost));
         let disorder = [c.duplicated, c.out_of_order];
         row(s, "DUPLICATED / OUT OF ORDER", slashed(&disorder));
-        let resumes = [
-            c.resumes_attempted,
+        row(s, "resumes attempted", c.resumes_attempted.to_string());
+        let outcomes = [
             c.resumes_recovered,
             c.resumes_not_recovered,
             r.resumes_unanswered,
         ];
-        row(
-            s,
-            "resumes / recovered / not / no marker",
-            slashed(&resumes),
-        );
+        row(s, "  recovered / not / no marker", slashed(&outcomes));
         row(s, "replayed messages", c.replayed.to_string());
         for (name, n) in [
             ("unexpected (request had failed)", c.unexpected),
