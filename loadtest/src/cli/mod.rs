@@ -46,7 +46,10 @@ pub use target::{
   --churn-per-sec 200 --duration 10 --max-reconnect-failures 0\n\n  \
   # Reconnect storm: 3,000 sockets drop at once and reconnect; all back within 15 s, none gives up\n  \
   ringwire-loadtest --url ws://127.0.0.1:8080/ws --auth session --scenario storm --connections 3000 \\\n      \
-  --ramp-per-sec 400 --duration 2 --max-storm-secs 15"
+  --ramp-per-sec 400 --duration 2 --max-storm-secs 15\n\n  \
+  # The same storm pushing 1,000/s to a raw endpoint with history: clients resume, none loses a push\n  \
+  ringwire-loadtest --url ws://127.0.0.1:8080/ws --auth session --scenario storm --connections 3000 \\\n      \
+  --ramp-per-sec 400 --duration 2 --push-rate 1000 --recover --max-missing 0"
 )]
 pub struct Cli {
     #[command(subcommand)]
