@@ -49,6 +49,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         session_key.clone(),
         listeners,
         links.as_ref().map(|(state, _)| state.clone()),
+        None,
     )?;
     let shared = engine.shared.clone();
     // The one facade to the cores, shared by the cluster link and the admin API.

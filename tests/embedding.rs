@@ -90,6 +90,7 @@ fn listener_service_and_attributes_in_process() {
         key.clone(),
         vec![recorder.clone() as Arc<dyn Listener>],
         None,
+        None,
     )
     .unwrap();
     let service = Service::new(engine.shared.clone(), key.clone());

@@ -103,6 +103,7 @@ impl PushRequest {
             filter: PathFilter::new(&path),
             text: Arc::from(self.message),
             coalesce: self.coalesce,
+            at: None,
         })
     }
 }

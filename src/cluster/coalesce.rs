@@ -156,6 +156,7 @@ mod tests {
             user,
             filter: "*".into(),
             text: Arc::from(text),
+            at: None,
         }
     }
 

@@ -13,10 +13,11 @@
 //!
 //! A presence entry is absolute (the sender's whole count for that user, per socket path; no
 //! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
+use crate::service::history::Position;
 use crate::service::session::{Revocation, SessionId};
 use std::sync::Arc;
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame accepted (a batch of pushes is cut into frames below this).
 pub const MAX_FRAME: usize = 16 << 20;
 /// A sender starts a new frame once one holds this many bytes.
@@ -38,6 +39,9 @@ pub struct RemotePush {
     pub user: u32,
     pub filter: Box<str>,
     pub text: Arc<str>,
+    /// Its position in a history shared by the nodes (`nats` store). Pushes with positions
+    /// are never equal to one another, so they are never merged.
+    pub at: Option<Position>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,8 @@ pub enum WireError {
     Truncated,
     TrailingBytes,
     BadUtf8,
+    /// A push's position tag is neither 0 (none) nor 1.
+    BadPositionTag(u8),
 }
 
 impl std::fmt::Display for WireError {
@@ -63,6 +69,7 @@ impl std::fmt::Display for WireError {
         match self {
             WireError::FrameTooLarge => write!(f, "frame larger than {MAX_FRAME} bytes"),
             WireError::UnknownType(t) => write!(f, "unknown frame type {t}"),
+            WireError::BadPositionTag(t) => write!(f, "bad push position tag {t}"),
             WireError::Truncated => f.write_str("frame body shorter than its fields"),
             WireError::TrailingBytes => f.write_str("bytes after a frame's last field"),
             WireError::BadUtf8 => f.write_str("string not UTF-8"),
@@ -154,12 +161,20 @@ pub fn encode_pushes(out: &mut Vec<u8>, pushes: &[RemotePush]) {
         o.extend_from_slice(&p.user.to_be_bytes());
         put_str16(o, &p.filter);
         put_str32(o, &p.text);
+        match p.at {
+            None => o.push(0),
+            Some(at) => {
+                o.push(1);
+                o.extend_from_slice(&at.epoch.to_be_bytes());
+                o.extend_from_slice(&at.offset.to_be_bytes());
+            }
+        }
     });
 }
 
 /// Bytes a push takes on the wire (for queue accounting).
 pub fn push_wire_len(p: &RemotePush) -> usize {
-    4 + 4 + 2 + p.filter.len() + 4 + p.text.len()
+    4 + 4 + 2 + p.filter.len() + 4 + p.text.len() + if p.at.is_some() { 17 } else { 1 }
 }
 
 // ----- decoding -----
@@ -253,13 +268,21 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
             })?)
         }
         3 => {
-            let n = r.count(14)?;
-            Frame::Push(r.list(n, 14, |r| {
+            let n = r.count(15)?;
+            Frame::Push(r.list(n, 15, |r| {
                 Ok(RemotePush {
                     context: r.u32()?,
                     user: r.u32()?,
                     filter: r.str16()?.into(),
                     text: Arc::from(r.str32()?),
+                    at: match r.u8()? {
+                        0 => None,
+                        1 => Some(Position {
+                            epoch: r.u64()?,
+                            offset: r.u64()?,
+                        }),
+                        t => return Err(WireError::BadPositionTag(t)),
+                    },
                 })
             })?)
         }
@@ -355,12 +378,25 @@ mod tests {
             },
         ];
         encode_presence(&mut out, &presence);
-        let pushes = vec![RemotePush {
-            context: 7,
-            user: 9,
-            filter: "/socket.io/*".into(),
-            text: Arc::from("[\"ev\",{\"ü\":1}]"),
-        }];
+        let pushes = vec![
+            RemotePush {
+                context: 7,
+                user: 9,
+                filter: "/socket.io/*".into(),
+                text: Arc::from("[\"ev\",{\"ü\":1}]"),
+                at: None,
+            },
+            RemotePush {
+                context: 7,
+                user: 10,
+                filter: "*".into(),
+                text: Arc::from("positioned"),
+                at: Some(Position {
+                    epoch: u64::MAX,
+                    offset: 42,
+                }),
+            },
+        ];
         encode_pushes(&mut out, &pushes);
         let rev = Revocation {
             id: SessionId([5; SESSION_ID_LEN]),
@@ -392,6 +428,7 @@ mod tests {
                 user: u,
                 filter: "*".into(),
                 text: text.clone(),
+                at: None,
             })
             .collect();
         let mut out = Vec::new();

@@ -36,6 +36,7 @@ impl Service {
             filter: PathFilter::new(filter),
             text: Arc::from(text),
             coalesce: true,
+            at: None,
         }])
         .await
     }

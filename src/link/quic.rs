@@ -403,6 +403,7 @@ async fn read_frames(
                         filter: PathFilter::new(&p.filter),
                         text: p.text,
                         coalesce: false,
+                        at: p.at,
                     });
                     link.service.deliver_from_peer(jobs);
                 }

@@ -19,6 +19,7 @@ pub mod history;
 pub mod lifecycle;
 mod outbox;
 mod remote;
+pub mod resume;
 mod ring;
 mod shard;
 mod slots;
@@ -54,6 +55,9 @@ pub struct PushJob {
     /// Copies bound for other nodes may wait to merge with equal pushes (`[remote]`);
     /// `false` sends them at once. Local delivery is immediate either way.
     pub coalesce: bool,
+    /// Its position when a store off the core recorded it already (`nats`); `None`: the
+    /// owning core's memory store gives it one (if history is on).
+    pub at: Option<crate::service::history::Position>,
 }
 
 /// What a push reached: sockets on this node, and other nodes it was queued for.
@@ -109,6 +113,12 @@ pub enum Command {
     },
     /// A session was terminated: refuse it, close its sockets.
     Revoke(crate::service::session::Revocation),
+    /// The history store answered what socket `slot` (generation `gen`) missed.
+    Resumed {
+        slot: u32,
+        gen: u32,
+        answer: resume::StoreAnswer,
+    },
     /// New cascade and limits.
     Reload(Arc<crate::service::upgrade::UpgradePolicy>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and
@@ -173,6 +183,8 @@ pub struct Shared {
     pub transcoders: Vec<Option<Arc<dyn Transcoder>>>,
     /// The cluster, when `[cluster]` is configured.
     pub cluster: Option<Arc<ClusterState>>,
+    /// The history store off the cores (`[history] store = "nats"`).
+    pub history_bus: Option<Arc<dyn resume::HistoryBus>>,
 }
 
 impl Shared {
@@ -286,6 +298,7 @@ impl Engine {
         session_key: SessionKey,
         listeners: Vec<Arc<dyn Listener>>,
         cluster: Option<Arc<ClusterState>>,
+        history_bus: Option<Arc<dyn resume::HistoryBus>>,
     ) -> Result<Engine, StartError> {
         let nofile = sys::raise_nofile_limit();
         let cpus = sys::allowed_cpus();
@@ -335,6 +348,7 @@ impl Engine {
                 })
                 .collect(),
             cluster,
+            history_bus,
         });
         let policy = Arc::new(
             crate::service::upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?,

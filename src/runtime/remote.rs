@@ -84,6 +84,7 @@ impl RemoteState {
                 user: job.user,
                 filter: job.filter.as_str().into(),
                 text: job.text.clone(),
+                at: job.at,
             };
             let offer = if wait {
                 n.coalescer.offer(push, now, settings)
@@ -277,6 +278,7 @@ mod tests {
             filter: PathFilter::new("*"),
             text: "hi".into(),
             coalesce,
+            at: None,
         }
     }
 

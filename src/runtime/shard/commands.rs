@@ -99,6 +99,7 @@ impl Shard {
             Command::PeerDown { node } => self.peer_down(node),
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
             Command::Revoke(r) => self.revoke(r),
+            Command::Resumed { slot, gen, answer } => self.on_resumed(slot, gen, answer),
             Command::SetAttribute {
                 socket,
                 key,

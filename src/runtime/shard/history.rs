@@ -1,20 +1,29 @@
 //! Push history on the core: a connecting client of a history endpoint is replayed what it
 //! missed and told how its resume went, before any live push (see `runtime::history` for
-//! why the seam is exact); the store's ttl is applied from the core's tick.
+//! why the seam is exact); with the nats store the question goes to the store's thread and
+//! the answer comes back as a command (`runtime::resume`); the store's ttl is applied from
+//! the core's tick.
 use super::Shard;
-use crate::runtime::sys;
+use crate::runtime::history::{self, Replay};
+use crate::runtime::resume::{self, StoreAnswer};
+use crate::runtime::{sys, Command};
 use crate::service::history::envelope;
 use crate::service::history::Position;
+use std::sync::Arc;
 
 impl Shard {
     /// A socket of a raw history endpoint just opened (registered, nothing queued after its
-    /// 101 yet): queue the replay after `from`, then the recovery marker.
+    /// 101 yet): queue the replay after `from`, then the recovery marker; or ask the store
+    /// off the core and hold the socket's pushes until it answers.
     pub(in crate::runtime) fn replay_history(
         &mut self,
         slot: u32,
         endpoint: u8,
         from: Option<Position>,
     ) {
+        if self.endpoint_kinds[endpoint as usize] != crate::config::EndpointKind::Raw {
+            return;
+        }
         let Some(h) = self.history.as_deref_mut().filter(|h| h.on(endpoint)) else {
             return;
         };
@@ -22,30 +31,91 @@ impl Shard {
         let Some(auth) = c.socket().and_then(|(_, meta)| meta.auth) else {
             return;
         };
-        if self.endpoint_kinds[endpoint as usize] != crate::config::EndpointKind::Raw {
+        let stats = &self.shared.stats[self.id];
+        let now = sys::monotonic_ms();
+        if let Some(replay) = h.connect(auth.context, auth.user, from, now, stats) {
+            self.send_replay(slot, endpoint, replay, Vec::new());
             return;
         }
+        let Some(bus) = self.shared.history_bus.clone() else {
+            return;
+        };
+        let gen = c.gen;
+        h.pending.begin(slot, gen, from);
+        let (shared, core) = (self.shared.clone(), self.id);
+        let done = move |answer| shared.send(core, Command::Resumed { slot, gen, answer });
+        bus.connect(auth.context, auth.user, from, Box::new(done));
+    }
+
+    /// The store off the core answered socket `slot`: its replay, the marker, then the
+    /// pushes held meanwhile that the replay does not contain.
+    pub(in crate::runtime) fn on_resumed(&mut self, slot: u32, gen: u32, answer: StoreAnswer) {
+        let Some(h) = self.history.as_deref_mut() else {
+            return;
+        };
+        let Some(waiting) = h.pending.finish(slot, gen) else {
+            return; // closed meanwhile (or its slot reused)
+        };
+        let Some((endpoint, _)) = self.conns[slot as usize].socket() else {
+            return;
+        };
         let stats = &self.shared.stats[self.id];
-        let replay = h.connect(auth.context, auth.user, from, sys::monotonic_ms(), stats);
+        let mut replay = history::answer(waiting.from, answer, false, stats);
+        if waiting.overflowed && replay.marker.recovered {
+            // Held pushes were dropped: not everything will arrive.
+            replay.marker.recovered = false;
+        }
+        let held = resume::after(waiting.held, replay.marker.at).collect();
+        self.send_replay(slot, endpoint, replay, held);
+    }
+
+    /// Queue a replay, its marker and then `live` pushes on a raw socket.
+    fn send_replay(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        replay: Replay,
+        live: Vec<(Option<Position>, Arc<str>)>,
+    ) {
+        let epoch = replay.marker.at.epoch;
         let mut frame = Vec::new();
         for (offset, text) in &replay.messages {
             let at = Position {
-                epoch: replay.marker.at.epoch,
+                epoch,
                 offset: *offset,
             };
-            let Some(t) = &self.shared.transcoders[endpoint as usize] else {
-                return;
-            };
-            let Some(payload) = t.outbound(text) else {
-                continue;
-            };
-            envelope::push(&mut frame, at, &payload);
-            if !self.ws_send_utf8(slot, &frame) {
+            if !self.send_envelope(slot, endpoint, Some(at), text, &mut frame) {
                 return;
             }
         }
         envelope::marker(&mut frame, replay.marker);
-        self.ws_send_utf8(slot, &frame);
+        if !self.ws_send_utf8(slot, &frame) {
+            return;
+        }
+        for (at, text) in &live {
+            if !self.send_envelope(slot, endpoint, *at, text, &mut frame) {
+                return;
+            }
+        }
+    }
+
+    /// One push in its envelope on a raw socket; false if the socket is closing.
+    fn send_envelope(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        at: Option<Position>,
+        text: &str,
+        frame: &mut Vec<u8>,
+    ) -> bool {
+        let Some(t) = &self.shared.transcoders[endpoint as usize] else {
+            return false;
+        };
+        let Some(payload) = t.outbound(text) else {
+            return true;
+        };
+        envelope::push(frame, at, &payload);
+        self.ws_send_utf8(slot, frame)
     }
 
     /// Apply the history ttl (about once a second, from the tick).

@@ -12,6 +12,7 @@ use crate::service::history::Position;
 use crate::service::listener::SocketInfo;
 use crate::service::session::unix_now;
 use crate::service::session::Revocation;
+use std::sync::Arc;
 
 impl Shard {
     pub(in crate::runtime) fn user_socket_count(&self, context: u32, user: u32) -> usize {
@@ -92,10 +93,10 @@ impl Shard {
             0
         };
         for job in jobs {
-            let at = self
-                .history
-                .as_mut()
-                .map(|h| h.append(job.context, job.user, &job.text, now_ms));
+            let at = job.at.or_else(|| {
+                let h = self.history.as_mut()?;
+                h.append(job.context, job.user, &job.text, now_ms)
+            });
             positions.extend(at);
             // Lent out for the loop (nothing below changes the index) to avoid a copy.
             let Some(slots) = self.users.lend(job.context, job.user) else {
@@ -131,8 +132,16 @@ impl Shard {
         (reached, positions)
     }
 
-    /// One push to a raw socket: its text, or (history endpoint) its envelope.
-    fn push_raw(&mut self, slot: u32, endpoint: u8, at: Option<Position>, text: &str) -> bool {
+    /// One push to a raw socket: its text, or (history endpoint) its envelope; held while
+    /// the socket waits for its resume's answer.
+    fn push_raw(&mut self, slot: u32, endpoint: u8, at: Option<Position>, text: &Arc<str>) -> bool {
+        let gen = self.conns[slot as usize].gen;
+        if let Some(h) = self.history.as_deref_mut().filter(|h| h.on(endpoint)) {
+            if h.pending.is_waiting(slot, gen) {
+                h.pending.hold(slot, at, text);
+                return true;
+            }
+        }
         let Some(transcoder) = &self.shared.transcoders[endpoint as usize] else {
             return false;
         };
@@ -140,7 +149,7 @@ impl Shard {
             return false;
         };
         let bytes = match (at, self.history.as_deref_mut()) {
-            (Some(at), Some(h)) if h.on(endpoint) => h.envelope(at, endpoint, &payload),
+            (at, Some(h)) if h.on(endpoint) => h.envelope(at, endpoint, &payload),
             _ => payload.as_bytes(),
         };
         let max_out = self.limits.max_outbound_bytes;

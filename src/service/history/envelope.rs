@@ -34,14 +34,19 @@ pub fn epoch_hex(epoch: u64) -> String {
     format!("{epoch:016x}")
 }
 
-/// Write the envelope of one push into `out` (cleared first).
-pub fn push(out: &mut Vec<u8>, at: Position, text: &str) {
+/// Write the envelope of one push into `out` (cleared first). A push the store could not
+/// record (`None`: the nats store was unreachable) has no position.
+pub fn push(out: &mut Vec<u8>, at: Option<Position>, text: &str) {
     out.clear();
-    let _ = write!(
-        out,
-        "{{\"type\":\"push\",\"epoch\":\"{:016x}\",\"offset\":{},\"data\":",
-        at.epoch, at.offset
-    );
+    out.extend_from_slice(b"{\"type\":\"push\",");
+    if let Some(at) = at {
+        let _ = write!(
+            out,
+            "\"epoch\":\"{:016x}\",\"offset\":{},",
+            at.epoch, at.offset
+        );
+    }
+    out.extend_from_slice(b"\"data\":");
     let _ = serde_json::to_writer(&mut *out, text);
     out.push(b'}');
 }
@@ -98,7 +103,9 @@ mod tests {
             epoch: 0xab,
             offset: 7,
         };
-        push(&mut out, at, "say \"hi\"\n");
+        push(&mut out, None, "x");
+        assert_eq!(out, br#"{"type":"push","data":"x"}"#);
+        push(&mut out, Some(at), "say \"hi\"\n");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "push");
         assert_eq!(v["epoch"], "00000000000000ab");
