@@ -161,12 +161,16 @@ pub async fn push_batch(State(state): State<AdminState>, body: axum::body::Bytes
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-/// A push's position as the API answers it (the epoch as on the wire: 16 hex digits).
-fn position_json(p: crate::service::history::Position) -> serde_json::Value {
-    serde_json::json!({
-        "epoch": crate::service::history::envelope::epoch_hex(p.epoch),
-        "offset": p.offset,
-    })
+/// A push's position as the API answers it (the epoch as on the wire: 16 hex digits);
+/// `null` when the history store could not record it.
+fn position_json(p: Option<crate::service::history::Position>) -> serde_json::Value {
+    match p {
+        Some(p) => serde_json::json!({
+            "epoch": crate::service::history::envelope::epoch_hex(p.epoch),
+            "offset": p.offset,
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 #[derive(Deserialize)]

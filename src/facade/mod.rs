@@ -4,6 +4,7 @@
 //! waits for their replies; nothing above it touches the cores' inboxes.
 #![forbid(unsafe_code)]
 use crate::cluster::wire::UserPresence;
+use crate::runtime::resume::HistoryBus;
 use crate::runtime::{socket_id_parts, Command, Shared};
 pub use crate::runtime::{AttributeError, Counts, PushCounts, PushJob};
 use crate::service::path_filter::PathFilter;
@@ -44,6 +45,9 @@ impl Service {
     /// Many pushes at once: grouped by owning core, one command per core. With history on,
     /// the answer's positions are in the order of `jobs`.
     pub async fn send_batch(&self, jobs: Vec<PushJob>) -> PushCounts {
+        if let Some(bus) = self.shared.history_bus.clone() {
+            return self.send_recorded(bus.as_ref(), jobs).await;
+        }
         let owners: Vec<usize> = jobs
             .iter()
             .map(|j| self.shared.owner_of(j.context, j.user))
@@ -79,6 +83,41 @@ impl Service {
             .iter()
             .map_while(|&core| per_core[core].next())
             .collect();
+        total
+    }
+
+    /// Pushes recorded by the history store off the cores first (`nats`): each push goes to
+    /// its owning core from the store's thread once the store gave it its position (or
+    /// failed to: it is delivered live all the same, without one), so a user's pushes reach
+    /// its core in the order of their positions.
+    async fn send_recorded(&self, bus: &dyn HistoryBus, jobs: Vec<PushJob>) -> PushCounts {
+        let mut replies = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            let (tx, rx) = oneshot::channel();
+            replies.push(rx);
+            let shared = self.shared.clone();
+            let (context, user, text) = (job.context, job.user, job.text.clone());
+            let done = move |at: Result<_, String>| {
+                job.at = at.ok();
+                let core = shared.owner_of(job.context, job.user);
+                shared.send(
+                    core,
+                    Command::Push {
+                        jobs: vec![job],
+                        reply: Some(tx),
+                        forward: true,
+                    },
+                );
+            };
+            bus.append(context, user, text, Box::new(done));
+        }
+        let mut total = PushCounts::default();
+        for rx in replies {
+            let c = rx.await.unwrap_or_default();
+            total.sockets += c.sockets;
+            total.remote_nodes += c.remote_nodes;
+            total.positions.push(c.positions.first().copied().flatten());
+        }
         total
     }
 

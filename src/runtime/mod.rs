@@ -65,9 +65,9 @@ pub struct PushJob {
 pub struct PushCounts {
     pub sockets: u64,
     pub remote_nodes: u64,
-    /// With history on: the position given to each push, in the order of the jobs (empty
-    /// with history off).
-    pub positions: Vec<crate::service::history::Position>,
+    /// With history on: the position of each push, in the order of the jobs (`None`: the
+    /// store could not record it); empty with history off.
+    pub positions: Vec<Option<crate::service::history::Position>>,
 }
 
 /// A user's matching sockets: here, and on each other node (index = peer in the config)

@@ -84,7 +84,7 @@ impl Shard {
 
     /// Deliver pushes to the matching sockets of their users (recording each in the
     /// history first, if on); returns sockets reached and the positions given (in order).
-    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> (u64, Vec<Position>) {
+    pub(in crate::runtime) fn deliver(&mut self, jobs: &[PushJob]) -> (u64, Vec<Option<Position>>) {
         let mut reached = 0u64;
         let mut positions = Vec::new();
         let now_ms = if self.history.is_some() {
@@ -97,7 +97,9 @@ impl Shard {
                 let h = self.history.as_mut()?;
                 h.append(job.context, job.user, &job.text, now_ms)
             });
-            positions.extend(at);
+            if self.history.is_some() {
+                positions.push(at);
+            }
             // Lent out for the loop (nothing below changes the index) to avoid a copy.
             let Some(slots) = self.users.lend(job.context, job.user) else {
                 continue;
