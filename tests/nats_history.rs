@@ -143,6 +143,13 @@ async fn connect(url: &str, s: NatsSettings) -> NatsHistory {
     }
 }
 
+/// A nats-server and a store connected to it, or None (skipped, loudly).
+async fn store(name: &str, s: NatsSettings) -> Option<(Nats, NatsHistory)> {
+    let nats = Nats::start(name)?;
+    let h = connect(&nats.url(), s).await;
+    Some((nats, h))
+}
+
 /// Resumes (context 1) and checks the texts and the verdict; returns the recovery.
 async fn resume(
     h: &NatsHistory,
@@ -167,10 +174,9 @@ fn offsets(r: &Recovery) -> Vec<u64> {
 
 #[tokio::test]
 async fn offsets_increase_per_user_and_a_resume_gets_exactly_what_was_missed() {
-    let Some(nats) = Nats::start("basic") else {
+    let Some((_nats, h)) = store("basic", settings(100, 60)).await else {
         return;
     };
-    let h = connect(&nats.url(), settings(100, 60)).await;
     let epoch = h.epoch();
     let p0 = h.current(1, b"alice").await.expect("current");
     assert_eq!(p0.epoch, epoch);
@@ -215,10 +221,9 @@ async fn offsets_increase_per_user_and_a_resume_gets_exactly_what_was_missed() {
 
 #[tokio::test]
 async fn the_size_limit_keeps_the_newest_and_a_resume_from_before_is_incomplete() {
-    let Some(nats) = Nats::start("size") else {
+    let Some((_nats, h)) = store("size", settings(3, 60)).await else {
         return;
     };
-    let h = connect(&nats.url(), settings(3, 60)).await;
     let p0 = h.current(1, b"u").await.expect("current");
     let mut p = Vec::new();
     for i in 1..=5 {
@@ -234,10 +239,9 @@ async fn the_size_limit_keeps_the_newest_and_a_resume_from_before_is_incomplete(
 
 #[tokio::test]
 async fn the_max_age_drops_messages_and_a_resume_across_them_is_incomplete() {
-    let Some(nats) = Nats::start("ttl") else {
+    let Some((_nats, h)) = store("ttl", settings(100, 1)).await else {
         return;
     };
-    let h = connect(&nats.url(), settings(100, 1)).await;
     let p0 = h.current(1, b"u").await.expect("current");
     let x = h.append(1, b"u", "x").await.expect("append");
     resume(&h, b"u", p0, &["x"], true).await;
@@ -263,10 +267,9 @@ async fn the_max_age_drops_messages_and_a_resume_across_them_is_incomplete() {
 
 #[tokio::test]
 async fn a_fresh_position_resumed_later_without_pushes_is_complete() {
-    let Some(nats) = Nats::start("fresh") else {
+    let Some((_nats, h)) = store("fresh", settings(2, 60)).await else {
         return;
     };
-    let h = connect(&nats.url(), settings(2, 60)).await;
     // A user who never had a push.
     let fresh = h.current(1, b"carol").await.expect("current");
     for i in 0..10 {
@@ -327,10 +330,9 @@ async fn positions_of_a_deleted_stream_are_never_completed() {
 
 #[tokio::test]
 async fn the_stream_limits_follow_the_settings_and_keep_the_epoch() {
-    let Some(nats) = Nats::start("limits") else {
+    let Some((nats, h)) = store("limits", settings(3, 60)).await else {
         return;
     };
-    let h = connect(&nats.url(), settings(3, 60)).await;
     let epoch = h.epoch();
     let h = connect(&nats.url(), settings(5, 120)).await;
     assert_eq!(h.epoch(), epoch, "updating limits keeps the epoch");
