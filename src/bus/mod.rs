@@ -11,7 +11,8 @@
 //!   through a [`BusSender`] without blocking and get the answer in a callback that runs on
 //!   the NATS thread.
 //!
-//! Imports `service` (positions, recoveries) and `config` only. Not wired into the engine yet.
+//! Imports `service` (positions, recoveries); `config` is allowed too, nothing above. Not
+//! wired into the engine yet.
 #![forbid(unsafe_code)]
 
 pub mod history;
