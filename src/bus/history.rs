@@ -24,8 +24,11 @@
 //! sends `Nats-Expected-Last-Subject-Sequence` with that same value, so the server stores the
 //! message only if it is true at that moment; on a mismatch (another node appended, or the
 //! user's messages expired) the server names the real last offset and the append retries with
-//! it. Appends to one user from one `NatsHistory` go one at a time, in the order they were
-//! called; a small cache keeps each user's last offset so that an append is one round trip.
+//! it: at once the first time, then after a short random pause (another node appending to the
+//! same user in a burst would win every immediate retry), until nine tenths of the timeout
+//! ([`HistoryError::Contended`]). Appends to one user from one `NatsHistory` go one at a
+//! time, in the order they were called; a small cache keeps each user's last offset so that
+//! an append is one round trip.
 //!
 //! # When a resume is complete
 //! `since(from)` returns the user's held messages with an offset above `from.offset`, in
@@ -91,9 +94,12 @@ use std::time::{Duration, Instant};
 /// The header naming the previous offset of the same user (see the module docs).
 pub const PREV_HEADER: &str = "Ringwire-Prev";
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
-/// Appends retried after a mismatch of the expected last offset (each retry uses the offset
-/// the server named), before giving up with [`HistoryError::Contended`].
-const APPEND_ATTEMPTS: usize = 8;
+/// The part of the timeout an append may spend retrying after mismatches of the expected
+/// last offset (each retry uses the offset the server named), before giving up with
+/// [`HistoryError::Contended`]: nine tenths, so that it is said rather than a timeout.
+const CONTENDED_SHARE: (u32, u32) = (9, 10);
+/// Stream re-creations one append may do (the stream deleted under it).
+const RECREATIONS: usize = 2;
 /// How long the epoch an append reports may go unchecked.
 const EPOCH_RECHECK: Duration = Duration::from_secs(1);
 /// Users whose last offset is cached (the cache is emptied when full).
@@ -196,7 +202,7 @@ pub enum HistoryError {
     /// JetStream refused, or the history stream is missing or cannot be made as configured.
     Stream { stream: String, detail: String },
     /// An append kept losing the race with appends of other nodes to the same user.
-    Contended { attempts: usize },
+    Contended { attempts: u32 },
     /// The queue to the NATS thread is full.
     Overloaded { capacity: usize },
     /// The NATS thread has stopped.
@@ -349,6 +355,19 @@ fn named_last_sequence(error: &str) -> Option<u64> {
     let rest = &error[error.rfind("wrong last sequence: ")? + "wrong last sequence: ".len()..];
     let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
     digits.parse().ok()
+}
+
+/// The pause before retry `attempts + 1` of an append that lost to another: none after the
+/// first loss, then a random 0 to `attempts - 1` ms (at most 8 ms).
+fn contended_backoff(attempts: u32) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let mut byte = [0u8; 2];
+    let _ = getrandom::getrandom(&mut byte);
+    let micros = u64::from(u16::from_le_bytes(byte)) * u64::from((attempts - 1).min(8)) * 1_000
+        / u64::from(u16::MAX);
+    Duration::from_micros(micros)
 }
 
 /// Reconnect delays: at once, then doubling from 10 ms up to one second.
@@ -754,7 +773,15 @@ impl NatsHistory {
             self.fresh_info().await?;
         }
         let mut prev = self.user_last(subject).await?;
-        for _ in 0..APPEND_ATTEMPTS {
+        let (num, den) = CONTENDED_SHARE;
+        let deadline = Instant::now() + self.settings.timeout * num / den;
+        let (mut attempts, mut recreations) = (0, 0);
+        loop {
+            attempts += 1;
+            // The epoch known before the publish: the stream that takes the message is that
+            // one or a later one, so the position is never of an epoch later than its
+            // offset's (at worst an older one, which a resume refuses).
+            let epoch = self.epoch();
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, prev.to_string().as_str());
             headers.insert(PREV_HEADER, prev.to_string().as_str());
@@ -770,7 +797,7 @@ impl NatsHistory {
                 Ok(ack) => {
                     self.remember_last(subject, ack.sequence);
                     return Ok(Position {
-                        epoch: self.epoch(),
+                        epoch,
                         offset: ack.sequence,
                     });
                 }
@@ -789,9 +816,20 @@ impl NatsHistory {
                         }
                     };
                     self.remember_last(subject, prev);
+                    if Instant::now() >= deadline {
+                        return Err(HistoryError::Contended { attempts });
+                    }
+                    // Another append to this user won. Retry at once the first time (this
+                    // store's cache was behind); after that another node is appending in a
+                    // burst, which would win every race of an immediate retry: back off.
+                    tokio::time::sleep(contended_backoff(attempts)).await;
                 }
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
                     // The stream was deleted: make it again (a new epoch) and start over.
+                    recreations += 1;
+                    if recreations > RECREATIONS {
+                        return Err(self.failed("publish", e));
+                    }
                     self.forget_last(subject);
                     self.fresh_info().await?;
                     prev = self.user_last(subject).await?;
@@ -802,9 +840,6 @@ impl NatsHistory {
                 }
             }
         }
-        Err(HistoryError::Contended {
-            attempts: APPEND_ATTEMPTS,
-        })
     }
 
     async fn resume(
@@ -1084,6 +1119,15 @@ mod tests {
         let e = "wrong last sequence: wrong last sequence: 42 (code 400, error code 10071)";
         assert_eq!(named_last_sequence(e), Some(42));
         assert_eq!(named_last_sequence("wrong last sequence"), None);
+    }
+
+    #[test]
+    fn a_lost_append_backs_off_after_its_first_retry() {
+        assert_eq!(contended_backoff(1), Duration::ZERO);
+        for attempts in 2..20 {
+            let cap = u64::from((attempts - 1).min(8));
+            assert!(contended_backoff(attempts) <= Duration::from_millis(cap));
+        }
     }
 
     #[test]
