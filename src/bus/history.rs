@@ -42,21 +42,21 @@
 //! 2. Both limits drop oldest first: `max_msgs_per_subject` drops the user's oldest message,
 //!    and `max_age` (like any stream-wide limit or a purge of the whole stream) drops from
 //!    the front of the stream (the server only ever expires the stream's first message). So
-//!    the user's newest message can only go by age, and every message dropped by age has an
-//!    offset below the stream's current `first_seq`.
+//!    the user's newest message can only go from the front, and every message dropped from
+//!    the front has an offset below the stream's current `first_seq`.
 //! 3. `first_seq` never decreases, and the stream info is read after the messages, so the
 //!    `first_seq` used bounds every drop that happened before the reads.
 //!
 //! The rule ([`is_complete`]), for the held messages M1 < M2 < ... after `from`:
 //! - M1's prev p > 0: complete iff p <= from (fact 1), and
 //! - M1's prev is 0 (the user held nothing when M1 arrived): every earlier message of the
-//!   user had gone, the newest of them by age (fact 2), so all are below `first_seq`:
+//!   user had gone, the newest of them from the front (fact 2), so all are below `first_seq`:
 //!   complete iff from + 1 >= min(first_seq, M1);
 //! - every next message's prev is the message before it (else something in between was
 //!   removed by hand: incomplete);
 //! - no held message after `from`, and the user's newest held message L exists: L <= from,
-//!   and a dropped newer one would have had to go by age before L (fact 2): complete;
-//! - the user holds nothing: whatever came after `from` went by age: complete iff
+//!   and a dropped newer one would have had to go from the front before L (fact 2): complete;
+//! - the user holds nothing: whatever came after `from` went from the front: complete iff
 //!   from + 1 >= first_seq;
 //! - more than `limit` messages held after `from`: the first `limit` are returned,
 //!   incomplete;
@@ -66,8 +66,10 @@
 //! [`NatsHistory::current`] gives a fresh client the stream's last offset: it asks for
 //! nothing before now, and the larger the offset the more often the last two rules can
 //! prove completeness. A later resume from it with nothing pushed is complete while the
-//! user's history is held, and after the user's messages expired as long as nothing newer
-//! than the position left the stream yet (the same limit as the memory store's watermark).
+//! user's history is held, and after the user's messages expired as long as the stream's
+//! first held message is not past the position (`first_seq <= from + 1`; the memory store
+//! has the same limit, its forgotten watermark). Past that nothing can tell whether a push
+//! came and expired, and the answer is incomplete.
 //!
 //! What voids the guarantee: deleting single messages or purging one subject by hand (delete
 //! the whole stream instead: that changes the epoch), publishing to the history subjects
