@@ -6,6 +6,7 @@
 //!   permessage-deflate, Engine.IO/Socket.IO, close reasons). Pure functions over buffers.
 //! - [`config`]: the TOML configuration, every key documented, validation and reload.
 //! - [`service`]: sessions, path filters, placement, the cascade, listeners, the webhook.
+//! - [`bus`]: the `nats` history store (NATS JetStream) and the thread that runs it.
 //! - [`cluster`]: what nodes tell each other (wire codec, presence directory, coalescer) and
 //!   the lock-free queues between the cores and the link.
 //! - [`runtime`]: the data plane: one pinned thread and one io_uring per core.
@@ -17,8 +18,9 @@
 //!
 //! Unsafe code lives in the engine ([`runtime`]: io_uring submissions, MSG_RING records) and
 //! in [`doctor`]'s `getrlimit` probe, each block with a `// SAFETY:` note;
-//! `protocol`, `config`, `service`, `cluster`, `facade`, `link` and `admin` forbid it.
+//! `protocol`, `config`, `service`, `bus`, `cluster`, `facade`, `link` and `admin` forbid it.
 pub mod admin;
+pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod doctor;

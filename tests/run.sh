@@ -209,6 +209,23 @@ setup_tinyproxy() {
     return $rc
 }
 
+setup_nats() {
+    # Debian's nats-server (2.9, JetStream) for tests/nats_history.rs, the `nats` history store
+    # against a real server; only when it is missing. The tests start their own server on a free
+    # port; the packaged service is not started by the install (policy-rc.d). Not root: those
+    # tests skip themselves, loudly.
+    if command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]]; then
+        echo "nats-server: $(nats-server --version 2>/dev/null || /usr/sbin/nats-server --version)"
+        return 0
+    fi
+    if [[ $(id -u) != 0 ]]; then
+        echo "nats-server missing and not root: the nats history tests will be skipped" >&2
+        return 0
+    fi
+    echo "installing Debian package: nats-server"
+    apt_install nats-server
+}
+
 setup_venv() {
     local req="$ROOT/tests/requirements.txt" stamp="$VENV/.requirements.sha256"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -240,11 +257,11 @@ setup_node() {
 }
 
 setup() {
-    setup_apt && setup_chromium && setup_proxies && setup_tinyproxy && setup_venv && setup_node
+    setup_apt && setup_chromium && setup_proxies && setup_tinyproxy && setup_nats && setup_venv && setup_node
 }
 
 export ROOT VENV FUZZ_SECS
-export -f apt_install setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_venv setup_node
+export -f apt_install setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_nats setup_venv setup_node
 
 # ---------------------------------------------------------------- suites
 

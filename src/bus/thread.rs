@@ -1,0 +1,290 @@
+//! The NATS thread: one [`NatsHistory`] on a thread of its own (`ringwire-nats`, tokio
+//! current-thread runtime, like the cluster link's), fed by a bounded queue.
+//!
+//! Other threads hold a [`BusSender`] (cheap to clone) and submit requests with
+//! `append`, `since` and `current`: each returns at once (never blocks, never waits for
+//! NATS) and the answer is given to the `done` callback, which runs on the NATS thread: keep
+//! it short (put the answer on a queue and ring a doorbell). A request refused at submission
+//! (queue full, thread stopped) returns the error and `done` is dropped uncalled.
+//!
+//! The thread connects at start and, while NATS cannot be reached, again every second; the
+//! requests meanwhile fail with the connect error. Once connected, the client reconnects by
+//! itself. Requests run concurrently; appends to one user are stored in submission order.
+use super::history::{HistoryError, NatsCounters, NatsHistory, NatsSettings, NatsStats};
+use crate::service::history::{Position, Recovery};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// Requests that may wait for the NATS thread.
+pub const QUEUE_CAPACITY: usize = 65_536;
+/// Between two connection attempts while NATS cannot be reached.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+type Done<T> = Box<dyn FnOnce(Result<T, HistoryError>) + Send>;
+
+enum Job {
+    Append {
+        context: u32,
+        user: Box<[u8]>,
+        text: Arc<str>,
+        done: Done<Position>,
+    },
+    Since {
+        context: u32,
+        user: Box<[u8]>,
+        from: Position,
+        limit: usize,
+        done: Done<Recovery>,
+    },
+    Current {
+        context: u32,
+        user: Box<[u8]>,
+        done: Done<Position>,
+    },
+}
+
+impl Job {
+    /// Answers with an error without running (counted as a failure).
+    fn fail(self, e: HistoryError, counters: &NatsCounters) {
+        match self {
+            Job::Append { done, .. } => {
+                let r = Err(e);
+                counters.count_append(&r);
+                done(r)
+            }
+            Job::Since { done, .. } => {
+                let r = Err(e);
+                counters.count_resume(&r);
+                done(r)
+            }
+            Job::Current { done, .. } => done(Err(e)),
+        }
+    }
+
+    async fn run(self, h: &NatsHistory) {
+        match self {
+            Job::Append {
+                context,
+                user,
+                text,
+                done,
+            } => done(h.append(context, &user, &text).await),
+            Job::Since {
+                context,
+                user,
+                from,
+                limit,
+                done,
+            } => done(h.since(context, &user, from, limit).await),
+            Job::Current {
+                context,
+                user,
+                done,
+            } => done(h.current(context, &user).await),
+        }
+    }
+}
+
+/// Submits requests to the NATS thread from any thread, without blocking.
+#[derive(Clone)]
+pub struct BusSender {
+    tx: mpsc::Sender<Job>,
+    counters: Arc<NatsCounters>,
+}
+
+impl BusSender {
+    fn submit(&self, job: Job) -> Result<(), HistoryError> {
+        self.tx.try_send(job).map_err(|e| {
+            let (job, error) = match e {
+                mpsc::error::TrySendError::Full(job) => (
+                    job,
+                    HistoryError::Overloaded {
+                        capacity: QUEUE_CAPACITY,
+                    },
+                ),
+                mpsc::error::TrySendError::Closed(job) => (job, HistoryError::Stopped),
+            };
+            // Counted, but `done` is not called: the caller has the error now.
+            match job {
+                Job::Append { .. } => self.counters.count_append::<()>(&Err(error.clone())),
+                Job::Since { .. } => self.counters.count_resume(&Err(error.clone())),
+                Job::Current { .. } => {}
+            }
+            error
+        })
+    }
+
+    /// Stores `text` for (context, user); `done` gets its position.
+    pub fn append(
+        &self,
+        context: u32,
+        user: &[u8],
+        text: Arc<str>,
+        done: impl FnOnce(Result<Position, HistoryError>) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        self.submit(Job::Append {
+            context,
+            user: user.into(),
+            text,
+            done: Box::new(done),
+        })
+    }
+
+    /// What (context, user) missed after `from` (see [`NatsHistory::since`]).
+    pub fn since(
+        &self,
+        context: u32,
+        user: &[u8],
+        from: Position,
+        limit: usize,
+        done: impl FnOnce(Result<Recovery, HistoryError>) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        self.submit(Job::Since {
+            context,
+            user: user.into(),
+            from,
+            limit,
+            done: Box::new(done),
+        })
+    }
+
+    /// The position a fresh client starts from (see [`NatsHistory::current`]).
+    pub fn current(
+        &self,
+        context: u32,
+        user: &[u8],
+        done: impl FnOnce(Result<Position, HistoryError>) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        self.submit(Job::Current {
+            context,
+            user: user.into(),
+            done: Box::new(done),
+        })
+    }
+
+    /// The store's counters, refusals at submission included.
+    pub fn stats(&self) -> NatsStats {
+        self.counters.snapshot()
+    }
+}
+
+/// The running NATS thread. Dropping it (or [`BusHandle::shutdown`]) stops taking requests,
+/// lets those under way finish (each is bounded by the timeout) and joins the thread.
+pub struct BusHandle {
+    sender: BusSender,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the NATS thread for the store at `url`. Fails only on bad settings or if the
+/// thread or its runtime cannot be made; NATS being down is not an error here (see the module docs).
+pub fn spawn(url: &str, settings: NatsSettings) -> Result<BusHandle, HistoryError> {
+    settings.validate()?;
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (stop, stop_rx) = oneshot::channel();
+    let counters = Arc::new(NatsCounters::default());
+    let url = url.to_string();
+    let thread_counters = counters.clone();
+    // Made here, so that a failure is the caller's error, then moved to its thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HistoryError::Thread(format!("no tokio runtime: {e}")))?;
+    let thread = std::thread::Builder::new()
+        .name("ringwire-nats".into())
+        .spawn(move || rt.block_on(serve(url, settings, thread_counters, rx, stop_rx)))
+        .map_err(|e| HistoryError::Thread(format!("cannot spawn it: {e}")))?;
+    Ok(BusHandle {
+        sender: BusSender { tx, counters },
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+impl BusHandle {
+    /// A sender for another thread.
+    pub fn sender(&self) -> BusSender {
+        self.sender.clone()
+    }
+
+    pub fn stats(&self) -> NatsStats {
+        self.sender.stats()
+    }
+
+    /// Stops and joins the thread: requests under way finish first (each is bounded by the
+    /// timeout), those still queued are answered [`HistoryError::Stopped`], later ones are
+    /// refused with it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BusHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(
+    url: String,
+    settings: NatsSettings,
+    counters: Arc<NatsCounters>,
+    mut rx: mpsc::Receiver<Job>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let timeout = settings.timeout;
+    let mut history: Option<Arc<NatsHistory>> = None;
+    let mut down = HistoryError::Unreachable {
+        url: url.clone(),
+        detail: "not connected yet".into(),
+    };
+    let mut retry_at = tokio::time::Instant::now();
+    let mut running = JoinSet::new();
+    loop {
+        if history.is_none() && tokio::time::Instant::now() >= retry_at {
+            match NatsHistory::connect_counted(&url, settings.clone(), counters.clone()).await {
+                Ok(h) => history = Some(Arc::new(h)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "history store nats: not connected, retrying in 1 s");
+                    down = e;
+                    retry_at = tokio::time::Instant::now() + CONNECT_RETRY;
+                }
+            }
+        }
+        let job = tokio::select! {
+            _ = &mut stop => None,
+            job = rx.recv() => job,
+            Some(_) = running.join_next(), if !running.is_empty() => continue,
+            _ = tokio::time::sleep_until(retry_at), if history.is_none() => continue,
+        };
+        let Some(job) = job else { break };
+        match &history {
+            Some(h) => {
+                let h = h.clone();
+                running.spawn(async move { job.run(&h).await });
+            }
+            None => job.fail(down.clone(), &counters),
+        }
+    }
+    // Stopped (or every sender is gone): refuse what comes, answer what waits, let what
+    // runs finish (each call is bounded by the timeout).
+    rx.close();
+    while let Ok(job) = rx.try_recv() {
+        job.fail(HistoryError::Stopped, &counters);
+    }
+    let _ = tokio::time::timeout(timeout * 2, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+}
