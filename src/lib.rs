@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod facade;
+mod history_bus;
 pub mod link;
 pub mod protocol;
 pub mod runtime;

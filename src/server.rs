@@ -44,12 +44,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         .cluster
         .as_ref()
         .map(|c| crate::cluster::ClusterState::new(c, Engine::cores_for(&config)));
+    let history = crate::history_bus::start(&config)?;
     let engine = Engine::start(
         config.clone(),
         session_key.clone(),
         listeners,
         links.as_ref().map(|(state, _)| state.clone()),
-        None,
+        history.as_ref().map(|(_, bus)| bus.clone()),
     )?;
     let shared = engine.shared.clone();
     // The one facade to the cores, shared by the cluster link and the admin API.
@@ -111,6 +112,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     }
     if let Some(c) = cluster {
         c.shutdown();
+    }
+    if let Some((handle, _)) = history {
+        // The cores have stopped: nothing asks the store any more.
+        handle.shutdown();
     }
     tracing::info!("ringwire stopped");
     Ok(())

@@ -4,8 +4,9 @@
 //! Other threads hold a [`BusSender`] (cheap to clone) and submit requests with
 //! `append`, `since` and `current`: each returns at once (never blocks, never waits for
 //! NATS) and the answer is given to the `done` callback, which runs on the NATS thread: keep
-//! it short (put the answer on a queue and ring a doorbell). A request refused at submission
-//! (queue full, thread stopped) returns the error and `done` is dropped uncalled.
+//! it short (put the answer on a queue and ring a doorbell). `done` is called exactly once,
+//! also for a request refused at submission (queue full, thread stopped): then at once, on
+//! the caller's thread, and the same error is returned.
 //!
 //! The thread connects at start and, while NATS cannot be reached, again every second; the
 //! requests meanwhile fail with the connect error. Once connected, the client reconnects by
@@ -106,12 +107,8 @@ impl BusSender {
                 ),
                 mpsc::error::TrySendError::Closed(job) => (job, HistoryError::Stopped),
             };
-            // Counted, but `done` is not called: the caller has the error now.
-            match job {
-                Job::Append { .. } => self.counters.count_append::<()>(&Err(error.clone())),
-                Job::Since { .. } => self.counters.count_resume(&Err(error.clone())),
-                Job::Current { .. } => {}
-            }
+            // Counted and answered: every `done` is called once.
+            job.fail(error.clone(), &self.counters);
             error
         })
     }

@@ -51,17 +51,32 @@ impl Default for HistoryConfig {
     }
 }
 
-/// `[nats]`: the NATS server used by the `nats` history store. Restart to change.
+/// `[nats]`: the NATS server used by the `nats` history store (JetStream). Restart to change.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
+    /// Where nats-server listens (JetStream enabled: `nats-server -js`).
     pub url: String,
+    /// The stream that holds the history (made if absent, its limits kept equal to
+    /// `[history]`); every node of a cluster uses the same.
+    pub stream: String,
+    /// Subjects of the stream: `<subject_prefix>.<context>.u<user>`.
+    pub subject_prefix: String,
+    /// Copies of the stream in a NATS cluster (1 for one nats-server).
+    pub replicas: usize,
+    /// Longest a history call may take (record, resume) before it counts as failed: a push
+    /// is then delivered live without a position, a resume is told `recovered: false`.
+    pub timeout_ms: u64,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
+            stream: "RINGWIRE_HISTORY".into(),
+            subject_prefix: "ringwire.history".into(),
+            replicas: 1,
+            timeout_ms: 2000,
         }
     }
 }
@@ -79,12 +94,6 @@ impl HistoryConfig {
         if self.max_bytes_per_core < 1 << 20 {
             return Err(ConfigError(
                 "history.max_bytes_per_core must be at least 1048576 (1 MiB)".into(),
-            ));
-        }
-        if self.store == HistoryStore::Nats {
-            return Err(ConfigError(
-                "history.store = \"nats\" is not available in this build yet; use \"memory\""
-                    .into(),
             ));
         }
         Ok(())

@@ -1119,3 +1119,35 @@ def remote_counters(admin: Admin) -> dict:
 
 def counter_delta(after: dict, before: dict) -> dict:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+
+# ----- push history (raw endpoints with history = true)
+
+async def history_connect(host: str, port: int, session: dict, position=None, path: str = "/ws"):
+    """Open a raw history socket with the real `websockets` client; position=(epoch, offset)
+    resumes from there (?epoch=..&since=..)."""
+    from websockets.asyncio.client import connect
+
+    q = {"session": session["session"]}
+    if position is not None:
+        q["epoch"], q["since"] = position[0], str(position[1])
+    url = f"ws://{host}:{port}{path}?" + _urlparse.urlencode(q)
+    return await connect(url, additional_headers={"Cookie": session["cookie"]}, open_timeout=5,
+                         close_timeout=2, ping_interval=None, max_size=None)
+
+
+async def recv_json(ws, timeout: float = 5.0) -> dict:
+    msg = await asyncio.wait_for(ws.recv(), timeout)
+    assert isinstance(msg, str), msg
+    return _json.loads(msg)
+
+
+async def until_marker(ws, timeout: float = 10.0):
+    """-> (the pushes before the recovery marker, the marker)."""
+    pushes = []
+    while True:
+        m = await recv_json(ws, timeout)
+        if m["type"] == "recovery":
+            return pushes, m
+        assert m["type"] == "push", m
+        pushes.append(m)

@@ -13,12 +13,11 @@ Contract under test (README "Recovery"):
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-import urllib.parse
 
-from helpers import HOST, SESSION_KEY_A, Admin, expect_silence, metric_sum, push_servers, run  # noqa: F401
+from helpers import (HOST, SESSION_KEY_A, Admin, expect_silence, history_connect, metric_sum, push_servers,  # noqa: F401
+                     recv_json, run, until_marker)
 
 HISTORY_ENDPOINTS = [{"path": "/ws", "kind": "raw", "history": True}, {"path": "/plain", "kind": "raw"}]
 
@@ -31,31 +30,7 @@ def start(push_servers, **history):
 
 async def connect(server, session, position=None, path="/ws"):
     """Open a socket; with position=(epoch, offset) it resumes from there."""
-    from websockets.asyncio.client import connect as ws_connect
-
-    q = {"session": session["session"]}
-    if position is not None:
-        q["epoch"], q["since"] = position[0], str(position[1])
-    url = f"ws://{HOST}:{server.port}{path}?" + urllib.parse.urlencode(q)
-    return await ws_connect(url, additional_headers={"Cookie": session["cookie"]}, open_timeout=5,
-                            close_timeout=2, ping_interval=None, max_size=None)
-
-
-async def recv_json(ws, timeout=5.0) -> dict:
-    msg = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(msg, str), msg
-    return json.loads(msg)
-
-
-async def until_marker(ws, timeout=10.0):
-    """-> (pushes before the marker, the marker)."""
-    pushes = []
-    while True:
-        m = await recv_json(ws, timeout)
-        if m["type"] == "recovery":
-            return pushes, m
-        assert m["type"] == "push", m
-        pushes.append(m)
+    return await history_connect(HOST, server.port, session, position, path)
 
 
 def push(admin, user, message, context=1):

@@ -1,0 +1,222 @@
+"""History in NATS JetStream (`[history] store = "nats"`): two ringwire nodes and a real
+nats-server (Debian's, started here on a free port with its store in tmp_path).
+
+Contract under test (README "Recovery"):
+  a push gets its position from the shared stream, whichever node it was made on; a client
+  that reconnects to ANOTHER node resumes there; nats-server down: live pushes still flow
+  (position null), resumes are told recovered: false, nothing hangs; nats-server back:
+  history works again; a drained node's clients reconnect to the other node and end with
+  every push exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from helpers import Admin, cluster_factory, free_port, history_connect, recv_json, run, until_marker  # noqa: F401
+
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+HISTORY = [{"path": "/ws", "kind": "raw", "history": True}, {"path": "/other", "kind": "raw"}]
+
+
+class NatsServer:
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path / "nats"
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.dir.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen([NATS, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.04)
+        raise AssertionError("nats-server did not listen within 10 s")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def nats(tmp_path):
+    import os
+
+    if not os.path.exists(NATS):
+        pytest.fail("nats-server is not installed (tests/run.sh installs Debian's nats-server)")
+    n = NatsServer(tmp_path)
+    yield n
+    n.kill()
+
+
+def two_nodes(cluster_factory, nats, **extra):
+    c = cluster_factory.make(["a", "b"], extra={
+        "endpoints": HISTORY,
+        "history": {"store": "nats", "size": 100, "ttl_secs": 300},
+        "nats": {"url": nats.url},
+        **extra,
+    })
+    c.start_all()
+    return c
+
+
+async def connect(c, node, session, position=None):
+    return await history_connect(c.ips[node], c.ports[node][0], session, position)
+
+
+def test_a_client_resumes_on_the_other_node(cluster_factory, nats):
+    c = two_nodes(cluster_factory, nats)
+    a, b = c.admin("a"), c.admin("b")
+    s = a.mint(user=42)
+
+    async def go():
+        ws = await connect(c, "a", s)
+        _, marker = await until_marker(ws)
+        assert marker["resumed"] is False and len(marker["epoch"]) == 16
+        r = a.push(context=1, user=42, message="on a")
+        assert r.status == 202 and r.json["position"]["epoch"] == marker["epoch"], r
+        m = await recv_json(ws)
+        assert m["data"] == "on a" and m["offset"] == r.json["position"]["offset"]
+        ws.transport.abort()
+        await asyncio.sleep(0.3)
+        sent = []
+        for i in range(30):  # made through either node while the client is away
+            r = (a if i % 2 else b).push(context=1, user=42, message=f"away {i}")
+            assert r.status == 202 and r.json["position"] is not None, r
+            sent.append((r.json["position"]["offset"], f"away {i}"))
+        ws = await connect(c, "b", s, (m["epoch"], m["offset"]))
+        replayed, marker = await until_marker(ws)
+        assert [(p["offset"], p["data"]) for p in replayed] == sent
+        assert marker["resumed"] is True and marker["recovered"] is True and marker["replayed"] == 30, marker
+        r = a.push(context=1, user=42, message="live through a")
+        assert r.json["remote_nodes"] == 1, r
+        m = await recv_json(ws)
+        assert m["data"] == "live through a" and m["offset"] == r.json["position"]["offset"], m
+        await ws.close()
+
+    run(go(), timeout=60)
+
+
+def test_nats_down_pushes_still_flow_resumes_say_so_and_history_comes_back(cluster_factory, nats):
+    c = two_nodes(cluster_factory, nats)
+    a = c.admin("a")
+    s = a.mint(user=7)
+
+    async def go():
+        ws = await connect(c, "a", s)
+        _, marker = await until_marker(ws)
+        before = (marker["epoch"], marker["offset"])
+        nats.kill()
+        t0 = time.monotonic()
+        r = a.push(context=1, user=7, message="while nats is down")
+        assert r.status == 202 and r.json["position"] is None and r.json["sockets"] == 1, r
+        assert time.monotonic() - t0 < 5, "a push must not hang on a dead store"
+        m = await recv_json(ws)
+        assert m == {"type": "push", "data": "while nats is down"}, m
+        await ws.close()
+        t0 = time.monotonic()
+        ws = await connect(c, "a", s, before)
+        replayed, marker = await until_marker(ws, timeout=10)
+        assert replayed == [] and marker["resumed"] is True and marker["recovered"] is False, marker
+        assert time.monotonic() - t0 < 5
+        await ws.close()
+        nats.start()
+        deadline = time.monotonic() + 15
+        while True:
+            r = a.push(context=1, user=7, message="nats is back")
+            if r.json.get("position") is not None:
+                break
+            assert time.monotonic() < deadline, f"history did not come back: {r!r}"
+            await asyncio.sleep(0.5)
+        ws = await connect(c, "b", s, (r.json["position"]["epoch"], r.json["position"]["offset"] - 1))
+        replayed, marker = await until_marker(ws)
+        assert [p["data"] for p in replayed][-1:] == ["nats is back"], replayed
+        await ws.close()
+
+    run(go(), timeout=90)
+    m = a.metrics()
+    assert any(k.startswith("ringwire_history_resumes_total") and 'outcome="unavailable"' in k and v >= 1
+               for k, v in m.items()), m
+
+
+def test_a_drained_node_s_clients_end_with_every_push_exactly_once(cluster_factory, nats):
+    """100 users on node a, pushes at about 2,000/s through node b (20/s per user); a is
+    drained (SIGTERM): its clients reconnect to b with their positions and end with every
+    push once, in order."""
+    c = two_nodes(cluster_factory, nats, server={"drain_secs": 1, "cores": 1})
+    a, b = c.admin("a"), c.admin("b")
+    users = list(range(100, 200))
+    sessions = {u: b.mint(user=u) for u in users}
+    sent = {u: [] for u in users}
+    stop = threading.Event()
+
+    def pusher():
+        i = 0
+        while not stop.is_set():
+            batch = [{"context": 1, "user": u, "message": str(i)} for u in users]
+            r = b.push_batch(batch)
+            assert r.status == 202, r
+            for u in users:
+                sent[u].append(i)
+            i += 1
+            time.sleep(0.04)
+
+    async def client(u, got):
+        ws = await connect(c, "a", sessions[u])
+        _, marker = await until_marker(ws)
+        pos = (marker["epoch"], marker["offset"])
+        node = "a"
+        while True:
+            try:
+                m = await recv_json(ws, timeout=3)
+            except Exception:  # closed by the drain (1001), or quiet after the pusher stopped
+                if stop.is_set() and node == "b":
+                    return
+                node = "b"
+                ws = await connect(c, "b", sessions[u], pos)
+                replayed, marker = await until_marker(ws)
+                assert marker["recovered"] is True, marker
+                got.extend(int(p["data"]) for p in replayed)
+                pos = (marker["epoch"], marker["offset"])
+                continue
+            if m["type"] == "push":
+                got.append(int(m["data"]))
+                pos = (m["epoch"], m["offset"])
+
+    async def go():
+        got = {u: [] for u in users}
+        tasks = [asyncio.create_task(client(u, got[u])) for u in users]
+        await asyncio.sleep(0.5)
+        t = threading.Thread(target=pusher, daemon=True)
+        t.start()
+        await asyncio.sleep(1.0)
+        c.killed.add("a")  # stopped on purpose
+        c.servers["a"].proc.terminate()  # SIGTERM: drain over 1 s
+        await asyncio.sleep(2.5)
+        stop.set()
+        t.join(10)
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        return got
+
+    got = run(go(), timeout=90)
+    for u in users:
+        assert got[u] == sent[u], f"user {u}: {len(got[u])} received of {len(sent[u])} sent"
+    total = sum(len(v) for v in sent.values())
+    assert total > 5000, f"{total} pushes in 3.5 s: the pusher did not reach about 2,000/s"
