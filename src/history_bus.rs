@@ -44,6 +44,17 @@ pub fn start(config: &Config) -> Result<Option<Started>, String> {
 }
 
 impl HistoryBus for NatsBus {
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.tx.stats();
+        vec![
+            ("append_ok", s.appends_ok),
+            ("append_failed", s.appends_failed),
+            ("resume_complete", s.resumes_complete),
+            ("resume_incomplete", s.resumes_incomplete),
+            ("resume_failed", s.resumes_failed),
+        ]
+    }
+
     fn append(
         &self,
         context: u32,

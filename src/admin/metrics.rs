@@ -276,6 +276,16 @@ pub fn render(shared: &Shared) -> String {
         &crate::runtime::history::RESUME_OUTCOMES,
         |s, i| &s.resumes[i],
     );
+    if let Some(bus) = &shared.history_bus {
+        let name = "ringwire_history_store_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests to the history store off the cores (nats), by event: pushes recorded or not (NATS down or slow: the push went live without a position), resumes answered complete, incomplete or failed\n# TYPE {name} counter"
+        );
+        for (event, n) in bus.counters() {
+            let _ = writeln!(out, "{name}{{event=\"{event}\"}} {n}");
+        }
+    }
     if shared.cluster.is_some() {
         let name = "ringwire_remote_messages_total";
         let _ = writeln!(

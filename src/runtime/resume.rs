@@ -37,6 +37,9 @@ pub trait HistoryBus: Send + Sync {
         from: Option<Position>,
         done: Box<dyn FnOnce(StoreAnswer) + Send>,
     );
+
+    /// The store's own counters for `/metrics`: (event, count), e.g. appends that failed.
+    fn counters(&self) -> Vec<(&'static str, u64)>;
 }
 
 /// One socket waiting for its store's answer.

@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from helpers import Admin, cluster_factory, free_port, history_connect, recv_json, run, until_marker  # noqa: F401
+from helpers import (Admin, cluster_factory, free_port, history_connect, metric_sum, recv_json, run,  # noqa: F401
+                     until_marker)
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 HISTORY = [{"path": "/ws", "kind": "raw", "history": True}, {"path": "/other", "kind": "raw"}]
@@ -152,8 +153,9 @@ def test_nats_down_pushes_still_flow_resumes_say_so_and_history_comes_back(clust
 
     run(go(), timeout=90)
     m = a.metrics()
-    assert any(k.startswith("ringwire_history_resumes_total") and 'outcome="unavailable"' in k and v >= 1
-               for k, v in m.items()), m
+    assert metric_sum(m, "ringwire_history_resumes_total", outcome="unavailable") >= 1, m
+    assert metric_sum(m, "ringwire_history_store_requests_total", event="append_failed") >= 1, m
+    assert metric_sum(m, "ringwire_history_store_requests_total", event="append_ok") >= 1, m
 
 
 def test_a_drained_node_s_clients_end_with_every_push_exactly_once(cluster_factory, nats):
