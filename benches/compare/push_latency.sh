@@ -29,6 +29,10 @@
 #   RETRIES    such re-runs (and restarts of a server that did not come up) in the whole
 #              invocation at most [4]
 #   GATE       the table's verdict: new / old at most this on CPU per push and p99 [1.05]
+#   CONFIG_OLD, CONFIG_NEW  TOML appended to that build's config, e.g. to compare history
+#              off against on with one binary (RINGWIRE_BASE=RINGWIRE):
+#              CONFIG_NEW=$'[history]\nenabled = true' ARGS_NEW=--recover [none]
+#   ARGS_OLD, ARGS_NEW  more load-tester arguments for that build only [none]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -82,15 +86,18 @@ if [[ "$nofile" != unlimited ]] && ((per_core > nofile)); then
 fi
 
 # ------------------------------------------------------------------------------ servers
-write_config() { # port -> config path (the same for both builds but the ports)
-    ringwire_config "$1" /ws raw session >"$OUT/ringwire-$1.toml"
+write_config() { # port [build] -> config path (the same for both builds but the ports and CONFIG_<BUILD>)
+    local extra=""
+    [[ ${2:-} == old ]] && extra=${CONFIG_OLD:-}
+    [[ ${2:-} == new ]] && extra=${CONFIG_NEW:-}
+    { ringwire_config "$1" /ws raw session; printf '%s\n' "$extra"; } >"$OUT/ringwire-$1.toml"
     echo "$OUT/ringwire-$1.toml"
 }
 SERVER_PID=""
 start_server() { # build port -> sets SERVER_PID
     local build=$1 port=$2 bin=$RINGWIRE cfg
     [[ $build == old ]] && bin=$RINGWIRE_BASE
-    cfg=$(write_config "$port")
+    cfg=$(write_config "$port" "$build")
     "$bin" serve --config "$cfg" >"$OUT/server-$build-$port.log" 2>&1 &
     SERVER_PID=$!
     if ! wait_port "$port" || ! wait_port $((port + 1)); then
@@ -101,6 +108,9 @@ start_server() { # build port -> sets SERVER_PID
     fi
 }
 trap cleanup EXIT
+build_args() { # build -> ARGS_OLD or ARGS_NEW (word-split on purpose)
+    if [[ $1 == old ]]; then echo "${ARGS_OLD:-}"; else echo "${ARGS_NEW:-}"; fi
+}
 
 doctor_cfg=$(write_config "$PORT_BASE")
 if ! "$RINGWIRE" doctor --connections "$USERS" --config "$doctor_cfg" >"$OUT/doctor.txt" 2>&1; then
@@ -136,7 +146,7 @@ for rep in $(seq 1 "$REPS"); do
                 --report "$OUT/$name.json" --log "$OUT/$name.txt" --meta "$meta" -- \
                 "$LOADTEST" --url "ws://127.0.0.1:$port/ws" --admin-url "http://127.0.0.1:$((port + 1))" \
                 --auth session --scenario push --connections "$USERS" --push-rate "$RATE" \
-                --duration "$DURATION" --report "$OUT/$name.json" "${extra[@]}" >"$OUT/.run" 2>"$OUT/.brief"; then
+                --duration "$DURATION" --report "$OUT/$name.json" "${extra[@]}" $(build_args "$build") >"$OUT/.run" 2>"$OUT/.brief"; then
                 log "  the measurement failed: $(cat "$OUT/.brief")"
                 exit 1
             fi
