@@ -285,10 +285,9 @@ const socket = io('http://127.0.0.1:' + p.get('port'), {
   randomizationFactor: 0,
   timeout: 5000,
 });
-socket.on('connect', () => {
-  state.connects.push(socket.recovered);
-  socket.io.engine.on('upgrade', () => { state.upgraded = true; });
-});
+// (The engine exists from the start; its upgrade may come before the CONNECT answer.)
+socket.io.engine.on('upgrade', () => { state.upgraded = true; });
+socket.on('connect', () => { state.connects.push(socket.recovered); });
 socket.on('connect_error', (e) => state.errors.push(String(e && e.message)));
 socket.on('disconnect', (r) => state.disconnects.push(String(r)));
 socket.on('news', (d, offset) => { state.received.push(d.n); state.offsets.push(offset); });
