@@ -94,10 +94,7 @@ fn listener_service_and_attributes_in_process() {
     )
     .unwrap();
     let service = Service::new(engine.shared.clone(), key.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
 
     let (id, secret) = key.mint(3, 77, unix_now() + 60);
     let mut req = format!("ws://127.0.0.1:{port}/ws/room?session={}", id.to_text())

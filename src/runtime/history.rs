@@ -13,6 +13,9 @@ use super::resume::PendingResumes;
 use super::stats::ShardStats;
 use crate::config::Config;
 use crate::config::HistoryStore;
+use crate::service::engineio::recovery::{
+    resume_from, Claim, ParkNamespace, Parked, ParkedSessions, Pid,
+};
 use crate::service::history::envelope::{self, Marker};
 use crate::service::history::{HistoryLimits, MemoryHistory, Position, Recovery};
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,6 +23,37 @@ use std::sync::Arc;
 
 /// Why a resume was answered as it was (metric label order).
 pub const RESUME_OUTCOMES: [&str; 4] = ["recovered", "epoch_changed", "dropped", "unavailable"];
+const RECOVERED: usize = 0;
+const EPOCH_CHANGED: usize = 1;
+const DROPPED: usize = 2;
+const UNAVAILABLE: usize = 3;
+
+/// What a Socket.IO CONNECT on a history endpoint gets (see [`CoreHistory::restore`]).
+pub struct Restore {
+    /// The claimed pid if restored, else a new one.
+    pub pid: Pid,
+    /// Where the namespace's session starts (restored: where the restored one started).
+    pub start: Position,
+    /// Restored: the parked record (socket id, attributes).
+    pub parked: Option<Parked>,
+    /// Restored: what it missed, in order.
+    pub missed: Vec<(u64, Arc<str>)>,
+}
+
+impl Restore {
+    /// A new private session (epoch 0: no history), nothing restored.
+    pub fn fresh(tag: u64) -> Restore {
+        Restore {
+            pid: Pid { epoch: 0, tag },
+            start: Position {
+                epoch: 0,
+                offset: 0,
+            },
+            parked: None,
+            missed: Vec::new(),
+        }
+    }
+}
 
 /// What a connecting client of a history endpoint is sent before its live pushes.
 pub struct Replay {
@@ -41,6 +75,16 @@ pub struct CoreHistory {
     envelope_at: Option<(Position, u8)>,
     /// Sockets waiting for the nats store's answer, and their held pushes.
     pub pending: PendingResumes,
+    /// Socket.IO namespaces that ended abnormally, by private session id, until restored
+    /// or the ttl (bounded: see [`parked_bytes`]).
+    parked: ParkedSessions,
+}
+
+/// The bytes a core's parked Socket.IO sessions may take: a quarter of what its history
+/// may hold (`history.max_bytes_per_core`: 64 MiB of the default 256 MiB, about 160,000
+/// parked namespaces without attributes), at least 1 MiB.
+pub fn parked_bytes(config: &Config) -> usize {
+    (config.history.max_bytes_per_core / 4).max(1 << 20)
 }
 
 impl CoreHistory {
@@ -59,6 +103,10 @@ impl CoreHistory {
             envelope: Vec::new(),
             envelope_at: None,
             pending: PendingResumes::default(),
+            parked: ParkedSessions::new(
+                config.history.ttl_secs.saturating_mul(1000),
+                parked_bytes(config),
+            ),
         })
     }
 
@@ -118,6 +166,7 @@ impl CoreHistory {
         if let Some(store) = &mut self.store {
             store.expire(now_ms);
         }
+        self.parked.expire(now_ms);
         self.publish(stats);
     }
 
@@ -196,5 +245,346 @@ pub fn answer(
             replayed: r.messages.len(),
         },
         messages: r.messages,
+    }
+}
+
+// ----- Socket.IO connection state recovery (memory store)
+
+impl CoreHistory {
+    /// A Socket.IO client of (context, user) connects namespace `nsp`, claiming a private
+    /// session (`claim`) or not: the pid to answer with (`tag`: fresh randomness for a new
+    /// one), and, if its session is restored, its parked record and what it missed. Counts
+    /// the outcome of a claim. A restore needs the parked record of that pid, user and
+    /// namespace, and (for the namespace pushes went to) the history to hold everything
+    /// after the client's offset; otherwise nothing is restored nor replayed (as socket.io
+    /// does), and the record is dropped. With the nats store (no store on the core) nothing
+    /// is restored: every claim is `unavailable`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        &mut self,
+        context: u32,
+        user: u32,
+        nsp: &str,
+        claim: Option<&Claim>,
+        tag: u64,
+        now_ms: u64,
+        stats: &ShardStats,
+    ) -> Restore {
+        let Some(store) = self.store.as_mut() else {
+            if claim.is_some() {
+                ShardStats::inc(&stats.resumes[UNAVAILABLE]);
+            }
+            return Restore::fresh(tag);
+        };
+        store.touch(context, user);
+        let current = store.current();
+        let fresh = Restore {
+            pid: Pid {
+                epoch: current.epoch,
+                tag,
+            },
+            start: current,
+            parked: None,
+            missed: Vec::new(),
+        };
+        let Some(claim) = claim else {
+            return fresh;
+        };
+        let parked = claim
+            .pid
+            .and_then(|pid| self.parked.take(pid, context, user, nsp, now_ms));
+        let (outcome, missed) = judge(
+            store,
+            self.clustered,
+            (context, user),
+            claim,
+            parked.as_ref(),
+            now_ms,
+        );
+        ShardStats::inc(&stats.resumes[outcome]);
+        match (claim.pid, parked) {
+            (Some(pid), Some(p)) if outcome == RECOVERED => {
+                ShardStats::add(&stats.history_replayed, missed.len() as u64);
+                Restore {
+                    pid,
+                    start: p.ns.start,
+                    parked: Some(p),
+                    missed,
+                }
+            }
+            _ => fresh,
+        }
+    }
+
+    /// Is a session parked under `pid`?
+    pub fn is_parked(&self, pid: Pid) -> bool {
+        self.parked.contains(pid)
+    }
+
+    /// Can a Socket.IO session be restored here (the memory store)?
+    pub fn restores(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Park the namespaces of a Socket.IO session of (context, user) that ended abnormally,
+    /// with the socket's attributes, at `now_ms`.
+    pub fn park(
+        &mut self,
+        context: u32,
+        user: u32,
+        attrs: &[(Box<str>, Box<str>)],
+        namespaces: Vec<ParkNamespace>,
+        now_ms: u64,
+    ) {
+        if !self.restores() {
+            return;
+        }
+        for ns in namespaces {
+            let p = Parked {
+                context,
+                user,
+                ns,
+                attrs: attrs.to_vec(),
+            };
+            self.parked.park(p, now_ms);
+        }
+    }
+}
+
+/// Whether a claim restores its session (the outcome), and what it missed: the memory
+/// `store`, a `clustered` node, the claiming (context, user), the claimed session's record.
+fn judge(
+    store: &mut MemoryHistory,
+    clustered: bool,
+    (context, user): (u32, u32),
+    claim: &Claim,
+    parked: Option<&Parked>,
+    now_ms: u64,
+) -> (usize, Vec<(u64, Arc<str>)>) {
+    let nothing = Vec::new();
+    let Some(pid) = claim.pid else {
+        return (DROPPED, nothing);
+    };
+    if pid.epoch != store.epoch() {
+        return (EPOCH_CHANGED, nothing);
+    }
+    let Some(p) = parked.filter(|_| !claim.bad_offset) else {
+        return (DROPPED, nothing);
+    };
+    if clustered {
+        return (UNAVAILABLE, nothing);
+    }
+    if !p.ns.pushes {
+        // No push went to that namespace: it missed nothing.
+        return (RECOVERED, nothing);
+    }
+    let from = resume_from(claim.offset, p.ns.start);
+    let r = store.since(context, user, from, now_ms);
+    if r.complete {
+        (RECOVERED, r.messages)
+    } else {
+        (DROPPED, nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::engineio::recovery::offset_string;
+
+    const EPOCH: u64 = 0xe;
+    const NOW: u64 = 1_000;
+
+    fn history(extra: &str) -> CoreHistory {
+        let toml = format!("[history]\nenabled = true\nsize = 3\nttl_secs = 10\n{extra}");
+        let config = Config::from_toml(&toml).expect("config");
+        CoreHistory::new(&config, EPOCH).expect("history on")
+    }
+
+    fn push(h: &mut CoreHistory, user: u32, text: &str) -> Position {
+        h.append(1, user, &Arc::from(text), NOW)
+            .expect("memory store")
+    }
+
+    /// The claim of a socket.io client (no offset: it had no event yet).
+    fn claim(pid: Pid, offset: Option<Position>) -> Claim {
+        let offset = offset.map_or(String::new(), |o| {
+            format!(",\"offset\":\"{}\"", offset_string(o))
+        });
+        let text = format!("{{\"pid\":\"{}\"{offset}}}", pid.encode());
+        Claim::parse(&text).expect("a claim")
+    }
+
+    /// A fresh connect of `nsp` for user 7, parked at once (pushes: `pushes`).
+    fn connect_and_park(h: &mut CoreHistory, nsp: &str, tag: u64, pushes: bool) -> Restore {
+        let stats = ShardStats::default();
+        let r = h.restore(1, 7, nsp, None, tag, NOW, &stats);
+        let ns = ParkNamespace {
+            pid: r.pid,
+            nsp: nsp.into(),
+            sid: "old-sid".into(),
+            start: r.start,
+            pushes,
+        };
+        h.park(1, 7, &[("room".into(), "blue".into())], vec![ns], NOW);
+        r
+    }
+
+    fn texts(r: &Restore) -> Vec<&str> {
+        r.missed.iter().map(|(_, t)| &**t).collect()
+    }
+
+    fn outcomes(stats: &ShardStats) -> Vec<u64> {
+        stats.resumes.iter().map(|c| c.load(Relaxed)).collect()
+    }
+
+    #[test]
+    fn a_fresh_connect_gets_a_new_pid_of_this_epoch_starting_now() {
+        let mut h = history("");
+        let at = push(&mut h, 7, "[\"a\"]");
+        let stats = ShardStats::default();
+        let r = h.restore(1, 7, "/", None, 42, NOW, &stats);
+        assert_eq!(
+            r.pid,
+            Pid {
+                epoch: EPOCH,
+                tag: 42
+            }
+        );
+        assert_eq!(r.start, at);
+        assert!(r.parked.is_none() && r.missed.is_empty());
+        assert_eq!(outcomes(&stats), [0, 0, 0, 0], "not a resume");
+    }
+
+    #[test]
+    fn a_parked_session_is_restored_once_with_what_it_missed_after_its_offset() {
+        let mut h = history("");
+        let first = connect_and_park(&mut h, "/", 1, true);
+        let a = push(&mut h, 7, "[\"a\"]");
+        push(&mut h, 8, "[\"other user\"]");
+        push(&mut h, 7, "[\"b\"]");
+        let stats = ShardStats::default();
+        // The client had nothing since its start: everything after it.
+        let c = claim(first.pid, None);
+        let r = h.restore(1, 7, "/", Some(&c), 99, NOW, &stats);
+        assert_eq!(r.pid, first.pid, "the same pid: restored");
+        assert_eq!(r.start, first.start);
+        assert_eq!(texts(&r), ["[\"a\"]", "[\"b\"]"]);
+        let parked = r.parked.expect("its record");
+        assert_eq!((&*parked.ns.sid, &*parked.attrs[0].1), ("old-sid", "blue"));
+        assert_eq!(outcomes(&stats), [1, 0, 0, 0]);
+        // Taken: the same claim again restores nothing (a new pid).
+        let r = h.restore(1, 7, "/", Some(&c), 100, NOW, &stats);
+        assert_eq!((r.pid.tag, r.parked.is_none()), (100, true));
+        assert_eq!(outcomes(&stats), [1, 0, 1, 0]);
+
+        // With the offset of the last event it handled: only what came after it.
+        let second = connect_and_park(&mut h, "/", 2, true);
+        push(&mut h, 7, "[\"c\"]");
+        let c = claim(second.pid, Some(a));
+        let r = h.restore(1, 7, "/", Some(&c), 101, NOW, &stats);
+        assert_eq!(r.pid, second.pid);
+        assert_eq!(
+            texts(&r),
+            ["[\"c\"]"],
+            "never before the session's own start"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_proven_complete_is_not_restored_nor_replayed() {
+        let mut h = history("");
+        let stats = ShardStats::default();
+        // More than `size` pushes while away.
+        let p = connect_and_park(&mut h, "/", 1, true);
+        for i in 0..4 {
+            push(&mut h, 7, &format!("[\"m{i}\"]"));
+        }
+        let r = h.restore(1, 7, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        assert!(r.parked.is_none() && r.missed.is_empty() && r.pid.tag == 9);
+        assert_eq!(outcomes(&stats), [0, 0, 1, 0]);
+        // Another user's pid, or another namespace: not restored, and the record stays.
+        let p = connect_and_park(&mut h, "/", 2, true);
+        let r = h.restore(1, 8, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        assert!(r.parked.is_none());
+        let r = h.restore(1, 7, "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        assert!(r.parked.is_none());
+        // A malformed offset fails the restore and drops the record.
+        let junk = Claim::parse(&format!(
+            "{{\"pid\":\"{}\",\"offset\":\"x\"}}",
+            p.pid.encode()
+        ));
+        let r = h.restore(1, 7, "/", junk.as_ref(), 9, NOW, &stats);
+        assert!(r.parked.is_none());
+        let r = h.restore(1, 7, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        assert!(r.parked.is_none(), "dropped by the failed restore");
+        // A pid of another start (the node restarted).
+        let old = Pid { epoch: 1, tag: 5 };
+        h.restore(1, 7, "/", Some(&claim(old, None)), 9, NOW, &stats);
+        assert_eq!(outcomes(&stats)[1], 1, "epoch_changed");
+        // A malformed pid.
+        let junk = Claim::parse("{\"pid\":\"garbage\"}");
+        let r = h.restore(1, 7, "/", junk.as_ref(), 9, NOW, &stats);
+        assert_eq!((r.pid.epoch, r.parked.is_none()), (EPOCH, true));
+    }
+
+    #[test]
+    fn parked_records_last_the_history_ttl() {
+        let mut h = history("");
+        let p = connect_and_park(&mut h, "/", 1, true);
+        let stats = ShardStats::default();
+        h.expire(NOW + 10_000, &stats);
+        let r = h.restore(
+            1,
+            7,
+            "/",
+            Some(&claim(p.pid, None)),
+            9,
+            NOW + 10_000,
+            &stats,
+        );
+        assert!(r.parked.is_none());
+        assert_eq!(outcomes(&stats), [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn a_namespace_no_push_went_to_missed_nothing() {
+        let mut h = history("");
+        let p = connect_and_park(&mut h, "/chat", 1, false);
+        for i in 0..10 {
+            push(&mut h, 7, &format!("[\"m{i}\"]"));
+        }
+        let stats = ShardStats::default();
+        let r = h.restore(1, 7, "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        assert_eq!(r.pid, p.pid, "restored although the stream overflowed");
+        assert!(r.missed.is_empty());
+    }
+
+    #[test]
+    fn the_nats_store_restores_nothing_on_the_core() {
+        let mut config = Config::from_toml("[history]\nenabled = true\n").expect("config");
+        config.history.store = HistoryStore::Nats;
+        let mut h = CoreHistory::new(&config, EPOCH).expect("history on");
+        assert!(!h.restores());
+        let stats = ShardStats::default();
+        let r = h.restore(1, 7, "/", None, 5, NOW, &stats);
+        assert_eq!((r.pid.tag, r.parked.is_none()), (5, true));
+        let c = claim(Pid { epoch: 3, tag: 4 }, None);
+        let r = h.restore(1, 7, "/", Some(&c), 6, NOW, &stats);
+        assert_eq!((r.pid.tag, r.parked.is_none()), (6, true));
+        assert_eq!(outcomes(&stats), [0, 0, 0, 1]);
+        h.park(1, 7, &[], vec![], NOW);
+        assert!(!h.is_parked(c.pid.unwrap()));
+    }
+
+    #[test]
+    fn a_memory_store_in_a_cluster_restores_nothing() {
+        let mut h = history("");
+        h.clustered = true;
+        let p = connect_and_park(&mut h, "/", 1, true);
+        let stats = ShardStats::default();
+        let r = h.restore(1, 7, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        assert!(r.parked.is_none());
+        assert_eq!(outcomes(&stats), [0, 0, 0, 1]);
     }
 }

@@ -137,3 +137,11 @@ pub fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A current-thread tokio runtime, to block on the `Service` API of an embedded engine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { startPageServer, startPushServer, startSocketIoServer } from './server.mjs';
+import { startPageServer, startPushServer, startSocketIoServer, within } from './server.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const STEP = 10_000;
@@ -46,22 +46,59 @@ window.currentTransport = () => socket.io.engine.transport.name;
 </script></body></html>
 `;
 
-function within(promise, ms, what) {
-  let t;
-  const timeout = new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
+/** playwright-core's chromium, or None with the test skipped (no /usr/bin/chromium). */
+async function chromiumOrSkip(t) {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
+    return null;
+  }
+  return (await import('playwright-core')).chromium;
+}
+
+function launchChromium(chromium) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 30_000,
+  });
+}
+
+/** A page whose context holds the session's secret cookie. */
+async function pageWithCookie(browser, secret) {
+  const context = await browser.newContext();
+  // Cookies are per host, not per port: the page's origin and ringwire share 127.0.0.1.
+  await context.addCookies([{
+    name: 'ringwire-secret', value: secret, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax',
+  }]);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP);
+  return page;
+}
+
+/** A page server for `html`, which loads socket.io-client 4.x from /socket.io.min.js. */
+function clientPage(html) {
+  return startPageServer({
+    '/': ['text/html; charset=utf-8', html],
+    '/socket.io.min.js': ['text/javascript; charset=utf-8', readFileSync(CLIENT_JS)],
+  });
+}
+
+/** Close what a test started; a server that died fails the test if its body ran to its end. */
+async function tearDown(browser, server, pageServer, passed) {
+  if (browser) await within(browser.close(), STEP, 'browser.close()').catch(() => {});
+  if (server) {
+    const alive = server.alive();
+    await server.stop();
+    if (passed) assert.ok(alive, `ringwire exited during the test\n${server.stderr()}`);
+  }
+  await pageServer.close();
 }
 
 test('Chromium: cross-origin page, cookie + withCredentials, polling then websocket, receives a push', { timeout: 90_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
-    return;
-  }
-  const { chromium } = await import('playwright-core');
-  const pageServer = await startPageServer({
-    '/': ['text/html; charset=utf-8', PAGE],
-    '/socket.io.min.js': ['text/javascript; charset=utf-8', readFileSync(CLIENT_JS)],
-  });
+  const chromium = await chromiumOrSkip(t);
+  if (!chromium) return;
+  const pageServer = await clientPage(PAGE);
   let server = null;
   let browser = null;
   let passed = false; // the body ran to its end: only then may the finally block fail the test
@@ -74,19 +111,8 @@ test('Chromium: cross-origin page, cookie + withCredentials, polling then websoc
     assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
     const s = r.json;
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      timeout: 30_000,
-    });
-    const context = await browser.newContext();
-    // Cookies are per host, not per port: the page's origin and ringwire share 127.0.0.1.
-    await context.addCookies([{
-      name: 'ringwire-secret', value: s.secret, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax',
-    }]);
-    const page = await context.newPage();
-    page.setDefaultTimeout(STEP);
+    browser = await launchChromium(chromium);
+    const page = await pageWithCookie(browser, s.secret);
     page.on('console', (m) => diag.console.push(`${m.type()}: ${m.text()}`));
     page.on('requestfailed', (q) => diag.failed.push(`${q.method()} ${q.url()}: ${q.failure()?.errorText}`));
     page.on('response', async (resp) => {
@@ -153,13 +179,7 @@ test('Chromium: cross-origin page, cookie + withCredentials, polling then websoc
     assert.deepEqual(state.disconnects, [], `disconnects${why()}`);
     passed = true;
   } finally {
-    if (browser) await within(browser.close(), STEP, 'browser.close()').catch(() => {});
-    if (server) {
-      const alive = server.alive();
-      await server.stop();
-      if (passed) assert.ok(alive, `ringwire exited during the test\n${server.stderr()}`);
-    }
-    await pageServer.close();
+    await tearDown(browser, server, pageServer, passed);
   }
 });
 
@@ -196,11 +216,8 @@ function feed(n) {
 }
 
 test('Chromium: permessage-deflate without context takeover, pushes and echoes of 2 KB', { timeout: 90_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
-    return;
-  }
-  const { chromium } = await import('playwright-core');
+  const chromium = await chromiumOrSkip(t);
+  if (!chromium) return;
   const pageServer = await startPageServer({ '/': ['text/html; charset=utf-8', DEFLATE_PAGE] });
   let server = null;
   let browser = null;
@@ -212,18 +229,8 @@ test('Chromium: permessage-deflate without context takeover, pushes and echoes o
     const r = await server.admin('POST', '/v1/sessions', { user: USER, context: CONTEXT, ttl_secs: 3600 });
     assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
     const s = r.json;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      timeout: 30_000,
-    });
-    const context = await browser.newContext();
-    await context.addCookies([{
-      name: 'ringwire-secret', value: s.secret, domain: '127.0.0.1', path: '/', httpOnly: true, sameSite: 'Lax',
-    }]);
-    const page = await context.newPage();
-    page.setDefaultTimeout(STEP);
+    browser = await launchChromium(chromium);
+    const page = await pageWithCookie(browser, s.secret);
     const frames = [];
     page.on('websocket', (ws) => {
       ws.on('framereceived', (f) => frames.push(`<- ${String(f.payload).length} chars`));
@@ -257,12 +264,85 @@ test('Chromium: permessage-deflate without context takeover, pushes and echoes o
     assert.deepEqual(state.errors, []);
     passed = true;
   } finally {
-    if (browser) await within(browser.close(), STEP, 'browser.close()').catch(() => {});
-    if (server) {
-      const alive = server.alive();
-      await server.stop();
-      if (passed) assert.ok(alive, `ringwire exited during the test\n${server.stderr()}`);
-    }
-    await pageServer.close();
+    await tearDown(browser, server, pageServer, passed);
+  }
+});
+
+// Connection state recovery in the browser: the page's socket.io-client (default transports,
+// its own reconnection) loses its transport (socket.io.engine.close()), misses 5 pushes, and
+// reconnects: socket.recovered is true and the 5 arrive, in order, after the ones it had.
+const RECOVERY_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>ringwire recovery</title>
+<script src="/socket.io.min.js"></script></head>
+<body><script>
+const p = new URLSearchParams(location.search);
+window.state = { connects: [], received: [], offsets: [], errors: [], disconnects: [], upgraded: false };
+const socket = io('http://127.0.0.1:' + p.get('port'), {
+  query: { session: p.get('session') },
+  withCredentials: true,
+  reconnectionDelay: 4000,
+  reconnectionDelayMax: 4000,
+  randomizationFactor: 0,
+  timeout: 5000,
+});
+// (The engine exists from the start; its upgrade may come before the CONNECT answer.)
+socket.io.engine.on('upgrade', () => { state.upgraded = true; });
+socket.on('connect', () => { state.connects.push(socket.recovered); });
+socket.on('connect_error', (e) => state.errors.push(String(e && e.message)));
+socket.on('disconnect', (r) => state.disconnects.push(String(r)));
+socket.on('news', (d, offset) => { state.received.push(d.n); state.offsets.push(offset); });
+window.kill = () => socket.io.engine.close();
+</script></body></html>
+`;
+
+test('Chromium: the transport is lost, pushes are missed, the reconnection recovers them (socket.recovered)', { timeout: 90_000 }, async (t) => {
+  const chromium = await chromiumOrSkip(t);
+  if (!chromium) return;
+  const pageServer = await clientPage(RECOVERY_PAGE);
+  let server = null;
+  let browser = null;
+  let passed = false;
+  try {
+    server = await startSocketIoServer({ allowedOrigins: [pageServer.origin], extra: '[history]\nenabled = true\n' });
+    const r = await server.admin('POST', '/v1/sessions', { user: USER, context: CONTEXT, ttl_secs: 3600 });
+    assert.equal(r.status, 201, `POST /v1/sessions: ${r.status} ${r.text}`);
+    const s = r.json;
+    browser = await launchChromium(chromium);
+    const page = await pageWithCookie(browser, s.secret);
+    const waitPage = (fn, what) => page.waitForFunction(fn).catch(async (e) => {
+      const state = await page.evaluate(() => window.state).catch(() => null);
+      throw new Error(`${what}: ${e.message}\npage state: ${JSON.stringify(state)}\n${server.stderr()}`);
+    });
+    const push = async (n, sockets) => {
+      const pushed = await server.admin('POST', '/v1/push', {
+        context: CONTEXT, user: USER, path: '/socket.io/*', message: JSON.stringify(['news', { n }]),
+      });
+      assert.equal(pushed.status, 202, pushed.text);
+      assert.equal(pushed.json?.sockets, sockets, `push ${n}: ${pushed.text}`);
+    };
+    const count = async () => (await server.admin('GET', `/v1/sockets?context=${CONTEXT}&user=${USER}&path=/socket.io/*`)).json.count;
+
+    await page.goto(`${pageServer.origin}/?port=${server.port}&session=${encodeURIComponent(s.session)}`);
+    await waitPage(() => window.state.connects.length === 1 && window.state.upgraded, 'connected and upgraded');
+    await push(0, 1);
+    await push(1, 1);
+    await waitPage(() => window.state.received.length === 2, 'the live pushes');
+
+    await page.evaluate(() => window.kill());
+    await waitPage(() => window.state.disconnects.length === 1, 'disconnected');
+    for (let i = 0; i < 100 && (await count()) !== 0; i++) await new Promise((res) => setTimeout(res, 20));
+    for (let n = 2; n < 7; n++) await push(n, 0);
+    await waitPage(() => window.state.connects.length === 2, 'reconnected');
+    await waitPage(() => window.state.received.length === 7, 'the missed pushes');
+    await push(7, 1);
+    await waitPage(() => window.state.received.length === 8, 'live again');
+    const state = await page.evaluate(() => window.state);
+    assert.deepEqual(state.connects, [false, true], 'socket.recovered at each connect');
+    assert.deepEqual(state.received, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.ok(state.offsets.every((o) => /^[0-9a-f]{16}-\d+$/.test(o)), `offsets: ${state.offsets}`);
+    assert.deepEqual(state.errors, []);
+    passed = true;
+  } finally {
+    await tearDown(browser, server, pageServer, passed);
   }
 });

@@ -11,6 +11,26 @@ import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** `promise`, or an error naming `what` after `ms`. */
+export function within(promise, ms, what) {
+  let t;
+  const timeout = new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `fn` (async) every 50 ms until it returns a truthy value (resolved to); bounded. */
+export async function until(fn, ms, what) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await sleep(50);
+  }
+}
 export const BINARY = process.env.RINGWIRE_BIN || join(ROOT, 'target', 'release', 'ringwire');
 const READY = 'ringwire ready';
 

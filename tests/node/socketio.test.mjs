@@ -17,7 +17,7 @@ import { createServer } from 'node:http';
 import WebSocket from 'ws';
 import { io as ioV4 } from 'socket.io-client';
 import ioV2 from 'socket.io-client-v2';
-import { startSocketIoServer } from './server.mjs';
+import { startSocketIoServer, within, sleep, until } from './server.mjs';
 
 const STEP = 5_000;
 const CONTEXT = 1;
@@ -29,26 +29,6 @@ const CLIENTS = [
   { label: 'socket.io-client 4.x (EIO=4)', io: ioV4, eio: 4, heartbeat: 'ping' },
   { label: 'socket.io-client 2.x (EIO=3)', io: ioV2, eio: 3, heartbeat: 'pong' },
 ];
-
-function within(promise, ms, what) {
-  let t;
-  const timeout = new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Poll `fn` (async) every 50 ms until it returns a truthy value; bounded. */
-async function until(fn, ms, what) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await sleep(50);
-  }
-}
 
 /**
  * Record every occurrence of `names` on an emitter. next(names, ms) resolves to the earliest

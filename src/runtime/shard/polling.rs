@@ -110,6 +110,11 @@ impl Shard {
             meta,
         };
         self.register(v);
+        if self.sio_recovery_wanted(v) {
+            if let Some(s) = self.session_mut(v) {
+                s.enable_recovery();
+            }
+        }
         let stats = &self.shared.stats[self.id];
         ShardStats::inc(&stats.sockets);
         ShardStats::inc(&stats.polling_sessions);

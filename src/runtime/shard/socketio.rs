@@ -24,40 +24,40 @@ use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::EioVersion;
 use crate::protocol::MessageKind;
 use crate::runtime::conn::{ConnState, Link, Sio};
+use crate::runtime::history::Restore;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::timer::TICK_MS;
-use crate::service::engineio::{Action, Actions, Session, Settings, Stat};
+use crate::runtime::{sys, MAX_ATTRIBUTES};
+use crate::service::engineio;
+use crate::service::engineio::recovery::{Claim, ParkNamespace, Pid};
+use crate::service::engineio::{Action, Actions, Resumed, Session, Settings, Stat};
+use crate::service::history::Position;
 use crate::service::plan::PollPlan;
 use crate::service::session::SessionId;
-use base64::Engine as _;
 
 impl Shard {
     /// A new sid for the session in (slot, gen).
     pub(in crate::runtime) fn new_sid(&mut self, slot: u32, gen: u32) -> Box<str> {
-        // xorshift64*: unpredictable enough for a tag that is checked together with the
-        // session's secret cookie.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let tag = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let tag = self.next_random();
         let mut raw = [0u8; 16];
         raw[..4].copy_from_slice(&slot.to_le_bytes());
         raw[4..8].copy_from_slice(&gen.to_le_bytes());
         raw[8..].copy_from_slice(&tag.to_le_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(raw)
-            .into_boxed_str()
+        engineio::encode_id(raw).into_boxed_str()
+    }
+
+    /// xorshift64*: unpredictable enough for tags that are checked together with the
+    /// session's secret cookie (sids, private session ids).
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// The live polling session a sid names, if it belongs to `session`.
     pub(in crate::runtime) fn find_sid(&self, sid: &str, session: SessionId) -> Option<u32> {
-        let mut raw = [0u8; 16];
-        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode_slice(sid, &mut raw)
-            .ok()?;
-        if n != 16 {
-            return None;
-        }
+        let raw = engineio::decode_id(sid)?;
         let slot = u32::from_le_bytes(raw[..4].try_into().ok()?);
         let gen = u32::from_le_bytes(raw[4..8].try_into().ok()?);
         let c = self.conns.get(slot as usize)?;
@@ -199,6 +199,8 @@ impl Shard {
                 Action::Event { data } => self.sio_event(session, &data),
                 Action::Schedule { at } => self.schedule_poll_session(session, at),
                 Action::Count(stat) => self.sio_count(stat),
+                Action::Resume { nsp, claim } => self.sio_resume(session, &nsp, claim.as_ref()),
+                Action::Park(namespaces) => self.sio_park(session, namespaces),
                 Action::Retire => self.retire_poll_session(session),
                 Action::Free => self.free_poll_session(session),
                 Action::SendAll { .. } | Action::Close { .. } => {}
@@ -245,8 +247,15 @@ impl Shard {
         }
     }
 
-    /// A push for a Socket.IO socket (see `Session::push`). Returns whether it was sent.
-    pub(in crate::runtime) fn sio_push(&mut self, slot: u32, endpoint: u8, text: &str) -> bool {
+    /// A push for a Socket.IO socket (see `Session::push`; `at`: its position in the
+    /// user's history). Returns whether it was sent.
+    pub(in crate::runtime) fn sio_push(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        text: &str,
+        at: Option<Position>,
+    ) -> bool {
         let Some(t) = &self.shared.transcoders[endpoint as usize] else {
             return false;
         };
@@ -257,7 +266,7 @@ impl Shard {
         let Some(s) = self.session_mut(slot) else {
             return false;
         };
-        let queued = s.push(&data, &cfg, &mut out);
+        let queued = s.push(&data, at, &cfg, &mut out);
         self.sio_actions(slot, &mut out, None) && queued
     }
 
@@ -344,7 +353,13 @@ impl Shard {
     /// After the 101 of a direct `socketio` WebSocket: the open packet (and, for v3, the
     /// default namespace's connect).
     pub(in crate::runtime) fn sio_greet(&mut self, slot: u32) {
-        self.with_session(slot, |s, _, cfg, out| s.greet(cfg, out));
+        let recovery = self.sio_recovery_wanted(slot);
+        self.with_session(slot, |s, _, cfg, out| {
+            if recovery {
+                s.enable_recovery();
+            }
+            s.greet(cfg, out)
+        });
     }
 
     /// The keepalive of a `socketio` WebSocket (see `Session::ping`). Returns false when a
@@ -355,15 +370,133 @@ impl Shard {
     }
 
     /// A WebSocket with Socket.IO state is closing: if it carried a polling session, that
-    /// session falls back to polling (probe not finished) or ends (upgraded).
+    /// session falls back to polling (probe not finished) or ends (upgraded); a session on
+    /// its own WebSocket ends with it (and may park its namespaces).
     pub(in crate::runtime) fn sio_transport_closed(&mut self, slot: u32) {
-        let Some(&Sio::Transport { of }) = self.sio(slot) else {
-            return;
+        let of = match self.sio(slot) {
+            Some(&Sio::Transport { of }) => of,
+            Some(Sio::Session { .. }) => {
+                self.with_session(slot, |s, _, _, out| s.transport_closed(out));
+                return;
+            }
+            None => return,
         };
         if !self.is_live(of) {
             return;
         }
         let ws = self.link(slot);
         self.with_session(of.slot, |s, _, _, out| s.websocket_closed(ws, out));
+    }
+}
+
+// ----- connection state recovery (Socket.IO v4 on history endpoints)
+
+impl Shard {
+    /// Does the Socket.IO session in `slot` get connection state recovery: a history
+    /// endpoint, a user to keep history for.
+    pub(in crate::runtime) fn sio_recovery_wanted(&self, slot: u32) -> bool {
+        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
+            return false;
+        };
+        meta.auth.is_some() && self.history.as_deref().is_some_and(|h| h.on(endpoint))
+    }
+
+    /// `Action::Resume`: what the claim restores, handed to the session in this same step,
+    /// so that a push is either in what it missed or live, never both, never neither.
+    fn sio_resume(&mut self, session: u32, nsp: &str, claim: Option<&Claim>) {
+        let tag = self.next_random();
+        let socket = self.conns[session as usize].socket();
+        let user = socket.and_then(|(e, m)| Some((e, m.auth?)));
+        if let (Some(pid), Some((_, a))) = (claim.and_then(|c| c.pid), user) {
+            self.sio_take_over(session, a.context, a.user, nsp, pid);
+        }
+        let stats = &self.shared.stats[self.id];
+        let (r, endpoint) = match (user, self.history.as_deref_mut()) {
+            (Some((endpoint, a)), Some(h)) => {
+                let now = sys::monotonic_ms();
+                let r = h.restore(a.context, a.user, nsp, claim, tag, now, stats);
+                (r, endpoint)
+            }
+            // (Recovery is only on with both; still, a CONNECT is always answered.)
+            _ => (Restore::fresh(tag), 0),
+        };
+        let resumed = self.resumed(session, endpoint, r);
+        self.with_session(session, |s, _, cfg, out| s.resumed(nsp, resumed, cfg, out));
+    }
+
+    /// A claim of a pid whose session is still open on this core (its client found the
+    /// connection dead before the server did): that session ends now as if its transport
+    /// was lost, so that its namespaces are parked and the claim restores them.
+    fn sio_take_over(&mut self, session: u32, context: u32, user: u32, nsp: &str, pid: Pid) {
+        if self
+            .history
+            .as_deref()
+            .is_none_or(|h| !h.restores() || h.is_parked(pid))
+        {
+            return;
+        }
+        let holds = |slot: u32| match self.sio(slot) {
+            Some(Sio::Session { session: s, .. }) => s.holds_pid(nsp, pid),
+            _ => false,
+        };
+        let sockets = self.users.sockets(context, user).iter().copied();
+        let Some(old) = sockets.filter(|&slot| slot != session).find(|&s| holds(s)) else {
+            return;
+        };
+        self.with_session(old, |s, _, _, out| s.drop_transport(out));
+    }
+
+    /// The session's side of a restore: the missed pushes as the endpoint sends them, the
+    /// restored socket id; the restored attributes go back on the socket.
+    fn resumed(&mut self, session: u32, endpoint: u8, r: Restore) -> Resumed {
+        let epoch = r.start.epoch;
+        let mut missed = Vec::with_capacity(r.missed.len());
+        if let Some(t) = &self.shared.transcoders[endpoint as usize] {
+            for (offset, text) in &r.missed {
+                if let Some(data) = t.outbound(text) {
+                    let at = Position {
+                        epoch,
+                        offset: *offset,
+                    };
+                    missed.push((at, data.into_owned()));
+                }
+            }
+        }
+        let sid = r.parked.map(|p| {
+            self.restore_attributes(session, p.attrs);
+            p.ns.sid
+        });
+        Resumed {
+            pid: r.pid,
+            start: r.start,
+            sid,
+            missed,
+        }
+    }
+
+    /// Attributes of a restored session back on its socket (those not set since, within
+    /// the limit).
+    fn restore_attributes(&mut self, slot: u32, attrs: Vec<(Box<str>, Box<str>)>) {
+        let Some(meta) = self.conns[slot as usize].socket_mut() else {
+            return;
+        };
+        for (k, v) in attrs {
+            if meta.attrs.len() < MAX_ATTRIBUTES && !meta.attrs.iter().any(|(key, _)| *key == k) {
+                meta.attrs.push((k, v));
+            }
+        }
+    }
+
+    /// `Action::Park`: the session ended abnormally; keep its namespaces (with the user
+    /// and the socket's attributes) for a restore.
+    fn sio_park(&mut self, session: u32, namespaces: Vec<ParkNamespace>) {
+        let Some((_, meta)) = self.conns[session as usize].socket() else {
+            return;
+        };
+        let (Some(auth), Some(h)) = (meta.auth, self.history.as_deref_mut()) else {
+            return;
+        };
+        let now = sys::monotonic_ms();
+        h.park(auth.context, auth.user, &meta.attrs, namespaces, now);
     }
 }

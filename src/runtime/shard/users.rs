@@ -116,7 +116,7 @@ impl Shard {
                     continue;
                 }
                 let sent = if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
-                    self.sio_push(slot, endpoint, &job.text)
+                    self.sio_push(slot, endpoint, &job.text, at)
                 } else {
                     self.push_raw(slot, endpoint, at, &job.text)
                 };

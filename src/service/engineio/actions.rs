@@ -1,4 +1,5 @@
 //! What a session asks its driver to do, in order.
+use super::recovery::{Claim, ParkNamespace};
 use crate::protocol::close::CloseReason;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -31,6 +32,14 @@ pub enum Action<T> {
     FlushLater,
     /// A client event for the listeners: its data (the JSON array, attachments filled in).
     Event { data: String },
+    /// A CONNECT to `nsp` on a session with recovery: find out what `claim` restores (no
+    /// claim: a fresh private session) and answer with
+    /// [`Session::resumed`](super::Session::resumed) before anything else reaches the
+    /// session (that is the seam between the missed events and live pushes).
+    Resume { nsp: Box<str>, claim: Option<Claim> },
+    /// The session ended abnormally (its client may come back for it): park these
+    /// namespaces, with the socket's user and attributes, until the history ttl.
+    Park(Vec<ParkNamespace>),
     /// The session's next deadline (ms): call
     /// [`Session::handle_timeout`](super::Session::handle_timeout) then. Replaces the one
     /// before.

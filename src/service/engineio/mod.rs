@@ -15,6 +15,7 @@
 //! # Call order
 //! 1. Make it: [`Session::websocket`] then, once the 101 is written, [`Session::greet`]; or
 //!    [`Session::polling`] with the handshake GET (it answers it). The sid is the driver's.
+//!    On a history endpoint, [`Session::enable_recovery`] before anything reaches it.
 //! 2. Feed it, in the order things happen:
 //!    - WebSocket frames: [`Session::frame`] (`via`: the upgrading WebSocket, if it came
 //!      on one), after [`Session::attach_websocket`] accepted that WebSocket; when a
@@ -27,6 +28,9 @@
 //!    - time: at [`Action::Schedule`]'s time [`Session::handle_timeout`]; at a
 //!      [`Action::Hold`]'s time [`Session::release_held`];
 //!    - after [`Action::FlushLater`], once the turn's input is handled: [`Session::flush`].
+//!    - recovery: an [`Action::Resume`] is answered with [`Session::resumed`] before
+//!      anything else is handed to the session; when its own WebSocket closes,
+//!      [`Session::transport_closed`] (it may [`Action::Park`] its namespaces).
 //! 3. After every call, drain the [`Actions`] passed in, in order. After [`Action::Free`]
 //!    the session is over: drop it.
 //!
@@ -37,9 +41,19 @@
 //! with a noop), then everything goes through the WebSocket (`Upgraded`). A session whose
 //! login ended waits, a ping timeout at most, for its client to take its last packets
 //! ([`Ending`]).
+//!
+//! # Recovery
+//! Socket.IO v4 connection state recovery (see [`recovery`] for the wire): each namespace
+//! of a session with recovery has a private session id; pushed events carry their offset;
+//! a CONNECT claiming a pid asks the driver what it restores ([`Action::Resume`]); a session
+//! that ends abnormally (transport closed or lost, ping timeout, the client's Engine.IO
+//! close packet; not a DISCONNECT, the end of its login, a drain or a protocol error) asks
+//! for its namespaces to be parked ([`Action::Park`]).
 mod actions;
 mod packets;
 mod queue;
+pub mod recovery;
+mod restore;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -47,9 +61,11 @@ mod tests;
 pub use actions::{Action, Actions, Stat};
 pub use packets::PartialBinary;
 pub use queue::PacketQueue;
+pub use restore::Resumed;
 pub use session::{BadRequest, Ending, Session};
 
 use crate::config::{Limits, SocketIoConfig};
+use base64::Engine as _;
 
 /// Namespaces one client may join.
 pub const MAX_NAMESPACES: usize = 32;
@@ -88,4 +104,18 @@ impl Settings {
     pub fn dead_after_ms(&self) -> u64 {
         self.ping_interval_ms + self.ping_timeout_ms
     }
+}
+
+/// 16 bytes as the 22 URL-safe base64 characters of an id (sids, private session ids).
+pub fn encode_id(raw: [u8; 16]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The 16 bytes of an id made by [`encode_id`]; None for anything else.
+pub fn decode_id(id: &str) -> Option<[u8; 16]> {
+    let mut raw = [0u8; 16];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(id, &mut raw)
+        .ok()?;
+    (n == 16 && id.len() == 22).then_some(raw)
 }

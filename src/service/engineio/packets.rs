@@ -1,11 +1,14 @@
 //! What the client sends: Engine.IO packets (pings, the upgrade, messages, close) and the
 //! Socket.IO packets in messages (namespaces, events, acks, binary attachments).
 use super::actions::{Action, Actions};
-use super::session::{Session, Transport, Upgrade};
+use super::recovery::{Claim, Pid};
+use super::restore::connect_answer;
+use super::session::{Namespace, Session, Transport, Upgrade};
 use super::{Settings, MAX_NAMESPACES};
 use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, EioVersion, Packet, PacketType};
 use crate::protocol::socketio::{self, SioType};
+use crate::service::history::Position;
 use std::borrow::Cow;
 
 /// A binary Socket.IO packet whose attachments are still arriving.
@@ -112,8 +115,8 @@ impl<T: Copy + Eq> Session<T> {
         };
         let joined = self.joined(p.nsp);
         match p.kind {
-            SioType::Connect => self.connect(p.nsp, cfg, out),
-            SioType::Disconnect => self.namespaces.retain(|n| **n != *p.nsp),
+            SioType::Connect => self.connect(p.nsp, p.data, cfg, out),
+            SioType::Disconnect => self.namespaces.retain(|n| *n.name != *p.nsp),
             SioType::Event if joined => self.event(p.nsp, p.id, p.data.to_string(), cfg, out),
             SioType::BinaryEvent if joined => {
                 self.partial = Some(Box::new(PartialBinary {
@@ -145,22 +148,35 @@ impl<T: Copy + Eq> Session<T> {
         }
     }
 
-    /// CONNECT to `nsp`: joined (at most [`MAX_NAMESPACES`]) and confirmed.
-    fn connect(&mut self, nsp: &str, cfg: &Settings, out: &mut Actions<T>) {
+    /// CONNECT to `nsp` (`data`: its auth payload): joined (at most [`MAX_NAMESPACES`]) and
+    /// confirmed; with recovery, the driver is asked first what it restores
+    /// ([`Action::Resume`], answered by [`Session::resumed`]).
+    fn connect(&mut self, nsp: &str, data: &str, cfg: &Settings, out: &mut Actions<T>) {
         let mut packet = String::new();
-        if !self.namespaces.iter().any(|n| **n == *nsp) {
+        if !self.namespaces.iter().any(|n| *n.name == *nsp) {
             if self.namespaces.len() >= MAX_NAMESPACES {
                 let error = "{\"message\":\"too many namespaces\"}";
                 socketio::encode(&mut packet, SioType::ConnectError, nsp, None, error);
                 self.send(Cow::Owned(packet), cfg, out);
                 return;
             }
-            self.namespaces.push(nsp.into());
+            if self.recovery {
+                out.push(Action::Resume {
+                    nsp: nsp.into(),
+                    claim: Claim::parse(data),
+                });
+                return;
+            }
+            self.namespaces.push(Namespace {
+                name: nsp.into(),
+                private: None,
+            });
         }
         match self.eio {
             EioVersion::V4 => {
-                let data = format!("{{\"sid\":\"{}\"}}", self.sid);
-                socketio::encode(&mut packet, SioType::Connect, nsp, None, &data);
+                let sid = self.socket_id(nsp);
+                let pid = self.pid_of(nsp).map(Pid::encode);
+                connect_answer(&mut packet, nsp, sid, pid.as_deref());
             }
             EioVersion::V3 => socketio::encode(&mut packet, SioType::Connect, nsp, None, ""),
         }
@@ -206,31 +222,38 @@ impl<T: Copy + Eq> Session<T> {
 
     /// A push: an event on the default namespace if the client joined it, else on the first
     /// namespace it joined (none joined: false, nothing sent). `data` is the event's JSON
-    /// array. False too if it was dropped.
-    pub fn push(&mut self, data: &str, cfg: &Settings, out: &mut Actions<T>) -> bool {
+    /// array; `at`, its position in the user's history (with recovery, its offset is added
+    /// as the event's last argument). False too if it was dropped.
+    pub fn push(
+        &mut self,
+        data: &str,
+        at: Option<Position>,
+        cfg: &Settings,
+        out: &mut Actions<T>,
+    ) -> bool {
         let Some(nsp) = self.push_namespace() else {
             return false;
         };
-        let mut packet = String::with_capacity(data.len() + 8);
-        socketio::encode(&mut packet, SioType::Event, nsp, None, data);
+        let packet = self.event_packet(nsp, data, at);
         self.send(Cow::Owned(packet), cfg, out)
     }
 
     /// Has the client joined `nsp`? Socket.IO v2 (Engine.IO v3) clients are in the default
     /// namespace from the start, without asking.
     pub fn joined(&self, nsp: &str) -> bool {
-        (nsp == "/" && self.eio == EioVersion::V3) || self.namespaces.iter().any(|n| **n == *nsp)
+        (nsp == "/" && self.eio == EioVersion::V3)
+            || self.namespaces.iter().any(|n| *n.name == *nsp)
     }
 
     /// The Socket.IO DISCONNECT packets (`41`, `41/chat,`: the same in both protocol
     /// versions) for every namespace the client is in.
     pub fn disconnect_packets(&self) -> Vec<Box<str>> {
         let implicit_root =
-            self.eio == EioVersion::V3 && !self.namespaces.iter().any(|n| &**n == "/");
+            self.eio == EioVersion::V3 && !self.namespaces.iter().any(|n| &*n.name == "/");
         let nsps = implicit_root
             .then_some("/")
             .into_iter()
-            .chain(self.namespaces.iter().map(|n| &**n));
+            .chain(self.namespaces.iter().map(|n| &*n.name));
         let mut out = Vec::with_capacity(self.namespaces.len() + 1);
         for nsp in nsps {
             let mut p = String::with_capacity(nsp.len() + 3);
@@ -246,7 +269,7 @@ impl<T: Copy + Eq> Session<T> {
         if self.joined("/") {
             Some("/")
         } else {
-            self.namespaces.first().map(|n| &**n)
+            self.namespaces.first().map(|n| &*n.name)
         }
     }
 }

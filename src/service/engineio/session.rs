@@ -3,9 +3,11 @@
 use super::actions::{Action, Actions, Stat};
 use super::packets::PartialBinary;
 use super::queue::PacketQueue;
+use super::recovery::Pid;
 use super::Settings;
 use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, BodyFormat, EioVersion, Packet, PacketType};
+use crate::service::history::Position;
 use std::borrow::Cow;
 
 /// One Engine.IO / Socket.IO session. See the [module](super) for the call order.
@@ -13,10 +15,32 @@ pub struct Session<T> {
     pub(super) eio: EioVersion,
     pub(super) sid: Box<str>,
     /// Namespaces the client joined ("/" is the default one).
-    pub(super) namespaces: Vec<Box<str>>,
+    pub(super) namespaces: Vec<Namespace>,
     /// A binary event or ack waiting for its attachments.
     pub(super) partial: Option<Box<PartialBinary>>,
     pub(super) transport: Transport<T>,
+    /// Connection state recovery is on (an Engine.IO v4 session of a history endpoint):
+    /// private session ids, offsets on pushed events, restores (see `recovery`).
+    pub(super) recovery: bool,
+    /// If the session ends now, its client may come back for it (its namespaces are parked,
+    /// as socket.io persists sessions that end with "transport close", "ping timeout"...).
+    /// False once its login ended, the node drains, or the client sent garbage.
+    pub(super) parkable: bool,
+}
+
+/// A namespace the client joined.
+pub(super) struct Namespace {
+    pub(super) name: Box<str>,
+    /// Its private session (recovery only).
+    pub(super) private: Option<Box<PrivateSession>>,
+}
+
+/// What a namespace's session is under recovery: its private id, where it started, and the
+/// socket id it was given if a restore gave back an earlier one (else the session's sid).
+pub(super) struct PrivateSession {
+    pub(super) pid: Pid,
+    pub(super) start: Position,
+    pub(super) sid: Option<Box<str>>,
 }
 
 /// How the session reaches its client.
@@ -87,6 +111,8 @@ impl<T: Copy + Eq> Session<T> {
             namespaces: Vec::new(),
             partial: None,
             transport: Transport::WebSocket(ws),
+            recovery: false,
+            parkable: true,
         }
     }
 
@@ -110,6 +136,8 @@ impl<T: Copy + Eq> Session<T> {
             sid,
             namespaces: Vec::new(),
             partial: None,
+            recovery: false,
+            parkable: true,
             transport: Transport::Polling(Box::new(Polling {
                 queue,
                 held: None,
@@ -388,7 +416,8 @@ impl<T: Copy + Eq> Session<T> {
     // ----- from the server -----
 
     /// Send one Engine.IO packet (type digit included) over whichever transport the session
-    /// has now. False if it was dropped (a polling queue over its bounds: counted).
+    /// has now. False if it was dropped (a polling queue over its bounds: counted; with
+    /// recovery, the session is dropped too, see [`Session::drop_transport`]).
     pub fn send(
         &mut self,
         packet: Cow<'static, str>,
@@ -407,15 +436,19 @@ impl<T: Copy + Eq> Session<T> {
             out.push(Action::Send { to: ws, packet });
             return true;
         }
-        if p.queue.len() >= cfg.max_buffered_packets
-            || p.queue.bytes() + packet.len() > cfg.max_outbound_bytes
+        if p.queue.len() < cfg.max_buffered_packets
+            && p.queue.bytes() + packet.len() <= cfg.max_outbound_bytes
         {
-            out.push(Action::Count(Stat::DroppedPacket));
-            return false;
+            p.queue.push(packet.into_owned().into_boxed_str());
+            out.push(Action::FlushLater);
+            return true;
         }
-        p.queue.push(packet.into_owned().into_boxed_str());
-        out.push(Action::FlushLater);
-        true
+        out.push(Action::Count(Stat::DroppedPacket));
+        if self.recovery {
+            // Not a silent gap: the client reconnects and recovers from its last event.
+            self.drop_transport(out);
+        }
+        false
     }
 
     /// The WebSocket keepalive of a session's own WebSocket is due: Engine.IO v4 pings from
@@ -496,6 +529,7 @@ impl<T: Copy + Eq> Session<T> {
     /// ping timeout at most, the session is no socket ([`Action::Retire`]) and takes nothing
     /// from its client but its close packet (or an upgrade).
     pub fn end(&mut self, now: u64, why: CloseReason, cfg: &Settings, out: &mut Actions<T>) {
+        self.parkable = false;
         let farewell = self.disconnect_packets();
         let p = match &mut self.transport {
             Transport::WebSocket(ws) => {
@@ -556,6 +590,8 @@ impl<T: Copy + Eq> Session<T> {
     /// packet then goes over the upgraded WebSocket, which closes with `why`. Otherwise as
     /// [`Session::close`].
     pub fn shut_down(&mut self, now: u64, why: CloseReason, cfg: &Settings, out: &mut Actions<T>) {
+        // The node goes away, and its parked records with it.
+        self.parkable = false;
         if let Transport::Polling(p) = &mut self.transport {
             if p.ending.is_some() {
                 // Already handing over its last packets (and bounded by their window).
@@ -574,6 +610,10 @@ impl<T: Copy + Eq> Session<T> {
     /// polling session with its close packet to a held GET, and a normal close of its
     /// WebSocket.
     pub fn close(&mut self, why: CloseReason, out: &mut Actions<T>) {
+        if why == CloseReason::ShuttingDown {
+            // The node goes away, and its parked records with it.
+            self.parkable = false;
+        }
         match self.transport {
             Transport::WebSocket(ws) => out.push(Action::Close {
                 to: ws,
@@ -585,15 +625,19 @@ impl<T: Copy + Eq> Session<T> {
         }
     }
 
-    /// Close a polling session: its WebSocket (`farewell` before the close frame `why` if
-    /// upgraded), what is queued then `farewell` and the close packet to a held GET; retire
-    /// it (unless it ended before) and free it.
+    /// Close a polling session: its namespaces parked if it may be recovered, its WebSocket
+    /// (`farewell` before the close frame `why` if upgraded), what is queued then `farewell`
+    /// and the close packet to a held GET; retire it (unless it ended before) and free it.
     pub(super) fn close_session(
         &mut self,
         mut farewell: Vec<Box<str>>,
         why: CloseReason,
         out: &mut Actions<T>,
     ) {
+        if !self.is_polling() {
+            return;
+        }
+        self.park(out);
         let Transport::Polling(p) = std::mem::replace(&mut self.transport, Transport::Closed)
         else {
             return;
@@ -635,6 +679,7 @@ impl<T: Copy + Eq> Session<T> {
 
     /// A malformed packet: the session is closed (as socket.io servers do).
     pub(super) fn protocol_error(&mut self, out: &mut Actions<T>) {
+        self.parkable = false;
         out.push(Action::Count(Stat::ProtocolError));
         self.close(CloseReason::MalformedSocketIo, out);
     }

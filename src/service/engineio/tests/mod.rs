@@ -6,6 +6,7 @@ use crate::protocol::engineio::{BodyFormat, EioVersion};
 use std::borrow::Cow;
 
 mod ending;
+mod recovery;
 
 type A = Action<u32>;
 
@@ -138,7 +139,7 @@ impl Harness {
 
     fn push(&mut self, data: &str) -> (bool, Vec<A>) {
         let mut sent = false;
-        let got = self.call(|s, _, cfg, out| sent = s.push(data, cfg, out));
+        let got = self.call(|s, _, cfg, out| sent = s.push(data, None, cfg, out));
         (sent, got)
     }
 
