@@ -9,7 +9,7 @@ phase only; prints the tables of a whole invocation.
     push_latency.py table RESULTS.jsonl [--gate 1.05]
         The per-run table and the medians of each build with the ratio new/old.
 
-The push window starts when the load tester logs `pushing:` (all connections are up, the
+The push window starts when the load tester logs `pushing` (all connections are up, the
 push driver starts) and ends `push_seconds + drain_seconds` later (the report's times: the
 last push accepted, then every expected message received). Minting the sessions, the
 upgrades and the closes at the end are left out. The server's CPU is read from its
@@ -67,7 +67,8 @@ def measure(argv):
 
         def read_stderr():
             for line in proc.stderr:
-                if line.startswith("pushing:") and not pushing.is_set():
+                # "pushing: ..." (older load testers) or "pushing 5000 per second ...".
+                if line.startswith("pushing") and not pushing.is_set():
                     # The workers are all started by now.
                     start["kids"] = children_map()
                     start.update(sample(pid, proc.pid, start["kids"]))

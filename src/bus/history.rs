@@ -76,6 +76,16 @@
 //! without the headers (such messages have no prev: resumes across them are incomplete, never
 //! wrongly complete), and a server that loses acknowledged writes.
 //!
+//! # Outages
+//! A push that could not be recorded (NATS down, a timeout) is delivered live all the same;
+//! the store then owes the stream a gap marker ([`NatsHistory::mark_gap`]: an empty message
+//! on `<prefix>.gap`), written at the first call once NATS is back or within a second from
+//! the thread's tick. A resume from below the last marker is incomplete (any user may have
+//! missed the unrecorded push), and this node answers its own resumes incomplete until the
+//! marker is written. Another node may answer complete in the at most one second between
+//! NATS coming back and the marker; a marker older than `ttl` is gone, as are the pushes of
+//! that time.
+//!
 //! # Failure
 //! Every call is bounded by `settings.timeout` ([`HistoryError::Timeout`]); while the client
 //! is not connected calls fail at once ([`HistoryError::Unreachable`]) instead of queueing in
@@ -253,6 +263,9 @@ impl std::error::Error for HistoryError {}
 /// Counters of one store, written by its thread, read by anyone.
 #[derive(Debug, Default)]
 pub struct NatsCounters {
+    /// An append failed (the push went out unrecorded) and no gap marker was written since:
+    /// see [`NatsHistory::mark_gap`].
+    gap_pending: std::sync::atomic::AtomicBool,
     appends_ok: AtomicU64,
     appends_failed: AtomicU64,
     resumes_complete: AtomicU64,
@@ -288,9 +301,15 @@ impl NatsCounters {
         let c = if r.is_ok() {
             &self.appends_ok
         } else {
+            self.gap_pending.store(true, Relaxed);
             &self.appends_failed
         };
         c.fetch_add(1, Relaxed);
+    }
+
+    /// A push went out unrecorded and the stream does not say so yet.
+    pub fn gap_pending(&self) -> bool {
+        self.gap_pending.load(Relaxed)
     }
 
     pub(crate) fn count_resume(&self, r: &Result<Recovery, HistoryError>) {
@@ -512,6 +531,7 @@ impl NatsHistory {
         text: &str,
     ) -> Result<Position, HistoryError> {
         let subject = user_subject(&self.settings.subject_prefix, context, user);
+        self.mark_gap().await;
         let r = self
             .bounded("append", async {
                 self.check_connected()?;
@@ -521,6 +541,48 @@ impl NatsHistory {
             .await;
         self.counters.count_append(&r);
         r
+    }
+
+    /// The stream's record of an outage: the subject `<prefix>.gap` (never a user's, those
+    /// have two tokens) gets an empty message after pushes went out unrecorded. A resume from
+    /// a position below the last such marker is incomplete: the unrecorded pushes may have
+    /// been the user's. Written at the first call after NATS is back (and from the thread's
+    /// tick); until then this node answers its resumes incomplete itself. Returns whether
+    /// the stream is up to date (no unrecorded push left unmarked).
+    pub async fn mark_gap(&self) -> bool {
+        if !self.counters.gap_pending() {
+            return true;
+        }
+        let subject = format!("{}.gap", self.settings.subject_prefix);
+        let written = self
+            .bounded("gap marker", async {
+                self.check_connected()?;
+                let ack = self
+                    .js
+                    .publish(subject, Vec::<u8>::new().into())
+                    .await
+                    .map_err(|e| self.failed("publish of a gap marker", e))?;
+                ack.await
+                    .map_err(|e| self.failed("publish of a gap marker", e))
+            })
+            .await;
+        match written {
+            Ok(_) => {
+                self.counters.gap_pending.store(false, Relaxed);
+                tracing::info!("history store nats: pushes made while NATS was unreachable are marked as a gap");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The offset of the last gap marker (0: none held).
+    async fn last_gap(&self) -> Result<u64, Read> {
+        let subject = format!("{}.gap", self.settings.subject_prefix);
+        let got = self.stream.get_last_raw_message_by_subject(&subject).await;
+        Ok(self
+            .found("get of the last gap marker", got)?
+            .map_or(0, |m| m.sequence))
     }
 
     /// What a client of (context, user) that has everything up to `from` missed: at most
@@ -533,9 +595,15 @@ impl NatsHistory {
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
         let subject = user_subject(&self.settings.subject_prefix, context, user);
+        let marked = self.mark_gap().await;
         let r = self
             .bounded("resume", self.resume(&subject, from, limit))
-            .await;
+            .await
+            .map(|mut r| {
+                // This node sent pushes unrecorded and could not say so in the stream yet.
+                r.complete &= marked;
+                r
+            });
         self.counters.count_resume(&r);
         r
     }
@@ -868,7 +936,11 @@ impl NatsHistory {
                 };
                 Ok((messages, links, truncated, user_last))
             };
-            let (messages, links, truncated, user_last) = match read.await {
+            let read = async {
+                let read = read.await?;
+                Ok((read, self.last_gap().await?))
+            };
+            let ((messages, links, truncated, user_last), gap) = match read.await {
                 Ok(read) => read,
                 Err(Read::Gone) => {
                     // Deleted: made again with a new epoch, which `from` is not of.
@@ -886,13 +958,14 @@ impl NatsHistory {
             if from.epoch != epoch_of(&info) || from.offset > info.state.last_sequence {
                 return Ok(incomplete);
             }
-            let complete = is_complete(
-                from.offset,
-                &links,
-                truncated,
-                user_last,
-                info.state.first_sequence,
-            );
+            let complete = gap <= from.offset
+                && is_complete(
+                    from.offset,
+                    &links,
+                    truncated,
+                    user_last,
+                    info.state.first_sequence,
+                );
             return Ok(Recovery { messages, complete });
         }
         Ok(incomplete)

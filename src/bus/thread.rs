@@ -264,6 +264,14 @@ async fn serve(
             job = rx.recv() => job,
             Some(_) = running.join_next(), if !running.is_empty() => continue,
             _ = tokio::time::sleep_until(retry_at), if history.is_none() => continue,
+            // Pushes went out unrecorded and nothing else asked the store since: say so in
+            // the stream now that it may be back (`NatsHistory::mark_gap`).
+            _ = tokio::time::sleep(CONNECT_RETRY), if history.is_some() && counters.gap_pending() => {
+                if let Some(h) = history.clone() {
+                    running.spawn(async move { h.mark_gap().await; });
+                }
+                continue;
+            }
         };
         let Some(job) = job else { break };
         match &history {

@@ -119,12 +119,18 @@ def test_nats_down_pushes_still_flow_resumes_say_so_and_history_comes_back(clust
     c = two_nodes(cluster_factory, nats)
     a = c.admin("a")
     s = a.mint(user=7)
+    away = a.mint(user=8)  # offline through the outage
 
     async def go():
+        w8 = await connect(c, "b", away)
+        _, m8 = await until_marker(w8)
+        await w8.close()
         ws = await connect(c, "a", s)
         _, marker = await until_marker(ws)
         before = (marker["epoch"], marker["offset"])
         nats.kill()
+        r = a.push(context=1, user=8, message="lost in the outage")
+        assert r.status == 202 and r.json["position"] is None and r.json["sockets"] == 0, r
         t0 = time.monotonic()
         r = a.push(context=1, user=7, message="while nats is down")
         assert r.status == 202 and r.json["position"] is None and r.json["sockets"] == 1, r
@@ -150,6 +156,15 @@ def test_nats_down_pushes_still_flow_resumes_say_so_and_history_comes_back(clust
         replayed, marker = await until_marker(ws)
         assert [p["data"] for p in replayed][-1:] == ["nats is back"], replayed
         await ws.close()
+        # User 8 missed a push the store never recorded: its resume, on either node, must
+        # say so, not look complete.
+        assert a.push(context=1, user=8, message="after the outage").json["position"] is not None
+        for node in ("b", "a"):
+            w8 = await connect(c, node, away, (m8["epoch"], m8["offset"]))
+            replayed, marker = await until_marker(w8)
+            assert [p["data"] for p in replayed] == ["after the outage"], replayed
+            assert marker["resumed"] is True and marker["recovered"] is False, (node, marker)
+            await w8.close()
 
     run(go(), timeout=90)
     m = a.metrics()
