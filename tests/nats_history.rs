@@ -397,8 +397,16 @@ async fn nats_down_fails_fast_and_the_store_recovers_when_it_is_back() {
         }
     };
     assert_eq!(b.epoch, a.epoch, "the stream survived the restart");
-    resume(&h, b"u", a, &["after"], true).await;
-    resume(&h, b"u", p0, &["before", "after"], true).await;
+    // "lost" was never recorded: a client that had `a` (or `p0`) missed it, and is told so
+    // (the outage is marked in the stream), with what is held still given.
+    resume(&h, b"u", a, &["after"], false).await;
+    resume(&h, b"u", p0, &["before", "after"], false).await;
+    // From after the outage's marker, nothing is missing.
+    resume(&h, b"u", b, &[], true).await;
+    // Another client of the store (another node) sees the marker too.
+    let other = connect(&nats.url(), settings(100, 60)).await;
+    let r = other.since(1, b"u", a, 100).await.expect("since");
+    assert!(!r.complete, "another node must see the outage");
 }
 
 #[tokio::test]
