@@ -15,7 +15,10 @@
 //! wired into the engine yet.
 #![forbid(unsafe_code)]
 
+mod counters;
 pub mod history;
+mod rule;
+mod settings;
 pub mod thread;
 
 pub use history::{HistoryError, NatsHistory, NatsSettings, NatsStats};
