@@ -4,8 +4,9 @@
 //! string user ids can share it later.
 use crate::bus::{self, BusHandle, BusSender, NatsSettings};
 use crate::config::Config;
-use crate::runtime::resume::{HistoryBus, StoreAnswer};
-use crate::service::history::Position;
+use crate::runtime::resume::{HistoryBus, RestoreAnswer, StoreAnswer};
+use crate::service::engineio::recovery::{resume_from, Parked, Pid};
+use crate::service::history::{Position, Recovery};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,5 +92,69 @@ impl HistoryBus for NatsBus {
                 done(r.map(|r| (current, Some(r))).map_err(|e| e.to_string()))
             });
         });
+    }
+
+    fn park(&self, record: Parked) {
+        let key = record.ns.pid.encode();
+        let _ = self.tx.put_session(&key, record.encode(), |r| {
+            if let Err(e) = r {
+                // Its client's restore will find nothing and say so (`recovered` false).
+                tracing::debug!(error = %e, "history store nats: a session could not be parked");
+            }
+        });
+    }
+
+    /// The store's current position first (a fresh session starts there), then the parked
+    /// record claimed and what its session missed since it started or since the client's
+    /// offset (see `resume_from`).
+    fn restore(
+        &self,
+        context: u32,
+        user: u32,
+        nsp: &str,
+        claim: Option<(Pid, Option<Position>)>,
+        done: Box<dyn FnOnce(RestoreAnswer) + Send>,
+    ) {
+        let key = user.to_string();
+        let (tx, limit, nsp) = (self.tx.clone(), self.limit, Box::<str>::from(nsp));
+        let _ = self
+            .tx
+            .current(context, key.clone().as_bytes(), move |current| {
+                let current = match current {
+                    Err(e) => return done(Err(e.to_string())),
+                    Ok(c) => c,
+                };
+                let Some((pid, offset)) = claim.filter(|(pid, _)| pid.epoch == current.epoch)
+                else {
+                    // Nothing claimed, or a pid of another epoch: nothing to look up.
+                    return done(Ok((current, None)));
+                };
+                let accept = move |bytes: &[u8]| {
+                    Parked::decode(pid, bytes).is_some_and(|p| p.belongs_to(context, user, &nsp))
+                };
+                let tx2 = tx.clone();
+                let _ = tx.take_session(&pid.encode(), accept, move |taken| {
+                    let parked = match taken {
+                        Err(e) => return done(Err(e.to_string())),
+                        Ok(bytes) => bytes.and_then(|b| Parked::decode(pid, &b)),
+                    };
+                    let Some(p) = parked else {
+                        return done(Ok((current, None)));
+                    };
+                    if !p.ns.pushes {
+                        // No push went to that namespace: it missed nothing.
+                        let nothing = Recovery {
+                            messages: Vec::new(),
+                            complete: true,
+                        };
+                        return done(Ok((current, Some((p, nothing)))));
+                    }
+                    let from = resume_from(offset, p.ns.start);
+                    let _ = tx2.since(context, key.as_bytes(), from, limit, move |r| match r {
+                        Err(e) => done(Err(e.to_string())),
+                        Ok(r) => done(Ok((current, Some((p, r))))),
+                    });
+                });
+            });
     }
 }

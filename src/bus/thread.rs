@@ -44,7 +44,20 @@ enum Job {
         user: Box<[u8]>,
         done: Done<Position>,
     },
+    PutSession {
+        key: Box<str>,
+        record: Vec<u8>,
+        done: Done<()>,
+    },
+    TakeSession {
+        key: Box<str>,
+        accept: Accept,
+        done: Done<Option<Vec<u8>>>,
+    },
 }
+
+/// Whether a parked session's record may be taken (see [`NatsHistory::take_session`]).
+pub type Accept = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 impl Job {
     /// Answers with an error without running (counted as a failure).
@@ -61,6 +74,8 @@ impl Job {
                 done(r)
             }
             Job::Current { done, .. } => done(Err(e)),
+            Job::PutSession { done, .. } => done(Err(e)),
+            Job::TakeSession { done, .. } => done(Err(e)),
         }
     }
 
@@ -84,6 +99,8 @@ impl Job {
                 user,
                 done,
             } => done(h.current(context, &user).await),
+            Job::PutSession { key, record, done } => done(h.put_session(&key, record).await),
+            Job::TakeSession { key, accept, done } => done(h.take_session(&key, accept).await),
         }
     }
 }
@@ -157,6 +174,36 @@ impl BusSender {
         self.submit(Job::Current {
             context,
             user: user.into(),
+            done: Box::new(done),
+        })
+    }
+
+    /// Keep a parked Socket.IO session's record under `key` (see
+    /// [`NatsHistory::put_session`]).
+    pub fn put_session(
+        &self,
+        key: &str,
+        record: Vec<u8>,
+        done: impl FnOnce(Result<(), HistoryError>) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        self.submit(Job::PutSession {
+            key: key.into(),
+            record,
+            done: Box::new(done),
+        })
+    }
+
+    /// Take the parked session's record under `key` if `accept` approves it (see
+    /// [`NatsHistory::take_session`]).
+    pub fn take_session(
+        &self,
+        key: &str,
+        accept: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+        done: impl FnOnce(Result<Option<Vec<u8>>, HistoryError>) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        self.submit(Job::TakeSession {
+            key: key.into(),
+            accept: Box::new(accept),
             done: Box::new(done),
         })
     }

@@ -9,7 +9,7 @@
 //! the replay), and a push handled before it is in the replay. With the nats store the
 //! answer comes later: live pushes of the socket wait in `resume::PendingResumes` meanwhile,
 //! and those the replay already holds are dropped by offset, so the seam is exact as well.
-use super::resume::PendingResumes;
+use super::resume::{PendingResumes, RestoreAnswer};
 use super::stats::ShardStats;
 use crate::config::Config;
 use crate::config::HistoryStore;
@@ -313,6 +313,67 @@ impl CoreHistory {
                 }
             }
             _ => fresh,
+        }
+    }
+
+    /// [`CoreHistory::restore`] with the nats store, once it answered (`answer`; see
+    /// `HistoryBus::restore`): the same rules, judged from what the store found. Counts the
+    /// outcome of a claim.
+    /// `overflowed`: pushes held meanwhile were dropped (nothing is restored then). Also
+    /// returns how far the client is once it has what it is sent (held pushes up to there
+    /// are not sent again).
+    pub fn restore_answered(
+        &mut self,
+        claim: Option<&Claim>,
+        tag: u64,
+        answer: RestoreAnswer,
+        overflowed: bool,
+        stats: &ShardStats,
+    ) -> (Restore, Position) {
+        let Ok((current, found)) = answer else {
+            if claim.is_some() {
+                ShardStats::inc(&stats.resumes[UNAVAILABLE]);
+            }
+            let r = Restore::fresh(tag);
+            let start = r.start;
+            return (r, start);
+        };
+        let fresh = Restore {
+            pid: Pid {
+                epoch: current.epoch,
+                tag,
+            },
+            start: current,
+            parked: None,
+            missed: Vec::new(),
+        };
+        let Some(claim) = claim else {
+            return (fresh, current);
+        };
+        let outcome = match (claim.pid, &found) {
+            (None, _) => DROPPED,
+            (Some(pid), _) if pid.epoch != current.epoch => EPOCH_CHANGED,
+            (Some(_), Some((_, r))) if r.complete && !claim.bad_offset && !overflowed => RECOVERED,
+            _ => DROPPED,
+        };
+        ShardStats::inc(&stats.resumes[outcome]);
+        match (claim.pid, found) {
+            (Some(pid), Some((p, r))) if outcome == RECOVERED => {
+                ShardStats::add(&stats.history_replayed, r.messages.len() as u64);
+                let last = r.messages.last().map_or(0, |m| m.0);
+                let through = Position {
+                    epoch: current.epoch,
+                    offset: current.offset.max(last),
+                };
+                let r = Restore {
+                    pid,
+                    start: p.ns.start,
+                    parked: Some(p),
+                    missed: r.messages,
+                };
+                (r, through)
+            }
+            _ => (fresh, current),
         }
     }
 

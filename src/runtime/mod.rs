@@ -119,6 +119,16 @@ pub enum Command {
         gen: u32,
         answer: resume::StoreAnswer,
     },
+    /// The history store answered the Socket.IO CONNECT of namespace `nsp` on the session
+    /// in `slot` (generation `gen`), which claimed `claim` (`tag`: randomness for a new pid).
+    SioResumed {
+        slot: u32,
+        gen: u32,
+        nsp: Box<str>,
+        claim: Option<crate::service::engineio::recovery::Claim>,
+        tag: u64,
+        answer: resume::RestoreAnswer,
+    },
     /// New cascade and limits.
     Reload(Arc<crate::service::upgrade::UpgradePolicy>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and

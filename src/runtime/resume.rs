@@ -5,6 +5,7 @@
 //! replay, the marker, then the held pushes the replay does not already contain (by
 //! offset). A core never waits; every question is answered (the store's calls are bounded
 //! by a timeout), and a socket closed meanwhile is recognised by its generation.
+use crate::service::engineio::recovery::{Parked, Pid};
 use crate::service::history::{Position, Recovery};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +17,11 @@ pub const MAX_HELD: usize = 1024;
 /// What the store answers for a connecting client: its current position and, for a resume,
 /// what was missed; or why it could not answer.
 pub type StoreAnswer = Result<(Position, Option<Recovery>), String>;
+
+/// What the store answers for a Socket.IO CONNECT: its current position and, for a claim
+/// of a session parked there by that user and namespace, the record (taken: it restores
+/// once) and what the session missed since; or why it could not answer.
+pub type RestoreAnswer = Result<(Position, Option<(Parked, Recovery)>), String>;
 
 /// A history store on another thread. Calls return at once; `done` runs on the store's
 /// thread when the answer is there (it must only queue work, e.g. a command to a core).
@@ -36,6 +42,21 @@ pub trait HistoryBus: Send + Sync {
         user: u32,
         from: Option<Position>,
         done: Box<dyn FnOnce(StoreAnswer) + Send>,
+    );
+
+    /// Keep a parked Socket.IO session (connection state recovery) where any node can
+    /// restore it, for the history ttl.
+    fn park(&self, record: Parked);
+
+    /// A Socket.IO client of (context, user) joins namespace `nsp`, claiming the private
+    /// session `pid` (with the offset of the last event it got) or not.
+    fn restore(
+        &self,
+        context: u32,
+        user: u32,
+        nsp: &str,
+        claim: Option<(Pid, Option<Position>)>,
+        done: Box<dyn FnOnce(RestoreAnswer) + Send>,
     );
 
     /// The store's own counters for `/metrics`: (event, count), e.g. appends that failed.

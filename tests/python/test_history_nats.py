@@ -237,3 +237,41 @@ def test_a_drained_node_s_clients_end_with_every_push_exactly_once(cluster_facto
         assert got[u] == sent[u], f"user {u}: {len(got[u])} received of {len(sent[u])} sent"
     total = sum(len(v) for v in sent.values())
     assert total > 5000, f"{total} pushes in 3.5 s: the pusher did not reach about 2,000/s"
+
+
+NODE_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "node"
+SIO_HISTORY = HISTORY + [{"path": "/socket.io/", "kind": "socketio", "history": True}]
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
+def test_a_socketio_client_recovers_its_session_on_the_other_node(cluster_factory, nats, transports):
+    """socket.io-client 4.8, unmodified: its node's transport is lost and its next connection
+    goes to the other node, pushes flowing at ~100/s through both nodes all along. It comes
+    back with socket.recovered, the same socket id and pid, and every push exactly once, in
+    order (those made while away, those racing the restore, the live ones)."""
+    import json
+    import os
+
+    c = two_nodes(cluster_factory, nats, endpoints=SIO_HISTORY)
+    a, b = c.admin("a"), c.admin("b")
+    s = a.mint(user=77)
+    cfg = {
+        "a": {"url": f"http://{c.ips['a']}:{c.ports['a'][0]}", "admin": f"http://{c.ips['a']}:{c.ports['a'][1]}"},
+        "b": {"url": f"http://{c.ips['b']}:{c.ports['b'][0]}", "admin": f"http://{c.ips['b']}:{c.ports['b'][1]}"},
+        "session": s["session"], "cookie": s["cookie"], "context": 1, "user": 77, "transports": transports,
+    }
+    p = subprocess.run(["node", str(NODE_DIR / "sio_failover.mjs"), json.dumps(cfg)], cwd=NODE_DIR,
+                       capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    got = r["got"]
+    assert r["ok"], r
+    assert not r["pushErrors"], r["pushErrors"]
+    assert got["connects"] == [False, True], f"socket.recovered at each connect: {got['connects']}, errors {got['errors']}"
+    assert got["pids"][0] == got["pids"][1] and got["ids"][0] == got["ids"][1], got
+    assert r["pushed"] > 50, r["pushed"]
+    assert got["news"] == list(range(r["pushed"])), f"every push once, in order: {got['news']}"
+    # Each event carries its position in the shared stream, as the push API answered it.
+    assert [int(o.split("-")[1]) for o in got["offsets"]] == r["positions"]
+    recovered = metric_sum(b.metrics(), "ringwire_history_resumes_total", outcome="recovered")
+    assert recovered == 1, recovered

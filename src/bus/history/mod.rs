@@ -682,5 +682,6 @@ impl Drop for Gate<'_> {
 
 mod gap;
 mod read;
+mod session;
 #[cfg(test)]
 mod tests;

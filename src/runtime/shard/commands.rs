@@ -100,6 +100,14 @@ impl Shard {
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
             Command::Revoke(r) => self.revoke(r),
             Command::Resumed { slot, gen, answer } => self.on_resumed(slot, gen, answer),
+            Command::SioResumed {
+                slot,
+                gen,
+                nsp,
+                claim,
+                tag,
+                answer,
+            } => self.on_sio_resumed(slot, gen, &nsp, claim, tag, answer),
             Command::SetAttribute {
                 socket,
                 key,

@@ -17,6 +17,7 @@ mod handoff;
 mod handshake;
 mod history;
 mod polling;
+mod sio_recovery;
 mod socketio;
 mod ticks;
 mod users;

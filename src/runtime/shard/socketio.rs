@@ -24,16 +24,14 @@ use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::EioVersion;
 use crate::protocol::MessageKind;
 use crate::runtime::conn::{ConnState, Link, Sio};
-use crate::runtime::history::Restore;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::timer::TICK_MS;
-use crate::runtime::{sys, MAX_ATTRIBUTES};
 use crate::service::engineio;
-use crate::service::engineio::recovery::{Claim, ParkNamespace, Pid};
-use crate::service::engineio::{Action, Actions, Resumed, Session, Settings, Stat};
+use crate::service::engineio::{Action, Actions, Session, Settings, Stat};
 use crate::service::history::Position;
 use crate::service::plan::PollPlan;
 use crate::service::session::SessionId;
+use std::sync::Arc;
 
 impl Shard {
     /// A new sid for the session in (slot, gen).
@@ -48,7 +46,7 @@ impl Shard {
 
     /// xorshift64*: unpredictable enough for tags that are checked together with the
     /// session's secret cookie (sids, private session ids).
-    fn next_random(&mut self) -> u64 {
+    pub(in crate::runtime) fn next_random(&mut self) -> u64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
@@ -98,7 +96,7 @@ impl Shard {
     }
 
     /// The Socket.IO state of `slot` (a WebSocket or a polling session).
-    fn sio(&self, slot: u32) -> Option<&Sio> {
+    pub(in crate::runtime) fn sio(&self, slot: u32) -> Option<&Sio> {
         match &self.conns.get(slot as usize)?.state {
             ConnState::Open { meta, .. } | ConnState::Polling { meta, .. } => meta.sio.as_deref(),
             _ => None,
@@ -253,9 +251,21 @@ impl Shard {
         &mut self,
         slot: u32,
         endpoint: u8,
-        text: &str,
+        text: &Arc<str>,
         at: Option<Position>,
     ) -> bool {
+        if let Some(h) = self
+            .history
+            .as_deref_mut()
+            .filter(|h| !h.pending.is_empty())
+        {
+            let gen = self.conns[slot as usize].gen;
+            if h.pending.is_waiting(slot, gen) {
+                // The nats store is asked what its CONNECT restores: sent after the answer.
+                h.pending.hold(slot, at, text);
+                return true;
+            }
+        }
         let Some(t) = &self.shared.transcoders[endpoint as usize] else {
             return false;
         };
@@ -386,117 +396,5 @@ impl Shard {
         }
         let ws = self.link(slot);
         self.with_session(of.slot, |s, _, _, out| s.websocket_closed(ws, out));
-    }
-}
-
-// ----- connection state recovery (Socket.IO v4 on history endpoints)
-
-impl Shard {
-    /// Does the Socket.IO session in `slot` get connection state recovery: a history
-    /// endpoint, a user to keep history for.
-    pub(in crate::runtime) fn sio_recovery_wanted(&self, slot: u32) -> bool {
-        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
-            return false;
-        };
-        meta.auth.is_some() && self.history.as_deref().is_some_and(|h| h.on(endpoint))
-    }
-
-    /// `Action::Resume`: what the claim restores, handed to the session in this same step,
-    /// so that a push is either in what it missed or live, never both, never neither.
-    fn sio_resume(&mut self, session: u32, nsp: &str, claim: Option<&Claim>) {
-        let tag = self.next_random();
-        let socket = self.conns[session as usize].socket();
-        let user = socket.and_then(|(e, m)| Some((e, m.auth?)));
-        if let (Some(pid), Some((_, a))) = (claim.and_then(|c| c.pid), user) {
-            self.sio_take_over(session, a.context, a.user, nsp, pid);
-        }
-        let stats = &self.shared.stats[self.id];
-        let (r, endpoint) = match (user, self.history.as_deref_mut()) {
-            (Some((endpoint, a)), Some(h)) => {
-                let now = sys::monotonic_ms();
-                let r = h.restore(a.context, a.user, nsp, claim, tag, now, stats);
-                (r, endpoint)
-            }
-            // (Recovery is only on with both; still, a CONNECT is always answered.)
-            _ => (Restore::fresh(tag), 0),
-        };
-        let resumed = self.resumed(session, endpoint, r);
-        self.with_session(session, |s, _, cfg, out| s.resumed(nsp, resumed, cfg, out));
-    }
-
-    /// A claim of a pid whose session is still open on this core (its client found the
-    /// connection dead before the server did): that session ends now as if its transport
-    /// was lost, so that its namespaces are parked and the claim restores them.
-    fn sio_take_over(&mut self, session: u32, context: u32, user: u32, nsp: &str, pid: Pid) {
-        if self
-            .history
-            .as_deref()
-            .is_none_or(|h| !h.restores() || h.is_parked(pid))
-        {
-            return;
-        }
-        let holds = |slot: u32| match self.sio(slot) {
-            Some(Sio::Session { session: s, .. }) => s.holds_pid(nsp, pid),
-            _ => false,
-        };
-        let sockets = self.users.sockets(context, user).iter().copied();
-        let Some(old) = sockets.filter(|&slot| slot != session).find(|&s| holds(s)) else {
-            return;
-        };
-        self.with_session(old, |s, _, _, out| s.drop_transport(out));
-    }
-
-    /// The session's side of a restore: the missed pushes as the endpoint sends them, the
-    /// restored socket id; the restored attributes go back on the socket.
-    fn resumed(&mut self, session: u32, endpoint: u8, r: Restore) -> Resumed {
-        let epoch = r.start.epoch;
-        let mut missed = Vec::with_capacity(r.missed.len());
-        if let Some(t) = &self.shared.transcoders[endpoint as usize] {
-            for (offset, text) in &r.missed {
-                if let Some(data) = t.outbound(text) {
-                    let at = Position {
-                        epoch,
-                        offset: *offset,
-                    };
-                    missed.push((at, data.into_owned()));
-                }
-            }
-        }
-        let sid = r.parked.map(|p| {
-            self.restore_attributes(session, p.attrs);
-            p.ns.sid
-        });
-        Resumed {
-            pid: r.pid,
-            start: r.start,
-            sid,
-            missed,
-        }
-    }
-
-    /// Attributes of a restored session back on its socket (those not set since, within
-    /// the limit).
-    fn restore_attributes(&mut self, slot: u32, attrs: Vec<(Box<str>, Box<str>)>) {
-        let Some(meta) = self.conns[slot as usize].socket_mut() else {
-            return;
-        };
-        for (k, v) in attrs {
-            if meta.attrs.len() < MAX_ATTRIBUTES && !meta.attrs.iter().any(|(key, _)| *key == k) {
-                meta.attrs.push((k, v));
-            }
-        }
-    }
-
-    /// `Action::Park`: the session ended abnormally; keep its namespaces (with the user
-    /// and the socket's attributes) for a restore.
-    fn sio_park(&mut self, session: u32, namespaces: Vec<ParkNamespace>) {
-        let Some((_, meta)) = self.conns[session as usize].socket() else {
-            return;
-        };
-        let (Some(auth), Some(h)) = (meta.auth, self.history.as_deref_mut()) else {
-            return;
-        };
-        let now = sys::monotonic_ms();
-        h.park(auth.context, auth.user, &meta.attrs, namespaces, now);
     }
 }

@@ -138,6 +138,73 @@ pub struct Parked {
     pub attrs: Vec<(Box<str>, Box<str>)>,
 }
 
+/// A parked record as the nats store keeps it (JSON), so that another node can restore it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ParkedRecord<'a> {
+    context: u32,
+    user: u32,
+    #[serde(borrow)]
+    nsp: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    sid: std::borrow::Cow<'a, str>,
+    epoch: u64,
+    start: u64,
+    pushes: bool,
+    #[serde(borrow)]
+    attrs: Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+}
+
+impl Parked {
+    /// The record as the nats store keeps it (the pid is its key there).
+    pub fn encode(&self) -> Vec<u8> {
+        let r = ParkedRecord {
+            context: self.context,
+            user: self.user,
+            nsp: (&*self.ns.nsp).into(),
+            sid: (&*self.ns.sid).into(),
+            epoch: self.ns.start.epoch,
+            start: self.ns.start.offset,
+            pushes: self.ns.pushes,
+            attrs: self
+                .attrs
+                .iter()
+                .map(|(k, v)| ((&**k).into(), (&**v).into()))
+                .collect(),
+        };
+        serde_json::to_vec(&r).unwrap_or_default()
+    }
+
+    /// The record of `pid` from its [`Parked::encode`]d form (None: not one).
+    pub fn decode(pid: Pid, bytes: &[u8]) -> Option<Parked> {
+        let r: ParkedRecord<'_> = serde_json::from_slice(bytes).ok()?;
+        Some(Parked {
+            context: r.context,
+            user: r.user,
+            ns: ParkNamespace {
+                pid,
+                nsp: r.nsp.into(),
+                sid: r.sid.into(),
+                start: Position {
+                    epoch: r.epoch,
+                    offset: r.start,
+                },
+                pushes: r.pushes,
+            },
+            attrs: r
+                .attrs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        })
+    }
+
+    /// Is this the record of (context, user)'s namespace `nsp`? (A pid alone proves
+    /// nothing.)
+    pub fn belongs_to(&self, context: u32, user: u32, nsp: &str) -> bool {
+        (self.context, self.user) == (context, user) && *self.ns.nsp == *nsp
+    }
+}
+
 /// Bytes counted per parked record on top of its strings: the map entry with the hash
 /// table's slack, the slot in the expiry order, the allocations of its strings. Measured at
 /// 382 B resident at worst, just past a growth of the table (`examples/parked_memory.rs
@@ -237,7 +304,7 @@ impl ParkedSessions {
     ) -> Option<Parked> {
         self.expire(now_ms);
         let (p, _) = self.records.get(&pid)?;
-        if (p.context, p.user) != (context, user) || *p.ns.nsp != *nsp {
+        if !p.belongs_to(context, user, nsp) {
             return None;
         }
         let (p, _) = self.records.remove(&pid)?;
@@ -294,6 +361,17 @@ mod tests {
             },
             attrs: attrs.iter().map(|&(k, v)| (k.into(), v.into())).collect(),
         }
+    }
+
+    #[test]
+    fn parked_records_round_trip_for_the_nats_store() {
+        let p = parked(5, 7, "/chat", &[("tab", "a\"b"), ("k", "é")]);
+        let back = Parked::decode(p.ns.pid, &p.encode()).expect("decodes");
+        assert_eq!(back, p);
+        assert!(back.belongs_to(1, 7, "/chat"));
+        assert!(!back.belongs_to(1, 8, "/chat") && !back.belongs_to(1, 7, "/"));
+        assert!(Parked::decode(p.ns.pid, b"{\"context\":1}").is_none());
+        assert!(Parked::decode(p.ns.pid, b"junk").is_none());
     }
 
     #[test]
