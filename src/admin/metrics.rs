@@ -194,6 +194,12 @@ const FIELDS: &[Field] = &[
         "Pushes replayed to resuming clients",
         |s| &s.history_replayed,
     ),
+    (
+        "ringwire_history_gaps_total",
+        "counter",
+        "Pushes that reached a socket before their user's previous one (made on another node): the gap was filled from the store first",
+        |s| &s.history_gaps,
+    ),
 ];
 
 /// Remote push counters of the node: (queued, merged, sent, dropped, received).

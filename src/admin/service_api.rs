@@ -104,6 +104,7 @@ impl PushRequest {
             text: Arc::from(self.message),
             coalesce: self.coalesce,
             at: None,
+            prev: None,
         })
     }
 }

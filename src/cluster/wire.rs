@@ -17,7 +17,7 @@ use crate::service::history::Position;
 use crate::service::session::{Revocation, SessionId};
 use std::sync::Arc;
 
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest frame accepted (a batch of pushes is cut into frames below this).
 pub const MAX_FRAME: usize = 16 << 20;
 /// A sender starts a new frame once one holds this many bytes.
@@ -42,6 +42,9 @@ pub struct RemotePush {
     /// Its position in a history shared by the nodes (`nats` store). Pushes with positions
     /// are never equal to one another, so they are never merged.
     pub at: Option<Position>,
+    /// With `at`: the offset of the user's message before it in the history (see
+    /// `PushJob::prev`).
+    pub prev: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,12 +164,15 @@ pub fn encode_pushes(out: &mut Vec<u8>, pushes: &[RemotePush]) {
         o.extend_from_slice(&p.user.to_be_bytes());
         put_str16(o, &p.filter);
         put_str32(o, &p.text);
-        match p.at {
-            None => o.push(0),
-            Some(at) => {
-                o.push(1);
+        match (p.at, p.prev) {
+            (None, _) => o.push(0),
+            (Some(at), prev) => {
+                o.push(if prev.is_some() { 2 } else { 1 });
                 o.extend_from_slice(&at.epoch.to_be_bytes());
                 o.extend_from_slice(&at.offset.to_be_bytes());
+                if let Some(prev) = prev {
+                    o.extend_from_slice(&prev.to_be_bytes());
+                }
             }
         }
     });
@@ -174,7 +180,12 @@ pub fn encode_pushes(out: &mut Vec<u8>, pushes: &[RemotePush]) {
 
 /// Bytes a push takes on the wire (for queue accounting).
 pub fn push_wire_len(p: &RemotePush) -> usize {
-    4 + 4 + 2 + p.filter.len() + 4 + p.text.len() + if p.at.is_some() { 17 } else { 1 }
+    let position = match (p.at, p.prev) {
+        (None, _) => 1,
+        (Some(_), None) => 17,
+        (Some(_), Some(_)) => 25,
+    };
+    4 + 4 + 2 + p.filter.len() + 4 + p.text.len() + position
 }
 
 // ----- decoding -----
@@ -270,19 +281,26 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
         3 => {
             let n = r.count(15)?;
             Frame::Push(r.list(n, 15, |r| {
+                let (context, user) = (r.u32()?, r.u32()?);
+                let filter = r.str16()?.into();
+                let text = Arc::from(r.str32()?);
+                let tag = r.u8()?;
+                let at = match tag {
+                    0 => None,
+                    1 | 2 => Some(Position {
+                        epoch: r.u64()?,
+                        offset: r.u64()?,
+                    }),
+                    t => return Err(WireError::BadPositionTag(t)),
+                };
+                let prev = if tag == 2 { Some(r.u64()?) } else { None };
                 Ok(RemotePush {
-                    context: r.u32()?,
-                    user: r.u32()?,
-                    filter: r.str16()?.into(),
-                    text: Arc::from(r.str32()?),
-                    at: match r.u8()? {
-                        0 => None,
-                        1 => Some(Position {
-                            epoch: r.u64()?,
-                            offset: r.u64()?,
-                        }),
-                        t => return Err(WireError::BadPositionTag(t)),
-                    },
+                    context,
+                    user,
+                    filter,
+                    text,
+                    at,
+                    prev,
                 })
             })?)
         }
@@ -385,6 +403,7 @@ mod tests {
                 filter: "/socket.io/*".into(),
                 text: Arc::from("[\"ev\",{\"ü\":1}]"),
                 at: None,
+                prev: None,
             },
             RemotePush {
                 context: 7,
@@ -395,6 +414,18 @@ mod tests {
                     epoch: u64::MAX,
                     offset: 42,
                 }),
+                prev: None,
+            },
+            RemotePush {
+                context: 7,
+                user: 10,
+                filter: "*".into(),
+                text: Arc::from("positioned, with the user's previous offset"),
+                at: Some(Position {
+                    epoch: 3,
+                    offset: 43,
+                }),
+                prev: Some(40),
             },
         ];
         encode_pushes(&mut out, &pushes);
@@ -429,6 +460,7 @@ mod tests {
                 filter: "*".into(),
                 text: text.clone(),
                 at: None,
+                prev: None,
             })
             .collect();
         let mut out = Vec::new();

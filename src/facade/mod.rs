@@ -38,6 +38,7 @@ impl Service {
             text: Arc::from(text),
             coalesce: true,
             at: None,
+            prev: None,
         }])
         .await
     }

@@ -404,6 +404,7 @@ async fn read_frames(
                         text: p.text,
                         coalesce: false,
                         at: p.at,
+                        prev: p.prev,
                     });
                     link.service.deliver_from_peer(jobs);
                 }

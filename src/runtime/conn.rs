@@ -198,6 +198,9 @@ pub struct SocketMeta {
     pub attrs: Vec<(Box<str>, Box<str>)>,
     /// Engine.IO / Socket.IO state (`socketio` endpoints only).
     pub sio: Option<Box<Sio>>,
+    /// History endpoints with the nats store: the position up to which it was sent
+    /// everything of its user (`shard::order`); `None` until its store answered.
+    pub delivered: Option<crate::service::history::Position>,
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub struct PushJob {
     /// Its position when a store off the core recorded it already (`nats`); `None`: the
     /// owning core's memory store gives it one (if history is on).
     pub at: Option<crate::service::history::Position>,
+    /// With `at` from the nats store: the offset of the user's message before it (0: none),
+    /// so that a socket that did not get that one yet knows of the gap (pushes made on
+    /// different nodes may arrive out of order) and fills it from the store first.
+    pub prev: Option<u64>,
 }
 
 /// What a push reached: sockets on this node, and other nodes it was queued for.
@@ -115,6 +119,13 @@ pub enum Command {
     Revoke(crate::service::session::Revocation),
     /// The history store answered what socket `slot` (generation `gen`) missed.
     Resumed {
+        slot: u32,
+        gen: u32,
+        answer: resume::StoreAnswer,
+    },
+    /// The history store answered what socket `slot` (generation `gen`) missed after what
+    /// it was sent, for a push that came before its user's previous one.
+    GapFilled {
         slot: u32,
         gen: u32,
         answer: resume::StoreAnswer,

@@ -85,6 +85,7 @@ impl RemoteState {
                 filter: job.filter.as_str().into(),
                 text: job.text.clone(),
                 at: job.at,
+                prev: job.prev,
             };
             let offer = if wait {
                 n.coalescer.offer(push, now, settings)
@@ -279,6 +280,7 @@ mod tests {
             text: "hi".into(),
             coalesce,
             at: None,
+            prev: None,
         }
     }
 

@@ -63,13 +63,32 @@ pub trait HistoryBus: Send + Sync {
     fn counters(&self) -> Vec<(&'static str, u64)>;
 }
 
+/// A live push held for a waiting socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its position (`None`: the store did not record it).
+    pub at: Option<Position>,
+    /// Its user's previous offset (`PushJob::prev`).
+    pub prev: Option<u64>,
+    pub text: Arc<str>,
+}
+
+impl Held {
+    pub fn new(at: Option<Position>, prev: Option<u64>, text: &Arc<str>) -> Held {
+        Held {
+            at,
+            prev,
+            text: text.clone(),
+        }
+    }
+}
+
 /// One socket waiting for its store's answer.
 pub struct Waiting {
     pub gen: u32,
     pub from: Option<Position>,
-    /// Live pushes that arrived meanwhile: their position (`None`: the store did not record
-    /// them) and text, in order.
-    pub held: VecDeque<(Option<Position>, Arc<str>)>,
+    /// Live pushes that arrived meanwhile, in order.
+    pub held: VecDeque<Held>,
     /// Some were dropped ([`MAX_HELD`]).
     pub overflowed: bool,
 }
@@ -100,7 +119,7 @@ impl PendingResumes {
     }
 
     /// Hold a live push for a waiting socket.
-    pub fn hold(&mut self, slot: u32, at: Option<Position>, text: &Arc<str>) {
+    pub fn hold(&mut self, slot: u32, push: Held) {
         let Some(w) = self.waiting.get_mut(&slot) else {
             return;
         };
@@ -108,7 +127,7 @@ impl PendingResumes {
             w.held.pop_front();
             w.overflowed = true;
         }
-        w.held.push_back((at, text.clone()));
+        w.held.push_back(push);
     }
 
     /// The answer for `slot` came: what waited, if the socket is still the one that asked.
@@ -131,12 +150,9 @@ impl PendingResumes {
 
 /// The held pushes a socket still needs after a replay that brought it to `through`: those
 /// of another epoch or past it, and those the store did not record.
-pub fn after(
-    held: VecDeque<(Option<Position>, Arc<str>)>,
-    through: Position,
-) -> impl Iterator<Item = (Option<Position>, Arc<str>)> {
-    held.into_iter().filter(move |(at, _)| {
-        at.is_none_or(|at| at.epoch != through.epoch || at.offset > through.offset)
+pub fn after(held: VecDeque<Held>, through: Position) -> impl Iterator<Item = Held> {
+    held.into_iter().filter(move |h| {
+        h.at.is_none_or(|at| at.epoch != through.epoch || at.offset > through.offset)
     })
 }
 
@@ -154,9 +170,9 @@ mod tests {
         p.begin(3, 7, pos(1));
         assert!(p.is_waiting(3, 7) && !p.is_waiting(3, 8) && !p.is_waiting(4, 7));
         for (o, t) in [(2, "a"), (3, "b"), (4, "c")] {
-            p.hold(3, pos(o), &Arc::from(t));
+            p.hold(3, Held::new(pos(o), None, &Arc::from(t)));
         }
-        p.hold(3, None, &Arc::from("unrecorded"));
+        p.hold(3, Held::new(None, None, &Arc::from("unrecorded")));
         assert!(p.finish(3, 8).is_none(), "another socket in the same slot");
         let w = p.finish(3, 7).unwrap();
         assert!(!w.overflowed && p.is_empty());
@@ -164,7 +180,7 @@ mod tests {
             epoch: 1,
             offset: 3,
         };
-        let left: Vec<_> = after(w.held, through).map(|(_, t)| t).collect();
+        let left: Vec<_> = after(w.held, through).map(|h| h.text).collect();
         assert_eq!(left, [Arc::from("c"), Arc::from("unrecorded")]);
     }
 
@@ -173,10 +189,10 @@ mod tests {
         let mut p = PendingResumes::default();
         p.begin(0, 0, None);
         for i in 0..MAX_HELD as u64 + 5 {
-            p.hold(0, pos(i), &Arc::from("x"));
+            p.hold(0, Held::new(pos(i), None, &Arc::from("x")));
         }
         let w = p.finish(0, 0).unwrap();
         assert!(w.overflowed && w.held.len() == MAX_HELD);
-        assert_eq!(w.held.front().unwrap().0, pos(5));
+        assert_eq!(w.held.front().unwrap().at, pos(5));
     }
 }

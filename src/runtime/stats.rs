@@ -73,6 +73,9 @@ pub struct ShardStats {
     pub history_streams: AtomicU64,
     /// Messages replayed to resuming clients.
     pub history_replayed: AtomicU64,
+    /// Pushes that reached a socket before their user's previous one (pushes made on
+    /// different nodes): the gap was asked of the store first (`shard::order`).
+    pub history_gaps: AtomicU64,
     /// Resumes by outcome (index in `runtime::history::RESUME_OUTCOMES`).
     pub resumes: [AtomicU64; 4],
 }

@@ -100,6 +100,7 @@ impl Shard {
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
             Command::Revoke(r) => self.revoke(r),
             Command::Resumed { slot, gen, answer } => self.on_resumed(slot, gen, answer),
+            Command::GapFilled { slot, gen, answer } => self.on_gap_filled(slot, gen, answer),
             Command::SioResumed {
                 slot,
                 gen,

@@ -301,6 +301,7 @@ impl Shard {
             query: std::mem::take(&mut plan.query),
             attrs: Vec::new(),
             sio,
+            delivered: None,
         });
         c.state = ConnState::Open {
             ws,

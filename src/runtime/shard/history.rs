@@ -9,7 +9,6 @@ use crate::runtime::resume::{self, StoreAnswer};
 use crate::runtime::{sys, Command};
 use crate::service::history::envelope;
 use crate::service::history::Position;
-use std::sync::Arc;
 
 impl Shard {
     /// A socket of a raw history endpoint just opened (registered, nothing queued after its
@@ -34,7 +33,7 @@ impl Shard {
         let stats = &self.shared.stats[self.id];
         let now = sys::monotonic_ms();
         if let Some(replay) = h.connect(auth.context, auth.user, from, now, stats) {
-            self.send_replay(slot, endpoint, replay, Vec::new());
+            self.send_replay(slot, endpoint, replay);
             return;
         }
         let Some(bus) = self.shared.history_bus.clone() else {
@@ -65,18 +64,19 @@ impl Shard {
             // Held pushes were dropped: not everything will arrive.
             replay.marker.recovered = false;
         }
-        let held = resume::after(waiting.held, replay.marker.at).collect();
-        self.send_replay(slot, endpoint, replay, held);
+        let through = replay.marker.at;
+        let answered = through.epoch != 0;
+        self.send_replay(slot, endpoint, replay);
+        if answered {
+            self.sent_in_order(slot, through);
+        }
+        for held in resume::after(waiting.held, through) {
+            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
+        }
     }
 
-    /// Queue a replay, its marker and then `live` pushes on a raw socket.
-    fn send_replay(
-        &mut self,
-        slot: u32,
-        endpoint: u8,
-        replay: Replay,
-        live: Vec<(Option<Position>, Arc<str>)>,
-    ) {
+    /// Queue a replay and its marker on a raw socket.
+    fn send_replay(&mut self, slot: u32, endpoint: u8, replay: Replay) {
         let epoch = replay.marker.at.epoch;
         let mut frame = Vec::new();
         for (offset, text) in &replay.messages {
@@ -89,14 +89,7 @@ impl Shard {
             }
         }
         envelope::marker(&mut frame, replay.marker);
-        if !self.ws_send_utf8(slot, &frame) {
-            return;
-        }
-        for (at, text) in &live {
-            if !self.send_envelope(slot, endpoint, *at, text, &mut frame) {
-                return;
-            }
-        }
+        self.ws_send_utf8(slot, &frame);
     }
 
     /// One push in its envelope on a raw socket; false if the socket is closing.

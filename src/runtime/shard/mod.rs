@@ -16,6 +16,7 @@ mod frames;
 mod handoff;
 mod handshake;
 mod history;
+mod order;
 mod polling;
 mod sio_recovery;
 mod socketio;

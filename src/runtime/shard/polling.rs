@@ -104,6 +104,7 @@ impl Shard {
                 session,
                 retired: false,
             })),
+            delivered: None,
         });
         self.conns[v as usize].state = ConnState::Polling {
             endpoint: plan.endpoint,

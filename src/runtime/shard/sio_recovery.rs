@@ -124,11 +124,13 @@ impl Shard {
         let stats = &self.shared.stats[self.id];
         let (r, through) =
             h.restore_answered(claim.as_ref(), tag, answer, waiting.overflowed, stats);
-        let held: Vec<_> = resume::after(waiting.held, through).collect();
         let resumed = self.resumed(slot, endpoint, r);
         self.with_session(slot, |s, _, cfg, out| s.resumed(nsp, resumed, cfg, out));
-        for (at, text) in &held {
-            self.sio_push(slot, endpoint, text, *at);
+        if through.epoch != 0 {
+            self.sent_in_order(slot, through);
+        }
+        for held in resume::after(waiting.held, through) {
+            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
         }
     }
 

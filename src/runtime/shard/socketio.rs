@@ -246,7 +246,8 @@ impl Shard {
     }
 
     /// A push for a Socket.IO socket (see `Session::push`; `at`: its position in the
-    /// user's history). Returns whether it was sent.
+    /// user's history; see `push_one` for when it is held or sent later). Returns whether it
+    /// was sent.
     pub(in crate::runtime) fn sio_push(
         &mut self,
         slot: u32,
@@ -254,18 +255,6 @@ impl Shard {
         text: &Arc<str>,
         at: Option<Position>,
     ) -> bool {
-        if let Some(h) = self
-            .history
-            .as_deref_mut()
-            .filter(|h| !h.pending.is_empty())
-        {
-            let gen = self.conns[slot as usize].gen;
-            if h.pending.is_waiting(slot, gen) {
-                // The nats store is asked what its CONNECT restores: sent after the answer.
-                h.pending.hold(slot, at, text);
-                return true;
-            }
-        }
         let Some(t) = &self.shared.transcoders[endpoint as usize] else {
             return false;
         };

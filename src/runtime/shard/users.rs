@@ -2,7 +2,6 @@
 //! close (listeners and presence told), pushes delivered to a user's sockets, counts,
 //! session ends.
 use super::Shard;
-use crate::config::EndpointKind;
 use crate::protocol::close::CloseReason;
 use crate::protocol::{MessageKind, WsConnection};
 use crate::runtime::conn::{flag, ConnState};
@@ -115,12 +114,7 @@ impl Shard {
                 if !job.filter.matches(&meta.path) {
                     continue;
                 }
-                let sent = if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
-                    self.sio_push(slot, endpoint, &job.text, at)
-                } else {
-                    self.push_raw(slot, endpoint, at, &job.text)
-                };
-                reached += u64::from(sent);
+                reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text));
             }
             self.users.put_back(job.context, job.user, slots);
         }
@@ -134,16 +128,15 @@ impl Shard {
         (reached, positions)
     }
 
-    /// One push to a raw socket: its text, or (history endpoint) its envelope; held while
-    /// the socket waits for its resume's answer.
-    fn push_raw(&mut self, slot: u32, endpoint: u8, at: Option<Position>, text: &Arc<str>) -> bool {
-        let gen = self.conns[slot as usize].gen;
-        if let Some(h) = self.history.as_deref_mut().filter(|h| h.on(endpoint)) {
-            if h.pending.is_waiting(slot, gen) {
-                h.pending.hold(slot, at, text);
-                return true;
-            }
-        }
+    /// One push to a raw socket: its text, or (history endpoint) its envelope (see
+    /// `deliver` for when it is held or sent later).
+    pub(in crate::runtime) fn push_raw(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        at: Option<Position>,
+        text: &Arc<str>,
+    ) -> bool {
         let Some(transcoder) = &self.shared.transcoders[endpoint as usize] else {
             return false;
         };

@@ -1,0 +1,137 @@
+//! Pushes to one socket in the order of its user's history (nats store). Pushes made on
+//! different nodes reach a socket by different ways (straight from this node's admin API,
+//! or from another node's after its `[remote]` coalescing wait), so they may arrive out of
+//! order; a client that got a later push before an earlier one would resume past the
+//! earlier one and never get it. Each push recorded by the nats store carries the offset of
+//! its user's previous message (`PushJob::prev`), and each history socket what it was sent
+//! last (`SocketMeta::delivered`, set once the store answered its connect): a push whose
+//! previous one was not sent yet waits while the store is asked for the gap (as a resume
+//! does, `resume::PendingResumes`); a push already sent that way is not sent again.
+use super::Shard;
+use crate::config::EndpointKind;
+use crate::runtime::resume::{Held, StoreAnswer};
+use crate::runtime::stats::ShardStats;
+use crate::runtime::Command;
+use crate::service::history::Position;
+use std::sync::Arc;
+
+impl Shard {
+    /// One push to one socket of its user (its path matched): held while the socket waits
+    /// for its store, in history order (module docs). Returns whether it was sent or held.
+    pub(in crate::runtime) fn push_one(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        at: Option<Position>,
+        prev: Option<u64>,
+        text: &Arc<str>,
+    ) -> bool {
+        if let Some(h) = self.history.as_deref_mut().filter(|h| h.on(endpoint)) {
+            let gen = self.conns[slot as usize].gen;
+            if !h.pending.is_empty() && h.pending.is_waiting(slot, gen) {
+                h.pending.hold(slot, Held::new(at, prev, text));
+                return true;
+            }
+            if let (Some(at), Some(prev)) = (at, prev) {
+                let Some(meta) = self.conns[slot as usize].socket_mut() else {
+                    return false;
+                };
+                match meta.delivered {
+                    Some(d) if d.epoch == at.epoch && at.offset <= d.offset => {
+                        // Sent already, with the gap it was in.
+                        return false;
+                    }
+                    Some(d) if d.epoch == at.epoch && prev > d.offset => {
+                        self.fill_gap(slot, d, Held::new(Some(at), Some(prev), text));
+                        return true;
+                    }
+                    Some(d) if d.epoch == at.epoch => meta.delivered = Some(at),
+                    _ => {}
+                }
+            }
+        }
+        if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
+            self.sio_push(slot, endpoint, text, at)
+        } else {
+            self.push_raw(slot, endpoint, at, text)
+        }
+    }
+
+    /// `first` came before its user's previous push: hold it (and what follows) and ask the
+    /// store what the socket missed after `delivered`.
+    fn fill_gap(&mut self, slot: u32, delivered: Position, first: Held) {
+        let (Some(h), Some(bus)) = (
+            self.history.as_deref_mut(),
+            self.shared.history_bus.clone(),
+        ) else {
+            return;
+        };
+        let c = &self.conns[slot as usize];
+        let Some(auth) = c.socket().and_then(|(_, meta)| meta.auth) else {
+            return;
+        };
+        let gen = c.gen;
+        h.pending.begin(slot, gen, Some(delivered));
+        h.pending.hold(slot, first);
+        ShardStats::inc(&self.shared.stats[self.id].history_gaps);
+        let (shared, core) = (self.shared.clone(), self.id);
+        let done = move |answer| shared.send(core, Command::GapFilled { slot, gen, answer });
+        bus.connect(auth.context, auth.user, Some(delivered), Box::new(done));
+    }
+
+    /// The store answered what socket `slot` missed after what it was sent: those, then
+    /// what was held meanwhile (each in order again). If the store cannot say, the held
+    /// pushes go as they are and this socket is no longer kept in order (nothing better
+    /// can be done for it; its client's next resume is judged by the store).
+    pub(in crate::runtime) fn on_gap_filled(&mut self, slot: u32, gen: u32, answer: StoreAnswer) {
+        let Some(h) = self.history.as_deref_mut() else {
+            return;
+        };
+        let Some(waiting) = h.pending.finish(slot, gen) else {
+            return; // closed meanwhile (or its slot reused)
+        };
+        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
+            return;
+        };
+        let path: Box<str> = meta.path.clone();
+        let Some(from) = waiting.from else {
+            return;
+        };
+        let missed = match answer {
+            Ok((_, Some(r))) => r.messages,
+            _ => {
+                if let Some(meta) = self.conns[slot as usize].socket_mut() {
+                    meta.delivered = None;
+                }
+                Vec::new()
+            }
+        };
+        for m in missed {
+            if !m.reaches(&path) {
+                continue;
+            }
+            let at = Position {
+                epoch: from.epoch,
+                offset: m.offset,
+            };
+            self.sent_in_order(slot, at);
+            if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
+                self.sio_push(slot, endpoint, &m.text, Some(at));
+            } else {
+                self.push_raw(slot, endpoint, Some(at), &m.text);
+            }
+        }
+        for held in waiting.held {
+            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
+        }
+    }
+
+    /// Socket `slot` was sent (or has) everything of its user up to `at`.
+    pub(in crate::runtime) fn sent_in_order(&mut self, slot: u32, at: Position) {
+        if let Some(meta) = self.conns[slot as usize].socket_mut() {
+            if meta.delivered.is_none_or(|d| d.epoch != at.epoch || d.offset < at.offset) {
+                meta.delivered = Some(at);
+            }
+        }
+    }
+}
