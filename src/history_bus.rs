@@ -6,6 +6,7 @@ use crate::bus::{self, BusHandle, BusSender, NatsSettings};
 use crate::config::Config;
 use crate::runtime::resume::{HistoryBus, StoreAnswer};
 use crate::service::history::Position;
+use crate::service::path_filter::PathFilter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,12 +61,15 @@ impl HistoryBus for NatsBus {
         context: u32,
         user: u32,
         text: Arc<str>,
+        filter: Option<PathFilter>,
         done: Box<dyn FnOnce(Result<Position, String>) + Send>,
     ) {
         let key = user.to_string();
-        let _ = self.tx.append(context, key.as_bytes(), text, move |r| {
-            done(r.map_err(|e| e.to_string()))
-        });
+        let _ = self
+            .tx
+            .append(context, key.as_bytes(), text, filter, move |r| {
+                done(r.map_err(|e| e.to_string()))
+            });
     }
 
     /// The store's current position first, then what was missed: a push recorded in

@@ -13,6 +13,7 @@
 //! itself. Requests run concurrently; appends to one user are stored in submission order.
 use super::history::{HistoryError, NatsCounters, NatsHistory, NatsSettings, NatsStats};
 use crate::service::history::{Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +31,7 @@ enum Job {
         context: u32,
         user: Box<[u8]>,
         text: Arc<str>,
+        filter: Option<PathFilter>,
         done: Done<Position>,
     },
     Since {
@@ -70,8 +72,9 @@ impl Job {
                 context,
                 user,
                 text,
+                filter,
                 done,
-            } => done(h.append(context, &user, &text).await),
+            } => done(h.append(context, &user, &text, filter.as_ref()).await),
             Job::Since {
                 context,
                 user,
@@ -113,18 +116,21 @@ impl BusSender {
         })
     }
 
-    /// Stores `text` for (context, user); `done` gets its position.
+    /// Stores `text`, pushed with path filter `filter` (`None`: every path), for (context,
+    /// user); `done` gets its position.
     pub fn append(
         &self,
         context: u32,
         user: &[u8],
         text: Arc<str>,
+        filter: Option<PathFilter>,
         done: impl FnOnce(Result<Position, HistoryError>) + Send + 'static,
     ) -> Result<(), HistoryError> {
         self.submit(Job::Append {
             context,
             user: user.into(),
             text,
+            filter,
             done: Box::new(done),
         })
     }

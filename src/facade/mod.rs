@@ -97,6 +97,7 @@ impl Service {
             replies.push(rx);
             let shared = self.shared.clone();
             let (context, user, text) = (job.context, job.user, job.text.clone());
+            let filter = job.filter.clone().narrowing();
             let done = move |at: Result<_, String>| {
                 job.at = at.ok();
                 let core = shared.owner_of(job.context, job.user);
@@ -109,7 +110,7 @@ impl Service {
                     },
                 );
             };
-            bus.append(context, user, text, Box::new(done));
+            bus.append(context, user, text, filter, Box::new(done));
         }
         let mut total = PushCounts::default();
         for rx in replies {

@@ -17,7 +17,8 @@ use crate::service::engineio::recovery::{
     resume_from, Claim, ParkNamespace, Parked, ParkedSessions, Pid,
 };
 use crate::service::history::envelope::{self, Marker};
-use crate::service::history::{HistoryLimits, MemoryHistory, Position, Recovery};
+use crate::service::history::{HistoryLimits, MemoryHistory, Missed, Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -36,8 +37,8 @@ pub struct Restore {
     pub start: Position,
     /// Restored: the parked record (socket id, attributes).
     pub parked: Option<Parked>,
-    /// Restored: what it missed, in order.
-    pub missed: Vec<(u64, Arc<str>)>,
+    /// Restored: what it missed, in order, for every path ([`Restore::for_path`]).
+    pub missed: Vec<Missed>,
 }
 
 impl Restore {
@@ -53,12 +54,31 @@ impl Restore {
             missed: Vec::new(),
         }
     }
+
+    /// Keep what a socket on `path` would have had live (the pushes whose filter matches
+    /// it); returns how many are left.
+    pub fn for_path(&mut self, path: &str) -> usize {
+        self.missed.retain(|m| m.reaches(path));
+        self.missed.len()
+    }
 }
 
 /// What a connecting client of a history endpoint is sent before its live pushes.
 pub struct Replay {
-    pub messages: Vec<(u64, Arc<str>)>,
+    /// In order, for every path until [`Replay::for_path`].
+    pub messages: Vec<Missed>,
     pub marker: Marker,
+}
+
+impl Replay {
+    /// Keep what a socket on `path` would have had live (the pushes whose filter matches
+    /// it), and say so in the marker; returns how many are left. The marker's position
+    /// stays: the client has everything up to it that concerns it.
+    pub fn for_path(&mut self, path: &str) -> usize {
+        self.messages.retain(|m| m.reaches(path));
+        self.marker.replayed = self.messages.len();
+        self.marker.replayed
+    }
 }
 
 pub struct CoreHistory {
@@ -120,17 +140,20 @@ impl CoreHistory {
         self.store.is_some()
     }
 
-    /// Record a push in the memory store; its position (`None`: the nats store, where the
-    /// push was recorded before it reached the core, or not at all).
+    /// Record a push (sent with path filter `filter`) in the memory store; its position
+    /// (`None`: the nats store, where the push was recorded before it reached the core, or
+    /// not at all).
     pub fn append(
         &mut self,
         context: u32,
         user: u32,
         text: &Arc<str>,
+        filter: &PathFilter,
         now_ms: u64,
     ) -> Option<Position> {
         let store = self.store.as_mut()?;
-        Some(store.append(context, user, text.clone(), now_ms))
+        let filter = filter.clone().narrowing();
+        Some(store.append(context, user, text.clone(), filter, now_ms))
     }
 
     /// The raw envelope of the push at `at` as `endpoint` sends it (framed once, reused
@@ -185,8 +208,8 @@ impl CoreHistory {
 }
 
 /// What a connecting client is replayed and told, given the store's answer: its current
-/// position and, for a resume, what was missed (or why the store could not answer).
-/// Counts the outcome of a resume.
+/// position and, for a resume, what was missed (or why the store could not answer), for
+/// every path ([`Replay::for_path`] picks the socket's). Counts the outcome of a resume.
 pub fn answer(
     from: Option<Position>,
     store: Result<(Position, Option<Recovery>), String>,
@@ -231,16 +254,16 @@ pub fn answer(
         0
     };
     ShardStats::inc(&stats.resumes[outcome]);
-    ShardStats::add(&stats.history_replayed, r.messages.len() as u64);
     Replay {
         marker: Marker {
             resumed: true,
             recovered: outcome == 0,
             // After the replay the client has everything of its user up to `current` that
-            // is still held (what was lost is acknowledged by the marker).
-            at: r.messages.last().map_or(current, |&(offset, _)| Position {
+            // is still held (what was lost is acknowledged by the marker), or up to the last
+            // message held, whether its filter lets it through to this socket or not.
+            at: r.messages.last().map_or(current, |m| Position {
                 epoch: current.epoch,
-                offset,
+                offset: m.offset,
             }),
             replayed: r.messages.len(),
         },
@@ -257,8 +280,9 @@ impl CoreHistory {
     /// the outcome of a claim. A restore needs the parked record of that pid, user and
     /// namespace, and (for the namespace pushes went to) the history to hold everything
     /// after the client's offset; otherwise nothing is restored nor replayed (as socket.io
-    /// does), and the record is dropped. With the nats store (no store on the core) nothing
-    /// is restored: every claim is `unavailable`.
+    /// does), and the record is dropped. What it missed is for every path: the caller keeps
+    /// what the socket's path gets ([`Restore::for_path`]). With the nats store (no store on
+    /// the core) nothing is restored: every claim is `unavailable`.
     #[allow(clippy::too_many_arguments)]
     pub fn restore(
         &mut self,
@@ -303,15 +327,12 @@ impl CoreHistory {
         );
         ShardStats::inc(&stats.resumes[outcome]);
         match (claim.pid, parked) {
-            (Some(pid), Some(p)) if outcome == RECOVERED => {
-                ShardStats::add(&stats.history_replayed, missed.len() as u64);
-                Restore {
-                    pid,
-                    start: p.ns.start,
-                    parked: Some(p),
-                    missed,
-                }
-            }
+            (Some(pid), Some(p)) if outcome == RECOVERED => Restore {
+                pid,
+                start: p.ns.start,
+                parked: Some(p),
+                missed,
+            },
             _ => fresh,
         }
     }
@@ -360,7 +381,7 @@ fn judge(
     claim: &Claim,
     parked: Option<&Parked>,
     now_ms: u64,
-) -> (usize, Vec<(u64, Arc<str>)>) {
+) -> (usize, Vec<Missed>) {
     let nothing = Vec::new();
     let Some(pid) = claim.pid else {
         return (DROPPED, nothing);
@@ -402,7 +423,7 @@ mod tests {
     }
 
     fn push(h: &mut CoreHistory, user: u32, text: &str) -> Position {
-        h.append(1, user, &Arc::from(text), NOW)
+        h.append(1, user, &Arc::from(text), &PathFilter::any(), NOW)
             .expect("memory store")
     }
 
@@ -431,7 +452,7 @@ mod tests {
     }
 
     fn texts(r: &Restore) -> Vec<&str> {
-        r.missed.iter().map(|(_, t)| &**t).collect()
+        r.missed.iter().map(|m| &*m.text).collect()
     }
 
     fn outcomes(stats: &ShardStats) -> Vec<u64> {
@@ -489,6 +510,38 @@ mod tests {
             ["[\"c\"]"],
             "never before the session's own start"
         );
+    }
+
+    #[test]
+    fn a_socket_is_replayed_only_what_its_path_would_have_had_live() {
+        let mut h = history("");
+        let first = connect_and_park(&mut h, "/", 1, true);
+        let mut last = first.start;
+        for (text, filter) in [("[\"all\"]", "*"), ("[\"a\"]", "/a*"), ("[\"b\"]", "/b*")] {
+            last = h
+                .append(1, 7, &Arc::from(text), &PathFilter::new(filter), NOW)
+                .expect("memory store");
+        }
+        let stats = ShardStats::default();
+        // Socket.IO: restored, then what the socket's path gets.
+        let c = claim(first.pid, None);
+        let mut r = h.restore(1, 7, "/", Some(&c), 9, NOW, &stats);
+        assert_eq!(r.pid, first.pid, "restored");
+        assert_eq!(r.for_path("/a/1"), 2);
+        assert_eq!(texts(&r), ["[\"all\"]", "[\"a\"]"]);
+        // Raw: the marker says how many were replayed, and is at the last push held.
+        let mut replay = h
+            .connect(1, 7, Some(first.start), NOW, &stats)
+            .expect("memory");
+        assert_eq!(replay.for_path("/a/1"), 2);
+        assert_eq!(replay.messages[1].text.as_ref(), "[\"a\"]");
+        let m = replay.marker;
+        assert_eq!((m.recovered, m.replayed, m.at), (true, 2, last));
+        let mut replay = h
+            .connect(1, 7, Some(first.start), NOW, &stats)
+            .expect("memory");
+        assert_eq!(replay.for_path("/c"), 1, "only the push to every path");
+        assert_eq!(replay.marker.at, last);
     }
 
     #[test]

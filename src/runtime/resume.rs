@@ -6,6 +6,7 @@
 //! offset). A core never waits; every question is answered (the store's calls are bounded
 //! by a timeout), and a socket closed meanwhile is recognised by its generation.
 use crate::service::history::{Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -20,12 +21,14 @@ pub type StoreAnswer = Result<(Position, Option<Recovery>), String>;
 /// A history store on another thread. Calls return at once; `done` runs on the store's
 /// thread when the answer is there (it must only queue work, e.g. a command to a core).
 pub trait HistoryBus: Send + Sync {
-    /// Record a push for (context, user); `done` gets its position or why not.
+    /// Record a push for (context, user), sent with path filter `filter` (`None`: every
+    /// path); `done` gets its position or why not.
     fn append(
         &self,
         context: u32,
         user: u32,
         text: Arc<str>,
+        filter: Option<PathFilter>,
         done: Box<dyn FnOnce(Result<Position, String>) + Send>,
     );
 

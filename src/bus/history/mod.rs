@@ -28,7 +28,7 @@
 //! same user in a burst would win every immediate retry), until nine tenths of the timeout
 //! ([`HistoryError::Contended`]). Appends to one user from one `NatsHistory` go one at a
 //! time, in the order they were called; a small cache keeps each user's last offset so that
-//! an append is one round trip.
+//! an append is one round trip. A push's path filter (unless `*`) is in `Ringwire-Path` ([`path`]).
 //!
 //! # When a resume is complete
 //! `since(from)` returns the user's held messages with an offset above `from.offset`, in
@@ -95,6 +95,7 @@ pub use super::counters::{NatsCounters, NatsStats};
 pub use super::rule::{is_complete, Link};
 pub use super::settings::{HistoryError, NatsSettings};
 use crate::service::history::{Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use async_nats::connection::State;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -284,13 +285,15 @@ impl NatsHistory {
         self.client.connection_state() == State::Connected
     }
 
-    /// Stores `text` for (context, user) and returns its position once NATS acknowledged it.
-    /// Appends to one user from this store are stored in the order of the calls.
+    /// Stores `text`, pushed with path filter `filter` (`None`: every path), for (context,
+    /// user) and returns its position once NATS acknowledged it. Appends to one user from
+    /// this store are stored in the order of the calls.
     pub async fn append(
         &self,
         context: u32,
         user: &[u8],
         text: &str,
+        filter: Option<&PathFilter>,
     ) -> Result<Position, HistoryError> {
         let subject = user_subject(&self.settings.subject_prefix, context, user);
         self.mark_gap().await;
@@ -298,7 +301,7 @@ impl NatsHistory {
             .bounded("append", async {
                 self.check_connected()?;
                 let _gate = self.gate(&subject).await;
-                self.append_in_order(&subject, text).await
+                self.append_in_order(&subject, text, filter).await
             })
             .await;
         self.counters.count_append(&r);
@@ -557,7 +560,12 @@ impl NatsHistory {
         self.lock_cache().last.remove(subject);
     }
 
-    async fn append_in_order(&self, subject: &str, text: &str) -> Result<Position, HistoryError> {
+    async fn append_in_order(
+        &self,
+        subject: &str,
+        text: &str,
+        filter: Option<&PathFilter>,
+    ) -> Result<Position, HistoryError> {
         let stale = self.lock_cache().epoch_checked.elapsed() > EPOCH_RECHECK;
         if stale {
             self.fresh_info().await?;
@@ -575,6 +583,9 @@ impl NatsHistory {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, prev.to_string().as_str());
             headers.insert(PREV_HEADER, prev.to_string().as_str());
+            if let Some(f) = filter.filter(|f| !f.is_any()) {
+                headers.insert(path::PATH_HEADER, path::encode(f));
+            }
             let sent = self
                 .js
                 .publish_with_headers(subject.to_string(), headers, text.to_owned().into())
@@ -681,6 +692,7 @@ impl Drop for Gate<'_> {
 }
 
 mod gap;
+pub mod path;
 mod read;
 #[cfg(test)]
 mod tests;
