@@ -47,7 +47,7 @@ async fn main() {
     let mut positions: Vec<Position> = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let p = h.append(1, b"one", &text).await.expect("append");
+        let p = h.append(1, b"one", &text, None).await.expect("append");
         one_user.push(t.elapsed());
         positions.push(p);
     }
@@ -57,7 +57,9 @@ async fn main() {
     for i in 0..n {
         let user = format!("user{i}");
         let t = Instant::now();
-        h.append(1, user.as_bytes(), &text).await.expect("append");
+        h.append(1, user.as_bytes(), &text, None)
+            .await
+            .expect("append");
         new_users.push(t.elapsed());
     }
     report("append, a user's first (one more read)", new_users);

@@ -4,9 +4,10 @@
 //! string user ids can share it later.
 use crate::bus::{self, BusHandle, BusSender, NatsSettings};
 use crate::config::Config;
-use crate::runtime::resume::{HistoryBus, RestoreAnswer, StoreAnswer};
+use crate::runtime::resume::{AppendAnswer, HistoryBus, RestoreAnswer, StoreAnswer};
 use crate::service::engineio::recovery::{resume_from, Parked, Pid};
 use crate::service::history::{Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,12 +62,15 @@ impl HistoryBus for NatsBus {
         context: u32,
         user: u32,
         text: Arc<str>,
-        done: Box<dyn FnOnce(Result<Position, String>) + Send>,
+        filter: Option<PathFilter>,
+        done: Box<dyn FnOnce(AppendAnswer) + Send>,
     ) {
         let key = user.to_string();
-        let _ = self.tx.append(context, key.as_bytes(), text, move |r| {
-            done(r.map_err(|e| e.to_string()))
-        });
+        let _ = self
+            .tx
+            .append_linked(context, key.as_bytes(), text, filter, move |r| {
+                done(r.map_err(|e| e.to_string()))
+            });
     }
 
     /// The store's current position first, then what was missed: a push recorded in

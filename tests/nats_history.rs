@@ -5,6 +5,7 @@
 //! here passes after printing a loud SKIPPED line.
 use ringwire::bus::{self, HistoryError, NatsHistory, NatsSettings};
 use ringwire::service::history::{Position, Recovery};
+use ringwire::service::path_filter::PathFilter;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -165,11 +166,11 @@ async fn resume(
 }
 
 fn texts(r: &Recovery) -> Vec<&str> {
-    r.messages.iter().map(|(_, t)| &**t).collect()
+    r.messages.iter().map(|m| &*m.text).collect()
 }
 
 fn offsets(r: &Recovery) -> Vec<u64> {
-    r.messages.iter().map(|(o, _)| *o).collect()
+    r.messages.iter().map(|m| m.offset).collect()
 }
 
 #[tokio::test]
@@ -180,10 +181,10 @@ async fn offsets_increase_per_user_and_a_resume_gets_exactly_what_was_missed() {
     let epoch = h.epoch();
     let p0 = h.current(1, b"alice").await.expect("current");
     assert_eq!(p0.epoch, epoch);
-    let a1 = h.append(1, b"alice", "a1").await.expect("append");
-    let b1 = h.append(1, b"bob", "b1").await.expect("append");
-    let a2 = h.append(1, b"alice", "a2").await.expect("append");
-    let a3 = h.append(1, b"alice", "a3").await.expect("append");
+    let a1 = h.append(1, b"alice", "a1", None).await.expect("append");
+    let b1 = h.append(1, b"bob", "b1", None).await.expect("append");
+    let a2 = h.append(1, b"alice", "a2", None).await.expect("append");
+    let a3 = h.append(1, b"alice", "a3", None).await.expect("append");
     for p in [a1, b1, a2, a3] {
         assert_eq!(p.epoch, epoch, "one epoch");
     }
@@ -227,7 +228,11 @@ async fn the_size_limit_keeps_the_newest_and_a_resume_from_before_is_incomplete(
     let p0 = h.current(1, b"u").await.expect("current");
     let mut p = Vec::new();
     for i in 1..=5 {
-        p.push(h.append(1, b"u", &format!("m{i}")).await.expect("append"));
+        p.push(
+            h.append(1, b"u", &format!("m{i}"), None)
+                .await
+                .expect("append"),
+        );
     }
     resume(&h, b"u", p0, &["m3", "m4", "m5"], false).await;
     // m1 and m2 were dropped; what is held is still given.
@@ -243,7 +248,7 @@ async fn the_max_age_drops_messages_and_a_resume_across_them_is_incomplete() {
         return;
     };
     let p0 = h.current(1, b"u").await.expect("current");
-    let x = h.append(1, b"u", "x").await.expect("append");
+    let x = h.append(1, b"u", "x", None).await.expect("append");
     resume(&h, b"u", p0, &["x"], true).await;
     // Wait until the server expired it (1 s max age; bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -259,7 +264,7 @@ async fn the_max_age_drops_messages_and_a_resume_across_them_is_incomplete() {
     // The client had x: nothing was missed.
     resume(&h, b"u", x, &[], true).await;
     // The user holds nothing now: the next append starts a new chain.
-    let y = h.append(1, b"u", "y").await.expect("append");
+    let y = h.append(1, b"u", "y", None).await.expect("append");
     assert!(y.offset > x.offset && y.epoch == x.epoch);
     resume(&h, b"u", x, &["y"], true).await;
     resume(&h, b"u", p0, &["y"], false).await;
@@ -273,24 +278,24 @@ async fn a_fresh_position_resumed_later_without_pushes_is_complete() {
     // A user who never had a push.
     let fresh = h.current(1, b"carol").await.expect("current");
     for i in 0..10 {
-        h.append(1, format!("other{i}").as_bytes(), "x")
+        h.append(1, format!("other{i}").as_bytes(), "x", None)
             .await
             .expect("append");
     }
     resume(&h, b"carol", fresh, &[], true).await;
     // A user with history: a new client of theirs, then others push.
-    let c1 = h.append(1, b"carol", "c1").await.expect("append");
+    let c1 = h.append(1, b"carol", "c1", None).await.expect("append");
     let fresh = h.current(1, b"carol").await.expect("current");
     assert!(fresh.offset >= c1.offset);
     for i in 0..10 {
-        h.append(1, b"dave", &format!("d{i}"))
+        h.append(1, b"dave", &format!("d{i}"), None)
             .await
             .expect("append");
     }
     resume(&h, b"carol", fresh, &[], true).await;
     resume(&h, b"carol", c1, &[], true).await;
     // And a push after the fresh position is given, complete.
-    let c2 = h.append(1, b"carol", "c2").await.expect("append");
+    let c2 = h.append(1, b"carol", "c2", None).await.expect("append");
     let r = resume(&h, b"carol", fresh, &["c2"], true).await;
     assert_eq!(offsets(&r), [c2.offset]);
 }
@@ -303,7 +308,7 @@ async fn positions_of_a_deleted_stream_are_never_completed() {
     let s = settings(100, 60);
     let h = connect(&nats.url(), s.clone()).await;
     let p0 = h.current(1, b"u").await.expect("current");
-    let a = h.append(1, b"u", "a").await.expect("append");
+    let a = h.append(1, b"u", "a", None).await.expect("append");
     // An operator deletes the stream; the store makes it again on its next call.
     let client = async_nats::connect(nats.url()).await.expect("client");
     let js = async_nats::jetstream::new(client);
@@ -313,7 +318,7 @@ async fn positions_of_a_deleted_stream_are_never_completed() {
     }
     assert_ne!(h.epoch(), a.epoch, "a new stream, a new epoch");
     let b = h
-        .append(1, b"u", "b")
+        .append(1, b"u", "b", None)
         .await
         .expect("append after recreation");
     assert_eq!(b.epoch, h.epoch());
@@ -359,12 +364,12 @@ async fn nats_down_fails_fast_and_the_store_recovers_when_it_is_back() {
     };
     let h = connect(&nats.url(), s).await;
     let p0 = h.current(1, b"u").await.expect("current");
-    let a = h.append(1, b"u", "before").await.expect("append");
+    let a = h.append(1, b"u", "before", None).await.expect("append");
 
     nats.kill();
     let bound = Duration::from_millis(1_500);
     let t = Instant::now();
-    let e = h.append(1, b"u", "lost").await.expect_err("down");
+    let e = h.append(1, b"u", "lost", None).await.expect_err("down");
     assert!(t.elapsed() < bound, "append took {:?}", t.elapsed());
     eprintln!("append while down: {e}");
     let t = Instant::now();
@@ -388,7 +393,7 @@ async fn nats_down_fails_fast_and_the_store_recovers_when_it_is_back() {
     nats.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
     let b = loop {
-        match h.append(1, b"u", "after").await {
+        match h.append(1, b"u", "after", None).await {
             Ok(p) => break p,
             Err(e) => {
                 assert!(Instant::now() < deadline, "no reconnect within 15 s: {e}");
@@ -428,7 +433,7 @@ async fn two_nodes_appending_to_one_user_agree_on_one_order() {
             (&two, "two")
         };
         let text = format!("{name}-{i}");
-        let p = h.append(1, b"u", &text).await.expect("append");
+        let p = h.append(1, b"u", &text, None).await.expect("append");
         expected.push((p.offset, text));
     }
     // Concurrently: both nodes race for the same user.
@@ -436,7 +441,7 @@ async fn two_nodes_appending_to_one_user_agree_on_one_order() {
         let mut mine = Vec::new();
         for i in 0..25 {
             let text = format!("{name}-c{i}");
-            let p = h.append(1, b"u", &text).await.expect("append");
+            let p = h.append(1, b"u", &text, None).await.expect("append");
             mine.push((p.offset, text));
         }
         mine
@@ -458,7 +463,7 @@ async fn two_nodes_appending_to_one_user_agree_on_one_order() {
         let got: Vec<(u64, String)> = r
             .messages
             .iter()
-            .map(|(o, t)| (*o, t.to_string()))
+            .map(|m| (m.offset, m.text.to_string()))
             .collect();
         assert_eq!(got, expected, "one order seen from both nodes");
         assert!(r.complete, "the prev chain is intact");
@@ -469,6 +474,35 @@ async fn two_nodes_appending_to_one_user_agree_on_one_order() {
     };
     let r = two.since(1, b"u", last, 10).await.expect("since");
     assert!(r.messages.is_empty() && r.complete);
+}
+
+#[tokio::test]
+async fn a_push_comes_back_with_its_path_filter() {
+    let Some((_nats, h)) = store("filter", settings(100, 60)).await else {
+        return;
+    };
+    let p0 = h.current(1, b"u").await.expect("current");
+    let odd = PathFilter::new("/é b%\r\n*");
+    let sent = [
+        ("all", None),
+        ("a", Some(PathFilter::new("/a*"))),
+        ("star", Some(PathFilter::any())),
+        ("odd", Some(odd.clone())),
+    ];
+    for (text, filter) in &sent {
+        h.append(1, b"u", text, filter.as_ref())
+            .await
+            .expect("append");
+    }
+    let r = resume(&h, b"u", p0, &["all", "a", "star", "odd"], true).await;
+    let filters: Vec<_> = r.messages.iter().map(|m| m.filter.clone()).collect();
+    assert_eq!(
+        filters,
+        [None, Some(PathFilter::new("/a*")), None, Some(odd)],
+        "`*` comes back as every path"
+    );
+    let to_b: Vec<_> = r.messages.iter().filter(|m| m.reaches("/b")).collect();
+    assert_eq!(to_b.len(), 2, "all and star");
 }
 
 fn wait<T>(rx: &mpsc::Receiver<T>) -> T {
@@ -492,7 +526,7 @@ fn the_nats_thread_answers_in_callbacks_in_submission_order() {
     let (done_tx, done_rx) = mpsc::channel();
     for i in 0..50 {
         let done_tx = done_tx.clone();
-        tx.append(1, b"u", format!("m{i}").into(), move |r| {
+        tx.append(1, b"u", format!("m{i}").into(), None, move |r| {
             let thread = std::thread::current().name().map(str::to_string);
             let _ = done_tx.send((i, r, thread));
         })
@@ -523,7 +557,7 @@ fn the_nats_thread_answers_in_callbacks_in_submission_order() {
     assert_eq!((s.appends_ok, s.resumes_complete), (50, 1));
     bus.shutdown();
     let e = tx
-        .append(1, b"u", "late".into(), |_| {})
+        .append(1, b"u", "late".into(), None, |_| {})
         .expect_err("stopped");
     assert_eq!(e, HistoryError::Stopped);
 }
@@ -545,7 +579,7 @@ fn the_nats_thread_starts_without_nats_and_connects_when_it_comes() {
     let t = Instant::now();
     let submit = |text: &str| {
         let done_tx = done_tx.clone();
-        tx.append(1, b"u", text.into(), move |r| {
+        tx.append(1, b"u", text.into(), None, move |r| {
             let _ = done_tx.send(r);
         })
         .expect("submit");

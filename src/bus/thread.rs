@@ -2,7 +2,7 @@
 //! current-thread runtime, like the cluster link's), fed by a bounded queue.
 //!
 //! Other threads hold a [`BusSender`] (cheap to clone) and submit requests with
-//! `append`, `since` and `current`: each returns at once (never blocks, never waits for
+//! `append`, `since`, `current`, `put_session` and `take_session`: each returns at once (never blocks, never waits for
 //! NATS) and the answer is given to the `done` callback, which runs on the NATS thread: keep
 //! it short (put the answer on a queue and ring a doorbell). `done` is called exactly once,
 //! also for a request refused at submission (queue full, thread stopped): then at once, on
@@ -13,6 +13,7 @@
 //! itself. Requests run concurrently; appends to one user are stored in submission order.
 use super::history::{HistoryError, NatsCounters, NatsHistory, NatsSettings, NatsStats};
 use crate::service::history::{Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +31,8 @@ enum Job {
         context: u32,
         user: Box<[u8]>,
         text: Arc<str>,
-        done: Done<Position>,
+        filter: Option<PathFilter>,
+        done: Done<(Position, u64)>,
     },
     Since {
         context: u32,
@@ -85,8 +87,12 @@ impl Job {
                 context,
                 user,
                 text,
+                filter,
                 done,
-            } => done(h.append(context, &user, &text).await),
+            } => done(
+                h.append_linked(context, &user, &text, filter.as_ref())
+                    .await,
+            ),
             Job::Since {
                 context,
                 user,
@@ -130,18 +136,36 @@ impl BusSender {
         })
     }
 
-    /// Stores `text` for (context, user); `done` gets its position.
+    /// Stores `text`, pushed with path filter `filter` (`None`: every path), for (context,
+    /// user); `done` gets its position.
     pub fn append(
         &self,
         context: u32,
         user: &[u8],
         text: Arc<str>,
+        filter: Option<PathFilter>,
         done: impl FnOnce(Result<Position, HistoryError>) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        self.append_linked(context, user, text, filter, move |r| {
+            done(r.map(|(at, _)| at))
+        })
+    }
+
+    /// [`BusSender::append`], with the offset of the user's previous message (see
+    /// [`NatsHistory::append_linked`]).
+    pub fn append_linked(
+        &self,
+        context: u32,
+        user: &[u8],
+        text: Arc<str>,
+        filter: Option<PathFilter>,
+        done: impl FnOnce(Result<(Position, u64), HistoryError>) + Send + 'static,
     ) -> Result<(), HistoryError> {
         self.submit(Job::Append {
             context,
             user: user.into(),
             text,
+            filter,
             done: Box::new(done),
         })
     }

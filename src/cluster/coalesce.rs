@@ -157,6 +157,7 @@ mod tests {
             filter: "*".into(),
             text: Arc::from(text),
             at: None,
+            prev: None,
         }
     }
 

@@ -30,7 +30,7 @@ pub struct HistoryConfig {
     /// `memory` store: bytes each core may hold (messages, their bookkeeping and the
     /// streams); beyond, the oldest pushes of the core are dropped first and counted
     /// (`ringwire_history_evicted_total`), and a resume that needed them is told
-    /// `recovered: false`. 256 MiB per core: about 850,000 pushes of 200 B.
+    /// `recovered: false`. 256 MiB per core: about 820,000 pushes of 200 B.
     pub max_bytes_per_core: usize,
     /// `memory` store: users whose history position is remembered after their last push
     /// expired (so that a client idle for longer than `ttl_secs` still recovers, nothing

@@ -98,8 +98,12 @@ impl Service {
             replies.push(rx);
             let shared = self.shared.clone();
             let (context, user, text) = (job.context, job.user, job.text.clone());
-            let done = move |at: Result<_, String>| {
-                job.at = at.ok();
+            let filter = job.filter.clone().narrowing();
+            let done = move |at: Result<(_, u64), String>| {
+                (job.at, job.prev) = match at {
+                    Ok((at, prev)) => (Some(at), Some(prev)),
+                    Err(_) => (None, None),
+                };
                 let core = shared.owner_of(job.context, job.user);
                 shared.send(
                     core,
@@ -110,7 +114,7 @@ impl Service {
                     },
                 );
             };
-            bus.append(context, user, text, Box::new(done));
+            bus.append(context, user, text, filter, Box::new(done));
         }
         let mut total = PushCounts::default();
         for rx in replies {

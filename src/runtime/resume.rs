@@ -7,6 +7,7 @@
 //! by a timeout), and a socket closed meanwhile is recognised by its generation.
 use crate::service::engineio::recovery::{Parked, Pid};
 use crate::service::history::{Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -18,6 +19,10 @@ pub const MAX_HELD: usize = 1024;
 /// what was missed; or why it could not answer.
 pub type StoreAnswer = Result<(Position, Option<Recovery>), String>;
 
+/// What the store answers for an append: the push's position and its user's previous offset
+/// (`PushJob::prev`), or why it was not recorded.
+pub type AppendAnswer = Result<(Position, u64), String>;
+
 /// What the store answers for a Socket.IO CONNECT: its current position and, for a claim
 /// of a session parked there by that user and namespace, the record (taken: it restores
 /// once) and what the session missed since; or why it could not answer.
@@ -26,13 +31,16 @@ pub type RestoreAnswer = Result<(Position, Option<(Parked, Recovery)>), String>;
 /// A history store on another thread. Calls return at once; `done` runs on the store's
 /// thread when the answer is there (it must only queue work, e.g. a command to a core).
 pub trait HistoryBus: Send + Sync {
-    /// Record a push for (context, user); `done` gets its position or why not.
+    /// Record a push for (context, user), sent with path filter `filter` (`None`: every
+    /// path); `done` gets its position and the offset of the user's previous message
+    /// (`PushJob::prev`), or why not.
     fn append(
         &self,
         context: u32,
         user: u32,
         text: Arc<str>,
-        done: Box<dyn FnOnce(Result<Position, String>) + Send>,
+        filter: Option<PathFilter>,
+        done: Box<dyn FnOnce(AppendAnswer) + Send>,
     );
 
     /// A client of (context, user) connects, resuming from `from` if it gave a position.

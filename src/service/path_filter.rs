@@ -18,6 +18,16 @@ impl PathFilter {
         &self.0
     }
 
+    /// Is it `*` (every path)?
+    pub fn is_any(&self) -> bool {
+        &*self.0 == "*"
+    }
+
+    /// The filter as history keeps it: `None` for `*` (every path, no allocation held).
+    pub fn narrowing(self) -> Option<PathFilter> {
+        (!self.is_any()).then_some(self)
+    }
+
     pub fn matches(&self, path: &str) -> bool {
         glob(self.0.as_bytes(), path.as_bytes())
     }
@@ -65,6 +75,11 @@ mod tests {
         assert!(PathFilter::new("/a?c").matches("/abc"));
         assert!(PathFilter::new("*/x*").matches("/a/b/x1"));
         assert!(!PathFilter::new("*/x").matches("/a/b/x1"));
+        assert!(PathFilter::any().is_any() && PathFilter::any().narrowing().is_none());
+        assert_eq!(
+            PathFilter::new("/a*").narrowing(),
+            Some(PathFilter::new("/a*"))
+        );
         let long = "a".repeat(1000);
         assert!(!PathFilter::new(&"*a".repeat(30)).matches(&(long + "b")));
     }

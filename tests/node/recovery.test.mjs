@@ -45,9 +45,9 @@ async function mint(srv, user) {
   return r.json;
 }
 
-async function push(srv, user, n, expectSockets) {
+async function push(srv, user, n, expectSockets, path = PATH_FILTER) {
   const message = JSON.stringify(['news', { n }]);
-  const r = await srv.admin('POST', '/v1/push', { context: CONTEXT, user, path: PATH_FILTER, message });
+  const r = await srv.admin('POST', '/v1/push', { context: CONTEXT, user, path, message });
   assert.equal(r.status, 202, `POST /v1/push: ${r.status} ${r.text}`);
   if (expectSockets !== undefined) {
     assert.equal(r.json.sockets, expectSockets, `push ${n}: ${r.text}`);
@@ -170,6 +170,32 @@ for (const transports of TRANSPORTS) {
       await c.received(n, 'every push');
       await sleep(200);
       assert.deepEqual(c.got.news, range(0, n), 'each push once, in order');
+    } finally {
+      c.close();
+    }
+  });
+
+  test(`${transports}: only the pushes whose path filter matches the socket are recovered`, { timeout: 40_000 }, async () => {
+    const user = nextUser++;
+    const s = await mint(server, user);
+    const c = client(server, s, { transports });
+    try {
+      await c.connected(1, 'first');
+      await push(server, user, 0, 1);
+      await c.received(1, 'live');
+      await kill(server, user, c, 'close');
+      await push(server, user, 1, 0);
+      await push(server, user, 2, 0, '/elsewhere/*');
+      await push(server, user, 3, 0, '*');
+      await push(server, user, 4, 0, '/ws');
+      await c.connected(2, 'reconnection');
+      assert.equal(c.got.connects[1], true, 'recovered');
+      await c.received(3, 'replayed');
+      await push(server, user, 5, 0, '/elsewhere/*');
+      await push(server, user, 6, 1);
+      await c.received(4, 'live after the replay');
+      await sleep(200);
+      assert.deepEqual(c.got.news, [0, 1, 3, 6], 'what live delivery would have given it, once');
     } finally {
       c.close();
     }

@@ -87,6 +87,52 @@ def test_a_client_that_lost_its_connection_gets_the_50_missed_pushes_in_order_th
     assert metric_sum(metrics, "ringwire_history_appended_total") == 102
 
 
+def test_a_resume_replays_only_the_pushes_whose_path_filter_matches_the_socket(push_servers):
+    """Pushes with a path filter while the client is away: the replay on /ws/a has exactly what
+    live delivery would have given a socket on /ws/a; the marker is still at the last push."""
+    server = start(push_servers)
+    admin = Admin(server)
+    s = admin.mint(user=21)
+
+    def push_to(message, path=None):
+        body = {"context": 1, "user": 21, "message": message}
+        if path is not None:
+            body["path"] = path
+        r = admin.push(**body)
+        assert r.status == 202 and "position" in r.json, r
+        return r.json["position"]["offset"]
+
+    async def go():
+        ws = await connect(server, s, path="/ws/a")
+        _, marker = await until_marker(ws)
+        start_at = (marker["epoch"], marker["offset"])
+        ws.transport.abort()
+        await asyncio.sleep(0.2)
+        sent = [(push_to("to a", "/ws/a*"), "to a"), (push_to("to b", "/ws/b*"), "to b"),
+                (push_to("to all"), "to all"), (push_to("to /ws/a exactly", "/ws/a"), "to /ws/a exactly"),
+                (push_to("to plain", "/plain*"), "to plain"), (push_to("to b again", "/ws/b"), "to b again")]
+        last = sent[-1][0]
+        ws = await connect(server, s, start_at, path="/ws/a")
+        replayed, marker = await until_marker(ws)
+        assert [(p["offset"], p["data"]) for p in replayed] == [sent[0], sent[2], sent[3]], replayed
+        assert marker == {"type": "recovery", "resumed": True, "recovered": True, "epoch": start_at[0],
+                          "offset": last, "replayed": 3}, marker
+        push_to("live to b", "/ws/b*")
+        push_to("live to a", "/ws/a*")
+        m = await recv_json(ws)
+        assert m["data"] == "live to a", m
+        await ws.close()
+        # Another path, the same position: its own share.
+        ws = await connect(server, s, start_at, path="/ws/b")
+        replayed, marker = await until_marker(ws)
+        assert [p["data"] for p in replayed] == ["to b", "to all", "to b again", "live to b"], replayed
+        assert marker["recovered"] is True and marker["replayed"] == 4, marker
+        await ws.close()
+
+    run(go(), timeout=30)
+    assert metric_sum(admin.metrics(), "ringwire_history_replayed_total") == 7
+
+
 def test_pushes_racing_reconnects_arrive_exactly_once_in_order(push_servers):
     """A pusher thread posts numbered pushes without pause while the client reconnects ten
     times with its position: every number arrives once, in order, over the connections."""

@@ -28,7 +28,7 @@
 //! same user in a burst would win every immediate retry), until nine tenths of the timeout
 //! ([`HistoryError::Contended`]). Appends to one user from one `NatsHistory` go one at a
 //! time, in the order they were called; a small cache keeps each user's last offset so that
-//! an append is one round trip.
+//! an append is one round trip. A push's path filter (unless `*`) is in `Ringwire-Path` ([`path`]).
 //!
 //! # When a resume is complete
 //! `since(from)` returns the user's held messages with an offset above `from.offset`, in
@@ -96,7 +96,7 @@ pub use super::rule::{is_complete, Link};
 pub use super::settings::{HistoryError, NatsSettings};
 use crate::service::history::{Position, Recovery};
 use async_nats::connection::State;
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, stream};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use std::collections::HashMap;
@@ -282,27 +282,6 @@ impl NatsHistory {
     /// Whether the client is connected now (it reconnects by itself).
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
-    }
-
-    /// Stores `text` for (context, user) and returns its position once NATS acknowledged it.
-    /// Appends to one user from this store are stored in the order of the calls.
-    pub async fn append(
-        &self,
-        context: u32,
-        user: &[u8],
-        text: &str,
-    ) -> Result<Position, HistoryError> {
-        let subject = user_subject(&self.settings.subject_prefix, context, user);
-        self.mark_gap().await;
-        let r = self
-            .bounded("append", async {
-                self.check_connected()?;
-                let _gate = self.gate(&subject).await;
-                self.append_in_order(&subject, text).await
-            })
-            .await;
-        self.counters.count_append(&r);
-        r
     }
 
     /// What a client of (context, user) that has everything up to `from` missed: at most
@@ -556,81 +535,6 @@ impl NatsHistory {
     fn forget_last(&self, subject: &str) {
         self.lock_cache().last.remove(subject);
     }
-
-    async fn append_in_order(&self, subject: &str, text: &str) -> Result<Position, HistoryError> {
-        let stale = self.lock_cache().epoch_checked.elapsed() > EPOCH_RECHECK;
-        if stale {
-            self.fresh_info().await?;
-        }
-        let mut prev = self.user_last(subject).await?;
-        let (num, den) = CONTENDED_SHARE;
-        let deadline = Instant::now() + self.settings.timeout * num / den;
-        let (mut attempts, mut recreations) = (0, 0);
-        loop {
-            attempts += 1;
-            // The epoch known before the publish: the stream that takes the message is that
-            // one or a later one, so the position is never of an epoch later than its
-            // offset's (at worst an older one, which a resume refuses).
-            let epoch = self.epoch();
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, prev.to_string().as_str());
-            headers.insert(PREV_HEADER, prev.to_string().as_str());
-            let sent = self
-                .js
-                .publish_with_headers(subject.to_string(), headers, text.to_owned().into())
-                .await;
-            let acked = match sent {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            match acked {
-                Ok(ack) => {
-                    self.remember_last(subject, ack.sequence);
-                    return Ok(Position {
-                        epoch,
-                        offset: ack.sequence,
-                    });
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    let named = named_last_sequence(&e.to_string());
-                    if named.is_none_or(|n| n < prev) {
-                        // Gone back: the user's messages expired or the stream was made
-                        // again; check the epoch before reporting one.
-                        self.fresh_info().await?;
-                    }
-                    prev = match named {
-                        Some(n) => n,
-                        None => {
-                            self.forget_last(subject);
-                            self.user_last(subject).await?
-                        }
-                    };
-                    self.remember_last(subject, prev);
-                    if Instant::now() >= deadline {
-                        return Err(HistoryError::Contended { attempts });
-                    }
-                    // Another append to this user won. Retry at once the first time (this
-                    // store's cache was behind); after that another node is appending in a
-                    // burst, which would win every race of an immediate retry: back off.
-                    tokio::time::sleep(contended_backoff(attempts)).await;
-                }
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                    // The stream was deleted: make it again (a new epoch) and start over.
-                    recreations += 1;
-                    if recreations > RECREATIONS {
-                        return Err(self.failed("publish", e));
-                    }
-                    self.forget_last(subject);
-                    self.fresh_info().await?;
-                    prev = self.user_last(subject).await?;
-                }
-                Err(e) => {
-                    self.forget_last(subject);
-                    return Err(self.failed("publish", e));
-                }
-            }
-        }
-    }
 }
 
 fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
@@ -681,7 +585,9 @@ impl Drop for Gate<'_> {
 }
 
 mod gap;
+pub mod path;
 mod read;
 mod session;
 #[cfg(test)]
 mod tests;
+mod write;

@@ -1,9 +1,9 @@
 //! The resume path of [`NatsHistory`]: walk a user's held messages after a position and
 //! judge, by the rule of the module docs, whether that is everything.
 use super::{
-    epoch_of, is_complete, HistoryError, Link, NatsHistory, Read, PREV_HEADER, WALK_ATTEMPTS,
+    epoch_of, is_complete, path, HistoryError, Link, NatsHistory, Read, PREV_HEADER, WALK_ATTEMPTS,
 };
-use crate::service::history::{Position, Recovery};
+use crate::service::history::{Missed, Position, Recovery};
 use std::sync::Arc;
 
 impl NatsHistory {
@@ -66,13 +66,14 @@ impl NatsHistory {
         Ok(incomplete)
     }
 
-    /// The user's held messages after `from`, at most `limit`, and whether more are held.
+    /// The user's held messages after `from` (with their path filters), at most `limit`,
+    /// and whether more are held.
     async fn walk(
         &self,
         subject: &str,
         from: u64,
         limit: usize,
-    ) -> Result<(Vec<(u64, Arc<str>)>, Vec<Link>, bool), Read> {
+    ) -> Result<(Vec<Missed>, Vec<Link>, bool), Read> {
         let mut messages = Vec::new();
         let mut links = Vec::new();
         let mut next = from.saturating_add(1);
@@ -99,7 +100,15 @@ impl NatsHistory {
                 Ok(s) => s.into(),
                 Err(_) => String::from_utf8_lossy(&m.payload).into(),
             };
-            messages.push((m.sequence, text));
+            let filter = m
+                .headers
+                .get(path::PATH_HEADER)
+                .map(|v| path::decode(v.as_str()));
+            messages.push(Missed {
+                offset: m.sequence,
+                text,
+                filter: filter.and_then(|f| f.narrowing()),
+            });
             next = m.sequence.saturating_add(1);
         }
     }

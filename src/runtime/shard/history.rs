@@ -6,6 +6,7 @@
 use super::Shard;
 use crate::runtime::history::{self, Replay};
 use crate::runtime::resume::{self, StoreAnswer};
+use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, Command};
 use crate::service::history::envelope;
 use crate::service::history::Position;
@@ -75,16 +76,25 @@ impl Shard {
         }
     }
 
-    /// Queue a replay and its marker on a raw socket.
-    fn send_replay(&mut self, slot: u32, endpoint: u8, replay: Replay) {
+    /// Queue a replay (what the socket's path would have had live) and its marker on a raw
+    /// socket.
+    fn send_replay(&mut self, slot: u32, endpoint: u8, mut replay: Replay) {
+        let Some((_, meta)) = self.conns[slot as usize].socket() else {
+            return;
+        };
+        let replayed = replay.for_path(&meta.path);
+        ShardStats::add(
+            &self.shared.stats[self.id].history_replayed,
+            replayed as u64,
+        );
         let epoch = replay.marker.at.epoch;
         let mut frame = Vec::new();
-        for (offset, text) in &replay.messages {
+        for m in &replay.messages {
             let at = Position {
                 epoch,
-                offset: *offset,
+                offset: m.offset,
             };
-            if !self.send_envelope(slot, endpoint, Some(at), text, &mut frame) {
+            if !self.send_envelope(slot, endpoint, Some(at), &m.text, &mut frame) {
                 return;
             }
         }

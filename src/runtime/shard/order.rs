@@ -60,10 +60,8 @@ impl Shard {
     /// `first` came before its user's previous push: hold it (and what follows) and ask the
     /// store what the socket missed after `delivered`.
     fn fill_gap(&mut self, slot: u32, delivered: Position, first: Held) {
-        let (Some(h), Some(bus)) = (
-            self.history.as_deref_mut(),
-            self.shared.history_bus.clone(),
-        ) else {
+        let (Some(h), Some(bus)) = (self.history.as_deref_mut(), self.shared.history_bus.clone())
+        else {
             return;
         };
         let c = &self.conns[slot as usize];
@@ -129,7 +127,10 @@ impl Shard {
     /// Socket `slot` was sent (or has) everything of its user up to `at`.
     pub(in crate::runtime) fn sent_in_order(&mut self, slot: u32, at: Position) {
         if let Some(meta) = self.conns[slot as usize].socket_mut() {
-            if meta.delivered.is_none_or(|d| d.epoch != at.epoch || d.offset < at.offset) {
+            if meta
+                .delivered
+                .is_none_or(|d| d.epoch != at.epoch || d.offset < at.offset)
+            {
                 meta.delivered = Some(at);
             }
         }

@@ -9,6 +9,7 @@ use super::Shard;
 use crate::runtime::conn::Sio;
 use crate::runtime::history::Restore;
 use crate::runtime::resume::{self, RestoreAnswer};
+use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, Command, MAX_ATTRIBUTES};
 use crate::service::engineio::recovery::{Claim, ParkNamespace, Parked, Pid};
 use crate::service::engineio::Resumed;
@@ -156,17 +157,23 @@ impl Shard {
         self.with_session(old, |s, _, _, out| s.drop_transport(out));
     }
 
-    /// The session's side of a restore: the missed pushes as the endpoint sends them, the
-    /// restored socket id; the restored attributes go back on the socket.
-    fn resumed(&mut self, session: u32, endpoint: u8, r: Restore) -> Resumed {
+    /// The session's side of a restore: the missed pushes its path would have had live, as
+    /// the endpoint sends them, the restored socket id; the restored attributes go back on
+    /// the socket.
+    fn resumed(&mut self, session: u32, endpoint: u8, mut r: Restore) -> Resumed {
+        if let Some((_, meta)) = self.conns[session as usize].socket() {
+            let replayed = r.for_path(&meta.path);
+            let stats = &self.shared.stats[self.id];
+            ShardStats::add(&stats.history_replayed, replayed as u64);
+        }
         let epoch = r.start.epoch;
         let mut missed = Vec::with_capacity(r.missed.len());
         if let Some(t) = &self.shared.transcoders[endpoint as usize] {
-            for (offset, text) in &r.missed {
-                if let Some(data) = t.outbound(text) {
+            for m in &r.missed {
+                if let Some(data) = t.outbound(&m.text) {
                     let at = Position {
                         epoch,
-                        offset: *offset,
+                        offset: m.offset,
                     };
                     missed.push((at, data.into_owned()));
                 }

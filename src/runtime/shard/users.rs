@@ -94,7 +94,7 @@ impl Shard {
         for job in jobs {
             let at = job.at.or_else(|| {
                 let h = self.history.as_mut()?;
-                h.append(job.context, job.user, &job.text, now_ms)
+                h.append(job.context, job.user, &job.text, &job.filter, now_ms)
             });
             if self.history.is_some() {
                 positions.push(at);

@@ -11,7 +11,8 @@
 //! than what was dropped for its user, is never completed silently.
 //!
 //! Sans-IO: the time is passed in (`now_ms`); nothing here blocks or reads a clock.
-use super::{HistoryLimits, HistoryStats, Position, Recovery};
+use super::{HistoryLimits, HistoryStats, Missed, Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -21,8 +22,9 @@ use std::sync::Arc;
 /// 284 B of resident memory each), and at about 111 B in a running server whose store is
 /// full and dropping its oldest (`benches/compare/history_rss.py`: 311 B resident per held
 /// 200-byte push, the queues' slack and the allocator's churn included); counted at that so
-/// that `max_bytes` bounds what is resident.
-pub const ENTRY_OVERHEAD: usize = 112;
+/// that `max_bytes` bounds what is resident; plus 16 B since the entry holds its push's path
+/// filter (an `Option<Box<str>>`; the pattern's own bytes, if any, are counted apart).
+pub const ENTRY_OVERHEAD: usize = 128;
 
 /// Bytes counted per stream held (its record, its slot in the map of streams with the map's
 /// slack, its queue's first allocation), on top of its messages. Measured at about 170 B
@@ -39,6 +41,8 @@ struct Entry {
     offset: u64,
     at_ms: u64,
     text: Arc<str>,
+    /// The push's path filter; `None` for `*`.
+    filter: Option<PathFilter>,
 }
 
 struct Stream {
@@ -69,8 +73,14 @@ pub struct MemoryHistory {
     stats: HistoryStats,
 }
 
-fn cost(text: &str) -> usize {
-    text.len() + ENTRY_OVERHEAD
+fn cost(text: &str, filter: Option<&PathFilter>) -> usize {
+    text.len() + filter.map_or(0, |f| f.as_str().len()) + ENTRY_OVERHEAD
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        cost(&self.text, self.filter.as_ref())
+    }
 }
 
 impl MemoryHistory {
@@ -116,12 +126,21 @@ impl MemoryHistory {
         self.idle.len()
     }
 
-    /// Record a push for (context, user) at `now_ms`; returns its position.
-    pub fn append(&mut self, context: u32, user: u32, text: Arc<str>, now_ms: u64) -> Position {
+    /// Record a push for (context, user), sent with path filter `filter` (`None`: every
+    /// path), at `now_ms`; returns its position.
+    pub fn append(
+        &mut self,
+        context: u32,
+        user: u32,
+        text: Arc<str>,
+        filter: Option<PathFilter>,
+        now_ms: u64,
+    ) -> Position {
         self.last_offset += 1;
         let offset = self.last_offset;
         let key = (context, user);
-        self.bytes += cost(&text);
+        let filter = filter.and_then(PathFilter::narrowing);
+        self.bytes += cost(&text, filter.as_ref());
         if !self.streams.contains_key(&key) {
             self.bytes += STREAM_OVERHEAD;
             // What this user may have lost before: its idle record, or (none) anything
@@ -142,13 +161,14 @@ impl MemoryHistory {
             offset,
             at_ms: now_ms,
             text,
+            filter,
         });
         self.order.push_back((key, offset));
         self.stats.appended += 1;
         while stream.entries.len() > self.limits.size {
             if let Some(e) = stream.entries.pop_front() {
                 stream.dropped_through = e.offset;
-                self.bytes -= cost(&e.text);
+                self.bytes -= e.cost();
                 self.stats.expired += 1;
             }
         }
@@ -197,7 +217,7 @@ impl MemoryHistory {
             }
             if let Some(e) = stream.entries.pop_front() {
                 stream.dropped_through = e.offset;
-                self.bytes -= cost(&e.text);
+                self.bytes -= e.cost();
             }
             if evicted {
                 self.stats.evicted += 1;
@@ -264,11 +284,15 @@ impl MemoryHistory {
                 complete: from.offset >= dropped.unwrap_or(self.forgotten_through),
             };
         };
-        let messages: Vec<(u64, Arc<str>)> = stream
+        let messages: Vec<Missed> = stream
             .entries
             .iter()
             .filter(|e| e.offset > from.offset)
-            .map(|e| (e.offset, e.text.clone()))
+            .map(|e| Missed {
+                offset: e.offset,
+                text: e.text.clone(),
+                filter: e.filter.clone(),
+            })
             .collect();
         Recovery {
             messages,
@@ -299,16 +323,16 @@ mod tests {
     }
 
     fn texts(r: &Recovery) -> Vec<&str> {
-        r.messages.iter().map(|(_, t)| &**t).collect()
+        r.messages.iter().map(|m| &*m.text).collect()
     }
 
     #[test]
     fn offsets_increase_per_stream_and_a_resume_gets_what_was_missed_in_order() {
         let mut h = MemoryHistory::new(7, limits(100, 60_000, 1 << 20));
-        let a1 = h.append(1, 1, "a1".into(), 0);
-        let b1 = h.append(1, 2, "b1".into(), 1);
-        let a2 = h.append(1, 1, "a2".into(), 2);
-        let a3 = h.append(1, 1, "a3".into(), 3);
+        let a1 = h.append(1, 1, "a1".into(), None, 0);
+        let b1 = h.append(1, 2, "b1".into(), None, 1);
+        let a2 = h.append(1, 1, "a2".into(), None, 2);
+        let a3 = h.append(1, 1, "a3".into(), None, 3);
         assert_eq!(a1.epoch, 7);
         assert!(a1.offset < a2.offset && a2.offset < a3.offset);
         assert_ne!(b1.offset, a1.offset);
@@ -338,7 +362,7 @@ mod tests {
     #[test]
     fn another_epoch_or_an_unknown_position_is_never_completed() {
         let mut h = MemoryHistory::new(2, limits(100, 60_000, 1 << 20));
-        let p = h.append(1, 1, "x".into(), 0);
+        let p = h.append(1, 1, "x".into(), None, 0);
         let r = h.since(
             1,
             1,
@@ -366,10 +390,10 @@ mod tests {
     #[test]
     fn the_size_limit_drops_the_oldest_and_a_resume_from_before_is_incomplete() {
         let mut h = MemoryHistory::new(1, limits(2, 60_000, 1 << 20));
-        let p1 = h.append(1, 1, "1".into(), 0);
-        let p2 = h.append(1, 1, "2".into(), 0);
-        h.append(1, 1, "3".into(), 0);
-        h.append(1, 1, "4".into(), 0);
+        let p1 = h.append(1, 1, "1".into(), None, 0);
+        let p2 = h.append(1, 1, "2".into(), None, 0);
+        h.append(1, 1, "3".into(), None, 0);
+        h.append(1, 1, "4".into(), None, 0);
         let r = h.since(1, 1, p1, 0);
         assert_eq!(texts(&r), ["3", "4"], "what is held is still given");
         assert!(!r.complete, "message 2 is gone");
@@ -381,14 +405,48 @@ mod tests {
     }
 
     #[test]
+    fn a_push_keeps_its_path_filter_counted_and_a_resume_returns_it() {
+        let mut h = MemoryHistory::new(1, limits(100, 60_000, 1 << 20));
+        let p0 = h.current();
+        h.append(1, 1, "all".into(), None, 0);
+        h.append(1, 1, "a".into(), Some(PathFilter::new("/a*")), 0);
+        h.append(1, 1, "b".into(), Some(PathFilter::new("/b*")), 0);
+        h.append(1, 1, "star".into(), Some(PathFilter::any()), 0);
+        let r = h.since(1, 1, p0, 0);
+        let filters: Vec<_> = r.messages.iter().map(|m| m.filter.clone()).collect();
+        assert_eq!(
+            filters,
+            [
+                None,
+                Some(PathFilter::new("/a*")),
+                Some(PathFilter::new("/b*")),
+                None
+            ],
+            "`*` is kept as None"
+        );
+        let to_a: Vec<_> = r.messages.iter().filter(|m| m.reaches("/a/1")).collect();
+        assert_eq!(
+            to_a.iter().map(|m| &*m.text).collect::<Vec<_>>(),
+            ["all", "a", "star"]
+        );
+        assert!(r.complete);
+        let texts = 3 + 1 + 1 + 4;
+        let patterns = 3 + 3;
+        assert_eq!(
+            h.bytes(),
+            texts + patterns + 4 * ENTRY_OVERHEAD + STREAM_OVERHEAD
+        );
+    }
+
+    #[test]
     fn the_ttl_forgets_old_messages_and_whole_streams_honestly() {
         let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
         let p0 = Position {
             epoch: 1,
             offset: 0,
         };
-        let a = h.append(1, 1, "old".into(), 0);
-        h.append(1, 2, "other".into(), 500);
+        let a = h.append(1, 1, "old".into(), None, 0);
+        h.append(1, 2, "other".into(), None, 500);
         h.expire(1_000);
         assert_eq!(h.streams(), 1, "user 1's only message expired");
         let r = h.since(1, 1, p0, 1_000);
@@ -412,9 +470,9 @@ mod tests {
     fn the_byte_bound_evicts_the_oldest_store_wide_and_counts() {
         let per = 10 + ENTRY_OVERHEAD + STREAM_OVERHEAD;
         let mut h = MemoryHistory::new(1, limits(100, 60_000, 3 * per));
-        let first = h.append(1, 1, "0123456789".into(), 0);
+        let first = h.append(1, 1, "0123456789".into(), None, 0);
         for u in 2..=4 {
-            h.append(1, u, "0123456789".into(), u as u64);
+            h.append(1, u, "0123456789".into(), None, u as u64);
         }
         assert!(h.bytes() <= 3 * per);
         assert_eq!(h.stats().evicted, 1);
@@ -431,7 +489,7 @@ mod tests {
         assert!(!r.complete, "its message was evicted");
         assert!(h.since(1, 1, first, 10).complete);
         for i in 0..1_000u32 {
-            h.append(2, i, format!("{i:0>10}").into(), 20);
+            h.append(2, i, format!("{i:0>10}").into(), None, 20);
             assert!(h.bytes() <= 3 * per);
         }
     }
@@ -439,10 +497,10 @@ mod tests {
     #[test]
     fn a_user_forgotten_and_pushed_again_still_owes_what_was_dropped() {
         let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
-        let before = h.append(1, 1, "a".into(), 0);
-        let gone = h.append(1, 1, "b".into(), 0);
+        let before = h.append(1, 1, "a".into(), None, 0);
+        let gone = h.append(1, 1, "b".into(), None, 0);
         h.expire(1_000);
-        let after = h.append(1, 1, "c".into(), 1_000);
+        let after = h.append(1, 1, "c".into(), None, 1_000);
         let r = h.since(1, 1, before, 1_000);
         assert_eq!(texts(&r), ["c"]);
         assert!(!r.complete, "b was dropped with the old stream");
@@ -454,10 +512,10 @@ mod tests {
     #[test]
     fn an_idle_client_resumes_completely_after_the_ttl_and_others_expiring() {
         let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
-        h.append(1, 2, "other".into(), 0);
+        h.append(1, 2, "other".into(), None, 0);
         h.touch(1, 1);
         let start = h.current();
-        h.append(1, 3, "another".into(), 10);
+        h.append(1, 3, "another".into(), None, 10);
         h.expire(5_000);
         assert_eq!(h.streams(), 0);
         let r = h.since(1, 1, start, 5_000);
@@ -476,9 +534,9 @@ mod tests {
                 ..limits(10, 1_000, 1 << 20)
             },
         );
-        let p1 = h.append(1, 1, "1".into(), 0);
-        h.append(1, 2, "2".into(), 0);
-        h.append(1, 3, "3".into(), 0);
+        let p1 = h.append(1, 1, "1".into(), None, 0);
+        h.append(1, 2, "2".into(), None, 0);
+        h.append(1, 3, "3".into(), None, 0);
         h.expire(1_000);
         assert_eq!(h.idle_users(), 2, "user 1's record was forgotten first");
         let p0 = Position {
@@ -489,7 +547,7 @@ mod tests {
         assert!(h.since(1, 1, p1, 1_000).complete, "it had its one push");
         assert!(!h.since(1, 2, p0, 1_000).complete);
         for u in 10..1_000 {
-            h.append(2, u, "x".into(), 2_000);
+            h.append(2, u, "x".into(), None, 2_000);
             h.expire(3_000);
         }
         assert!(h.idle_order.len() <= 2 * h.idle.len() + 64 + 1);

@@ -12,6 +12,7 @@ mod memory;
 
 pub use memory::{MemoryHistory, ENTRY_OVERHEAD, IDLE_OVERHEAD, STREAM_OVERHEAD};
 
+use crate::service::path_filter::PathFilter;
 use std::sync::Arc;
 
 /// Where a push sits in its user's stream.
@@ -21,11 +22,29 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// A held message a resume gets: its offset, its text and the path filter it was pushed
+/// with (`None`: every path, the common `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    pub offset: u64,
+    pub text: Arc<str>,
+    pub filter: Option<PathFilter>,
+}
+
+impl Missed {
+    /// Would live delivery have sent it to a socket on `path`? A replay gives a socket only
+    /// these, exactly what it would have had live.
+    pub fn reaches(&self, path: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(path))
+    }
+}
+
 /// What a resume from a position gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// The held messages after the position, in order, with their offsets.
-    pub messages: Vec<(u64, Arc<str>)>,
+    /// The held messages after the position, in order (for every path: the socket's own
+    /// path picks what it is sent, [`Missed::reaches`]).
+    pub messages: Vec<Missed>,
     /// Nothing after the position was dropped: the client has everything once it has these.
     pub complete: bool,
 }
@@ -45,8 +64,8 @@ pub struct HistoryLimits {
     /// Messages kept per stream (at least 1).
     pub size: usize,
     pub ttl_ms: u64,
-    /// Bytes held by the whole store (texts plus [`ENTRY_OVERHEAD`] each, plus
-    /// [`STREAM_OVERHEAD`] per stream).
+    /// Bytes held by the whole store (texts and path filters plus [`ENTRY_OVERHEAD`] each,
+    /// plus [`STREAM_OVERHEAD`] per stream).
     pub max_bytes: usize,
     /// Users whose position is remembered once all their messages are gone (so that a
     /// client idle for longer than the ttl still resumes completely when nothing was

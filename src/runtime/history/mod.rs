@@ -9,15 +9,14 @@
 //! the replay), and a push handled before it is in the replay. With the nats store the
 //! answer comes later: live pushes of the socket wait in `resume::PendingResumes` meanwhile,
 //! and those the replay already holds are dropped by offset, so the seam is exact as well.
-use super::resume::{PendingResumes, RestoreAnswer};
+use super::resume::PendingResumes;
 use super::stats::ShardStats;
 use crate::config::Config;
 use crate::config::HistoryStore;
-use crate::service::engineio::recovery::{
-    resume_from, Claim, ParkNamespace, Parked, ParkedSessions, Pid,
-};
+use crate::service::engineio::recovery::{Parked, ParkedSessions, Pid};
 use crate::service::history::envelope::{self, Marker};
-use crate::service::history::{HistoryLimits, MemoryHistory, Position, Recovery};
+use crate::service::history::{HistoryLimits, MemoryHistory, Missed, Position, Recovery};
+use crate::service::path_filter::PathFilter;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -36,11 +35,24 @@ pub struct Restore {
     pub start: Position,
     /// Restored: the parked record (socket id, attributes).
     pub parked: Option<Parked>,
-    /// Restored: what it missed, in order.
-    pub missed: Vec<(u64, Arc<str>)>,
+    /// Restored: what it missed, in order, for every path ([`Restore::for_path`]).
+    pub missed: Vec<Missed>,
 }
 
 impl Restore {
+    /// A new private session starting at `current` (a pid of its epoch), nothing restored.
+    pub fn starting(current: Position, tag: u64) -> Restore {
+        Restore {
+            pid: Pid {
+                epoch: current.epoch,
+                tag,
+            },
+            start: current,
+            parked: None,
+            missed: Vec::new(),
+        }
+    }
+
     /// A new private session (epoch 0: no history), nothing restored.
     pub fn fresh(tag: u64) -> Restore {
         Restore {
@@ -53,12 +65,31 @@ impl Restore {
             missed: Vec::new(),
         }
     }
+
+    /// Keep what a socket on `path` would have had live (the pushes whose filter matches
+    /// it); returns how many are left.
+    pub fn for_path(&mut self, path: &str) -> usize {
+        self.missed.retain(|m| m.reaches(path));
+        self.missed.len()
+    }
 }
 
 /// What a connecting client of a history endpoint is sent before its live pushes.
 pub struct Replay {
-    pub messages: Vec<(u64, Arc<str>)>,
+    /// In order, for every path until [`Replay::for_path`].
+    pub messages: Vec<Missed>,
     pub marker: Marker,
+}
+
+impl Replay {
+    /// Keep what a socket on `path` would have had live (the pushes whose filter matches
+    /// it), and say so in the marker; returns how many are left. The marker's position
+    /// stays: the client has everything up to it that concerns it.
+    pub fn for_path(&mut self, path: &str) -> usize {
+        self.messages.retain(|m| m.reaches(path));
+        self.marker.replayed = self.messages.len();
+        self.marker.replayed
+    }
 }
 
 pub struct CoreHistory {
@@ -120,17 +151,20 @@ impl CoreHistory {
         self.store.is_some()
     }
 
-    /// Record a push in the memory store; its position (`None`: the nats store, where the
-    /// push was recorded before it reached the core, or not at all).
+    /// Record a push (sent with path filter `filter`) in the memory store; its position
+    /// (`None`: the nats store, where the push was recorded before it reached the core, or
+    /// not at all).
     pub fn append(
         &mut self,
         context: u32,
         user: u32,
         text: &Arc<str>,
+        filter: &PathFilter,
         now_ms: u64,
     ) -> Option<Position> {
         let store = self.store.as_mut()?;
-        Some(store.append(context, user, text.clone(), now_ms))
+        let filter = filter.clone().narrowing();
+        Some(store.append(context, user, text.clone(), filter, now_ms))
     }
 
     /// The raw envelope of the push at `at` as `endpoint` sends it (framed once, reused
@@ -185,8 +219,8 @@ impl CoreHistory {
 }
 
 /// What a connecting client is replayed and told, given the store's answer: its current
-/// position and, for a resume, what was missed (or why the store could not answer).
-/// Counts the outcome of a resume.
+/// position and, for a resume, what was missed (or why the store could not answer), for
+/// every path ([`Replay::for_path`] picks the socket's). Counts the outcome of a resume.
 pub fn answer(
     from: Option<Position>,
     store: Result<(Position, Option<Recovery>), String>,
@@ -231,16 +265,16 @@ pub fn answer(
         0
     };
     ShardStats::inc(&stats.resumes[outcome]);
-    ShardStats::add(&stats.history_replayed, r.messages.len() as u64);
     Replay {
         marker: Marker {
             resumed: true,
             recovered: outcome == 0,
             // After the replay the client has everything of its user up to `current` that
-            // is still held (what was lost is acknowledged by the marker).
-            at: r.messages.last().map_or(current, |&(offset, _)| Position {
+            // is still held (what was lost is acknowledged by the marker), or up to the last
+            // message held, whether its filter lets it through to this socket or not.
+            at: r.messages.last().map_or(current, |m| Position {
                 epoch: current.epoch,
-                offset,
+                offset: m.offset,
             }),
             replayed: r.messages.len(),
         },
@@ -248,210 +282,13 @@ pub fn answer(
     }
 }
 
-// ----- Socket.IO connection state recovery (memory store)
-
-impl CoreHistory {
-    /// A Socket.IO client of (context, user) connects namespace `nsp`, claiming a private
-    /// session (`claim`) or not: the pid to answer with (`tag`: fresh randomness for a new
-    /// one), and, if its session is restored, its parked record and what it missed. Counts
-    /// the outcome of a claim. A restore needs the parked record of that pid, user and
-    /// namespace, and (for the namespace pushes went to) the history to hold everything
-    /// after the client's offset; otherwise nothing is restored nor replayed (as socket.io
-    /// does), and the record is dropped. With the nats store (no store on the core) nothing
-    /// is restored: every claim is `unavailable`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn restore(
-        &mut self,
-        context: u32,
-        user: u32,
-        nsp: &str,
-        claim: Option<&Claim>,
-        tag: u64,
-        now_ms: u64,
-        stats: &ShardStats,
-    ) -> Restore {
-        let Some(store) = self.store.as_mut() else {
-            if claim.is_some() {
-                ShardStats::inc(&stats.resumes[UNAVAILABLE]);
-            }
-            return Restore::fresh(tag);
-        };
-        store.touch(context, user);
-        let current = store.current();
-        let fresh = Restore {
-            pid: Pid {
-                epoch: current.epoch,
-                tag,
-            },
-            start: current,
-            parked: None,
-            missed: Vec::new(),
-        };
-        let Some(claim) = claim else {
-            return fresh;
-        };
-        let parked = claim
-            .pid
-            .and_then(|pid| self.parked.take(pid, context, user, nsp, now_ms));
-        let (outcome, missed) = judge(
-            store,
-            self.clustered,
-            (context, user),
-            claim,
-            parked.as_ref(),
-            now_ms,
-        );
-        ShardStats::inc(&stats.resumes[outcome]);
-        match (claim.pid, parked) {
-            (Some(pid), Some(p)) if outcome == RECOVERED => {
-                ShardStats::add(&stats.history_replayed, missed.len() as u64);
-                Restore {
-                    pid,
-                    start: p.ns.start,
-                    parked: Some(p),
-                    missed,
-                }
-            }
-            _ => fresh,
-        }
-    }
-
-    /// [`CoreHistory::restore`] with the nats store, once it answered (`answer`; see
-    /// `HistoryBus::restore`): the same rules, judged from what the store found. Counts the
-    /// outcome of a claim.
-    /// `overflowed`: pushes held meanwhile were dropped (nothing is restored then). Also
-    /// returns how far the client is once it has what it is sent (held pushes up to there
-    /// are not sent again).
-    pub fn restore_answered(
-        &mut self,
-        claim: Option<&Claim>,
-        tag: u64,
-        answer: RestoreAnswer,
-        overflowed: bool,
-        stats: &ShardStats,
-    ) -> (Restore, Position) {
-        let Ok((current, found)) = answer else {
-            if claim.is_some() {
-                ShardStats::inc(&stats.resumes[UNAVAILABLE]);
-            }
-            let r = Restore::fresh(tag);
-            let start = r.start;
-            return (r, start);
-        };
-        let fresh = Restore {
-            pid: Pid {
-                epoch: current.epoch,
-                tag,
-            },
-            start: current,
-            parked: None,
-            missed: Vec::new(),
-        };
-        let Some(claim) = claim else {
-            return (fresh, current);
-        };
-        let outcome = match (claim.pid, &found) {
-            (None, _) => DROPPED,
-            (Some(pid), _) if pid.epoch != current.epoch => EPOCH_CHANGED,
-            (Some(_), Some((_, r))) if r.complete && !claim.bad_offset && !overflowed => RECOVERED,
-            _ => DROPPED,
-        };
-        ShardStats::inc(&stats.resumes[outcome]);
-        match (claim.pid, found) {
-            (Some(pid), Some((p, r))) if outcome == RECOVERED => {
-                ShardStats::add(&stats.history_replayed, r.messages.len() as u64);
-                let last = r.messages.last().map_or(0, |m| m.0);
-                let through = Position {
-                    epoch: current.epoch,
-                    offset: current.offset.max(last),
-                };
-                let r = Restore {
-                    pid,
-                    start: p.ns.start,
-                    parked: Some(p),
-                    missed: r.messages,
-                };
-                (r, through)
-            }
-            _ => (fresh, current),
-        }
-    }
-
-    /// Is a session parked under `pid`?
-    pub fn is_parked(&self, pid: Pid) -> bool {
-        self.parked.contains(pid)
-    }
-
-    /// Can a Socket.IO session be restored here (the memory store)?
-    pub fn restores(&self) -> bool {
-        self.store.is_some()
-    }
-
-    /// Park the namespaces of a Socket.IO session of (context, user) that ended abnormally,
-    /// with the socket's attributes, at `now_ms`.
-    pub fn park(
-        &mut self,
-        context: u32,
-        user: u32,
-        attrs: &[(Box<str>, Box<str>)],
-        namespaces: Vec<ParkNamespace>,
-        now_ms: u64,
-    ) {
-        if !self.restores() {
-            return;
-        }
-        for ns in namespaces {
-            let p = Parked {
-                context,
-                user,
-                ns,
-                attrs: attrs.to_vec(),
-            };
-            self.parked.park(p, now_ms);
-        }
-    }
-}
-
-/// Whether a claim restores its session (the outcome), and what it missed: the memory
-/// `store`, a `clustered` node, the claiming (context, user), the claimed session's record.
-fn judge(
-    store: &mut MemoryHistory,
-    clustered: bool,
-    (context, user): (u32, u32),
-    claim: &Claim,
-    parked: Option<&Parked>,
-    now_ms: u64,
-) -> (usize, Vec<(u64, Arc<str>)>) {
-    let nothing = Vec::new();
-    let Some(pid) = claim.pid else {
-        return (DROPPED, nothing);
-    };
-    if pid.epoch != store.epoch() {
-        return (EPOCH_CHANGED, nothing);
-    }
-    let Some(p) = parked.filter(|_| !claim.bad_offset) else {
-        return (DROPPED, nothing);
-    };
-    if clustered {
-        return (UNAVAILABLE, nothing);
-    }
-    if !p.ns.pushes {
-        // No push went to that namespace: it missed nothing.
-        return (RECOVERED, nothing);
-    }
-    let from = resume_from(claim.offset, p.ns.start);
-    let r = store.since(context, user, from, now_ms);
-    if r.complete {
-        (RECOVERED, r.messages)
-    } else {
-        (DROPPED, nothing)
-    }
-}
+mod socketio;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::service::engineio::recovery::offset_string;
+    use crate::service::engineio::recovery::{Claim, ParkNamespace};
 
     const EPOCH: u64 = 0xe;
     const NOW: u64 = 1_000;
@@ -463,7 +300,7 @@ mod tests {
     }
 
     fn push(h: &mut CoreHistory, user: u32, text: &str) -> Position {
-        h.append(1, user, &Arc::from(text), NOW)
+        h.append(1, user, &Arc::from(text), &PathFilter::any(), NOW)
             .expect("memory store")
     }
 
@@ -492,7 +329,7 @@ mod tests {
     }
 
     fn texts(r: &Restore) -> Vec<&str> {
-        r.missed.iter().map(|(_, t)| &**t).collect()
+        r.missed.iter().map(|m| &*m.text).collect()
     }
 
     fn outcomes(stats: &ShardStats) -> Vec<u64> {
@@ -550,6 +387,38 @@ mod tests {
             ["[\"c\"]"],
             "never before the session's own start"
         );
+    }
+
+    #[test]
+    fn a_socket_is_replayed_only_what_its_path_would_have_had_live() {
+        let mut h = history("");
+        let first = connect_and_park(&mut h, "/", 1, true);
+        let mut last = first.start;
+        for (text, filter) in [("[\"all\"]", "*"), ("[\"a\"]", "/a*"), ("[\"b\"]", "/b*")] {
+            last = h
+                .append(1, 7, &Arc::from(text), &PathFilter::new(filter), NOW)
+                .expect("memory store");
+        }
+        let stats = ShardStats::default();
+        // Socket.IO: restored, then what the socket's path gets.
+        let c = claim(first.pid, None);
+        let mut r = h.restore(1, 7, "/", Some(&c), 9, NOW, &stats);
+        assert_eq!(r.pid, first.pid, "restored");
+        assert_eq!(r.for_path("/a/1"), 2);
+        assert_eq!(texts(&r), ["[\"all\"]", "[\"a\"]"]);
+        // Raw: the marker says how many were replayed, and is at the last push held.
+        let mut replay = h
+            .connect(1, 7, Some(first.start), NOW, &stats)
+            .expect("memory");
+        assert_eq!(replay.for_path("/a/1"), 2);
+        assert_eq!(replay.messages[1].text.as_ref(), "[\"a\"]");
+        let m = replay.marker;
+        assert_eq!((m.recovered, m.replayed, m.at), (true, 2, last));
+        let mut replay = h
+            .connect(1, 7, Some(first.start), NOW, &stats)
+            .expect("memory");
+        assert_eq!(replay.for_path("/c"), 1, "only the push to every path");
+        assert_eq!(replay.marker.at, last);
     }
 
     #[test]
@@ -619,6 +488,74 @@ mod tests {
         let r = h.restore(1, 7, "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert_eq!(r.pid, p.pid, "restored although the stream overflowed");
         assert!(r.missed.is_empty());
+    }
+
+    #[test]
+    fn the_nats_store_s_answer_restores_only_a_complete_record_of_its_epoch() {
+        let mut config = Config::from_toml("[history]\nenabled = true\n").expect("config");
+        config.history.store = HistoryStore::Nats;
+        let mut h = CoreHistory::new(&config, EPOCH).expect("history on");
+        let stats = ShardStats::default();
+        let now = Position {
+            epoch: 40,
+            offset: 90,
+        };
+        let pid = Pid { epoch: 40, tag: 4 };
+        let record = Parked {
+            context: 1,
+            user: 7,
+            ns: ParkNamespace {
+                pid,
+                nsp: "/".into(),
+                sid: "old".into(),
+                start: Position {
+                    epoch: 40,
+                    offset: 10,
+                },
+                pushes: true,
+            },
+            attrs: vec![],
+        };
+        let missed = |complete| Recovery {
+            messages: [95, 97]
+                .into_iter()
+                .map(|offset| Missed {
+                    offset,
+                    text: "m".into(),
+                    filter: None,
+                })
+                .collect(),
+            complete,
+        };
+        let found = |complete| Ok((now, Some((record.clone(), missed(complete)))));
+        // A fresh connect starts at the store's position, with a pid of its epoch.
+        let (r, through) = h.restore_answered(None, 5, Ok((now, None)), false, &stats);
+        assert_eq!(
+            (r.pid, r.start, through),
+            (Pid { epoch: 40, tag: 5 }, now, now)
+        );
+        // Restored: the same pid, the record's start, what it missed; in order up to 97.
+        let c = claim(pid, None);
+        let (r, through) = h.restore_answered(Some(&c), 6, found(true), false, &stats);
+        assert_eq!((r.pid, r.start.offset, r.missed.len()), (pid, 10, 2));
+        assert_eq!(
+            (r.parked.map(|p| p.ns.sid), through.offset),
+            (Some("old".into()), 97)
+        );
+        // Not restored: history incomplete, pushes held were dropped, no record, another
+        // epoch, the store failing.
+        let (r, _) = h.restore_answered(Some(&c), 7, found(false), false, &stats);
+        assert!(r.parked.is_none() && r.missed.is_empty() && r.pid.tag == 7);
+        let (r, _) = h.restore_answered(Some(&c), 8, found(true), true, &stats);
+        assert!(r.parked.is_none() && r.missed.is_empty());
+        let (r, _) = h.restore_answered(Some(&c), 9, Ok((now, None)), false, &stats);
+        assert!(r.parked.is_none());
+        let old = claim(Pid { epoch: 39, tag: 4 }, None);
+        let (r, _) = h.restore_answered(Some(&old), 10, Ok((now, None)), false, &stats);
+        assert_eq!(r.pid, Pid { epoch: 40, tag: 10 });
+        let (r, _) = h.restore_answered(Some(&c), 11, Err("down".into()), false, &stats);
+        assert_eq!((r.pid.epoch, r.parked.is_none()), (0, true));
+        assert_eq!(outcomes(&stats), [1, 1, 3, 1]);
     }
 
     #[test]
