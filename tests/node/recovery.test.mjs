@@ -332,3 +332,43 @@ test('socket.io-client 2.x (Engine.IO v3) on a history endpoint: events unchange
     socket.close();
   }
 });
+
+for (const transports of TRANSPORTS) {
+  test(`socket.io-client 2.x (Engine.IO v3), ${transports}, opted in with ?recover=1: offsets on events; its reconnection with ?offset= gets what it missed, then ringwire:recovery`, { timeout: 40_000 }, async () => {
+    const user = nextUser++;
+    const s = await mint(server, user);
+    const socket = ioV2(server.url, {
+      forceNew: true, query: { session: s.session, recover: '1' }, extraHeaders: { Cookie: s.cookie }, transports,
+      reconnectionDelay: 1_000, reconnectionDelayMax: 1_000, randomizationFactor: 0,
+    });
+    const got = [];
+    const markers = [];
+    let last = null;
+    let connects = 0;
+    socket.on('connect', () => { connects += 1; });
+    socket.on('news', (...args) => { got.push(args[0].n); last = args[args.length - 1]; });
+    socket.on('ringwire:recovery', (m) => markers.push(m));
+    // As the socket.io 2 docs show for tokens: the next connection's query carries the offset.
+    socket.on('reconnect_attempt', () => { if (last) socket.io.opts.query.offset = last; });
+    try {
+      await until(() => connects === 1 && markers.length === 1, STEP, 'connect and its marker');
+      assert.equal(markers[0].resumed, false, JSON.stringify(markers[0]));
+      for (const n of range(0, 3)) await push(server, user, n, 1);
+      await until(() => got.length === 3, STEP, 'live');
+      assert.match(last, /^[0-9a-f]{16}-\d+$/, 'the offset is the last argument');
+      socket.io.engine.close();
+      await until(async () => (await socketCount(server, user)) === 0, STEP, 'server lost the socket');
+      for (const n of range(3, 13)) await push(server, user, n, 0);
+      await until(() => connects === 2 && got.length === 13 && markers.length === 2, STEP,
+        `reconnection and replay: ${JSON.stringify(got)} ${JSON.stringify(markers)}`);
+      assert.deepEqual([markers[1].resumed, markers[1].recovered, markers[1].replayed], [true, true, 10], JSON.stringify(markers[1]));
+      await push(server, user, 13, 1);
+      await until(() => got.length === 14, STEP, 'live after the replay');
+      await sleep(200);
+      assert.deepEqual(got, range(0, 14), 'everything once, in order');
+    } finally {
+      socket.io.reconnection(false);
+      socket.close();
+    }
+  });
+}

@@ -3,13 +3,16 @@
 // real nats-server), which reads the JSON line this prints. Not a test file on its own.
 //
 //   node sio_failover.mjs <config JSON>
-//   config: {a: {url, admin}, b: {url, admin}, session, cookie, context, user, transports}
+//   config: {a: {url, admin}, b: {url, admin}, session, cookie, context, user, transports, v2}
+//   v2: socket.io-client 2.x (Engine.IO v3), opted in with ?recover=1 and resuming with
+//   ?offset=<its last event's offset>; `recovered` is then its `ringwire:recovery` event's.
 //
 // Connects to node a; pushes flow at about 100/s through both nodes' admin APIs (sessions
 // are valid on every node); the transport is killed while the client's next connection goes
 // to node b (`socket.io.uri`, as a load balancer would send it there); pushes go on during
 // the reconnection and the restore, and for a while after. Prints what the client saw.
 import { io } from 'socket.io-client';
+import ioV2 from 'socket.io-client-v2';
 
 const cfg = JSON.parse(process.argv[2]);
 const STEP = 10_000;
@@ -45,19 +48,35 @@ async function push(admin) {
   }
 }
 
-const socket = io(cfg.a.url, {
+const opts = {
   query: { session: cfg.session }, extraHeaders: { Cookie: cfg.cookie }, transports: cfg.transports,
   reconnectionDelay: 1_000, reconnectionDelayMax: 1_000, randomizationFactor: 0, timeout: STEP,
-});
+};
+if (cfg.v2) opts.query.recover = '1';
+const socket = cfg.v2 ? ioV2(cfg.a.url, { ...opts, forceNew: true }) : io(cfg.a.url, opts);
 socket.on('news', (...args) => {
   got.news.push(args[0].n);
   got.offsets.push(args[args.length - 1]);
 });
-socket.on('connect', () => {
-  got.connects.push(socket.recovered);
-  got.ids.push(socket.id);
-  got.pids.push(socket._pid);
-});
+if (cfg.v2) {
+  // Engine.IO v3: the marker event says how each connection started; the next connection's
+  // query carries the last offset.
+  socket.on('ringwire:recovery', (m) => {
+    got.connects.push(m.resumed ? m.recovered : false);
+    got.ids.push(null);
+    got.pids.push(null);
+  });
+  socket.on('reconnect_attempt', () => {
+    const last = got.offsets[got.offsets.length - 1];
+    if (last) socket.io.opts.query.offset = last;
+  });
+} else {
+  socket.on('connect', () => {
+    got.connects.push(socket.recovered);
+    got.ids.push(socket.id);
+    got.pids.push(socket._pid);
+  });
+}
 socket.on('connect_error', (e) => got.errors.push(String(e?.message ?? e)));
 
 let result;

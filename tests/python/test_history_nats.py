@@ -272,12 +272,14 @@ NODE_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "node"
 SIO_HISTORY = HISTORY + [{"path": "/socket.io/", "kind": "socketio", "history": True}]
 
 
-@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
-def test_a_socketio_client_recovers_its_session_on_the_other_node(cluster_factory, nats, transports):
+@pytest.mark.parametrize("transports,v2", [(["websocket"], False), (["polling"], False), (["websocket"], True)])
+def test_a_socketio_client_recovers_its_session_on_the_other_node(cluster_factory, nats, transports, v2):
     """socket.io-client 4.8, unmodified: its node's transport is lost and its next connection
     goes to the other node, pushes flowing at ~100/s through both nodes all along. It comes
     back with socket.recovered, the same socket id and pid, and every push exactly once, in
-    order (those made while away, those racing the restore, the live ones)."""
+    order (those made while away, those racing the restore, the live ones). v2: socket.io-client
+    2.x (Engine.IO v3) opted in with ?recover=1, resuming with ?offset=: its ringwire:recovery
+    event says recovered, and it gets the same pushes."""
     import json
     import os
 
@@ -287,7 +289,7 @@ def test_a_socketio_client_recovers_its_session_on_the_other_node(cluster_factor
     cfg = {
         "a": {"url": f"http://{c.ips['a']}:{c.ports['a'][0]}", "admin": f"http://{c.ips['a']}:{c.ports['a'][1]}"},
         "b": {"url": f"http://{c.ips['b']}:{c.ports['b'][0]}", "admin": f"http://{c.ips['b']}:{c.ports['b'][1]}"},
-        "session": s["session"], "cookie": s["cookie"], "context": 1, "user": 77, "transports": transports,
+        "session": s["session"], "cookie": s["cookie"], "context": 1, "user": 77, "transports": transports, "v2": v2,
     }
     p = subprocess.run(["node", str(NODE_DIR / "sio_failover.mjs"), json.dumps(cfg)], cwd=NODE_DIR,
                        capture_output=True, text=True, timeout=60, env={**os.environ})
@@ -297,7 +299,7 @@ def test_a_socketio_client_recovers_its_session_on_the_other_node(cluster_factor
     assert r["ok"], r
     assert not r["pushErrors"], r["pushErrors"]
     assert got["connects"] == [False, True], f"socket.recovered at each connect: {got['connects']}, errors {got['errors']}"
-    assert got["pids"][0] == got["pids"][1] and got["ids"][0] == got["ids"][1], got
+    assert got["pids"][0] == got["pids"][1] and got["ids"][0] == got["ids"][1], got  # (v2: none)
     assert r["pushed"] > 50, r["pushed"]
     assert got["news"] == list(range(r["pushed"])), f"every push once, in order: {got['news']}"
     # Each event carries its position in the shared stream, as the push API answered it.

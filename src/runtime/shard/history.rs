@@ -4,10 +4,12 @@
 //! the answer comes back as a command (`runtime::resume`); the store's ttl is applied from
 //! the core's tick.
 use super::Shard;
+use crate::config::EndpointKind;
 use crate::runtime::history::{self, Replay};
 use crate::runtime::resume::{self, StoreAnswer};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, Command};
+use crate::service::engineio::recovery::v3_resume;
 use crate::service::history::envelope;
 use crate::service::history::Position;
 
@@ -21,9 +23,38 @@ impl Shard {
         endpoint: u8,
         from: Option<Position>,
     ) {
-        if self.endpoint_kinds[endpoint as usize] != crate::config::EndpointKind::Raw {
+        if self.endpoint_kinds[endpoint as usize] != EndpointKind::Raw {
             return;
         }
+        self.start_replay(slot, endpoint, from);
+    }
+
+    /// An Engine.IO v3 session of a Socket.IO history endpoint just opened (its open packet
+    /// and default namespace queued): if its client opted in (`recovery::v3_resume`), its
+    /// events carry offsets from now on and it is replayed what it missed, as events, then
+    /// told how it went (a `ringwire:recovery` event with the raw endpoints' marker).
+    pub(in crate::runtime) fn sio_v3_recovery(&mut self, slot: u32) {
+        if !self.sio_recovery_wanted(slot) {
+            return;
+        }
+        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
+            return;
+        };
+        let Some(from) = v3_resume(&meta.query) else {
+            return;
+        };
+        let v3 = self.with_session(slot, |s, _, _, _| {
+            s.enable_offsets();
+            s.offsets()
+        });
+        if v3 == Some(true) {
+            self.start_replay(slot, endpoint, from);
+        }
+    }
+
+    /// Replay after `from` and the marker on socket `slot`, now (memory store) or once the
+    /// store off the core answered (its pushes held meanwhile).
+    fn start_replay(&mut self, slot: u32, endpoint: u8, from: Option<Position>) {
         let Some(h) = self.history.as_deref_mut().filter(|h| h.on(endpoint)) else {
             return;
         };
@@ -76,8 +107,8 @@ impl Shard {
         }
     }
 
-    /// Queue a replay (what the socket's path would have had live) and its marker on a raw
-    /// socket.
+    /// Queue a replay (what the socket's path would have had live) and its marker: raw
+    /// envelopes, or (Engine.IO v3) events and a `ringwire:recovery` event.
     fn send_replay(&mut self, slot: u32, endpoint: u8, mut replay: Replay) {
         let Some((_, meta)) = self.conns[slot as usize].socket() else {
             return;
@@ -88,6 +119,23 @@ impl Shard {
             replayed as u64,
         );
         let epoch = replay.marker.at.epoch;
+        if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
+            for m in &replay.messages {
+                let at = Position {
+                    epoch,
+                    offset: m.offset,
+                };
+                self.sio_push(slot, endpoint, &m.text, Some(at));
+            }
+            let mut marker = Vec::new();
+            envelope::marker(&mut marker, replay.marker);
+            let data = format!(
+                "[\"ringwire:recovery\",{}]",
+                String::from_utf8_lossy(&marker)
+            );
+            self.with_session(slot, |s, _, cfg, out| s.push(&data, None, cfg, out));
+            return;
+        }
         let mut frame = Vec::new();
         for m in &replay.messages {
             let at = Position {

@@ -120,6 +120,7 @@ impl Shard {
         ShardStats::inc(&stats.sockets);
         ShardStats::inc(&stats.polling_sessions);
         self.sio_actions(v, &mut out, Some((request, plan)));
+        self.sio_v3_recovery(v);
     }
 
     /// Hold GET `slot` (its `plan`) of `session` until `until` (ms).

@@ -359,6 +359,7 @@ impl Shard {
             }
             s.greet(cfg, out)
         });
+        self.sio_v3_recovery(slot);
     }
 
     /// The keepalive of a `socketio` WebSocket (see `Session::ping`). Returns false when a

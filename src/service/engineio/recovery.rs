@@ -65,6 +65,24 @@ pub fn parse_offset(s: &str) -> Option<Position> {
     })
 }
 
+/// Engine.IO v3 (socket.io-client 2.x) has no recovery protocol; its clients opt in with
+/// query parameters of their connection: `recover=1` (pushed events carry their offset as
+/// last argument and a `ringwire:recovery` event says where the client starts) and, on a
+/// reconnection, `offset=<the last event's offset>` (resume after it). `None`: no opt-in;
+/// `Some(None)`: a fresh start; `Some(Some(p))`: resume after `p` (an offset not in form
+/// resumes from nowhere, epoch 0: told not recovered).
+pub fn v3_resume(query: &str) -> Option<Option<Position>> {
+    let param = |name| crate::protocol::handshake::query_param(query, name);
+    match (param("recover"), param("offset")) {
+        (_, Some(o)) if !o.is_empty() => Some(Some(parse_offset(o).unwrap_or(Position {
+            epoch: 0,
+            offset: 0,
+        }))),
+        (Some("1"), _) => Some(None),
+        _ => None,
+    }
+}
+
 /// What a CONNECT's auth payload claims: the session to restore and how far its client got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -361,6 +379,17 @@ mod tests {
             },
             attrs: attrs.iter().map(|&(k, v)| (k.into(), v.into())).collect(),
         }
+    }
+
+    #[test]
+    fn v3_clients_opt_in_with_query_parameters() {
+        assert_eq!(v3_resume("session=x"), None);
+        assert_eq!(v3_resume("recover=0"), None);
+        assert_eq!(v3_resume("recover=1&EIO=3"), Some(None));
+        let o = "EIO=3&recover=1&offset=000000000000000a-42";
+        assert_eq!(v3_resume(o), Some(Some(pos(10, 42))));
+        assert_eq!(v3_resume("offset=junk"), Some(Some(pos(0, 0))));
+        assert_eq!(v3_resume("recover=1&offset="), Some(None));
     }
 
     #[test]

@@ -37,6 +37,16 @@ impl<T: Copy + Eq> Session<T> {
         self.recovery
     }
 
+    /// An Engine.IO v3 session of a history endpoint whose client opted in
+    /// (`recovery::v3_resume`): its pushed events carry their offset as last argument.
+    pub fn enable_offsets(&mut self) {
+        self.offsets = self.eio == EioVersion::V3;
+    }
+
+    pub fn offsets(&self) -> bool {
+        self.offsets
+    }
+
     /// The answer to [`Action::Resume`] for `nsp`, in the same step (no push may reach the
     /// session in between): joined, its CONNECT answered with the socket id and pid of `r`,
     /// then the missed events, before anything else is sent to the namespace.
@@ -151,7 +161,7 @@ impl<T: Copy + Eq> Session<T> {
         let body = data.trim();
         let open = body.strip_suffix(']').map(str::trim_end);
         match (at, open) {
-            (Some(at), Some(open)) if self.recovery && !open.ends_with('[') => {
+            (Some(at), Some(open)) if (self.recovery || self.offsets) && !open.ends_with('[') => {
                 socketio::encode(&mut packet, SioType::Event, nsp, None, open);
                 packet.push_str(",\"");
                 packet.push_str(&offset_string(at));

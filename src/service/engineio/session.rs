@@ -22,6 +22,9 @@ pub struct Session<T> {
     /// Connection state recovery is on (an Engine.IO v4 session of a history endpoint):
     /// private session ids, offsets on pushed events, restores (see `recovery`).
     pub(super) recovery: bool,
+    /// Engine.IO v3 clients that opted in to recovery (`recovery::v3_resume`): pushed
+    /// events carry their offset as last argument, as with `recovery`.
+    pub(super) offsets: bool,
     /// If the session ends now, its client may come back for it (its namespaces are parked,
     /// as socket.io persists sessions that end with "transport close", "ping timeout"...).
     /// False once its login ended, the node drains, or the client sent garbage.
@@ -112,6 +115,7 @@ impl<T: Copy + Eq> Session<T> {
             partial: None,
             transport: Transport::WebSocket(ws),
             recovery: false,
+            offsets: false,
             parkable: true,
         }
     }
@@ -137,6 +141,7 @@ impl<T: Copy + Eq> Session<T> {
             namespaces: Vec::new(),
             partial: None,
             recovery: false,
+            offsets: false,
             parkable: true,
             transport: Transport::Polling(Box::new(Polling {
                 queue,
@@ -444,7 +449,7 @@ impl<T: Copy + Eq> Session<T> {
             return true;
         }
         out.push(Action::Count(Stat::DroppedPacket));
-        if self.recovery {
+        if self.recovery || self.offsets {
             // Not a silent gap: the client reconnects and recovers from its last event.
             self.drop_transport(out);
         }
