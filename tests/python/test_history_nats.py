@@ -144,6 +144,32 @@ def test_a_resume_on_the_other_node_replays_only_what_matches_the_socket_path(cl
     run(go(), timeout=60)
 
 
+def test_pushes_filtered_away_from_a_socket_leave_no_gap_to_fill(cluster_factory, nats):
+    """Pushes of the user that are not for this socket's path are passed over in history
+    order: the next push for it is sent at once, not taken for a gap (no store read)."""
+    c = two_nodes(cluster_factory, nats)
+    a = c.admin("a")
+    s = a.mint(user=44)
+
+    async def go():
+        ws = await history_connect(c.ips["a"], c.ports["a"][0], s, None, "/ws/a")
+        await until_marker(ws)
+        mine = []
+        for i in range(20):
+            path = "/ws/a" if i % 2 == 0 else "/ws/b"
+            r = a.push(context=1, user=44, message=f"m{i}", path=path)
+            assert r.status == 202 and r.json["position"] is not None, r
+            if path == "/ws/a":
+                mine.append((r.json["position"]["offset"], f"m{i}"))
+        got = [await recv_json(ws) for _ in mine]
+        assert [(m["offset"], m["data"]) for m in got] == mine, got
+        await ws.close()
+
+    run(go(), timeout=60)
+    gaps = metric_sum(a.metrics(), "ringwire_history_gaps_total")
+    assert gaps == 0, gaps
+
+
 def test_nats_down_pushes_still_flow_resumes_say_so_and_history_comes_back(cluster_factory, nats):
     c = two_nodes(cluster_factory, nats)
     a = c.admin("a")

@@ -105,14 +105,15 @@ impl Shard {
             }
         };
         for m in missed {
-            if !m.reaches(&path) {
-                continue;
-            }
             let at = Position {
                 epoch: from.epoch,
                 offset: m.offset,
             };
+            // Sent, or not for this socket (its path filter): had, in order, either way.
             self.sent_in_order(slot, at);
+            if !m.reaches(&path) {
+                continue;
+            }
             if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
                 self.sio_push(slot, endpoint, &m.text, Some(at));
             } else {
@@ -121,6 +122,28 @@ impl Shard {
         }
         for held in waiting.held {
             self.push_one(slot, endpoint, held.at, held.prev, &held.text);
+        }
+    }
+
+    /// A push of the socket's user that is not for it (its path filter): the socket has
+    /// everything up to it all the same, if it had everything before it (so that the next
+    /// push does not look like a gap).
+    pub(in crate::runtime) fn passed_in_order(&mut self, slot: u32, at: Position, prev: u64) {
+        let gen = self.conns[slot as usize].gen;
+        if self
+            .history
+            .as_deref()
+            .is_some_and(|h| h.pending.is_waiting(slot, gen))
+        {
+            return;
+        }
+        let Some(meta) = self.conns[slot as usize].socket_mut() else {
+            return;
+        };
+        if let Some(d) = meta.delivered {
+            if d.epoch == at.epoch && prev <= d.offset && d.offset < at.offset {
+                meta.delivered = Some(at);
+            }
         }
     }
 

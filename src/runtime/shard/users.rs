@@ -112,6 +112,9 @@ impl Shard {
                     continue;
                 };
                 if !job.filter.matches(&meta.path) {
+                    if let (Some(at), Some(prev)) = (at, job.prev) {
+                        self.passed_in_order(slot, at, prev);
+                    }
                     continue;
                 }
                 reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text));
