@@ -29,6 +29,8 @@ enum Command {
     /// Cluster tools.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print a fresh random `sessions.key` (64 hex characters, 32 bytes from the OS).
+    Keygen,
     /// Check this host for N connections and print what to change (exit 0 = ready).
     Doctor {
         /// Target number of concurrent connections on this node.
@@ -104,6 +106,16 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Command::Keygen => {
+            let mut key = [0u8; 32];
+            if let Err(e) = getrandom::getrandom(&mut key) {
+                eprintln!("ringwire: no OS random source: {e}");
+                return ExitCode::FAILURE;
+            }
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{hex}");
+            ExitCode::SUCCESS
         }
         Command::Serve { config, check } => {
             let cfg = match &config {

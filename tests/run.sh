@@ -219,7 +219,7 @@ setup_nats() {
         return 0
     fi
     if [[ $(id -u) != 0 ]]; then
-        echo "nats-server missing and not root: the nats history tests will be skipped" >&2
+        echo "nats-server missing and not root: the nats history tests will fail" >&2
         return 0
     fi
     echo "installing Debian package: nats-server"

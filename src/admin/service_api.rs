@@ -72,10 +72,25 @@ pub struct PushRequest {
     user: u32,
     #[serde(default)]
     path: Option<String>,
+    /// A string is sent as it is; any other JSON value (object, array, number...) as its
+    /// JSON text, so that JSON payloads need no second encoding.
+    #[serde(deserialize_with = "text_or_json")]
     message: String,
     /// Remote coalescing (cluster); local delivery is immediate either way.
     #[serde(default = "yes")]
     coalesce: bool,
+}
+
+/// A JSON string's content, or any other JSON value's compact JSON text.
+fn text_or_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::Deserialize;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Null => Err(serde::de::Error::custom(
+            "message is null: give a string or any other JSON value",
+        )),
+        other => Ok(other.to_string()),
+    }
 }
 
 fn yes() -> bool {

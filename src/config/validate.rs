@@ -16,6 +16,18 @@ impl Config {
                 ));
             }
         }
+        let sessions = self
+            .endpoints
+            .iter()
+            .any(|ep| ep.auth == EndpointAuth::Session);
+        if sessions && self.sessions.key.is_none() {
+            out.push(
+                "sessions.key is unset: a random key is made at each start, so every session \
+                 minted before a restart is refused after it (401 \"unknown session\") and \
+                 every client must log in again; set one (`ringwire keygen` prints a fresh key)"
+                    .into(),
+            );
+        }
         if self.history_on() && self.history.store == HistoryStore::Memory && self.cluster.is_some()
         {
             out.push(
@@ -40,6 +52,7 @@ impl Config {
         self.admin.validate()?;
         validate_endpoints(&self.endpoints)?;
         self.sessions.validate()?;
+        self.security.validate()?;
         self.websockets.context_overrides().map_err(ConfigError)?;
         self.websockets.user_overrides().map_err(ConfigError)?;
         if let Some(c) = &self.cluster {
@@ -132,6 +145,71 @@ fn validate_endpoints(endpoints: &[EndpointConfig]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+impl SecurityConfig {
+    /// Every `allowed_origins` entry is `*` or an origin as browsers send it:
+    /// `scheme://host[:port]`, nothing after (an entry with a path never matches).
+    fn validate(&self) -> Result<(), ConfigError> {
+        for entry in &self.allowed_origins {
+            if let Err(why) = check_origin(entry) {
+                return Err(ConfigError(format!(
+                    "security.allowed_origins entry {entry:?}: {why}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why `entry` is not an origin as a browser's `Origin` header carries it.
+fn check_origin(entry: &str) -> Result<(), String> {
+    if entry == "*" {
+        return Ok(());
+    }
+    let example = "write it as a browser sends it, e.g. \"https://app.example.com\" or \
+                   \"http://localhost:3000\"";
+    let Some((scheme, rest)) = entry.split_once("://") else {
+        return Err(format!("not scheme://host[:port]; {example}"));
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok {
+        return Err(format!("{scheme:?} is not a URL scheme; {example}"));
+    }
+    if let Some(i) = rest.find(['/', '?', '#']) {
+        return Err(format!(
+            "an Origin has no path, query or fragment, so this never matches: drop {:?}",
+            &rest[i..]
+        ));
+    }
+    // `[v6 address]` or a name, then an optional `:port`.
+    let after_host = if rest.starts_with('[') {
+        rest.find(']').map_or(rest.len(), |i| i + 1)
+    } else {
+        rest.find(':').unwrap_or(rest.len())
+    };
+    let (host, port) = match rest[after_host..].strip_prefix(':') {
+        Some(p) => (&rest[..after_host], Some(p)),
+        None if after_host == rest.len() => (rest, None),
+        None => return Err(format!("junk after the host; {example}")),
+    };
+    if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b == b'@') {
+        return Err(format!(
+            "no host, or one with spaces or credentials; {example}"
+        ));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("port {p:?} is not 1 to 65535"));
+        }
+    }
+    Ok(())
+}
+
 impl SessionsConfig {
     /// A real 32-byte hex key (not a placeholder) when one is set, and a non-zero TTL cap.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -216,5 +294,55 @@ impl RemoteConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_origins_are_origins_as_browsers_send_them() {
+        for good in [
+            "*",
+            "https://app.example.com",
+            "http://localhost:3000",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "chrome-extension://abcdef",
+        ] {
+            assert_eq!(check_origin(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("https://app.example.com/", "drop \"/\""),
+            ("https://app.example.com/app", "drop \"/app\""),
+            ("app.example.com", "not scheme://host"),
+            ("https://", "no host"),
+            ("https://app.example.com:0", "port"),
+            ("https://app.example.com:99999", "port"),
+            ("https://user@app.example.com", "credentials"),
+            ("1http://x", "not a URL scheme"),
+            ("http://[::1]x", "junk"),
+        ] {
+            let err = check_origin(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let text = "[security]\nallowed_origins = [\"https://app.example.com/\"]\n";
+        let err = Config::from_toml(text).expect_err("a path never matches");
+        assert!(err.0.contains("security.allowed_origins") && err.0.contains("never matches"));
+    }
+
+    #[test]
+    fn an_unset_session_key_is_warned_about_where_sessions_are_used() {
+        let session = "[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\nauth = \"session\"\n";
+        let warned = |c: &Config| c.warnings().iter().any(|w| w.contains("sessions.key"));
+        assert!(warned(&Config::from_toml(session).unwrap()));
+        let key = format!(
+            "[sessions]\nkey = \"{}\"\n{session}",
+            "0123456789abcdef".repeat(4)
+        );
+        assert!(!warned(&Config::from_toml(&key).unwrap()));
+        let none = "[[endpoints]]\npath = \"/e\"\nkind = \"echo\"\nauth = \"none\"\n";
+        assert!(!warned(&Config::from_toml(none).unwrap()));
     }
 }

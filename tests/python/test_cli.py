@@ -52,6 +52,8 @@ def test_check_rejects_unknown_section(config_file):
     ('[server]\nlisten = "not an address"\n', "listen"),
     ('[limits]\nhandshake_timeout_ms = 0\n', "handshake_timeout_ms"),
     ('this is = = not toml\n', ""),
+    ('[security]\nallowed_origins = ["https://app.example.com/"]\n', "never matches"),
+    ('[security]\nallowed_origins = ["app.example.com"]\n', "scheme://host"),
 ])
 def test_check_rejects_invalid_config(config_file, text, needle):
     r = check(config_file(text))
@@ -65,3 +67,18 @@ def test_check_missing_file(tmp_path):
     r = check(tmp_path / "does-not-exist.toml")
     assert r.returncode != 0
     assert "does-not-exist.toml" in r.stdout + r.stderr
+
+
+def test_keygen_key_is_accepted_and_an_unset_key_is_warned_about(config_file):
+    """`ringwire keygen` prints a fresh sessions.key; without one, --check (and the server's
+    start) warn that sessions die on restart."""
+    keys = [subprocess.run([str(BINARY), "keygen"], capture_output=True, text=True, timeout=10) for _ in range(2)]
+    for k in keys:
+        assert k.returncode == 0 and len(k.stdout.strip()) == 64, k
+        int(k.stdout.strip(), 16)
+    assert keys[0].stdout != keys[1].stdout
+    session_ep = '[[endpoints]]\npath = "/ws"\nkind = "raw"\nauth = "session"\n'
+    r = check(config_file(session_ep))
+    assert r.returncode == 0 and "sessions.key is unset" in r.stderr, r.stderr
+    r = check(config_file(f'[sessions]\nkey = "{keys[0].stdout.strip()}"\n' + session_ep))
+    assert r.returncode == 0 and "sessions.key" not in r.stderr, r.stderr

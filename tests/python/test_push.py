@@ -207,3 +207,34 @@ def test_stats_per_core_and_endpoints(push_servers):
         assert stats["endpoints"].get("/ws") == 0, f"endpoints after closing all: {stats['endpoints']}"
 
     run(go())
+
+
+def test_message_may_be_any_json_value(push_servers):
+    """`message` is a string (sent as it is) or any other JSON value (sent as its JSON text),
+    in single and batch pushes; null is refused with 400."""
+    import json
+
+    server = push_servers.start()
+    admin = Admin(server)
+
+    async def go():
+        ws = await ws_connect(server, admin.mint(user=5))
+        values = [{"type": "mail", "id": 7, "tags": ["a", "é"]}, [1, 2.5, None], 42, True, "plain text"]
+        for v in values:
+            assert admin.push_ok(context=1, user=5, message=v) == 1
+            got = await recv_text(ws, timeout=10)
+            if isinstance(v, str):
+                assert got == v
+            else:
+                assert json.loads(got) == v, got
+        r = admin.request("POST", "/v1/push/batch", {"pushes": [
+            {"context": 1, "user": 5, "message": {"n": 1}}, {"context": 1, "user": 5, "message": "two"}]})
+        assert r.status == 202, r
+        assert json.loads(await recv_text(ws, timeout=10)) == {"n": 1}
+        assert await recv_text(ws, timeout=10) == "two"
+        r = admin.request("POST", "/v1/push", {"context": 1, "user": 5, "message": None})
+        assert r.status == 400 and b"null" in r.body, r
+        await expect_silence(ws, 0.3)
+        await ws.close()
+
+    run(go())
