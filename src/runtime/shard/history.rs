@@ -6,7 +6,7 @@
 use super::Shard;
 use crate::config::EndpointKind;
 use crate::runtime::history::{self, Replay};
-use crate::runtime::resume::{self, StoreAnswer};
+use crate::runtime::resume::StoreAnswer;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, Command};
 use crate::service::engineio::recovery::v3_resume;
@@ -81,13 +81,7 @@ impl Shard {
     /// The store off the core answered socket `slot`: its replay, the marker, then the
     /// pushes held meanwhile that the replay does not contain.
     pub(in crate::runtime) fn on_resumed(&mut self, slot: u32, gen: u32, answer: StoreAnswer) {
-        let Some(h) = self.history.as_deref_mut() else {
-            return;
-        };
-        let Some(waiting) = h.pending.finish(slot, gen) else {
-            return; // closed meanwhile (or its slot reused)
-        };
-        let Some((endpoint, _)) = self.conns[slot as usize].socket() else {
+        let Some((endpoint, waiting)) = self.finish_waiting(slot, gen) else {
             return;
         };
         let stats = &self.shared.stats[self.id];
@@ -97,14 +91,8 @@ impl Shard {
             replay.marker.recovered = false;
         }
         let through = replay.marker.at;
-        let answered = through.epoch != 0;
         self.send_replay(slot, endpoint, replay);
-        if answered {
-            self.sent_in_order(slot, through);
-        }
-        for held in resume::after(waiting.held, through) {
-            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
-        }
+        self.release_held(slot, endpoint, waiting.held, through);
     }
 
     /// Queue a replay (what the socket's path would have had live) and its marker: raw

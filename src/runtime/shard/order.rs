@@ -9,10 +9,11 @@
 //! does, `resume::PendingResumes`); a push already sent that way is not sent again.
 use super::Shard;
 use crate::config::EndpointKind;
-use crate::runtime::resume::{Held, StoreAnswer};
+use crate::runtime::resume::{self, Held, StoreAnswer, Waiting};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::Command;
 use crate::service::history::Position;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 impl Shard {
@@ -50,10 +51,50 @@ impl Shard {
                 }
             }
         }
+        self.send_push(slot, endpoint, at, text)
+    }
+
+    /// One push as the socket's endpoint sends it (an event, or a raw frame or envelope).
+    fn send_push(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        at: Option<Position>,
+        text: &Arc<str>,
+    ) -> bool {
         if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
             self.sio_push(slot, endpoint, text, at)
         } else {
             self.push_raw(slot, endpoint, at, text)
+        }
+    }
+
+    /// The store answered socket `slot` (generation `gen`): what waited for it, and the
+    /// socket's endpoint; `None` if the socket closed meanwhile (or its slot was reused).
+    pub(in crate::runtime) fn finish_waiting(
+        &mut self,
+        slot: u32,
+        gen: u32,
+    ) -> Option<(u8, Waiting)> {
+        let waiting = self.history.as_deref_mut()?.pending.finish(slot, gen)?;
+        let (endpoint, _) = self.conns[slot as usize].socket()?;
+        Some((endpoint, waiting))
+    }
+
+    /// After a replay that brought socket `slot` up to `through` (epoch 0: the store could
+    /// not say): the pushes held meanwhile that it does not contain, in history order.
+    pub(in crate::runtime) fn release_held(
+        &mut self,
+        slot: u32,
+        endpoint: u8,
+        held: VecDeque<Held>,
+        through: Position,
+    ) {
+        if through.epoch != 0 {
+            self.sent_in_order(slot, through);
+        }
+        for held in resume::after(held, through) {
+            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
         }
     }
 
@@ -82,13 +123,10 @@ impl Shard {
     /// pushes go as they are and this socket is no longer kept in order (nothing better
     /// can be done for it; its client's next resume is judged by the store).
     pub(in crate::runtime) fn on_gap_filled(&mut self, slot: u32, gen: u32, answer: StoreAnswer) {
-        let Some(h) = self.history.as_deref_mut() else {
+        let Some((endpoint, waiting)) = self.finish_waiting(slot, gen) else {
             return;
         };
-        let Some(waiting) = h.pending.finish(slot, gen) else {
-            return; // closed meanwhile (or its slot reused)
-        };
-        let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
+        let Some((_, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
         let path: Box<str> = meta.path.clone();
@@ -114,11 +152,7 @@ impl Shard {
             if !m.reaches(&path) {
                 continue;
             }
-            if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
-                self.sio_push(slot, endpoint, &m.text, Some(at));
-            } else {
-                self.push_raw(slot, endpoint, Some(at), &m.text);
-            }
+            self.send_push(slot, endpoint, Some(at), &m.text);
         }
         for held in waiting.held {
             self.push_one(slot, endpoint, held.at, held.prev, &held.text);

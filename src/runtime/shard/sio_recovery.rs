@@ -8,7 +8,7 @@
 use super::Shard;
 use crate::runtime::conn::Sio;
 use crate::runtime::history::Restore;
-use crate::runtime::resume::{self, RestoreAnswer};
+use crate::runtime::resume::RestoreAnswer;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, Command, MAX_ATTRIBUTES};
 use crate::service::engineio::recovery::{Claim, ParkNamespace, Parked, Pid};
@@ -113,13 +113,10 @@ impl Shard {
         tag: u64,
         answer: RestoreAnswer,
     ) {
-        let Some(h) = self.history.as_deref_mut() else {
+        let Some((endpoint, waiting)) = self.finish_waiting(slot, gen) else {
             return;
         };
-        let Some(waiting) = h.pending.finish(slot, gen) else {
-            return; // closed meanwhile (or its slot reused)
-        };
-        let Some((endpoint, _)) = self.conns[slot as usize].socket() else {
+        let Some(h) = self.history.as_deref_mut() else {
             return;
         };
         let stats = &self.shared.stats[self.id];
@@ -127,12 +124,7 @@ impl Shard {
             h.restore_answered(claim.as_ref(), tag, answer, waiting.overflowed, stats);
         let resumed = self.resumed(slot, endpoint, r);
         self.with_session(slot, |s, _, cfg, out| s.resumed(nsp, resumed, cfg, out));
-        if through.epoch != 0 {
-            self.sent_in_order(slot, through);
-        }
-        for held in resume::after(waiting.held, through) {
-            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
-        }
+        self.release_held(slot, endpoint, waiting.held, through);
     }
 
     /// A claim of a pid whose session is still open on this core (its client found the

@@ -132,7 +132,7 @@ impl Shard {
     }
 
     /// One push to a raw socket: its text, or (history endpoint) its envelope (see
-    /// `deliver` for when it is held or sent later).
+    /// `push_one` for when it is held or sent later).
     pub(in crate::runtime) fn push_raw(
         &mut self,
         slot: u32,
