@@ -58,6 +58,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     let cluster = match (&config.cluster, links) {
         (Some(c), Some((state, bells))) => Some(crate::link::Cluster::start(
             c,
+            &config.nats,
             state,
             bells,
             service.clone(),
@@ -99,6 +100,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         }
         let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
         wait_for_signal(&state).await;
+        if let Some(c) = &cluster {
+            // The other nodes stop routing here before any socket is closed.
+            c.leave().await;
+        }
         tracing::info!("shutting down: draining sockets (1001)");
         engine.shutdown();
         // The admin API keeps answering during the drain (`/readyz` is 503, pushes still

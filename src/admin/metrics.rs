@@ -380,6 +380,7 @@ pub fn stats_json(shared: &Shared, node: &str, endpoints: &[String]) -> serde_js
                 .map(|&(k, v)| (k.to_string(), serde_json::Value::from(v)))
                 .collect::<serde_json::Map<_, _>>(),
             "presence_entries": sum(|s| &s.presence_entries),
+            "discovery": shared.cluster.as_ref().map(|c| c.discovery_json()),
         },
     })
 }

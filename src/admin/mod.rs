@@ -170,13 +170,14 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             let max = state.config.lock().expect("config lock").admin.max_connections;
             text.push_str(&state.listener_stats.metrics_text(max));
             if let Some(c) = &state.shared.cluster {
+                text.push_str(&c.membership_metrics());
                 text.push_str(
                     "# HELP ringwire_cluster_link_up Cluster link to a peer is up (1) or down (0)\n# TYPE ringwire_cluster_link_up gauge\n",
                 );
-                for p in &c.peers {
+                for (_, p) in c.peers() {
                     text.push_str(&format!(
                         "ringwire_cluster_link_up{{peer=\"{}\"}} {}\n",
-                        p.id,
+                        p.id(),
                         u8::from(p.up())
                     ));
                 }

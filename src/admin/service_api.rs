@@ -217,9 +217,9 @@ pub async fn sockets(
     // This node first (even at 0), then each other node holding matching sockets.
     let mut nodes = vec![serde_json::json!({ "node": &*state.node_id, "count": counts.local })];
     if let Some(c) = &state.shared.cluster {
-        for (peer, &n) in c.peers.iter().zip(&counts.remote) {
-            if n > 0 {
-                nodes.push(serde_json::json!({ "node": peer.id, "count": n }));
+        for (i, &n) in counts.remote.iter().enumerate() {
+            if let Some(peer) = c.peer(i as u16).filter(|_| n > 0) {
+                nodes.push(serde_json::json!({ "node": &*peer.id(), "count": n }));
             }
         }
     }

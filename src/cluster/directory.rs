@@ -12,19 +12,17 @@
 //! users the directory does not know are sent to it anyway (the receiver filters), so nothing
 //! is lost; counts of those users leave it out until its next re-sync.
 use super::wire::UserPresence;
+use super::NodeSet;
 use crate::service::path_filter::PathFilter;
 use std::collections::HashMap;
 
 /// Distinct socket paths remembered; paths beyond get [`ANY_PATH`] (matches every filter).
 const MAX_PATHS: usize = 4096;
 const ANY_PATH: u16 = u16::MAX;
-/// Nodes a directory can tell apart (a bitmask).
-pub const MAX_NODES: usize = crate::config::MAX_CLUSTER_NODES;
-const _: () = assert!(MAX_NODES <= 64, "presence masks are u64");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
-    node: u8,
+    node: u16,
     path: u16,
     sockets: u32,
 }
@@ -35,8 +33,8 @@ pub struct Directory {
     path_ids: HashMap<Box<str>, u16>,
     entries: usize,
     max_entries: usize,
-    /// Nodes with updates that did not fit (bit per node).
-    overflowed: u64,
+    /// Nodes with updates that did not fit.
+    overflowed: NodeSet,
 }
 
 impl Directory {
@@ -47,7 +45,7 @@ impl Directory {
             path_ids: HashMap::new(),
             entries: 0,
             max_entries,
-            overflowed: 0,
+            overflowed: NodeSet::EMPTY,
         }
     }
 
@@ -78,7 +76,7 @@ impl Directory {
     }
 
     /// Replace what `node` holds of the user with `p`; false if it did not fit.
-    pub fn apply(&mut self, node: u8, p: &UserPresence) -> bool {
+    pub fn apply(&mut self, node: u16, p: &UserPresence) -> bool {
         let key = (p.context, p.user);
         let mut list = self.users.remove(&key).unwrap_or_default();
         let before = list.len();
@@ -90,7 +88,7 @@ impl Directory {
                 continue;
             }
             if self.entries >= self.max_entries {
-                self.overflowed |= 1 << node;
+                self.overflowed.insert(node);
                 fits = false;
                 break;
             }
@@ -115,7 +113,7 @@ impl Directory {
     }
 
     /// Forget everything `node` holds (it went away, or re-syncs from scratch).
-    pub fn drop_node(&mut self, node: u8) {
+    pub fn drop_node(&mut self, node: u16) {
         let mut removed = 0;
         self.users.retain(|_, list| {
             let before = list.len();
@@ -124,16 +122,17 @@ impl Directory {
             !list.is_empty()
         });
         self.entries -= removed;
-        self.overflowed &= !(1 << node);
+        self.overflowed.remove(node);
     }
 
-    /// Nodes (bit per node) that may hold sockets of the user matching `filter`.
-    pub fn nodes_for(&self, context: u32, user: u32, filter: &PathFilter) -> u64 {
+    /// Nodes that may hold sockets of the user matching `filter`.
+    pub fn nodes_for(&self, context: u32, user: u32, filter: &PathFilter) -> NodeSet {
         match self.users.get(&(context, user)) {
             Some(list) => list
                 .iter()
                 .filter(|e| self.path_matches(e.path, filter))
-                .fold(0, |m, e| m | 1 << e.node),
+                .map(|e| e.node)
+                .collect(),
             // Nodes whose updates did not all fit may hold users we do not know.
             None => self.overflowed,
         }
@@ -157,6 +156,10 @@ impl Directory {
 mod tests {
     use super::*;
 
+    fn set(nodes: &[u16]) -> NodeSet {
+        nodes.iter().copied().collect()
+    }
+
     fn presence(user: u32, paths: &[(&str, u32)]) -> UserPresence {
         UserPresence {
             context: 1,
@@ -171,15 +174,20 @@ mod tests {
         d.apply(0, &presence(7, &[("/ws", 2), ("/socket.io/", 1)]));
         d.apply(2, &presence(7, &[("/ws", 1)]));
         assert_eq!(d.len(), 3);
-        assert_eq!(d.nodes_for(1, 7, &PathFilter::any()), 0b101);
-        assert_eq!(d.nodes_for(1, 7, &PathFilter::new("/socket.io/*")), 0b001);
-        assert_eq!(d.nodes_for(1, 8, &PathFilter::any()), 0);
+        assert_eq!(d.nodes_for(1, 7, &PathFilter::any()), set(&[0, 2]));
+        assert_eq!(
+            d.nodes_for(1, 7, &PathFilter::new("/socket.io/*")),
+            set(&[0])
+        );
+        assert!(d.nodes_for(1, 8, &PathFilter::any()).is_empty());
         let mut n = [0u64; 3];
         d.count(1, 7, &PathFilter::new("/ws"), &mut n);
         assert_eq!(n, [2, 0, 1]);
         // Absolute: the next update replaces, an empty one removes.
         d.apply(0, &presence(7, &[("/ws", 1)]));
-        assert_eq!(d.nodes_for(1, 7, &PathFilter::new("/socket.io/*")), 0);
+        assert!(d
+            .nodes_for(1, 7, &PathFilter::new("/socket.io/*"))
+            .is_empty());
         d.apply(0, &presence(7, &[]));
         d.apply(2, &presence(7, &[]));
         assert!(d.is_empty());
@@ -195,7 +203,7 @@ mod tests {
         }
         d.drop_node(1);
         assert_eq!(d.len(), 10);
-        assert_eq!(d.nodes_for(1, 4, &PathFilter::any()), 0b1000);
+        assert_eq!(d.nodes_for(1, 4, &PathFilter::any()), set(&[3]));
     }
 
     #[test]
@@ -205,9 +213,9 @@ mod tests {
         assert!(d.apply(1, &presence(2, &[("/ws", 1)])));
         assert!(!d.apply(1, &presence(3, &[("/ws", 1)])));
         assert_eq!(d.len(), 2);
-        assert_eq!(d.nodes_for(1, 3, &PathFilter::any()), 0b10);
+        assert_eq!(d.nodes_for(1, 3, &PathFilter::any()), set(&[1]));
         d.drop_node(1);
-        assert_eq!(d.overflowed, 0);
-        assert_eq!(d.nodes_for(1, 3, &PathFilter::any()), 0);
+        assert!(d.overflowed.is_empty());
+        assert!(d.nodes_for(1, 3, &PathFilter::any()).is_empty());
     }
 }

@@ -10,6 +10,8 @@
 //! | 2 | Presence | u32 n, n × (u32 context, u32 user, u16 k, k × (str16 path, u32 sockets)) |
 //! | 3 | Push | u32 n, n × (u32 context, u32 user, str16 filter, str32 text) |
 //! | 4 | Revoke | session id (41 bytes), u32 context, u32 user, u64 expires_at |
+//! | 5 | Leaving | (empty): the sender drains; route nothing more to it |
+//! | 6 | LeaveAck | (empty): the sender's cores stopped routing to the receiver |
 //!
 //! A presence entry is absolute (the sender's whole count for that user, per socket path; no
 //! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
@@ -17,7 +19,7 @@ use crate::service::history::Position;
 use crate::service::session::{Revocation, SessionId};
 use std::sync::Arc;
 
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest frame accepted (a batch of pushes is cut into frames below this).
 pub const MAX_FRAME: usize = 16 << 20;
 /// A sender starts a new frame once one holds this many bytes.
@@ -49,10 +51,17 @@ pub struct RemotePush {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { version: u8, node: String },
+    Hello {
+        version: u8,
+        node: String,
+    },
     Presence(Vec<UserPresence>),
     Push(Vec<RemotePush>),
     Revoke(Revocation),
+    /// The sender drains: it is not to be routed to any more (answered with `LeaveAck`).
+    Leaving,
+    /// Every core of the sender stopped routing to the receiver.
+    LeaveAck,
 }
 
 /// Why a peer's bytes cannot be decoded: the link is closed with this reason.
@@ -118,6 +127,16 @@ pub fn encode_revoke(out: &mut Vec<u8>, r: &Revocation) {
         o.extend_from_slice(&r.user.to_be_bytes());
         o.extend_from_slice(&r.expires_at.to_be_bytes());
     });
+}
+
+/// The sender drains (see [`Frame::Leaving`]).
+pub fn encode_leaving(out: &mut Vec<u8>) {
+    frame(out, 5, |_| {});
+}
+
+/// Its cores stopped routing to the node that is leaving (see [`Frame::LeaveAck`]).
+pub fn encode_leave_ack(out: &mut Vec<u8>) {
+    frame(out, 6, |_| {});
 }
 
 /// Append entries as frames of at most about [`SOFT_FRAME`] bytes each.
@@ -314,6 +333,8 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
                 expires_at: r.u64()?,
             })
         }
+        5 => Frame::Leaving,
+        6 => Frame::LeaveAck,
         t => return Err(WireError::UnknownType(t)),
     };
     if !r.b.is_empty() {
@@ -436,6 +457,8 @@ mod tests {
             expires_at: 1_800_000_000,
         };
         encode_revoke(&mut out, &rev);
+        encode_leaving(&mut out);
+        encode_leave_ack(&mut out);
         assert_eq!(
             roundtrip(&out),
             vec![
@@ -446,6 +469,8 @@ mod tests {
                 Frame::Presence(presence),
                 Frame::Push(pushes),
                 Frame::Revoke(rev),
+                Frame::Leaving,
+                Frame::LeaveAck,
             ]
         );
     }

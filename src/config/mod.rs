@@ -21,7 +21,7 @@ pub use websockets::{ContextSet, WebsocketsConfig};
 
 /// Most nodes a cluster may have (this one and its peers): node indexes are one byte in the
 /// presence directory and on the wire.
-pub const MAX_CLUSTER_NODES: usize = 64;
+pub const MAX_CLUSTER_NODES: usize = 1024;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -303,14 +303,39 @@ impl Default for RemoteConfig {
     }
 }
 
-/// `[cluster]`: static membership.
+/// `[cluster]`: the link between nodes and how nodes find each other.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// This node's id; its certificate must name it (`ringwire cluster certs`).
+    /// This node's id; its certificate must name it (`ringwire cluster certs`). With
+    /// `discovery = "nats"` it is also the node's key in the bucket: letters, digits, `-`
+    /// and `_`.
     pub node_id: String,
     /// QUIC (UDP) address of the cluster link.
     pub listen: SocketAddr,
+    /// `static`: the nodes are `peers`. `nats`: nodes register in a JetStream key-value
+    /// bucket on `[nats] url` and find each other there (`peers` must be empty).
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// The address the other nodes dial (nats discovery). Default: `listen`, which must then
+    /// name an interface (not 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// The key-value bucket of the members (nats discovery); every node of a cluster uses
+    /// the same, so two clusters on one NATS keep apart by its name.
+    #[serde(default = "default_members_bucket")]
+    pub members_bucket: String,
+    /// How long a member's entry lives without a refresh (it is refreshed every third of
+    /// this): a node that stopped refreshing (crash, NATS unreachable from it) is forgotten
+    /// this long after its link went down. 5 s: longer than a refresh lost now and then, and
+    /// the link's own 3 s idle timeout already stops routing to a crashed node.
+    #[serde(default = "default_member_ttl_ms")]
+    pub member_ttl_ms: u64,
+    /// Longest a draining node waits for its peers to confirm they stopped routing to it
+    /// before it closes its sockets. 1 s: a peer confirms within milliseconds; a peer that
+    /// does not is down or partitioned and routes nothing anyway.
+    #[serde(default = "default_leave_wait_ms")]
+    pub leave_wait_ms: u64,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// PEM files for the link's mutual TLS: the cluster CA, this node's certificate, its key.
@@ -325,6 +350,36 @@ pub struct ClusterConfig {
 
 fn default_presence_entries() -> usize {
     10_000_000
+}
+
+fn default_members_bucket() -> String {
+    "ringwire_nodes".into()
+}
+
+fn default_member_ttl_ms() -> u64 {
+    5_000
+}
+
+fn default_leave_wait_ms() -> u64 {
+    1_000
+}
+
+/// `[cluster] discovery`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// The peers are listed in `[cluster] peers`.
+    #[default]
+    Static,
+    /// Nodes register in a NATS JetStream key-value bucket and watch it.
+    Nats,
+}
+
+impl ClusterConfig {
+    /// The address other nodes dial.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -513,6 +568,46 @@ mod tests {
         );
         let err = Config::from_toml(&text).unwrap_err();
         assert!(err.0.contains("cluster.peers[0].id"), "{err}");
+    }
+
+    #[test]
+    fn nats_discovery_needs_no_peers_a_dialable_address_and_a_key_safe_id() {
+        let key = "0123456789abcdef".repeat(4);
+        let cfg = |node: &str, listen: &str, more: &str| {
+            format!(
+                "[sessions]\nkey = \"{key}\"\n[cluster]\nnode_id = \"{node}\"\nlisten = \"{listen}\"\n\
+                 ca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\ndiscovery = \"nats\"\n{more}"
+            )
+        };
+        let ok = Config::from_toml(&cfg("node-1", "127.0.0.1:9000", "")).unwrap();
+        let c = ok.cluster.unwrap();
+        assert_eq!(c.discovery, Discovery::Nats);
+        assert_eq!(c.advertised(), "127.0.0.1:9000".parse().unwrap());
+        for (text, want) in [
+            (
+                cfg(
+                    "a",
+                    "127.0.0.1:9000",
+                    "peers = [{ id = \"b\", addr = \"127.0.0.1:9001\" }]",
+                ),
+                "cluster.peers must be empty",
+            ),
+            (cfg("a.b", "127.0.0.1:9000", ""), "cluster.node_id"),
+            (cfg("a", "0.0.0.0:9000", ""), "cluster.advertise"),
+            (
+                cfg("a", "127.0.0.1:9000", "members_bucket = \"x.y\""),
+                "cluster.members_bucket",
+            ),
+            (
+                cfg("a", "127.0.0.1:9000", "member_ttl_ms = 10"),
+                "member_ttl_ms",
+            ),
+        ] {
+            let err = Config::from_toml(&text).unwrap_err();
+            assert!(err.0.contains(want), "{want}: {err}");
+        }
+        let behind = cfg("a", "0.0.0.0:9000", "advertise = \"10.0.0.5:9000\"");
+        assert!(Config::from_toml(&behind).is_ok());
     }
 
     #[test]

@@ -254,6 +254,49 @@ impl ClusterConfig {
                     .into(),
             ));
         }
+        if self.discovery == super::Discovery::Nats {
+            if !self.peers.is_empty() {
+                return Err(ConfigError(
+                    "cluster.peers must be empty with discovery = \"nats\": the nodes find \
+                     each other in the members bucket"
+                        .into(),
+                ));
+            }
+            if !self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError(format!(
+                    "cluster.node_id {:?}: with discovery = \"nats\" use letters, digits, '-' \
+                     and '_' only (it is the node's key in the bucket)",
+                    self.node_id
+                )));
+            }
+            let addr = self.advertised();
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(ConfigError(format!(
+                    "cluster.advertise: the other nodes cannot dial {addr}; set advertise to \
+                     this node's address as they reach it"
+                )));
+            }
+            if self.members_bucket.is_empty()
+                || !self
+                    .members_bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError(format!(
+                    "cluster.members_bucket {:?}: letters, digits, '-' and '_' only",
+                    self.members_bucket
+                )));
+            }
+            if self.member_ttl_ms < 1_000 {
+                return Err(ConfigError(
+                    "cluster.member_ttl_ms must be at least 1000".into(),
+                ));
+            }
+        }
         if self.peers.len() >= MAX_CLUSTER_NODES {
             return Err(ConfigError(format!(
                 "cluster.peers: at most {} peers",

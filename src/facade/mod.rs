@@ -132,7 +132,7 @@ impl Service {
     }
 
     /// Open sockets of `(context, user)` matching `filter`: here, and on each other node
-    /// (index = peer in `cluster.peers`) as this node's presence directory knows them (kept
+    /// (index = the peer's slot in the cluster's peer table) as this node's presence directory knows them (kept
     /// current by the links within milliseconds; no node is asked).
     pub async fn counts(&self, context: u32, user: u32, filter: &str) -> Counts {
         let core = self.shared.owner_of(context, user);
@@ -207,18 +207,32 @@ impl Service {
     /// The link to peer `node` became current: the cores drop what they knew of it and
     /// re-send their presence, before any frame of the new link is handled (commands are
     /// ordered in each core's inbox).
-    pub fn peer_up(&self, node: u8) {
+    pub fn peer_up(&self, node: u16) {
         self.shared.send_to_every_core(|| Command::PeerUp { node });
     }
 
     /// Peer `node` went away: its presence and what waits for it are dropped.
-    pub fn peer_down(&self, node: u8) {
+    pub fn peer_down(&self, node: u16) {
         self.shared
             .send_to_every_core(|| Command::PeerDown { node });
     }
 
+    /// Resolves once every core has handled what was sent to it before (for instance a
+    /// `peer_down`).
+    pub async fn barrier(&self) {
+        let mut waits = Vec::with_capacity(self.shared.cores);
+        for core in 0..self.shared.cores {
+            let (tx, rx) = oneshot::channel();
+            self.shared.send(core, Command::Barrier(tx));
+            waits.push(rx);
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+
     /// Presence updates from peer `node`, each to the core that owns its user.
-    pub fn remote_presence(&self, node: u8, entries: Vec<UserPresence>) {
+    pub fn remote_presence(&self, node: u16, entries: Vec<UserPresence>) {
         self.shared.send_to_owners(
             entries,
             |e| (e.context, e.user),

@@ -1,4 +1,4 @@
-//! The cluster link: nodes of a static membership linked over QUIC (quinn) with mutual TLS,
+//! The cluster link: nodes (a static list, or found in a NATS bucket by `discovery`) linked over QUIC (quinn) with mutual TLS,
 //! on a thread and tokio runtime of its own, above the engine.
 //!
 //! Each pair of nodes keeps one connection (dialled by the smaller id, with backoff); QUIC
@@ -9,7 +9,10 @@
 //! through their inboxes.
 #![forbid(unsafe_code)]
 pub mod certs;
+mod discovery;
+mod members;
 mod quic;
 mod tls;
 
+pub use members::Phase;
 pub use quic::Cluster;

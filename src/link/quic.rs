@@ -6,16 +6,16 @@
 //! again before the old connection timed out) stops. When a link becomes current, every core
 //! forgets what that peer held (`PeerUp`) and queues its whole presence for it; the peer does
 //! the same, so the directories re-sync after any outage.
+use super::members::{Link, Phase};
 use super::tls;
 use crate::cluster::wire::{self, Frame};
 use crate::cluster::{Bells, ClusterState, Outbound};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Discovery, NatsConfig};
 use crate::facade::{PushJob, Service};
 use crate::service::path_filter::PathFilter;
-use crate::service::session::{unix_now, Revocation, SessionId};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use crate::service::session::{unix_now, Revocation};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -25,22 +25,10 @@ const MAX_REVOCATIONS: usize = 1_000_000;
 /// The running link thread.
 pub struct Cluster {
     pub state: Arc<ClusterState>,
+    link: Arc<Link>,
+    leave_wait: Duration,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-struct Link {
-    state: Arc<ClusterState>,
-    /// The cores, reached as the admin API reaches them.
-    service: Service,
-    /// Per peer: the doorbell the current link's writer waits on.
-    bells: Vec<tokio::sync::Mutex<mpsc::Receiver<()>>>,
-    /// Per peer: the current link's epoch, watched by the links it supersedes.
-    epochs: Vec<watch::Sender<u64>>,
-    next_epoch: AtomicU64,
-    /// Per peer: frames for its next write (revocations).
-    control_out: Vec<Mutex<Vec<u8>>>,
-    revoked: Mutex<HashMap<SessionId, Revocation>>,
 }
 
 impl Cluster {
@@ -48,6 +36,7 @@ impl Cluster {
     /// are returned before anything runs.
     pub fn start(
         cfg: &ClusterConfig,
+        nats: &NatsConfig,
         state: Arc<ClusterState>,
         bells: Bells,
         service: Service,
@@ -62,21 +51,10 @@ impl Cluster {
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let listen = cfg.listen;
-        let peers = state.peers.len();
-        let link = Arc::new(Link {
-            state: state.clone(),
-            service,
-            bells: bells
-                .peers
-                .into_iter()
-                .map(tokio::sync::Mutex::new)
-                .collect(),
-            epochs: (0..peers).map(|_| watch::channel(0).0).collect(),
-            next_epoch: AtomicU64::new(1),
-            control_out: (0..peers).map(|_| Mutex::new(Vec::new())).collect(),
-            revoked: Mutex::new(HashMap::new()),
-        });
+        let discovery = cfg.discovery;
+        let members = super::discovery::Settings::new(cfg, nats);
         let control = bells.control;
+        let thread_state = state.clone();
         let thread = std::thread::Builder::new()
             .name("ringwire-cluster".into())
             .spawn(move || {
@@ -99,27 +77,55 @@ impl Cluster {
                         }
                     };
                     endpoint.set_default_client_config(client);
-                    let _ = ready_tx.send(Ok(()));
-                    run(endpoint, link, control, stop_rx).await;
+                    let link = Arc::new(Link::new(thread_state, service, endpoint, discovery));
+                    let _ = ready_tx.send(Ok(link.clone()));
+                    run(link, members, control, stop_rx).await;
                 });
             })
             .map_err(|e| format!("cannot spawn the cluster thread: {e}"))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let link = match ready_rx.recv() {
+            Ok(Ok(link)) => link,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("cluster thread ended before binding".into()),
-        }
+        };
         tracing::info!(
             node = %cfg.node_id,
             listen = %cfg.listen,
+            discovery = ?cfg.discovery,
             peers = cfg.peers.len(),
             "cluster link listening"
         );
         Ok(Cluster {
             state,
+            link,
+            leave_wait: Duration::from_millis(cfg.leave_wait_ms),
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The node drains: tell every peer to stop routing to it, and wait until they confirm
+    /// (at most `cluster.leave_wait_ms`). Call before the sockets are closed.
+    pub async fn leave(&self) {
+        let link = self.link.clone();
+        let wait = self.leave_wait;
+        let started = std::time::Instant::now();
+        let (confirmed, asked) = link.leave(wait).await;
+        let took = started.elapsed().as_millis();
+        if confirmed == asked {
+            tracing::info!(
+                peers = asked,
+                ms = took as u64,
+                "cluster: left; every linked peer stopped routing here"
+            );
+        } else {
+            tracing::warn!(
+                confirmed,
+                asked,
+                ms = took as u64,
+                "cluster: left; not every linked peer confirmed in time"
+            );
+        }
     }
 
     /// Close every link (peers see it at once) and end the thread.
@@ -132,39 +138,59 @@ impl Cluster {
 }
 
 async fn run(
-    endpoint: quinn::Endpoint,
     link: Arc<Link>,
+    members: super::discovery::Settings,
     control: mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) {
     let accept = {
-        let endpoint = endpoint.clone();
         let link = link.clone();
         tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
+            while let Some(incoming) = link.endpoint.accept().await {
                 tokio::spawn(accepted(incoming, link.clone()));
             }
         })
     };
     tokio::spawn(revocations(link.clone(), control));
-    for (i, peer) in link.state.peers.iter().enumerate() {
-        // One connection per pair: the smaller id dials.
-        if link.state.node_id < peer.id {
-            tokio::spawn(dial(endpoint.clone(), link.clone(), i));
-        }
+    let configured: Vec<_> = link
+        .state
+        .peers()
+        .map(|(_, p)| (p.id(), p.addr()))
+        .collect();
+    for (id, addr) in configured {
+        link.learn(&id, addr);
     }
+    let discovery = match link.discovery {
+        Discovery::Static => {
+            link.phase.send_replace(Phase::Serving);
+            None
+        }
+        Discovery::Nats => Some(tokio::spawn(super::discovery::run(
+            link.clone(),
+            members,
+            stop.clone(),
+        ))),
+    };
     let _ = stop.wait_for(|s| *s).await;
-    endpoint.close(0u32.into(), b"shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    if let Some(d) = discovery {
+        // It takes this node out of the bucket on its way out.
+        let _ = tokio::time::timeout(Duration::from_secs(2), d).await;
+    }
+    link.endpoint.close(0u32.into(), b"shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), link.endpoint.wait_idle()).await;
     accept.abort();
 }
 
-/// Keep a link to peer `i`, redialling with backoff (0.1 s doubling to 2 s).
-async fn dial(endpoint: quinn::Endpoint, link: Arc<Link>, i: usize) {
-    let peer = &link.state.peers[i];
+/// Keep a link to peer `i`, redialling with backoff (0.1 s doubling to 2 s), while the slot
+/// holds the node of `generation`.
+pub(super) async fn dial(link: Arc<Link>, i: u16, generation: u64) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let attempt = match endpoint.connect(peer.addr, &peer.id) {
+        let Some(peer) = link.state.peer(i).filter(|p| p.generation() == generation) else {
+            return;
+        };
+        let (id, addr) = (peer.id(), peer.addr());
+        let attempt = match link.endpoint.connect(addr, &id) {
             Ok(c) => c.await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -173,23 +199,24 @@ async fn dial(endpoint: quinn::Endpoint, link: Arc<Link>, i: usize) {
                 backoff = Duration::from_millis(100);
                 let hello = async {
                     let send = open_with_hello(&conn, &link.state.node_id).await?;
-                    let (recv, id) = read_hello(&conn).await?;
-                    if id != peer.id {
-                        return Err(format!("peer at {} says it is {id:?}", peer.addr));
+                    let (recv, said) = read_hello(&conn).await?;
+                    if said != *id {
+                        return Err(format!("peer at {addr} says it is {said:?}"));
                     }
                     Ok((send, recv))
                 };
                 match tokio::time::timeout(Duration::from_secs(3), hello).await {
                     Ok(Ok((send, recv))) => serve(&link, i, conn, send, recv).await,
                     Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer.id, "hello failed: {e}");
+                        tracing::debug!(peer = %id, "hello failed: {e}");
                         conn.close(1u32.into(), b"bad hello");
+                        tokio::time::sleep(backoff).await;
                     }
                     Err(_) => conn.close(1u32.into(), b"no hello"),
                 }
             }
             Err(e) => {
-                tracing::debug!(peer = %peer.id, "dial failed: {e}");
+                tracing::debug!(peer = %id, "dial failed: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -202,15 +229,21 @@ async fn dial(endpoint: quinn::Endpoint, link: Arc<Link>, i: usize) {
 async fn accepted(incoming: quinn::Incoming, link: Arc<Link>) {
     let Ok(conn) = incoming.await else { return };
     let hello = async {
-        let (recv, id) = read_hello(&conn).await?;
-        let Some(i) = link.state.peers.iter().position(|p| p.id == id) else {
-            return Err(id);
+        let (recv, id) = read_hello(&conn).await.map_err(|_| String::new())?;
+        let i = match link.discovery {
+            Discovery::Static => link.state.find(&id),
+            // Its certificate is the cluster's: a member discovery has not shown yet.
+            Discovery::Nats => link.learn(&id, conn.remote_address()),
         };
-        let send = open_with_hello(&conn, &link.state.node_id).await?;
+        let Some(i) = i else { return Err(id) };
+        let send = open_with_hello(&conn, &link.state.node_id)
+            .await
+            .map_err(|_| String::new())?;
         Ok((i, send, recv))
     };
     match tokio::time::timeout(Duration::from_secs(3), hello).await {
         Ok(Ok((i, send, recv))) => serve(&link, i, conn, send, recv).await,
+        Ok(Err(id)) if id.is_empty() => conn.close(1u32.into(), b"bad hello"),
         Ok(Err(id)) => {
             tracing::warn!(peer = %id, "a node that is not a configured peer connected; closing");
             conn.close(2u32.into(), b"unknown node");
@@ -249,27 +282,37 @@ async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::RecvStream, Stri
 /// Run an established link with peer `i` until it closes or a newer link supersedes it.
 async fn serve(
     link: &Arc<Link>,
-    i: usize,
+    i: u16,
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let peer = &link.state.peers[i];
+    let Some(peer) = link.state.peer(i) else {
+        conn.close(2u32.into(), b"unknown node");
+        return;
+    };
     let epoch = link.next_epoch.fetch_add(1, Relaxed);
     let was = peer.current.swap(epoch, Relaxed);
-    link.epochs[i].send_replace(epoch);
+    peer.epoch.send_replace(epoch);
     peer.connects.fetch_add(1, Relaxed);
+    // A new link is a new run of the node: whatever it said about leaving was the old one.
+    peer.leaving.store(false, Relaxed);
+    link.leave_acks.send_modify(|a| a.remove(i));
     if was == 0 {
-        tracing::info!(peer = %peer.id, "cluster link up");
+        tracing::info!(peer = %peer.id(), "cluster link up");
     }
     // Cores forget the peer's old presence and queue theirs for it, before any frame of this
     // link is read (the commands are ordered in each core's inbox).
-    link.service.peer_up(i as u8);
+    link.service.peer_up(i);
+    if *link.phase.borrow() == Phase::Leaving {
+        // This node drains: the newcomer must not route here either.
+        wire::encode_leaving(&mut peer.control_out.lock().expect("control lock"));
+    }
     let reader = read_frames(link, i, epoch, recv);
     let writer = write_batches(link, i, epoch, &conn, send);
     tokio::select! {
         r = reader => if let Err(e) = r {
-            tracing::warn!(peer = %peer.id, "closing the link: {e}");
+            tracing::warn!(peer = %peer.id(), "closing the link: {e}");
             conn.close(3u32.into(), e.as_bytes());
         },
         _ = writer => {},
@@ -281,10 +324,10 @@ async fn serve(
         .is_ok()
     {
         match reason {
-            Some(r) => tracing::warn!(peer = %peer.id, "cluster link down: {r}"),
-            None => tracing::warn!(peer = %peer.id, "cluster link down"),
+            Some(r) => tracing::warn!(peer = %peer.id(), "cluster link down: {r}"),
+            None => tracing::warn!(peer = %peer.id(), "cluster link down"),
         }
-        link.service.peer_down(i as u8);
+        link.service.peer_down(i);
         // What the cores queued before they hear of it is dropped (counted), not kept.
         let mut dropped = 0;
         for q in &peer.queues {
@@ -300,23 +343,25 @@ async fn serve(
 }
 
 /// A newer link with the same peer exists.
-async fn superseded(link: &Link, i: usize, epoch: u64) {
-    let mut rx = link.epochs[i].subscribe();
+async fn superseded(peer: &crate::cluster::PeerState, epoch: u64) {
+    let mut rx = peer.epoch.subscribe();
     let _ = rx.wait_for(|&e| e != epoch).await;
 }
 
 async fn write_batches(
     link: &Link,
-    i: usize,
+    i: u16,
     epoch: u64,
     conn: &quinn::Connection,
     mut send: quinn::SendStream,
 ) {
-    let peer = &link.state.peers[i];
-    let gone = superseded(link, i, epoch);
+    let Some(peer) = link.state.peer(i) else {
+        return;
+    };
+    let gone = superseded(peer, epoch);
     tokio::pin!(gone);
     let mut bell = tokio::select! {
-        b = link.bells[i].lock() => b,
+        b = peer.bell.lock() => b,
         _ = &mut gone => return,
         _ = conn.closed() => return,
     };
@@ -331,7 +376,7 @@ async fn write_batches(
         }
     }
     loop {
-        buf.append(&mut link.control_out[i].lock().expect("control lock"));
+        buf.append(&mut peer.control_out.lock().expect("control lock"));
         let mut pushes = 0u64;
         for q in &peer.queues {
             while let Some(batch) = q.pop() {
@@ -347,7 +392,7 @@ async fn write_batches(
         if !buf.is_empty() {
             // Everything due for this node, from every core, in one write.
             if let Err(e) = send.write_all(&buf).await {
-                tracing::debug!(peer = %peer.id, "link write failed: {e}");
+                tracing::debug!(peer = %peer.id(), "link write failed: {e}");
                 peer.dropped.fetch_add(pushes, Relaxed);
                 return;
             }
@@ -368,14 +413,16 @@ async fn write_batches(
 }
 
 async fn read_frames(
-    link: &Link,
-    i: usize,
+    link: &Arc<Link>,
+    i: u16,
     epoch: u64,
     mut recv: quinn::RecvStream,
 ) -> Result<(), String> {
-    let peer = &link.state.peers[i];
+    let Some(peer) = link.state.peer(i) else {
+        return Ok(());
+    };
     let mut decoder = wire::Decoder::default();
-    let gone = superseded(link, i, epoch);
+    let gone = superseded(peer, epoch);
     tokio::pin!(gone);
     loop {
         let chunk = tokio::select! {
@@ -392,8 +439,11 @@ async fn read_frames(
         decoder.feed(&chunk.bytes);
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
+                // A leaving node is routed nothing: what it still says of its sockets is
+                // not kept.
+                Frame::Presence(_) if peer.leaving.load(Relaxed) => {}
                 Frame::Presence(entries) => {
-                    link.service.remote_presence(i as u8, entries);
+                    link.service.remote_presence(i, entries);
                 }
                 Frame::Push(pushes) => {
                     peer.received.fetch_add(pushes.len() as u64, Relaxed);
@@ -412,6 +462,8 @@ async fn read_frames(
                     remember(link, &r);
                     link.service.revoke_from_peer(r);
                 }
+                Frame::Leaving => link.peer_leaving(i),
+                Frame::LeaveAck => link.leave_acks.send_modify(|a| a.insert(i)),
                 Frame::Hello { .. } => return Err("a second hello".into()),
             }
         }
@@ -434,9 +486,9 @@ async fn revocations(link: Arc<Link>, mut control: mpsc::Receiver<()>) {
     while control.recv().await.is_some() {
         while let Some(r) = link.state.revocations.pop() {
             remember(&link, &r);
-            for (i, out) in link.control_out.iter().enumerate() {
-                if link.state.peers[i].up() {
-                    wire::encode_revoke(&mut out.lock().expect("control lock"), &r);
+            for (i, p) in link.state.peers() {
+                if p.up() {
+                    wire::encode_revoke(&mut p.control_out.lock().expect("control lock"), &r);
                     link.state.ring(i);
                 }
             }

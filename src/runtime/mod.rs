@@ -107,16 +107,18 @@ pub enum Command {
         reply: oneshot::Sender<Counts>,
     },
     /// A link to peer `node` became current: re-sync presence with it.
-    PeerUp { node: u8 },
+    PeerUp { node: u16 },
     /// Peer `node` went away: drop its presence and what waits for it.
-    PeerDown { node: u8 },
+    PeerDown { node: u16 },
     /// Presence updates from peer `node` for users this core owns.
     RemotePresence {
-        node: u8,
+        node: u16,
         entries: Vec<crate::cluster::wire::UserPresence>,
     },
     /// A session was terminated: refuse it, close its sockets.
     Revoke(crate::service::session::Revocation),
+    /// Answered at once: every command queued before it on this core has been handled.
+    Barrier(oneshot::Sender<()>),
     /// The history store answered what socket `slot` (generation `gen`) missed.
     Resumed {
         slot: u32,

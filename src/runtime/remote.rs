@@ -8,7 +8,7 @@ use super::PushJob;
 use crate::cluster::coalesce::{Coalescer, Offer, Settings};
 use crate::cluster::directory::Directory;
 use crate::cluster::wire::{RemotePush, UserPresence};
-use crate::cluster::{ClusterState, Outbound};
+use crate::cluster::{ClusterState, NodeSet, Outbound};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -18,9 +18,10 @@ const PRESENCE_BATCH: usize = 4096;
 pub struct RemoteState {
     cluster: Arc<ClusterState>,
     directory: Directory,
+    /// Per peer slot (grown as slots are used).
     nodes: Vec<NodeQueue>,
-    /// Peers this core has been told are up (bit per peer).
-    up: u64,
+    /// Peers this core has been told are up.
+    up: NodeSet,
     next_check_ms: u64,
     /// Something waits in `nodes[_].now` or `nodes[_].presence`.
     pending: bool,
@@ -38,10 +39,10 @@ struct NodeQueue {
 impl RemoteState {
     pub fn new(cluster: Arc<ClusterState>, max_entries: usize) -> RemoteState {
         RemoteState {
-            nodes: cluster.peers.iter().map(|_| NodeQueue::default()).collect(),
+            nodes: cluster.peers().map(|_| NodeQueue::default()).collect(),
             cluster,
             directory: Directory::new(max_entries),
-            up: 0,
+            up: NodeSet::EMPTY,
             next_check_ms: 0,
             pending: false,
         }
@@ -49,18 +50,18 @@ impl RemoteState {
 
     /// A user's sockets here changed: every linked node hears of it at the end of the turn.
     pub fn presence_changed(&mut self, context: u32, user: u32) {
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            if self.up & (1 << i) != 0 {
-                n.presence.insert((context, user));
-                self.pending = true;
-            }
+        for i in self.up.iter() {
+            self.nodes[i as usize].presence.insert((context, user));
+            self.pending = true;
         }
     }
 
-    /// The linked nodes that hold matching sockets of the job's user (bit per peer). Most
-    /// pushes stop here: nothing else is read for them, not even the clock.
-    pub fn nodes_for(&self, job: &PushJob) -> u64 {
-        self.directory.nodes_for(job.context, job.user, &job.filter) & self.up
+    /// The linked nodes that hold matching sockets of the job's user. Most pushes stop
+    /// here: nothing else is read for them, not even the clock.
+    pub fn nodes_for(&self, job: &PushJob) -> NodeSet {
+        self.directory
+            .nodes_for(job.context, job.user, &job.filter)
+            .and(&self.up)
     }
 
     /// Queue a push for the nodes in `nodes` (from [`RemoteState::nodes_for`]) at monotonic
@@ -68,17 +69,17 @@ impl RemoteState {
     pub fn route(
         &mut self,
         job: &PushJob,
-        nodes: u64,
+        nodes: NodeSet,
         now: u64,
         settings: &Settings,
         stats: &ShardStats,
     ) -> u64 {
         let wait = job.coalesce && settings.delay_ms > 0;
         let mut reached = 0;
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            if nodes & (1 << i) == 0 {
+        for i in nodes.iter() {
+            let Some(n) = self.nodes.get_mut(i as usize) else {
                 continue;
-            }
+            };
             let push = RemotePush {
                 context: job.context,
                 user: job.user,
@@ -155,7 +156,7 @@ impl RemoteState {
                 let count = batch.len() as u64;
                 if self
                     .cluster
-                    .enqueue(core, i, Outbound::Push(batch))
+                    .enqueue(core, i as u16, Outbound::Push(batch))
                     .is_err()
                 {
                     ShardStats::add(&stats.remote_dropped, count);
@@ -172,7 +173,7 @@ impl RemoteState {
                 let batch = users.iter().map(|&(c, u)| presence_of(c, u)).collect();
                 if self
                     .cluster
-                    .enqueue(core, i, Outbound::Presence(batch))
+                    .enqueue(core, i as u16, Outbound::Presence(batch))
                     .is_err()
                 {
                     // The link thread is behind: try again next turn (nothing is lost, the
@@ -186,18 +187,23 @@ impl RemoteState {
                 rang = true;
             }
             if rang {
-                self.cluster.ring(i);
+                self.cluster.ring(i as u16);
             }
         }
     }
 
     /// A link to peer `node` became current: forget what it held (it re-sends all of it) and
     /// queue all of `users` (this core's) for it.
-    pub fn peer_up(&mut self, node: u8, users: impl Iterator<Item = (u32, u32)>) {
-        let Some(n) = self.nodes.get_mut(node as usize) else {
+    pub fn peer_up(&mut self, node: u16, users: impl Iterator<Item = (u32, u32)>) {
+        if node as usize >= crate::cluster::MAX_NODES {
             return;
-        };
-        self.up |= 1 << node;
+        }
+        if self.nodes.len() <= node as usize {
+            self.nodes
+                .resize_with(node as usize + 1, NodeQueue::default);
+        }
+        let n = &mut self.nodes[node as usize];
+        self.up.insert(node);
         self.directory.drop_node(node);
         n.presence.extend(users);
         self.pending = true;
@@ -205,11 +211,11 @@ impl RemoteState {
 
     /// Peer `node` went away: its presence is dropped, pushes waiting for it are dropped;
     /// returns how many.
-    pub fn peer_down(&mut self, node: u8) -> usize {
+    pub fn peer_down(&mut self, node: u16) -> usize {
         let Some(n) = self.nodes.get_mut(node as usize) else {
             return 0;
         };
-        self.up &= !(1 << node);
+        self.up.remove(node);
         self.directory.drop_node(node);
         let dropped = n.coalescer.clear() + n.now.len();
         n.now.clear();
@@ -218,7 +224,7 @@ impl RemoteState {
     }
 
     /// Presence from peer `node`; returns the entries the directory had no room for.
-    pub fn apply_presence(&mut self, node: u8, entries: &[UserPresence]) -> u64 {
+    pub fn apply_presence(&mut self, node: u16, entries: &[UserPresence]) -> u64 {
         entries
             .iter()
             .filter(|e| !self.directory.apply(node, e))
@@ -240,7 +246,7 @@ impl RemoteState {
         let mut per_node = vec![0; self.nodes.len()];
         self.directory.count(context, user, filter, &mut per_node);
         for (i, n) in per_node.iter_mut().enumerate() {
-            if self.up & (1 << i) == 0 {
+            if !self.up.contains(i as u16) {
                 *n = 0;
             }
         }
@@ -258,6 +264,11 @@ mod tests {
         let cfg = ClusterConfig {
             node_id: "a".into(),
             listen: "127.0.0.1:7001".parse().unwrap(),
+            discovery: Default::default(),
+            advertise: None,
+            members_bucket: "b".into(),
+            member_ttl_ms: 5_000,
+            leave_wait_ms: 1_000,
             peers: (0..peers)
                 .map(|i| PeerConfig {
                     id: format!("p{i}"),
@@ -306,23 +317,32 @@ mod tests {
         let c = cluster(2);
         let mut r = RemoteState::new(c.clone(), 100);
         let stats = ShardStats::new(1);
-        assert_eq!(r.nodes_for(&job(7, false)), 0, "nobody holds user 7 yet");
+        assert!(
+            r.nodes_for(&job(7, false)).is_empty(),
+            "nobody holds user 7 yet"
+        );
         assert_eq!(r.apply_presence(1, &[presence(7)]), 0);
-        assert_eq!(r.nodes_for(&job(7, false)), 0, "node 1 is not linked");
+        assert!(
+            r.nodes_for(&job(7, false)).is_empty(),
+            "node 1 is not linked"
+        );
         r.peer_up(1, std::iter::empty());
         r.apply_presence(1, &[presence(7)]);
         let nodes = r.nodes_for(&job(7, false));
-        assert_eq!(nodes, 0b10);
+        assert_eq!(nodes, NodeSet::one(1));
         assert_eq!(r.route(&job(7, false), nodes, 0, &settings(0), &stats), 1);
         assert_eq!(r.counts(1, 7, &PathFilter::new("*")), vec![0, 1]);
         r.flush(0, 0, &stats, |_, u| presence(u));
-        match c.peers[1].queues[0].pop() {
+        match c.peer(1).unwrap().queues[0].pop() {
             Some(Outbound::Push(batch)) => assert_eq!(batch.len(), 1),
             _ => panic!("the push is queued for node 1"),
         }
-        assert!(c.peers[0].queues[0].pop().is_none());
+        assert!(c.peer(0).unwrap().queues[0].pop().is_none());
         assert_eq!(r.peer_down(1), 0);
-        assert_eq!(r.nodes_for(&job(7, false)), 0, "its presence is dropped");
+        assert!(
+            r.nodes_for(&job(7, false)).is_empty(),
+            "its presence is dropped"
+        );
     }
 
     #[test]
@@ -333,7 +353,7 @@ mod tests {
         r.peer_up(0, [(1, 7), (1, 8)].into_iter());
         r.apply_presence(0, &[presence(7)]);
         r.flush(0, 0, &stats, |_, u| presence(u));
-        match c.peers[0].queues[0].pop() {
+        match c.peer(0).unwrap().queues[0].pop() {
             Some(Outbound::Presence(batch)) => assert_eq!(batch.len(), 2),
             _ => panic!("this core's users are announced to the new peer"),
         }
@@ -343,18 +363,21 @@ mod tests {
             1
         );
         r.flush(0, 1_000, &stats, |_, u| presence(u));
-        assert!(c.peers[0].queues[0].pop().is_none(), "still waiting");
+        assert!(
+            c.peer(0).unwrap().queues[0].pop().is_none(),
+            "still waiting"
+        );
         r.tick(1_100, 10);
         assert!(r.pending());
         r.flush(0, 1_100, &stats, |_, u| presence(u));
         assert!(matches!(
-            c.peers[0].queues[0].pop(),
+            c.peer(0).unwrap().queues[0].pop(),
             Some(Outbound::Push(_))
         ));
         r.presence_changed(1, 9);
         r.flush(0, 1_200, &stats, |_, u| presence(u));
         assert!(matches!(
-            c.peers[0].queues[0].pop(),
+            c.peer(0).unwrap().queues[0].pop(),
             Some(Outbound::Presence(_))
         ));
         assert_eq!(r.peer_down(0), 0);

@@ -28,8 +28,10 @@ impl Shard {
     /// Queue a push for every other node that holds matching sockets of its user; returns
     /// the number of nodes.
     pub(in crate::runtime) fn route_remote(&mut self, job: &PushJob) -> u64 {
-        let nodes = self.remote.as_deref().map_or(0, |r| r.nodes_for(job));
-        if nodes == 0 {
+        let Some(nodes) = self.remote.as_deref().map(|r| r.nodes_for(job)) else {
+            return 0;
+        };
+        if nodes.is_empty() {
             return 0;
         }
         let settings = self.remote_settings();
@@ -67,7 +69,7 @@ impl Shard {
     }
 
     /// A link to peer `node` became current: it gets all of this core's presence again.
-    pub(in crate::runtime) fn peer_up(&mut self, node: u8) {
+    pub(in crate::runtime) fn peer_up(&mut self, node: u16) {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };
@@ -76,7 +78,7 @@ impl Shard {
     }
 
     /// Peer `node` went away: what waited for it is dropped and counted.
-    pub(in crate::runtime) fn peer_down(&mut self, node: u8) {
+    pub(in crate::runtime) fn peer_down(&mut self, node: u16) {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };
@@ -85,7 +87,7 @@ impl Shard {
         self.update_directory_gauge();
     }
 
-    pub(in crate::runtime) fn remote_presence(&mut self, node: u8, entries: Vec<UserPresence>) {
+    pub(in crate::runtime) fn remote_presence(&mut self, node: u16, entries: Vec<UserPresence>) {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };

@@ -99,6 +99,9 @@ impl Shard {
             Command::PeerDown { node } => self.peer_down(node),
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
             Command::Revoke(r) => self.revoke(r),
+            Command::Barrier(done) => {
+                let _ = done.send(());
+            }
             Command::Resumed { slot, gen, answer } => self.on_resumed(slot, gen, answer),
             Command::GapFilled { slot, gen, answer } => self.on_gap_filled(slot, gen, answer),
             Command::SioResumed {
