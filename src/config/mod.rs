@@ -278,14 +278,19 @@ impl Default for SessionsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
-    /// How long a remote message waits for an equal one to merge with.
+    /// When a coalesced push leaves (see [`CoalesceMode`]); default `edges`.
+    pub mode: CoalesceMode,
+    /// `edges`: the window after a send in which equal pushes are held and merged into one
+    /// trailing send. `wait`: how long a remote message waits for an equal one to merge with.
     pub delay_ms: u64,
     /// No remote message waits longer than this.
     pub max_delay_ms: u64,
-    /// How often the queues are checked.
+    /// How often the queues are checked in `wait` mode (`edges` checks on every core tick,
+    /// 100 ms).
     pub timer_ms: u64,
-    /// Pushes waiting per core per destination node; beyond, pushes for that node are dropped
-    /// and counted. 100,000 holds a full `max_delay_ms` of a heavy push rate.
+    /// Pushes waiting per core per destination node (in `edges` mode an open window counts as
+    /// one); beyond, pushes for that node are dropped and counted. 100,000 holds a full
+    /// `max_delay_ms` of a heavy push rate.
     pub max_queued_messages: usize,
     /// Bytes (texts and filters) waiting per core per destination node: 64 MiB.
     pub max_queued_bytes: usize,
@@ -294,6 +299,7 @@ pub struct RemoteConfig {
 impl Default for RemoteConfig {
     fn default() -> Self {
         RemoteConfig {
+            mode: CoalesceMode::Edges,
             delay_ms: 1000,
             max_delay_ms: 3000,
             timer_ms: 500,
@@ -301,6 +307,18 @@ impl Default for RemoteConfig {
             max_queued_bytes: 64 << 20,
         }
     }
+}
+
+/// `remote.mode`: how a coalesced push for another node is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoalesceMode {
+    /// Leading and trailing edge: the first push of a kind leaves at once; equal pushes
+    /// within `delay_ms` after a send leave as one more send when that window ends.
+    Edges,
+    /// Every push waits up to `delay_ms` for an equal one (each merge restarts the wait),
+    /// never longer than `max_delay_ms`.
+    Wait,
 }
 
 /// `[cluster]`: static membership.
@@ -435,6 +453,18 @@ mod tests {
         assert_eq!(c.unwrap().history.store, HistoryStore::Nats);
         let err = Config::from_toml("[history]\nstore = \"redis\"\n").unwrap_err();
         assert!(err.0.contains("redis"), "{err}");
+    }
+
+    #[test]
+    fn remote_mode_defaults_to_edges_and_names_the_choices() {
+        assert_eq!(Config::default().remote.mode, CoalesceMode::Edges);
+        let c = Config::from_toml("[remote]\nmode = \"wait\"\n").unwrap();
+        assert_eq!(c.remote.mode, CoalesceMode::Wait);
+        let err = Config::from_toml("[remote]\nmode = \"trailing\"\n").unwrap_err();
+        assert!(
+            err.0.contains("trailing") && err.0.contains("edges") && err.0.contains("wait"),
+            "{err}"
+        );
     }
 
     #[test]
