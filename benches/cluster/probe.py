@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Small helpers for benches/cluster/run.sh (standard library only).
+"""Small helpers for benches/cluster/run.sh and modes.sh (standard library only).
+
+  probe.py free-port IP ...                        a port P with TCP P, P+1 and UDP P+2 free on
+                                                   every IP
 
   probe.py snap OUT.json SELF HOLD NAME=ADMIN_URL@PID ...   both nodes' /v1/stats and CPU
                                                    ticks, the machine's busy ticks, and the ticks
@@ -16,7 +19,9 @@
 """
 import json
 import os
+import random
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -36,6 +41,17 @@ def post(url, body, timeout=10.0):
     )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, json.loads(r.read())
+
+
+def free(ip, port, kind):
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def stats(admin):
@@ -132,6 +148,17 @@ def main():
             }
         with open(out, "w") as f:
             json.dump(snap, f)
+    elif cmd == "free-port":
+        # A port P such that TCP P and P+1 and UDP P+2 are free on every address given; below
+        # the ephemeral range, so no outgoing connection can hold it.
+        ips = sys.argv[2:]
+        for _ in range(1000):
+            p = random.randrange(20000, 29990, 3)
+            if all(free(ip, p, socket.SOCK_STREAM) and free(ip, p + 1, socket.SOCK_STREAM)
+                   and free(ip, p + 2, socket.SOCK_DGRAM) for ip in ips):
+                print(p)
+                return
+        sys.exit("no free port")
     elif cmd == "wait-link":
         url, secs = sys.argv[2], float(sys.argv[3])
         rc, last = until(

@@ -136,66 +136,13 @@ wait_quiet() {
 }
 
 # ------------------------------------------------------------------------------- the nodes
-# A port P such that TCP P (public) and P+1 (admin) and UDP P+2 (cluster) are free on both
-# addresses; below the ephemeral range, so no outgoing connection can hold it.
-PORT=$(python3 - "$IP_A" "$IP_B" <<'PY'
-import random, socket, sys
-def free(ip, port, kind):
-    s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.bind((ip, port)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-for _ in range(1000):
-    p = random.randrange(20000, 29990, 3)
-    if all(free(ip, p, socket.SOCK_STREAM) and free(ip, p + 1, socket.SOCK_STREAM)
-           and free(ip, p + 2, socket.SOCK_DGRAM) for ip in sys.argv[1:]):
-        print(p); break
-else:
-    sys.exit("no free port")
-PY
-)
-ADMIN_A="http://$IP_A:$((PORT + 1))"
-ADMIN_B="http://$IP_B:$((PORT + 1))"
-"$RINGWIRE" cluster certs --out "$OUT/certs" a b >/dev/null
-KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-write_config() { # node ip peer peer_ip
-    cat >"$OUT/$1.toml" <<EOF
-[server]
-listen = "$2:$PORT"
-cores = $CORES
-drain_secs = 1
-drain_deadline_secs = 3
-[admin]
-listen = "$2:$((PORT + 1))"
-[sessions]
-key = "$KEY"
-$([[ -n "$PING_SECS" ]] && printf '[limits]\nping_interval_secs = %s\nidle_timeout_secs = %s\n' "$PING_SECS" $((2 * PING_SECS + 10)))
-[[endpoints]]
-path = "/ws"
-kind = "raw"
-[cluster]
-node_id = "$1"
-listen = "$2:$((PORT + 2))"
-peers = [{ id = "$3", addr = "$4:$((PORT + 2))" }]
-ca = "$OUT/certs/ca.pem"
-cert = "$OUT/certs/$1.pem"
-key = "$OUT/certs/$1.key"
-EOF
-    "$RINGWIRE" serve --check --config "$OUT/$1.toml" >/dev/null
-}
-write_config a "$IP_A" b "$IP_B"
-write_config b "$IP_B" a "$IP_A"
-log "out: $OUT; node A $IP_A:$PORT (admin $((PORT + 1)), QUIC $((PORT + 2))), node B $IP_B:$PORT; $CORES cores each"
-RUST_LOG="${RUST_LOG:-info}" "$RINGWIRE" serve --config "$OUT/a.toml" >"$OUT/node-a.log" 2>&1 &
-NODE_A_PID=$!
-RUST_LOG="${RUST_LOG:-info}" "$RINGWIRE" serve --config "$OUT/b.toml" >"$OUT/node-b.log" 2>&1 &
-NODE_B_PID=$!
-python3 "$PROBE" wait-link "$ADMIN_A" 20 && python3 "$PROBE" wait-link "$ADMIN_B" 20 ||
-    { log "the link did not come up"; tail -n 20 "$OUT"/node-*.log >&2; exit 1; }
-log "link up (A pid $NODE_A_PID, B pid $NODE_B_PID)"
+NODE_SERVER=$'drain_secs = 1\ndrain_deadline_secs = 3'
+NODE_SECTIONS=""
+[[ -n "$PING_SECS" ]] &&
+    NODE_SECTIONS=$(printf '[limits]\nping_interval_secs = %s\nidle_timeout_secs = %s' "$PING_SECS" $((2 * PING_SECS + 10)))
+# shellcheck source=nodes.sh
+source "$HERE/nodes.sh"
+start_nodes
 
 snap() { python3 "$PROBE" snap "$1" $$ "${HOLD_PID:--}" "a=$ADMIN_A@$NODE_A_PID" "b=$ADMIN_B@$NODE_B_PID"; }
 
@@ -335,7 +282,7 @@ WARN=$(grep -hE ' (WARN|ERROR) ' "$OUT"/node-*.log | head -n 20 || true)
     echo
     echo "- command: \`${RUN_CMD:-benches/cluster/run.sh}\` (USERS=$USERS CORES=$CORES PING_SECS=\"$PING_SECS\" LAT_SETTINGS=\"$LAT_SETTINGS\" LAT_SECS=$LAT_SECS REPS=$REPS RATES=\"$RATES\" STEP_BATCH=$STEP_BATCH STEP_SECS=$STEP_SECS COALESCE_SETTINGS=\"$COALESCE_SETTINGS\"), ${SECONDS} s"
     echo "- ringwire ${BIN_NOTE:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src loadtest 2>/dev/null || echo ' (the tree has uncommitted src/ or loadtest/ changes)')}: \`$RINGWIRE\` (built $(date -u -r "$RINGWIRE" '+%Y-%m-%d %H:%M UTC')), \`$LOADTEST\`"
-    echo "- two nodes on one machine: A = $IP_A, B = $IP_B, \`server.cores = $CORES\` each, raw endpoint \`/ws\`, shared \`sessions.key\`, certificates from \`ringwire cluster certs\`, \`limits.ping_interval_secs = ${PING_SECS:-25 (default)}\`, \`[remote]\` defaults (delay 1000 ms, max 3000 ms, timer 500 ms)"
+    echo "- two nodes on one machine: A = $IP_A, B = $IP_B, \`server.cores = $CORES\` each, raw endpoint \`/ws\`, shared \`sessions.key\`, certificates from \`ringwire cluster certs\`, \`limits.ping_interval_secs = ${PING_SECS:-25 (default)}\`, \`[remote]\` defaults (mode edges, delay 1000 ms, max 3000 ms, timer 500 ms)"
     echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), RLIMIT_NOFILE $(ulimit -Sn)/$(ulimit -Hn); both nodes, the idle holder and the load tester (coordinator + 2 workers each) share these CPUs, over loopback"
     echo "- server logs: $(if [[ -n "$WARN" ]]; then echo "warnings/errors:"; else echo "no warning or error"; fi)"
     [[ -n "$WARN" ]] && printf '  ```\n%s\n  ```\n' "$WARN"

@@ -4,6 +4,7 @@
 //! `tuning/ringwire.example.toml` (kept in sync by a unit test that parses that file).
 #![forbid(unsafe_code)]
 mod admin;
+mod cluster;
 mod history;
 mod limits;
 pub mod pem;
@@ -13,6 +14,7 @@ pub mod webhook;
 mod websockets;
 
 pub use admin::{AdminConfig, MAX_ADMIN_TOKEN_BYTES, MIN_ADMIN_TOKEN_BYTES};
+pub use cluster::{ClusterConfig, Discovery, PeerConfig};
 pub use history::{HistoryConfig, HistoryStore, NatsConfig};
 pub use limits::{EngineConfig, Limits};
 pub use reload::Reload;
@@ -278,14 +280,19 @@ impl Default for SessionsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
-    /// How long a remote message waits for an equal one to merge with.
+    /// When a coalesced push leaves (see [`CoalesceMode`]); default `edges`.
+    pub mode: CoalesceMode,
+    /// `edges`: the window after a send in which equal pushes are held and merged into one
+    /// trailing send. `wait`: how long a remote message waits for an equal one to merge with.
     pub delay_ms: u64,
     /// No remote message waits longer than this.
     pub max_delay_ms: u64,
-    /// How often the queues are checked.
+    /// How often the queues are checked in `wait` mode (`edges` checks on every core tick,
+    /// 100 ms).
     pub timer_ms: u64,
-    /// Pushes waiting per core per destination node; beyond, pushes for that node are dropped
-    /// and counted. 100,000 holds a full `max_delay_ms` of a heavy push rate.
+    /// Pushes waiting per core per destination node (in `edges` mode an open window counts as
+    /// one); beyond, pushes for that node are dropped and counted. 100,000 holds a full
+    /// `max_delay_ms` of a heavy push rate.
     pub max_queued_messages: usize,
     /// Bytes (texts and filters) waiting per core per destination node: 64 MiB.
     pub max_queued_bytes: usize,
@@ -294,6 +301,7 @@ pub struct RemoteConfig {
 impl Default for RemoteConfig {
     fn default() -> Self {
         RemoteConfig {
+            mode: CoalesceMode::Edges,
             delay_ms: 1000,
             max_delay_ms: 3000,
             timer_ms: 500,
@@ -303,90 +311,16 @@ impl Default for RemoteConfig {
     }
 }
 
-/// `[cluster]`: the link between nodes and how nodes find each other.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// This node's id; its certificate must name it (`ringwire cluster certs`). With
-    /// `discovery = "nats"` it is also the node's key in the bucket: letters, digits, `-`
-    /// and `_`.
-    pub node_id: String,
-    /// QUIC (UDP) address of the cluster link.
-    pub listen: SocketAddr,
-    /// `static`: the nodes are `peers`. `nats`: nodes register in a JetStream key-value
-    /// bucket on `[nats] url` and find each other there (`peers` must be empty).
-    #[serde(default)]
-    pub discovery: Discovery,
-    /// The address the other nodes dial (nats discovery). Default: `listen`, which must then
-    /// name an interface (not 0.0.0.0).
-    #[serde(default)]
-    pub advertise: Option<SocketAddr>,
-    /// The key-value bucket of the members (nats discovery); every node of a cluster uses
-    /// the same, so two clusters on one NATS keep apart by its name.
-    #[serde(default = "default_members_bucket")]
-    pub members_bucket: String,
-    /// How long a member's entry lives without a refresh (it is refreshed every third of
-    /// this): a node that stopped refreshing (crash, NATS unreachable from it) is forgotten
-    /// this long after its link went down. 5 s: longer than a refresh lost now and then, and
-    /// the link's own 3 s idle timeout already stops routing to a crashed node.
-    #[serde(default = "default_member_ttl_ms")]
-    pub member_ttl_ms: u64,
-    /// Longest a draining node waits for its peers to confirm they stopped routing to it
-    /// before it closes its sockets. 1 s: a peer confirms within milliseconds; a peer that
-    /// does not is down or partitioned and routes nothing anyway.
-    #[serde(default = "default_leave_wait_ms")]
-    pub leave_wait_ms: u64,
-    #[serde(default)]
-    pub peers: Vec<PeerConfig>,
-    /// PEM files for the link's mutual TLS: the cluster CA, this node's certificate, its key.
-    pub ca: std::path::PathBuf,
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
-    /// Presence directory entries (user × node × path) this node keeps, over all cores.
-    /// About 70 bytes each: the default 10,000,000 bounds the directory near 700 MB.
-    #[serde(default = "default_presence_entries")]
-    pub max_presence_entries: usize,
-}
-
-fn default_presence_entries() -> usize {
-    10_000_000
-}
-
-fn default_members_bucket() -> String {
-    "ringwire_nodes".into()
-}
-
-fn default_member_ttl_ms() -> u64 {
-    5_000
-}
-
-fn default_leave_wait_ms() -> u64 {
-    1_000
-}
-
-/// `[cluster] discovery`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// `remote.mode`: how a coalesced push for another node is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Discovery {
-    /// The peers are listed in `[cluster] peers`.
-    #[default]
-    Static,
-    /// Nodes register in a NATS JetStream key-value bucket and watch it.
-    Nats,
-}
-
-impl ClusterConfig {
-    /// The address other nodes dial.
-    pub fn advertised(&self) -> SocketAddr {
-        self.advertise.unwrap_or(self.listen)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerConfig {
-    pub id: String,
-    pub addr: SocketAddr,
+pub enum CoalesceMode {
+    /// Leading and trailing edge: the first push of a kind leaves at once; equal pushes
+    /// within `delay_ms` after a send leave as one more send when that window ends.
+    Edges,
+    /// Every push waits up to `delay_ms` for an equal one (each merge restarts the wait),
+    /// never longer than `max_delay_ms`.
+    Wait,
 }
 
 /// A configuration that cannot be used, with a message an operator can act on.
@@ -490,6 +424,18 @@ mod tests {
         assert_eq!(c.unwrap().history.store, HistoryStore::Nats);
         let err = Config::from_toml("[history]\nstore = \"redis\"\n").unwrap_err();
         assert!(err.0.contains("redis"), "{err}");
+    }
+
+    #[test]
+    fn remote_mode_defaults_to_edges_and_names_the_choices() {
+        assert_eq!(Config::default().remote.mode, CoalesceMode::Edges);
+        let c = Config::from_toml("[remote]\nmode = \"wait\"\n").unwrap();
+        assert_eq!(c.remote.mode, CoalesceMode::Wait);
+        let err = Config::from_toml("[remote]\nmode = \"trailing\"\n").unwrap_err();
+        assert!(
+            err.0.contains("trailing") && err.0.contains("edges") && err.0.contains("wait"),
+            "{err}"
+        );
     }
 
     #[test]

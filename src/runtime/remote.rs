@@ -89,7 +89,11 @@ impl RemoteState {
                 prev: job.prev,
             };
             let offer = if wait {
-                n.coalescer.offer(push, now, settings)
+                // In `edges` mode the leading push goes into this turn's batch.
+                let batched = n.now.len();
+                let offer = n.coalescer.offer(push, now, settings, &mut n.now);
+                self.pending |= n.now.len() > batched;
+                offer
             } else if n.now.len() + n.coalescer.len() >= settings.max_messages {
                 Offer::Dropped
             } else {
@@ -297,6 +301,7 @@ mod tests {
 
     fn settings(delay_ms: u64) -> Settings {
         Settings {
+            mode: crate::config::CoalesceMode::Wait,
             delay_ms,
             max_delay_ms: 1_000,
             max_messages: 10,

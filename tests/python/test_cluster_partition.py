@@ -20,7 +20,8 @@ import pytest
 from helpers import cluster_factory, remote_counters, wait_sockets  # noqa: F401 (fixture)
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
-REMOTE = {"delay_ms": 600, "max_delay_ms": 1500, "timer_ms": 100}
+# Its coalesced push checks the wait-first timing.
+REMOTE = {"mode": "wait", "delay_ms": 600, "max_delay_ms": 1500, "timer_ms": 100}
 DELAY, MAX_DELAY, TIMER, LATE, AT_ONCE = 0.6, 1.5, 0.1, 0.35, 0.4
 TOKEN = "partition-test-token"
 

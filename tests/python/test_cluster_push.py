@@ -8,10 +8,15 @@ Contract under test:
     pusher's presence directory says it holds matching sockets of that user;
   GET /v1/sockets -> {"exists","count" (cluster-wide),"nodes": [this node first (even at 0),
     then each other node with count > 0]};
-  coalesce=true: a remote copy waits up to remote.delay_ms for an equal one (context, user,
-    path filter, text) and merges with it, the wait sliding with each merge but never past
-    remote.max_delay_ms from the first; queues checked every remote.timer_ms;
-    coalesce=false or delay_ms = 0: sent at once; local sockets always get it at once;
+  coalesce=true merges equal remote copies (context, user, path filter, text):
+    remote.mode = "edges" (default): a copy with no equal one queued is sent at once and opens
+      a window of remote.delay_ms; equal copies in the window leave as one more message at its
+      end (checked every 100 ms core tick), which opens the next window; after a window with
+      nothing held, the next copy is sent at once again;
+    remote.mode = "wait": a remote copy waits up to remote.delay_ms for an equal one and merges
+      with it, the wait sliding with each merge but never past remote.max_delay_ms from the
+      first; queues checked every remote.timer_ms;
+  coalesce=false or delay_ms = 0: sent at once; local sockets always get it at once;
   DELETE /v1/sessions/{id} on any node closes the session's sockets on every node (4001) and
     refuses its upgrades everywhere (401);
   a killed node's presence entries are dropped, messages queued for it dropped and counted; it
@@ -36,6 +41,10 @@ from helpers import (BINARY, CLUSTER_SESSION_KEY, cluster_certs, cluster_factory
 # Small delays keep the suite fast; every timing assertion below is derived from these.
 DELAY_MS, MAX_DELAY_MS, TIMER_MS = 600, 1500, 100
 REMOTE = {"delay_ms": DELAY_MS, "max_delay_ms": MAX_DELAY_MS, "timer_ms": TIMER_MS}
+# The tests of the wait-first behaviour set it; the others run the default mode (edges).
+WAIT = {"mode": "wait"}
+# The core tick that checks edges-mode windows.
+TICK = 0.1
 DELAY, MAX_DELAY, TIMER = DELAY_MS / 1000, MAX_DELAY_MS / 1000, TIMER_MS / 1000
 # Link latency plus scheduling slack on a loaded test host.
 LATE = 0.35
@@ -133,16 +142,16 @@ def test_push_reaches_a_user_on_another_node(cluster_factory):
     (ta, _), = ca.expect(["hello both", "from b"], timeout=3)[1:]
     assert ta - t0 < AT_ONCE, f"b -> a took {ta - t0:.3f}s"
 
-    # Defaults (no path, no coalesce = coalesce): local at once, the remote copy after delay_ms.
+    # Defaults (no path, no coalesce = coalesce, mode edges): local and remote at once, as the
+    # first of its kind.
     t0 = time.monotonic()
     r = push(A, context=1, user=42, message="default")
     assert (r["sockets"], r["remote_nodes"]) == (1, 1), r
     (ta, _), = ca.expect(["hello both", "from b", "default"], timeout=3)[2:]
     assert ta - t0 < AT_ONCE, f"local delivery with coalesce took {ta - t0:.3f}s"
-    got = cb.expect(["hello b", "hello both", "from b", "default"], timeout=DELAY + TIMER + LATE + 1)
+    got = cb.expect(["hello b", "hello both", "from b", "default"], timeout=3)
     tb = got[-1][0]
-    assert DELAY - EARLY <= tb - t0 <= DELAY + TIMER + LATE, \
-        f"coalesced remote copy arrived after {tb - t0:.3f}s, wanted [{DELAY}, {DELAY + TIMER}] + latency"
+    assert tb - t0 < AT_ONCE, f"coalesced remote copy (mode edges) arrived after {tb - t0:.3f}s"
 
     # A batch: one remote copy for user 42, nothing for a user without sockets.
     r = A.push_batch([{"context": 1, "user": 42, "message": "batch", "coalesce": False},
@@ -252,7 +261,7 @@ def test_path_filters_across_nodes(cluster_factory):
 
 def test_equal_pushes_merge_into_one_remote_message(cluster_factory):
     f = cluster_factory
-    c = start(f, "ab", cores=2)
+    c = start(f, "ab", cores=2, remote=WAIT)
     A, B = c.admin("a"), c.admin("b")
     s = A.mint(user=21)
     cb = f.client(c, "b", s)
@@ -307,7 +316,7 @@ def test_equal_pushes_merge_into_one_remote_message(cluster_factory):
 
 def test_different_messages_are_never_merged(cluster_factory):
     f = cluster_factory
-    c = start(f, "ab", cores=2)
+    c = start(f, "ab", cores=2, remote=WAIT)
     A, B = c.admin("a"), c.admin("b")
     s22, s23 = A.mint(user=22), A.mint(user=23)
     ws22 = f.client(c, "b", s22, "/ws")
@@ -345,7 +354,7 @@ def test_different_messages_are_never_merged(cluster_factory):
 @pytest.mark.timeout(60)  # slow: waits out a node failure or several max_delay_ms
 def test_sliding_wait_is_capped_by_max_delay(cluster_factory):
     f = cluster_factory
-    c = start(f, "ab")
+    c = start(f, "ab", remote=WAIT)
     A = c.admin("a")
     s = A.mint(user=24)
     cb = f.client(c, "b", s)
@@ -388,7 +397,7 @@ def test_sliding_wait_is_capped_by_max_delay(cluster_factory):
 
 def test_coalesce_false_and_zero_delay_send_at_once(cluster_factory):
     f = cluster_factory
-    c = start(f, "ab")
+    c = start(f, "ab", remote=WAIT)
     A, B = c.admin("a"), c.admin("b")
     s = A.mint(user=25)
     cb = f.client(c, "b", s)
@@ -431,6 +440,105 @@ def test_coalesce_false_and_zero_delay_send_at_once(cluster_factory):
     assert cb.texts()[-1] == "delayed again", cb.texts()
     assert t - t0 >= DELAY - EARLY, f"after SIGHUP back to delay_ms={DELAY_MS}: {t - t0:.3f}s"
     assert c.servers["a"].alive() and c.servers["b"].alive()
+
+
+def burst(admin, user, text, n, within):
+    """n equal pushes (default coalesce) through `admin`, all within `within` seconds; returns
+    (time before the first, time after the last)."""
+    t0 = time.monotonic()
+    for _ in range(n):
+        r = push(admin, context=1, user=user, message=text)
+        assert r["remote_nodes"] == 1, r
+    t_end = time.monotonic()
+    assert t_end - t0 < within, f"{n} pushes took {t_end - t0:.3f}s, wanted them within {within}s"
+    return t0, t_end
+
+
+def test_edges_mode_sends_the_first_at_once_and_a_burst_at_most_twice(cluster_factory):
+    # The default mode, with the default delays: nothing of "wait" may show.
+    f = cluster_factory
+    c = start(f, "ab", cores=2, remote={"delay_ms": 1000, "max_delay_ms": 3000, "timer_ms": 500})
+    delay, fast = 1.0, 0.3
+    A, B = c.admin("a"), c.admin("b")
+    s = A.mint(user=26)
+    cb = f.client(c, "b", s)
+    wait_sockets(A, 1, 26, 1)
+    before_a, before_b = remote_counters(A), remote_counters(B)
+
+    # A lone push: at once, not delay_ms later.
+    t0 = time.monotonic()
+    push(A, context=1, user=26, message="first")
+    (t, _), = cb.expect(["first"], timeout=3)
+    assert t - t0 < fast, f"first coalesced push reached b after {t - t0:.3f}s (delay_ms=1000, edges)"
+
+    # 5 equal pushes within 200 ms: the first at once, the others merged into one more message
+    # when the window (delay_ms from the first) ends.
+    t0, t_end = burst(A, 26, "burst", 5, 0.2)
+    got = cb.wait_for(2, timeout=delay + TICK + LATE + 0.5)[1:]
+    assert got and got[0][1] == "burst", cb.texts()
+    assert got[0][0] - t0 < fast, f"the burst's first push reached b after {got[0][0] - t0:.3f}s"
+    time.sleep(max(0.0, t0 + delay + TICK + LATE - time.monotonic()) + 0.3)
+    got = cb.messages[1:]
+    print(f"burst from 0 to {t_end - t0:.3f}s, delivered at {[round(t - t0, 3) for t, _ in got]}")
+    assert 1 <= len(got) <= 2 and all(m == "burst" for _, m in got), \
+        f"5 equal pushes within 200 ms: wanted 1 or 2 deliveries, got {cb.texts()[1:]}"
+    assert len(got) == 2, f"the trailing push never came: {cb.texts()[1:]}"
+    t2 = got[1][0]
+    assert delay - EARLY <= t2 - t0 <= delay + TICK + LATE, \
+        f"trailing push at {t2 - t0:.3f}s, wanted at the window's end ({delay}s + a tick + latency)"
+    da = counter_delta(remote_counters(A), before_a)
+    assert (da["queued"], da["merged"], da["sent"], da["dropped"]) == (3, 3, 3, 0), f"a: {da}"
+    assert counter_delta(remote_counters(B), before_b)["received"] == 3
+
+    # The trailing send opened a window: an equal push in it waits for its end...
+    t0 = time.monotonic()
+    push(A, context=1, user=26, message="burst")
+    got = cb.wait_for(4, timeout=delay + TICK + LATE + 0.5)
+    assert len(got) == 4, cb.texts()
+    assert got[3][0] - t2 <= delay + TICK + LATE and got[3][0] - t0 >= 0.1, \
+        f"push {t0 - t2:.3f}s after the trailing send arrived {got[3][0] - t0:.3f}s later"
+    # ...and once a window has passed with nothing held, the next one is a first again.
+    time.sleep(delay + TICK + 0.2)
+    t0 = time.monotonic()
+    push(A, context=1, user=26, message="burst")
+    t = cb.wait_for(5, timeout=3)[-1][0]
+    assert t - t0 < fast, f"equal push after the window closed arrived after {t - t0:.3f}s"
+    time.sleep(0.3)
+    assert len(cb.texts()) == 5, cb.texts()
+
+
+def test_mode_is_reloadable(cluster_factory):
+    f = cluster_factory
+    c = start(f, "ab")
+    A = c.admin("a")
+    s = A.mint(user=27)
+    cb = f.client(c, "b", s)
+    wait_sockets(A, 1, 27, 1)
+
+    def lone(text):
+        t0 = time.monotonic()
+        push(A, context=1, user=27, message=text)
+        return cb.wait_for(len(cb.texts()) + 1, timeout=MAX_DELAY + TIMER + LATE + 1)[-1][0] - t0
+
+    assert lone("edges") < AT_ONCE
+    for mode, late in (("wait", True), ("edges", False)):
+        c.write_config("a", {"remote": {"mode": mode}})
+        r = A.reload()
+        assert r.status == 200 and r.json.get("reloaded") is True, r
+        assert "remote" not in " ".join(r.json.get("restart_required_for") or []), r
+        time.sleep(0.2)  # the cores apply it asynchronously
+        took = lone(f"after reload to {mode}")
+        if late:
+            assert DELAY - EARLY <= took <= DELAY + TIMER + LATE, f"mode wait by reload: {took:.3f}s"
+        else:
+            assert took < AT_ONCE, f"mode edges by reload: {took:.3f}s"
+    assert cb.texts() == ["edges", "after reload to wait", "after reload to edges"], cb.texts()
+
+    # An unknown mode is refused by a reload, and the running mode stays.
+    c.write_config("a", {"remote": {"mode": "sometimes"}})
+    r = A.reload()
+    assert r.status == 400 and b"sometimes" in r.body and b"edges" in r.body, r
+    assert lone("still edges") < AT_ONCE
 
 
 # ---------------------------------------------------------------------------------- sessions
@@ -534,7 +642,7 @@ def test_killed_node_is_dropped_from_presence_and_rejoins(cluster_factory):
 def test_messages_queued_for_a_dead_node_are_dropped_and_counted(cluster_factory):
     # A long wait so the message is still queued when a notices b is gone (about 3 s).
     f = cluster_factory
-    c = start(f, "ab", remote={"delay_ms": 8000, "max_delay_ms": 8000, "timer_ms": 100})
+    c = start(f, "ab", remote={"mode": "wait", "delay_ms": 8000, "max_delay_ms": 8000, "timer_ms": 100})
     A = c.admin("a")
     s = A.mint(user=51)
     f.client(c, "b", s)
@@ -555,9 +663,11 @@ def test_messages_queued_for_a_dead_node_are_dropped_and_counted(cluster_factory
     assert push(A, context=1, user=51, message="x")["remote_nodes"] == 0
 
 
-def test_full_queue_drops_and_counts(cluster_factory):
+@pytest.mark.parametrize("mode", ["wait", "edges"])
+def test_full_queue_drops_and_counts(cluster_factory, mode):
+    # In edges mode an open window counts toward the bounds like a waiting push.
     f = cluster_factory
-    c = start(f, "ab")
+    c = start(f, "ab", remote={"mode": mode})
     A, B = c.admin("a"), c.admin("b")
     s = A.mint(user=61)
     cb = f.client(c, "b", s)
@@ -610,7 +720,7 @@ def test_full_queue_drops_and_counts(cluster_factory):
 
 def test_stats_and_metrics_count_remote_messages(cluster_factory):
     f = cluster_factory
-    c = start(f, "ab")
+    c = start(f, "ab", remote=WAIT)
     A, B = c.admin("a"), c.admin("b")
 
     st = A.stats()["cluster"]

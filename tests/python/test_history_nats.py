@@ -266,7 +266,8 @@ def test_a_socketio_client_recovers_its_session_on_the_other_node(cluster_factor
     import json
     import os
 
-    c = two_nodes(cluster_factory, nats, endpoints=SIO_HISTORY)
+    # remote.mode = "wait": the other node's pushes arrive late, so that gaps are filled.
+    c = two_nodes(cluster_factory, nats, endpoints=SIO_HISTORY, remote={"mode": "wait"})
     a, b = c.admin("a"), c.admin("b")
     s = a.mint(user=77)
     cfg = {

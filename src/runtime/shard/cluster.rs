@@ -2,7 +2,7 @@
 //! the link reports (peers up and down, their presence). The queues and the directory are
 //! the remote part's; this file hands it the core's clock, settings and counters.
 use super::Shard;
-use crate::cluster::coalesce::Settings;
+use crate::cluster::coalesce::{CoalesceMode, Settings};
 use crate::cluster::wire::UserPresence;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, PushJob};
@@ -11,6 +11,7 @@ impl Shard {
     fn remote_settings(&self) -> Settings {
         let r = &self.policy.config.remote;
         Settings {
+            mode: r.mode,
             delay_ms: r.delay_ms,
             max_delay_ms: r.max_delay_ms,
             max_messages: r.max_queued_messages,
@@ -42,11 +43,18 @@ impl Shard {
         }
     }
 
-    /// Every `remote.timer_ms`: pushes whose wait is over leave.
+    /// Called on every core tick (`TICK_MS`, 100 ms): pushes whose wait is over leave. In
+    /// `wait` mode the queues are checked every `remote.timer_ms`; in `edges` mode on every
+    /// tick, so a trailing push leaves within one tick of its window's end (a check with
+    /// nothing due costs one comparison per node).
     pub(in crate::runtime) fn remote_tick(&mut self) {
-        let timer_ms = self.policy.config.remote.timer_ms;
+        let remote = &self.policy.config.remote;
+        let period = match remote.mode {
+            CoalesceMode::Wait => remote.timer_ms,
+            CoalesceMode::Edges => 0,
+        };
         if let Some(r) = self.remote.as_deref_mut() {
-            r.tick(sys::monotonic_ms(), timer_ms);
+            r.tick(sys::monotonic_ms(), period);
         }
     }
 

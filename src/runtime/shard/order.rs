@@ -1,6 +1,6 @@
 //! Pushes to one socket in the order of its user's history (nats store). Pushes made on
 //! different nodes reach a socket by different ways (straight from this node's admin API,
-//! or from another node's after its `[remote]` coalescing wait), so they may arrive out of
+//! or from another node's through its `[remote]` queue and the link), so they may arrive out of
 //! order; a client that got a later push before an earlier one would resume past the
 //! earlier one and never get it. Each push recorded by the nats store carries the offset of
 //! its user's previous message (`PushJob::prev`), and each history socket what it was sent
