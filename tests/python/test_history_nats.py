@@ -12,59 +12,17 @@ Contract under test (README "Recovery"):
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from helpers import (Admin, cluster_factory, free_port, history_connect, metric_sum, recv_json, run,  # noqa: F401
+from helpers import (Admin, cluster_factory, history_connect, metric_sum, recv_json, run,  # noqa: F401
                      until_marker)
+from nats_helpers import nats  # noqa: F401 (fixture)
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 HISTORY = [{"path": "/ws", "kind": "raw", "history": True}, {"path": "/other", "kind": "raw"}]
-
-
-class NatsServer:
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.dir = tmp_path / "nats"
-        self.proc = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.dir.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen([NATS, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.04)
-        raise AssertionError("nats-server did not listen within 10 s")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-
-
-@pytest.fixture
-def nats(tmp_path):
-    import os
-
-    if not os.path.exists(NATS):
-        pytest.fail("nats-server is not installed (tests/run.sh installs Debian's nats-server)")
-    n = NatsServer(tmp_path)
-    yield n
-    n.kill()
 
 
 def two_nodes(cluster_factory, nats, **extra):
