@@ -13,12 +13,14 @@
 //! - [`facade`]: the one `Service` through which the admin API, the cluster link and an
 //!   embedding application reach the cores.
 //! - [`link`]: the cluster link (QUIC thread, mutual TLS, certificates).
+//! - [`ingress`]: pushes published on NATS (`[nats] ingress`), on a thread of their own.
 //! - [`admin`]: the admin HTTP API, metrics, dashboard.
 //! - [`server`], [`doctor`]: start-up and lifecycle; host checks (`ringwire doctor`).
 //!
 //! Unsafe code lives in the engine ([`runtime`]: io_uring submissions, MSG_RING records) and
 //! in [`doctor`]'s `getrlimit` probe, each block with a `// SAFETY:` note;
-//! `protocol`, `config`, `service`, `bus`, `cluster`, `facade`, `link` and `admin` forbid it.
+//! `protocol`, `config`, `service`, `bus`, `cluster`, `facade`, `link`, `ingress` and `admin`
+//! forbid it.
 pub mod admin;
 pub mod bus;
 pub mod cluster;
@@ -26,6 +28,7 @@ pub mod config;
 pub mod doctor;
 pub mod facade;
 mod history_bus;
+pub mod ingress;
 pub mod link;
 pub mod protocol;
 pub mod runtime;

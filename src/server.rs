@@ -65,6 +65,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         )?),
         _ => None,
     };
+    // Pushes published on NATS: a thread of its own, connecting in the background.
+    let ingress = if config.nats.ingress {
+        Some(crate::ingress::start(&config.nats, service.clone())?)
+    } else {
+        None
+    };
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ringwire-control")
@@ -94,6 +100,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             webhook: webhook.clone(),
             listener_stats: Arc::new(admin::ListenerStats::default()),
             fd_reserve: Arc::new(admin::FdReserve::default()),
+            ingress: ingress.as_ref().map(|i| i.stats()),
         };
         if let Some(w) = &webhook {
             tokio::spawn(w.clone().run());
@@ -111,6 +118,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         let _ = tokio::task::spawn_blocking(move || engine.join()).await;
         admin.abort();
     });
+    if let Some(i) = ingress {
+        // Taken through the drain, like the admin API's pushes; the cores have stopped now,
+        // so the queue group's other nodes take what comes next.
+        i.shutdown();
+    }
     if let Some(w) = &webhook {
         // The cores have stopped: their close events are queued. One last bounded drain.
         control.block_on(w.shutdown(w.shutdown_grace()));

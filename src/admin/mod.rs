@@ -38,6 +38,8 @@ pub struct AdminState {
     pub listener_stats: Arc<ListenerStats>,
     /// Descriptors held for accepts at EMFILE and for reloads.
     pub fd_reserve: Arc<FdReserve>,
+    /// The NATS ingress's counters, when `[nats] ingress` is on.
+    pub ingress: Option<Arc<crate::ingress::IngressStats>>,
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
@@ -169,6 +171,9 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             }
             let max = state.config.lock().expect("config lock").admin.max_connections;
             text.push_str(&state.listener_stats.metrics_text(max));
+            if let Some(i) = &state.ingress {
+                text.push_str(&i.metrics_text());
+            }
             if let Some(c) = &state.shared.cluster {
                 text.push_str(&c.membership_metrics());
                 text.push_str(
@@ -197,12 +202,11 @@ async fn stats(State(state): State<AdminState>) -> Response {
         .iter()
         .map(|e| e.path.clone())
         .collect();
-    Json(metrics::stats_json(
-        &state.shared,
-        &state.node_id,
-        &endpoints,
-    ))
-    .into_response()
+    let mut json = metrics::stats_json(&state.shared, &state.node_id, &endpoints);
+    if let Some(i) = &state.ingress {
+        json["nats_ingress"] = i.json();
+    }
+    Json(json).into_response()
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! The service through the admin API: sessions, push, socket queries, reload.
 use super::{error, AdminState};
 use crate::config::Config;
-use crate::facade::PushJob;
-use crate::service::path_filter::PathFilter;
+use crate::facade::push;
 use crate::service::session::unix_now;
 use crate::service::upgrade::UpgradePolicy;
 use axum::extract::{Path, Query, State};
@@ -11,13 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
-
-/// Longest path filter accepted (globs are matched per socket).
-const MAX_FILTER_LEN: usize = 1024;
-/// Largest push message (a push is copied into every matching socket's queue).
-const MAX_MESSAGE_LEN: usize = 1 << 20;
-/// Most pushes in one batch request.
-const MAX_BATCH: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,128 +57,23 @@ pub async fn delete_session(State(state): State<AdminState>, Path(id): Path<Stri
     StatusCode::NO_CONTENT.into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushRequest {
-    context: u32,
-    user: u32,
-    #[serde(default)]
-    path: Option<String>,
-    /// A string is sent as it is; any other JSON value (object, array, number...) as its
-    /// JSON text, so that JSON payloads need no second encoding.
-    #[serde(deserialize_with = "text_or_json")]
-    message: String,
-    /// Remote coalescing (cluster); local delivery is immediate either way.
-    #[serde(default = "yes")]
-    coalesce: bool,
-}
-
-/// A JSON string's content, or any other JSON value's compact JSON text.
-fn text_or_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    use serde::Deserialize;
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Null => Err(serde::de::Error::custom(
-            "message is null: give a string or any other JSON value",
-        )),
-        other => Ok(other.to_string()),
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The same limit and message for every path filter the API takes (push, batch, sockets).
-fn check_filter(path: &str) -> Result<(), String> {
-    if path.len() > MAX_FILTER_LEN {
-        return Err(format!("path filter longer than {MAX_FILTER_LEN} bytes"));
-    }
-    Ok(())
-}
-
-impl PushRequest {
-    fn into_job(self) -> Result<PushJob, String> {
-        let path = self.path.unwrap_or_else(|| "*".into());
-        check_filter(&path)?;
-        if self.message.len() > MAX_MESSAGE_LEN {
-            return Err(format!("message longer than {MAX_MESSAGE_LEN} bytes"));
-        }
-        Ok(PushJob {
-            context: self.context,
-            user: self.user,
-            filter: PathFilter::new(&path),
-            text: Arc::from(self.message),
-            coalesce: self.coalesce,
-            at: None,
-            prev: None,
-        })
-    }
-}
-
 pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
-    let job = match serde_json::from_slice::<PushRequest>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(PushRequest::into_job)
-    {
+    let job = match push::parse_push(&body) {
         Ok(j) => j,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid push: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.message()),
     };
     let c = state.service.send_batch(vec![job]).await;
-    let mut answer = serde_json::json!({ "sockets": c.sockets, "remote_nodes": c.remote_nodes });
-    if let Some(&p) = c.positions.first() {
-        answer["position"] = position_json(p);
-    }
-    (StatusCode::ACCEPTED, Json(answer)).into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushBatch {
-    pushes: Vec<PushRequest>,
+    (StatusCode::ACCEPTED, Json(push::push_answer(&c))).into_response()
 }
 
 pub async fn push_batch(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
-    let batch: PushBatch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")),
+    let jobs = match push::parse_batch(&body) {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.message()),
     };
-    if batch.pushes.len() > MAX_BATCH {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_BATCH} pushes per batch"),
-        );
-    }
-    let n = batch.pushes.len();
-    let mut jobs = Vec::with_capacity(n);
-    for (i, p) in batch.pushes.into_iter().enumerate() {
-        match p.into_job() {
-            Ok(j) => jobs.push(j),
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("pushes[{i}]: {e}")),
-        }
-    }
+    let n = jobs.len();
     let c = state.service.send_batch(jobs).await;
-    let mut answer = serde_json::json!({
-        "pushes": n,
-        "sockets": c.sockets,
-        "remote_nodes": c.remote_nodes,
-    });
-    if !c.positions.is_empty() {
-        answer["positions"] = c.positions.into_iter().map(position_json).collect();
-    }
-    (StatusCode::ACCEPTED, Json(answer)).into_response()
-}
-
-/// A push's position as the API answers it (the epoch as on the wire: 16 hex digits);
-/// `null` when the history store could not record it.
-fn position_json(p: Option<crate::service::history::Position>) -> serde_json::Value {
-    match p {
-        Some(p) => serde_json::json!({
-            "epoch": crate::service::history::envelope::epoch_hex(p.epoch),
-            "offset": p.offset,
-        }),
-        None => serde_json::Value::Null,
-    }
+    (StatusCode::ACCEPTED, Json(push::batch_answer(n, &c))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -206,7 +93,7 @@ pub async fn sockets(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    if let Err(e) = check_filter(q.path.as_deref().unwrap_or("*")) {
+    if let Err(e) = push::check_filter(q.path.as_deref().unwrap_or("*")) {
         return error(StatusCode::BAD_REQUEST, format!("invalid query: {e}"));
     }
     let counts = state

@@ -21,5 +21,5 @@ mod rule;
 mod settings;
 pub mod thread;
 
-pub use history::{HistoryError, NatsHistory, NatsSettings, NatsStats};
-pub use thread::{spawn, BusHandle, BusSender};
+pub use history::{reconnect_delay, HistoryError, NatsHistory, NatsSettings, NatsStats};
+pub use thread::{spawn, BusHandle, BusSender, RuntimeThread};

@@ -242,8 +242,55 @@ impl BusSender {
 /// lets those under way finish (each is bounded by the timeout) and joins the thread.
 pub struct BusHandle {
     sender: BusSender,
+    thread: RuntimeThread,
+}
+
+/// A thread of its own that runs one task on a tokio current-thread runtime until told to
+/// stop (the NATS thread; the NATS ingress's too): the stop signal and the join. Dropping it
+/// stops and joins it as well.
+pub struct RuntimeThread {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RuntimeThread {
+    /// Makes the runtime here (so that a failure is the caller's error), then runs
+    /// `task(stop)` on the thread `name`; `stop` completes when the task should end.
+    pub fn spawn<F, Fut>(name: &str, task: F) -> Result<RuntimeThread, String>
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("no tokio runtime: {e}"))?;
+        let (stop, stop_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || rt.block_on(task(stop_rx)))
+            .map_err(|e| format!("cannot spawn it: {e}"))?;
+        Ok(RuntimeThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells the task to stop and waits for the thread to end.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RuntimeThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Starts the NATS thread for the store at `url`. Fails only on bad settings or if the
@@ -251,23 +298,16 @@ pub struct BusHandle {
 pub fn spawn(url: &str, settings: NatsSettings) -> Result<BusHandle, HistoryError> {
     settings.validate()?;
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let (stop, stop_rx) = oneshot::channel();
     let counters = Arc::new(NatsCounters::default());
     let url = url.to_string();
     let thread_counters = counters.clone();
-    // Made here, so that a failure is the caller's error, then moved to its thread.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HistoryError::Thread(format!("no tokio runtime: {e}")))?;
-    let thread = std::thread::Builder::new()
-        .name("ringwire-nats".into())
-        .spawn(move || rt.block_on(serve(url, settings, thread_counters, rx, stop_rx)))
-        .map_err(|e| HistoryError::Thread(format!("cannot spawn it: {e}")))?;
+    let thread = RuntimeThread::spawn("ringwire-nats", move |stop| {
+        serve(url, settings, thread_counters, rx, stop)
+    })
+    .map_err(HistoryError::Thread)?;
     Ok(BusHandle {
         sender: BusSender { tx, counters },
-        stop: Some(stop),
-        thread: Some(thread),
+        thread,
     })
 }
 
@@ -285,22 +325,7 @@ impl BusHandle {
     /// timeout), those still queued are answered [`HistoryError::Stopped`], later ones are
     /// refused with it.
     pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for BusHandle {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 

@@ -51,7 +51,8 @@ impl Default for HistoryConfig {
     }
 }
 
-/// `[nats]`: the NATS server used by the `nats` history store (JetStream). Restart to change.
+/// `[nats]`: the NATS server used by the `nats` history store (JetStream) and by the NATS
+/// ingress (pushes published on NATS). Restart to change.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
@@ -67,6 +68,26 @@ pub struct NatsConfig {
     /// Longest a history call may take (record, resume) before it counts as failed: a push
     /// is then delivered live without a position, a resume is told `recovered: false`.
     pub timeout_ms: u64,
+    /// Take pushes published on NATS (core NATS, no JetStream): `<ingress_subject>` carries
+    /// the body of `POST /v1/push`, `<ingress_subject>.batch` that of `POST /v1/push/batch`,
+    /// `<ingress_subject>.<context>.<user>` a push whose body may leave out context and user.
+    /// Default false: a node subscribes to nothing it was not told to.
+    pub ingress: bool,
+    /// The subject of pushes (dot-separated tokens, no wildcards). `ringwire.push` sits beside
+    /// the history store's `ringwire.history`.
+    pub ingress_subject: String,
+    /// The queue group every node subscribes in, so that each push is taken by one node of
+    /// the cluster (which delivers it cluster-wide). The same on every node; `ringwire`.
+    pub ingress_queue: String,
+    /// NATS messages being handled at once (handed to the cores and not answered yet). 64
+    /// keeps the cores busy (they answer in microseconds; with the `nats` history store a push
+    /// waits for its append, about 50 us to 2 ms) and bounds what a flood holds.
+    pub ingress_max_in_flight: usize,
+    /// NATS messages the client keeps for the ingress while it is busy; past it the client
+    /// drops them and counts them (`ringwire_nats_ingress_dropped_total`). 1024 absorbs a burst;
+    /// memory held is at most (this + `ingress_max_in_flight`) x NATS `max_payload` (1 MiB by
+    /// default).
+    pub ingress_buffer: usize,
 }
 
 impl Default for NatsConfig {
@@ -77,6 +98,11 @@ impl Default for NatsConfig {
             subject_prefix: "ringwire.history".into(),
             replicas: 1,
             timeout_ms: 2000,
+            ingress: false,
+            ingress_subject: "ringwire.push".into(),
+            ingress_queue: "ringwire".into(),
+            ingress_max_in_flight: 64,
+            ingress_buffer: 1024,
         }
     }
 }
@@ -97,5 +123,64 @@ impl HistoryConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl NatsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let subject_ok = self.ingress_subject.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '*' && c != '>')
+        });
+        if !subject_ok {
+            return Err(ConfigError(format!(
+                "nats.ingress_subject {:?}: must be dot-separated non-empty tokens of visible \
+                 ASCII, without wildcards ('*', '>')",
+                self.ingress_subject
+            )));
+        }
+        if self.ingress_queue.is_empty()
+            || !self.ingress_queue.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(ConfigError(format!(
+                "nats.ingress_queue {:?}: must be a non-empty name of visible ASCII",
+                self.ingress_queue
+            )));
+        }
+        if !(1..=65_536).contains(&self.ingress_max_in_flight) {
+            return Err(ConfigError(
+                "nats.ingress_max_in_flight must be between 1 and 65536".into(),
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.ingress_buffer) {
+            return Err(ConfigError(
+                "nats.ingress_buffer must be between 1 and 1048576 messages".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn ingress_keys_are_checked() {
+        let ok = Config::from_toml("[nats]\ningress = true\ningress_subject = \"app.push\"\n");
+        assert!(ok.unwrap().nats.ingress);
+        for (bad, says) in [
+            ("ingress_subject = \"app.*\"", "nats.ingress_subject"),
+            ("ingress_subject = \"app..push\"", "nats.ingress_subject"),
+            ("ingress_queue = \"\"", "nats.ingress_queue"),
+            ("ingress_queue = \"a b\"", "nats.ingress_queue"),
+            ("ingress_max_in_flight = 0", "nats.ingress_max_in_flight"),
+            ("ingress_buffer = 0", "nats.ingress_buffer"),
+        ] {
+            let e = Config::from_toml(&format!("[nats]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 }

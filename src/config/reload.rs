@@ -19,7 +19,7 @@ impl Config {
     /// `[compression]`, `[security]`, `[tls]` certificates, `server.drain_secs` and
     /// `drain_deadline_secs`, `admin.token` and the admin timeouts. Restart only: the public
     /// listener, cores and pinning, `[engine]`, `admin.listen`, `admin.max_connections`, the
-    /// endpoints, `sessions.key`, `[webhook]`.
+    /// endpoints, `sessions.key`, `[webhook]`, `[nats]`.
     ///
     /// Refused when the admin settings that would be in force are invalid together: a file
     /// that moves `admin.listen` to loopback and drops the token would otherwise leave the
@@ -53,6 +53,7 @@ impl Config {
         );
         changed(new.sessions.key != cur.sessions.key, "sessions.key");
         changed(new.webhook != cur.webhook, "webhook");
+        changed(new.nats != cur.nats, "nats");
 
         let mut applied = new;
         applied.server = super::ServerConfig {
@@ -66,6 +67,7 @@ impl Config {
         applied.endpoints = cur.endpoints.clone();
         applied.sessions.key = cur.sessions.key.clone();
         applied.webhook = cur.webhook.clone();
+        applied.nats = cur.nats.clone();
         applied.admin.validate().map_err(|e| {
             ConfigError(format!(
                 "{e} (the running admin listener is {})",

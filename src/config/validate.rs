@@ -60,6 +60,7 @@ impl Config {
         }
         self.remote.validate()?;
         self.history.validate()?;
+        self.nats.validate()?;
         if let Some(w) = &self.webhook {
             w.validate().map_err(ConfigError)?;
         }

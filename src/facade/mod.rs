@@ -13,6 +13,8 @@ use crate::service::upgrade::UpgradePolicy;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+pub mod push;
+
 /// A handle to the running engine's service. Cheap to clone; usable from any thread with a
 /// tokio runtime (replies come back through oneshot channels).
 #[derive(Clone)]
@@ -46,9 +48,25 @@ impl Service {
     /// Many pushes at once: grouped by owning core, one command per core. With history on,
     /// the answer's positions are in the order of `jobs`.
     pub async fn send_batch(&self, jobs: Vec<PushJob>) -> PushCounts {
-        if let Some(bus) = self.shared.history_bus.clone() {
-            return self.send_recorded(bus.as_ref(), jobs).await;
-        }
+        self.submit_batch(jobs).await
+    }
+
+    /// [`Service::send_batch`] in two steps: the pushes are handed over before this returns
+    /// (to the owning cores' inboxes, or to the history store first with `nats`), so that
+    /// pushes submitted one after the other reach each user in that order; the future then
+    /// waits for the counts. Dropping it leaves the pushes under way.
+    pub fn submit_batch(
+        &self,
+        jobs: Vec<PushJob>,
+    ) -> impl std::future::Future<Output = PushCounts> + Send + 'static {
+        let waiting = match self.shared.history_bus.clone() {
+            Some(bus) => self.submit_recorded(bus.as_ref(), jobs),
+            None => self.submit_to_cores(jobs),
+        };
+        waiting.counts()
+    }
+
+    fn submit_to_cores(&self, jobs: Vec<PushJob>) -> Waiting {
         let owners: Vec<usize> = jobs
             .iter()
             .map(|j| self.shared.owner_of(j.context, j.user))
@@ -67,31 +85,18 @@ impl Service {
                 }
             },
         );
-        // Replies come in the order of the cores that got jobs; each core's positions are
-        // in the order of its share of the jobs.
-        let mut cores: Vec<usize> = owners.clone();
-        cores.sort_unstable();
-        cores.dedup();
-        let mut per_core = vec![Vec::new().into_iter(); self.shared.cores];
-        let mut total = PushCounts::default();
-        for (core, rx) in cores.into_iter().zip(replies) {
-            let c = rx.await.unwrap_or_default();
-            total.sockets += c.sockets;
-            total.remote_nodes += c.remote_nodes;
-            per_core[core] = c.positions.into_iter();
+        Waiting::Cores {
+            owners,
+            replies,
+            cores: self.shared.cores,
         }
-        total.positions = owners
-            .iter()
-            .map_while(|&core| per_core[core].next())
-            .collect();
-        total
     }
 
     /// Pushes recorded by the history store off the cores first (`nats`): each push goes to
     /// its owning core from the store's thread once the store gave it its position (or
     /// failed to: it is delivered live all the same, without one), so a user's pushes reach
     /// its core in the order of their positions.
-    async fn send_recorded(&self, bus: &dyn HistoryBus, jobs: Vec<PushJob>) -> PushCounts {
+    fn submit_recorded(&self, bus: &dyn HistoryBus, jobs: Vec<PushJob>) -> Waiting {
         let mut replies = Vec::with_capacity(jobs.len());
         for mut job in jobs {
             let (tx, rx) = oneshot::channel();
@@ -116,14 +121,7 @@ impl Service {
             };
             bus.append(context, user, text, filter, Box::new(done));
         }
-        let mut total = PushCounts::default();
-        for rx in replies {
-            let c = rx.await.unwrap_or_default();
-            total.sockets += c.sockets;
-            total.remote_nodes += c.remote_nodes;
-            total.positions.push(c.positions.first().copied().flatten());
-        }
-        total
+        Waiting::Recorded(replies)
     }
 
     /// Open sockets of `(context, user)` whose path matches `filter` in the whole cluster.
@@ -265,5 +263,57 @@ impl Service {
             .iter()
             .map(|s| crate::runtime::stats::ShardStats::get(&s.sockets))
             .sum()
+    }
+}
+
+/// The replies a submitted batch waits for.
+enum Waiting {
+    /// One reply per core that got jobs, in the order of the cores; `owners` is each job's
+    /// core, `cores` how many there are.
+    Cores {
+        owners: Vec<usize>,
+        replies: Vec<oneshot::Receiver<PushCounts>>,
+        cores: usize,
+    },
+    /// One reply per job, in the order of the jobs (the history store's path).
+    Recorded(Vec<oneshot::Receiver<PushCounts>>),
+}
+
+impl Waiting {
+    async fn counts(self) -> PushCounts {
+        let mut total = PushCounts::default();
+        match self {
+            Waiting::Cores {
+                owners,
+                replies,
+                cores,
+            } => {
+                // Replies come in the order of the cores that got jobs; each core's positions
+                // are in the order of its share of the jobs.
+                let mut got: Vec<usize> = owners.clone();
+                got.sort_unstable();
+                got.dedup();
+                let mut per_core = vec![Vec::new().into_iter(); cores];
+                for (core, rx) in got.into_iter().zip(replies) {
+                    let c = rx.await.unwrap_or_default();
+                    total.sockets += c.sockets;
+                    total.remote_nodes += c.remote_nodes;
+                    per_core[core] = c.positions.into_iter();
+                }
+                total.positions = owners
+                    .iter()
+                    .map_while(|&core| per_core[core].next())
+                    .collect();
+            }
+            Waiting::Recorded(replies) => {
+                for rx in replies {
+                    let c = rx.await.unwrap_or_default();
+                    total.sockets += c.sockets;
+                    total.remote_nodes += c.remote_nodes;
+                    total.positions.push(c.positions.first().copied().flatten());
+                }
+            }
+        }
+        total
     }
 }

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod path_filter;
 pub mod placement;
 pub mod plan;
+pub mod prometheus;
 pub mod refusal;
 pub mod session;
 pub mod upgrade;

@@ -41,7 +41,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -408,10 +407,7 @@ impl WebhookListener {
     pub fn metrics_text(&self) -> String {
         let mut out = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, series: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in series {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
+            super::prometheus::metric(&mut out, name, kind, help, series)
         };
         metric(
             "ringwire_webhook_events_sent_total",

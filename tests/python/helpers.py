@@ -371,7 +371,6 @@ import json as _json
 import urllib.parse as _urlparse
 
 import pytest as _pytest
-import shutil as _shutil
 
 RAW_ENDPOINTS = [{"path": "/ws", "kind": "raw"}]
 SESSION_KEY_A = "a1" * 32
@@ -1152,48 +1151,3 @@ async def until_marker(ws, timeout: float = 10.0):
             return pushes, m
         assert m["type"] == "push", m
         pushes.append(m)
-
-
-# ------------------------------------------------------------------------------ nats-server
-
-NATS = _shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-class NatsServer:
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.dir = tmp_path / "nats"
-        self.proc = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.dir.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen([NATS, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.04)
-        raise AssertionError("nats-server did not listen within 10 s")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-
-
-@_pytest.fixture
-def nats(tmp_path):
-    import os
-
-    if not os.path.exists(NATS):
-        _pytest.fail("nats-server is not installed (tests/run.sh installs Debian's nats-server)")
-    n = NatsServer(tmp_path)
-    yield n
-    n.kill()

@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from helpers import cluster_factory, nats, parse_metrics  # noqa: F401 (fixtures)
+from helpers import cluster_factory, parse_metrics  # noqa: F401 (fixture)
+from nats_helpers import nats  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(90)
 

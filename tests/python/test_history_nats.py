@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from helpers import (Admin, cluster_factory, history_connect, metric_sum, nats,  # noqa: F401
-                     recv_json, run, until_marker)
+from helpers import (Admin, cluster_factory, history_connect, metric_sum, recv_json, run,  # noqa: F401
+                     until_marker)
+from nats_helpers import nats  # noqa: F401 (fixture)
 
 HISTORY = [{"path": "/ws", "kind": "raw", "history": True}, {"path": "/other", "kind": "raw"}]
 

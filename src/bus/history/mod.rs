@@ -153,8 +153,9 @@ fn contended_backoff(attempts: u32) -> Duration {
     Duration::from_micros(micros)
 }
 
-/// Reconnect delays: at once, then doubling from 10 ms up to one second.
-fn reconnect_delay(attempts: usize) -> Duration {
+/// Reconnect delays: at once, then doubling from 10 ms up to one second (the NATS clients of
+/// the history store and of the NATS ingress).
+pub fn reconnect_delay(attempts: usize) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }
