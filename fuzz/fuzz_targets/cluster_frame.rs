@@ -7,10 +7,13 @@ use ringwire::cluster::wire::{self, Decoder, Frame};
 
 fn encode(f: &Frame, out: &mut Vec<u8>) {
     match f {
-        Frame::Hello { node, .. } => wire::encode_hello(out, node),
+        Frame::Hello { node, instance, .. } => wire::encode_hello(out, node, *instance),
         Frame::Presence(v) => wire::encode_presence(out, v),
         Frame::Push(v) => wire::encode_pushes(out, v),
         Frame::Revoke(r) => wire::encode_revoke(out, r),
+        Frame::Leaving => wire::encode_leaving(out),
+        Frame::LeaveAck => wire::encode_leave_ack(out),
+        Frame::Ack(n) => wire::encode_ack(out, *n),
     }
 }
 

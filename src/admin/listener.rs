@@ -352,12 +352,7 @@ fn descriptors_exhausted(e: &std::io::Error) -> bool {
 
 /// Accept and serve until the task is aborted.
 pub(super) async fn run(listener: TcpListener, app: Router, state: AdminState) {
-    let max = state
-        .config
-        .lock()
-        .expect("config lock")
-        .admin
-        .max_connections;
+    let max = state.max_connections();
     let permits = Arc::new(Semaphore::new(max));
     let registry = Arc::new(Registry::default());
     let stats = state.listener_stats.clone();

@@ -42,6 +42,17 @@ pub struct AdminState {
     pub ingress: Option<Arc<crate::ingress::IngressStats>>,
 }
 
+impl AdminState {
+    /// `admin.max_connections` as configured now.
+    pub(crate) fn max_connections(&self) -> usize {
+        self.config
+            .lock()
+            .expect("config lock")
+            .admin
+            .max_connections
+    }
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
     // Everything but the health checks needs the bearer token.
     let protected = Router::new()
@@ -169,23 +180,12 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             if let Some(w) = &state.webhook {
                 text.push_str(&w.metrics_text());
             }
-            let max = state.config.lock().expect("config lock").admin.max_connections;
-            text.push_str(&state.listener_stats.metrics_text(max));
+            text.push_str(&state.listener_stats.metrics_text(state.max_connections()));
             if let Some(i) = &state.ingress {
                 text.push_str(&i.metrics_text());
             }
             if let Some(c) = &state.shared.cluster {
                 text.push_str(&c.membership_metrics());
-                text.push_str(
-                    "# HELP ringwire_cluster_link_up Cluster link to a peer is up (1) or down (0)\n# TYPE ringwire_cluster_link_up gauge\n",
-                );
-                for (_, p) in c.peers() {
-                    text.push_str(&format!(
-                        "ringwire_cluster_link_up{{peer=\"{}\"}} {}\n",
-                        p.id(),
-                        u8::from(p.up())
-                    ));
-                }
             }
             text
         },

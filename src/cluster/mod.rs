@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 pub mod coalesce;
 pub mod directory;
+pub mod ledger;
 pub mod nodeset;
 pub mod wire;
 
@@ -59,6 +60,8 @@ struct PeerInfo {
 /// A peer as the rest of the node sees it (lock-free for the cores).
 pub struct PeerState {
     info: Mutex<PeerInfo>,
+    /// The slot holds a node (what the cores check: no lock on their side).
+    assigned: AtomicBool,
     /// Epoch of the current link (0 = down).
     pub(crate) current: AtomicU64,
     /// It announced that it is leaving (drain): nothing is routed to it until its next link.
@@ -75,6 +78,12 @@ pub struct PeerState {
     pub dropped: AtomicU64,
     /// Pushes received from this peer.
     pub received: AtomicU64,
+    /// Pushes written to it and what became of them (link thread).
+    pub(crate) ledger: Mutex<ledger::Ledger>,
+    /// Pushes for it that were never written: per core (routed while its link was down,
+    /// or waiting in the core's queue when it went down), and last the link thread's (in
+    /// the outbound queues when the link failed). Each written by one thread.
+    pub(crate) unsent_lost: Vec<AtomicU64>,
     /// Per core: batches bound for this peer.
     pub(crate) queues: Vec<SegQueue<Outbound>>,
     doorbell: mpsc::Sender<()>,
@@ -95,6 +104,7 @@ impl PeerState {
                 addr,
                 generation: 1,
             }),
+            assigned: AtomicBool::new(true),
             current: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
             connects: AtomicU64::new(0),
@@ -104,6 +114,8 @@ impl PeerState {
             writes: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            ledger: Mutex::new(ledger::Ledger::default()),
+            unsent_lost: (0..=cores).map(|_| AtomicU64::new(0)).collect(),
             queues: (0..cores).map(|_| SegQueue::new()).collect(),
             doorbell,
             bell: tokio::sync::Mutex::new(bell),
@@ -144,7 +156,33 @@ impl PeerState {
         }
     }
 
+    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pushes for this peer that it never received: written and not confirmed when a link
+    /// failed (settled), or never written because its link was down.
+    pub fn lost(&self) -> u64 {
+        self.ledger().lost()
+            + self
+                .unsent_lost
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .sum::<u64>()
+    }
+
+    /// Count pushes of core `core` (or the link thread: `cores`) that never reached it.
+    pub fn count_unsent(&self, core: usize, pushes: u64) {
+        if let Some(c) = self.unsent_lost.get(core) {
+            c.fetch_add(pushes, Relaxed);
+        }
+    }
+
     fn reset_counters(&self) {
+        *self.ledger() = ledger::Ledger::default();
+        for c in &self.unsent_lost {
+            c.store(0, Relaxed);
+        }
         for c in [
             &self.connects,
             &self.bytes_sent,
@@ -175,6 +213,8 @@ pub struct ClusterState {
     control_bell: mpsc::Sender<()>,
     /// NATS discovery's connection: 0 = not used (static), 1 = connected, 2 = not connected.
     pub discovery_nats: AtomicU8,
+    /// This process's run, told to peers in the hello (see [`ledger`]).
+    pub instance: u64,
 }
 
 /// The link thread's end of the control doorbell (revocations to send).
@@ -197,6 +237,11 @@ impl ClusterState {
                 crate::config::Discovery::Static => 0,
                 crate::config::Discovery::Nats => 2,
             }),
+            instance: {
+                let mut b = [0u8; 8];
+                let _ = getrandom::getrandom(&mut b);
+                u64::from_le_bytes(b) | 1
+            },
         });
         for p in &cfg.peers {
             state.assign(&p.id, p.addr);
@@ -222,7 +267,7 @@ impl ClusterState {
     /// The peer in slot `node`, if the slot holds one.
     pub fn peer(&self, node: u16) -> Option<&PeerState> {
         let p = self.slots.get(node as usize)?.get()?;
-        (!p.info().id.is_empty()).then_some(&**p)
+        p.assigned.load(Relaxed).then_some(&**p)
     }
 
     /// Every peer known, with its slot.
@@ -231,7 +276,7 @@ impl ClusterState {
             .iter()
             .enumerate()
             .map_while(|(i, s)| s.get().map(|p| (i as u16, &**p)))
-            .filter(|(_, p)| !p.info().id.is_empty())
+            .filter(|(_, p)| p.assigned.load(Relaxed))
     }
 
     /// The slot of node `id`.
@@ -258,12 +303,13 @@ impl ClusterState {
                     let _ = s.set(Box::new(PeerState::new(self.cores, id.into(), addr)));
                     return Some(i as u16);
                 }
-                Some(p) if p.info().id.is_empty() => {
+                Some(p) if !p.assigned.load(Relaxed) => {
                     p.reset_counters();
                     let mut info = p.info();
                     info.id = id.into();
                     info.addr = addr;
                     info.generation += 1;
+                    p.assigned.store(true, Relaxed);
                     return Some(i as u16);
                 }
                 Some(_) => {}
@@ -277,6 +323,7 @@ impl ClusterState {
     pub fn release(&self, node: u16) {
         let _g = self.assigning.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = self.slots.get(node as usize).and_then(|s| s.get()) {
+            p.assigned.store(false, Relaxed);
             let mut info = p.info();
             info.id = "".into();
             info.generation += 1;
@@ -326,6 +373,8 @@ impl ClusterState {
                     "writes": p.writes.load(Relaxed),
                     "dropped": p.dropped.load(Relaxed),
                     "received": p.received.load(Relaxed),
+                    "lost": p.lost(),
+                    "unconfirmed": p.ledger().unconfirmed(),
                 })
             })
             .collect()
@@ -347,7 +396,8 @@ impl ClusterState {
         })
     }
 
-    /// Prometheus text: members by link state and the discovery's NATS connection.
+    /// Prometheus text: members by link state, each link's state and losses, and the
+    /// discovery's NATS connection.
     pub fn membership_metrics(&self) -> String {
         let (up, leaving, down) = self.member_counts();
         let mut t = String::from(
@@ -359,6 +409,32 @@ impl ClusterState {
                 "ringwire_cluster_members{{state=\"{state}\"}} {n}\n"
             ));
         }
+        let peers: Vec<_> = self.peers().map(|(_, p)| p).collect();
+        let per_peer = |name: &str, kind: &str, help: &str, value: &dyn Fn(&PeerState) -> u64| {
+            let mut t = format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
+            for p in &peers {
+                t.push_str(&format!("{name}{{peer=\"{}\"}} {}\n", p.id(), value(p)));
+            }
+            t
+        };
+        t.push_str(&per_peer(
+            "ringwire_cluster_link_up",
+            "gauge",
+            "Cluster link to a peer is up (1) or down (0)",
+            &|p| u64::from(p.up()),
+        ));
+        t.push_str(&per_peer(
+            "ringwire_cluster_lost_total",
+            "counter",
+            "Pushes for a peer it never received: written and not confirmed when its link failed, or not written because its link was down",
+            &|p| p.lost(),
+        ));
+        t.push_str(&per_peer(
+            "ringwire_cluster_unconfirmed",
+            "gauge",
+            "Pushes written to a peer and not confirmed yet (settled when its link is back)",
+            &|p| p.ledger().unconfirmed(),
+        ));
         let nats = self.discovery_nats.load(Relaxed);
         if nats != 0 {
             t.push_str(&format!(

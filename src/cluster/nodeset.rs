@@ -52,6 +52,14 @@ impl NodeSet {
         self
     }
 
+    /// The slots in either.
+    pub fn or(mut self, other: &NodeSet) -> NodeSet {
+        for (w, o) in self.0.iter_mut().zip(&other.0) {
+            *w |= o;
+        }
+        self
+    }
+
     /// The slots in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         self.0.iter().enumerate().flat_map(|(i, &w)| {

@@ -6,12 +6,13 @@
 //!
 //! | type | frame | body |
 //! | --- | --- | --- |
-//! | 1 | Hello | u8 version, str16 node id |
+//! | 1 | Hello | u8 version, str16 node id, u64 instance (random per process run) |
 //! | 2 | Presence | u32 n, n × (u32 context, u32 user, u16 k, k × (str16 path, u32 sockets)) |
 //! | 3 | Push | u32 n, n × (u32 context, u32 user, str16 filter, str32 text) |
 //! | 4 | Revoke | session id (41 bytes), u32 context, u32 user, u64 expires_at |
 //! | 5 | Leaving | (empty): the sender drains; route nothing more to it |
 //! | 6 | LeaveAck | (empty): the sender's cores stopped routing to the receiver |
+//! | 7 | Ack | u64: pushes received from the receiver's current run ([`super::ledger`]) |
 //!
 //! A presence entry is absolute (the sender's whole count for that user, per socket path; no
 //! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
@@ -54,6 +55,7 @@ pub enum Frame {
     Hello {
         version: u8,
         node: String,
+        instance: u64,
     },
     Presence(Vec<UserPresence>),
     Push(Vec<RemotePush>),
@@ -62,6 +64,8 @@ pub enum Frame {
     Leaving,
     /// Every core of the sender stopped routing to the receiver.
     LeaveAck,
+    /// Pushes the sender received from the receiver's current run.
+    Ack(u64),
 }
 
 /// Why a peer's bytes cannot be decoded: the link is closed with this reason.
@@ -113,11 +117,17 @@ fn frame(out: &mut Vec<u8>, ty: u8, body: impl FnOnce(&mut Vec<u8>)) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-pub fn encode_hello(out: &mut Vec<u8>, node: &str) {
+pub fn encode_hello(out: &mut Vec<u8>, node: &str, instance: u64) {
     frame(out, 1, |o| {
         o.push(VERSION);
         put_str16(o, node);
+        o.extend_from_slice(&instance.to_be_bytes());
     });
+}
+
+/// Pushes received so far from the receiver's current run.
+pub fn encode_ack(out: &mut Vec<u8>, received: u64) {
+    frame(out, 7, |o| o.extend_from_slice(&received.to_be_bytes()));
 }
 
 pub fn encode_revoke(out: &mut Vec<u8>, r: &Revocation) {
@@ -283,6 +293,7 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
         1 => Frame::Hello {
             version: r.u8()?,
             node: r.str16()?.to_string(),
+            instance: r.u64()?,
         },
         2 => {
             let n = r.count(10)?;
@@ -335,6 +346,7 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
         }
         5 => Frame::Leaving,
         6 => Frame::LeaveAck,
+        7 => Frame::Ack(r.u64()?),
         t => return Err(WireError::UnknownType(t)),
     };
     if !r.b.is_empty() {
@@ -403,7 +415,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let mut out = Vec::new();
-        encode_hello(&mut out, "node-a");
+        encode_hello(&mut out, "node-a", 99);
         let presence = vec![
             UserPresence {
                 context: 1,
@@ -459,18 +471,21 @@ mod tests {
         encode_revoke(&mut out, &rev);
         encode_leaving(&mut out);
         encode_leave_ack(&mut out);
+        encode_ack(&mut out, 1234);
         assert_eq!(
             roundtrip(&out),
             vec![
                 Frame::Hello {
                     version: VERSION,
-                    node: "node-a".into()
+                    node: "node-a".into(),
+                    instance: 99,
                 },
                 Frame::Presence(presence),
                 Frame::Push(pushes),
                 Frame::Revoke(rev),
                 Frame::Leaving,
                 Frame::LeaveAck,
+                Frame::Ack(1234),
             ]
         );
     }
@@ -516,9 +531,11 @@ mod tests {
             Err(WireError::BadUtf8)
         );
         assert_eq!(
-            decode_frame(&[1, 1, 0, 0, 0]),
+            decode_frame(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             Err(WireError::TrailingBytes)
         );
+        assert_eq!(decode_frame(&[1, 1, 0, 0, 0]), Err(WireError::Truncated));
+        assert_eq!(decode_frame(&[7, 0, 0]), Err(WireError::Truncated));
         let mut d = Decoder::default();
         d.feed(&(MAX_FRAME as u32 + 1).to_be_bytes());
         assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge));

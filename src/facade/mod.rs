@@ -209,7 +209,14 @@ impl Service {
         self.shared.send_to_every_core(|| Command::PeerUp { node });
     }
 
-    /// Peer `node` went away: its presence and what waits for it are dropped.
+    /// Peer `node`'s link failed: what waits for it is dropped; its presence is kept so that
+    /// pushes for its users are counted lost, until it is back (`peer_up`) or gone.
+    pub fn peer_unreachable(&self, node: u16) {
+        self.shared
+            .send_to_every_core(|| Command::PeerUnreachable { node });
+    }
+
+    /// Peer `node` left or was forgotten: its presence and what waits for it are dropped.
     pub fn peer_down(&self, node: u16) {
         self.shared
             .send_to_every_core(|| Command::PeerDown { node });

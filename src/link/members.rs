@@ -107,7 +107,9 @@ impl Link {
             return;
         }
         tracing::info!(peer = %p.id(), "cluster: member forgotten");
-        // Its presence was dropped when its link went down; nothing waits for it.
+        p.ledger().forget();
+        // Its presence, kept while it might come back, goes.
+        self.service.peer_down(i);
         self.state.release(i);
     }
 

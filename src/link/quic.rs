@@ -198,15 +198,17 @@ pub(super) async fn dial(link: Arc<Link>, i: u16, generation: u64) {
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 let hello = async {
-                    let send = open_with_hello(&conn, &link.state.node_id).await?;
-                    let (recv, said) = read_hello(&conn).await?;
+                    let send = open_with_hello(&conn, &link.state).await?;
+                    let (recv, said, instance) = read_hello(&conn).await?;
                     if said != *id {
                         return Err(format!("peer at {addr} says it is {said:?}"));
                     }
-                    Ok((send, recv))
+                    Ok((send, recv, instance))
                 };
                 match tokio::time::timeout(Duration::from_secs(3), hello).await {
-                    Ok(Ok((send, recv))) => serve(&link, i, conn, send, recv).await,
+                    Ok(Ok((send, recv, instance))) => {
+                        serve(&link, i, conn, send, recv, instance).await
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %id, "hello failed: {e}");
                         conn.close(1u32.into(), b"bad hello");
@@ -229,20 +231,20 @@ pub(super) async fn dial(link: Arc<Link>, i: u16, generation: u64) {
 async fn accepted(incoming: quinn::Incoming, link: Arc<Link>) {
     let Ok(conn) = incoming.await else { return };
     let hello = async {
-        let (recv, id) = read_hello(&conn).await.map_err(|_| String::new())?;
+        let (recv, id, instance) = read_hello(&conn).await.map_err(|_| String::new())?;
         let i = match link.discovery {
             Discovery::Static => link.state.find(&id),
             // Its certificate is the cluster's: a member discovery has not shown yet.
             Discovery::Nats => link.learn(&id, conn.remote_address()),
         };
         let Some(i) = i else { return Err(id) };
-        let send = open_with_hello(&conn, &link.state.node_id)
+        let send = open_with_hello(&conn, &link.state)
             .await
             .map_err(|_| String::new())?;
-        Ok((i, send, recv))
+        Ok((i, send, recv, instance))
     };
     match tokio::time::timeout(Duration::from_secs(3), hello).await {
-        Ok(Ok((i, send, recv))) => serve(&link, i, conn, send, recv).await,
+        Ok(Ok((i, send, recv, instance))) => serve(&link, i, conn, send, recv, instance).await,
         Ok(Err(id)) if id.is_empty() => conn.close(1u32.into(), b"bad hello"),
         Ok(Err(id)) => {
             tracing::warn!(peer = %id, "a node that is not a configured peer connected; closing");
@@ -252,16 +254,19 @@ async fn accepted(incoming: quinn::Incoming, link: Arc<Link>) {
     }
 }
 
-async fn open_with_hello(conn: &quinn::Connection, id: &str) -> Result<quinn::SendStream, String> {
+async fn open_with_hello(
+    conn: &quinn::Connection,
+    me: &ClusterState,
+) -> Result<quinn::SendStream, String> {
     let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
     let mut hello = Vec::new();
-    wire::encode_hello(&mut hello, id);
+    wire::encode_hello(&mut hello, &me.node_id, me.instance);
     s.write_all(&hello).await.map_err(|e| e.to_string())?;
     Ok(s)
 }
 
-/// The peer's stream and the id its hello names.
-async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::RecvStream, String), String> {
+/// The peer's stream, and the id and run its hello names.
+async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::RecvStream, String, u64), String> {
     let mut s = conn.accept_uni().await.map_err(|e| e.to_string())?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await.map_err(|e| e.to_string())?;
@@ -272,7 +277,11 @@ async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::RecvStream, Stri
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
     match wire::decode_frame(&body) {
-        Ok(Frame::Hello { version, node }) if version == wire::VERSION => Ok((s, node)),
+        Ok(Frame::Hello {
+            version,
+            node,
+            instance,
+        }) if version == wire::VERSION => Ok((s, node, instance)),
         Ok(Frame::Hello { version, .. }) => Err(format!("link protocol version {version}")),
         Ok(_) => Err("first frame is not a hello".into()),
         Err(e) => Err(e.to_string()),
@@ -286,6 +295,7 @@ async fn serve(
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    instance: u64,
 ) {
     let Some(peer) = link.state.peer(i) else {
         conn.close(2u32.into(), b"unknown node");
@@ -298,6 +308,13 @@ async fn serve(
     // A new link is a new run of the node: whatever it said about leaving was the old one.
     peer.leaving.store(false, Relaxed);
     link.leave_acks.send_modify(|a| a.remove(i));
+    // First thing on the link: what arrived of the peer's pushes, which settles what a failed
+    // link left unconfirmed on its side.
+    let received = peer.ledger().link_up(instance);
+    wire::encode_ack(
+        &mut peer.control_out.lock().expect("control lock"),
+        received,
+    );
     if was == 0 {
         tracing::info!(peer = %peer.id(), "cluster link up");
     }
@@ -327,7 +344,10 @@ async fn serve(
             Some(r) => tracing::warn!(peer = %peer.id(), "cluster link down: {r}"),
             None => tracing::warn!(peer = %peer.id(), "cluster link down"),
         }
-        link.service.peer_down(i);
+        peer.ledger().link_down();
+        // Its presence stays known (pushes for its users count as lost, not silently
+        // dropped) until the link is back and re-syncs it, or the node is forgotten.
+        link.service.peer_unreachable(i);
         // What the cores queued before they hear of it is dropped (counted), not kept.
         let mut dropped = 0;
         for q in &peer.queues {
@@ -338,6 +358,7 @@ async fn serve(
             }
         }
         peer.dropped.fetch_add(dropped, Relaxed);
+        peer.count_unsent(link.state.cores(), dropped);
     }
     conn.close(0u32.into(), b"superseded");
 }
@@ -391,6 +412,8 @@ async fn write_batches(
         }
         if !buf.is_empty() {
             // Everything due for this node, from every core, in one write.
+            // Counted before the write ends: the peer's acks settle what arrived.
+            peer.ledger().wrote(pushes);
             if let Err(e) = send.write_all(&buf).await {
                 tracing::debug!(peer = %peer.id(), "link write failed: {e}");
                 peer.dropped.fetch_add(pushes, Relaxed);
@@ -437,6 +460,7 @@ async fn read_frames(
         peer.bytes_received
             .fetch_add(chunk.bytes.len() as u64, Relaxed);
         decoder.feed(&chunk.bytes);
+        let mut pushes_in = 0;
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 // A leaving node is routed nothing: what it still says of its sockets is
@@ -447,6 +471,7 @@ async fn read_frames(
                 }
                 Frame::Push(pushes) => {
                     peer.received.fetch_add(pushes.len() as u64, Relaxed);
+                    pushes_in += pushes.len() as u64;
                     let jobs = pushes.into_iter().map(|p| PushJob {
                         context: p.context,
                         user: p.user,
@@ -464,8 +489,17 @@ async fn read_frames(
                 }
                 Frame::Leaving => link.peer_leaving(i),
                 Frame::LeaveAck => link.leave_acks.send_modify(|a| a.insert(i)),
+                Frame::Ack(count) => peer.ledger().ack(count),
                 Frame::Hello { .. } => return Err("a second hello".into()),
             }
+        }
+        if pushes_in > 0 {
+            let received = peer.ledger().received(pushes_in);
+            wire::encode_ack(
+                &mut peer.control_out.lock().expect("control lock"),
+                received,
+            );
+            link.state.ring(i);
         }
     }
 }

@@ -110,6 +110,9 @@ pub enum Command {
     PeerUp { node: u16 },
     /// Peer `node` went away: drop its presence and what waits for it.
     PeerDown { node: u16 },
+    /// Peer `node`'s link failed: what waits for it is dropped, its presence kept (pushes
+    /// for its users are counted lost) until it is back or gone.
+    PeerUnreachable { node: u16 },
     /// Presence updates from peer `node` for users this core owns.
     RemotePresence {
         node: u16,

@@ -22,6 +22,14 @@ pub struct RemoteState {
     nodes: Vec<NodeQueue>,
     /// Peers this core has been told are up.
     up: NodeSet,
+    /// Peers whose link failed: their presence is kept, and pushes for their users are
+    /// counted lost instead of being dropped unseen, until the link is back or the node is
+    /// forgotten.
+    unreachable: NodeSet,
+    /// `up` or `unreachable`: what the directory's answer is cut to.
+    known: NodeSet,
+    /// This core (its counters in the peers' tables).
+    core: usize,
     next_check_ms: u64,
     /// Something waits in `nodes[_].now` or `nodes[_].presence`.
     pending: bool,
@@ -37,12 +45,15 @@ struct NodeQueue {
 }
 
 impl RemoteState {
-    pub fn new(cluster: Arc<ClusterState>, max_entries: usize) -> RemoteState {
+    pub fn new(cluster: Arc<ClusterState>, core: usize, max_entries: usize) -> RemoteState {
         RemoteState {
             nodes: cluster.peers().map(|_| NodeQueue::default()).collect(),
             cluster,
             directory: Directory::new(max_entries),
             up: NodeSet::EMPTY,
+            unreachable: NodeSet::EMPTY,
+            known: NodeSet::EMPTY,
+            core,
             next_check_ms: 0,
             pending: false,
         }
@@ -56,12 +67,12 @@ impl RemoteState {
         }
     }
 
-    /// The linked nodes that hold matching sockets of the job's user. Most pushes stop
-    /// here: nothing else is read for them, not even the clock.
+    /// The nodes, linked or unreachable, that hold matching sockets of the job's user. Most
+    /// pushes stop here: nothing else is read for them, not even the clock.
     pub fn nodes_for(&self, job: &PushJob) -> NodeSet {
         self.directory
             .nodes_for(job.context, job.user, &job.filter)
-            .and(&self.up)
+            .and(&self.known)
     }
 
     /// Queue a push for the nodes in `nodes` (from [`RemoteState::nodes_for`]) at monotonic
@@ -77,6 +88,13 @@ impl RemoteState {
         let wait = job.coalesce && settings.delay_ms > 0;
         let mut reached = 0;
         for i in nodes.iter() {
+            if self.unreachable.contains(i) {
+                // Its users' sockets miss this push: said, not silently dropped.
+                if let Some(p) = self.cluster.peer(i) {
+                    p.count_unsent(self.core, 1);
+                }
+                continue;
+            }
             let Some(n) = self.nodes.get_mut(i as usize) else {
                 continue;
             };
@@ -208,19 +226,34 @@ impl RemoteState {
         }
         let n = &mut self.nodes[node as usize];
         self.up.insert(node);
+        self.unreachable.remove(node);
+        self.known = self.up.or(&self.unreachable);
         self.directory.drop_node(node);
         n.presence.extend(users);
         self.pending = true;
     }
 
-    /// Peer `node` went away: its presence is dropped, pushes waiting for it are dropped;
-    /// returns how many.
+    /// Peer `node` went away (left, or forgotten): its presence is dropped, pushes waiting
+    /// for it are dropped; returns how many.
     pub fn peer_down(&mut self, node: u16) -> usize {
+        let dropped = self.peer_unreachable(node);
+        self.unreachable.remove(node);
+        self.known = self.up.or(&self.unreachable);
+        self.directory.drop_node(node);
+        dropped
+    }
+
+    /// Peer `node`'s link failed: pushes waiting for it are dropped (returns how many); its
+    /// presence stays, so pushes for its users are counted lost until the link is back.
+    pub fn peer_unreachable(&mut self, node: u16) -> usize {
+        if self.up.contains(node) {
+            self.unreachable.insert(node);
+        }
+        self.up.remove(node);
+        self.known = self.up.or(&self.unreachable);
         let Some(n) = self.nodes.get_mut(node as usize) else {
             return 0;
         };
-        self.up.remove(node);
-        self.directory.drop_node(node);
         let dropped = n.coalescer.clear() + n.now.len();
         n.now.clear();
         n.presence.clear();
@@ -320,7 +353,7 @@ mod tests {
     #[test]
     fn pushes_go_only_to_linked_nodes_that_hold_the_user() {
         let c = cluster(2);
-        let mut r = RemoteState::new(c.clone(), 100);
+        let mut r = RemoteState::new(c.clone(), 0, 100);
         let stats = ShardStats::new(1);
         assert!(
             r.nodes_for(&job(7, false)).is_empty(),
@@ -353,7 +386,7 @@ mod tests {
     #[test]
     fn a_coalesced_push_waits_for_the_tick_and_presence_changes_are_batched() {
         let c = cluster(1);
-        let mut r = RemoteState::new(c.clone(), 100);
+        let mut r = RemoteState::new(c.clone(), 0, 100);
         let stats = ShardStats::new(1);
         r.peer_up(0, [(1, 7), (1, 8)].into_iter());
         r.apply_presence(0, &[presence(7)]);

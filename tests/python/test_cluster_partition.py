@@ -192,3 +192,90 @@ def test_partition_heals_by_itself(cluster_factory, namespaces):
     assert cb.texts() == ["before", "local on b", "after", "after, coalesced"], cb.texts()
     d = {k: remote_counters(A)[k] - before[k] for k in before}
     assert d["sent"] == 2, f"a: nothing of the partition may have been sent later: {d}"
+
+
+def test_a_partition_s_losses_are_counted_exactly(cluster_factory, namespaces):
+    """Pushes flow from a to clients on b while the a <-> b link is cut for 10 s and healed: every
+    push the clients miss is counted in a's ringwire_cluster_lost_total{peer="b"} (written and
+    never confirmed, or not written because the link was down), no more and no less."""
+    import threading
+
+    ns, f = namespaces, cluster_factory
+    rate = int(os.environ.get("RINGWIRE_PARTITION_RATE", "2000"))  # pushes per second
+    users = list(range(100, 120))
+    c = f.make("ab", ips={n: ns.public_ip(n) for n in "ab"}, cluster_ips={n: ns.link_ip(n) for n in "ab"},
+               prefixes={n: ns.prefix(n) for n in "ab"}, token=TOKEN,
+               extra={"server": {"cores": 1}, "remote": {"delay_ms": 0}})
+    c.start("a")
+    c.start("b")
+    c.wait("a", {"b": "up"}, timeout=10)
+    c.wait("b", {"a": "up"}, timeout=10)
+    A = c.admin("a")
+    clients = {u: f.client(c, "b", A.mint(user=u), name=f"user {u} on b") for u in users}
+    for u in users:
+        wait_sockets(A, 1, u, 1, what=f"user {u} on b")
+
+    made: dict[int, list[str]] = {u: [] for u in users}
+    stop = threading.Event()
+    errors: list = []
+
+    def pusher():
+        k = 0
+        per_batch = max(1, rate // 100)
+        next_at = time.monotonic()
+        while not stop.is_set():
+            batch = []
+            for _ in range(per_batch):
+                u = users[k % len(users)]
+                text = f"{u}-{k}"
+                batch.append({"context": 1, "user": u, "message": text, "coalesce": False})
+                made[u].append(text)
+                k += 1
+            r = A.push_batch(batch)
+            if r.status != 202:
+                errors.append(r)
+            next_at += 0.01
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    t = threading.Thread(target=pusher, daemon=True)
+    t.start()
+    try:
+        time.sleep(1.0)
+        ns.cut(up=False)
+        time.sleep(10.0)
+        ns.cut(up=True)
+        c.wait("a", {"b": "up"}, timeout=20)
+        for u in users:
+            wait_sockets(A, 1, u, 1, timeout=5, what=f"user {u} on b after the heal")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        t.join(5)
+    assert not errors, errors[:3]
+    total = sum(len(v) for v in made.values())
+    # Everything settles: the link is back, so nothing stays unconfirmed.
+    deadline = time.monotonic() + 5
+    while True:
+        links = {link["node"]: link for link in A.stats()["cluster"]["links"]}
+        if links["b"]["unconfirmed"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert links["b"]["unconfirmed"] == 0, links["b"]
+    missing = 0
+    for u, client in clients.items():
+        want = made[u]
+        got = client.wait_for(len(want), 0.5)
+        texts = [m for _, m in got]
+        assert len(texts) == len(set(texts)), f"user {u}: duplicates"
+        assert set(texts) <= set(want), f"user {u}: unknown pushes"
+        # In order: what arrived is a subsequence of what was made.
+        order = {m: i for i, m in enumerate(want)}
+        assert [order[m] for m in texts] == sorted(order[m] for m in texts), f"user {u}: out of order"
+        missing += len(want) - len(texts)
+    lost = links["b"]["lost"]
+    print(f"{total} pushes at {rate}/s, 10 s partition: clients missed {missing}, a counted {lost} lost "
+          f"(metric ringwire_cluster_lost_total{{peer=\"b\"}})")
+    assert missing > 0, "the partition should have cost pushes"
+    assert lost == missing, f"a counts {lost} lost, the clients missed {missing}"
+    metrics = A.request("GET", "/metrics").body.decode()
+    assert f'ringwire_cluster_lost_total{{peer="b"}} {lost}' in metrics

@@ -86,11 +86,19 @@ impl Shard {
     }
 
     /// Peer `node` went away: what waited for it is dropped and counted.
-    pub(in crate::runtime) fn peer_down(&mut self, node: u16) {
+    /// `unreachable`: its link failed (presence kept), else it left or was forgotten.
+    pub(in crate::runtime) fn peer_down(&mut self, node: u16, unreachable: bool) {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };
-        let dropped = r.peer_down(node);
+        let dropped = if unreachable {
+            r.peer_unreachable(node)
+        } else {
+            r.peer_down(node)
+        };
+        if let Some(p) = self.shared.cluster.as_ref().and_then(|c| c.peer(node)) {
+            p.count_unsent(self.id, dropped as u64);
+        }
         ShardStats::add(&self.shared.stats[self.id].remote_dropped, dropped as u64);
         self.update_directory_gauge();
     }

@@ -96,7 +96,8 @@ impl Shard {
                 });
             }
             Command::PeerUp { node } => self.peer_up(node),
-            Command::PeerDown { node } => self.peer_down(node),
+            Command::PeerDown { node } => self.peer_down(node, false),
+            Command::PeerUnreachable { node } => self.peer_down(node, true),
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
             Command::Revoke(r) => self.revoke(r),
             Command::Barrier(done) => {

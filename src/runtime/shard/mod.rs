@@ -115,7 +115,7 @@ impl Shard {
                 .as_ref()
                 .map_or(0, |c| c.max_presence_entries)
                 / shared.cores.max(1);
-            Box::new(RemoteState::new(c.clone(), per_core))
+            Box::new(RemoteState::new(c.clone(), id, per_core))
         });
         Ok(Shard {
             ring,
