@@ -7,16 +7,8 @@
 //! (defaults 100000 100 200). The texts are distinct allocations, as pushes are.
 use ringwire::service::history::{HistoryLimits, MemoryHistory};
 
-/// Resident memory of this process, in bytes (`/proc/self/statm`, 4 KiB pages).
-fn rss() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0
-}
+mod common;
+use common::rss;
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()

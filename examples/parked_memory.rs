@@ -9,16 +9,8 @@
 use ringwire::service::engineio::recovery::{ParkNamespace, Parked, ParkedSessions, Pid};
 use ringwire::service::history::Position;
 
-/// Resident memory of this process, in bytes (`/proc/self/statm`, 4 KiB pages).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
+mod common;
+use common::rss;
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()
@@ -57,7 +49,7 @@ fn main() {
     for i in 0..n {
         parked.park(record(i, attrs), i as u64);
     }
-    let resident = rss().saturating_sub(before) / n;
+    let resident = (rss() - before).max(0.0) as usize / n;
     let counted = parked.bytes() / n;
     println!("{n} parked, {attrs} attributes each: {resident} B resident, {counted} B counted");
 }
