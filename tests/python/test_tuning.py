@@ -87,6 +87,12 @@ def test_sysctl_and_limits_files_parse():
             assert Path("/proc/sys", *k.split(".")).exists(), k
     assert int(keys["fs.nr_open"]) >= 1_048_576
     assert int(keys["net.core.somaxconn"]) >= 4096
+    # The default public, admin and cluster ports are kept from outbound connections.
+    example = (TUNING / "ringwire.example.toml").read_text()
+    ports = {int(p) for p in re.findall(r'listen = "[^"]*:(\d+)"', example)}
+    assert {8080, 8081, 7001} <= ports, ports
+    assert {int(p) for p in keys["net.ipv4.ip_local_reserved_ports"].split(",")} == ports, \
+        "ip_local_reserved_ports must list the example's listen ports"
     for line in (TUNING / "limits.d" / "ringwire.conf").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             user, kind, item, value = line.split()
