@@ -17,11 +17,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (embedded defaults when no --config is given).
+    /// Run the server (embedded defaults when no --config is given: public listener
+    /// 127.0.0.1:8080 with /ws (raw) and /socket.io/, admin API 127.0.0.1:8081).
     Serve {
-        /// TOML configuration file (see tuning/ringwire.example.toml).
+        /// TOML configuration file (see `ringwire defaults` or tuning/ringwire.example.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Public listener, instead of `server.listen` [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin API listener, instead of `admin.listen` [default: 127.0.0.1:8081].
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<std::net::SocketAddr>,
         /// Validate the configuration and exit (0 = valid).
         #[arg(long)]
         check: bool,
@@ -31,6 +38,9 @@ enum Command {
     Cluster(ClusterCommand),
     /// Print a fresh random `sessions.key` (64 hex characters, 32 bytes from the OS).
     Keygen,
+    /// Print the default configuration: every key with its default and why (a file to
+    /// start from: `ringwire defaults > ringwire.toml`).
+    Defaults,
     /// Check this host for N connections and print what to change (exit 0 = ready).
     Doctor {
         /// Target number of concurrent connections on this node.
@@ -109,6 +119,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Defaults => {
+            print!("{}", include_str!("../tuning/ringwire.example.toml"));
+            ExitCode::SUCCESS
+        }
         Command::Keygen => {
             let mut key = [0u8; 32];
             if let Err(e) = getrandom::getrandom(&mut key) {
@@ -119,11 +133,27 @@ fn main() -> ExitCode {
             println!("{hex}");
             ExitCode::SUCCESS
         }
-        Command::Serve { config, check } => {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            check,
+        } => {
             let cfg = match &config {
                 Some(path) => Config::load(path),
                 None => Ok(Config::default()),
             };
+            // Command-line addresses win over the file; the result is validated again (an
+            // admin API off loopback needs a token).
+            let cfg = cfg.and_then(|mut c| {
+                if let Some(a) = listen {
+                    c.server.listen = a;
+                }
+                if let Some(a) = admin_listen {
+                    c.admin.listen = a;
+                }
+                c.validate().map(|()| c)
+            });
             let cfg = match cfg {
                 Ok(c) => c,
                 Err(e) => {

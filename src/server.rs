@@ -83,11 +83,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
                 config.admin.listen
             )
         })?;
+    let endpoints: Vec<String> = config
+        .endpoints
+        .iter()
+        .map(|e| format!("{} ({})", e.path, e.kind.name()))
+        .collect();
     tracing::info!(
-        "ringwire ready: listening on {} with {} cores, admin on {}",
+        "ringwire ready: listening on {} with {} cores, admin on {}; endpoints {}",
         config.server.listen,
         shared.cores,
-        config.admin.listen
+        config.admin.listen,
+        endpoints.join(", ")
     );
     control.block_on(async {
         let state = AdminState {

@@ -213,6 +213,17 @@ pub enum EndpointKind {
     Echo,
 }
 
+impl EndpointKind {
+    /// As written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointKind::Socketio => "socketio",
+            EndpointKind::Raw => "raw",
+            EndpointKind::Echo => "echo",
+        }
+    }
+}
+
 /// How an endpoint authenticates upgrades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

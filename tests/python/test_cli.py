@@ -82,3 +82,42 @@ def test_keygen_key_is_accepted_and_an_unset_key_is_warned_about(config_file):
     assert r.returncode == 0 and "sessions.key is unset" in r.stderr, r.stderr
     r = check(config_file(f'[sessions]\nkey = "{keys[0].stdout.strip()}"\n' + session_ep))
     assert r.returncode == 0 and "sessions.key" not in r.stderr, r.stderr
+
+
+def test_defaults_prints_a_config_that_checks_and_equals_the_example(tmp_path):
+    r = subprocess.run([str(BINARY), "defaults"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[2] / "tuning" / "ringwire.example.toml"
+    assert r.stdout == example.read_text()
+    f = tmp_path / "defaults.toml"
+    f.write_text(r.stdout)
+    c = subprocess.run([str(BINARY), "serve", "--check", "--config", str(f)], capture_output=True, text=True,
+                       timeout=10)
+    assert c.returncode == 0, c.stderr
+
+
+def test_listen_flags_override_the_file_and_are_checked(config_file):
+    import socket
+    import time
+
+    path = config_file(render_config(make_config(free_port(), free_port())))
+    port, admin = free_port(), free_port()
+    p = subprocess.Popen([str(BINARY), "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}",
+                          "--admin-listen", f"127.0.0.1:{admin}"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 15
+        while "ringwire ready" not in line and time.monotonic() < deadline:
+            line = p.stderr.readline()
+        assert f"listening on 127.0.0.1:{port}" in line and f"admin on 127.0.0.1:{admin}" in line, line
+        assert "endpoints / (echo)" in line, line  # the ready line names the endpoints
+        for q in (port, admin):
+            socket.create_connection(("127.0.0.1", q), 2).close()
+    finally:
+        p.terminate()
+        p.wait(15)
+    # An admin API off loopback still needs a token, whatever says where it listens.
+    r = subprocess.run([str(BINARY), "serve", "--check", "--config", str(path), "--admin-listen",
+                        f"0.0.0.0:{free_port()}"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "admin.token is mandatory" in r.stderr, r.stderr
