@@ -28,6 +28,8 @@ pub struct HostFacts {
     pub cpus: usize,
     /// Running under systemd (INVOCATION_ID set): the unit's TasksMax (cgroup pids.max).
     pub systemd_tasks_max: Option<Option<u64>>,
+    /// `net.netfilter.nf_conntrack_max` (None: connection tracking is not loaded).
+    pub conntrack_max: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,7 +90,40 @@ pub fn assess(facts: &HostFacts, n: u64, config: &Config) -> Vec<Finding> {
     check_kernel(&mut out, facts);
     check_memory(&mut out, facts, n);
     check_systemd(&mut out, facts, cores);
+    check_conntrack(&mut out, facts, n);
     out
+}
+
+/// With connection tracking loaded, every connection takes an entry; a full table drops new
+/// connections' packets silently (the kernel logs "table full, dropping packet"). Entries
+/// outlive their connection (TIME_WAIT, 120 s), so a reconnect storm needs about twice N.
+fn check_conntrack(out: &mut Vec<Finding>, facts: &HostFacts, n: u64) {
+    let Some(max) = facts.conntrack_max else {
+        out.push(ok(
+            "connection tracking not loaded (no conntrack table to fill)".into(),
+        ));
+        return;
+    };
+    let want = n.saturating_mul(2);
+    let change = format!(
+        "sysctl net.netfilter.nf_conntrack_max={want} (and nf_conntrack_buckets={}), or exempt ringwire's port from tracking (iptables -t raw -A PREROUTING -p tcp --dport 8080 -j NOTRACK)",
+        want / 4
+    );
+    if max < n {
+        out.push(bad(
+            Level::Fail,
+            format!("net.netfilter.nf_conntrack_max = {max}: under {n} connections, new ones would be dropped"),
+            change,
+        ));
+    } else if max < want {
+        out.push(bad(
+            Level::Warn,
+            format!("net.netfilter.nf_conntrack_max = {max}: under {want} (twice the connections: a reconnect storm leaves the old ones' entries for 120 s)"),
+            change,
+        ));
+    } else {
+        out.push(ok(format!("net.netfilter.nf_conntrack_max = {max}")));
+    }
 }
 
 /// RLIMIT_NOFILE against the direct descriptors each core's ring must hold.
@@ -342,6 +377,7 @@ pub fn read_host() -> HostFacts {
         mem_available,
         cpus: crate::runtime::available_cpus(),
         systemd_tasks_max,
+        conntrack_max: num("net/netfilter/nf_conntrack_max"),
     }
 }
 
@@ -351,6 +387,31 @@ fn rlimit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
         let mut lim: libc::rlimit = std::mem::zeroed();
         (libc::getrlimit(resource, &mut lim) == 0).then_some((lim.rlim_cur, lim.rlim_max))
     }
+}
+
+/// The report as JSON (`ringwire doctor --json`): `{"connections", "ready", "findings":
+/// [{"level": "ok"|"warn"|"fail", "what", "change"}]}`; returns (json, ready).
+pub fn report_json(facts: &HostFacts, n: u64, config: &Config) -> (serde_json::Value, bool) {
+    let findings = assess(facts, n, config);
+    let ready = findings.iter().all(|f| f.level != Level::Fail);
+    let list: Vec<_> = findings
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "level": match f.level {
+                    Level::Ok => "ok",
+                    Level::Warn => "warn",
+                    Level::Fail => "fail",
+                },
+                "what": f.what,
+                "change": f.change,
+            })
+        })
+        .collect();
+    (
+        serde_json::json!({"connections": n, "ready": ready, "findings": list}),
+        ready,
+    )
 }
 
 /// The report printed by `ringwire doctor`; returns (text, ready).
@@ -411,6 +472,7 @@ mod tests {
             mem_available: Some(24 << 30),
             cpus: 2,
             systemd_tasks_max: None,
+            conntrack_max: None,
         }
     }
 
@@ -419,6 +481,39 @@ mod tests {
             .filter(|f| f.level == Level::Fail)
             .map(|f| f.what.as_str())
             .collect()
+    }
+
+    #[test]
+    fn a_small_conntrack_table_fails_and_json_says_so() {
+        let mut h = host();
+        h.conntrack_max = Some(65_536);
+        let (json, ready) = report_json(&h, 100_000, &Config::default());
+        assert!(!ready);
+        let conntrack: Vec<_> = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["what"].as_str().unwrap().contains("nf_conntrack_max"))
+            .collect();
+        assert_eq!(conntrack.len(), 1);
+        assert_eq!(conntrack[0]["level"], "fail");
+        assert!(conntrack[0]["change"]
+            .as_str()
+            .unwrap()
+            .contains("nf_conntrack_max=200000"));
+        h.conntrack_max = Some(150_000);
+        let f = assess(&h, 100_000, &Config::default());
+        assert!(f
+            .iter()
+            .any(|f| f.level == Level::Warn && f.what.contains("nf_conntrack_max")));
+        h.conntrack_max = Some(200_000);
+        let f = assess(&h, 100_000, &Config::default());
+        let conntrack: Vec<_> = f
+            .iter()
+            .filter(|f| f.what.contains("nf_conntrack_max"))
+            .collect();
+        assert_eq!(conntrack.len(), 1);
+        assert_eq!(conntrack[0].level, Level::Ok);
     }
 
     #[test]

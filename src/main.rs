@@ -49,6 +49,10 @@ enum Command {
         /// The configuration the server will run with (cores, backlog, reserve).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Print the findings as JSON (`{"connections", "ready", "findings": [{"level",
+        /// "what", "change"}]}`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         Command::Doctor {
             connections,
             config,
+            json,
         } => {
             let cfg = match config
                 .as_deref()
@@ -110,9 +115,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (text, ready) =
-                ringwire::doctor::report(&ringwire::doctor::read_host(), connections, &cfg);
-            print!("{text}");
+            let host = ringwire::doctor::read_host();
+            let ready = if json {
+                let (report, ready) = ringwire::doctor::report_json(&host, connections, &cfg);
+                println!("{report}");
+                ready
+            } else {
+                let (text, ready) = ringwire::doctor::report(&host, connections, &cfg);
+                print!("{text}");
+                ready
+            };
             if ready {
                 ExitCode::SUCCESS
             } else {

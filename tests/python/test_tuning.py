@@ -36,6 +36,17 @@ def test_doctor_reports_this_hosts_limit_for_a_million():
         assert limit_line.startswith("FAIL") and f"hard limit {hard}" in limit_line, out
         assert "LimitNOFILE=" in out and "change:" in out, out
         assert r.returncode == 1 and "NOT ready for 1000000 connections" in out, out
+    # The same findings as JSON, for automation.
+    import json
+
+    j = doctor("--connections", "1000000", "--json")
+    report = json.loads(j.stdout)
+    assert report["connections"] == 1000000 and report["ready"] == (r.returncode == 0), report
+    assert len(report["findings"]) == len(checks), (report, checks)
+    assert {f["level"] for f in report["findings"]} <= {"ok", "warn", "fail"}
+    assert [f["level"] == "fail" for f in report["findings"]] == [l.startswith("FAIL") for l in checks]
+    assert any("conntrack" in f["what"] for f in report["findings"]), report
+    assert j.returncode == r.returncode
 
 
 def test_doctor_small_count_and_bad_config(tmp_path):
