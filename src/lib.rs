@@ -34,3 +34,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod systemd;

@@ -106,7 +106,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             tokio::spawn(w.clone().run());
         }
         let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
+        // Every listener is bound: the public one (the engine), the admin API, the link.
+        crate::systemd::notify("READY=1");
         wait_for_signal(&state).await;
+        crate::systemd::notify("STOPPING=1");
         if let Some(c) = &cluster {
             // The other nodes stop routing here before any socket is closed.
             c.leave().await;

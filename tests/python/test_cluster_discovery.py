@@ -84,6 +84,8 @@ def test_nodes_find_each_other_a_fourth_joins_and_a_drained_one_leaves_first(nat
     print(f"start of d to its first cross-node push: {first * 1000:.0f} ms")
     for n in "abcd":
         c.wait(n, {p: "up" for p in "abcd" if p != n}, 5)
+    members = parse_metrics(c.admin("a").request("GET", "/metrics").body.decode())
+    assert members['ringwire_cluster_members{state="up"}'] == 3, members
     assert c.admin("d").push(context=1, user=41, message="from d")
     on_a.expect(["from d"], 3, "push made on the new node")
 
@@ -103,6 +105,7 @@ def test_nodes_find_each_other_a_fourth_joins_and_a_drained_one_leaves_first(nat
     print(f"SIGTERM of d to its presence gone on a, b and c: {gone * 1000:.0f} ms")
     assert gone < 1.5
     assert not on_d.closed.is_set() or on_d.close_code == 1001
+    assert all(links_full(c, n).get("d", {"state": "leaving"})["state"] == "leaving" for n in "abc")
     sent = {n: links_full(c, n).get("d", {}).get("messages_sent") for n in "abc"}
     for n in "abc":
         r = c.admin(n).push(context=1, user=40, message=f"after leave via {n}")

@@ -87,7 +87,48 @@ def test_sysctl_and_limits_files_parse():
             assert Path("/proc/sys", *k.split(".")).exists(), k
     assert int(keys["fs.nr_open"]) >= 1_048_576
     assert int(keys["net.core.somaxconn"]) >= 4096
+    # The default public, admin and cluster ports are kept from outbound connections.
+    example = (TUNING / "ringwire.example.toml").read_text()
+    ports = {int(p) for p in re.findall(r'listen = "[^"]*:(\d+)"', example)}
+    assert {8080, 8081, 7001} <= ports, ports
+    assert {int(p) for p in keys["net.ipv4.ip_local_reserved_ports"].split(",")} == ports, \
+        "ip_local_reserved_ports must list the example's listen ports"
     for line in (TUNING / "limits.d" / "ringwire.conf").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             user, kind, item, value = line.split()
             assert (user, item) == ("ringwire", "nofile") and kind in ("soft", "hard") and int(value) > 0
+
+
+def test_the_server_tells_systemd_when_it_is_ready_and_when_it_stops(tmp_path):
+    """Type=notify in ringwire.service: READY=1 on $NOTIFY_SOCKET once the listeners accept,
+    STOPPING=1 when SIGTERM starts the drain (an unmodified datagram reader, as systemd)."""
+    import os
+    import signal
+    import socket as _socket
+    import time
+
+    from helpers import free_port, make_config, render_config
+
+    assert "Type=notify" in (TUNING / "ringwire.service").read_text()
+    port, admin = free_port(), free_port()
+    cfg = tmp_path / "ringwire.toml"
+    cfg.write_text(render_config(make_config(port, admin)))
+    path = str(tmp_path / "notify.sock")
+    rx = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    rx.bind(path)
+    rx.settimeout(20)
+    proc = subprocess.Popen([str(BINARY), "serve", "--config", str(cfg)], env={**os.environ, "NOTIFY_SOCKET": path},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert rx.recv(64) == b"READY=1"
+        for p in (port, admin):  # ready means listening
+            _socket.create_connection(("127.0.0.1", p), 2).close()
+        proc.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        assert rx.recv(64) == b"STOPPING=1"
+        assert time.monotonic() - t < 5
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        rx.close()
