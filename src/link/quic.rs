@@ -371,8 +371,11 @@ fn drain_queues(peer: &crate::cluster::PeerState) -> u64 {
                         ledger.missed().add(p.context, p.user);
                     }
                 }
-                Outbound::Missed { all, users } => ledger.missed().merge(all, users),
-                Outbound::Presence(_) => {}
+                // About the run the failed link was with, if it continued an earlier one.
+                Outbound::Missed { all, users } if ledger.continued() => {
+                    ledger.missed().merge(all, users)
+                }
+                Outbound::Missed { .. } | Outbound::Presence(_) => {}
             }
         }
     }

@@ -7,6 +7,10 @@
 //! recovery marker with `recovered: false` if the store no longer holds them); with the
 //! memory store, which never saw the lost pushes, it is told `recovered: false` at once.
 //! Sockets without history get nothing (the loss is counted on the sending node).
+//!
+//! Bounded: one store read per socket named, through the store's bounded queue; a read it
+//! refuses (a catch-up of "every user" on a node with more history sockets than the queue
+//! holds) is answered at once as failed, and that socket is told `recovered: false`.
 use super::Shard;
 use crate::runtime::conn::flag;
 use crate::runtime::stats::ShardStats;
