@@ -14,6 +14,7 @@ fn encode(f: &Frame, out: &mut Vec<u8>) {
         Frame::Leaving => wire::encode_leaving(out),
         Frame::LeaveAck => wire::encode_leave_ack(out),
         Frame::Ack(n) => wire::encode_ack(out, *n),
+        Frame::Missed { all, users } => wire::encode_missed(out, *all, users),
     }
 }
 
@@ -46,14 +47,27 @@ fuzz_target!(|data: &[u8]| {
         let flat = |fs: Vec<Frame>| -> Vec<Frame> {
             let mut acc: Vec<Frame> = Vec::new();
             for f in fs {
+                // "Everyone" makes the users moot: the encoder writes none.
+                let f = match f {
+                    Frame::Missed { all: true, .. } => Frame::Missed {
+                        all: true,
+                        users: Vec::new(),
+                    },
+                    f => f,
+                };
                 if matches!(&f, Frame::Presence(v) if v.is_empty())
                     || matches!(&f, Frame::Push(v) if v.is_empty())
+                    || matches!(&f, Frame::Missed { all: false, users } if users.is_empty())
                 {
                     continue;
                 }
                 match (acc.last_mut(), f) {
                     (Some(Frame::Presence(a)), Frame::Presence(b)) => a.extend(b),
                     (Some(Frame::Push(a)), Frame::Push(b)) => a.extend(b),
+                    (
+                        Some(Frame::Missed { all: false, users: a }),
+                        Frame::Missed { all: false, users: b },
+                    ) => a.extend(b),
                     (_, f) => acc.push(f),
                 }
             }

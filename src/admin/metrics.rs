@@ -200,6 +200,12 @@ const FIELDS: &[Field] = &[
         "Pushes that reached a socket before their user's previous one (made on another node): the gap was filled from the store first",
         |s| &s.history_gaps,
     ),
+    (
+        "ringwire_history_catchups_total",
+        "counter",
+        "History sockets brought up to date after another node's pushes for their user may have been lost on a failed cluster link: read from the store, or told recovered: false",
+        |s| &s.history_catchups,
+    ),
 ];
 
 /// Remote push counters of the node: (queued, merged, sent, dropped, received).

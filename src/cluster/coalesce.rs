@@ -203,13 +203,16 @@ impl Coalescer {
         out.extend(due.into_iter().map(|(_, p)| p));
     }
 
-    /// Empty the queue (the node went away); returns how many held pushes were dropped.
-    pub fn clear(&mut self) -> usize {
-        let n = self
-            .waiting
-            .values()
-            .filter(|w| w.state != State::Window)
-            .count();
+    /// Empty the queue (the node went away); returns how many held pushes were dropped,
+    /// each shown to `dropped` first.
+    pub fn clear(&mut self, mut dropped: impl FnMut(&RemotePush)) -> usize {
+        let mut n = 0;
+        for (p, w) in &self.waiting {
+            if w.state != State::Window {
+                dropped(p);
+                n += 1;
+            }
+        }
         self.waiting.clear();
         self.bytes = 0;
         n
@@ -320,7 +323,7 @@ mod tests {
             wait(&mut c, push(2, "0123456789"), 0, &tight),
             Offer::Dropped
         );
-        assert_eq!(c.clear(), 1);
+        assert_eq!(c.clear(|_| {}), 1);
         assert_eq!(c.bytes, 0);
     }
 
@@ -444,7 +447,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         offer(&mut c, push(1, "x"), 3, &E);
         // A lost node drops what is held (user 1's), not the windows.
-        assert_eq!(c.clear(), 1);
+        assert_eq!(c.clear(|_| {}), 1);
         assert_eq!(c.bytes, 0);
     }
 

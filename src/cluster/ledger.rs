@@ -9,6 +9,13 @@
 //! it (the receiver stopped reading the old link before it answered), so the pushes the
 //! partition swallowed are counted lost exactly, not one more or less. If the peer comes
 //! back as a new run, or is forgotten, everything unconfirmed is lost.
+//!
+//! It also keeps the users of the pushes written and not confirmed ([`Unconfirmed`]): those
+//! settled as lost, and those the link thread could not write when the link failed, are
+//! the users the peer is told about once the next link with the same run is settled
+//! ([`Ledger::take_missed`]), so that it brings their history sockets up to date.
+use super::missed::{MissedUsers, Unconfirmed};
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ledger {
     /// The peer's run the counts below are about (0 = none yet).
@@ -27,12 +34,20 @@ pub struct Ledger {
     received: u64,
     /// Pushes written and never received (settled).
     lost: u64,
+    /// The users of written pushes not confirmed yet, by index in `written`.
+    unconfirmed: Unconfirmed,
+    /// Users who may have missed pushes, for the peer's run (`instance`).
+    missed: MissedUsers,
+    /// The current link is with the run the previous one was with (its sockets are still
+    /// open: telling it what they missed makes sense).
+    continued: bool,
 }
 
 impl Ledger {
     /// A new link with the peer's run `instance` is up: returns the count to confirm to it
     /// first thing.
     pub fn link_up(&mut self, instance: u64) -> u64 {
+        self.continued = instance == self.instance && instance != 0;
         if instance != self.instance {
             // A new run: nothing it had not confirmed will ever be.
             self.lost += self.unconfirmed();
@@ -46,8 +61,12 @@ impl Ledger {
         self.received
     }
 
-    pub fn wrote(&mut self, pushes: u64) {
-        self.written += pushes;
+    /// Pushes for these (context, user) were written, in this order.
+    pub fn wrote(&mut self, users: impl IntoIterator<Item = (u32, u32)>) {
+        for (context, user) in users {
+            self.written += 1;
+            self.unconfirmed.wrote(self.written, context, user);
+        }
     }
 
     /// Pushes received from the peer; returns the count to confirm.
@@ -61,12 +80,17 @@ impl Ledger {
         let count = count.min(self.written);
         if std::mem::take(&mut self.first_ack) {
             if let Some(at_failure) = self.pending.take() {
-                let gone = at_failure.saturating_sub(count.max(self.acked) + self.settled);
+                // Push indices: what the peer counts plus what was settled before.
+                let through = count.max(self.acked) + self.settled;
+                let gone = at_failure.saturating_sub(through);
+                self.unconfirmed
+                    .lost(through, through + gone, &mut self.missed);
                 self.settled += gone;
                 self.lost += gone;
             }
         }
         self.acked = self.acked.max(count);
+        self.unconfirmed.confirmed(self.acked + self.settled);
     }
 
     /// The current link failed.
@@ -92,17 +116,47 @@ impl Ledger {
     pub fn lost(&self) -> u64 {
         self.lost
     }
+
+    /// The current link is with the run the previous one was with.
+    pub fn continued(&self) -> bool {
+        self.continued
+    }
+
+    /// Users who may have missed pushes of this run (e.g. those the link thread could not
+    /// write when the link failed).
+    pub fn missed(&mut self) -> &mut MissedUsers {
+        &mut self.missed
+    }
+
+    /// What to tell the peer its sockets missed: once the current link (with the same run)
+    /// settled what the failed one left unconfirmed.
+    pub fn take_missed(&mut self) -> Option<(bool, Vec<(u32, u32)>)> {
+        if !self.missed_ready() {
+            return None;
+        }
+        self.missed.take()
+    }
+
+    /// [`Ledger::take_missed`] has something to give.
+    pub fn missed_ready(&self) -> bool {
+        self.continued && self.pending.is_none() && !self.first_ack && !self.missed.is_empty()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `n` pushes written, user by user 0, 1, 2, ...
+    fn wrote(l: &mut Ledger, n: u32) {
+        l.wrote((0..n).map(|u| (1, u)));
+    }
+
     #[test]
     fn a_failed_link_s_unconfirmed_pushes_are_settled_by_the_next_link() {
         let mut l = Ledger::default();
         assert_eq!(l.link_up(7), 0);
-        l.wrote(100);
+        wrote(&mut l, 100);
         l.ack(90);
         l.link_down();
         assert_eq!(l.unconfirmed(), 10);
@@ -112,7 +166,7 @@ mod tests {
             "not known yet: the acks may have been what was lost"
         );
         l.link_up(7);
-        l.wrote(5); // the new link's pushes, written before its first ack arrives
+        wrote(&mut l, 5); // the new link's pushes, written before its first ack arrives
         l.ack(96); // the peer received 96 of the first 100
         assert_eq!(l.lost(), 4);
         l.ack(101);
@@ -127,7 +181,7 @@ mod tests {
     fn every_confirmed_push_settles_nothing_as_lost() {
         let mut l = Ledger::default();
         l.link_up(7);
-        l.wrote(50);
+        wrote(&mut l, 50);
         l.link_down();
         l.link_up(7);
         l.ack(50);
@@ -138,13 +192,13 @@ mod tests {
     fn a_new_run_or_forgetting_loses_what_was_unconfirmed() {
         let mut l = Ledger::default();
         l.link_up(7);
-        l.wrote(20);
+        wrote(&mut l, 20);
         l.ack(15);
         assert_eq!(l.received(3), 3);
         l.link_down();
         assert_eq!(l.link_up(8), 0, "the new run has received nothing of ours");
         assert_eq!(l.lost(), 5);
-        l.wrote(4);
+        wrote(&mut l, 4);
         l.forget();
         assert_eq!((l.lost(), l.unconfirmed()), (9, 0));
     }
@@ -153,17 +207,48 @@ mod tests {
     fn failures_before_a_link_settles_accumulate() {
         let mut l = Ledger::default();
         l.link_up(1);
-        l.wrote(10);
+        wrote(&mut l, 10);
         l.link_down();
         l.link_up(1);
-        l.wrote(10);
+        wrote(&mut l, 10);
         l.link_down(); // no ack on that link at all
         l.link_up(1);
         l.ack(12);
         assert_eq!(l.lost(), 8);
-        l.wrote(1);
+        wrote(&mut l, 1);
         l.link_down();
         l.link_up(2);
         assert_eq!(l.lost(), 9);
+    }
+
+    #[test]
+    fn the_users_of_lost_pushes_are_told_to_the_same_run_once_settled() {
+        let mut l = Ledger::default();
+        l.link_up(7);
+        assert!(!l.continued(), "a first link");
+        l.wrote([(1, 10), (1, 11), (1, 12), (1, 13)]);
+        l.ack(2); // 10 and 11 arrived
+        l.link_down();
+        l.missed().add(1, 20); // left in a queue when the link failed
+        assert_eq!(l.take_missed(), None, "not settled yet");
+        l.link_up(7);
+        assert!(l.continued());
+        l.wrote([(1, 30)]);
+        assert_eq!(l.take_missed(), None, "the first ack settles");
+        l.ack(3); // 12 arrived, 13 did not
+        let (all, mut users) = l.take_missed().expect("settled");
+        users.sort();
+        assert_eq!((all, users), (false, vec![(1, 13), (1, 20)]));
+        assert_eq!((l.lost(), l.unconfirmed()), (1, 1));
+        l.ack(4); // 30 arrived
+        assert_eq!(l.unconfirmed(), 0);
+        assert!(l.unconfirmed.is_empty());
+        // A new run: its sockets are new, nothing to tell.
+        l.wrote([(1, 40)]);
+        l.link_down();
+        l.missed().add(1, 41);
+        l.link_up(8);
+        l.ack(0);
+        assert!(!l.continued() && l.take_missed().is_none());
     }
 }

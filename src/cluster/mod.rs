@@ -11,6 +11,9 @@
 //!   it for each node the directory names, per destination node, in a coalescing queue. Due
 //!   pushes go to the link thread through a lock-free queue per (core, node) ([`Outbound`]); the
 //!   link thread writes everything queued for a node in one QUIC write.
+//! - **Catch-up** ([`missed`]): the users of pushes a failed link swallowed, or that were
+//!   not sent while it was down, are told to the peer when the link is back, so that it
+//!   brings their history sockets up to date.
 //! - **Data plane ↔ link:** cores never lock. They push batches into bounded
 //!   `crossbeam` `SegQueue`s (bounded by the core, which alone pushes) and ring a doorbell (`try_send` on a one-slot channel); the link
 //!   thread sends the cores commands through their own lock-free inboxes.
@@ -18,6 +21,7 @@
 pub mod coalesce;
 pub mod directory;
 pub mod ledger;
+pub mod missed;
 pub mod nodeset;
 pub mod wire;
 
@@ -40,6 +44,12 @@ pub const MAX_NODES: usize = crate::config::MAX_CLUSTER_NODES;
 pub enum Outbound {
     Presence(Vec<UserPresence>),
     Push(Vec<RemotePush>),
+    /// Users of pushes this core could not send while the node's link was down: its sockets
+    /// of them may have missed those (sent as `wire::Frame::Missed`).
+    Missed {
+        all: bool,
+        users: Vec<(u32, u32)>,
+    },
 }
 
 /// Batches queued per (core, node) before the core gives up (drops pushes, retries presence).

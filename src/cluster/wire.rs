@@ -13,6 +13,7 @@
 //! | 5 | Leaving | (empty): the sender drains; route nothing more to it |
 //! | 6 | LeaveAck | (empty): the sender's cores stopped routing to the receiver |
 //! | 7 | Ack | u64: pushes received from the receiver's current run ([`super::ledger`]) |
+//! | 8 | Missed | u8 everyone (0/1), u32 n, n × (u32 context, u32 user): the receiver's sockets of these users (or of everyone) may have missed pushes of the sender ([`super::missed`]) |
 //!
 //! A presence entry is absolute (the sender's whole count for that user, per socket path; no
 //! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
@@ -25,6 +26,8 @@ pub const VERSION: u8 = 4;
 pub const MAX_FRAME: usize = 16 << 20;
 /// A sender starts a new frame once one holds this many bytes.
 pub const SOFT_FRAME: usize = 1 << 20;
+/// Users per `Missed` frame (512 KiB).
+pub const MISSED_PER_FRAME: usize = 65_536;
 const SESSION_ID_LEN: usize = std::mem::size_of::<SessionId>();
 
 /// One user's sockets on the sending node, per socket path.
@@ -66,6 +69,12 @@ pub enum Frame {
     LeaveAck,
     /// Pushes the sender received from the receiver's current run.
     Ack(u64),
+    /// The receiver's sockets of these users (`all`: of every user) may have missed pushes
+    /// the sender made while the link was failing or down.
+    Missed {
+        all: bool,
+        users: Vec<(u32, u32)>,
+    },
 }
 
 /// Why a peer's bytes cannot be decoded: the link is closed with this reason.
@@ -78,6 +87,8 @@ pub enum WireError {
     BadUtf8,
     /// A push's position tag is neither 0 (none) nor 1.
     BadPositionTag(u8),
+    /// A flag that is neither 0 nor 1.
+    BadFlag(u8),
 }
 
 impl std::fmt::Display for WireError {
@@ -86,6 +97,7 @@ impl std::fmt::Display for WireError {
             WireError::FrameTooLarge => write!(f, "frame larger than {MAX_FRAME} bytes"),
             WireError::UnknownType(t) => write!(f, "unknown frame type {t}"),
             WireError::BadPositionTag(t) => write!(f, "bad push position tag {t}"),
+            WireError::BadFlag(t) => write!(f, "bad flag {t}"),
             WireError::Truncated => f.write_str("frame body shorter than its fields"),
             WireError::TrailingBytes => f.write_str("bytes after a frame's last field"),
             WireError::BadUtf8 => f.write_str("string not UTF-8"),
@@ -137,6 +149,29 @@ pub fn encode_revoke(out: &mut Vec<u8>, r: &Revocation) {
         o.extend_from_slice(&r.user.to_be_bytes());
         o.extend_from_slice(&r.expires_at.to_be_bytes());
     });
+}
+
+/// Users whose sockets may have missed pushes (see [`Frame::Missed`]), in frames of at most
+/// [`MISSED_PER_FRAME`] users; `all`: one frame that says everyone.
+pub fn encode_missed(out: &mut Vec<u8>, all: bool, users: &[(u32, u32)]) {
+    let users = if all { &[][..] } else { users };
+    let mut chunks = users.chunks(MISSED_PER_FRAME);
+    let mut chunk = chunks.next();
+    while all || chunk.is_some() {
+        let list = chunk.unwrap_or_default();
+        frame(out, 8, |o| {
+            o.push(u8::from(all));
+            o.extend_from_slice(&(list.len() as u32).to_be_bytes());
+            for (c, u) in list {
+                o.extend_from_slice(&c.to_be_bytes());
+                o.extend_from_slice(&u.to_be_bytes());
+            }
+        });
+        if all {
+            return;
+        }
+        chunk = chunks.next();
+    }
 }
 
 /// The sender drains (see [`Frame::Leaving`]).
@@ -347,6 +382,18 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
         5 => Frame::Leaving,
         6 => Frame::LeaveAck,
         7 => Frame::Ack(r.u64()?),
+        8 => {
+            let all = match r.u8()? {
+                0 => false,
+                1 => true,
+                t => return Err(WireError::BadFlag(t)),
+            };
+            let n = r.count(8)?;
+            Frame::Missed {
+                all,
+                users: r.list(n, 8, |r| Ok((r.u32()?, r.u32()?)))?,
+            }
+        }
         t => return Err(WireError::UnknownType(t)),
     };
     if !r.b.is_empty() {
@@ -472,6 +519,8 @@ mod tests {
         encode_leaving(&mut out);
         encode_leave_ack(&mut out);
         encode_ack(&mut out, 1234);
+        encode_missed(&mut out, false, &[(1, 2), (3, 4)]);
+        encode_missed(&mut out, true, &[(1, 2)]);
         assert_eq!(
             roundtrip(&out),
             vec![
@@ -486,8 +535,30 @@ mod tests {
                 Frame::Leaving,
                 Frame::LeaveAck,
                 Frame::Ack(1234),
+                Frame::Missed {
+                    all: false,
+                    users: vec![(1, 2), (3, 4)],
+                },
+                Frame::Missed {
+                    all: true,
+                    users: vec![],
+                },
             ]
         );
+        let users: Vec<(u32, u32)> = (0..MISSED_PER_FRAME as u32 + 1).map(|u| (1, u)).collect();
+        let mut out = Vec::new();
+        encode_missed(&mut out, false, &users);
+        assert!(out.len() < SOFT_FRAME + 1024);
+        let frames = roundtrip(&out);
+        assert_eq!(frames.len(), 2, "cut into frames");
+        let back: Vec<(u32, u32)> = frames
+            .into_iter()
+            .flat_map(|f| match f {
+                Frame::Missed { all: false, users } => users,
+                _ => panic!("not a missed frame"),
+            })
+            .collect();
+        assert_eq!(back, users);
     }
 
     #[test]
@@ -536,6 +607,14 @@ mod tests {
         );
         assert_eq!(decode_frame(&[1, 1, 0, 0, 0]), Err(WireError::Truncated));
         assert_eq!(decode_frame(&[7, 0, 0]), Err(WireError::Truncated));
+        assert_eq!(
+            decode_frame(&[8, 2, 0, 0, 0, 0]),
+            Err(WireError::BadFlag(2))
+        );
+        assert_eq!(
+            decode_frame(&[8, 0, 0, 0, 0, 1, 0, 0, 0, 1]),
+            Err(WireError::Truncated)
+        );
         let mut d = Decoder::default();
         d.feed(&(MAX_FRAME as u32 + 1).to_be_bytes());
         assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge));

@@ -258,6 +258,21 @@ impl Service {
         );
     }
 
+    /// Another node's pushes for these users (`all`: for every user) may have been lost on
+    /// the way here: their history sockets are brought up to date (`Command::CatchUp`).
+    pub fn catch_up(&self, all: bool, users: Vec<(u32, u32)>) {
+        if all {
+            self.shared
+                .send_to_every_core(|| Command::CatchUp { users: None });
+        } else {
+            self.shared.send_to_owners(
+                users,
+                |&u| u,
+                |users| Command::CatchUp { users: Some(users) },
+            );
+        }
+    }
+
     /// A session another node terminated: refused here too, its sockets here closed.
     pub fn revoke_from_peer(&self, r: Revocation) {
         self.shared.send_to_every_core(|| Command::Revoke(r));

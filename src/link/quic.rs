@@ -349,18 +349,37 @@ async fn serve(
         // dropped) until the link is back and re-syncs it, or the node is forgotten.
         link.service.peer_unreachable(i);
         // What the cores queued before they hear of it is dropped (counted), not kept.
-        let mut dropped = 0;
-        for q in &peer.queues {
-            while let Some(b) = q.pop() {
-                if let Outbound::Push(v) = b {
-                    dropped += v.len() as u64;
-                }
-            }
-        }
+        let dropped = drain_queues(peer);
         peer.dropped.fetch_add(dropped, Relaxed);
         peer.count_unsent(link.state.cores(), dropped);
     }
     conn.close(0u32.into(), b"superseded");
+}
+
+/// Empty the cores' queues for a peer whose link failed; returns how many pushes were in
+/// them. Their users (and the users the cores had queued to tell it about) are told to the
+/// peer's run when a link with it is back (`Ledger::take_missed`).
+fn drain_queues(peer: &crate::cluster::PeerState) -> u64 {
+    let mut dropped = 0;
+    let mut ledger = peer.ledger();
+    for q in &peer.queues {
+        while let Some(b) = q.pop() {
+            match b {
+                Outbound::Push(v) => {
+                    dropped += v.len() as u64;
+                    for p in &v {
+                        ledger.missed().add(p.context, p.user);
+                    }
+                }
+                // About the run the failed link was with, if it continued an earlier one.
+                Outbound::Missed { all, users } if ledger.continued() => {
+                    ledger.missed().merge(all, users)
+                }
+                Outbound::Missed { .. } | Outbound::Presence(_) => {}
+            }
+        }
+    }
+    dropped
 }
 
 /// A newer link with the same peer exists.
@@ -405,18 +424,34 @@ async fn write_batches(
                     Outbound::Presence(v) => wire::encode_presence(&mut buf, &v),
                     Outbound::Push(v) => {
                         pushes += v.len() as u64;
+                        // Counted before the write ends: the peer's acks settle what arrived.
+                        peer.ledger().wrote(v.iter().map(|p| (p.context, p.user)));
                         wire::encode_pushes(&mut buf, &v);
+                    }
+                    // Told with the link's own once it settled (one frame, mostly). A new
+                    // run of the peer has none of the sockets that missed them.
+                    Outbound::Missed { all, users } => {
+                        let mut ledger = peer.ledger();
+                        if ledger.continued() {
+                            ledger.missed().merge(all, users);
+                        }
                     }
                 }
             }
         }
+        let missed = peer.ledger().take_missed();
+        if let Some((all, users)) = &missed {
+            wire::encode_missed(&mut buf, *all, users);
+        }
         if !buf.is_empty() {
             // Everything due for this node, from every core, in one write.
-            // Counted before the write ends: the peer's acks settle what arrived.
-            peer.ledger().wrote(pushes);
             if let Err(e) = send.write_all(&buf).await {
                 tracing::debug!(peer = %peer.id(), "link write failed: {e}");
                 peer.dropped.fetch_add(pushes, Relaxed);
+                if let Some((all, users)) = missed {
+                    // Told again on the next link.
+                    peer.ledger().missed().merge(all, users);
+                }
                 return;
             }
             peer.writes.fetch_add(1, Relaxed);
@@ -489,7 +524,18 @@ async fn read_frames(
                 }
                 Frame::Leaving => link.peer_leaving(i),
                 Frame::LeaveAck => link.leave_acks.send_modify(|a| a.insert(i)),
-                Frame::Ack(count) => peer.ledger().ack(count),
+                Frame::Ack(count) => {
+                    let settled = {
+                        let mut ledger = peer.ledger();
+                        ledger.ack(count);
+                        ledger.missed_ready()
+                    };
+                    // The writer tells the peer which users' pushes were lost.
+                    if settled {
+                        link.state.ring(i);
+                    }
+                }
+                Frame::Missed { all, users } => link.service.catch_up(all, users),
                 Frame::Hello { .. } => return Err("a second hello".into()),
             }
         }

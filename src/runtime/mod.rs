@@ -118,6 +118,10 @@ pub enum Command {
         node: u16,
         entries: Vec<crate::cluster::wire::UserPresence>,
     },
+    /// Pushes of another node for these users (`None`: every user of this core) may have
+    /// been lost on the way: their history sockets catch up from the store, or are told
+    /// `recovered: false`.
+    CatchUp { users: Option<Vec<(u32, u32)>> },
     /// A session was terminated: refuse it, close its sockets.
     Revoke(crate::service::session::Revocation),
     /// Answered at once: every command queued before it on this core has been handled.

@@ -7,6 +7,7 @@ use super::stats::ShardStats;
 use super::PushJob;
 use crate::cluster::coalesce::{Coalescer, Offer, Settings};
 use crate::cluster::directory::Directory;
+use crate::cluster::missed::MissedUsers;
 use crate::cluster::wire::{RemotePush, UserPresence};
 use crate::cluster::{ClusterState, NodeSet, Outbound};
 use std::collections::HashSet;
@@ -42,7 +43,13 @@ struct NodeQueue {
     now: Vec<RemotePush>,
     /// Users whose presence this node has not been told yet.
     presence: HashSet<(u32, u32)>,
+    /// Users of pushes for this node that were not sent (its link failed or was down): it
+    /// is told them when the link is back (`Outbound::Missed`).
+    missed: MissedUsers,
 }
+
+/// Users per `Outbound::Missed` batch.
+const MISSED_BATCH: usize = crate::cluster::wire::MISSED_PER_FRAME;
 
 impl RemoteState {
     pub fn new(cluster: Arc<ClusterState>, core: usize, max_entries: usize) -> RemoteState {
@@ -89,9 +96,13 @@ impl RemoteState {
         let mut reached = 0;
         for i in nodes.iter() {
             if self.unreachable.contains(i) {
-                // Its users' sockets miss this push: said, not silently dropped.
+                // Its users' sockets miss this push: said, not silently dropped, and they
+                // are brought up to date when the link is back.
                 if let Some(p) = self.cluster.peer(i) {
                     p.count_unsent(self.core, 1);
+                }
+                if let Some(n) = self.nodes.get_mut(i as usize) {
+                    n.missed.add(job.context, job.user);
                 }
                 continue;
             }
@@ -208,8 +219,39 @@ impl RemoteState {
                 }
                 rang = true;
             }
+            if self.up.contains(i as u16) && !self.nodes[i].missed.is_empty() {
+                rang |= self.flush_missed(core, i);
+            }
             if rang {
                 self.cluster.ring(i as u16);
+            }
+        }
+    }
+
+    /// Tell linked node `i` which users' sockets may have missed pushes of this core (in
+    /// batches; what does not fit in its queue waits for the next turn). Returns whether
+    /// anything was queued.
+    fn flush_missed(&mut self, core: usize, i: usize) -> bool {
+        let Some((all, users)) = self.nodes[i].missed.take() else {
+            return false;
+        };
+        let mut queued = false;
+        let mut rest = &users[..];
+        loop {
+            let n = rest.len().min(MISSED_BATCH);
+            let batch = Outbound::Missed {
+                all,
+                users: rest[..n].to_vec(),
+            };
+            if self.cluster.enqueue(core, i as u16, batch).is_err() {
+                self.nodes[i].missed.merge(all, rest.iter().copied());
+                self.pending = true;
+                return queued;
+            }
+            queued = true;
+            rest = &rest[n..];
+            if rest.is_empty() || all {
+                return true;
             }
         }
     }
@@ -237,6 +279,9 @@ impl RemoteState {
     /// for it are dropped; returns how many.
     pub fn peer_down(&mut self, node: u16) -> usize {
         let dropped = self.peer_unreachable(node);
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            n.missed = MissedUsers::default();
+        }
         self.unreachable.remove(node);
         self.known = self.up.or(&self.unreachable);
         self.directory.drop_node(node);
@@ -254,8 +299,11 @@ impl RemoteState {
         let Some(n) = self.nodes.get_mut(node as usize) else {
             return 0;
         };
-        let dropped = n.coalescer.clear() + n.now.len();
-        n.now.clear();
+        let missed = &mut n.missed;
+        let dropped = n.coalescer.clear(|p| missed.add(p.context, p.user)) + n.now.len();
+        for p in n.now.drain(..) {
+            missed.add(p.context, p.user);
+        }
         n.presence.clear();
         dropped
     }
@@ -419,5 +467,49 @@ mod tests {
             Some(Outbound::Presence(_))
         ));
         assert_eq!(r.peer_down(0), 0);
+    }
+
+    #[test]
+    fn users_of_pushes_not_sent_to_an_unreachable_node_are_told_when_it_is_back() {
+        let c = cluster(1);
+        let mut r = RemoteState::new(c.clone(), 0, 100);
+        let stats = ShardStats::new(1);
+        r.peer_up(0, std::iter::empty());
+        r.apply_presence(0, &[presence(7), presence(8), presence(9)]);
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        // 7 waits in the coalescer, 8 in this turn's batch when the link fails.
+        let nodes = r.nodes_for(&job(7, true));
+        r.route(&job(7, true), nodes, 0, &settings(50), &stats);
+        let nodes = r.nodes_for(&job(8, false));
+        r.route(&job(8, false), nodes, 0, &settings(50), &stats);
+        assert_eq!(r.peer_unreachable(0), 2);
+        // 9 is routed while the link is down.
+        let nodes = r.nodes_for(&job(9, false));
+        assert_eq!(r.route(&job(9, false), nodes, 0, &settings(0), &stats), 0);
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        assert!(
+            c.peer(0).unwrap().queues[0].pop().is_none(),
+            "nothing for a node that is down"
+        );
+        r.peer_up(0, std::iter::empty());
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        match c.peer(0).unwrap().queues[0].pop() {
+            Some(Outbound::Missed { all, mut users }) => {
+                users.sort();
+                assert_eq!((all, users), (false, vec![(1, 7), (1, 8), (1, 9)]));
+            }
+            _ => panic!("the users are told to the node"),
+        }
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        assert!(c.peer(0).unwrap().queues[0].pop().is_none(), "once");
+        // A node that went away for good is told nothing.
+        r.apply_presence(0, &[presence(7)]);
+        r.peer_unreachable(0);
+        let nodes = r.nodes_for(&job(7, false));
+        r.route(&job(7, false), nodes, 0, &settings(0), &stats);
+        r.peer_down(0);
+        r.peer_up(0, std::iter::empty());
+        r.flush(0, 0, &stats, |_, u| presence(u));
+        assert!(c.peer(0).unwrap().queues[0].pop().is_none());
     }
 }

@@ -76,6 +76,9 @@ pub struct ShardStats {
     /// Pushes that reached a socket before their user's previous one (pushes made on
     /// different nodes): the gap was asked of the store first (`shard::order`).
     pub history_gaps: AtomicU64,
+    /// History sockets brought up to date after another node's pushes for their user may
+    /// have been lost on a failed cluster link (`shard::catchup`).
+    pub history_catchups: AtomicU64,
     /// Resumes by outcome (index in `runtime::history::RESUME_OUTCOMES`).
     pub resumes: [AtomicU64; 4],
 }

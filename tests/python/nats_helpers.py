@@ -20,10 +20,13 @@ NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
 class NatsServer:
-    """nats-server -js on 127.0.0.1:`port` (a free one unless given); `max_payload` in bytes
-    (nats-server's default is 1 MiB) goes into a config file. Started at once unless start=False."""
+    """nats-server -js on `host` (127.0.0.1 unless given; "0.0.0.0" for nodes in network
+    namespaces):`port` (a free one unless given); `max_payload` in bytes (nats-server's default
+    is 1 MiB) goes into a config file. Started at once unless start=False."""
 
-    def __init__(self, tmp_path, *, port: int | None = None, max_payload: int | None = None, start: bool = True):
+    def __init__(self, tmp_path, *, port: int | None = None, max_payload: int | None = None, start: bool = True,
+                 host: str = "127.0.0.1"):
+        self.host = host
         self.port = port or free_port()
         self.monitor = free_port()
         self.dir = tmp_path / f"nats-{self.port}"
@@ -38,7 +41,7 @@ class NatsServer:
 
     def start(self) -> None:
         self.dir.mkdir(exist_ok=True)
-        args = [NATS, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor), "-js", "-sd", str(self.dir)]
+        args = [NATS, "-a", self.host, "-p", str(self.port), "-m", str(self.monitor), "-js", "-sd", str(self.dir)]
         if self.max_payload is not None:
             conf = self.dir / "nats.conf"
             conf.write_text(f"max_payload: {self.max_payload}\n")

@@ -105,6 +105,16 @@ class Namespaces:
     def cut(self, up: bool) -> None:
         ip("-n", self.ns["a"], "link", "set", self.link_veth["a"], "up" if up else "down")
 
+    def partition(self, c, secs: float, before: float = 0.0) -> None:
+        """After `before` s, cut the a <-> b link for `secs` s, heal it and wait until both
+        nodes see it up again."""
+        time.sleep(before)
+        self.cut(up=False)
+        time.sleep(secs)
+        self.cut(up=True)
+        c.wait("a", {"b": "up"}, timeout=20)
+        c.wait("b", {"a": "up"}, timeout=20)
+
     def teardown(self) -> None:
         # Deleting a namespace destroys its veths, and with them their peers in the root.
         for name in self.made:
@@ -240,11 +250,7 @@ def test_a_partition_s_losses_are_counted_exactly(cluster_factory, namespaces):
     t = threading.Thread(target=pusher, daemon=True)
     t.start()
     try:
-        time.sleep(1.0)
-        ns.cut(up=False)
-        time.sleep(10.0)
-        ns.cut(up=True)
-        c.wait("a", {"b": "up"}, timeout=20)
+        ns.partition(c, 10.0, before=1.0)
         for u in users:
             wait_sockets(A, 1, u, 1, timeout=5, what=f"user {u} on b after the heal")
         time.sleep(1.0)

@@ -151,6 +151,11 @@ impl CoreHistory {
         self.store.is_some()
     }
 
+    /// The memory store's current position (`None` with the nats store).
+    pub fn current(&self) -> Option<Position> {
+        self.store.as_ref().map(MemoryHistory::current)
+    }
+
     /// Record a push (sent with path filter `filter`) in the memory store; its position
     /// (`None`: the nats store, where the push was recorded before it reached the core, or
     /// not at all).

@@ -99,6 +99,7 @@ impl Shard {
             Command::PeerDown { node } => self.peer_down(node, false),
             Command::PeerUnreachable { node } => self.peer_down(node, true),
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
+            Command::CatchUp { users } => self.catch_up(users),
             Command::Revoke(r) => self.revoke(r),
             Command::Barrier(done) => {
                 let _ = done.send(());

@@ -10,7 +10,7 @@ use crate::runtime::resume::StoreAnswer;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, Command};
 use crate::service::engineio::recovery::v3_resume;
-use crate::service::history::envelope;
+use crate::service::history::envelope::{self, Marker};
 use crate::service::history::Position;
 
 impl Shard {
@@ -115,13 +115,7 @@ impl Shard {
                 };
                 self.sio_push(slot, endpoint, &m.text, Some(at));
             }
-            let mut marker = Vec::new();
-            envelope::marker(&mut marker, replay.marker);
-            let data = format!(
-                "[\"ringwire:recovery\",{}]",
-                String::from_utf8_lossy(&marker)
-            );
-            self.with_session(slot, |s, _, cfg, out| s.push(&data, None, cfg, out));
+            self.send_marker(slot, endpoint, replay.marker);
             return;
         }
         let mut frame = Vec::new();
@@ -134,8 +128,25 @@ impl Shard {
                 return;
             }
         }
-        envelope::marker(&mut frame, replay.marker);
-        self.ws_send_utf8(slot, &frame);
+        self.send_marker(slot, endpoint, replay.marker);
+    }
+
+    /// The recovery marker on socket `slot`: a raw frame, or (Engine.IO v3 sessions that
+    /// opted in) a `ringwire:recovery` event. Socket.IO v4 clients have no such event (their
+    /// recovery is socket.io's own), so they are sent nothing.
+    pub(in crate::runtime) fn send_marker(&mut self, slot: u32, endpoint: u8, marker: Marker) {
+        let mut text = Vec::new();
+        envelope::marker(&mut text, marker);
+        if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
+            let data = format!("[\"ringwire:recovery\",{}]", String::from_utf8_lossy(&text));
+            self.with_session(slot, |s, _, cfg, out| {
+                if s.offsets() {
+                    s.push(&data, None, cfg, out);
+                }
+            });
+            return;
+        }
+        self.ws_send_utf8(slot, &text);
     }
 
     /// One push in its envelope on a raw socket; false if the socket is closing.

@@ -9,6 +9,7 @@
 //! Engine.IO sessions (`socketio`, `polling`: they feed `service::engineio::Session` and
 //! carry out its actions).
 mod accept;
+mod catchup;
 mod cluster;
 mod commands;
 mod drain;

@@ -12,6 +12,7 @@ use crate::config::EndpointKind;
 use crate::runtime::resume::{self, Held, StoreAnswer, Waiting};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::Command;
+use crate::service::history::envelope::Marker;
 use crate::service::history::Position;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,7 +44,8 @@ impl Shard {
                         return false;
                     }
                     Some(d) if d.epoch == at.epoch && prev > d.offset => {
-                        self.fill_gap(slot, d, Held::new(Some(at), Some(prev), text));
+                        ShardStats::inc(&self.shared.stats[self.id].history_gaps);
+                        self.fill_gap(slot, d, Some(Held::new(Some(at), Some(prev), text)));
                         return true;
                     }
                     Some(d) if d.epoch == at.epoch => meta.delivered = Some(at),
@@ -98,9 +100,15 @@ impl Shard {
         }
     }
 
-    /// `first` came before its user's previous push: hold it (and what follows) and ask the
-    /// store what the socket missed after `delivered`.
-    fn fill_gap(&mut self, slot: u32, delivered: Position, first: Held) {
+    /// `first` came before its user's previous push (or, `None`, pushes may have been lost
+    /// on the way from another node: `shard::catchup`): hold it (and what follows) and ask
+    /// the store what the socket missed after `delivered`.
+    pub(in crate::runtime) fn fill_gap(
+        &mut self,
+        slot: u32,
+        delivered: Position,
+        first: Option<Held>,
+    ) {
         let (Some(h), Some(bus)) = (self.history.as_deref_mut(), self.shared.history_bus.clone())
         else {
             return;
@@ -111,17 +119,21 @@ impl Shard {
         };
         let gen = c.gen;
         h.pending.begin(slot, gen, Some(delivered));
-        h.pending.hold(slot, first);
-        ShardStats::inc(&self.shared.stats[self.id].history_gaps);
+        if let Some(first) = first {
+            h.pending.hold(slot, first);
+        }
         let (shared, core) = (self.shared.clone(), self.id);
         let done = move |answer| shared.send(core, Command::GapFilled { slot, gen, answer });
         bus.connect(auth.context, auth.user, Some(delivered), Box::new(done));
     }
 
     /// The store answered what socket `slot` missed after what it was sent: those, then
-    /// what was held meanwhile (each in order again). If the store cannot say, the held
-    /// pushes go as they are and this socket is no longer kept in order (nothing better
-    /// can be done for it; its client's next resume is judged by the store).
+    /// what was held meanwhile (each in order again). If the store no longer holds all of
+    /// it, the client is told so (the recovery marker with `recovered: false`, at the last
+    /// push held, as a resume would be) after what is held. If the store cannot say, the
+    /// client is told so too, the held pushes go as they are and this socket is no longer
+    /// kept in order (nothing better can be done for it; its client's next resume is
+    /// judged by the store).
     pub(in crate::runtime) fn on_gap_filled(&mut self, slot: u32, gen: u32, answer: StoreAnswer) {
         let Some((endpoint, waiting)) = self.finish_waiting(slot, gen) else {
             return;
@@ -133,15 +145,25 @@ impl Shard {
         let Some(from) = waiting.from else {
             return;
         };
-        let missed = match answer {
-            Ok((_, Some(r))) => r.messages,
+        let (missed, lost_at) = match answer {
+            Ok((current, Some(r))) => {
+                let at = r.messages.last().map_or(current, |m| Position {
+                    epoch: from.epoch,
+                    offset: m.offset,
+                });
+                (
+                    r.messages,
+                    (!r.complete || waiting.overflowed).then_some(at),
+                )
+            }
             _ => {
                 if let Some(meta) = self.conns[slot as usize].socket_mut() {
                     meta.delivered = None;
                 }
-                Vec::new()
+                (Vec::new(), Some(from))
             }
         };
+        let mut replayed = 0;
         for m in missed {
             let at = Position {
                 epoch: from.epoch,
@@ -152,7 +174,23 @@ impl Shard {
             if !m.reaches(&path) {
                 continue;
             }
+            replayed += 1;
             self.send_push(slot, endpoint, Some(at), &m.text);
+        }
+        if let Some(at) = lost_at {
+            let marker = Marker {
+                resumed: true,
+                recovered: false,
+                at,
+                replayed,
+            };
+            self.send_marker(slot, endpoint, marker);
+            if self.conns[slot as usize]
+                .socket()
+                .is_some_and(|(_, m)| m.delivered.is_some())
+            {
+                self.sent_in_order(slot, at);
+            }
         }
         for held in waiting.held {
             self.push_one(slot, endpoint, held.at, held.prev, &held.text);
