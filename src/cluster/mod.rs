@@ -354,6 +354,11 @@ impl ClusterState {
         Ok(())
     }
 
+    /// The next batch core `core` queued for `node` (the link thread's side).
+    pub fn take(&self, node: u16, core: usize) -> Option<Outbound> {
+        self.peer(node)?.queues.get(core)?.pop()
+    }
+
     /// Wake the link thread for `node` (a no-op if a wake-up is already pending).
     pub fn ring(&self, node: u16) {
         if let Some(p) = self.peer(node) {

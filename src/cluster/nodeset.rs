@@ -61,18 +61,36 @@ impl NodeSet {
     }
 
     /// The slots in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        self.0.iter().enumerate().flat_map(|(i, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros();
-                w &= w - 1;
-                Some((i * 64) as u16 + bit as u16)
-            })
-        })
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            words: &self.0,
+            at: 0,
+            word: self.0[0],
+        }
+    }
+}
+
+/// The slots of a [`NodeSet`], ascending: one word at a time, zero words skipped.
+pub struct Iter<'a> {
+    words: &'a [u64; WORDS],
+    /// Index of `word` in `words`.
+    at: usize,
+    /// What is left of the current word.
+    word: u64,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = u16;
+
+    #[inline]
+    fn next(&mut self) -> Option<u16> {
+        while self.word == 0 {
+            self.at += 1;
+            self.word = *self.words.get(self.at)?;
+        }
+        let bit = self.word.trailing_zeros();
+        self.word &= self.word - 1;
+        Some((self.at * 64) as u16 + bit as u16)
     }
 }
 

@@ -18,7 +18,9 @@ mod drain;
 pub mod history;
 pub mod lifecycle;
 mod outbox;
-mod remote;
+/// Public for `benches/remote.rs`; not an API.
+#[doc(hidden)]
+pub mod remote;
 pub mod resume;
 mod ring;
 mod shard;
