@@ -21,6 +21,8 @@ pub struct UpgradePlan {
     pub auth: Option<SocketAuth>,
     pub path: Box<str>,
     pub query: Box<str>,
+    /// The `Sec-WebSocket-Protocol` the 101 names (`ringwire.jwt` when a jwt client offered it).
+    pub protocol: Option<&'static str>,
     /// Engine.IO parameters of a `socketio` endpoint's upgrade.
     pub sio: Option<SioUpgrade>,
     /// A raw endpoint with history: the position the client resumes from (`epoch`, `since`).

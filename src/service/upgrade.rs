@@ -8,6 +8,7 @@ use crate::protocol::engineio::EioVersion;
 use crate::protocol::handshake::{self, HandshakeLimits, Request};
 use crate::protocol::ProtocolError;
 use crate::service::cascade::Cascade;
+use crate::service::jwt::{self, JwtError, JwtVerifier};
 use crate::service::placement::{hash_key, user_key};
 use crate::service::session::{SessionError, SessionId, SessionKey, SocketAuth};
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ pub struct UpgradePolicy {
     pub max_request_bytes: usize,
     /// `[tls]`: the listener's certificate, read when this policy was built.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `[jwt]`: the keys and claim rules of `auth = "jwt"` endpoints (key file read here).
+    pub jwt: Option<JwtVerifier>,
 }
 
 impl UpgradePolicy {
@@ -81,6 +84,13 @@ impl UpgradePolicy {
             Some(t) => Some(crate::config::pem::tls_server_config(t)?),
             None => None,
         };
+        let jwt = match &config.jwt {
+            Some(j) => Some(JwtVerifier::new(j)?),
+            None if config.endpoints.iter().any(|e| e.auth == EndpointAuth::Jwt) => {
+                return Err("an endpoint has auth = \"jwt\" but [jwt] is absent".into())
+            }
+            None => None,
+        };
         Ok(UpgradePolicy {
             config,
             handshake,
@@ -88,6 +98,7 @@ impl UpgradePolicy {
             cascade,
             max_request_bytes,
             tls,
+            jwt,
         })
     }
 
@@ -112,7 +123,7 @@ impl UpgradePolicy {
             None
         };
         if let Some(sio) = sio.as_ref().filter(|s| s.polling) {
-            return self.decide_poll(buf, &req, endpoint, sio, sessions);
+            return self.decide_poll(buf, &req, (endpoint, ep.auth), sio, sessions);
         }
         let upgrade = match handshake::validate_upgrade(&req) {
             Ok(u) => u,
@@ -125,6 +136,8 @@ impl UpgradePolicy {
             Ok(a) => a,
             Err(r) => return Decision::Refuse(r),
         };
+        let protocol = (ep.auth == EndpointAuth::Jwt && jwt::offers_protocol(upgrade.protocols))
+            .then_some(jwt::JWT_PROTOCOL);
         // A raw endpoint with history: the client may resume from a position.
         let resume = if ep.kind == EndpointKind::Raw && self.config.endpoint_history(endpoint) {
             match crate::service::history::envelope::parse_resume(req.query) {
@@ -152,7 +165,8 @@ impl UpgradePolicy {
             leftover: buf[req.head_len..].to_vec(),
             auth,
             path: req.path.into(),
-            query: req.query.into(),
+            query: self.kept_query(&req, ep.auth),
+            protocol,
             sio: sio.map(|s| SioUpgrade {
                 eio: s.eio,
                 sid: s.sid.map(Into::into),
@@ -169,26 +183,47 @@ impl UpgradePolicy {
         auth: EndpointAuth,
         sessions: &SessionCheck<'_>,
     ) -> Result<Option<SocketAuth>, Refusal> {
-        if auth == EndpointAuth::None {
-            return Ok(None);
-        }
-        let id = handshake::query_param(req.query, "session").ok_or(Refusal::MissingSession)?;
-        let secrets = handshake::cookies(req, &self.config.security.cookie_name);
-        let (id, s) = sessions
-            .key
-            .verify(id, secrets, sessions.now, |id| {
-                sessions.revoked.contains_key(id)
-            })
-            .map_err(Refusal::Session)?;
-        if !self.cascade.enabled(s.context, s.user) {
+        let auth = match auth {
+            EndpointAuth::None => return Ok(None),
+            EndpointAuth::Jwt => {
+                let v = self.jwt.as_ref().ok_or(Refusal::Jwt(JwtError::Missing))?;
+                let found =
+                    jwt::find_token(req, &v.query_param).ok_or(Refusal::Jwt(JwtError::Missing))?;
+                v.verify(found.token, sessions.now).map_err(Refusal::Jwt)?
+            }
+            EndpointAuth::Session => {
+                let id =
+                    handshake::query_param(req.query, "session").ok_or(Refusal::MissingSession)?;
+                let secrets = handshake::cookies(req, &self.config.security.cookie_name);
+                let (id, s) = sessions
+                    .key
+                    .verify(id, secrets, sessions.now, |id| {
+                        sessions.revoked.contains_key(id)
+                    })
+                    .map_err(Refusal::Session)?;
+                SocketAuth {
+                    session: id,
+                    context: s.context,
+                    user: s.user,
+                    expires_at: s.expires_at,
+                }
+            }
+        };
+        if !self.cascade.enabled(auth.context, auth.user) {
             return Err(Refusal::Disabled);
         }
-        Ok(Some(SocketAuth {
-            session: id,
-            context: s.context,
-            user: s.user,
-            expires_at: s.expires_at,
-        }))
+        Ok(Some(auth))
+    }
+
+    /// The query a socket keeps: as sent, less a token given in it (a credential).
+    fn kept_query(&self, req: &Request<'_>, auth: EndpointAuth) -> Box<str> {
+        match (&self.jwt, auth) {
+            (Some(v), EndpointAuth::Jwt) => match jwt::find_token(req, &v.query_param) {
+                Some(f) if f.in_query => jwt::strip_param(req.query, &v.query_param).into(),
+                _ => req.query.into(),
+            },
+            _ => req.query.into(),
+        }
     }
 
     /// An Engine.IO long-polling request: CORS, session, then a complete body.
@@ -196,7 +231,7 @@ impl UpgradePolicy {
         &self,
         buf: &[u8],
         req: &Request<'_>,
-        endpoint: usize,
+        (endpoint, ep_auth): (usize, EndpointAuth),
         sio: &SioRequest<'_>,
         sessions: &SessionCheck<'_>,
     ) -> Decision {
@@ -222,7 +257,7 @@ impl UpgradePolicy {
         {
             return Decision::Refuse(Refusal::EioBadRequest);
         }
-        let (auth, ended) = match self.authenticate(req, EndpointAuth::Session, sessions) {
+        let (auth, ended) = match self.authenticate(req, ep_auth, sessions) {
             Ok(Some(a)) => (a, None),
             Ok(None) => return Decision::Refuse(Refusal::MissingSession),
             // A request of a session (sid) whose login just ended: its owner core may still
@@ -295,7 +330,7 @@ impl UpgradePolicy {
             cors_origin: origin.map(Into::into),
             keep_alive,
             path: req.path.into(),
-            query: req.query.into(),
+            query: self.kept_query(req, ep_auth),
             ended,
         }))
     }

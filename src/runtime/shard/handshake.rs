@@ -290,10 +290,11 @@ impl Shard {
         };
         let now = self.timers.now();
         let c = &mut self.conns[slot as usize];
-        handshake::write_switching_protocols(
+        handshake::write_switching_protocols_with_protocol(
             &mut c.out,
             &plan.ws_key,
             plan.deflate.as_ref().map(|(_, h)| h.as_str()),
+            plan.protocol,
         );
         let meta = Box::new(SocketMeta {
             auth: plan.auth,

@@ -1,0 +1,175 @@
+"""`auth = "jwt"` endpoints: upgrades admitted by a JSON Web Token.
+
+Contract under test (README "JSON Web Tokens", tuning/ringwire.example.toml [jwt]):
+  GET /ws?token=<jwt>, or Sec-WebSocket-Protocol: ringwire.jwt, <jwt> (answered with
+  ringwire.jwt, never the token), or Authorization: Bearer <jwt> -> 101; the socket belongs to
+  the token's (ctx, sub) and gets that user's pushes; a bad token -> 401 with a one-line reason,
+  counted in ringwire_upgrades_refused_by_reason_total{reason="jwt_..."}; a token whose exp
+  passes while connected closes the socket with 4002 "session expired".
+
+Tokens are HS256, minted here with hmac + base64 (no JWT library in the test venv).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.parse
+
+from helpers import (HOST, Admin, await_stats_sockets, expect_closed_with, metric_sum,
+                     push_servers,  # noqa: F401  (fixture)
+                     recv_text, run)
+
+SECRET_HEX = "6a7774" * 10 + "0011"  # 32 bytes
+OTHER_HEX = "00" * 32
+BY_REASON = "ringwire_upgrades_refused_by_reason_total"
+JWT_ENDPOINTS = [
+    {"path": "/ws", "kind": "raw", "auth": "jwt"},
+    {"path": "/socket.io/", "kind": "socketio", "auth": "jwt"},
+]
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint(claims: dict, secret_hex: str = SECRET_HEX, alg: str = "HS256") -> str:
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signing_input = f"{header}.{payload}".encode()
+    sig = hmac.new(bytes.fromhex(secret_hex), signing_input, hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(sig)}"
+
+
+def start(push_servers, **jwt):
+    cfg = {"secret": SECRET_HEX, "leeway_secs": 0, **jwt}
+    return push_servers.start(jwt=cfg, endpoints=JWT_ENDPOINTS)
+
+
+async def connect(server, *, query: str | None = None, protocols=None, headers=None):
+    from websockets.asyncio.client import connect as ws_connect
+
+    url = f"ws://{HOST}:{server.port}/ws" + (f"?{query}" if query else "")
+    return await ws_connect(url, subprotocols=protocols, additional_headers=headers or {},
+                            open_timeout=5, close_timeout=2, ping_interval=None)
+
+
+async def refused(server, **kw) -> tuple[int, str]:
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        ws = await connect(server, **kw)
+    except InvalidStatus as e:
+        return e.response.status_code, (e.response.body or b"").decode().strip()
+    await ws.close()
+    return 101, ""
+
+
+def test_token_in_query_protocol_and_header_gets_the_users_pushes(push_servers):
+    server = start(push_servers)
+    admin = Admin(server)
+    token = mint({"sub": "42", "ctx": 3, "exp": int(time.time()) + 300})
+
+    async def go():
+        by_query = await connect(server, query=f"a=1&token={token}")
+        by_protocol = await connect(server, protocols=["ringwire.jwt", token])
+        by_header = await connect(server, headers={"Authorization": f"Bearer {token}"})
+        # RFC 6455: the server names one offered protocol, the marker, never the token.
+        assert by_protocol.subprotocol == "ringwire.jwt", by_protocol.subprotocol
+        assert by_protocol.response.headers["Sec-WebSocket-Protocol"] == "ringwire.jwt"
+        assert by_query.subprotocol is None
+        await await_stats_sockets(admin, 3)
+        assert admin.push_ok(context=3, user=42, path="/ws", message="for 42") == 3
+        for ws in (by_query, by_protocol, by_header):
+            assert await recv_text(ws) == "for 42"
+        # Another user's push reaches none of them.
+        assert admin.push_ok(context=3, user=43, message="for 43") == 0
+        sockets = admin.sockets(context=3, user=42)
+        assert sockets["count"] == 3, sockets
+        for ws in (by_query, by_protocol, by_header):
+            await ws.close()
+        await await_stats_sockets(admin, 0)
+
+    run(go())
+
+
+def test_bad_tokens_are_refused_401_with_reason_and_counted(push_servers):
+    server = start(push_servers, issuer="https://idp.example")
+    admin = Admin(server)
+    now = int(time.time())
+    good = {"sub": 7, "ctx": 1, "exp": now + 300, "iss": "https://idp.example"}
+    cases = [
+        (None, "missing token", "jwt_missing"),
+        ("not-a-token", "malformed token", "jwt_malformed"),
+        (mint(good, OTHER_HEX), "bad token signature", "jwt_bad_signature"),
+        (mint({**good, "exp": now - 10}), "token expired", "jwt_expired"),
+        (mint({**good, "nbf": now + 120}), "token not yet valid (nbf)", "jwt_not_yet_valid"),
+        (mint({**good, "iss": "https://evil.example"}), "wrong or missing token issuer", "jwt_issuer"),
+        (mint({k: v for k, v in good.items() if k != "sub"}), "token has no user claim",
+         "jwt_missing_claim"),
+        (mint({**good, "sub": "alice"}),
+         "token user id is not a u32 (string user ids are not supported yet)", "jwt_bad_user"),
+        (mint(good, alg="HS384"), "token algorithm not allowed", "jwt_algorithm"),
+    ]
+
+    async def go():
+        for token, reason, _ in cases:
+            status, body = await refused(server, query=f"token={token}" if token else None)
+            assert (status, body) == (401, reason), (token, status, body)
+        status, body = await refused(server, query=f"token={mint(good)}")
+        assert status == 101, (status, body)
+
+    run(go())
+    m = admin.metrics()
+    for _, _, label in cases:
+        assert metric_sum(m, BY_REASON, reason=label) >= 1, label
+    assert metric_sum(m, BY_REASON, reason="jwt_missing_claim") == 1
+    assert metric_sum(m, BY_REASON, reason="jwt_expired") == 1
+
+
+def test_token_expiring_while_connected_closes_4002(push_servers):
+    server = start(push_servers)
+    admin = Admin(server)
+    exp = int(time.time()) + 2
+    short = mint({"sub": 9, "ctx": 1, "exp": exp})
+    long = mint({"sub": 9, "ctx": 1, "exp": exp + 300})
+
+    async def go():
+        ws = await connect(server, query=f"token={short}")
+        other = await connect(server, protocols=["ringwire.jwt", long])
+        await expect_closed_with(ws, 4002, "session expired", timeout=exp - time.time() + 4)
+        closed_at = time.time()
+        assert exp - 0.5 <= closed_at <= exp + 1.5, (exp, closed_at)
+        status, body = await refused(server, query=f"token={short}")
+        assert (status, body) == (401, "token expired")
+        assert admin.push_ok(context=1, user=9, message="still here") == 1
+        assert await recv_text(other) == "still here"
+        await other.close()
+        await await_stats_sockets(admin, 0)
+
+    run(go(), timeout=20)
+
+
+def test_socketio_polling_takes_the_token_in_the_query(push_servers):
+    import http.client
+
+    server = start(push_servers)
+    token = mint({"sub": 5, "ctx": 2, "exp": int(time.time()) + 300})
+
+    def get(query: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=5)
+        try:
+            conn.request("GET", f"/socket.io/?EIO=4&transport=polling&{query}")
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    status, body = get(f"token={urllib.parse.quote(token)}")
+    assert status == 200 and body.startswith(b"0{"), (status, body)
+    assert json.loads(body[1:])["sid"]
+    status, body = get("token=bad")
+    assert (status, body.strip()) == (401, b"malformed token"), (status, body)
