@@ -60,6 +60,25 @@ pub struct JwtConfig {
     /// verifies RS256 (an RSA key) or ES256 (a P-256 key) tokens. Read at start and on every
     /// reload; an unreadable or unparsable file fails the start or the reload.
     pub public_key_file: Option<PathBuf>,
+    /// URL (`https://` or `http://`) of a JSON Web Key Set (RFC 7517) whose RSA and P-256 keys
+    /// verify RS256 / ES256 tokens, chosen by the token's `kid` (a token without `kid` is
+    /// verified with the set's only key of its algorithm). Fetched off the cores, at start and
+    /// every `jwks_refresh_secs`; a failed fetch keeps the last good set. HTTPS trusts the
+    /// system's root certificates. Absent: `public_key_file` only. Restart to change.
+    pub jwks_url: Option<String>,
+    /// PEM file of the CA certificates an `https` `jwks_url` is verified with, instead of the
+    /// system's roots (an identity provider behind a private CA). Read at each fetch.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Time between two fetches of `jwks_url`. 300 s: identity providers publish a new key
+    /// well before signing with it (hours to days), so five minutes picks it up in time
+    /// without loading the provider. After a failed fetch the next try comes sooner
+    /// (10 s, doubling up to this interval).
+    pub jwks_refresh_secs: u64,
+    /// Longest a fetch (connect, TLS, answer) may take. 5 s: a key set is a few kilobytes.
+    pub jwks_timeout_ms: u64,
+    /// Largest key set accepted, in bytes. 256 KiB: a set of a dozen RSA-4096 keys is under
+    /// 20 KB; this bounds what a broken or hostile URL can make the process hold.
+    pub jwks_max_bytes: usize,
     /// When set, a token's `iss` must be this value (a token without `iss` is refused).
     /// Absent: not checked.
     pub issuer: Option<String>,
@@ -90,6 +109,11 @@ impl Default for JwtConfig {
             algorithms: vec![JwtAlgorithm::HS256],
             secret: None,
             public_key_file: None,
+            jwks_url: None,
+            jwks_ca_file: None,
+            jwks_refresh_secs: 300,
+            jwks_timeout_ms: 5_000,
+            jwks_max_bytes: 256 * 1024,
             issuer: None,
             audience: None,
             user_claim: "sub".into(),
@@ -107,6 +131,11 @@ impl std::fmt::Debug for JwtConfig {
             .field("algorithms", &self.algorithms)
             .field("secret", &self.secret.as_ref().map(|_| ".."))
             .field("public_key_file", &self.public_key_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_ca_file", &self.jwks_ca_file)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
+            .field("jwks_timeout_ms", &self.jwks_timeout_ms)
+            .field("jwks_max_bytes", &self.jwks_max_bytes)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("user_claim", &self.user_claim)
@@ -158,16 +187,49 @@ impl JwtConfig {
             (None, false) => {}
         }
         let asymmetric = self.allows(JwtAlgorithm::RS256) || self.allows(JwtAlgorithm::ES256);
-        match (&self.public_key_file, asymmetric) {
-            (None, true) => {
-                return err("public_key_file is required when algorithms has RS256 or ES256".into())
-            }
-            (Some(_), false) => {
+        let public = self.public_key_file.is_some() || self.jwks_url.is_some();
+        match (public, asymmetric) {
+            (false, true) => {
                 return err(
-                    "public_key_file is set but algorithms has neither RS256 nor ES256".into(),
+                    "public_key_file or jwks_url is required when algorithms has RS256 or ES256"
+                        .into(),
+                )
+            }
+            (true, false) => {
+                return err(
+                    "public_key_file or jwks_url is set but algorithms has neither \
+                     RS256 nor ES256 (they would be unused)"
+                        .into(),
                 )
             }
             _ => {}
+        }
+        if let Some(url) = &self.jwks_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+            if host.is_none_or(|h| h.is_empty() || h.contains('@')) {
+                return err(format!(
+                    "jwks_url = {url:?}: use https://host[:port]/path (or http://)"
+                ));
+            }
+        }
+        if self.jwks_ca_file.is_some()
+            && !self
+                .jwks_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        {
+            return err(
+                "jwks_ca_file is set but jwks_url is not https:// (it would be unused)".into(),
+            );
+        }
+        if self.jwks_refresh_secs == 0 || self.jwks_timeout_ms == 0 {
+            return err("jwks_refresh_secs and jwks_timeout_ms must be > 0".into());
+        }
+        if self.jwks_max_bytes < 1024 {
+            return err("jwks_max_bytes must be at least 1024".into());
         }
         for (name, v) in [("issuer", &self.issuer), ("audience", &self.audience)] {
             if v.as_deref().is_some_and(str::is_empty) {
@@ -222,6 +284,49 @@ mod tests {
 
     const HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+    /// The commented `[jwt]` of the example file names real keys, and those it shows with a
+    /// default value show the default.
+    #[test]
+    fn example_file_shows_the_defaults() {
+        let text = include_str!("../../tuning/ringwire.example.toml");
+        let section = &text[text.find("# [jwt]").expect("example has # [jwt]")..];
+        let mut defaults = String::new();
+        for line in section.lines().skip(1) {
+            let Some(kv) = line.strip_prefix("# ") else {
+                break;
+            };
+            if kv.starts_with(' ') {
+                continue; // a comment's second line
+            }
+            let kv = kv.split("  #").next().unwrap().trim();
+            let key = kv.split(" = ").next().unwrap();
+            let example: JwtConfig = toml::from_str(kv).unwrap_or_else(|e| panic!("{kv}: {e}"));
+            let shown_as_default = !matches!(
+                key,
+                "secret"
+                    | "public_key_file"
+                    | "jwks_url"
+                    | "jwks_ca_file"
+                    | "issuer"
+                    | "audience"
+                    | "context"
+            );
+            if shown_as_default {
+                assert_eq!(example, JwtConfig::default(), "{kv}");
+                defaults.push_str(key);
+            }
+        }
+        for key in [
+            "algorithms",
+            "user_claim",
+            "leeway_secs",
+            "query_param",
+            "jwks_max_bytes",
+        ] {
+            assert!(defaults.contains(key), "{key} shown in the example");
+        }
+    }
+
     #[test]
     fn keys_match_algorithms() {
         let c = parse(&format!("secret = \"{HEX}\"")).unwrap();
@@ -236,10 +341,29 @@ mod tests {
                 &format!("algorithms = [\"RS256\"]\nsecret = \"{HEX}\""),
                 "lacks HS256",
             ),
-            ("algorithms = [\"ES256\"]", "public_key_file is required"),
+            (
+                "algorithms = [\"ES256\"]",
+                "public_key_file or jwks_url is required",
+            ),
             (
                 &format!("secret = \"{HEX}\"\npublic_key_file = \"k.pem\""),
                 "neither RS256 nor ES256",
+            ),
+            (
+                &format!("secret = \"{HEX}\"\njwks_url = \"https://idp/jwks\""),
+                "neither RS256 nor ES256",
+            ),
+            (
+                "algorithms = [\"RS256\"]\njwks_url = \"ftp://idp/jwks\"",
+                "jwks_url",
+            ),
+            (
+                "algorithms = [\"RS256\"]\njwks_url = \"https:///jwks\"",
+                "jwks_url",
+            ),
+            (
+                "algorithms = [\"RS256\"]\njwks_url = \"http://a/\"\njwks_refresh_secs = 0",
+                "jwks_refresh_secs",
             ),
             ("algorithms = []", "at least one"),
             (
@@ -270,5 +394,10 @@ mod tests {
         }
         let c = parse("algorithms = [\"RS256\", \"ES256\"]\npublic_key_file = \"k.pem\"").unwrap();
         assert!(c.allows(JwtAlgorithm::ES256) && c.secret_bytes().is_none());
+        let c = parse(
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example/.well-known/jwks.json\"",
+        )
+        .unwrap();
+        assert_eq!((c.jwks_refresh_secs, c.jwks_max_bytes), (300, 256 * 1024));
     }
 }

@@ -4,6 +4,7 @@
 //! and expiry). The keys are read when the verifier is built (start, reload), never on a core.
 use crate::config::{JwtAlgorithm, JwtConfig};
 use crate::protocol::handshake::{self, Request};
+use crate::service::jwks::JwkKeys;
 use crate::service::session::{SessionId, SocketAuth};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -24,6 +25,8 @@ pub enum JwtError {
     BadSignature,
     /// The header's `alg` is not in `[jwt] algorithms`.
     Algorithm,
+    /// No key for the token: its `kid` is not in the key set (or the set is not fetched yet).
+    UnknownKey,
     Expired,
     NotYetValid,
     Issuer,
@@ -44,6 +47,7 @@ impl JwtError {
             JwtError::Malformed => "malformed token",
             JwtError::BadSignature => "bad token signature",
             JwtError::Algorithm => "token algorithm not allowed",
+            JwtError::UnknownKey => "no key for this token (kid)",
             JwtError::Expired => "token expired",
             JwtError::NotYetValid => "token not yet valid (nbf)",
             JwtError::Issuer => "wrong or missing token issuer",
@@ -118,9 +122,11 @@ pub fn strip_param(query: &str, name: &str) -> String {
 
 /// The `[jwt]` keys and claim rules, ready to verify (built at start and on reload).
 pub struct JwtVerifier {
-    /// One key per accepted algorithm, with the crate's checks for it (the crate wants every
-    /// algorithm of a `Validation` to be of its key's family).
-    keys: Vec<(Algorithm, DecodingKey, Validation)>,
+    /// The crate's checks for each accepted algorithm (it wants every algorithm of a
+    /// `Validation` to be of its key's family, so one each).
+    checks: Vec<(Algorithm, Validation)>,
+    /// The keys of the file config: `secret` (HS256) and `public_key_file` (RS256 or ES256).
+    keys: Vec<(Algorithm, DecodingKey)>,
     user_claim: Box<str>,
     context_claim: Box<str>,
     context: Option<u32>,
@@ -170,26 +176,29 @@ impl JwtVerifier {
             (JwtAlgorithm::RS256, &rsa, "RSA"),
             (JwtAlgorithm::ES256, &ec, "P-256 EC"),
         ] {
-            if cfg.allows(alg) && key.is_none() {
+            // With a key set, an algorithm may have its keys there only.
+            if cfg.allows(alg) && key.is_none() && cfg.jwks_url.is_none() {
                 return Err(format!(
                     "jwt: algorithms has {} but public_key_file holds no {kind} public key",
                     alg.name()
                 ));
             }
         }
-        let mut keys = Vec::new();
+        let (mut checks, mut keys) = (Vec::new(), Vec::new());
         for (alg, key, ours) in [
             (Algorithm::HS256, hmac, JwtAlgorithm::HS256),
             (Algorithm::RS256, rsa, JwtAlgorithm::RS256),
             (Algorithm::ES256, ec, JwtAlgorithm::ES256),
         ] {
-            if let Some(key) = key.filter(|_| cfg.allows(ours)) {
+            if cfg.allows(ours) {
                 let mut v = validation.clone();
                 v.algorithms = vec![alg];
-                keys.push((alg, key, v));
+                checks.push((alg, v));
+                keys.extend(key.map(|k| (alg, k)));
             }
         }
         Ok(JwtVerifier {
+            checks,
             keys,
             user_claim: cfg.user_claim.as_str().into(),
             context_claim: cfg.context_claim.as_str().into(),
@@ -199,15 +208,29 @@ impl JwtVerifier {
         })
     }
 
-    /// Verify `token` at `now` (unix seconds). The socket's expiry is `exp + leeway`: the
-    /// last moment this node takes the token as valid.
-    pub fn verify(&self, token: &str, now: u64) -> Result<SocketAuth, JwtError> {
+    /// Verify `token` at `now` (unix seconds) with the configured keys and the fetched key
+    /// set `jwks` (`[jwt] jwks_url`; a key there is chosen by the token's `kid`, before the
+    /// key file). The socket's expiry is `exp + leeway`: the last moment this node takes
+    /// the token as valid.
+    pub fn verify(
+        &self,
+        token: &str,
+        now: u64,
+        jwks: Option<&JwkKeys>,
+    ) -> Result<SocketAuth, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        let (_, key, validation) = self
-            .keys
+        let (alg, validation) = self
+            .checks
             .iter()
-            .find(|(alg, _, _)| *alg == header.alg)
+            .find(|(alg, _)| *alg == header.alg)
             .ok_or(JwtError::Algorithm)?;
+        let from_set = match alg {
+            Algorithm::HS256 => None,
+            _ => jwks.and_then(|set| set.find(header.kid.as_deref(), *alg)),
+        };
+        let key = from_set
+            .or_else(|| self.keys.iter().find(|(a, _)| a == alg).map(|(_, k)| k))
+            .ok_or(JwtError::UnknownKey)?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(
             |e| match e.kind() {
                 ErrorKind::InvalidSignature

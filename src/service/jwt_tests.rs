@@ -45,14 +45,14 @@ fn claims() -> Value {
 fn hs256_good_token_gives_context_user_and_expiry() {
     let v = hs_verifier("");
     let token = hs(claims());
-    let a = v.verify(&token, NOW).unwrap();
+    let a = v.verify(&token, NOW, None).unwrap();
     assert_eq!((a.context, a.user), (7, 42));
     assert_eq!(a.expires_at, NOW + 60 + 30, "exp plus the default leeway");
     assert_eq!(a.session, SessionId::of_token(token.as_bytes()));
     assert_eq!(a.session.0[0], 0, "never a session's version byte");
     // A number works as well as a decimal string, for both ids.
     let t = hs(json!({ "sub": 4_294_967_295u64, "ctx": "9", "exp": NOW + 1 }));
-    let a = v.verify(&t, NOW).unwrap();
+    let a = v.verify(&t, NOW, None).unwrap();
     assert_eq!((a.context, a.user), (9, u32::MAX));
     assert_eq!(
         hex_secret()[..2],
@@ -65,20 +65,23 @@ fn hs256_good_token_gives_context_user_and_expiry() {
 fn expiry_and_not_before_with_leeway() {
     let v = hs_verifier("leeway_secs = 10");
     let t = hs(json!({ "sub": 1, "ctx": 1, "exp": NOW }));
-    assert_eq!(v.verify(&t, NOW + 9).unwrap().expires_at, NOW + 10);
-    assert_eq!(v.verify(&t, NOW + 10), Err(JwtError::Expired));
+    assert_eq!(v.verify(&t, NOW + 9, None).unwrap().expires_at, NOW + 10);
+    assert_eq!(v.verify(&t, NOW + 10, None), Err(JwtError::Expired));
     let strict = hs_verifier("leeway_secs = 0");
-    assert_eq!(strict.verify(&t, NOW), Err(JwtError::Expired));
-    assert!(strict.verify(&t, NOW - 1).is_ok());
+    assert_eq!(strict.verify(&t, NOW, None), Err(JwtError::Expired));
+    assert!(strict.verify(&t, NOW - 1, None).is_ok());
     let t = hs(json!({ "sub": 1, "ctx": 1, "exp": NOW + 100, "nbf": NOW + 20 }));
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::NotYetValid));
-    assert!(v.verify(&t, NOW + 10).is_ok(), "nbf within the leeway");
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::NotYetValid));
+    assert!(
+        v.verify(&t, NOW + 10, None).is_ok(),
+        "nbf within the leeway"
+    );
     let t = hs(json!({ "sub": 1, "ctx": 1 }));
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::MissingExp));
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::MissingExp));
     let t = hs(json!({ "sub": 1, "ctx": 1, "exp": "soon" }));
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::Malformed));
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::Malformed));
     let t = hs(json!({ "sub": 1, "ctx": 1, "exp": (NOW + 5) as f64 + 0.5 }));
-    assert_eq!(v.verify(&t, NOW).unwrap().expires_at, NOW + 15);
+    assert_eq!(v.verify(&t, NOW, None).unwrap().expires_at, NOW + 15);
 }
 
 #[test]
@@ -89,7 +92,7 @@ fn bad_signatures_and_algorithms_are_refused() {
         &EncodingKey::from_secret(&[7u8; 32]),
         claims(),
     );
-    assert_eq!(v.verify(&other, NOW), Err(JwtError::BadSignature));
+    assert_eq!(v.verify(&other, NOW, None), Err(JwtError::BadSignature));
     // A payload changed after signing (the user raised to 43).
     let good = hs(claims());
     let forged_payload = base64::Engine::encode(
@@ -98,13 +101,13 @@ fn bad_signatures_and_algorithms_are_refused() {
     );
     let parts: Vec<&str> = good.split('.').collect();
     let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
-    assert_eq!(v.verify(&forged, NOW), Err(JwtError::BadSignature));
+    assert_eq!(v.verify(&forged, NOW, None), Err(JwtError::BadSignature));
     let hs384 = sign(
         Algorithm::HS384,
         &EncodingKey::from_secret(&hex_secret()),
         claims(),
     );
-    assert_eq!(v.verify(&hs384, NOW), Err(JwtError::Algorithm));
+    assert_eq!(v.verify(&hs384, NOW, None), Err(JwtError::Algorithm));
     // `alg: none` with no signature.
     let b64 = |v: Value| {
         base64::Engine::encode(
@@ -113,9 +116,13 @@ fn bad_signatures_and_algorithms_are_refused() {
         )
     };
     let none = format!("{}.{}.", b64(json!({"alg": "none"})), b64(claims()));
-    assert!(v.verify(&none, NOW).is_err());
+    assert!(v.verify(&none, NOW, None).is_err());
     for junk in ["", "abc", "a.b.c", "..", "x.y"] {
-        assert_eq!(v.verify(junk, NOW), Err(JwtError::Malformed), "{junk:?}");
+        assert_eq!(
+            v.verify(junk, NOW, None),
+            Err(JwtError::Malformed),
+            "{junk:?}"
+        );
     }
 }
 
@@ -130,7 +137,7 @@ fn issuer_and_audience() {
         if let Some(a) = aud {
             c["aud"] = a;
         }
-        v.verify(&hs(c), NOW)
+        v.verify(&hs(c), NOW, None)
     };
     assert!(with(Some("https://idp"), Some(json!("ringwire"))).is_ok());
     assert!(with(Some("https://idp"), Some(json!(["other", "ringwire"]))).is_ok());
@@ -148,13 +155,13 @@ fn issuer_and_audience() {
     let plain = hs_verifier("");
     let mut c = claims();
     c["aud"] = json!("someone-else");
-    assert_eq!(plain.verify(&hs(c), NOW), Err(JwtError::Audience));
+    assert_eq!(plain.verify(&hs(c), NOW, None), Err(JwtError::Audience));
 }
 
 #[test]
 fn user_and_context_claims() {
     let v = hs_verifier("");
-    let with = |c: Value| v.verify(&hs(c), NOW);
+    let with = |c: Value| v.verify(&hs(c), NOW, None);
     for bad in [
         json!("alice"),
         json!(-1),
@@ -182,7 +189,11 @@ fn user_and_context_claims() {
     );
     let named = hs_verifier("user_claim = \"uid\"\ncontext_claim = \"tenant\"\ncontext = 5");
     let a = named
-        .verify(&hs(json!({ "uid": 8, "sub": "x", "exp": NOW + 9 })), NOW)
+        .verify(
+            &hs(json!({ "uid": 8, "sub": "x", "exp": NOW + 9 })),
+            NOW,
+            None,
+        )
         .unwrap();
     assert_eq!(
         (a.context, a.user),
@@ -190,7 +201,11 @@ fn user_and_context_claims() {
         "fixed context when the claim is absent"
     );
     let a = named
-        .verify(&hs(json!({ "uid": 8, "tenant": 6, "exp": NOW + 9 })), NOW)
+        .verify(
+            &hs(json!({ "uid": 8, "tenant": 6, "exp": NOW + 9 })),
+            NOW,
+            None,
+        )
         .unwrap();
     assert_eq!(a.context, 6, "the claim wins over the fixed context");
 }
@@ -221,19 +236,19 @@ fn es256_with_a_public_key_file() {
     ));
     let v = JwtVerifier::new(&cfg).unwrap();
     let a = v
-        .verify(&sign(Algorithm::ES256, &key, claims()), NOW)
+        .verify(&sign(Algorithm::ES256, &key, claims()), NOW, None)
         .unwrap();
     assert_eq!((a.context, a.user), (7, 42));
     let (other, _) = es256_pair();
     let t = sign(Algorithm::ES256, &other, claims());
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::BadSignature));
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::BadSignature));
     // Algorithm confusion: an HS256 token keyed with the public key's text is not accepted.
     let t = sign(
         Algorithm::HS256,
         &EncodingKey::from_secret(public.as_bytes()),
         claims(),
     );
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::Algorithm));
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::Algorithm));
     // An EC key cannot serve RS256.
     let cfg = config(&format!(
         "algorithms = [\"RS256\"]\npublic_key_file = {:?}",
@@ -254,19 +269,61 @@ fn rs256_with_the_fixture_pair() {
         "algorithms = [\"RS256\", \"HS256\"]\nsecret = \"{HEX}\"\npublic_key_file = \"{dir}rs256-test-public.pem\""
     ));
     let v = JwtVerifier::new(&cfg).unwrap();
-    let r = v.verify(&sign(Algorithm::RS256, &key, claims()), NOW);
+    let r = v.verify(&sign(Algorithm::RS256, &key, claims()), NOW, None);
     assert!(r.is_ok(), "{r:?}");
-    assert!(v.verify(&hs(claims()), NOW).is_ok(), "both algorithms");
+    assert!(
+        v.verify(&hs(claims()), NOW, None).is_ok(),
+        "both algorithms"
+    );
     let t = sign(
         Algorithm::RS256,
         &key,
         json!({ "sub": 1, "ctx": 1, "exp": NOW - 100 }),
     );
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::Expired));
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::Expired));
     // ES256 is not listed: refused before any key is looked at.
     let (ec, _) = es256_pair();
     let t = sign(Algorithm::ES256, &ec, claims());
-    assert_eq!(v.verify(&t, NOW), Err(JwtError::Algorithm));
+    assert_eq!(v.verify(&t, NOW, None), Err(JwtError::Algorithm));
+}
+
+#[test]
+fn rs256_with_a_fetched_key_set_chosen_by_kid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
+    let private = std::fs::read(format!("{dir}rs256-test-private.pem")).unwrap();
+    let key = EncodingKey::from_rsa_pem(&private).unwrap();
+    let set = std::fs::read(format!("{dir}rs256-test-jwks.json")).unwrap();
+    let set = crate::service::jwks::JwkKeys::parse(&set, &[JwtAlgorithm::RS256]).unwrap();
+    let cfg = config("algorithms = [\"RS256\"]\njwks_url = \"https://idp.example/jwks\"");
+    let v = JwtVerifier::new(&cfg).unwrap();
+    let with_kid = |kid: Option<&str>| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = kid.map(Into::into);
+        jsonwebtoken::encode(&h, &claims(), &key).unwrap()
+    };
+    let a = v
+        .verify(&with_kid(Some("rs256-test")), NOW, Some(&set))
+        .unwrap();
+    assert_eq!((a.context, a.user), (7, 42));
+    assert!(
+        v.verify(&with_kid(None), NOW, Some(&set)).is_ok(),
+        "the set's only RS256 key"
+    );
+    assert_eq!(
+        v.verify(&with_kid(Some("rotated")), NOW, Some(&set)),
+        Err(JwtError::UnknownKey)
+    );
+    assert_eq!(
+        v.verify(&with_kid(Some("rs256-test")), NOW, None),
+        Err(JwtError::UnknownKey),
+        "no set fetched yet"
+    );
+    // A token signed by another key under the set's kid.
+    let (ec, _) = es256_pair();
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("rs256-test".into());
+    let t = jsonwebtoken::encode(&h, &claims(), &ec).unwrap();
+    assert_eq!(v.verify(&t, NOW, Some(&set)), Err(JwtError::Algorithm));
 }
 
 fn request(target: &str, extra: &str) -> Vec<u8> {
@@ -340,6 +397,7 @@ mod upgrade {
                 key: &key,
                 now: NOW,
                 revoked: &revoked,
+                jwks: None,
             },
         )
     }

@@ -7,6 +7,7 @@
 pub mod cascade;
 pub mod engineio;
 pub mod history;
+pub mod jwks;
 pub mod jwt;
 pub mod listener;
 pub mod path_filter;

@@ -38,7 +38,7 @@ pub enum Refusal {
 }
 
 /// Metric labels, in the order of `Refusal::index`.
-pub const LABELS: [&str; 36] = [
+pub const LABELS: [&str; 37] = [
     "bad_request",
     "not_upgrade",
     "headers_too_large",
@@ -75,6 +75,7 @@ pub const LABELS: [&str; 36] = [
     "jwt_missing_claim",
     "jwt_bad_user",
     "jwt_bad_context",
+    "jwt_unknown_key",
 ];
 
 impl Refusal {
@@ -190,6 +191,7 @@ impl Refusal {
                 JwtError::MissingExp | JwtError::MissingUser | JwtError::MissingContext => 33,
                 JwtError::BadUser => 34,
                 JwtError::BadContext => 35,
+                JwtError::UnknownKey => 36,
             },
         }
     }

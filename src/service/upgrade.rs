@@ -40,6 +40,8 @@ pub struct SessionCheck<'a> {
     /// Unix seconds.
     pub now: u64,
     pub revoked: &'a HashMap<SessionId, u64>,
+    /// `[jwt] jwks_url`: the key set the core was last given (None: none fetched yet).
+    pub jwks: Option<&'a crate::service::jwks::JwkKeys>,
 }
 
 /// Engine-side view of the configuration used at upgrade time (replaced whole on reload).
@@ -189,7 +191,8 @@ impl UpgradePolicy {
                 let v = self.jwt.as_ref().ok_or(Refusal::Jwt(JwtError::Missing))?;
                 let found =
                     jwt::find_token(req, &v.query_param).ok_or(Refusal::Jwt(JwtError::Missing))?;
-                v.verify(found.token, sessions.now).map_err(Refusal::Jwt)?
+                v.verify(found.token, sessions.now, sessions.jwks)
+                    .map_err(Refusal::Jwt)?
             }
             EndpointAuth::Session => {
                 let id =
@@ -421,6 +424,7 @@ mod tests {
                     key: &self.key,
                     now: 1_000,
                     revoked: &self.revoked,
+                    jwks: None,
                 },
             )
         }

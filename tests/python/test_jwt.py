@@ -7,21 +7,33 @@ Contract under test (README "JSON Web Tokens", tuning/ringwire.example.toml [jwt
   counted in ringwire_upgrades_refused_by_reason_total{reason="jwt_..."}; a token whose exp
   passes while connected closes the socket with 4002 "session expired".
 
-Tokens are HS256, minted here with hmac + base64 (no JWT library in the test venv).
+Tokens are HS256, minted here with hmac + base64 (no JWT library in the test venv), and
+RS256 signed with the test-only key pair of tests/fixtures/jwt by the `openssl` command, its
+public key served as a JWK set by a local HTTP server (`[jwt] jwks_url`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import http.server
+import shutil
+import subprocess
+import threading
 import time
 import urllib.parse
+from pathlib import Path
 
-from helpers import (HOST, Admin, await_stats_sockets, expect_closed_with, metric_sum,
+import pytest
+
+from helpers import (BINARY, HOST, Admin, await_stats_sockets, cluster_certs, expect_closed_with, metric_sum,
                      push_servers,  # noqa: F401  (fixture)
-                     recv_text, run)
+                     recv_text, run, wait_until)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "jwt"
 
 SECRET_HEX = "6a7774" * 10 + "0011"  # 32 bytes
 OTHER_HEX = "00" * 32
@@ -42,6 +54,51 @@ def mint(claims: dict, secret_hex: str = SECRET_HEX, alg: str = "HS256") -> str:
     signing_input = f"{header}.{payload}".encode()
     sig = hmac.new(bytes.fromhex(secret_hex), signing_input, hashlib.sha256).digest()
     return f"{header}.{payload}.{b64url(sig)}"
+
+
+def mint_rs256(claims: dict, kid: str | None) -> str:
+    """RS256 (PKCS#1 v1.5, SHA-256) with the fixture's private key, signed by openssl."""
+    head = {"alg": "RS256", "typ": "JWT", **({"kid": kid} if kid else {})}
+    signing_input = f"{b64url(json.dumps(head).encode())}.{b64url(json.dumps(claims).encode())}"
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(FIXTURES / "rs256-test-private.pem")],
+                         input=signing_input.encode(), capture_output=True, check=True).stdout
+    return f"{signing_input}.{b64url(sig)}"
+
+
+class JwksServer:
+    """A local HTTP server answering GET /jwks.json with `body` (or `status` when not 200)."""
+
+    def __init__(self, body: bytes, certdir: Path | None = None):
+        self.body, self.status, self.gets = body, 200, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                outer.gets += 1
+                body = outer.body if outer.status == 200 else b"down"
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        scheme = "http"
+        if certdir is not None:  # https with the 127.0.0.1 certificate of a `cluster certs` CA
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(certdir / f"{HOST}.pem", certdir / f"{HOST}.key")
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://{HOST}:{self.httpd.server_address[1]}/jwks.json"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def start(push_servers, **jwt):
@@ -173,3 +230,95 @@ def test_socketio_polling_takes_the_token_in_the_query(push_servers):
     assert json.loads(body[1:])["sid"]
     status, body = get("token=bad")
     assert (status, body.strip()) == (401, b"malformed token"), (status, body)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to sign RS256")
+def test_rs256_keys_from_a_jwks_url_refreshed_in_the_background(push_servers):
+    jwks = json.loads((FIXTURES / "rs256-test-jwks.json").read_text())
+    idp = JwksServer(json.dumps(jwks).encode())
+    try:
+        server = push_servers.start(
+            jwt={"algorithms": ["RS256"], "jwks_url": idp.url, "jwks_refresh_secs": 1, "leeway_secs": 0},
+            endpoints=JWT_ENDPOINTS)
+        admin = Admin(server)
+        fetched = lambda: metric_sum(admin.metrics(), "ringwire_jwks_keys") == 1  # noqa: E731
+        wait_until(fetched, timeout=10, what="the key set fetched")
+        exp = int(time.time()) + 300
+        current = mint_rs256({"sub": 11, "ctx": 4, "exp": exp}, "rs256-test")
+        rotated = mint_rs256({"sub": 11, "ctx": 4, "exp": exp}, "next")
+
+        async def status(token):
+            return await refused(server, query=f"token={token}")
+
+        async def go():
+            ws = await connect(server, protocols=["ringwire.jwt", current])
+            assert admin.push_ok(context=4, user=11, message="via jwks") == 1
+            assert await recv_text(ws) == "via jwks"
+            await ws.close()
+            assert await status(rotated) == (401, "no key for this token (kid)")
+            assert await status(mint({"sub": 11, "ctx": 4, "exp": exp}, OTHER_HEX)) == \
+                (401, "token algorithm not allowed")
+            # The provider publishes the key under its next kid: picked up by the refresh.
+            idp.body = json.dumps({"keys": [{**jwks["keys"][0], "kid": "next"}]}).encode()
+            deadline = time.monotonic() + 10
+            while await status(rotated) != (101, ""):
+                assert time.monotonic() < deadline, "the rotated key set was not picked up"
+                await asyncio.sleep(0.2)
+            # The provider fails: the last good set stays in use.
+            idp.status = 503
+            errors = lambda: metric_sum(admin.metrics(), "ringwire_jwks_fetches_total", result="error")  # noqa: E731
+            wait_until(lambda: errors() >= 1, timeout=10, what="a failed fetch")
+            assert await status(rotated) == (101, "")
+            assert await status(current) == (401, "no key for this token (kid)")
+
+        run(go(), timeout=60)
+        m = admin.metrics()
+        assert metric_sum(m, BY_REASON, reason="jwt_unknown_key") >= 2
+        assert metric_sum(m, "ringwire_jwks_fetches_total", result="ok") >= 2
+        assert metric_sum(m, "ringwire_jwks_last_success_timestamp_seconds") > 0
+    finally:
+        idp.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to sign RS256")
+def test_jwks_over_https_with_a_private_ca(push_servers, tmp_path):
+    certdir = cluster_certs(tmp_path, "idp", HOST)
+    idp = JwksServer((FIXTURES / "rs256-test-jwks.json").read_bytes(), certdir)
+    try:
+        def start_with(ca):
+            jwt = {"algorithms": ["RS256"], "jwks_url": idp.url, "jwks_refresh_secs": 1}
+            if ca:
+                jwt["jwks_ca_file"] = str(certdir / "ca.pem")
+            return push_servers.start(jwt=jwt, endpoints=JWT_ENDPOINTS)
+
+        trusted, untrusted = start_with(True), start_with(False)
+        keys = lambda s: metric_sum(Admin(s).metrics(), "ringwire_jwks_keys")  # noqa: E731
+        wait_until(lambda: keys(trusted) == 1, timeout=10, what="the key set fetched over https")
+        token = mint_rs256({"sub": 3, "ctx": 1, "exp": int(time.time()) + 300}, "rs256-test")
+        assert run(refused(trusted, query=f"token={token}")) == (101, "")
+        # Without the CA (the system's roots), the provider's certificate is not trusted.
+        failed = lambda: metric_sum(Admin(untrusted).metrics(), "ringwire_jwks_fetches_total",  # noqa: E731
+                                    result="error")
+        wait_until(lambda: failed() >= 1, timeout=10, what="a refused https fetch")
+        assert keys(untrusted) == 0
+        assert run(refused(untrusted, query=f"token={token}")) == (401, "no key for this token (kid)")
+    finally:
+        idp.close()
+
+
+def test_check_reads_the_public_key_file(tmp_path):
+    def check(key_file: Path) -> subprocess.CompletedProcess:
+        cfg = tmp_path / "ringwire.toml"
+        cfg.write_text(f'[jwt]\nalgorithms = ["RS256"]\npublic_key_file = "{key_file}"\n'
+                       '[[endpoints]]\npath = "/ws"\nkind = "raw"\nauth = "jwt"\n')
+        return subprocess.run([str(BINARY), "serve", "--config", str(cfg), "--check"],
+                              capture_output=True, text=True, timeout=20)
+
+    ok = check(FIXTURES / "rs256-test-public.pem")
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "not-a-key.pem"
+    bad.write_text("hello\n")
+    r = check(bad)
+    assert r.returncode == 2 and "no RSA or EC public key" in r.stderr, (r.returncode, r.stderr)
+    r = check(tmp_path / "missing.pem")
+    assert r.returncode == 2 and "jwt.public_key_file" in r.stderr, (r.returncode, r.stderr)

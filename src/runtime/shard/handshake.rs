@@ -139,6 +139,7 @@ impl Shard {
                 key: &self.shared.session_key,
                 now: unix_now(),
                 revoked: self.users.revoked(),
+                jwks: self.jwks.as_deref(),
             };
             if head.is_empty() {
                 let d = self.policy.decide(data, &check);
