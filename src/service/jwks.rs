@@ -7,12 +7,16 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Most keys kept from one set: providers publish two or three (current, next, previous).
 pub const MAX_JWKS_KEYS: usize = 64;
+/// Shortest time between two fetches when a token named a `kid` the set lacks (a provider
+/// that signs with a key as soon as it publishes it): at most 6 fetches a minute however
+/// many tokens with unknown (possibly forged) `kid`s arrive.
+pub const MIN_REFETCH: Duration = Duration::from_secs(10);
 
 /// The usable keys of a fetched set: RSA keys for RS256, P-256 keys for ES256, each with
 /// its `kid` when it has one. Keys for other algorithms, for encryption, or malformed, are
@@ -20,6 +24,8 @@ pub const MAX_JWKS_KEYS: usize = 64;
 pub struct JwkKeys {
     keys: Vec<(Option<Box<str>>, Algorithm, DecodingKey)>,
     pub skipped: usize,
+    /// Shared with the fetch loop: a core raises it when a token's `kid` was not found.
+    wanted: Arc<AtomicBool>,
 }
 
 impl JwkKeys {
@@ -33,6 +39,7 @@ impl JwkKeys {
         let mut out = JwkKeys {
             keys: Vec::new(),
             skipped: 0,
+            wanted: Arc::default(),
         };
         for v in set.keys {
             match serde_json::from_value::<Jwk>(v)
@@ -48,6 +55,12 @@ impl JwkKeys {
 
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// A token named a key this set lacks: ask the fetch loop for an early fetch (one
+    /// relaxed store; the loop looks every second and fetches at most every [`MIN_REFETCH`]).
+    pub fn want_refresh(&self) {
+        self.wanted.store(true, Relaxed);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -153,9 +166,13 @@ pub async fn run(
     };
     let refresh = Duration::from_secs(cfg.jwks_refresh_secs);
     let mut retry = Duration::from_secs(10).min(refresh);
+    let wanted = Arc::new(AtomicBool::new(false));
     loop {
+        let fetched_at = tokio::time::Instant::now();
+        wanted.store(false, Relaxed);
         let wait = match fetch(&url, &cfg).await {
-            Ok(keys) => {
+            Ok(mut keys) => {
+                keys.wanted = wanted.clone();
                 if keys.is_empty() {
                     tracing::warn!(
                         "jwks {url}: no usable key in the set ({} skipped)",
@@ -179,7 +196,17 @@ pub async fn run(
                 wait
             }
         };
-        tokio::time::sleep(wait).await;
+        // The next fetch at `wait`, or earlier when a core asked (not before MIN_REFETCH).
+        let due = fetched_at + wait;
+        let early = fetched_at + MIN_REFETCH;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= due || (now >= early && wanted.load(Relaxed)) {
+                break;
+            }
+            let step = due.saturating_duration_since(now);
+            tokio::time::sleep(step.min(Duration::from_secs(1))).await;
+        }
     }
 }
 

@@ -33,6 +33,8 @@ from helpers import (BINARY, HOST, Admin, await_stats_sockets, cluster_certs, ex
                      push_servers,  # noqa: F401  (fixture)
                      recv_text, run, wait_until)
 
+from test_socketio import NEWS, Eio, count, push, same_event, wait_count, ws_open, ws_recv, ws_send  # noqa: E402
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "jwt"
 
 SECRET_HEX = "6a7774" * 10 + "0011"  # 32 bytes
@@ -210,6 +212,49 @@ def test_token_expiring_while_connected_closes_4002(push_servers):
     run(go(), timeout=20)
 
 
+class JwtEio(Eio):
+    """An Engine.IO polling session that carries a token in every request's query."""
+
+    def __init__(self, server, token: str, eio: int = 4):
+        super().__init__(server, {"session": None, "cookie": None}, eio)
+        self.token = token
+
+    def target(self, **q) -> str:
+        return super().target(session=False, token=self.token, **q)
+
+
+def test_socketio_polling_upgrade_and_expiry_with_a_token(push_servers):
+    server = start(push_servers)
+    admin = Admin(server)
+    exp = int(time.time()) + 3
+    e = JwtEio(server, mint({"sub": 42, "ctx": 1, "exp": exp}))
+    e.connect()
+    assert count(admin, 42) == 1
+    push(admin, 42)
+    assert e.collect(lambda ps: any(same_event(p, NEWS) for p in ps))
+    # Another token of the same user cannot take this sid over (the sid is bound to its token).
+    other = JwtEio(server, mint({"sub": 42, "ctx": 1, "exp": exp + 60}))
+    other.sid = e.sid
+    r = other.get_resp()
+    assert r.status == 400 and b"Session ID unknown" in r.body, r
+    # The websocket upgrade of that sid, with the same token.
+    ws = ws_open(server, e)
+    ws_send(ws, "2probe")
+    assert ws_recv(ws) == "3probe"
+    ws_send(ws, "5")
+    push(admin, 42)
+    assert ws_recv(ws) == "42" + NEWS
+    # At exp the session ends: the Socket.IO DISCONNECT, then the close (as a session's expiry).
+    got = []
+    deadline = time.monotonic() + (exp - time.time()) + 4
+    while "41" not in got:
+        assert time.monotonic() < deadline, f"no DISCONNECT at the token's exp; got {got!r}"
+        got.append(ws_recv(ws, timeout=deadline - time.monotonic()))
+    assert time.time() >= exp - 0.5, "closed before the token's exp"
+    wait_count(admin, 42, 0)
+    ws.close()
+
+
 def test_socketio_polling_takes_the_token_in_the_query(push_servers):
     import http.client
 
@@ -276,6 +321,38 @@ def test_rs256_keys_from_a_jwks_url_refreshed_in_the_background(push_servers):
         assert metric_sum(m, BY_REASON, reason="jwt_unknown_key") >= 2
         assert metric_sum(m, "ringwire_jwks_fetches_total", result="ok") >= 2
         assert metric_sum(m, "ringwire_jwks_last_success_timestamp_seconds") > 0
+    finally:
+        idp.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to sign RS256")
+def test_unknown_kid_fetches_the_set_early(push_servers):
+    """A provider that signs with a key as soon as it publishes it: a token with a kid the set
+    lacks makes the node fetch again (at most every 10 s), well before jwks_refresh_secs."""
+    jwks = json.loads((FIXTURES / "rs256-test-jwks.json").read_text())
+    idp = JwksServer(json.dumps(jwks).encode())
+    try:
+        server = push_servers.start(
+            jwt={"algorithms": ["RS256"], "jwks_url": idp.url, "jwks_refresh_secs": 3600},
+            endpoints=JWT_ENDPOINTS)
+        admin = Admin(server)
+        wait_until(lambda: metric_sum(admin.metrics(), "ringwire_jwks_keys") == 1, timeout=10,
+                   what="the key set fetched")
+        started = time.monotonic()
+        assert idp.gets == 1
+        idp.body = json.dumps({"keys": [{**jwks["keys"][0], "kid": "next"}]}).encode()
+        token = mint_rs256({"sub": 1, "ctx": 1, "exp": int(time.time()) + 300}, "next")
+
+        async def go():
+            deadline = time.monotonic() + 20
+            while (got := await refused(server, query=f"token={token}")) != (101, ""):
+                assert got == (401, "no key for this token (kid)"), got
+                assert time.monotonic() < deadline, "the unknown kid did not bring an early fetch"
+                await asyncio.sleep(0.5)
+
+        run(go(), timeout=30)
+        assert time.monotonic() - started >= 8, "fetched again sooner than the 10 s minimum"
+        assert idp.gets == 2, f"{idp.gets} fetches: one at start, one for the unknown kid"
     finally:
         idp.close()
 

@@ -176,7 +176,14 @@ impl Shard {
                 }
                 self.arm_recv_handshake(slot)
             }
-            Decision::Refuse(r) => self.refuse(slot, r),
+            Decision::Refuse(r) => {
+                if r == Refusal::Jwt(crate::service::jwt::JwtError::UnknownKey) {
+                    if let Some(keys) = &self.jwks {
+                        keys.want_refresh();
+                    }
+                }
+                self.refuse(slot, r)
+            }
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
             Decision::Poll(plan) => {
                 // A new Engine.IO session counts against the upgrade rate like an upgrade
