@@ -218,6 +218,25 @@ impl JwtVerifier {
         now: u64,
         jwks: Option<&JwkKeys>,
     ) -> Result<SocketAuth, JwtError> {
+        self.check(token, Some(now), jwks)
+    }
+
+    /// [`JwtVerifier::verify`] but for the time (`exp`, `nbf`): the token of a Socket.IO
+    /// session that ended at its expiry, still asking for the session's last packets.
+    pub fn verify_ended(
+        &self,
+        token: &str,
+        jwks: Option<&JwkKeys>,
+    ) -> Result<SocketAuth, JwtError> {
+        self.check(token, None, jwks)
+    }
+
+    fn check(
+        &self,
+        token: &str,
+        now: Option<u64>,
+        jwks: Option<&JwkKeys>,
+    ) -> Result<SocketAuth, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
         let (alg, validation) = self
             .checks
@@ -250,12 +269,12 @@ impl JwtVerifier {
             Some(v) => numeric_date(v).ok_or(JwtError::Malformed)?,
         };
         let expires_at = exp.saturating_add(self.leeway);
-        if now >= expires_at {
+        if now.is_some_and(|now| now >= expires_at) {
             return Err(JwtError::Expired);
         }
         if let Some(v) = claims.get("nbf") {
             let nbf = numeric_date(v).ok_or(JwtError::Malformed)?;
-            if now.saturating_add(self.leeway) < nbf {
+            if now.is_some_and(|now| now.saturating_add(self.leeway) < nbf) {
                 return Err(JwtError::NotYetValid);
             }
         }

@@ -473,6 +473,42 @@ mod upgrade {
     }
 
     #[test]
+    fn polling_requests_of_an_expired_token() {
+        // As with a session: a request with a sid goes to the owner core (which may hold the
+        // session's last packets), marked; without a sid, or with a bad token, it is refused.
+        let p = policy();
+        let expired = hs(json!({ "sub": 42, "ctx": 7, "exp": NOW - 100 }));
+        let get = |q: &str, t: &str| {
+            format!(
+                "GET /socket.io/?EIO=4&transport=polling{q}&token={t} HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+        };
+        match decide(&p, get("&sid=abc", &expired).as_bytes()) {
+            Decision::Poll(plan) => {
+                assert_eq!(plan.ended, Some(Refusal::Jwt(JwtError::Expired)));
+                assert_eq!(plan.auth.session, SessionId::of_token(expired.as_bytes()));
+            }
+            _ => panic!("expected a polling request of an ended token"),
+        }
+        assert!(matches!(
+            decide(&p, get("", &expired).as_bytes()),
+            Decision::Refuse(Refusal::Jwt(JwtError::Expired))
+        ));
+        let forged = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(&[9u8; 32]),
+            json!({ "sub": 42, "ctx": 7, "exp": NOW - 100 }),
+        );
+        assert!(matches!(
+            decide(&p, get("&sid=abc", &forged).as_bytes()),
+            Decision::Refuse(Refusal::Jwt(JwtError::BadSignature))
+        ));
+        let v = p.jwt.as_ref().unwrap();
+        assert!(v.verify_ended(&expired, None).is_ok());
+        assert_eq!(v.verify_ended(&forged, None), Err(JwtError::BadSignature));
+    }
+
+    #[test]
     fn a_jwt_endpoint_needs_the_section() {
         let e =
             Config::from_toml("[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\nauth = \"jwt\"\n")

@@ -263,16 +263,15 @@ impl UpgradePolicy {
         let (auth, ended) = match self.authenticate(req, ep_auth, sessions) {
             Ok(Some(a)) => (a, None),
             Ok(None) => return Decision::Refuse(Refusal::MissingSession),
-            // A request of a session (sid) whose login just ended: its owner core may still
-            // hold the session's last packets (the Socket.IO disconnect) for it.
-            Err(Refusal::Session(e @ (SessionError::Revoked | SessionError::Expired)))
-                if sio.sid.is_some() =>
-            {
-                match self.authenticate_ended(req, sessions) {
-                    Some(a) => (a, Some(e)),
-                    None => return Decision::Refuse(Refusal::Session(e)),
-                }
-            }
+            // A request of a session (sid) whose login (or token) just ended: its owner core
+            // may still hold the session's last packets (the Socket.IO disconnect) for it.
+            Err(
+                e @ (Refusal::Session(SessionError::Revoked | SessionError::Expired)
+                | Refusal::Jwt(JwtError::Expired)),
+            ) if sio.sid.is_some() => match self.authenticate_ended(req, ep_auth, sessions) {
+                Some(a) => (a, Some(e)),
+                None => return Decision::Refuse(e),
+            },
             Err(r) => return Decision::Refuse(r),
         };
         // One framing rule for every request (RFC 9112 6.3): a bad or conflicting length is
@@ -338,12 +337,19 @@ impl UpgradePolicy {
         }))
     }
 
-    /// A revoked or expired session's request, still signed and with its secret.
+    /// A revoked or expired session's request, still signed and with its secret (or an
+    /// expired token's, valid but for its time).
     fn authenticate_ended(
         &self,
         req: &Request<'_>,
+        auth: EndpointAuth,
         sessions: &SessionCheck<'_>,
     ) -> Option<SocketAuth> {
+        if auth == EndpointAuth::Jwt {
+            let v = self.jwt.as_ref()?;
+            let found = jwt::find_token(req, &v.query_param)?;
+            return v.verify_ended(found.token, sessions.jwks).ok();
+        }
         let id = handshake::query_param(req.query, "session")?;
         let secret = handshake::cookie(req, &self.config.security.cookie_name);
         let (id, s) = sessions.key.verify(id, secret, 0, |_| false).ok()?;
@@ -638,7 +644,7 @@ mod tests {
         ] {
             match f.decide(&p, &get("&sid=abc", id, secret)) {
                 Decision::Poll(plan) => {
-                    assert_eq!(plan.ended, Some(err));
+                    assert_eq!(plan.ended, Some(Refusal::Session(err)));
                     assert_eq!(plan.auth.session, id);
                     assert_eq!(plan.shard_key, user_key(1, 42));
                 }

@@ -223,12 +223,18 @@ class JwtEio(Eio):
         return super().target(session=False, token=self.token, **q)
 
 
-def test_socketio_polling_upgrade_and_expiry_with_a_token(push_servers):
+def sio_connected(push_servers, user: int, ttl: int):
+    """A server with the jwt endpoints and a connected polling session of `user`, whose
+    token expires in `ttl` seconds: -> (server, admin, exp, session)."""
     server = start(push_servers)
-    admin = Admin(server)
-    exp = int(time.time()) + 3
-    e = JwtEio(server, mint({"sub": 42, "ctx": 1, "exp": exp}))
+    exp = int(time.time()) + ttl
+    e = JwtEio(server, mint({"sub": user, "ctx": 1, "exp": exp}))
     e.connect()
+    return server, Admin(server), exp, e
+
+
+def test_socketio_polling_upgrade_and_expiry_with_a_token(push_servers):
+    server, admin, exp, e = sio_connected(push_servers, 42, 3)
     assert count(admin, 42) == 1
     push(admin, 42)
     assert e.collect(lambda ps: any(same_event(p, NEWS) for p in ps))
@@ -253,6 +259,19 @@ def test_socketio_polling_upgrade_and_expiry_with_a_token(push_servers):
     assert time.time() >= exp - 0.5, "closed before the token's exp"
     wait_count(admin, 42, 0)
     ws.close()
+
+
+def test_socketio_polling_session_ends_at_the_tokens_exp(push_servers):
+    # A polling-only client: the held GET gets the DISCONNECT at exp, and the next GET, with
+    # the now expired token, still gets the close packet (as a session's last packets).
+    _, admin, exp, e = sio_connected(push_servers, 8, 2)
+    e.send_get()
+    assert e.read_get(timeout=exp - time.time() + 3) == ["41"]
+    assert time.time() >= exp - 0.5, "ended before the token's exp"
+    assert "1" in e.get(timeout=2)
+    wait_count(admin, 8, 0)
+    r = e.get_resp()
+    assert r.status == 401 and r.body.strip() == b"token expired", r
 
 
 def test_socketio_polling_takes_the_token_in_the_query(push_servers):
