@@ -179,6 +179,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            // `[jwt]`: the key file is read and parsed, as at start.
+            if let Some(j) = &cfg.jwt {
+                if let Err(e) = ringwire::service::jwt::JwtVerifier::new(j) {
+                    eprintln!("ringwire: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             for warning in cfg.warnings() {
                 if check {
                     eprintln!("ringwire: warning: {warning}");

@@ -71,6 +71,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     } else {
         None
     };
+    // `[jwt] jwks_url`: fetched on the control thread's runtime, handed to the cores whole.
+    let jwks = config
+        .jwt
+        .as_ref()
+        .filter(|j| j.jwks_url.is_some())
+        .map(|j| {
+            (
+                j.clone(),
+                Arc::new(crate::service::jwks::JwksStats::default()),
+            )
+        });
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ringwire-control")
@@ -107,7 +118,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             listener_stats: Arc::new(admin::ListenerStats::default()),
             fd_reserve: Arc::new(admin::FdReserve::default()),
             ingress: ingress.as_ref().map(|i| i.stats()),
+            jwks: jwks.as_ref().map(|(_, stats)| stats.clone()),
         };
+        let jwks_task = jwks.map(|(cfg, stats)| {
+            let service = state.service.clone();
+            tokio::spawn(crate::service::jwks::run(cfg, stats, move |keys| {
+                service.set_jwks(keys)
+            }))
+        });
         if let Some(w) = &webhook {
             tokio::spawn(w.clone().run());
         }
@@ -126,6 +144,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         // reach the sockets not closed yet) until every core has stopped.
         let _ = tokio::task::spawn_blocking(move || engine.join()).await;
         admin.abort();
+        if let Some(t) = jwks_task {
+            t.abort();
+        }
     });
     if let Some(i) = ingress {
         // Taken through the drain, like the admin API's pushes; the cores have stopped now,

@@ -135,6 +135,8 @@ setup_apt() {
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     # `ip` for the cluster partition test (network namespaces and veths).
     [[ -x /usr/sbin/ip || -x /sbin/ip ]] || pkgs+=(iproute2)
+    # `openssl` signs the RS256 tokens of tests/python/test_jwt.py.
+    command -v openssl >/dev/null || pkgs+=(openssl)
     if ((${#pkgs[@]})); then
         if [[ $(id -u) != 0 ]]; then
             echo "missing Debian packages (${pkgs[*]}) and not root" >&2

@@ -40,6 +40,8 @@ pub struct AdminState {
     pub fd_reserve: Arc<FdReserve>,
     /// The NATS ingress's counters, when `[nats] ingress` is on.
     pub ingress: Option<Arc<crate::ingress::IngressStats>>,
+    /// The `[jwt] jwks_url` fetches' counters, when a key set is configured.
+    pub jwks: Option<Arc<crate::service::jwks::JwksStats>>,
 }
 
 impl AdminState {
@@ -183,6 +185,9 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             text.push_str(&state.listener_stats.metrics_text(state.max_connections()));
             if let Some(i) = &state.ingress {
                 text.push_str(&i.metrics_text());
+            }
+            if let Some(j) = &state.jwks {
+                text.push_str(&j.metrics_text());
             }
             if let Some(c) = &state.shared.cluster {
                 text.push_str(&c.membership_metrics());

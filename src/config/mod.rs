@@ -6,6 +6,7 @@
 mod admin;
 mod cluster;
 mod history;
+pub mod jwt;
 mod limits;
 pub mod pem;
 mod reload;
@@ -16,6 +17,7 @@ mod websockets;
 pub use admin::{AdminConfig, MAX_ADMIN_TOKEN_BYTES, MIN_ADMIN_TOKEN_BYTES};
 pub use cluster::{ClusterConfig, Discovery, PeerConfig};
 pub use history::{HistoryConfig, HistoryStore, NatsConfig};
+pub use jwt::{JwtAlgorithm, JwtConfig};
 pub use limits::{EngineConfig, Limits};
 pub use reload::Reload;
 pub use webhook::{WebhookConfig, WebhookEventKind};
@@ -52,6 +54,8 @@ pub struct Config {
     /// Push history for recovery across reconnects (off unless an endpoint enables it).
     pub history: HistoryConfig,
     pub nats: NatsConfig,
+    /// Optional: JSON Web Tokens for `auth = "jwt"` endpoints (absent = no such endpoint).
+    pub jwt: Option<JwtConfig>,
 }
 
 /// `[tls]`: certificate chain and private key (PEM) of the public listener. Read at start and
@@ -82,6 +86,7 @@ impl Default for Config {
             tls: None,
             history: HistoryConfig::default(),
             nats: NatsConfig::default(),
+            jwt: None,
         }
     }
 }
@@ -231,6 +236,8 @@ pub enum EndpointAuth {
     /// `session` query parameter plus the secret cookie (default).
     #[default]
     Session,
+    /// A JSON Web Token verified with the keys of `[jwt]` (required then).
+    Jwt,
     /// No authentication: allowed for `echo` endpoints only.
     None,
 }

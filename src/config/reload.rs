@@ -16,7 +16,8 @@ impl Config {
     /// Reload from `self` (running) to `new` (already validated on its own).
     ///
     /// Applied at once: `[websockets]`, `[limits]`, `[remote]`, `[socketio]`,
-    /// `[compression]`, `[security]`, `[tls]` certificates, `server.drain_secs` and
+    /// `[compression]`, `[security]`, `[tls]` certificates, `[jwt]` (its key file read again)
+    /// but for the `jwks_*` keys, `server.drain_secs` and
     /// `drain_deadline_secs`, `admin.token` and the admin timeouts. Restart only: the public
     /// listener, cores and pinning, `[engine]`, `admin.listen`, `admin.max_connections`, the
     /// endpoints, `sessions.key`, `[webhook]`, `[nats]`.
@@ -54,6 +55,19 @@ impl Config {
         changed(new.sessions.key != cur.sessions.key, "sessions.key");
         changed(new.webhook != cur.webhook, "webhook");
         changed(new.nats != cur.nats, "nats");
+        let jwks = |c: &Config| {
+            c.jwt.as_ref().map(|j| {
+                (
+                    j.jwks_url.clone(),
+                    j.jwks_ca_file.clone(),
+                    j.jwks_refresh_secs,
+                    j.jwks_timeout_ms,
+                    j.jwks_max_bytes,
+                )
+            })
+        };
+        let running_jwks = jwks(cur);
+        changed(jwks(&new) != running_jwks, "jwt.jwks_url");
 
         let mut applied = new;
         applied.server = super::ServerConfig {
@@ -68,6 +82,22 @@ impl Config {
         applied.sessions.key = cur.sessions.key.clone();
         applied.webhook = cur.webhook.clone();
         applied.nats = cur.nats.clone();
+        // The key set's fetcher runs with the settings it started with.
+        if let Some(j) = applied.jwt.as_mut() {
+            let d = super::JwtConfig::default();
+            let (url, ca, refresh, timeout, max) = running_jwks.unwrap_or((
+                None,
+                None,
+                d.jwks_refresh_secs,
+                d.jwks_timeout_ms,
+                d.jwks_max_bytes,
+            ));
+            j.jwks_url = url;
+            j.jwks_ca_file = ca;
+            j.jwks_refresh_secs = refresh;
+            j.jwks_timeout_ms = timeout;
+            j.jwks_max_bytes = max;
+        }
         applied.admin.validate().map_err(|e| {
             ConfigError(format!(
                 "{e} (the running admin listener is {})",
@@ -104,6 +134,25 @@ mod tests {
             "drain settings apply at once"
         );
         assert_eq!(r.applied.limits.max_sockets_per_user, 7);
+    }
+
+    #[test]
+    fn jwt_applies_but_its_key_set_settings_need_a_restart() {
+        let hex = "ab".repeat(32);
+        let run = cfg(&format!(
+            "[jwt]\nalgorithms = [\"HS256\", \"RS256\"]\nsecret = \"{hex}\"\n\
+             jwks_url = \"https://a/jwks\"\n"
+        ));
+        let new = cfg(&format!(
+            "[jwt]\nalgorithms = [\"HS256\", \"RS256\"]\nsecret = \"{hex}\"\n\
+             jwks_url = \"https://b/jwks\"\njwks_refresh_secs = 60\nleeway_secs = 5\n"
+        ));
+        let r = run.reload(new).unwrap();
+        assert_eq!(r.restart_needed, ["jwt.jwks_url"]);
+        let j = r.applied.jwt.unwrap();
+        assert_eq!(j.leeway_secs, 5, "the rest of [jwt] applies");
+        assert_eq!(j.jwks_url.as_deref(), Some("https://a/jwks"));
+        assert_eq!(j.jwks_refresh_secs, 300);
     }
 
     #[test]

@@ -51,6 +51,14 @@ impl Config {
         self.socketio.validate()?;
         self.admin.validate()?;
         validate_endpoints(&self.endpoints)?;
+        if let Some(j) = &self.jwt {
+            j.validate()?;
+        } else if let Some(ep) = self.endpoints.iter().find(|e| e.auth == EndpointAuth::Jwt) {
+            return Err(ConfigError(format!(
+                "endpoint {}: auth = \"jwt\" needs a [jwt] section (its keys and claims)",
+                ep.path
+            )));
+        }
         self.sessions.validate()?;
         self.security.validate()?;
         self.websockets.context_overrides().map_err(ConfigError)?;

@@ -200,6 +200,12 @@ impl Service {
             .send_to_every_core(|| Command::Reload(policy.clone()));
     }
 
+    /// A newly fetched `[jwt] jwks_url` key set: every core verifies with it from now on.
+    pub fn set_jwks(&self, keys: Arc<crate::service::jwks::JwkKeys>) {
+        self.shared
+            .send_to_every_core(|| Command::Jwks(keys.clone()));
+    }
+
     // ----- what the cluster link tells the cores -----
 
     /// The link to peer `node` became current: the cores drop what they knew of it and

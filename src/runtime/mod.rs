@@ -153,6 +153,8 @@ pub enum Command {
     },
     /// New cascade and limits.
     Reload(Arc<crate::service::upgrade::UpgradePolicy>),
+    /// A newly fetched `[jwt] jwks_url` key set, for the upgrades from now on.
+    Jwks(Arc<crate::service::jwks::JwkKeys>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and
     /// the attribute fits the limits.
     SetAttribute {

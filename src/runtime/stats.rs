@@ -6,6 +6,22 @@ pub const REFUSAL_STATUSES: [u16; 13] = [
     400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 501, 503, 0,
 ];
 
+/// A fixed array of counters (`Default` for any length; std stops at 32).
+pub struct Counters<const N: usize>(pub [AtomicU64; N]);
+
+impl<const N: usize> Default for Counters<N> {
+    fn default() -> Self {
+        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> std::ops::Deref for Counters<N> {
+    type Target = [AtomicU64; N];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 #[derive(Default)]
 pub struct ShardStats {
     /// Open sockets per endpoint (index = endpoint in the config).
@@ -25,7 +41,7 @@ pub struct ShardStats {
     /// Refusals by status (index in REFUSAL_STATUSES; last = other).
     pub refused: [AtomicU64; REFUSAL_STATUSES.len()],
     /// Refusals by reason (index = `Refusal::index`, labels in `refusal::LABELS`).
-    pub refused_by_reason: [AtomicU64; crate::service::refusal::LABELS.len()],
+    pub refused_by_reason: Counters<{ crate::service::refusal::LABELS.len() }>,
     /// Pushes handled by this core (owner of the user) and frames queued for them.
     pub pushes: AtomicU64,
     pub push_frames: AtomicU64,

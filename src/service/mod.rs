@@ -1,11 +1,14 @@
 //! The service an application uses to reach its users, with no engine in it: sessions,
 //! path filters, the `websockets.enabled` cascade, user placement, the upgrade decision
 //! (`upgrade`: a request's bytes in, a plan or a refusal out) and Engine.IO / Socket.IO
-//! sessions (`engineio`: packets, requests and the time in, actions out).
+//! sessions (`engineio`: packets, requests and the time in, actions out), JSON Web Tokens
+//! (`jwt`: where a request carries one, and its pure verification).
 #![forbid(unsafe_code)]
 pub mod cascade;
 pub mod engineio;
 pub mod history;
+pub mod jwks;
+pub mod jwt;
 pub mod listener;
 pub mod path_filter;
 pub mod placement;

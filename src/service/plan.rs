@@ -3,7 +3,8 @@
 //! connection when another core accepted it).
 use crate::protocol::deflate::DeflateParams;
 use crate::protocol::engineio::EioVersion;
-use crate::service::session::{SessionError, SocketAuth};
+use crate::service::refusal::Refusal;
+use crate::service::session::SocketAuth;
 
 /// Everything a core needs to open a WebSocket whose upgrade was accepted (possibly by another
 /// core): moved by pointer through MSG_RING.
@@ -21,6 +22,8 @@ pub struct UpgradePlan {
     pub auth: Option<SocketAuth>,
     pub path: Box<str>,
     pub query: Box<str>,
+    /// The `Sec-WebSocket-Protocol` the 101 names (`ringwire.jwt` when a jwt client offered it).
+    pub protocol: Option<&'static str>,
     /// Engine.IO parameters of a `socketio` endpoint's upgrade.
     pub sio: Option<SioUpgrade>,
     /// A raw endpoint with history: the position the client resumes from (`epoch`, `since`).
@@ -62,8 +65,9 @@ pub struct PollPlan {
     pub keep_alive: bool,
     pub path: Box<str>,
     pub query: Box<str>,
-    /// The session ended (terminated or expired) after this `sid` was given out: the request
+    /// The session ended (terminated or expired, or its token expired) after this `sid` was
+    /// given out: the request
     /// is served only by a session that waits to hand over its last packets (the Socket.IO
     /// disconnect), else refused with this error.
-    pub ended: Option<SessionError>,
+    pub ended: Option<Refusal>,
 }

@@ -1,6 +1,7 @@
 //! Why an upgrade (or plain HTTP request) is refused: one enum, each variant mapped to its HTTP
 //! status, one-line reason and metric label — as protocol errors map to close codes.
 use crate::protocol::ProtocolError;
+use crate::service::jwt::JwtError;
 use crate::service::session::SessionError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +33,12 @@ pub enum Refusal {
     MethodNotAllowed,
     /// `epoch` / `since` of a resume are malformed (or only one of them was given).
     BadResume,
+    /// An `auth = "jwt"` endpoint's token is missing or does not verify.
+    Jwt(JwtError),
 }
 
 /// Metric labels, in the order of `Refusal::index`.
-pub const LABELS: [&str; 25] = [
+pub const LABELS: [&str; 37] = [
     "bad_request",
     "not_upgrade",
     "headers_too_large",
@@ -61,6 +64,18 @@ pub const LABELS: [&str; 25] = [
     "method_not_allowed",
     "eio_bad_handshake_method",
     "bad_resume",
+    "jwt_missing",
+    "jwt_malformed",
+    "jwt_bad_signature",
+    "jwt_algorithm",
+    "jwt_expired",
+    "jwt_not_yet_valid",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_missing_claim",
+    "jwt_bad_user",
+    "jwt_bad_context",
+    "jwt_unknown_key",
 ];
 
 impl Refusal {
@@ -68,7 +83,7 @@ impl Refusal {
         match self {
             Refusal::Protocol(e) => e.http_status(),
             Refusal::NotFound => 404,
-            Refusal::MissingSession | Refusal::Session(_) => 401,
+            Refusal::MissingSession | Refusal::Session(_) | Refusal::Jwt(_) => 401,
             Refusal::Origin | Refusal::Disabled => 403,
             // Node-wide admission (rate, capacity, drain): 503 with Retry-After, so that a
             // reconnect storm backs off; a user over their own limit is a 429.
@@ -113,6 +128,7 @@ impl Refusal {
             Refusal::BadResume => {
                 "bad resume position: give both epoch (16 hex digits) and since (an offset)"
             }
+            Refusal::Jwt(e) => e.reason(),
         }
     }
 
@@ -163,6 +179,20 @@ impl Refusal {
             Refusal::MethodNotAllowed => 22,
             Refusal::EioBadHandshakeMethod => 23,
             Refusal::BadResume => 24,
+            Refusal::Jwt(e) => match e {
+                JwtError::Missing => 25,
+                JwtError::Malformed => 26,
+                JwtError::BadSignature => 27,
+                JwtError::Algorithm => 28,
+                JwtError::Expired => 29,
+                JwtError::NotYetValid => 30,
+                JwtError::Issuer => 31,
+                JwtError::Audience => 32,
+                JwtError::MissingExp | JwtError::MissingUser | JwtError::MissingContext => 33,
+                JwtError::BadUser => 34,
+                JwtError::BadContext => 35,
+                JwtError::UnknownKey => 36,
+            },
         }
     }
 }

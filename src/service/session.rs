@@ -36,6 +36,16 @@ pub struct Session {
 pub struct SessionId(pub [u8; RAW_LEN]);
 
 impl SessionId {
+    /// What stands for the session of a socket opened with a JSON Web Token (`auth = "jwt"`):
+    /// byte 0 is 0 (never a session's version, so no session id equals it), then the SHA-256
+    /// of the token. The same token gives the same id (a Socket.IO `sid` stays bound to it).
+    pub fn of_token(token: &[u8]) -> SessionId {
+        use sha2::Digest as _;
+        let mut raw = [0u8; RAW_LEN];
+        raw[1..33].copy_from_slice(&Sha256::digest(token));
+        SessionId(raw)
+    }
+
     pub fn to_text(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
     }

@@ -8,6 +8,7 @@ use crate::protocol::engineio::EioVersion;
 use crate::protocol::handshake::{self, HandshakeLimits, Request};
 use crate::protocol::ProtocolError;
 use crate::service::cascade::Cascade;
+use crate::service::jwt::{self, JwtError, JwtVerifier};
 use crate::service::placement::{hash_key, user_key};
 use crate::service::session::{SessionError, SessionId, SessionKey, SocketAuth};
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub struct SessionCheck<'a> {
     /// Unix seconds.
     pub now: u64,
     pub revoked: &'a HashMap<SessionId, u64>,
+    /// `[jwt] jwks_url`: the key set the core was last given (None: none fetched yet).
+    pub jwks: Option<&'a crate::service::jwks::JwkKeys>,
 }
 
 /// Engine-side view of the configuration used at upgrade time (replaced whole on reload).
@@ -51,6 +54,8 @@ pub struct UpgradePolicy {
     pub max_request_bytes: usize,
     /// `[tls]`: the listener's certificate, read when this policy was built.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `[jwt]`: the keys and claim rules of `auth = "jwt"` endpoints (key file read here).
+    pub jwt: Option<JwtVerifier>,
 }
 
 impl UpgradePolicy {
@@ -81,6 +86,13 @@ impl UpgradePolicy {
             Some(t) => Some(crate::config::pem::tls_server_config(t)?),
             None => None,
         };
+        let jwt = match &config.jwt {
+            Some(j) => Some(JwtVerifier::new(j)?),
+            None if config.endpoints.iter().any(|e| e.auth == EndpointAuth::Jwt) => {
+                return Err("an endpoint has auth = \"jwt\" but [jwt] is absent".into())
+            }
+            None => None,
+        };
         Ok(UpgradePolicy {
             config,
             handshake,
@@ -88,6 +100,7 @@ impl UpgradePolicy {
             cascade,
             max_request_bytes,
             tls,
+            jwt,
         })
     }
 
@@ -112,7 +125,7 @@ impl UpgradePolicy {
             None
         };
         if let Some(sio) = sio.as_ref().filter(|s| s.polling) {
-            return self.decide_poll(buf, &req, endpoint, sio, sessions);
+            return self.decide_poll(buf, &req, (endpoint, ep.auth), sio, sessions);
         }
         let upgrade = match handshake::validate_upgrade(&req) {
             Ok(u) => u,
@@ -125,6 +138,8 @@ impl UpgradePolicy {
             Ok(a) => a,
             Err(r) => return Decision::Refuse(r),
         };
+        let protocol = (ep.auth == EndpointAuth::Jwt && jwt::offers_protocol(upgrade.protocols))
+            .then_some(jwt::JWT_PROTOCOL);
         // A raw endpoint with history: the client may resume from a position.
         let resume = if ep.kind == EndpointKind::Raw && self.config.endpoint_history(endpoint) {
             match crate::service::history::envelope::parse_resume(req.query) {
@@ -152,7 +167,8 @@ impl UpgradePolicy {
             leftover: buf[req.head_len..].to_vec(),
             auth,
             path: req.path.into(),
-            query: req.query.into(),
+            query: self.kept_query(&req, ep.auth),
+            protocol,
             sio: sio.map(|s| SioUpgrade {
                 eio: s.eio,
                 sid: s.sid.map(Into::into),
@@ -169,26 +185,48 @@ impl UpgradePolicy {
         auth: EndpointAuth,
         sessions: &SessionCheck<'_>,
     ) -> Result<Option<SocketAuth>, Refusal> {
-        if auth == EndpointAuth::None {
-            return Ok(None);
-        }
-        let id = handshake::query_param(req.query, "session").ok_or(Refusal::MissingSession)?;
-        let secrets = handshake::cookies(req, &self.config.security.cookie_name);
-        let (id, s) = sessions
-            .key
-            .verify(id, secrets, sessions.now, |id| {
-                sessions.revoked.contains_key(id)
-            })
-            .map_err(Refusal::Session)?;
-        if !self.cascade.enabled(s.context, s.user) {
+        let auth = match auth {
+            EndpointAuth::None => return Ok(None),
+            EndpointAuth::Jwt => {
+                let v = self.jwt.as_ref().ok_or(Refusal::Jwt(JwtError::Missing))?;
+                let found =
+                    jwt::find_token(req, &v.query_param).ok_or(Refusal::Jwt(JwtError::Missing))?;
+                v.verify(found.token, sessions.now, sessions.jwks)
+                    .map_err(Refusal::Jwt)?
+            }
+            EndpointAuth::Session => {
+                let id =
+                    handshake::query_param(req.query, "session").ok_or(Refusal::MissingSession)?;
+                let secrets = handshake::cookies(req, &self.config.security.cookie_name);
+                let (id, s) = sessions
+                    .key
+                    .verify(id, secrets, sessions.now, |id| {
+                        sessions.revoked.contains_key(id)
+                    })
+                    .map_err(Refusal::Session)?;
+                SocketAuth {
+                    session: id,
+                    context: s.context,
+                    user: s.user,
+                    expires_at: s.expires_at,
+                }
+            }
+        };
+        if !self.cascade.enabled(auth.context, auth.user) {
             return Err(Refusal::Disabled);
         }
-        Ok(Some(SocketAuth {
-            session: id,
-            context: s.context,
-            user: s.user,
-            expires_at: s.expires_at,
-        }))
+        Ok(Some(auth))
+    }
+
+    /// The query a socket keeps: as sent, less a token given in it (a credential).
+    fn kept_query(&self, req: &Request<'_>, auth: EndpointAuth) -> Box<str> {
+        match (&self.jwt, auth) {
+            (Some(v), EndpointAuth::Jwt) => match jwt::find_token(req, &v.query_param) {
+                Some(f) if f.in_query => jwt::strip_param(req.query, &v.query_param).into(),
+                _ => req.query.into(),
+            },
+            _ => req.query.into(),
+        }
     }
 
     /// An Engine.IO long-polling request: CORS, session, then a complete body.
@@ -196,7 +234,7 @@ impl UpgradePolicy {
         &self,
         buf: &[u8],
         req: &Request<'_>,
-        endpoint: usize,
+        (endpoint, ep_auth): (usize, EndpointAuth),
         sio: &SioRequest<'_>,
         sessions: &SessionCheck<'_>,
     ) -> Decision {
@@ -222,19 +260,18 @@ impl UpgradePolicy {
         {
             return Decision::Refuse(Refusal::EioBadRequest);
         }
-        let (auth, ended) = match self.authenticate(req, EndpointAuth::Session, sessions) {
+        let (auth, ended) = match self.authenticate(req, ep_auth, sessions) {
             Ok(Some(a)) => (a, None),
             Ok(None) => return Decision::Refuse(Refusal::MissingSession),
-            // A request of a session (sid) whose login just ended: its owner core may still
-            // hold the session's last packets (the Socket.IO disconnect) for it.
-            Err(Refusal::Session(e @ (SessionError::Revoked | SessionError::Expired)))
-                if sio.sid.is_some() =>
-            {
-                match self.authenticate_ended(req, sessions) {
-                    Some(a) => (a, Some(e)),
-                    None => return Decision::Refuse(Refusal::Session(e)),
-                }
-            }
+            // A request of a session (sid) whose login (or token) just ended: its owner core
+            // may still hold the session's last packets (the Socket.IO disconnect) for it.
+            Err(
+                e @ (Refusal::Session(SessionError::Revoked | SessionError::Expired)
+                | Refusal::Jwt(JwtError::Expired)),
+            ) if sio.sid.is_some() => match self.authenticate_ended(req, ep_auth, sessions) {
+                Some(a) => (a, Some(e)),
+                None => return Decision::Refuse(e),
+            },
             Err(r) => return Decision::Refuse(r),
         };
         // One framing rule for every request (RFC 9112 6.3): a bad or conflicting length is
@@ -295,17 +332,24 @@ impl UpgradePolicy {
             cors_origin: origin.map(Into::into),
             keep_alive,
             path: req.path.into(),
-            query: req.query.into(),
+            query: self.kept_query(req, ep_auth),
             ended,
         }))
     }
 
-    /// A revoked or expired session's request, still signed and with its secret.
+    /// A revoked or expired session's request, still signed and with its secret (or an
+    /// expired token's, valid but for its time).
     fn authenticate_ended(
         &self,
         req: &Request<'_>,
+        auth: EndpointAuth,
         sessions: &SessionCheck<'_>,
     ) -> Option<SocketAuth> {
+        if auth == EndpointAuth::Jwt {
+            let v = self.jwt.as_ref()?;
+            let found = jwt::find_token(req, &v.query_param)?;
+            return v.verify_ended(found.token, sessions.jwks).ok();
+        }
         let id = handshake::query_param(req.query, "session")?;
         let secret = handshake::cookie(req, &self.config.security.cookie_name);
         let (id, s) = sessions.key.verify(id, secret, 0, |_| false).ok()?;
@@ -386,6 +430,7 @@ mod tests {
                     key: &self.key,
                     now: 1_000,
                     revoked: &self.revoked,
+                    jwks: None,
                 },
             )
         }
@@ -599,7 +644,7 @@ mod tests {
         ] {
             match f.decide(&p, &get("&sid=abc", id, secret)) {
                 Decision::Poll(plan) => {
-                    assert_eq!(plan.ended, Some(err));
+                    assert_eq!(plan.ended, Some(Refusal::Session(err)));
                     assert_eq!(plan.auth.session, id);
                     assert_eq!(plan.shard_key, user_key(1, 42));
                 }

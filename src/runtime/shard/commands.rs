@@ -122,6 +122,7 @@ impl Shard {
             } => {
                 let _ = reply.send(self.set_attribute(socket, key, value));
             }
+            Command::Jwks(keys) => self.jwks = Some(keys),
             Command::Reload(policy) => {
                 self.limits = policy.config.limits;
                 // New sockets get the new frame/message limits; open ones keep theirs.

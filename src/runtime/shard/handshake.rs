@@ -139,6 +139,7 @@ impl Shard {
                 key: &self.shared.session_key,
                 now: unix_now(),
                 revoked: self.users.revoked(),
+                jwks: self.jwks.as_deref(),
             };
             if head.is_empty() {
                 let d = self.policy.decide(data, &check);
@@ -175,7 +176,14 @@ impl Shard {
                 }
                 self.arm_recv_handshake(slot)
             }
-            Decision::Refuse(r) => self.refuse(slot, r),
+            Decision::Refuse(r) => {
+                if r == Refusal::Jwt(crate::service::jwt::JwtError::UnknownKey) {
+                    if let Some(keys) = &self.jwks {
+                        keys.want_refresh();
+                    }
+                }
+                self.refuse(slot, r)
+            }
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
             Decision::Poll(plan) => {
                 // A new Engine.IO session counts against the upgrade rate like an upgrade
@@ -290,10 +298,11 @@ impl Shard {
         };
         let now = self.timers.now();
         let c = &mut self.conns[slot as usize];
-        handshake::write_switching_protocols(
+        handshake::write_switching_protocols_with_protocol(
             &mut c.out,
             &plan.ws_key,
             plan.deflate.as_ref().map(|(_, h)| h.as_str()),
+            plan.protocol,
         );
         let meta = Box::new(SocketMeta {
             auth: plan.auth,

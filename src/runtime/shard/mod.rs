@@ -56,6 +56,8 @@ pub struct Shard {
     pub(super) id: usize,
     pub(super) shared: Arc<Shared>,
     pub(super) policy: Arc<UpgradePolicy>,
+    /// `[jwt] jwks_url`: the key set last fetched (None until the first good fetch).
+    pub(super) jwks: Option<Arc<crate::service::jwks::JwkKeys>>,
     /// Connection slots (descriptor and virtual), indexed by slot.
     pub(super) conns: Slots,
     outbox: Outbox,
@@ -123,6 +125,7 @@ impl Shard {
             id,
             shared,
             policy,
+            jwks: None,
             conns: Slots::new(table_slots, config.engine.reserve_slots),
             outbox: Outbox::default(),
             users: UserIndex::default(),

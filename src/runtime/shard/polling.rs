@@ -34,10 +34,7 @@ impl Shard {
             return;
         };
         let Some(session) = self.find_sid(sid, plan.auth.session) else {
-            let refusal = plan
-                .ended
-                .map_or(Refusal::EioSessionUnknown, Refusal::Session);
-            self.refuse(slot, refusal);
+            self.refuse(slot, plan.ended.unwrap_or(Refusal::EioSessionUnknown));
             return;
         };
         if let Some(e) = plan.ended {
@@ -48,13 +45,15 @@ impl Shard {
                 self.with_session(session, |s, _, _, out| s.release_held(out));
                 ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
                 let code = match e {
-                    SessionError::Expired => CloseReason::SessionExpired,
+                    Refusal::Session(SessionError::Expired) | Refusal::Jwt(_) => {
+                        CloseReason::SessionExpired
+                    }
                     _ => CloseReason::SessionTerminated,
                 };
                 self.with_session(session, |s, now, cfg, out| s.end(now, code, cfg, out));
             }
             if self.session_mut(session).is_none_or(|s| !s.is_ending()) {
-                self.refuse(slot, Refusal::Session(e));
+                self.refuse(slot, e);
                 return;
             }
         }
