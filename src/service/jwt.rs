@@ -77,8 +77,9 @@ pub fn find_token<'a>(req: &Request<'a>, query_param: &str) -> Option<FoundToken
     if let Some(t) = req
         .headers
         .get_str("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .filter(|v| v.len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| v[7..].trim())
         .filter(|t| !t.is_empty())
     {
         return Some(FoundToken {

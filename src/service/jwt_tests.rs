@@ -365,6 +365,11 @@ fn where_a_request_carries_its_token() {
     );
     assert_eq!(find("/ws?token=", ""), None);
     assert_eq!(find("/ws", "Authorization: Basic abc\r\n"), None);
+    assert_eq!(
+        find("/ws", "Authorization: bearer  b.e.r\r\n"),
+        Some(("b.e.r".into(), false))
+    );
+    assert_eq!(find("/ws", "Authorization: Bearer \r\n"), None);
     assert!(offers_protocol(Some("chat, ringwire.jwt")));
     assert!(!offers_protocol(Some("ringwire.jwtx")) && !offers_protocol(None));
     assert_eq!(strip_param("a=1&token=x&b=2", "token"), "a=1&b=2");
