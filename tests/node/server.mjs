@@ -247,7 +247,14 @@ kind = "raw"
  */
 export async function startSocketIoServer(opts = {}) {
   const sessionKey = opts.sessionKey ?? randomBytes(32).toString('hex');
-  const makeConfig = (ports) => socketIoConfig({ ...opts, ...ports, sessionKey });
+  return startConfigured((ports) => socketIoConfig({ ...opts, ...ports, sessionKey }), opts.token ?? null);
+}
+
+/**
+ * Start a ringwire on the config `makeConfig({ port, adminPort })` returns (its admin API
+ * without a token unless `token`). Resolves to what startSocketIoServer does.
+ */
+export async function startConfigured(makeConfig, token = null) {
   let current = await launch(makeConfig);
   const { port, adminPort } = current;
   return {
@@ -255,7 +262,7 @@ export async function startSocketIoServer(opts = {}) {
     adminPort,
     url: `http://127.0.0.1:${port}`,
     config: makeConfig({ port, adminPort }),
-    admin: adminClient(adminPort, opts.token ?? null),
+    admin: adminClient(adminPort, token),
     stderr: () => current.stderr(),
     alive: () => current.alive(),
     async restart() {

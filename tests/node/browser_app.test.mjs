@@ -1,0 +1,216 @@
+// The browser integration guide (docs/browser.md), step by step, in headless Debian Chromium
+// (playwright-core) against the example application examples/browser-app/ and a ringwire
+// started on examples/browser-app/ringwire.toml (only the lines marked `# @NAME` rewritten:
+// ports, the page's origin, a fresh sessions.key and jwt secret).
+//
+// Layout: the app on http://127.0.0.1:A, ringwire's public listener on http://127.0.0.1:B (a
+// push origin other than the page's, as a push subdomain is; allowed_origins names the page's
+// origin). Cookies are per host, not per port, so the cookie the app sets reaches ringwire.
+//
+// One browser profile, two tabs of one login:
+//   - the user logs in through the app's form: the cookies come from the app's Set-Cookie
+//     (never injected), ringwire's secret cookie HttpOnly, SameSite=Lax, Path=/;
+//   - each tab opens a raw WebSocket (/ws, session + cookie), socket.io-client (/socket.io/,
+//     long-polling first, then the upgrade to WebSocket, withCredentials) and a raw WebSocket
+//     with a JSON Web Token in the subprotocol list (/jwt); both tabs use the login's one
+//     ringwire session (the design of docs/browser.md, "Tabs");
+//   - a push through the admin API reaches all six sockets;
+//   - ringwire restarts (SIGTERM, drain, start on the same ports with the same key): every
+//     socket of both tabs reconnects by itself (socket.io again polling then WebSocket) and
+//     the next push reaches all six again;
+//   - logout in tab 1 (DELETE /v1/sessions/{id}): the session's sockets close (4001) in both
+//     tabs, both tabs learn the login is over, and the user has no socket left.
+// Skipped (with a message) only when /usr/bin/chromium is missing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BINARY, freePort, startConfigured, until, within } from './server.mjs';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const APP_DIR = join(ROOT, 'examples', 'browser-app');
+const STEP = 30_000; // one step on a loaded 2-core machine (a restart drains 5 s, clients back off up to 5 s)
+const CONTEXT = 1;
+const SOCKETS_PER_TAB = 3;
+
+const require = createRequire(import.meta.url);
+const CLIENT_JS = join(dirname(require.resolve('socket.io-client/package.json')), 'dist', 'socket.io.min.js');
+
+/** examples/browser-app/ringwire.toml with the value of each `# @NAME` line replaced. */
+function exampleConfig(values) {
+  let text = readFileSync(join(APP_DIR, 'ringwire.toml'), 'utf8');
+  for (const [name, value] of Object.entries(values)) {
+    const re = new RegExp(`^(\\s*[\\w.]+\\s*=\\s*).*?(\\s*# @${name})$`, 'm');
+    assert.match(text, re, `@${name} line in examples/browser-app/ringwire.toml`);
+    text = text.replace(re, (_, head, mark) => `${head}${value}${mark}`);
+  }
+  return text;
+}
+
+/** node examples/browser-app/app.mjs with `args`; resolves once it prints its ready line. */
+async function startApp(args) {
+  const child = spawn(process.execPath, [join(APP_DIR, 'app.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c) => { out += c; });
+  child.stderr.on('data', (c) => { out += c; });
+  await within(new Promise((res, rej) => {
+    child.stdout.on('data', () => { if (out.includes('browser-app listening')) res(); });
+    child.once('exit', (code) => rej(new Error(`browser-app exited (${code}) before ready\n${out}`)));
+  }), 10_000, `browser-app ready\n${out}`);
+  return {
+    output: () => out,
+    stop: () => new Promise((res) => {
+      if (child.exitCode !== null) return res();
+      child.once('exit', res);
+      child.kill('SIGTERM');
+    }),
+  };
+}
+
+function launchChromium(chromium) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // Background tabs must not be throttled: both tabs keep their timers (reconnects).
+      '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+      '--disable-backgrounding-occluded-windows'],
+    timeout: 30_000,
+  });
+}
+
+const tabState = (page) => page.evaluate(() => window.ringwireDemo);
+
+/** Wait until `cond(state)` holds for the tab's window.ringwireDemo; fails with the state. */
+async function waitTab(page, name, what, cond) {
+  let last = null;
+  try {
+    await until(async () => {
+      last = await tabState(page);
+      return cond(last);
+    }, STEP, `${name}: ${what}`);
+  } catch (e) {
+    throw new Error(`${e.message}\n${name} state: ${JSON.stringify(last)}`);
+  }
+}
+
+/** Every socket of the tab is connected for the `n`th time (socket.io: polling, then websocket). */
+const connected = (n) => (s) => s.raw.opens >= n && s.raw.status === 'open'
+  && s.sio.connects >= n && s.sio.opened.length >= n && s.sio.opened.every((t) => t === 'polling')
+  && s.sio.upgrades.length >= n && s.sio.upgrades.every((t) => t === 'websocket')
+  && s.sio.status === 'connected (websocket)'
+  && s.jwt.opens >= n && s.jwt.status === 'open';
+
+/** Push `payload` as a Socket.IO event `news` (raw sockets get the JSON text); expect `sockets`. */
+async function push(server, user, payload, sockets) {
+  const r = await server.admin('POST', '/v1/push', {
+    context: CONTEXT, user, path: '*', message: JSON.stringify(['news', payload]),
+  });
+  assert.equal(r.status, 202, `push: ${r.status} ${r.text}`);
+  assert.equal(r.json.sockets, sockets, `push reached ${r.text}`);
+}
+
+const received = (payload) => (s) => {
+  const text = JSON.stringify(['news', payload]);
+  return s.raw.received.includes(text) && s.jwt.received.includes(text)
+    && s.sio.received.some((d) => JSON.stringify(d) === JSON.stringify(payload));
+};
+
+test('browser-app: login sets the cookie, two tabs share the login\'s session, both receive pushes across a restart, logout closes both', { timeout: 240_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const appPort = await freePort();
+  const appOrigin = `http://127.0.0.1:${appPort}`;
+  const key = execFileSync(BINARY, ['keygen'], { encoding: 'utf8' }).trim(); // the guide's `ringwire keygen`
+  const jwtSecret = randomBytes(32).toString('hex');
+  let server = null;
+  let app = null;
+  let browser = null;
+  try {
+    server = await startConfigured(({ port, adminPort }) => exampleConfig({
+      LISTEN: `"127.0.0.1:${port}"`,
+      ADMIN: `"127.0.0.1:${adminPort}"`,
+      ORIGINS: JSON.stringify([appOrigin]),
+      KEY: `"${key}"`,
+      JWT_SECRET: `"${jwtSecret}"`,
+    }));
+    app = await startApp([
+      '--listen', `127.0.0.1:${appPort}`,
+      '--admin', `http://127.0.0.1:${server.adminPort}`,
+      '--push-origin', `http://127.0.0.1:${server.port}`,
+      '--jwt-secret', jwtSecret,
+      '--socketio-client', CLIENT_JS,
+    ]);
+    browser = await launchChromium(chromium);
+    const context = await browser.newContext(); // one browser profile: one cookie jar
+    const tab1 = await context.newPage();
+    tab1.setDefaultTimeout(STEP);
+
+    // Log in through the app's form: the cookies come from its Set-Cookie.
+    await tab1.goto(`${appOrigin}/`);
+    await tab1.fill('input[name=user]', 'alice');
+    await tab1.click('button[type=submit]');
+    await tab1.waitForSelector('#raw-status'); // the app's page after the 303 to /
+    const cookies = await context.cookies(appOrigin);
+    const secret = cookies.filter((c) => c.name === 'ringwire-secret');
+    assert.equal(secret.length, 1, `one ringwire-secret cookie: ${JSON.stringify(cookies)}`);
+    assert.deepEqual(
+      { httpOnly: secret[0].httpOnly, sameSite: secret[0].sameSite, path: secret[0].path, domain: secret[0].domain },
+      { httpOnly: true, sameSite: 'Lax', path: '/', domain: '127.0.0.1' },
+    );
+    assert.ok(secret[0].expires > Date.now() / 1000 + 3600, `a persistent cookie (Max-Age): ${secret[0].expires}`);
+
+    const tab2 = await context.newPage();
+    tab2.setDefaultTimeout(STEP);
+    await tab2.goto(`${appOrigin}/`); // logged in already: the app's page
+    const tabs = [['tab 1', tab1], ['tab 2', tab2]];
+    for (const [name, tab] of tabs) await waitTab(tab, name, 'first connect', connected(1));
+
+    const [s1, s2] = [await tabState(tab1), await tabState(tab2)];
+    assert.equal(s1.sessions.length, 1);
+    assert.deepEqual(s2.sessions, s1.sessions, 'both tabs use the login\'s one session');
+    assert.equal((await context.cookies(appOrigin)).filter((c) => c.name === 'ringwire-secret').length, 1);
+    const user = s1.user.id;
+    const sockets = await server.admin('GET', `/v1/sockets?context=${CONTEXT}&user=${user}&path=*`);
+    assert.equal(sockets.json?.count, 2 * SOCKETS_PER_TAB, `GET /v1/sockets: ${sockets.text}`);
+
+    await push(server, user, { n: 1 }, 2 * SOCKETS_PER_TAB);
+    for (const [name, tab] of tabs) await waitTab(tab, name, 'push 1', received({ n: 1 }));
+
+    // Restart with the same key: the session id and the cookie stay valid.
+    await server.restart();
+    for (const [name, tab] of tabs) await waitTab(tab, name, 'reconnect after the restart', connected(2));
+    await until(async () => (await server.admin('GET', `/v1/sockets?context=${CONTEXT}&user=${user}&path=*`))
+      .json?.count === 2 * SOCKETS_PER_TAB, STEP, 'six sockets after the restart');
+    await push(server, user, { n: 2 }, 2 * SOCKETS_PER_TAB);
+    for (const [name, tab] of tabs) await waitTab(tab, name, 'push 2', received({ n: 2 }));
+    for (const [name, tab] of tabs) {
+      const s = await tabState(tab);
+      assert.deepEqual(s.sessions, s1.sessions, `${name} kept the one session`);
+      assert.ok(s.raw.closes.includes(1001), `${name}: the drain closed the raw socket with 1001: ${s.raw.closes}`);
+    }
+
+    // Logout in tab 1 ends the login's session: every socket of both tabs closes.
+    await tab1.click('text=Log out');
+    await tab1.waitForSelector('input[name=user]'); // the login form after the 303 to /
+    await waitTab(tab2, 'tab 2', 'logged out', (s) => s.loggedOut && s.raw.closes.includes(4001));
+    await until(async () => (await server.admin('GET', `/v1/sockets?context=${CONTEXT}&user=${user}&path=*`))
+      .json?.count === 0, STEP, 'no socket left after the logout');
+    assert.equal((await context.cookies(appOrigin)).filter((c) => c.name === 'ringwire-secret').length, 0,
+      'the logout cleared the cookie');
+  } catch (e) {
+    throw new Error(`${e.message}\n--- browser-app ---\n${app?.output() ?? ''}\n--- ringwire ---\n${server?.stderr().slice(-3000) ?? ''}`);
+  } finally {
+    if (browser) await within(browser.close(), 10_000, 'browser.close()').catch(() => {});
+    if (app) await app.stop();
+    if (server) await server.stop();
+  }
+});
