@@ -3,9 +3,16 @@
 // started on examples/browser-app/ringwire.toml (only the lines marked `# @NAME` rewritten:
 // ports, the page's origin, a fresh sessions.key and jwt secret).
 //
-// Layout: the app on http://127.0.0.1:A, ringwire's public listener on http://127.0.0.1:B (a
-// push origin other than the page's, as a push subdomain is; allowed_origins names the page's
-// origin). Cookies are per host, not per port, so the cookie the app sets reaches ringwire.
+// Two layouts, one test each:
+//   - push origin: the app on http://127.0.0.1:A, ringwire's public listener on
+//     http://127.0.0.1:B (an origin other than the page's, as a push subdomain is;
+//     allowed_origins names the page's origin). Cookies are per host, not per port, so the
+//     cookie the app sets reaches ringwire.
+//   - same origin behind nginx: Debian's nginx runs tuning/proxies/nginx.conf (lines marked
+//     `# @NAME` rewritten, @NODE_B dropped: one node) with the two locations the guide adds to
+//     its server block: `/jwt` (the example's extra endpoint) to ringwire and `/` to the app.
+//     The browser sees one origin; allowed_origins stays [] (same host). Skipped when
+//     /usr/sbin/nginx is missing.
 //
 // One browser profile, two tabs of one login:
 //   - the user logs in through the app's form: the cookies come from the app's Set-Cookie
@@ -25,13 +32,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BINARY, freePort, startConfigured, until, within } from './server.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
+const NGINX = '/usr/sbin/nginx';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const APP_DIR = join(ROOT, 'examples', 'browser-app');
 const STEP = 30_000; // one step on a loaded 2-core machine (a restart drains 5 s, clients back off up to 5 s)
@@ -69,6 +79,74 @@ async function startApp(args) {
       child.once('exit', res);
       child.kill('SIGTERM');
     }),
+  };
+}
+
+/** `text` with the address:port on each line marked `# @NAME` replaced by `value`. */
+function setMarked(text, name, value) {
+  const re = new RegExp(`^(.*?)\\d+\\.\\d+\\.\\d+\\.\\d+:\\d+(.*# @${name})$`, 'gm');
+  assert.ok(new RegExp(re.source, 'm').test(text), `@${name} line in tuning/proxies/nginx.conf`);
+  return text.replace(re, (_, head, tail) => `${head}${value}${tail}`);
+}
+
+/**
+ * nginx on 127.0.0.1:`port` with tuning/proxies/nginx.conf in front of ringwire (`ringwire`,
+ * host:port) plus the guide's two locations: /jwt to ringwire, / to the app (`app`, host:port).
+ */
+async function startNginx(port, ringwire, app) {
+  const dir = mkdtempSync(join(tmpdir(), 'ringwire-nginx-'));
+  let site = readFileSync(join(ROOT, 'tuning', 'proxies', 'nginx.conf'), 'utf8');
+  site = setMarked(site, 'LISTEN', `127.0.0.1:${port}`);
+  site = setMarked(site, 'NODE_A', ringwire);
+  site = site.replace(/^.*# @NODE_B\n/m, '');
+  const end = site.lastIndexOf('}');
+  site = `${site.slice(0, end)}
+    location /jwt {
+        proxy_pass http://ringwire;
+    }
+
+    location / {
+        proxy_pass http://${app};
+    }
+}
+`;
+  writeFileSync(join(dir, 'ringwire.conf'), site);
+  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `    ${k}_temp_path ${dir}/${k};`).join('\n');
+  writeFileSync(join(dir, 'main.conf'), `daemon off;
+master_process on;
+worker_processes 1;
+${process.geteuid() === 0 ? 'user root root;' : ''}
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 512; }
+http {
+    access_log ${dir}/access.log;
+${temps}
+    include ${dir}/ringwire.conf;
+}
+`);
+  const child = spawn(NGINX, ['-e', join(dir, 'startup.log'), '-p', `${dir}/`, '-c', join(dir, 'main.conf')],
+    { stdio: 'ignore', detached: true });
+  const log = () => ['startup.log', 'error.log'].map((f) => {
+    try { return readFileSync(join(dir, f), 'utf8').slice(-3000); } catch { return ''; }
+  }).join('\n');
+  await until(() => new Promise((res) => {
+    if (child.exitCode !== null) return res(true);
+    const c = createConnection(port, '127.0.0.1');
+    c.once('connect', () => { c.destroy(); res(true); });
+    c.once('error', () => res(false));
+  }), 15_000, 'nginx listening');
+  assert.equal(child.exitCode, null, `nginx exited at start:\n${log()}`);
+  return {
+    log,
+    async stop() {
+      if (child.exitCode === null) {
+        const done = new Promise((res) => child.once('exit', res));
+        child.kill('SIGTERM');
+        await within(done, 10_000, 'nginx exit').catch(() => { try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ } });
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
@@ -121,14 +199,22 @@ const received = (payload) => (s) => {
     && s.sio.received.some((d) => JSON.stringify(d) === JSON.stringify(payload));
 };
 
-test('browser-app: login sets the cookie, two tabs share the login\'s session, both receive pushes across a restart, logout closes both', { timeout: 240_000 }, async (t) => {
+/** The guide's steps with `layout` 'push-origin' or 'proxy' (see the top of this file). */
+async function guide(t, layout) {
   if (!existsSync(CHROMIUM)) {
     t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
     return;
   }
+  if (layout === 'proxy' && !existsSync(NGINX)) {
+    t.skip(`${NGINX} not found: install Debian's nginx (tests/run.sh does, as root)`);
+    return;
+  }
   const { chromium } = await import('playwright-core');
   const appPort = await freePort();
-  const appOrigin = `http://127.0.0.1:${appPort}`;
+  const proxyPort = layout === 'proxy' ? await freePort() : null;
+  // The origin of the pages: the app itself, or nginx in front of app and ringwire.
+  const appOrigin = `http://127.0.0.1:${proxyPort ?? appPort}`;
+  let proxy = null;
   const key = execFileSync(BINARY, ['keygen'], { encoding: 'utf8' }).trim(); // the guide's `ringwire keygen`
   const jwtSecret = randomBytes(32).toString('hex');
   let server = null;
@@ -138,17 +224,18 @@ test('browser-app: login sets the cookie, two tabs share the login\'s session, b
     server = await startConfigured(({ port, adminPort }) => exampleConfig({
       LISTEN: `"127.0.0.1:${port}"`,
       ADMIN: `"127.0.0.1:${adminPort}"`,
-      ORIGINS: JSON.stringify([appOrigin]),
+      ORIGINS: JSON.stringify(layout === 'proxy' ? [] : [appOrigin]),
       KEY: `"${key}"`,
       JWT_SECRET: `"${jwtSecret}"`,
     }));
     app = await startApp([
       '--listen', `127.0.0.1:${appPort}`,
       '--admin', `http://127.0.0.1:${server.adminPort}`,
-      '--push-origin', `http://127.0.0.1:${server.port}`,
+      '--push-origin', layout === 'proxy' ? '' : `http://127.0.0.1:${server.port}`,
       '--jwt-secret', jwtSecret,
       '--socketio-client', CLIENT_JS,
     ]);
+    if (layout === 'proxy') proxy = await startNginx(proxyPort, `127.0.0.1:${server.port}`, `127.0.0.1:${appPort}`);
     browser = await launchChromium(chromium);
     const context = await browser.newContext(); // one browser profile: one cookie jar
     const tab1 = await context.newPage();
@@ -207,10 +294,15 @@ test('browser-app: login sets the cookie, two tabs share the login\'s session, b
     assert.equal((await context.cookies(appOrigin)).filter((c) => c.name === 'ringwire-secret').length, 0,
       'the logout cleared the cookie');
   } catch (e) {
-    throw new Error(`${e.message}\n--- browser-app ---\n${app?.output() ?? ''}\n--- ringwire ---\n${server?.stderr().slice(-3000) ?? ''}`);
+    throw new Error(`${e.message}\n--- browser-app ---\n${app?.output() ?? ''}\n--- ringwire ---\n${server?.stderr().slice(-3000) ?? ''}\n--- nginx ---\n${proxy?.log() ?? ''}`);
   } finally {
     if (browser) await within(browser.close(), 10_000, 'browser.close()').catch(() => {});
+    if (proxy) await proxy.stop();
     if (app) await app.stop();
     if (server) await server.stop();
   }
-});
+}
+
+test('browser-app, push origin (another port of the host, allowed_origins): login, two tabs, restart, logout', { timeout: 240_000 }, (t) => guide(t, 'push-origin'));
+
+test('browser-app, same origin behind nginx (tuning/proxies/nginx.conf): login, two tabs, restart, logout', { timeout: 240_000 }, (t) => guide(t, 'proxy'));
