@@ -3,11 +3,15 @@
 // started on examples/browser-app/ringwire.toml (only the lines marked `# @NAME` rewritten:
 // ports, the page's origin, a fresh sessions.key and jwt secret).
 //
-// Two layouts, one test each:
+// Three layouts, one test each:
 //   - push origin: the app on http://127.0.0.1:A, ringwire's public listener on
 //     http://127.0.0.1:B (an origin other than the page's, as a push subdomain is;
 //     allowed_origins names the page's origin). Cookies are per host, not per port, so the
 //     cookie the app sets reaches ringwire.
+//   - push subdomain: the app on http://app.example.test:A, ringwire on
+//     http://push.example.test:B (Chromium resolves both names to 127.0.0.1 with
+//     --host-resolver-rules); the app sets the cookie with Domain=example.test so that it
+//     reaches the push host; allowed_origins names the app's origin.
 //   - same origin behind nginx: Debian's nginx runs tuning/proxies/nginx.conf (lines marked
 //     `# @NAME` rewritten, @NODE_B dropped: one node) with the two locations the guide adds to
 //     its server block: `/jwt` (the example's extra endpoint) to ringwire and `/` to the app.
@@ -150,10 +154,10 @@ ${temps}
   };
 }
 
-function launchChromium(chromium) {
+function launchChromium(chromium, extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    args: [...extraArgs, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // Background tabs must not be throttled: both tabs keep their timers (reconnects).
       '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
@@ -199,7 +203,7 @@ const received = (payload) => (s) => {
     && s.sio.received.some((d) => JSON.stringify(d) === JSON.stringify(payload));
 };
 
-/** The guide's steps with `layout` 'push-origin' or 'proxy' (see the top of this file). */
+/** The guide's steps with `layout` 'push-origin', 'subdomain' or 'proxy' (see the top of this file). */
 async function guide(t, layout) {
   if (!existsSync(CHROMIUM)) {
     t.skip(`${CHROMIUM} not found: install Debian's chromium (tests/run.sh does, as root)`);
@@ -213,7 +217,10 @@ async function guide(t, layout) {
   const appPort = await freePort();
   const proxyPort = layout === 'proxy' ? await freePort() : null;
   // The origin of the pages: the app itself, or nginx in front of app and ringwire.
-  const appOrigin = `http://127.0.0.1:${proxyPort ?? appPort}`;
+  const host = layout === 'subdomain' ? 'app.example.test' : '127.0.0.1';
+  const appOrigin = `http://${host}:${proxyPort ?? appPort}`;
+  const pushHost = layout === 'subdomain' ? 'push.example.test' : '127.0.0.1';
+  const cookieDomain = layout === 'subdomain' ? '.example.test' : '127.0.0.1';
   let proxy = null;
   const key = execFileSync(BINARY, ['keygen'], { encoding: 'utf8' }).trim(); // the guide's `ringwire keygen`
   const jwtSecret = randomBytes(32).toString('hex');
@@ -231,12 +238,14 @@ async function guide(t, layout) {
     app = await startApp([
       '--listen', `127.0.0.1:${appPort}`,
       '--admin', `http://127.0.0.1:${server.adminPort}`,
-      '--push-origin', layout === 'proxy' ? '' : `http://127.0.0.1:${server.port}`,
+      '--push-origin', layout === 'proxy' ? '' : `http://${pushHost}:${server.port}`,
+      ...(layout === 'subdomain' ? ['--cookie-domain', 'example.test'] : []),
       '--jwt-secret', jwtSecret,
       '--socketio-client', CLIENT_JS,
     ]);
     if (layout === 'proxy') proxy = await startNginx(proxyPort, `127.0.0.1:${server.port}`, `127.0.0.1:${appPort}`);
-    browser = await launchChromium(chromium);
+    browser = await launchChromium(chromium, layout === 'subdomain'
+      ? ['--host-resolver-rules=MAP app.example.test 127.0.0.1, MAP push.example.test 127.0.0.1'] : []);
     const context = await browser.newContext(); // one browser profile: one cookie jar
     const tab1 = await context.newPage();
     tab1.setDefaultTimeout(STEP);
@@ -251,7 +260,7 @@ async function guide(t, layout) {
     assert.equal(secret.length, 1, `one ringwire-secret cookie: ${JSON.stringify(cookies)}`);
     assert.deepEqual(
       { httpOnly: secret[0].httpOnly, sameSite: secret[0].sameSite, path: secret[0].path, domain: secret[0].domain },
-      { httpOnly: true, sameSite: 'Lax', path: '/', domain: '127.0.0.1' },
+      { httpOnly: true, sameSite: 'Lax', path: '/', domain: cookieDomain },
     );
     assert.ok(secret[0].expires > Date.now() / 1000 + 3600, `a persistent cookie (Max-Age): ${secret[0].expires}`);
 
@@ -304,5 +313,7 @@ async function guide(t, layout) {
 }
 
 test('browser-app, push origin (another port of the host, allowed_origins): login, two tabs, restart, logout', { timeout: 240_000 }, (t) => guide(t, 'push-origin'));
+
+test('browser-app, push subdomain (cookie Domain=, allowed_origins): login, two tabs, restart, logout', { timeout: 240_000 }, (t) => guide(t, 'subdomain'));
 
 test('browser-app, same origin behind nginx (tuning/proxies/nginx.conf): login, two tabs, restart, logout', { timeout: 240_000 }, (t) => guide(t, 'proxy'));
