@@ -11,6 +11,9 @@
 //   - GET /api/push-session: every tab asks for the login's session before each (re)connect;
 //     all tabs share it, so no tab overwrites another tab's cookie. A session that expired
 //     (or is about to) is replaced by a new one, cookie included.
+//   - POST /api/push-session/renew (body: the session id a tab failed with, again and again):
+//     a new session when that one is still the login's (ringwire lost it: restarted without
+//     its sessions.key, or a new key), else the login's current one.
 //   - GET /api/push-token: a short-lived HS256 JSON Web Token for `auth = "jwt"` endpoints
 //     (with --jwt-secret), for pages that use tokens instead of the cookie.
 //   - POST /logout: DELETE /v1/sessions/{id} (every tab's sockets close with 4001 on every
@@ -99,10 +102,14 @@ function cookie(req, name, value, maxAge) {
   ].join('; ');
 }
 
-/** The login's ringwire session, minted when it has none or it is about to expire. */
-async function pushSession(login) {
+/**
+ * The login's ringwire session, minted when it has none, it is about to expire, or it is
+ * `failed` (the id a tab could not connect with).
+ */
+async function pushSession(login, failed = null) {
   const now = Math.floor(Date.now() / 1000);
-  if (login.ringwire && login.ringwire.expires_at - RENEW_BEFORE > now) return login.ringwire;
+  const current = login.ringwire;
+  if (current && current.expires_at - RENEW_BEFORE > now && current.session !== failed) return current;
   const r = await admin('POST', '/v1/sessions', { user: login.user, context: CONTEXT, ttl_secs: TTL });
   if (r.status !== 201) throw new Error(`POST /v1/sessions answered ${r.status}`);
   login.ringwire = r.json; // { session, secret, cookie, expires_at }
@@ -186,8 +193,9 @@ async function handle(req, res) {
   }
   if (!login) return json(res, 401, { error: 'not logged in' });
 
-  if (req.method === 'GET' && url.pathname === '/api/push-session') {
-    const rw = await pushSession(login);
+  const renew = req.method === 'POST' && url.pathname === '/api/push-session/renew';
+  if (renew || (req.method === 'GET' && url.pathname === '/api/push-session')) {
+    const rw = await pushSession(login, renew ? (await body(req)).trim() : null);
     // Set again on every answer (same value while the session lives): heals a cleared cookie.
     const maxAge = Math.max(0, rw.expires_at - Math.floor(Date.now() / 1000));
     return json(res, 200, {

@@ -3,10 +3,13 @@
 // (GET /api/push-session; the secret stays in the HttpOnly cookie, the page only learns the
 // session id). Every tab of the login gets the same session, so tabs never lock each other
 // out, and a session the application replaced (expiry) is picked up on the next reconnect.
+// A session that fails RENEW_AFTER attempts in a row (ringwire lost it: restarted without
+// its sessions.key) is handed back to the application for a new one (renewSession).
 // window.ringwireDemo holds what happened (the tests read it; the table shows it).
 'use strict';
 
 const MAX_DELAY_MS = 5000;
+const RENEW_AFTER = 4; // failed attempts in a row (about 8 s of back-off) before asking for a new session
 const state = (window.ringwireDemo = {
   loggedOut: false,
   user: null,
@@ -46,8 +49,10 @@ function log(line) {
 const backoff = (n) => new Promise((r) => setTimeout(r, Math.min(MAX_DELAY_MS, 500 * 2 ** n) * (0.5 + Math.random() / 2)));
 
 /** The app's answer at `path` (JSON), null once logged out (401); throws on other failures. */
-async function fromApp(path) {
-  const r = await fetch(path, { credentials: 'same-origin', cache: 'no-store' });
+async function fromApp(path, post = undefined) {
+  const r = await fetch(path, post === undefined
+    ? { credentials: 'same-origin', cache: 'no-store' }
+    : { method: 'POST', body: post, credentials: 'same-origin', cache: 'no-store' });
   if (r.status === 401) {
     loggedOut();
     return null;
@@ -56,8 +61,9 @@ async function fromApp(path) {
   return r.json();
 }
 
-async function pushSession() {
-  const s = await fromApp('/api/push-session');
+/** The login's session; with `failed`, a new one unless the app already replaced that one. */
+async function pushSession(failed = null) {
+  const s = await (failed === null ? fromApp('/api/push-session') : fromApp('/api/push-session/renew', failed));
   if (s) {
     state.user = { id: s.user, name: s.name };
     if (state.sessions.at(-1) !== s.session) state.sessions.push(s.session);
@@ -68,13 +74,18 @@ async function pushSession() {
 /** ws(s)://host of ringwire: the push origin the app names, or this page's own origin. */
 const wsOrigin = (pushOrigin) => (pushOrigin || location.origin).replace(/^http/, 'ws');
 
-/** A raw WebSocket that reconnects until the login ends; `open(attempt)` makes one or null. */
+/**
+ * A raw WebSocket that reconnects until the login ends; `open(failures)` makes one (or null:
+ * logged out), given the attempts in a row that did not open.
+ */
 async function keepOpen(s, open) {
   const name = s === state.raw ? 'raw' : 'jwt';
+  let failures = 0;
   for (let attempt = 0; !state.loggedOut; attempt++) {
     let ws = null;
+    let opened = false;
     try {
-      ws = await open();
+      ws = await open(failures);
     } catch (e) {
       log(`${name}: ${e.message}`);
     }
@@ -82,7 +93,7 @@ async function keepOpen(s, open) {
     if (ws !== null) {
       live[name] = ws;
       const code = await new Promise((resolve) => {
-        ws.onopen = () => { attempt = 0; s.opens++; s.status = 'open'; render(); };
+        ws.onopen = () => { attempt = 0; opened = true; s.opens++; s.status = 'open'; render(); };
         ws.onmessage = (e) => { s.received.push(e.data); log(`${name} <- ${e.data}`); render(); };
         ws.onclose = (e) => resolve(e.code);
       });
@@ -90,6 +101,7 @@ async function keepOpen(s, open) {
       s.closes.push(code);
       s.status = `closed ${code}, reconnecting`;
       render();
+      failures = opened ? 0 : failures + 1;
       // 4001 (session terminated: a logout) or 4002 (expired): the next pushSession() says
       // whether the login goes on (with a new session) or is over (401).
     }
@@ -98,8 +110,9 @@ async function keepOpen(s, open) {
 }
 
 function startRaw() {
-  keepOpen(state.raw, async () => {
-    const s = await pushSession();
+  keepOpen(state.raw, async (failures) => {
+    const renew = failures > 0 && failures % RENEW_AFTER === 0;
+    const s = await pushSession(renew ? state.sessions.at(-1) : null);
     return s && new WebSocket(`${wsOrigin(s.push_origin)}/ws?session=${encodeURIComponent(s.session)}`);
   });
 }
@@ -144,9 +157,13 @@ async function startSocketIo() {
     render();
   });
   socket.on('news', (d) => { state.sio.received.push(d); log(`socket.io <- news ${JSON.stringify(d)}`); render(); });
-  // Before the client's next attempt, ask the app for the login's current session.
+  // Before the client's next attempt, ask the app for the login's current session (a new
+  // one after RENEW_AFTER failures in a row).
+  let failures = 0;
+  socket.on('connect', () => { failures = 0; });
   const refresh = async () => {
-    const fresh = await pushSession().catch(() => undefined);
+    const renew = failures > 0 && failures % RENEW_AFTER === 0;
+    const fresh = await pushSession(renew ? socket.io.opts.query.session : null).catch(() => undefined);
     if (fresh) socket.io.opts.query.session = fresh.session; // null: logged out, all closed
     return fresh;
   };
@@ -154,6 +171,7 @@ async function startSocketIo() {
     state.sio.errors.push(`${e.message} ${e.description ?? ''}`.trim());
     state.sio.status = `error: ${e.message}, retrying`;
     render();
+    failures++;
     refresh();
   });
   socket.on('disconnect', async (reason) => {

@@ -265,9 +265,10 @@ export async function startConfigured(makeConfig, token = null) {
     admin: adminClient(adminPort, token),
     stderr: () => current.stderr(),
     alive: () => current.alive(),
-    async restart() {
+    /** Stop (SIGTERM) and start again on the same ports, with the same config or `newConfig`'s. */
+    async restart(newConfig = makeConfig) {
       await current.stop();
-      current = await launch(makeConfig, { port, adminPort });
+      current = await launch(newConfig, { port, adminPort });
     },
     terminate: () => current.terminate(),
     stop: () => current.stop(),
