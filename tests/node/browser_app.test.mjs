@@ -292,6 +292,7 @@ async function guide(t, layout) {
     for (const [name, tab] of tabs) {
       const s = await tabState(tab);
       assert.ok(s.raw.closes.includes(1001), `${name}: the drain closed the raw socket with 1001: ${s.raw.closes}`);
+      assert.ok(s.sio.disconnects.includes('transport close'), `${name}: socket.io-client saw the drain: ${s.sio.disconnects}`);
     }
     assert.equal((await tabState(tab1)).sessions.at(-1), (await tabState(tab2)).sessions.at(-1), 'one session for both tabs');
 
@@ -301,7 +302,7 @@ async function guide(t, layout) {
       // new session for the login, and both tabs connect with it.
       const lost = (await tabState(tab1)).sessions.at(-1);
       await server.restart(configWith(execFileSync(BINARY, ['keygen'], { encoding: 'utf8' }).trim()));
-      for (const [name, tab] of tabs) await waitTab(tab, name, 'reconnect with a new session', connected(3), 2 * STEP);
+      for (const [name, tab] of tabs) await waitTab(tab, name, 'reconnect with a new session', connected(3), 3 * STEP);
       const [a, b] = [(await tabState(tab1)).sessions.at(-1), (await tabState(tab2)).sessions.at(-1)];
       assert.notEqual(a, lost, 'a new session');
       assert.equal(a, b, 'one new session for both tabs');
@@ -312,7 +313,10 @@ async function guide(t, layout) {
     // Logout in tab 1 ends the login's session: every socket of both tabs closes.
     await tab1.click('text=Log out');
     await tab1.waitForSelector('input[name=user]'); // the login form after the 303 to /
-    await waitTab(tab2, 'tab 2', 'logged out', (s) => s.loggedOut && s.raw.closes.includes(4001));
+    // Tab 2 learns it from ringwire (raw close 4001, or socket.io's DISCONNECT, whichever
+    // comes first), asks the app, gets 401 and closes the rest.
+    await waitTab(tab2, 'tab 2', 'logged out', (s) => s.loggedOut
+      && (s.raw.closes.includes(4001) || s.sio.disconnects.includes('io server disconnect')));
     await until(async () => (await server.admin('GET', `/v1/sockets?context=${CONTEXT}&user=${user}&path=*`))
       .json?.count === 0, STEP, 'no socket left after the logout');
     assert.equal((await context.cookies(appOrigin)).filter((c) => c.name === 'ringwire-secret').length, 0,
