@@ -213,7 +213,7 @@ async function handle(req, res) {
   if (req.method === 'POST' && url.pathname === '/api/push-me') {
     const text = (await body(req)).slice(0, 1000);
     const r = await admin('POST', '/v1/push', {
-      context: CONTEXT, user: login.user, path: '*', message: JSON.stringify(['news', text]),
+      context: CONTEXT, user: login.user, path: '*', message: ['news', text],
     });
     return json(res, r.status, r.json);
   }

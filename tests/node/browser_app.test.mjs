@@ -25,7 +25,8 @@
 //     long-polling first, then the upgrade to WebSocket, withCredentials) and a raw WebSocket
 //     with a JSON Web Token in the subprotocol list (/jwt); both tabs use the login's one
 //     ringwire session (the design of docs/browser.md, "Tabs");
-//   - a push through the admin API reaches all six sockets;
+//   - a push through the admin API reaches all six sockets, and so does the page's
+//     "Push to me" (the app pushes to its user);
 //   - ringwire restarts (SIGTERM, drain, start on the same ports with the same key): every
 //     socket of both tabs reconnects by itself (socket.io again polling then WebSocket) and
 //     the next push reaches all six again;
@@ -191,7 +192,7 @@ const connected = (n) => (s) => s.raw.opens >= n && s.raw.status === 'open'
 /** Push `payload` as a Socket.IO event `news` (raw sockets get the JSON text); expect `sockets`. */
 async function push(server, user, payload, sockets) {
   const r = await server.admin('POST', '/v1/push', {
-    context: CONTEXT, user, path: '*', message: JSON.stringify(['news', payload]),
+    context: CONTEXT, user, path: '*', message: ['news', payload],
   });
   assert.equal(r.status, 202, `push: ${r.status} ${r.text}`);
   assert.equal(r.json.sockets, sockets, `push reached ${r.text}`);
@@ -281,6 +282,10 @@ async function guide(t, layout) {
 
     await push(server, user, { n: 1 }, 2 * SOCKETS_PER_TAB);
     for (const [name, tab] of tabs) await waitTab(tab, name, 'push 1', received({ n: 1 }));
+    // The page's own button: the app pushes to its user (POST /api/push-me).
+    await tab2.fill('#text', 'from tab 2');
+    await tab2.click('#push');
+    for (const [name, tab] of tabs) await waitTab(tab, name, '"Push to me"', received('from tab 2'));
 
     // Restart with the same key: the session id and the cookie stay valid.
     await server.restart();
