@@ -30,6 +30,9 @@
 //   - ringwire restarts (SIGTERM, drain, start on the same ports with the same key): every
 //     socket of both tabs reconnects by itself (socket.io again polling then WebSocket) and
 //     the next push reaches all six again;
+//   - (push origin layout) ringwire restarts with another key, as one without sessions.key
+//     does: the login's session is refused; the tabs hand it back to the app after 4 failed
+//     attempts in a row, get a new session, and the next push reaches all six again;
 //   - logout in tab 1 (DELETE /v1/sessions/{id}): the session's sockets close (4001) in both
 //     tabs, both tabs learn the login is over, and the user has no socket left.
 // Skipped (with a message) only when /usr/bin/chromium is missing.
