@@ -171,7 +171,9 @@ async function startSocketIo() {
     state.sio.errors.push(`${e.message} ${e.description ?? ''}`.trim());
     state.sio.status = `error: ${e.message}, retrying`;
     render();
-    failures++;
+    // A polling request refused 401 (its status is readable on the same origin, or with
+    // ringwire's CORS headers) is a session ringwire does not take: renew at once.
+    failures = e.description === 401 ? RENEW_AFTER : failures + 1;
     refresh();
   });
   socket.on('disconnect', async (reason) => {

@@ -30,9 +30,10 @@
 //   - ringwire restarts (SIGTERM, drain, start on the same ports with the same key): every
 //     socket of both tabs reconnects by itself (socket.io again polling then WebSocket) and
 //     the next push reaches all six again;
-//   - (push origin layout) ringwire restarts with another key, as one without sessions.key
-//     does: the login's session is refused; the tabs hand it back to the app after 4 failed
-//     attempts in a row, get a new session, and the next push reaches all six again;
+//   - (push origin and nginx layouts) ringwire restarts with another key, as one without
+//     sessions.key does: the login's session is refused; the tabs hand it back to the app
+//     after 4 failed attempts in a row (socket.io-client: at once on a 401 it can read, the
+//     same origin), get a new session, and the next push reaches all six again;
 //   - logout in tab 1 (DELETE /v1/sessions/{id}): the session's sockets close (4001) in both
 //     tabs, both tabs learn the login is over, and the user has no socket left.
 // Skipped (with a message) only when /usr/bin/chromium is missing.
@@ -306,7 +307,7 @@ async function guide(t, layout) {
     // asked for a new session meanwhile: harmless, the other tab picks it up on its next
     // reconnect, so which session each tab holds now is not asserted.)
 
-    if (layout === 'push-origin') {
+    if (layout !== 'subdomain') {
       // A restart with another key (as one without sessions.key makes): the login's session
       // is refused now; each tab hands it back after RENEW_AFTER failures, the app mints a
       // new session for the login (once: the second tab's hand-back of the same id gets
