@@ -47,9 +47,8 @@ import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BINARY, freePort, startConfigured, until, within } from './server.mjs';
+import { BINARY, CHROMIUM, freePort, launchChromium, startConfigured, until, within } from './server.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 const NGINX = '/usr/sbin/nginx';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const APP_DIR = join(ROOT, 'examples', 'browser-app');
@@ -159,17 +158,9 @@ ${temps}
   };
 }
 
-function launchChromium(chromium, extraArgs = []) {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [...extraArgs, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      // Background tabs must not be throttled: both tabs keep their timers (reconnects).
-      '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows'],
-    timeout: 30_000,
-  });
-}
+// Background tabs must not be throttled: both tabs keep their timers (reconnects).
+const UNTHROTTLED = ['--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows'];
 
 const tabState = (page) => page.evaluate(() => window.ringwireDemo);
 
@@ -250,8 +241,8 @@ async function guide(t, layout) {
       '--socketio-client', CLIENT_JS,
     ]);
     if (layout === 'proxy') proxy = await startNginx(proxyPort, `127.0.0.1:${server.port}`, `127.0.0.1:${appPort}`);
-    browser = await launchChromium(chromium, layout === 'subdomain'
-      ? ['--host-resolver-rules=MAP app.example.test 127.0.0.1, MAP push.example.test 127.0.0.1'] : []);
+    browser = await launchChromium(chromium, [...UNTHROTTLED, ...(layout === 'subdomain'
+      ? ['--host-resolver-rules=MAP app.example.test 127.0.0.1, MAP push.example.test 127.0.0.1'] : [])]);
     const context = await browser.newContext(); // one browser profile: one cookie jar
     const tab1 = await context.newPage();
     tab1.setDefaultTimeout(STEP);

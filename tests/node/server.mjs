@@ -31,6 +31,19 @@ export async function until(fn, ms, what) {
     await sleep(50);
   }
 }
+/** Debian's Chromium, which the browser tests drive through playwright-core. */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/** Headless Chromium (playwright-core's `chromium`) with the tests' flags plus `extraArgs`. */
+export function launchChromium(chromium, extraArgs = []) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
+    timeout: 30_000,
+  });
+}
+
 export const BINARY = process.env.RINGWIRE_BIN || join(ROOT, 'target', 'release', 'ringwire');
 const READY = 'ringwire ready';
 
