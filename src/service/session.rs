@@ -130,6 +130,21 @@ impl SessionKey {
     pub fn mint(&self, context: u32, user: u32, expires_at: u64) -> (SessionId, String) {
         let mut nonce = [0u8; 8];
         getrandom::getrandom(&mut nonce).expect("OS random source");
+        let id = self.mint_with_nonce(context, user, expires_at, nonce);
+        let secret = self.secret_for(&id);
+        (id, secret)
+    }
+
+    /// The session id of (context, user, expires_at, nonce): the same fields give the same
+    /// id. An `auth = "proxy"` socket's session is minted with the nonce of its credentials,
+    /// so that `DELETE /v1/sessions/{id}` ends it (4001) and refuses those credentials after.
+    pub fn mint_with_nonce(
+        &self,
+        context: u32,
+        user: u32,
+        expires_at: u64,
+        nonce: [u8; 8],
+    ) -> SessionId {
         let mut raw = [0u8; RAW_LEN];
         raw[0] = VERSION;
         raw[1..5].copy_from_slice(&context.to_be_bytes());
@@ -138,9 +153,7 @@ impl SessionKey {
         raw[17..25].copy_from_slice(&nonce);
         let tag = self.mac(b"ringwire-session", &raw[..FIELDS_LEN]);
         raw[FIELDS_LEN..].copy_from_slice(&tag[..TAG_LEN]);
-        let id = SessionId(raw);
-        let secret = self.secret_for(&id);
-        (id, secret)
+        SessionId(raw)
     }
 
     /// The secret the client must present for `id`.

@@ -167,7 +167,7 @@ impl Shard {
 
     /// Carry out the decision on a request: read more, refuse, answer a preflight, or take
     /// the request (polling) or socket (upgrade) to the core that owns its user.
-    fn on_decision(&mut self, slot: u32, decision: Decision, follow_up_started: bool) {
+    pub(super) fn on_decision(&mut self, slot: u32, decision: Decision, follow_up_started: bool) {
         match decision {
             Decision::NeedMore => {
                 if follow_up_started {
@@ -185,6 +185,7 @@ impl Shard {
                 self.refuse(slot, r)
             }
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
+            Decision::Proxy(pending) => self.ask_proxy(slot, *pending),
             Decision::Poll(plan) => {
                 // A new Engine.IO session counts against the upgrade rate like an upgrade
                 // (its later requests do not).
@@ -239,6 +240,12 @@ impl Shard {
 
     /// Answer a plain HTTP status with a one-line reason and close; counted by status and reason.
     pub(in crate::runtime) fn refuse(&mut self, slot: u32, r: Refusal) {
+        self.refuse_because(slot, r, r.reason());
+    }
+
+    /// [`Shard::refuse`] with another one-line reason than the refusal's own (an
+    /// `auth = "proxy"` application's).
+    pub(in crate::runtime) fn refuse_because(&mut self, slot: u32, r: Refusal, reason: &str) {
         self.stats().refused_for(&r);
         let c = &mut self.conns[slot as usize];
         if matches!(c.state, ConnState::Handshake { .. }) {
@@ -256,7 +263,7 @@ impl Shard {
             }
             None => r.headers(),
         };
-        handshake::write_http_response(&mut c.out, r.status(), headers, r.reason());
+        handshake::write_http_response(&mut c.out, r.status(), headers, reason);
         self.close_after_flush(slot);
     }
 
@@ -308,7 +315,7 @@ impl Shard {
             auth: plan.auth,
             path: std::mem::take(&mut plan.path),
             query: std::mem::take(&mut plan.query),
-            attrs: Vec::new(),
+            attrs: std::mem::take(&mut plan.attrs),
             sio,
             delivered: None,
         });
