@@ -308,3 +308,32 @@ def test_expiry_closes_4002_and_delete_closes_4001(push_servers):
     finally:
         app.close()
         rx.close()
+
+
+def test_socketio_polling_then_websocket_with_the_applications_answer(push_servers):
+    from test_socketio import NEWS, Eio, count, push, same_event, ws_open, ws_recv, ws_send
+
+    app = App()
+    app.users["alice"] = (200, {"user": 42, "context": 1})
+    server = start(push_servers, app.url)
+    admin = Admin(server)
+    try:
+        e = Eio(server, {"session": None, "cookie": "sid=alice"})
+        e.connect()
+        assert count(admin, 42) == 1
+        push(admin, 42)
+        assert e.collect(lambda ps: any(same_event(p, NEWS) for p in ps))
+        # The websocket upgrade of that sid, with the same cookie.
+        ws = ws_open(server, e)
+        ws_send(ws, "2probe")
+        assert ws_recv(ws) == "3probe"
+        ws_send(ws, "5")
+        push(admin, 42)
+        assert ws_recv(ws) == "42" + NEWS
+        assert app.calls == 1, "later requests of the session came from the cache"
+        # A refused handshake is answered with the application's status and reason.
+        stranger = Eio(server, {"session": None, "cookie": "sid=nobody"})
+        r = stranger.get_resp()
+        assert (r.status, r.body.strip()) == (401, b"not logged in"), r
+    finally:
+        app.close()
