@@ -65,11 +65,14 @@ class App:
                 sid = dict(p.strip().split("=", 1) for p in cookie.split(";") if "=" in p).get("sid")
                 status, doc = outer.users.get(sid, (401, {"reason": "not logged in"}))
                 body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # ringwire gave up waiting (timeout_ms) and closed
 
             def log_message(self, *args):
                 pass
@@ -187,6 +190,7 @@ def test_admitting_answers_are_cached_per_credentials(push_servers):
             assert admin.push_ok(context=1, user=42, message="x") == 8
             for ws in first + more:
                 assert await recv_text(ws) == "x"
+                await ws.close()
 
         run(go())
         m = admin.metrics()
@@ -232,6 +236,7 @@ def test_stalled_application_503_while_open_sockets_keep_their_pace(push_servers
     server = start(push_servers, app.url, timeout_ms=2500, max_in_flight=16)
     admin = Admin(server)
     latencies: list[float] = []
+    baseline: list[float] = []
     try:
         async def stalled(i: int):
             t0 = time.monotonic()
@@ -241,6 +246,17 @@ def test_stalled_application_503_while_open_sockets_keep_their_pace(push_servers
         async def go():
             ws = await connect(server, "alice")
             await await_stats_sockets(admin, 1)
+            loop = asyncio.get_running_loop()
+
+            async def pushes(into: list):
+                for i in range(200):
+                    t0 = time.perf_counter()
+                    n = await loop.run_in_executor(None, lambda: admin.push_ok(context=1, user=42, message=f"m{i}"))
+                    assert n == 1
+                    assert await recv_text(ws) == f"m{i}"
+                    into.append(time.perf_counter() - t0)
+
+            await pushes(baseline)
             app.stall.clear()
             tasks = [asyncio.create_task(stalled(i)) for i in range(24)]
             # Wait until the calls are parked at the application (16 in flight).
@@ -249,13 +265,8 @@ def test_stalled_application_503_while_open_sockets_keep_their_pace(push_servers
                     break
                 await asyncio.sleep(0.01)
             assert app.calls == 17, app.calls
-            loop = asyncio.get_running_loop()
-            for i in range(200):
-                t0 = time.perf_counter()
-                n = await loop.run_in_executor(None, lambda: admin.push_ok(context=1, user=42, message=f"m{i}"))
-                assert n == 1
-                assert await recv_text(ws) == f"m{i}"
-                latencies.append(time.perf_counter() - t0)
+            await pushes(latencies)
+            assert app.calls == 17 and not app.stall.is_set(), "the pushes ran while the calls hung"
             results = await asyncio.gather(*tasks)
             app.stall.set()
             timed_out = [r for r in results if r[2] >= 2.0]
@@ -265,11 +276,13 @@ def test_stalled_application_503_while_open_sockets_keep_their_pace(push_servers
             await ws.close()
 
         run(go(), timeout=60)
-        latencies.sort()
-        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
-        print(f"push latency while the application stalls: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms "
-              f"(max {latencies[-1] * 1000:.2f} ms, n={len(latencies)})")
-        assert p99 < 0.05, f"p99 {p99 * 1000:.1f} ms"
+        for name, xs in (("before the stall", baseline), ("while the application stalls", latencies)):
+            xs.sort()
+            p50, p99 = xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]
+            print(f"push latency {name}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms "
+                  f"(max {xs[-1] * 1000:.2f} ms, n={len(xs)})")
+        p99 = latencies[int(len(latencies) * 0.99) - 1]
+        assert p99 < 0.05, f"p99 {p99 * 1000:.1f} ms while the application stalls"
         m = admin.metrics()
         assert metric_sum(m, BY_REASON, reason="proxy_unavailable") == 16
         assert metric_sum(m, BY_REASON, reason="proxy_busy") == 8
