@@ -164,6 +164,24 @@ mod tests {
         assert_eq!(c.unwrap().forward_headers.len(), 2);
     }
 
+    /// An `auth = "proxy"` endpoint needs `[proxy]`, checked with the handshake deadline it
+    /// must beat; `[proxy]` needs a restart on reload.
+    #[test]
+    fn endpoints_need_the_section_and_reload_keeps_it() {
+        use crate::config::Config;
+        let ep = "[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\nauth = \"proxy\"\n";
+        let e = Config::from_toml(ep).unwrap_err();
+        assert!(e.0.contains("needs a [proxy] section"), "{e:?}");
+        let slow =
+            format!("[limits]\nhandshake_timeout_ms = 1000\n[proxy]\nurl = \"http://a/\"\n{ep}");
+        assert!(Config::from_toml(&slow).is_err(), "timeout_ms 2000 >= 1000");
+        let cur = Config::from_toml(&format!("[proxy]\nurl = \"http://a/\"\n{ep}")).unwrap();
+        let new = Config::from_toml(&format!("[proxy]\nurl = \"http://b/\"\n{ep}")).unwrap();
+        let r = cur.reload(new).unwrap();
+        assert_eq!(r.restart_needed, ["proxy"]);
+        assert_eq!(r.applied.proxy.unwrap().url, "http://a/");
+    }
+
     /// The commented `[proxy]` of the example file names every key with its default.
     #[test]
     fn example_file_shows_the_defaults() {
