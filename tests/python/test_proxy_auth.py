@@ -350,3 +350,27 @@ def test_socketio_polling_then_websocket_with_the_applications_answer(push_serve
         assert (r.status, r.body.strip()) == (401, b"not logged in"), r
     finally:
         app.close()
+
+
+def test_socketio_polling_session_ends_at_expires_at(push_servers):
+    # A polling-only client: the held GET gets the DISCONNECT at expires_at, and the next GET
+    # (its answer, cached or not, past its expiry) still gets the close packet.
+    from test_socketio import Eio, wait_count
+
+    app = App()
+    exp = int(time.time()) + 2
+    app.users["alice"] = (200, {"user": 8, "context": 1, "expires_at": exp})
+    server = start(push_servers, app.url)
+    admin = Admin(server)
+    try:
+        e = Eio(server, {"session": None, "cookie": "sid=alice"})
+        e.connect()
+        e.send_get()
+        assert e.read_get(timeout=exp - time.time() + 3) == ["41"]
+        assert time.time() >= exp - 0.5, "ended before expires_at"
+        assert "1" in e.get(timeout=2)
+        wait_count(admin, 8, 0)
+        r = e.get_resp()
+        assert r.status == 401 and r.body.strip() == b"session expired", r
+    finally:
+        app.close()

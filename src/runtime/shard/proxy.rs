@@ -92,10 +92,6 @@ impl Shard {
             }
         };
         let expires_at = id.expires_at.unwrap_or(NO_EXPIRY).min(NO_EXPIRY);
-        if expires_at <= unix_now() {
-            self.refuse(slot, Refusal::Session(SessionError::Expired));
-            return;
-        }
         // The socket's session: a ringwire session id of this user, minted with the nonce
         // of the credentials, so that `DELETE /v1/sessions/{id}` ends it like a session.
         let nonce = key[..8].try_into().expect("8 bytes of 32");
@@ -103,10 +99,27 @@ impl Shard {
             .shared
             .session_key
             .mint_with_nonce(id.context, id.user, expires_at, nonce);
-        if self.users.revoked().contains_key(&session) {
-            self.refuse(slot, Refusal::Session(SessionError::Revoked));
-            return;
-        }
+        let ended = if expires_at <= unix_now() {
+            Some(Refusal::Session(SessionError::Expired))
+        } else if self.users.revoked().contains_key(&session) {
+            Some(Refusal::Session(SessionError::Revoked))
+        } else {
+            None
+        };
+        let plan = match (ended, plan) {
+            (None, plan) => plan,
+            // A request of a polling session (sid) whose login just ended: its owner core may
+            // hold the session's last packets (the Socket.IO disconnect) for it, as with
+            // sessions and tokens.
+            (Some(r), PendingPlan::Poll(mut p)) if p.sid.is_some() => {
+                p.ended = Some(r);
+                PendingPlan::Poll(p)
+            }
+            (Some(r), _) => {
+                self.refuse(slot, r);
+                return;
+            }
+        };
         if !self.policy.cascade.enabled(id.context, id.user) {
             self.refuse(slot, Refusal::Disabled);
             return;
