@@ -184,13 +184,14 @@ def test_admitting_answers_are_cached_per_credentials(push_servers):
             first = await asyncio.gather(*(connect(server, "alice") for _ in range(4)))
             more = [await connect(server, "alice", query=f"n={i}") for i in range(4)]
             assert app.calls == 1, app.calls
-            await connect(server, "carol")
+            carol = await connect(server, "carol")
             assert app.calls == 2, "other credentials are asked for"
             await await_stats_sockets(admin, 9)
             assert admin.push_ok(context=1, user=42, message="x") == 8
             for ws in first + more:
                 assert await recv_text(ws) == "x"
                 await ws.close()
+            await carol.close()
 
         run(go())
         m = admin.metrics()
@@ -372,5 +373,24 @@ def test_socketio_polling_session_ends_at_expires_at(push_servers):
         wait_count(admin, 8, 0)
         r = e.get_resp()
         assert r.status == 401 and r.body.strip() == b"session expired", r
+    finally:
+        app.close()
+
+
+def test_upgrade_rate_is_taken_before_the_application_is_asked(push_servers):
+    app = App()
+    for i in range(12):
+        app.users[f"u{i}"] = (200, {"user": 200 + i, "context": 1})
+    server = start(push_servers, app.url, extra={"limits": {"upgrade_rate_per_sec": 2}})
+    try:
+        async def go():
+            return [await refused(server, f"u{i}") for i in range(12)]
+
+        results = run(go())
+        limited = [r for r in results if r[0] == 503]
+        assert limited and all(r[1] == "too many upgrades, retry later" for r in limited), results
+        admitted = [r for r in results if r[0] == 101]
+        assert len(admitted) + len(limited) == 12, results
+        assert app.calls == len(admitted), (app.calls, len(admitted))
     finally:
         app.close()

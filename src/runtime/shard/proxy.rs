@@ -4,7 +4,8 @@
 //! the answer comes back as `Command::ProxyAnswered` naming the slot and its generation (a
 //! connection gone meanwhile, by the deadline or the drain, is recognised and the answer
 //! dropped). An admitting answer fills the plan's session and owner and the request goes on
-//! exactly as a session-authenticated one after the decision (rate, placement, handoff).
+//! exactly as a session-authenticated one after the decision (placement, handoff); the
+//! upgrade rate is taken before the application is asked.
 use super::Shard;
 use crate::runtime::conn::ConnState;
 use crate::runtime::Command;
@@ -13,7 +14,6 @@ use crate::service::plan::{PendingPlan, ProxyPending};
 use crate::service::proxy_auth::{CredKey, ProxyAnswer, NO_EXPIRY};
 use crate::service::refusal::Refusal;
 use crate::service::session::{unix_now, SessionError, SocketAuth};
-use crate::service::upgrade::Decision;
 
 impl Shard {
     /// Ask the application about the request in `slot` and go on; the answer comes back as
@@ -30,6 +30,15 @@ impl Shard {
             return;
         };
         let ProxyPending { request, plan } = pending;
+        // The upgrade rate is taken before the application is asked: a reconnect storm
+        // costs it no more calls than the node admits upgrades.
+        let new = match &plan {
+            PendingPlan::Upgrade(_) => true,
+            PendingPlan::Poll(p) => p.sid.is_none(),
+        };
+        if new && self.over_upgrade_rate(slot) {
+            return;
+        }
         let key = request.key;
         let gen = self.conns[slot as usize].gen;
         let (shared, core) = (self.shared.clone(), self.id);
@@ -131,19 +140,18 @@ impl Shard {
             expires_at,
         };
         let shard_key = user_key(id.context, id.user);
-        let decision = match plan {
+        match plan {
             PendingPlan::Upgrade(mut p) => {
                 p.auth = Some(auth);
                 p.shard_key = Some(shard_key);
                 p.attrs = id.attrs;
-                Decision::Upgrade(p)
+                self.place_upgrade(slot, p);
             }
             PendingPlan::Poll(mut p) => {
                 p.auth = auth;
                 p.shard_key = shard_key;
-                Decision::Poll(p)
+                self.place_poll(slot, p);
             }
-        };
-        self.on_decision(slot, decision, false);
+        }
     }
 }
