@@ -101,13 +101,12 @@ impl Shard {
             }
         };
         let expires_at = id.expires_at.unwrap_or(NO_EXPIRY).min(NO_EXPIRY);
-        // The socket's session: a ringwire session id of this user, minted with the nonce
-        // of the credentials, so that `DELETE /v1/sessions/{id}` ends it like a session.
-        let nonce = key[..8].try_into().expect("8 bytes of 32");
+        // The socket's session: a ringwire session id of this user and credentials, so that
+        // `DELETE /v1/sessions/{id}` ends it like a session.
         let session = self
             .shared
             .session_key
-            .mint_with_nonce(id.context, id.user, expires_at, nonce);
+            .proxy_session(id.context, id.user, expires_at, &key);
         let ended = if expires_at <= unix_now() {
             Some(Refusal::Session(SessionError::Expired))
         } else if self.users.revoked().contains_key(&session) {
