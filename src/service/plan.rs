@@ -72,6 +72,8 @@ pub struct PollPlan {
     /// is served only by a session that waits to hand over its last packets (the Socket.IO
     /// disconnect), else refused with this error.
     pub ended: Option<Refusal>,
+    /// A new session's first attributes (an `auth = "proxy"` application's answer).
+    pub attrs: Vec<(Box<str>, Box<str>)>,
 }
 
 /// A request of an `auth = "proxy"` endpoint, decided but for who the client is: its plan

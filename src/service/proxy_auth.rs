@@ -88,7 +88,7 @@ pub struct Identity {
     pub user: u32,
     /// Unix seconds; the socket closes with 4002 then. `None`: no expiry.
     pub expires_at: Option<u64>,
-    /// Given to the socket's attribute store (listeners, the webhook see them).
+    /// Given to the socket's attribute store (listeners see them).
     pub attrs: Vec<(Box<str>, Box<str>)>,
 }
 

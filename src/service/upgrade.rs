@@ -361,6 +361,7 @@ impl UpgradePolicy {
             path: req.path.into(),
             query: self.kept_query(req, ep_auth),
             ended,
+            attrs: Vec::new(),
         });
         match ep_auth {
             EndpointAuth::Proxy => self.pending(req, PendingPlan::Poll(plan)),

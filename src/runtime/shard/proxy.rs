@@ -149,6 +149,7 @@ impl Shard {
             PendingPlan::Poll(mut p) => {
                 p.auth = auth;
                 p.shard_key = shard_key;
+                p.attrs = id.attrs;
                 self.place_poll(slot, p);
             }
         }
