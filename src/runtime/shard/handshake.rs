@@ -8,7 +8,7 @@ use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
 use crate::runtime::timer::Timers;
 use crate::service::placement::owner_core;
-use crate::service::plan::UpgradePlan;
+use crate::service::plan::{PollPlan, UpgradePlan};
 use crate::service::refusal::Refusal;
 use crate::service::session::unix_now;
 use crate::service::upgrade::{Decision, SessionCheck};
@@ -185,40 +185,56 @@ impl Shard {
                 self.refuse(slot, r)
             }
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
+            Decision::Proxy(pending) => self.ask_proxy(slot, *pending),
+            // A new Engine.IO session counts against the upgrade rate like an upgrade (its
+            // later requests do not).
             Decision::Poll(plan) => {
-                // A new Engine.IO session counts against the upgrade rate like an upgrade
-                // (its later requests do not).
-                if plan.sid.is_none() {
-                    if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
-                        self.refuse(slot, Refusal::RateLimit { retry_after_secs });
-                        return;
-                    }
-                }
-                ShardStats::dec(&self.stats().handshakes);
-                let owner = owner_core(plan.shard_key, self.shared.cores);
-                self.conns[slot as usize].state = ConnState::Responding;
-                if owner == self.id {
-                    self.serve_poll(slot, plan);
-                } else {
-                    self.handoff(slot, owner, Handoff::Poll(plan));
+                if plan.sid.is_some() || !self.over_upgrade_rate(slot) {
+                    self.place_poll(slot, plan);
                 }
             }
             Decision::Upgrade(plan) => {
-                if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
-                    self.refuse(slot, Refusal::RateLimit { retry_after_secs });
-                    return;
-                }
-                ShardStats::dec(&self.stats().handshakes);
-                let owner = plan
-                    .shard_key
-                    .map_or(self.id, |k| owner_core(k, self.shared.cores));
-                if owner == self.id {
-                    self.conns[slot as usize].state = ConnState::Responding;
-                    self.open_socket(slot, plan);
-                } else {
-                    self.handoff(slot, owner, Handoff::Upgrade(plan));
+                if !self.over_upgrade_rate(slot) {
+                    self.place_upgrade(slot, plan);
                 }
             }
+        }
+    }
+
+    /// `limits.upgrade_rate_per_sec`: refuse the request in `slot` (503) when over it.
+    pub(super) fn over_upgrade_rate(&mut self, slot: u32) -> bool {
+        match self.upgrade_bucket.take(sys::monotonic_ms()) {
+            Ok(()) => false,
+            Err(retry_after_secs) => {
+                self.refuse(slot, Refusal::RateLimit { retry_after_secs });
+                true
+            }
+        }
+    }
+
+    /// Serve an admitted polling request on the core that owns its user.
+    pub(super) fn place_poll(&mut self, slot: u32, plan: Box<PollPlan>) {
+        ShardStats::dec(&self.stats().handshakes);
+        let owner = owner_core(plan.shard_key, self.shared.cores);
+        self.conns[slot as usize].state = ConnState::Responding;
+        if owner == self.id {
+            self.serve_poll(slot, plan);
+        } else {
+            self.handoff(slot, owner, Handoff::Poll(plan));
+        }
+    }
+
+    /// Open an admitted upgrade's socket on the core that owns its user.
+    pub(super) fn place_upgrade(&mut self, slot: u32, plan: Box<UpgradePlan>) {
+        ShardStats::dec(&self.stats().handshakes);
+        let owner = plan
+            .shard_key
+            .map_or(self.id, |k| owner_core(k, self.shared.cores));
+        if owner == self.id {
+            self.conns[slot as usize].state = ConnState::Responding;
+            self.open_socket(slot, plan);
+        } else {
+            self.handoff(slot, owner, Handoff::Upgrade(plan));
         }
     }
 
@@ -239,6 +255,12 @@ impl Shard {
 
     /// Answer a plain HTTP status with a one-line reason and close; counted by status and reason.
     pub(in crate::runtime) fn refuse(&mut self, slot: u32, r: Refusal) {
+        self.refuse_because(slot, r, r.reason());
+    }
+
+    /// [`Shard::refuse`] with another one-line reason than the refusal's own (an
+    /// `auth = "proxy"` application's).
+    pub(in crate::runtime) fn refuse_because(&mut self, slot: u32, r: Refusal, reason: &str) {
         self.stats().refused_for(&r);
         let c = &mut self.conns[slot as usize];
         if matches!(c.state, ConnState::Handshake { .. }) {
@@ -256,7 +278,7 @@ impl Shard {
             }
             None => r.headers(),
         };
-        handshake::write_http_response(&mut c.out, r.status(), headers, r.reason());
+        handshake::write_http_response(&mut c.out, r.status(), headers, reason);
         self.close_after_flush(slot);
     }
 
@@ -308,7 +330,7 @@ impl Shard {
             auth: plan.auth,
             path: std::mem::take(&mut plan.path),
             query: std::mem::take(&mut plan.query),
-            attrs: Vec::new(),
+            attrs: std::mem::take(&mut plan.attrs),
             sio,
             delivered: None,
         });

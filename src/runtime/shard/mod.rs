@@ -19,6 +19,7 @@ mod handshake;
 mod history;
 mod order;
 mod polling;
+mod proxy;
 mod sio_recovery;
 mod socketio;
 mod ticks;
