@@ -19,6 +19,23 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ARTIFACTS = join(ROOT, 'target', 'test-artifacts');
 const TOKEN = 'dash-admin-token-0123';
 
+/** playwright-core's chromium, or null with the test skipped (no /usr/bin/chromium). */
+async function chromiumOrSkip(t) {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`${CHROMIUM} not installed (tests/run.sh installs Debian chromium as root)`);
+    return null;
+  }
+  return (await import('playwright-core')).chromium;
+}
+
+function launch(chromium) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
 function open(url, cookie) {
   return new Promise((res, rej) => {
     const ws = new WebSocket(url, { headers: { Cookie: cookie } });
@@ -29,11 +46,8 @@ function open(url, cookie) {
 }
 
 test('dashboard in Chromium shows the live connection count', { timeout: 60_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`${CHROMIUM} not installed (tests/run.sh installs Debian chromium as root)`);
-    return;
-  }
-  const { chromium } = await import('playwright-core');
+  const chromium = await chromiumOrSkip(t);
+  if (!chromium) return;
   const server = await startPushServer({ token: TOKEN });
   let browser;
   const sockets = [];
@@ -45,11 +59,7 @@ test('dashboard in Chromium shows the live connection count', { timeout: 60_000 
     const bare = await fetch(`http://127.0.0.1:${server.adminPort}/v1/stats`);
     assert.equal(bare.status, 401, 'stats without the token');
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launch(chromium);
     const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
     await page.goto(`http://127.0.0.1:${server.adminPort}/#token=${TOKEN}`);
     await page.waitForFunction(() => document.getElementById('sockets').textContent === '0', null, { timeout: 10_000 });
@@ -88,20 +98,13 @@ function refusedUpgrade(port) {
 }
 
 test('dashboard in Chromium: token field, sparklines, process, headroom, refusal rates', { timeout: 90_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`${CHROMIUM} not installed (tests/run.sh installs Debian chromium as root)`);
-    return;
-  }
-  const { chromium } = await import('playwright-core');
+  const chromium = await chromiumOrSkip(t);
+  if (!chromium) return;
   const server = await startPushServer({ token: TOKEN });
   let browser;
   const sockets = [];
   try {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launch(chromium);
     const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
     // No token yet: the page says what is missing.
     await page.goto(`http://127.0.0.1:${server.adminPort}/`);
