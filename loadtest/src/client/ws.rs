@@ -279,3 +279,118 @@ pub async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
         Err(_) => Err("send_timeout".to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::cli::{Protocol, Scenario, Transport};
+    use crate::client::params::ReconnectPolicy;
+
+    fn params(target: std::net::SocketAddr) -> ConnParams {
+        ConnParams {
+            url: format!("ws://{target}/ws?x=1"),
+            protocol: Protocol::Raw,
+            transport: Transport::Websocket,
+            eio: 4,
+            target,
+            source_addrs: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            scenario: Scenario::Hold,
+            message_bytes: 32,
+            interval: Duration::from_secs(1),
+            echo_timeout: Duration::from_secs(1),
+            tls: None,
+            origin: Some("https://o.example".into()),
+            headers: vec![("X-Test".into(), "yes".into())],
+            max_message_bytes: 1 << 20,
+            sessions: None,
+            reconnect: ReconnectPolicy {
+                storm_timeout: Duration::from_secs(1),
+                max_wait: Duration::from_secs(1),
+                delay: Duration::from_secs(1),
+                delay_max: Duration::from_secs(1),
+            },
+            recover: false,
+        }
+    }
+
+    /// tungstenite as the server: pings, a large message, an echo, then a close whose
+    /// echo it waits for. Returns what the server saw (headers, messages).
+    #[tokio::test]
+    async fn pings_messages_and_the_closing_handshake() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            #[allow(clippy::result_large_err)]
+            let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          resp| {
+                let h = req.headers();
+                log.lock().unwrap().push(format!(
+                    "{} origin={:?} x-test={:?}",
+                    req.uri(),
+                    h.get("origin").unwrap(),
+                    h.get("x-test").unwrap()
+                ));
+                Ok(resp)
+            };
+            let mut ws = tokio_tungstenite::accept_hdr_async(s, record)
+                .await
+                .unwrap();
+            ws.send(Message::Ping(b"p1".to_vec())).await.unwrap();
+            ws.send(Message::text("x".repeat(100_000))).await.unwrap();
+            // The pong comes back, then the client's message.
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match ws.next().await.unwrap().unwrap() {
+                    Message::Pong(p) => got.push(format!("pong {}", String::from_utf8(p).unwrap())),
+                    Message::Text(t) => got.push(format!("text {t}")),
+                    other => panic!("{other:?}"),
+                }
+            }
+            ws.close(Some(CloseFrame {
+                code: CloseCode::Away,
+                reason: "bye".into(),
+            }))
+            .await
+            .unwrap();
+            // The client's close echo, then the end of the stream.
+            while let Some(Ok(m)) = ws.next().await {
+                got.push(format!("after close: {m:?}"));
+            }
+            log.lock().unwrap().extend(got);
+        });
+        let mut ws = connect(&params(addr), 0, None, None).await.unwrap();
+        assert_eq!(ws.next().await, Some(Ok(Incoming::Ping(b"p1".to_vec()))));
+        assert_eq!(
+            ws.next().await,
+            Some(Ok(Incoming::Text("x".repeat(100_000))))
+        );
+        assert!(ws.rbuf.capacity() == 0, "no buffer held while idle");
+        send_text(&mut ws, "hi".into()).await.unwrap();
+        assert_eq!(ws.next().await, Some(Ok(Incoming::Close(Some(1001)))));
+        assert_eq!(ws.next().await, None, "the server closes after the echo");
+        server.await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                r#"/ws?x=1 origin="https://o.example" x-test="yes""#,
+                "pong p1",
+                "text hi",
+                // The close echo carries the server's code.
+                r#"after close: Close(Some(CloseFrame { code: Away, reason: "" }))"#,
+            ]
+        );
+    }
+}
