@@ -75,6 +75,15 @@ pub struct WorkerSpec {
     /// `--recover`: track every connection's pushes and resume from its position.
     #[serde(default)]
     pub recover: bool,
+    /// `--origin`: the Origin header of the WebSocket handshakes.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// `--header`: more handshake headers, as (name, value).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// `--ca`: a PEM file of certificates to trust for `wss://`.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 fn default_eio() -> u8 {

@@ -107,3 +107,68 @@ mod tests {
         assert_eq!(soft, hard);
     }
 }
+
+/// The host's CPU time counters (`cpu` line of /proc/stat, in clock ticks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub total: u64,
+    /// idle + iowait.
+    pub idle: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    /// Parses the first (`cpu `) line of /proc/stat.
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        if v.len() < 4 {
+            return None;
+        }
+        // user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
+        let field = |i: usize| v.get(i).copied().unwrap_or(0);
+        Some(CpuTimes {
+            total: (0..8).map(field).sum(),
+            idle: field(3) + field(4),
+            steal: field(7),
+        })
+    }
+
+    /// The whole machine's counters now.
+    pub fn now() -> Option<CpuTimes> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// (busy %, steal %) of the host between `earlier` and `self`; None if no time passed.
+    pub fn busy_since(&self, earlier: &CpuTimes) -> Option<(f64, f64)> {
+        let total = self.total.checked_sub(earlier.total).filter(|t| *t > 0)? as f64;
+        let idle = self.idle.saturating_sub(earlier.idle) as f64;
+        let steal = self.steal.saturating_sub(earlier.steal) as f64;
+        Some((
+            (100.0 * (total - idle) / total).clamp(0.0, 100.0),
+            (100.0 * steal / total).clamp(0.0, 100.0),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn busy_and_steal() {
+        let a = CpuTimes::parse("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n").unwrap();
+        assert_eq!((a.total, a.idle, a.steal), (1000, 800, 0));
+        let b = CpuTimes::parse("cpu  550 0 150 720 100 0 0 80 0 0\n").unwrap();
+        let (busy, steal) = b.busy_since(&a).unwrap();
+        // 600 ticks passed: 20 idle, 80 steal.
+        assert!((busy - 96.666).abs() < 0.01, "{busy}");
+        assert!((steal - 13.333).abs() < 0.01, "{steal}");
+        assert_eq!(a.busy_since(&a), None);
+        assert_eq!(CpuTimes::parse("intr 1 2"), None);
+    }
+}

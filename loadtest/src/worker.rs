@@ -13,7 +13,6 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::{Protocol, Target, Transport};
 use crate::client::{self, ConnParams, Kick, Phase, ReconnectPolicy, Sessions, Shared, Slot};
@@ -157,13 +156,14 @@ async fn conn_params(spec: &WorkerSpec, sessions: Option<Sessions>) -> Result<Co
             spec.index
         );
     }
-    let ws_config = WebSocketConfig {
-        // Write every message right away (no batching) for honest latencies.
-        write_buffer_size: 0,
-        max_write_buffer_size: 1 << 20,
-        max_message_size: Some(16 << 20),
-        max_frame_size: Some(16 << 20),
-        ..WebSocketConfig::default()
+    let url_target = Target::parse_for(&spec.url, spec.protocol)?;
+    let tls = if url_target.tls {
+        Some(crate::client::tls::Tls::new(
+            &url_target.host,
+            spec.ca.as_deref(),
+        )?)
+    } else {
+        None
     };
     Ok(ConnParams {
         url: spec.url.clone(),
@@ -177,7 +177,10 @@ async fn conn_params(spec: &WorkerSpec, sessions: Option<Sessions>) -> Result<Co
         message_bytes: spec.message_bytes,
         interval: Duration::from_millis(spec.interval_ms.max(1)),
         echo_timeout: Duration::from_millis(spec.echo_timeout_ms.max(1)),
-        ws_config,
+        tls,
+        origin: spec.origin.clone(),
+        headers: spec.headers.clone(),
+        max_message_bytes: 16 << 20,
         sessions,
         reconnect: ReconnectPolicy {
             storm_timeout: Duration::from_millis(spec.storm_timeout_ms.max(1)),

@@ -328,6 +328,9 @@ pub fn stats_json(shared: &Shared, node: &str, endpoints: &[String]) -> serde_js
                 "messages_in": ShardStats::get(&s.messages_in),
                 "messages_out": ShardStats::get(&s.messages_out),
                 "pushes": ShardStats::get(&s.pushes),
+                // Descriptor table headroom (updated every tick).
+                "slots_used": ShardStats::get(&s.slots_in_use),
+                "slots_capacity": ShardStats::get(&s.slots_capacity),
             })
         })
         .collect();

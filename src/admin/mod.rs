@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 mod listener;
 mod metrics;
+mod process;
 mod service_api;
 
 pub use listener::{nofile_limits, FdReserve, ListenerStats, Trusted};
@@ -80,7 +81,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
 }
 
 /// The live dashboard: a static page (no build step) that polls `/v1/stats` every second
-/// with the token from its URL fragment (`/#token=...`), so the page itself needs none.
+/// with the admin token typed into its field or given in its URL fragment (`/#token=...`),
+/// kept in the tab's sessionStorage, so the page itself needs none. Its sparklines keep
+/// the last minutes in the page; the server stores no history for it.
 async fn dashboard() -> Response {
     (
         [
@@ -211,6 +214,10 @@ async fn stats(State(state): State<AdminState>) -> Response {
         .map(|e| e.path.clone())
         .collect();
     let mut json = metrics::stats_json(&state.shared, &state.node_id, &endpoints);
+    // The process: version, uptime, resident memory (the dashboard's header).
+    if let (Some(obj), serde_json::Value::Object(p)) = (json.as_object_mut(), process::json()) {
+        obj.extend(p);
+    }
     if let Some(i) = &state.ingress {
         json["nats_ingress"] = i.json();
     }

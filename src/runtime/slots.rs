@@ -61,6 +61,11 @@ impl Slots {
         self.in_use
     }
 
+    /// Size of the ring's descriptor table.
+    pub fn table_slots(&self) -> usize {
+        self.table_slots as usize
+    }
+
     /// Free descriptor slots in the ring's table.
     pub fn free_in_table(&self) -> usize {
         (self.table_slots as usize).saturating_sub(self.in_use)

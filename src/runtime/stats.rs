@@ -97,6 +97,10 @@ pub struct ShardStats {
     pub history_catchups: AtomicU64,
     /// Resumes by outcome (index in `runtime::history::RESUME_OUTCOMES`).
     pub resumes: [AtomicU64; 4],
+    /// Gauges of the core's descriptor table, stored at every tick: slots in use and
+    /// the table's size (the headroom the dashboard shows).
+    pub slots_in_use: AtomicU64,
+    pub slots_capacity: AtomicU64,
 }
 
 impl ShardStats {

@@ -68,12 +68,27 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Target URL: a ws:// WebSocket URL (no TLS). With --protocol socketio: the endpoint
-    /// base, e.g. ws://127.0.0.1:8080/socket.io/ or http://127.0.0.1:8080/socket.io/ (either
-    /// scheme, whatever the transport); the tool adds `EIO=<--eio>&transport=<--transport>`
+    /// Target URL: a ws:// or wss:// WebSocket URL. The default is the `/ws` endpoint of
+    /// ringwire's default configuration, which needs `--auth session`. With --protocol
+    /// socketio: the endpoint base, e.g. ws://127.0.0.1:8080/socket.io/ or
+    /// http://127.0.0.1:8080/socket.io/ (either scheme, whatever the transport; wss:// for
+    /// the websocket transport over TLS); the tool adds `EIO=<--eio>&transport=<--transport>`
     /// and `session=<id>` to its query.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/echo")]
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+
+    /// [wss://] A PEM file of certificates to trust (e.g. the server's CA or its
+    /// self-signed certificate), on top of the system's roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+
+    /// The Origin header of every WebSocket handshake (a server may allow only some).
+    #[arg(long)]
+    pub origin: Option<String>,
+
+    /// One more header of every WebSocket handshake, `'Name: value'` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
 
     /// Wire protocol. `raw`: WebSocket text frames, pushes arrive as sent. `socketio`:
     /// Engine.IO + Socket.IO (ringwire's `socketio` endpoints); needs --auth session. A
@@ -337,6 +352,14 @@ impl RunArgs {
         self.transport.unwrap_or_default()
     }
 
+    /// The --header arguments as (name, value) pairs.
+    pub fn header_pairs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.headers
+            .iter()
+            .map(|h| crate::wire::handshake::parse_header_arg(h).map_err(anyhow::Error::msg))
+            .collect()
+    }
+
     /// --eio as given, or its default (4).
     pub fn eio(&self) -> u8 {
         self.eio.unwrap_or(4)
@@ -379,12 +402,18 @@ impl RunArgs {
         match self.protocol {
             Protocol::Raw => self.url.clone(),
             Protocol::Socketio => {
-                let rest = self
-                    .url
-                    .strip_prefix("ws://")
-                    .or_else(|| self.url.strip_prefix("http://"))
-                    .unwrap_or(&self.url);
+                let (tls, rest) = match self.url.strip_prefix("wss://") {
+                    Some(rest) => (true, rest),
+                    None => (
+                        false,
+                        self.url
+                            .strip_prefix("ws://")
+                            .or_else(|| self.url.strip_prefix("http://"))
+                            .unwrap_or(&self.url),
+                    ),
+                };
                 let (scheme, transport) = match self.transport() {
+                    Transport::Websocket if tls => ("wss://", "websocket"),
                     Transport::Websocket => ("ws://", "websocket"),
                     Transport::Polling => ("http://", "polling"),
                 };

@@ -7,40 +7,45 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::choices::Protocol;
 
-/// Parsed `ws://host:port/path` target.
+/// Parsed `ws://host:port/path` (or `wss://`) target.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// `wss://`: TLS (rustls; `--ca` adds trusted certificates).
+    pub tls: bool,
 }
 
 impl Target {
     pub fn parse(url: &str) -> Result<Self> {
-        let rest = if let Some(rest) = url.strip_prefix("ws://") {
-            rest
-        } else if url.starts_with("wss://") {
-            bail!("wss:// is not supported (no TLS); use ws://")
+        if let Some(rest) = url.strip_prefix("ws://") {
+            Self::parse_authority(url, rest, 80)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            let mut t = Self::parse_authority(url, rest, 443)?;
+            t.tls = true;
+            Ok(t)
         } else {
-            bail!("URL must start with ws:// (got {url:?})")
-        };
-        Self::parse_authority(url, rest)
+            bail!("URL must start with ws:// or wss:// (got {url:?})")
+        }
     }
 
     /// Like [`Target::parse`] for `protocol`: Socket.IO URLs may also be http://.
     pub fn parse_for(url: &str, protocol: Protocol) -> Result<Self> {
         match (protocol, url.strip_prefix("http://")) {
-            (Protocol::Socketio, Some(rest)) => Self::parse_authority(url, rest),
+            (Protocol::Socketio, Some(rest)) => Self::parse_authority(url, rest, 80),
             (Protocol::Socketio, None) if url.starts_with("https://") => {
-                bail!("https:// is not supported (no TLS); use http:// or ws://")
+                bail!("https:// is not supported for long-polling; use wss:// (websocket transport) or http://")
             }
-            (Protocol::Socketio, None) if !url.starts_with("ws://") => {
-                bail!("--url must start with ws:// or http:// (got {url:?})")
+            (Protocol::Socketio, None)
+                if !url.starts_with("ws://") && !url.starts_with("wss://") =>
+            {
+                bail!("--url must start with ws://, wss:// or http:// (got {url:?})")
             }
             _ => Self::parse(url),
         }
     }
 
-    fn parse_authority(url: &str, rest: &str) -> Result<Self> {
+    fn parse_authority(url: &str, rest: &str, default_port: u16) -> Result<Self> {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         if authority.is_empty() {
             bail!("URL {url:?} has no host");
@@ -49,16 +54,20 @@ impl Target {
             let (h, after) = v6.split_once(']').context("unterminated [ in IPv6 host")?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().context("bad port")?,
-                None => 80,
+                None => default_port,
             };
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().context("bad port")?),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
-        Ok(Target { host, port })
+        Ok(Target {
+            host,
+            port,
+            tls: false,
+        })
     }
 }
 
@@ -174,7 +183,8 @@ mod tests {
         let t = Target::parse("ws://[::1]:9000").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
         assert!(Target::parse("http://x").is_err());
-        assert!(Target::parse("wss://x").is_err());
+        let t = Target::parse("wss://x/ws").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("x", 443, true));
     }
 
     #[test]

@@ -41,15 +41,17 @@ pub async fn reconnect_loop<D: Driver>(
     mut ctrl: watch::Receiver<Phase>,
 ) {
     loop {
+        // The steps are boxed: a held connection then costs the size of its drive loop
+        // only, not of the largest state of this one (the handshake, the waits).
         let conn = loop {
-            match life.attempt(&mut ctrl, driver.connect()).await {
+            match Box::pin(life.attempt(&mut ctrl, driver.connect())).await {
                 Next::Up(conn) => break conn,
                 Next::Retry => {}
                 Next::Quit => return,
             }
         };
-        let end = driver.drive(conn, &mut ctrl).await;
-        if !life.ended(end).await {
+        let end = Box::pin(driver.drive(conn, &mut ctrl)).await;
+        if !Box::pin(life.ended(end)).await {
             return;
         }
     }

@@ -19,6 +19,7 @@ pub mod raw;
 pub mod recover;
 pub mod shared;
 pub mod socketio;
+pub mod tls;
 pub mod ws;
 
 use std::sync::Arc;
@@ -85,7 +86,6 @@ mod tests {
 
     use futures_util::StreamExt;
     use tokio::time::{timeout, Instant};
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
     use super::*;
     use crate::cli::Scenario;
@@ -113,7 +113,10 @@ mod tests {
             message_bytes: 32,
             interval: Duration::from_secs(1),
             echo_timeout: Duration::from_secs(1),
-            ws_config: WebSocketConfig::default(),
+            tls: None,
+            origin: None,
+            headers: Vec::new(),
+            max_message_bytes: 1 << 20,
             sessions: None,
             reconnect: policy(max_wait_ms),
             recover: false,

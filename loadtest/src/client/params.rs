@@ -4,8 +4,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
 use crate::cli::{url_with_session, Protocol, Scenario, Transport};
 use crate::ipc::SessionCred;
 
@@ -25,7 +23,14 @@ pub struct ConnParams {
     pub message_bytes: usize,
     pub interval: Duration,
     pub echo_timeout: Duration,
-    pub ws_config: WebSocketConfig,
+    /// `wss://`: the TLS client.
+    pub tls: Option<crate::client::tls::Tls>,
+    /// `--origin`: the Origin header of every WebSocket handshake.
+    pub origin: Option<String>,
+    /// `--header`: more headers of every WebSocket handshake.
+    pub headers: Vec<(String, String)>,
+    /// Largest message accepted from the server.
+    pub max_message_bytes: usize,
     /// `--auth session`: the sessions by user.
     pub sessions: Option<Sessions>,
     /// How connections reconnect after a churn close or a storm drop.

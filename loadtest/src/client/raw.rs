@@ -4,10 +4,9 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use crate::wire::frame::Incoming as Message;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::Scenario;
 use crate::client::control::{End, Kick, Phase, Slot};
@@ -18,7 +17,7 @@ use crate::client::shared::Shared;
 use crate::client::ws::{abort_ws, close, connect, send_text, Ws};
 use crate::rng::mix;
 use crate::stats;
-use crate::wire::errors::{classify_ws, ConnectError};
+use crate::wire::errors::ConnectError;
 use crate::wire::messages::{check_payload, echo_payload, parse_echo_payload};
 
 /// How long to wait for outstanding echoes when stopping.
@@ -133,7 +132,7 @@ async fn drive(
             },
             msg = ws.next() => match msg {
                 None => break End::Dropped(if server_closed { "closed_by_server" } else { "eof" }.to_string()),
-                Some(Err(e)) => break End::Dropped(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) }),
+                Some(Err(e)) => break End::Dropped(if server_closed { "closed_by_server".to_string() } else { e }),
                 Some(Ok(Message::Text(text))) => {
                     if on_text(id, p, shared, slot, &text, &mut check) {
                         echoed += 1;

@@ -154,7 +154,15 @@ impl Run<'_> {
             self.rate.last_received = received;
             self.rate.last_at = now;
         }
-        let sample = self.timeline_sample(now, &t);
+        let mut sample = self.timeline_sample(now, &t);
+        let cpu = crate::sysinfo::CpuTimes::now();
+        if let (Some(now_cpu), Some(last)) = (cpu, self.cpu_last) {
+            if let Some((busy, steal)) = now_cpu.busy_since(&last) {
+                sample.host_cpu_busy_pct = Some(busy);
+                sample.host_cpu_steal_pct = Some(steal);
+            }
+        }
+        self.cpu_last = cpu.or(self.cpu_last);
         self.timeline.push(sample);
         if matches!(self.phase, Phase::Churning { .. }) {
             self.churn.open = Some(match self.churn.open {
@@ -203,6 +211,8 @@ impl Run<'_> {
             p99_ms: ip(0.99),
             max_ms: (!tick.is_empty()).then(|| tick.max() as f64 / 1000.0),
             server_rss_bytes: self.args.server_pid.and_then(sysinfo::process_rss),
+            host_cpu_busy_pct: None,
+            host_cpu_steal_pct: None,
             pushes_accepted: push.map(|p| p.pushes_accepted.load(Relaxed)),
             push_expected: push.map(|p| p.sockets_expected.load(Relaxed)),
             push_received: push.map(|_| t.push_received),

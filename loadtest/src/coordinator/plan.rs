@@ -36,6 +36,13 @@ pub struct Plan {
 
 /// Rejects option combinations that cannot run.
 fn check_args(args: &RunArgs) -> Result<()> {
+    args.header_pairs()?;
+    if args.ca.is_some() && !args.url.starts_with("wss://") {
+        bail!("--ca applies to wss:// URLs only");
+    }
+    if args.url.starts_with("wss://") && args.transport() == crate::cli::Transport::Polling {
+        bail!("wss:// is for the websocket transport; long-polling has no TLS here (use http://)");
+    }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }

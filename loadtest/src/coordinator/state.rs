@@ -166,6 +166,8 @@ pub struct Run<'a> {
     pub push: PushRun,
     pub churn: ChurnRun,
     pub storm: StormRun,
+    /// The host's CPU counters at the last timeline sample.
+    pub cpu_last: Option<crate::sysinfo::CpuTimes>,
 }
 
 impl<'a> Run<'a> {
@@ -236,6 +238,7 @@ impl<'a> Run<'a> {
             },
             churn: ChurnRun::default(),
             storm: StormRun::default(),
+            cpu_last: crate::sysinfo::CpuTimes::now(),
         }
     }
 }

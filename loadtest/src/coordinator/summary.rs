@@ -55,6 +55,7 @@ impl Run<'_> {
             storm: self.storm_report(&t),
             recovery: self.recovery_report(&t),
             memory: self.memory(),
+            host_cpu: crate::report::cpu::HostCpu::from_timeline(&self.timeline),
             workers: self.worker_summaries(),
             elapsed_s: elapsed,
             violations: Vec::new(),

@@ -186,6 +186,9 @@ pub async fn start_workers(
             reconnect_delay_ms: args.reconnect_delay_ms,
             reconnect_delay_max_ms: args.reconnect_delay_max_ms,
             recover: args.recover,
+            origin: args.origin.clone(),
+            headers: args.header_pairs()?,
+            ca: args.ca.clone(),
         };
         first += share;
         let mut line = serde_json::to_string(&spec)?;

@@ -1,6 +1,7 @@
 //! The final report: its JSON structure (here), the human readable table ([`table`]),
 //! the threshold checks ([`thresholds`]) and the SVG plot ([`plot`]).
 
+pub mod cpu;
 pub mod plot;
 mod table;
 mod thresholds;
@@ -44,6 +45,9 @@ pub struct Report {
     #[serde(default)]
     pub recovery: Option<RecoveryReport>,
     pub memory: Option<Memory>,
+    /// The host's CPU over the run, and whether it was contended.
+    #[serde(default)]
+    pub host_cpu: Option<cpu::HostCpu>,
     pub workers: Vec<WorkerSummary>,
     pub elapsed_s: f64,
     /// Threshold violations (empty = pass).
@@ -344,6 +348,11 @@ pub struct TimelineSample {
     pub max_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_bytes: Option<u64>,
+    /// The whole host's CPU during this interval: busy and stolen (by the hypervisor), %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu_busy_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu_steal_pct: Option<f64>,
     /// Push scenario: pushes accepted, deliveries expected and received (cumulative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushes_accepted: Option<u64>,

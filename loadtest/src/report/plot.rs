@@ -21,7 +21,14 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     let has_latency = tl.iter().any(|s| s.p99_ms.is_some());
     let has_push = tl.iter().any(|s| s.push_received.is_some());
     let has_reconnects = tl.iter().any(|s| s.reconnects.is_some());
-    let panels = 1 + u32::from(has_latency) + u32::from(has_push) + u32::from(has_reconnects);
+    let has_rss = tl.iter().any(|s| s.server_rss_bytes.is_some());
+    let has_cpu = tl.iter().any(|s| s.host_cpu_busy_pct.is_some());
+    let panels = 1
+        + u32::from(has_latency)
+        + u32::from(has_push)
+        + u32::from(has_reconnects)
+        + u32::from(has_rss)
+        + u32::from(has_cpu);
     let height = 420 * panels;
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -30,6 +37,8 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     let bottom = if has_latency { areas.next() } else { None };
     let push_area = if has_push { areas.next() } else { None };
     let reconnect_area = if has_reconnects { areas.next() } else { None };
+    let rss_area = if has_rss { areas.next() } else { None };
+    let cpu_area = if has_cpu { areas.next() } else { None };
 
     let t_max = tl.last().map(|s| s.t).unwrap_or(1.0).max(1.0);
     draw_connections(&top, report, t_max)?;
@@ -41,6 +50,36 @@ fn draw(path: &Path, report: &Report) -> Result<()> {
     }
     if let Some(area) = reconnect_area {
         draw_reconnects(&area, tl, t_max)?;
+    }
+    if let Some(area) = rss_area {
+        let rss: Vec<(f64, f64)> = tl
+            .iter()
+            .filter_map(|s| Some((s.t, s.server_rss_bytes? as f64 / (1 << 20) as f64)))
+            .collect();
+        draw_lines(
+            &area,
+            "server memory: RSS of --server-pid",
+            "MiB",
+            t_max,
+            &[("server RSS (MiB)", &rss, RGBColor(120, 60, 170))],
+        )?;
+    }
+    if let Some(area) = cpu_area {
+        let pct = |get: fn(&TimelineSample) -> Option<f64>| -> Vec<(f64, f64)> {
+            tl.iter().filter_map(|s| Some((s.t, get(s)?))).collect()
+        };
+        let busy = pct(|s| s.host_cpu_busy_pct);
+        let steal = pct(|s| s.host_cpu_steal_pct);
+        draw_lines(
+            &area,
+            "host CPU (all processes): busy and stolen, % per 250 ms interval",
+            "%",
+            t_max,
+            &[
+                ("host CPU busy %", &busy, RGBColor(200, 30, 30)),
+                ("steal %", &steal, RGBColor(120, 120, 120)),
+            ],
+        )?;
     }
     root.present()?;
     Ok(())

@@ -27,6 +27,7 @@ impl Report {
         self.table_recovery(&mut s);
         self.table_echo_check(&mut s);
         self.table_memory(&mut s);
+        self.table_host_cpu(&mut s);
         self.table_workers_and_result(&mut s);
         s
     }
@@ -54,10 +55,11 @@ impl Report {
             s,
             "scenario",
             format!(
-                "{:?} ({} workers, duration {} s)",
-                self.scenario, self.config.workers, self.config.duration_s
-            )
-            .to_lowercase(),
+                "{} ({} workers, duration {} s)",
+                crate::cli::choice_name(self.scenario),
+                self.config.workers,
+                self.config.duration_s
+            ),
         );
         let mut status = if self.outcome.completed {
             "completed".to_string()
@@ -559,6 +561,12 @@ impl Report {
             let _ = writeln!(s, "RESULT: INTERRUPTED");
         } else if self.violations.is_empty() {
             let _ = writeln!(s, "RESULT: PASS");
+        } else if let Some(nothing) = self
+            .violations
+            .iter()
+            .find(|v| v.starts_with("nothing connected"))
+        {
+            let _ = writeln!(s, "RESULT: FAIL: {nothing}");
         } else {
             let _ = writeln!(s, "RESULT: FAIL");
         }

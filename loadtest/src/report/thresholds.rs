@@ -8,6 +8,11 @@ impl Report {
     /// Fills `violations` from the thresholds given on the command line.
     pub fn check_thresholds(&mut self, args: &RunArgs) {
         let mut v = Vec::new();
+        // Whatever the thresholds, a run where no connection was established measured
+        // nothing: it fails.
+        if let Some(why) = self.nothing_connected(args) {
+            v.push(why);
+        }
         self.check_connections(args, &mut v);
         self.check_messages(args, &mut v);
         self.check_missing(args, &mut v);
@@ -17,6 +22,34 @@ impl Report {
             v.push("the hard deadline (--max-runtime-s) was hit".to_string());
         }
         self.violations = v;
+    }
+
+    /// "nothing connected (...)" when connections were asked for and none was established,
+    /// with the failures by kind and a hint for the usual cause.
+    fn nothing_connected(&self, args: &RunArgs) -> Option<String> {
+        let c = &self.connections;
+        if c.requested == 0 || c.connected > 0 || self.outcome.interrupted {
+            return None;
+        }
+        let kinds: Vec<String> = c
+            .failed_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let mut why = format!(
+            "nothing connected: 0 of {} connections were established",
+            c.requested
+        );
+        if !kinds.is_empty() {
+            why += &format!(" (failures: {})", kinds.join(", "));
+        }
+        let refused_auth = c.failed_by_kind.contains_key("http_401");
+        if refused_auth && args.auth == crate::cli::AuthMode::None {
+            why += "; the endpoint asks for a session: add --auth session (or use an endpoint with auth = \"none\")";
+        } else if c.failed_by_kind.contains_key("refused") {
+            why += "; is the server listening on --url?";
+        }
+        Some(why)
     }
 
     /// --max-connect-errors, --min-connected.

@@ -3,9 +3,6 @@
 
 use std::io;
 
-use tokio_tungstenite::tungstenite::http::header::RETRY_AFTER;
-use tokio_tungstenite::tungstenite::Error as WsError;
-
 /// A failed connection attempt: its kind, and the server's `Retry-After` (seconds) if it
 /// refused with one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,36 +51,6 @@ pub fn classify_io(e: &io::Error) -> &'static str {
         io::ErrorKind::TimedOut => "timeout",
         io::ErrorKind::UnexpectedEof => "eof",
         _ => "io_error",
-    }
-}
-
-/// Classifies a WebSocket error (handshake or established connection).
-pub fn classify_ws(e: &WsError) -> String {
-    match e {
-        WsError::Io(io) => classify_io(io).to_string(),
-        WsError::Http(resp) => format!("http_{}", resp.status().as_u16()),
-        WsError::Protocol(_) => "protocol_error".to_string(),
-        WsError::Capacity(_) => "capacity_error".to_string(),
-        WsError::Utf8 => "utf8_error".to_string(),
-        WsError::ConnectionClosed | WsError::AlreadyClosed => "closed".to_string(),
-        WsError::Url(_) => "bad_url".to_string(),
-        _ => "handshake_error".to_string(),
-    }
-}
-
-/// Classifies a failed WebSocket handshake, keeping the `Retry-After` of a refusal.
-pub fn handshake_error(e: &WsError) -> ConnectError {
-    let retry_after = match e {
-        WsError::Http(resp) => resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after),
-        _ => None,
-    };
-    ConnectError {
-        kind: classify_ws(e),
-        retry_after,
     }
 }
 

@@ -7,9 +7,13 @@
 //! - [`history`]: the envelopes and the recovery marker of a raw endpoint with history.
 //! - [`engineio`]: Engine.IO / Socket.IO packets and long-polling payloads.
 //! - [`http1`]: the minimal HTTP/1.1 client of the long-polling transport.
+//! - [`frame`]: RFC 6455 client frames (masked out, parsed in); [`handshake`]: the
+//!   WebSocket opening handshake (request head, answer check, `--header` arguments).
 
 pub mod engineio;
 pub mod errors;
+pub mod frame;
+pub mod handshake;
 pub mod history;
 pub mod http1;
 pub mod messages;

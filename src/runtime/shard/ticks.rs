@@ -12,6 +12,7 @@ use crate::runtime::timer::TICK_MS;
 use crate::service::refusal::Refusal;
 use crate::service::session::unix_now;
 use io_uring::cqueue;
+use std::sync::atomic::Ordering::Relaxed;
 
 impl Shard {
     pub(in crate::runtime) fn on_tick(&mut self, flags: u32) {
@@ -29,6 +30,13 @@ impl Shard {
             self.expire_history();
         }
         self.remote_tick();
+        let stats = &self.shared.stats[self.id];
+        stats
+            .slots_in_use
+            .store(self.conns.in_use() as u64, Relaxed);
+        stats
+            .slots_capacity
+            .store(self.conns.table_slots() as u64, Relaxed);
         let mut due = Vec::new();
         self.timers.advance(to, &mut due);
         for (slot, gen, tick) in due {

@@ -3,10 +3,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
-use futures_util::{SinkExt, StreamExt};
+use crate::wire::frame::Incoming as Message;
 use tokio::sync::watch;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::control::{End, Kick, Phase, Slot};
 use crate::client::life::Driver;
@@ -15,7 +14,7 @@ use crate::client::shared::Shared;
 use crate::client::socketio::{on_connect_packet, on_packet, sleep_opt, Action, Keepalive};
 use crate::client::ws::{abort_ws, close, connect, send_text, Ws};
 use crate::wire::engineio::parse_open;
-use crate::wire::errors::{classify_ws, ConnectError};
+use crate::wire::errors::ConnectError;
 
 /// A Socket.IO client over a WebSocket (reconnecting after churn and storm kicks).
 pub struct SioWebsocket<'a> {
@@ -47,7 +46,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     loop {
         match ws.next().await {
             None => return Err("eof".to_string()),
-            Some(Err(e)) => return Err(classify_ws(&e)),
+            Some(Err(e)) => return Err(e),
             Some(Ok(Message::Text(t))) => return Ok(t),
             Some(Ok(Message::Close(_))) => return Err("closed_by_server".to_string()),
             Some(Ok(_)) => {}
@@ -95,7 +94,7 @@ async fn ws_drive(
     loop {
         if phase == Phase::Stop {
             // As socket.io-client's disconnect(): leave the namespace, close the transport.
-            let _ = timeout(CLOSE_TIMEOUT, ws.send(Message::text("41"))).await;
+            let _ = Box::pin(timeout(CLOSE_TIMEOUT, ws.send_text("41"))).await;
             close(ws).await;
             return leaving;
         }
@@ -126,7 +125,7 @@ async fn ws_drive(
                     return End::Dropped(if server_closed { "closed_by_server" } else { "eof" }.to_string())
                 }
                 Some(Err(e)) => {
-                    return End::Dropped(if server_closed { "closed_by_server".to_string() } else { classify_ws(&e) })
+                    return End::Dropped(if server_closed { "closed_by_server".to_string() } else { e })
                 }
                 Some(Ok(Message::Text(text))) => match on_packet(p.scenario, shared, ka, &text) {
                     Action::None => {}
