@@ -28,6 +28,9 @@ pub struct UpgradePlan {
     pub sio: Option<SioUpgrade>,
     /// A raw endpoint with history: the position the client resumes from (`epoch`, `since`).
     pub resume: Option<crate::service::history::Position>,
+    /// When the engine accepted its connection (monotonic ns; 0: not timed), for the
+    /// handshake histogram; set by the engine, not by the decision.
+    pub accepted_ns: u64,
 }
 
 /// The Engine.IO side of a WebSocket upgrade on a `socketio` endpoint.

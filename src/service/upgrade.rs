@@ -174,6 +174,7 @@ impl UpgradePolicy {
                 sid: s.sid.map(Into::into),
             }),
             resume,
+            accepted_ns: 0,
         }))
     }
 

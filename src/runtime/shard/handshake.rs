@@ -24,6 +24,7 @@ impl Shard {
         let handshake = ConnState::Handshake {
             head: Vec::new(),
             reused: false,
+            since_ns: self.clock_ns(),
         };
         self.conns.take(slot, handshake, self.timers.now());
         ShardStats::inc(&self.stats().handshakes);
@@ -128,12 +129,21 @@ impl Shard {
                 Some(p) => &p[..],
                 None => self.ring.buffer(bid, len),
             };
-            let ConnState::Handshake { head, reused } = &mut self.conns[slot as usize].state else {
+            let timing = self.timing;
+            let ConnState::Handshake {
+                head,
+                reused,
+                since_ns,
+            } = &mut self.conns[slot as usize].state
+            else {
                 unreachable!()
             };
             if *reused && head.is_empty() {
                 *reused = false;
                 follow_up_started = true;
+                if timing {
+                    *since_ns = crate::runtime::clock::now_ns();
+                }
             }
             let check = SessionCheck {
                 key: &self.shared.session_key,
@@ -203,7 +213,10 @@ impl Shard {
                     self.handoff(slot, owner, Handoff::Poll(plan));
                 }
             }
-            Decision::Upgrade(plan) => {
+            Decision::Upgrade(mut plan) => {
+                if let ConnState::Handshake { since_ns, .. } = self.conns[slot as usize].state {
+                    plan.accepted_ns = since_ns;
+                }
                 if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
                     self.refuse(slot, Refusal::RateLimit { retry_after_secs });
                     return;
@@ -320,6 +333,10 @@ impl Shard {
         c.last_rx = now as u32;
         self.register(slot);
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
+        if plan.accepted_ns != 0 {
+            let took = crate::runtime::clock::now_ns().saturating_sub(plan.accepted_ns);
+            self.shared.stats[self.id].hist.handshake.record(took, 1);
+        }
         if !is_transport {
             ShardStats::inc(&self.shared.stats[self.id].sockets);
         }
