@@ -1,15 +1,17 @@
 //! The cost of the latency histograms (`engine.latency_histograms`): the same push load on
-//! two embedded engines side by side in one run, one recording and one not.
+//! embedded engines side by side in one run, some recording and some not.
 //!
 //! Each engine has one core and 64 sockets (16 users x 4, tungstenite clients on threads that
-//! read everything). One iteration is a batch of 16 pushes (one per user: 64 frames) handed to
-//! the core and answered; what is measured is the CPU time of the core thread (its CPU-time
-//! clock, exact to the ns even while it runs), not the wall time, so the clients' own work and
-//! the scheduler's noise stay out of it. After Criterion's two runs, four engines (on, off,
-//! off, on: so that neither variant owes its number to one engine) run alternating rounds and
-//! the medians per variant and their ratio are printed.
+//! read everything). What is measured is the CPU time of the core thread (its CPU-time clock,
+//! exact to the ns even while it runs), not the wall time, so the clients' own work stays out
+//! of it. Two loads: batches of 16 pushes handed over back to back (Criterion runs this one on
+//! an engine of each kind), and single pushes each read by its clients before the next (every
+//! push a wake-up of its own: the recording's worst case). For each, four engines (on, off,
+//! off, on) run alternating rounds; printed: the medians, the median of the rounds' ratios
+//! on/off, and the cost counted (loop turns a push from the histogram x one turn's recording
+//! timed alone), which stays meaningful when the host is too loaded for the A/B to resolve 2%.
 //!
-//! `cargo bench --bench push` (`-- --quick` for a short run).
+//! `cargo bench --bench push -- --warm-up-time 1 --measurement-time 3`
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringwire::config::Config;
 use ringwire::facade::Service;
@@ -154,7 +156,8 @@ impl Rig {
         }
     }
 
-    /// `iters` batches; the core thread's CPU time they took.
+    /// `iters` batches of 16 pushes handed over back to back (a busy core takes several in one
+    /// loop turn); the core thread's CPU time they took.
     fn run(&mut self, iters: u64) -> Duration {
         let start = cpu_ns(&self.tid);
         for _ in 0..iters {
@@ -165,6 +168,115 @@ impl Rig {
         self.drain();
         Duration::from_nanos(cpu_ns(&self.tid) - start)
     }
+
+    /// `iters` single pushes (one user, 4 sockets), each read by its clients before the next:
+    /// every push is a wake-up of its own, the case where the recording weighs most.
+    fn run_single(&mut self, iters: u64) -> Duration {
+        let start = cpu_ns(&self.tid);
+        for i in 0..iters {
+            let user = (i % u64::from(USERS)) as u32;
+            let jobs = vec![self.jobs().swap_remove(user as usize)];
+            self.sent += self.rt.block_on(self.service.send_batch(jobs)).sockets;
+            while self.received.load(Relaxed) < self.sent {
+                std::thread::yield_now();
+            }
+        }
+        Duration::from_nanos(cpu_ns(&self.tid) - start)
+    }
+
+    /// Loop turns the core recorded so far (histograms on only).
+    fn turns(&self) -> u64 {
+        let shared = &self.engine.as_ref().unwrap().shared;
+        shared.stats[0].hist.loop_turn.snapshot().count()
+    }
+}
+
+type Rigs = [(bool, Mutex<Rig>)];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// `rounds` rounds of `n` units of work on every engine in turn (on, off, off, on: a slow
+/// drift of the host's load weighs on both variants alike); prints the medians, the median of
+/// the rounds' ratios on/off, and the recording's cost counted (loop turns a unit, from the
+/// histogram, times the cost of one turn's recording timed alone).
+fn compare(rigs: &Rigs, what: &str, rounds: usize, n: u64, work: fn(&mut Rig, u64) -> Duration) {
+    let turns0: u64 = rigs
+        .iter()
+        .filter(|r| r.0)
+        .map(|r| r.1.lock().unwrap().turns())
+        .sum();
+    let mut per_rig: Vec<Vec<f64>> = vec![Vec::new(); rigs.len()];
+    for _ in 0..rounds {
+        for (i, (_, rig)) in rigs.iter().enumerate() {
+            let d = work(&mut rig.lock().unwrap(), n);
+            per_rig[i].push(d.as_nanos() as f64 / n as f64);
+        }
+    }
+    let turns: u64 = rigs
+        .iter()
+        .filter(|r| r.0)
+        .map(|r| r.1.lock().unwrap().turns())
+        .sum::<u64>()
+        - turns0;
+    let pooled = |on: bool| {
+        median(
+            rigs.iter()
+                .zip(&per_rig)
+                .filter(|((o, _), _)| *o == on)
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect(),
+        )
+    };
+    let (on, off) = (pooled(true), pooled(false));
+    let ratio = median(
+        (0..rounds)
+            .map(|r| {
+                let sum = |want: bool| -> f64 {
+                    rigs.iter()
+                        .zip(&per_rig)
+                        .filter(|((o, _), _)| *o == want)
+                        .map(|(_, v)| v[r])
+                        .sum()
+                };
+                sum(true) / sum(false)
+            })
+            .collect(),
+    );
+    let per_turn = recording_ns();
+    let turns_per_unit = turns as f64 / (2 * rounds as u64 * n) as f64;
+    let counted = per_turn * turns_per_unit;
+    println!("{what}: core CPU a unit, median of {rounds} rounds of {n} on two engines each:");
+    for ((o, _), v) in rigs.iter().zip(&per_rig) {
+        println!(
+            "  engine histograms={o}: median {:.0} ns",
+            median(v.clone())
+        );
+    }
+    println!(
+        "  measured: on {on:.0} ns, off {off:.0} ns; median of the rounds' ratios on/off {ratio:.4} ({:+.2}%)",
+        (ratio - 1.0) * 100.0
+    );
+    println!(
+        "  counted: {turns_per_unit:.2} loop turns a unit x {per_turn:.1} ns a turn = {counted:.0} ns = {:.2}% of {off:.0} ns",
+        counted / off * 100.0
+    );
+}
+
+/// One loop turn's recording, timed alone: two clock reads, the loop-turn and push records.
+fn recording_ns() -> f64 {
+    let h = ringwire::runtime::histogram::Histogram::default();
+    const N: u64 = 2_000_000;
+    let t0 = Instant::now();
+    for _ in 0..N {
+        let a = ringwire::runtime::clock::now_ns();
+        let b = std::hint::black_box(ringwire::runtime::clock::now_ns());
+        h.record(b.saturating_sub(a), 1);
+        h.record(b.saturating_sub(a), 16);
+    }
+    t0.elapsed().as_nanos() as f64 / N as f64
 }
 
 impl Drop for Rig {
@@ -193,39 +305,13 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
-    // Alternating rounds, the same work on every engine: core CPU ns per batch.
-    const ROUNDS: usize = 40;
-    const BATCHES: u64 = 250;
-    let mut per_rig: Vec<Vec<f64>> = vec![Vec::new(); rigs.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, rig)) in rigs.iter().enumerate() {
-            let d = rig.lock().unwrap().run(BATCHES);
-            per_rig[i].push(d.as_nanos() as f64 / BATCHES as f64);
-        }
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let pooled = |on: bool| {
-        let v: Vec<f64> = rigs
-            .iter()
-            .zip(&per_rig)
-            .filter(|((o, _), _)| *o == on)
-            .flat_map(|(_, v)| v.iter().copied())
-            .collect();
-        median(v)
-    };
-    for ((on, _), v) in rigs.iter().zip(&per_rig) {
-        println!("engine histograms={on}: median {:.0} ns", median(v.clone()));
-    }
-    let (on, off) = (pooled(true), pooled(false));
-    println!(
-        "core CPU per batch of 16 pushes (64 frames), median of {ROUNDS} alternating rounds of \
-         {BATCHES} on two engines each: histograms on {on:.0} ns, off {off:.0} ns, ratio on/off \
-         {:.4} ({:+.2}%)",
-        on / off,
-        (on / off - 1.0) * 100.0
+    compare(&rigs, "batches of 16 pushes (64 frames)", 40, 200, Rig::run);
+    compare(
+        &rigs,
+        "single pushes (4 frames), each its own wake-up",
+        30,
+        200,
+        Rig::run_single,
     );
 }
 
