@@ -209,22 +209,33 @@ def test_dashboard_queries_and_rules_against_a_live_cluster(cluster_factory, tmp
 
         wait_for(scraped, 20, "both nodes scraped (up == 1)")
         # Enough scrapes in the 15 s rate windows for the rates and quantiles of the load.
+        # Pushes delivered on both nodes, in the rate windows of both (two scrapes at least).
+        deliveries = 'sum by (instance) (rate(ringwire_push_deliveries_total[15s])) > 0'
         try:
-            wait_for(lambda: load.pushes >= 200 and prom.query(
-                'sum(increase(ringwire_pushes_total[15s])) > 0'), 30, "pushes seen by prometheus")
+            wait_for(lambda: load.pushes >= 200 and len(prom.query(deliveries)) == 2, 30,
+                     "deliveries on both nodes seen by prometheus")
         except AssertionError as e:
             raise AssertionError(f"{e}; load: {load.pushes} pushes, errors {load.errors}") from None
         assert not load.errors, load.errors
 
-        empty, nan = [], []
-        for title, expr in queries():
-            result = prom.query(expr)
-            if title in FAILURE_ONLY:
-                continue
-            if not result:
-                empty.append((title, expr))
-            elif "histogram_quantile" in expr and all(math.isnan(float(r["value"][1])) for r in result):
-                nan.append((title, expr))
+        def missing():
+            empty, nan = [], []
+            for title, expr in queries():
+                result = prom.query(expr)
+                if title in FAILURE_ONLY:
+                    continue
+                if not result:
+                    empty.append((title, expr))
+                elif "histogram_quantile" in expr and all(math.isnan(float(r["value"][1])) for r in result):
+                    nan.append((title, expr))
+            return empty, nan
+
+        # Every series has had its scrapes by now; a slow host gets a few more seconds.
+        deadline = time.monotonic() + 20
+        empty, nan = missing()
+        while (empty or nan) and time.monotonic() < deadline:
+            time.sleep(1)
+            empty, nan = missing()
         assert not empty, "panels whose query returned nothing:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
         assert not nan, "latency panels with no observation:\n" + "\n".join(f"  {t}: {e}" for t, e in nan)
 
