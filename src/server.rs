@@ -119,6 +119,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
             fd_reserve: Arc::new(admin::FdReserve::default()),
             ingress: ingress.as_ref().map(|i| i.stats()),
             jwks: jwks.as_ref().map(|(_, stats)| stats.clone()),
+            timings: Default::default(),
         };
         let jwks_task = jwks.map(|(cfg, stats)| {
             let service = state.service.clone();

@@ -228,6 +228,18 @@ setup_nats() {
     apt_install nats-server
 }
 
+setup_prometheus() {
+    # Debian's prometheus (prometheus and promtool) for tests/python/test_prometheus.py: the
+    # Grafana dashboard's queries and the alert rules of tuning/ against a live cluster. The test
+    # runs its own instance on a free port; the packaged service is not started (policy-rc.d).
+    if ! [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]]; then
+        [[ $(id -u) == 0 ]] || { echo "prometheus missing, not root: test_prometheus.py will fail" >&2; return 0; }
+        echo "installing Debian package: prometheus"
+        apt_install prometheus || return 1
+    fi
+    /usr/bin/prometheus --version 2>&1 | head -1
+}
+
 setup_venv() {
     local req="$ROOT/tests/requirements.txt" stamp="$VENV/.requirements.sha256"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -259,11 +271,11 @@ setup_node() {
 }
 
 setup() {
-    setup_apt && setup_chromium && setup_proxies && setup_tinyproxy && setup_nats && setup_venv && setup_node
+    setup_apt && setup_chromium && setup_proxies && setup_tinyproxy && setup_nats && setup_prometheus && setup_venv && setup_node
 }
 
 export ROOT VENV FUZZ_SECS
-export -f apt_install setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_nats setup_venv setup_node
+export -f apt_install setup setup_apt setup_chromium setup_proxies setup_tinyproxy setup_nats setup_prometheus setup_venv setup_node
 
 # ---------------------------------------------------------------- suites
 

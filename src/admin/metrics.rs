@@ -1,5 +1,5 @@
 //! Prometheus text and JSON stats: per-core counters summed at scrape time.
-use crate::runtime::stats::{ShardStats, REFUSAL_STATUSES};
+use crate::runtime::stats::{ShardStats, CLOSE_CODES, REFUSAL_STATUSES};
 use crate::runtime::Shared;
 use crate::service::refusal::LABELS;
 use std::fmt::Write;
@@ -69,16 +69,34 @@ const FIELDS: &[Field] = &[
         |s| &s.messages_out,
     ),
     (
-        "ringwire_bytes_in_total",
+        "ringwire_received_bytes_total",
         "counter",
         "Bytes received on WebSockets",
-        |s| &s.bytes_in,
+        |s| &s.received_bytes,
     ),
     (
-        "ringwire_bytes_out_total",
+        "ringwire_sent_bytes_total",
         "counter",
-        "Bytes written to sockets",
-        |s| &s.bytes_out,
+        "Bytes written to sockets (WebSockets, HTTP answers, long-polling)",
+        |s| &s.sent_bytes,
+    ),
+    (
+        "ringwire_pushes_total",
+        "counter",
+        "Pushes handled by the core that owns their user (from the admin API, NATS, or another node)",
+        |s| &s.pushes,
+    ),
+    (
+        "ringwire_push_deliveries_total",
+        "counter",
+        "Frames queued for pushes: one per socket a push reached",
+        |s| &s.push_frames,
+    ),
+    (
+        "ringwire_closed_session_ended_total",
+        "counter",
+        "Sockets closed because their session was terminated or expired",
+        |s| &s.closed_session_ended,
     ),
     (
         "ringwire_protocol_errors_total",
@@ -246,6 +264,40 @@ fn labeled_counter(
     }
 }
 
+/// A status or close code as a label; 0 stands for the codes not listed.
+fn label_or_other(code: u16) -> String {
+    match code {
+        0 => "other".to_string(),
+        c => c.to_string(),
+    }
+}
+
+/// WebSocket closes by code and by who started them.
+fn closes(out: &mut String, shared: &Shared) {
+    let name = "ringwire_websocket_closes_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} WebSocket closes by close code (1005: no code; other: any code not listed) and by who sent the first close frame (server: including protocol errors)\n# TYPE {name} counter"
+    );
+    for (by, get) in [
+        (
+            "server",
+            (|s| &s.closes_by_server.0[..]) as fn(&ShardStats) -> &[AtomicU64],
+        ),
+        ("client", |s| &s.closes_by_client.0[..]),
+    ] {
+        for (i, code) in CLOSE_CODES.iter().enumerate() {
+            let total: u64 = shared
+                .stats
+                .iter()
+                .map(|s| ShardStats::get(&get(s)[i]))
+                .sum();
+            let code = label_or_other(*code);
+            let _ = writeln!(out, "{name}{{code=\"{code}\",by=\"{by}\"}} {total}");
+        }
+    }
+}
+
 pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(4096);
     for (name, kind, help, get) in FIELDS {
@@ -265,11 +317,7 @@ pub fn render(shared: &Shared) -> String {
             .iter()
             .map(|s| ShardStats::get(&s.refused[i]))
             .sum();
-        let label = if *status == 0 {
-            "other".to_string()
-        } else {
-            status.to_string()
-        };
+        let label = label_or_other(*status);
         let _ = writeln!(out, "{name}{{status=\"{label}\"}} {total}");
     }
     labeled_counter(
@@ -280,6 +328,7 @@ pub fn render(shared: &Shared) -> String {
         &LABELS,
         |s, i| &s.refused_by_reason[i],
     );
+    closes(&mut out, shared);
     labeled_counter(
         &mut out,
         shared,

@@ -2,6 +2,7 @@
 //! JSON in and out; bearer-token auth on everything but the dashboard page, `/healthz` and
 //! `/readyz`. The listener bounds its connections (timeouts, a cap): see [`listener`].
 #![forbid(unsafe_code)]
+mod latency;
 mod listener;
 mod metrics;
 mod process;
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub ingress: Option<Arc<crate::ingress::IngressStats>>,
     /// The `[jwt] jwks_url` fetches' counters, when a key set is configured.
     pub jwks: Option<Arc<crate::service::jwks::JwksStats>>,
+    /// Admin request durations by route (`/metrics`).
+    pub timings: Arc<latency::AdminTimings>,
 }
 
 impl AdminState {
@@ -76,6 +79,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            latency::time_request,
+        ))
         .with_state(state.clone());
     listener::run(listener, app, state).await;
 }
@@ -182,6 +189,9 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
         )],
         {
             let mut text = metrics::render(&state.shared);
+            latency::render_cores(&mut text, &state.shared);
+            state.timings.render(&mut text);
+            process::render(&mut text);
             if let Some(w) = &state.webhook {
                 text.push_str(&w.metrics_text());
             }

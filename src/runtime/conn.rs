@@ -13,7 +13,13 @@ pub enum ConnState {
     /// keep-alive connection between two polling requests that has received no byte of the
     /// next one yet (its timeout closes it silently); the first byte clears it and starts
     /// the handshake deadline a new connection gets.
-    Handshake { head: Vec<u8>, reused: bool },
+    /// `since_ns`: when the connection was accepted, or the first byte of a reused one's
+    /// request came (monotonic ns; 0: not timed, `engine.latency_histograms` off).
+    Handshake {
+        head: Vec<u8>,
+        reused: bool,
+        since_ns: u64,
+    },
     /// Being moved to the core that owns it; the record is owned by the in-flight MSG_RING.
     Moving { record: usize },
     /// An open WebSocket.

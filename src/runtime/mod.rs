@@ -13,8 +13,10 @@
 mod accept;
 mod admission;
 mod bufring;
+pub mod clock;
 mod conn;
 mod drain;
+pub mod histogram;
 pub mod history;
 pub mod lifecycle;
 mod outbox;
@@ -27,6 +29,7 @@ mod shard;
 mod slots;
 pub mod stats;
 mod sys;
+pub use sys::{monotonic_ns, proc_units};
 mod timer;
 pub mod tls;
 mod token;
@@ -347,6 +350,9 @@ impl Engine {
         history_bus: Option<Arc<dyn resume::HistoryBus>>,
     ) -> Result<Engine, StartError> {
         let nofile = sys::raise_nofile_limit();
+        if config.engine.latency_histograms {
+            clock::calibrate();
+        }
         let cpus = sys::allowed_cpus();
         let drain_deadline_secs = config.server.drain_deadline_secs;
         let cores = Self::cores_for(&config);

@@ -6,6 +6,12 @@ pub const REFUSAL_STATUSES: [u16; 13] = [
     400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 501, 503, 0,
 ];
 
+/// WebSocket close codes counted by `ringwire_websocket_closes_total`, in metric order; 1005:
+/// a close frame without a code; 0: any other code.
+pub const CLOSE_CODES: [u16; 14] = [
+    1000, 1001, 1002, 1003, 1005, 1007, 1008, 1009, 1010, 1011, 1013, 4001, 4002, 0,
+];
+
 /// A fixed array of counters (`Default` for any length; std stops at 32).
 pub struct Counters<const N: usize>(pub [AtomicU64; N]);
 
@@ -52,8 +58,9 @@ pub struct ShardStats {
     pub handoffs_failed: AtomicU64,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
+    /// Bytes received on WebSockets, and written to sockets.
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub closed_slow_consumer: AtomicU64,
     pub closed_idle: AtomicU64,
@@ -101,6 +108,12 @@ pub struct ShardStats {
     /// the table's size (the headroom the dashboard shows).
     pub slots_in_use: AtomicU64,
     pub slots_capacity: AtomicU64,
+    /// WebSocket closes by code (index in `CLOSE_CODES`): started by the server (its close
+    /// frame, protocol errors included) and by the client (its close frame).
+    pub closes_by_server: Counters<{ CLOSE_CODES.len() }>,
+    pub closes_by_client: Counters<{ CLOSE_CODES.len() }>,
+    /// Latency histograms (`engine.latency_histograms`).
+    pub hist: super::histogram::CoreHistograms,
 }
 
 impl ShardStats {
@@ -130,6 +143,21 @@ impl ShardStats {
             .position(|&s| s == status)
             .unwrap_or(REFUSAL_STATUSES.len() - 1);
         Self::inc(&self.refused[i]);
+    }
+    /// A WebSocket close with `code` (`None`: a close frame without one), started by the
+    /// client or by the server.
+    pub fn closed(&self, by_client: bool, code: Option<u16>) {
+        let code = code.unwrap_or(1005);
+        let i = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len() - 1);
+        let set = if by_client {
+            &self.closes_by_client
+        } else {
+            &self.closes_by_server
+        };
+        Self::inc(&set[i]);
     }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)

@@ -125,3 +125,29 @@ pub fn monotonic_ms() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
+
+/// Nanoseconds of CLOCK_MONOTONIC (vDSO, no syscall; about 20 ns): the latency histograms'
+/// clock, comparable across threads.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime writes into a local timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a live, writable timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Clock ticks per second of /proc's CPU times (`_SC_CLK_TCK`, 100 on Linux), and the page
+/// size (`_SC_PAGESIZE`) of its memory sizes: for the `process_*` metrics.
+pub fn proc_units() -> (u64, u64) {
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let (tck, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (
+        if tck > 0 { tck as u64 } else { 100 },
+        if page > 0 { page as u64 } else { 4096 },
+    )
+}

@@ -30,6 +30,9 @@ pub struct UpgradePlan {
     pub resume: Option<crate::service::history::Position>,
     /// The socket's first attributes (an `auth = "proxy"` application's answer gives them).
     pub attrs: Vec<(Box<str>, Box<str>)>,
+    /// When the engine accepted its connection (monotonic ns; 0: not timed), for the
+    /// handshake histogram; set by the engine, not by the decision.
+    pub accepted_ns: u64,
 }
 
 /// The Engine.IO side of a WebSocket upgrade on a `socketio` endpoint.

@@ -180,6 +180,7 @@ impl UpgradePolicy {
             }),
             resume,
             attrs: Vec::new(),
+            accepted_ns: 0,
         });
         match ep.auth {
             EndpointAuth::Proxy => self.pending(&req, PendingPlan::Upgrade(plan)),

@@ -105,7 +105,7 @@ impl Shard {
             let Some(bid) = cqueue::buffer_select(flags) else {
                 return;
             };
-            ShardStats::add(&self.shared.stats[self.id].bytes_in, res as u64);
+            ShardStats::add(&self.shared.stats[self.id].received_bytes, res as u64);
             self.conns[slot as usize].last_rx = self.timers.now() as u32;
             let c = &self.conns[slot as usize];
             if c.tls.is_some() {
@@ -195,11 +195,15 @@ impl Shard {
                             handoff = Some(k == MessageKind::Binary);
                         }
                     }
-                    Ok((Event::Close { .. }, _)) => closing = true,
+                    Ok((Event::Close { code, .. }, _)) => {
+                        self.shared.stats[self.id].closed(true, code);
+                        closing = true;
+                    }
                     // A Ping's Pong is owed (written below); a Pong needs nothing.
                     Ok(_) => {}
                     Err(err) => {
                         ShardStats::inc(&self.shared.stats[self.id].protocol_errors);
+                        self.shared.stats[self.id].closed(false, Some(err.close_code()));
                         tracing::debug!(core = self.id, slot, "protocol error: {err:?} ({err})");
                         closing = true;
                     }

@@ -24,6 +24,7 @@ impl Shard {
         let handshake = ConnState::Handshake {
             head: Vec::new(),
             reused: false,
+            since_ns: self.clock_ns(),
         };
         self.conns.take(slot, handshake, self.timers.now());
         ShardStats::inc(&self.stats().handshakes);
@@ -128,12 +129,21 @@ impl Shard {
                 Some(p) => &p[..],
                 None => self.ring.buffer(bid, len),
             };
-            let ConnState::Handshake { head, reused } = &mut self.conns[slot as usize].state else {
+            let timing = self.timing;
+            let ConnState::Handshake {
+                head,
+                reused,
+                since_ns,
+            } = &mut self.conns[slot as usize].state
+            else {
                 unreachable!()
             };
             if *reused && head.is_empty() {
                 *reused = false;
                 follow_up_started = true;
+                if timing {
+                    *since_ns = crate::runtime::clock::now_ns();
+                }
             }
             let check = SessionCheck {
                 key: &self.shared.session_key,
@@ -225,7 +235,10 @@ impl Shard {
     }
 
     /// Open an admitted upgrade's socket on the core that owns its user.
-    pub(super) fn place_upgrade(&mut self, slot: u32, plan: Box<UpgradePlan>) {
+    pub(super) fn place_upgrade(&mut self, slot: u32, mut plan: Box<UpgradePlan>) {
+        if let ConnState::Handshake { since_ns, .. } = self.conns[slot as usize].state {
+            plan.accepted_ns = since_ns;
+        }
         ShardStats::dec(&self.stats().handshakes);
         let owner = plan
             .shard_key
@@ -342,6 +355,10 @@ impl Shard {
         c.last_rx = now as u32;
         self.register(slot);
         ShardStats::inc(&self.shared.stats[self.id].upgrades);
+        if plan.accepted_ns != 0 {
+            let took = crate::runtime::clock::now_ns().saturating_sub(plan.accepted_ns);
+            self.shared.stats[self.id].hist.handshake.record(took, 1);
+        }
         if !is_transport {
             ShardStats::inc(&self.shared.stats[self.id].sockets);
         }

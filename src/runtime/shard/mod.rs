@@ -37,7 +37,7 @@ use super::slots::Slots;
 use super::stats::ShardStats;
 use super::timer::Timers;
 use super::token::{self, Op};
-use super::{sys, Shared};
+use super::{clock, sys, Shared};
 use crate::config::{Config, EndpointKind, Limits};
 use crate::protocol::deflate::SharedDeflate;
 use crate::protocol::WsLimits;
@@ -87,6 +87,13 @@ pub struct Shard {
     /// permessage-deflate compressors and spare inflater lent to this core's sockets (those
     /// that agreed to no context takeover, the default), so an idle socket holds no zlib state.
     pub(super) zlib: SharedDeflate,
+    /// `engine.latency_histograms`: time pushes, handshakes and loop turns.
+    pub(super) timing: bool,
+    /// Pushes of this loop turn that reached a socket (observed once the turn's sends are
+    /// submitted), and when the turn started (`clock` ns): the commands of a turn are taken
+    /// after its wake-up, so a push's latency is counted from there.
+    pub(super) turn_pushes: u64,
+    pub(super) turn_start: u64,
 }
 
 use super::users::UserIndex;
@@ -146,7 +153,19 @@ impl Shard {
             scratch: Vec::new(),
             tls_plain: Vec::new(),
             zlib: SharedDeflate::new(),
+            timing: config.engine.latency_histograms,
+            turn_pushes: 0,
+            turn_start: 0,
         })
+    }
+
+    /// The histograms' clock when `engine.latency_histograms` is on, else 0 (not timed).
+    pub(super) fn clock_ns(&self) -> u64 {
+        if self.timing {
+            clock::now_ns()
+        } else {
+            0
+        }
     }
 
     pub(super) fn stats(&self) -> &ShardStats {
@@ -172,6 +191,9 @@ impl Shard {
             self.rearm_starved();
             self.flush_dirty();
             self.remote_flush();
+            if self.timing {
+                self.end_turn();
+            }
             match self.ring.submit_and_wait() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -183,6 +205,9 @@ impl Shard {
                     std::process::exit(70);
                 }
             }
+            if self.timing {
+                self.turn_start = clock::now_ns();
+            }
             let cqes = self.ring.completions();
             for &(ud, res, flags) in &cqes {
                 self.dispatch(ud, res, flags);
@@ -193,6 +218,21 @@ impl Shard {
             }
         }
         tracing::debug!(core = self.id, "shard stopped");
+    }
+
+    /// The turn's sends are queued for the kernel (submitted by the `io_uring_enter` that
+    /// follows): observe the turn's length and the latency of its pushes.
+    fn end_turn(&mut self) {
+        if self.turn_start == 0 {
+            return; // the first turn: no wake-up yet
+        }
+        let took = clock::now_ns().saturating_sub(self.turn_start);
+        let hist = &self.shared.stats[self.id].hist;
+        hist.loop_turn.record(took, 1);
+        if self.turn_pushes != 0 {
+            hist.push.record(took, self.turn_pushes);
+            self.turn_pushes = 0;
+        }
     }
 
     fn dispatch(&mut self, ud: u64, res: i32, flags: u32) {

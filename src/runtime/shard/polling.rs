@@ -298,6 +298,7 @@ impl Shard {
         c.state = ConnState::Handshake {
             head: Vec::new(),
             reused: true,
+            since_ns: 0,
         };
         ShardStats::inc(&self.shared.stats[self.id].handshakes);
         // Idle longer than a ping interval plus the ping timeout: a v3 client's next ping

@@ -78,6 +78,7 @@ impl Shard {
             return;
         }
         WsConnection::encode_close(&mut c.out, why.code(), why.reason());
+        self.shared.stats[self.id].closed(false, Some(why.code()));
         self.close_after_flush(slot);
     }
 
@@ -103,6 +104,7 @@ impl Shard {
             let Some(slots) = self.users.lend(job.context, job.user) else {
                 continue;
             };
+            let before = reached;
             for &slot in &slots {
                 let c = &self.conns[slot as usize];
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
@@ -120,6 +122,7 @@ impl Shard {
                 reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text));
             }
             self.users.put_back(job.context, job.user, slots);
+            self.turn_pushes += u64::from(reached != before);
         }
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.pushes, jobs.len() as u64);

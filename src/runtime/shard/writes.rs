@@ -16,6 +16,7 @@ impl Shard {
         let c = &mut self.conns[slot as usize];
         Outbox::drop_queue(c);
         let why = CloseReason::SlowConsumer;
+        self.shared.stats[self.id].closed(false, Some(why.code()));
         WsConnection::encode_close(&mut c.out, why.code(), why.reason());
         self.close_after_flush(slot);
     }
@@ -74,7 +75,7 @@ impl Shard {
         let c = &mut self.conns[slot as usize];
         let sent = Outbox::on_sent(c, res);
         if res > 0 {
-            ShardStats::add(&self.shared.stats[self.id].bytes_out, res as u64);
+            ShardStats::add(&self.shared.stats[self.id].sent_bytes, res as u64);
         }
         match sent {
             Sent::Failed => self.begin_close(slot),
