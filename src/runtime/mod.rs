@@ -18,6 +18,7 @@ mod drain;
 pub mod history;
 pub mod lifecycle;
 mod outbox;
+mod refusal_log;
 /// Public for `benches/remote.rs`; not an API.
 #[doc(hidden)]
 pub mod remote;

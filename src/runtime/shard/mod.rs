@@ -19,6 +19,7 @@ mod handshake;
 mod history;
 mod order;
 mod polling;
+mod refusals;
 mod sio_recovery;
 mod socketio;
 mod ticks;
@@ -86,6 +87,8 @@ pub struct Shard {
     /// permessage-deflate compressors and spare inflater lent to this core's sockets (those
     /// that agreed to no context takeover, the default), so an idle socket holds no zlib state.
     pub(super) zlib: SharedDeflate,
+    /// Refusals logged this second, those left out, lines waiting for a peer address.
+    pub(super) refusals: super::refusal_log::RefusalLog,
 }
 
 use super::users::UserIndex;
@@ -145,6 +148,7 @@ impl Shard {
             scratch: Vec::new(),
             tls_plain: Vec::new(),
             zlib: SharedDeflate::new(),
+            refusals: Default::default(),
         })
     }
 
@@ -204,6 +208,8 @@ impl Shard {
             Op::Tick => self.on_tick(flags),
             Op::Wake => self.on_wake(),
             Op::HandoffIn => self.on_handoff_in(t.ptr, res),
+            // Before the liveness check: the installed descriptor is closed either way.
+            Op::PeerFd => self.on_peer_fd(t.slot, t.gen, res),
             _ => {
                 if !self.conns.is_live(t.slot, t.gen) {
                     return;

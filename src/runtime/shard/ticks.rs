@@ -29,6 +29,7 @@ impl Shard {
             self.expire_history();
         }
         self.remote_tick();
+        self.refusal_log_tick();
         let mut due = Vec::new();
         self.timers.advance(to, &mut due);
         for (slot, gen, tick) in due {
