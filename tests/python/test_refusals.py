@@ -149,3 +149,25 @@ def test_a_flood_of_refusals_is_rate_limited_and_summed_up(start_server):
     total = sum(v for k, v in metrics.items()
                 if k.startswith("ringwire_upgrades_refused_by_reason_total") and 'not_found' in k)
     assert total >= flood, total
+
+
+def test_an_admission_refusal_of_an_allowed_origin_carries_cors_and_retry_after(start_server):
+    """A polling handshake over the upgrade rate: 503 with Retry-After, and the CORS headers
+    (socket.io-client sees the 503, and may back off), logged at warn."""
+    server = start_server(endpoints=ENDPOINTS, security={"allowed_origins": [APP]},
+                          limits={"upgrade_rate_per_sec": 2})
+    s = Admin(server).mint(user=9)
+    target = f"/socket.io/?EIO=4&transport=polling&session={s['session']}"
+    seen = []
+    for _ in range(40):  # 1 handshake a second per core: most of these are refused
+        status, headers, _, port = get(server, target, {"Origin": APP, "Cookie": s["cookie"]})
+        seen.append(status)
+        if status == 503:
+            break
+    assert status == 503, seen
+    assert headers.get("retry-after", "").isdigit(), headers
+    assert headers.get("access-control-allow-origin") == APP, headers
+    assert headers.get("access-control-allow-credentials") == "true", headers
+    line = line_for(server, port)
+    assert " WARN " in line and 'reason="rate_limit"' in line and 'status=503' in line, line
+    assert f'origin="{APP}"' in line and 'path="/socket.io/"' in line, line
