@@ -5,7 +5,8 @@
 //! ([`RemoteState`]). The files of this folder are the handlers of one kind of event each:
 //! `handshake` (a request until its decision), `frames` (bytes of an open connection),
 //! `writes` (flushes and closes), `ticks` (deadlines), `commands` (the inbox), `users`
-//! (register, deliver, revoke), `accept`, `handoff`, `drain`, `cluster`, and the drivers of
+//! (register, deliver, revoke), `accept`, `handoff`, `drain`, `cluster`, `refusals` (a
+//! refusal's answer and its rate-limited log line), and the drivers of
 //! Engine.IO sessions (`socketio`, `polling`: they feed `service::engineio::Session` and
 //! carry out its actions).
 mod accept;
