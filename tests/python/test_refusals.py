@@ -171,3 +171,15 @@ def test_an_admission_refusal_of_an_allowed_origin_carries_cors_and_retry_after(
     line = line_for(server, port)
     assert " WARN " in line and 'reason="rate_limit"' in line and 'status=503' in line, line
     assert f'origin="{APP}"' in line and 'path="/socket.io/"' in line, line
+
+
+def test_a_handshake_timeout_names_the_path_that_came(start_server):
+    """A client that sends part of a request and stalls: 408, logged with the path it sent."""
+    server = start_server(endpoints=ENDPOINTS, limits={"handshake_timeout_ms": 300})
+    with socket.create_connection((HOST, server.port), timeout=10) as s:
+        port = s.getsockname()[1]
+        s.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert s.recv(64).startswith(b"HTTP/1.1 408"), "handshake timeout answer"
+    line = line_for(server, port)
+    assert 'status=408' in line and 'reason="handshake_timeout"' in line, line
+    assert 'path="/socket.io/"' in line, line

@@ -8,6 +8,7 @@ use crate::runtime::conn::{flag, ConnState};
 use crate::runtime::refusal_log::{Admit, Line, RefusalLog, Site, LINES_PER_SEC};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
+use crate::runtime::timer::Timers;
 use crate::service::refusal::{Refusal, LABELS};
 use crate::service::upgrade::UpgradePolicy;
 use std::fmt;
@@ -42,7 +43,7 @@ impl Shard {
     /// Origin is allowed (never on an Origin refusal: the refusal is of that origin).
     pub(in crate::runtime) fn refuse_at(&mut self, slot: u32, r: Refusal, site: Site<'_>) {
         self.stats().refused_for(&r);
-        self.log_refusal(slot, r, &site);
+        let waits_for_peer = self.log_refusal(slot, r, &site);
         let c = &mut self.conns[slot as usize];
         if matches!(c.state, ConnState::Handshake { .. }) {
             ShardStats::dec(&self.shared.stats[self.id].handshakes);
@@ -72,12 +73,21 @@ impl Shard {
             }
         }
         handshake::write_http_response(&mut c.out, r.status(), &headers[..n], r.reason());
-        self.close_after_flush(slot);
+        if waits_for_peer {
+            // Written once the peer address is read (the next completion): a client that
+            // reads the answer and resets the connection would leave none to read.
+            c.flags |= flag::CLOSE_AFTER_FLUSH;
+            let at = self.timers.now() + Timers::ticks(super::LINGER_MS);
+            self.schedule(slot, at);
+        } else {
+            self.close_after_flush(slot);
+        }
     }
 
     /// Log a refusal, or count it if this second's lines are spent. A line waits for the
-    /// connection's peer address (its descriptor installed by the ring) when an entry is free.
-    fn log_refusal(&mut self, slot: u32, r: Refusal, site: &Site<'_>) {
+    /// connection's peer address (its descriptor installed by the ring) when an entry is free;
+    /// returns whether it does.
+    fn log_refusal(&mut self, slot: u32, r: Refusal, site: &Site<'_>) -> bool {
         let gen = self.conns[slot as usize].gen;
         let (admit, left_out) =
             self.refusals
@@ -86,9 +96,15 @@ impl Shard {
             log_left_out(self.id, n);
         }
         match admit {
-            Admit::Suppressed => {}
-            Admit::Now => log_line(self.id, &self.refusals.now, None),
-            Admit::Pending => self.ring.install_fd(&mut self.conns[slot as usize], slot),
+            Admit::Suppressed => false,
+            Admit::Now => {
+                log_line(self.id, &self.refusals.now, None);
+                false
+            }
+            Admit::Pending => {
+                self.ring.install_fd(&mut self.conns[slot as usize], slot);
+                true
+            }
         }
     }
 
@@ -109,6 +125,10 @@ impl Shard {
         }
         if self.conns.is_live(slot, gen) {
             self.conns[slot as usize].inflight -= 1;
+            // The refusal waited for this lookup: write it now.
+            if matches!(self.conns[slot as usize].state, ConnState::Responding) {
+                self.mark_dirty(slot);
+            }
             self.maybe_release(slot);
         }
     }
@@ -149,6 +169,17 @@ pub(super) fn note_site(log: &mut RefusalLog, policy: &UpgradePolicy, bytes: &[u
         }
         _ => log.set_scratch("", None, false),
     }
+}
+
+/// Note the path of a request head that never completed (its request line, if that came).
+pub(super) fn note_partial(log: &mut RefusalLog, head: &[u8]) {
+    let line = head
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(&[]);
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or(&[]);
+    let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
+    log.set_scratch(std::str::from_utf8(path).unwrap_or(""), None, false);
 }
 
 fn peer_of(fd: &impl std::os::fd::AsFd) -> Option<SocketAddr> {
