@@ -129,6 +129,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         if let Some(w) = &webhook {
             tokio::spawn(w.clone().run());
         }
+        // `[proxy]`: the calls of `auth = "proxy"` endpoints, asked by the cores.
+        if let Some(p) = &shared.proxy {
+            tokio::spawn(p.clone().run());
+        }
         let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
         // Every listener is bound: the public one (the engine), the admin API, the link.
         crate::systemd::notify("READY=1");

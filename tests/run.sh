@@ -273,7 +273,7 @@ step setup 600 -- setup
 step build 1500 -- cargo build --release --workspace --all-targets
 step cargo-test 1200 -- cargo test --workspace --release
 step pytest 900 --needs setup binary -- "$VENV/bin/python" -m pytest tests/python
-step node 300 --needs setup binary -- node --test tests/node/
+step node 450 --needs setup binary -- node --test tests/node/
 step conformance 1800 --needs setup binary -- "$VENV/bin/python" tests/conformance/run.py
 if [[ -f fuzz/run.sh ]]; then
     step fuzz 900 -- bash fuzz/run.sh "$FUZZ_SECS"

@@ -189,6 +189,9 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
             if let Some(j) = &state.jwks {
                 text.push_str(&j.metrics_text());
             }
+            if let Some(p) = &state.shared.proxy {
+                text.push_str(&p.metrics_text());
+            }
             if let Some(c) = &state.shared.cluster {
                 text.push_str(&c.membership_metrics());
             }

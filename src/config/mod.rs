@@ -9,6 +9,7 @@ mod history;
 pub mod jwt;
 mod limits;
 pub mod pem;
+pub mod proxy;
 mod reload;
 mod validate;
 pub mod webhook;
@@ -19,6 +20,7 @@ pub use cluster::{ClusterConfig, Discovery, PeerConfig};
 pub use history::{HistoryConfig, HistoryStore, NatsConfig};
 pub use jwt::{JwtAlgorithm, JwtConfig};
 pub use limits::{EngineConfig, Limits};
+pub use proxy::ProxyConfig;
 pub use reload::Reload;
 pub use webhook::{WebhookConfig, WebhookEventKind};
 pub use websockets::{ContextSet, WebsocketsConfig};
@@ -56,6 +58,8 @@ pub struct Config {
     pub nats: NatsConfig,
     /// Optional: JSON Web Tokens for `auth = "jwt"` endpoints (absent = no such endpoint).
     pub jwt: Option<JwtConfig>,
+    /// Optional: the application's connect proxy for `auth = "proxy"` endpoints.
+    pub proxy: Option<ProxyConfig>,
 }
 
 /// `[tls]`: certificate chain and private key (PEM) of the public listener. Read at start and
@@ -87,6 +91,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             nats: NatsConfig::default(),
             jwt: None,
+            proxy: None,
         }
     }
 }
@@ -238,6 +243,8 @@ pub enum EndpointAuth {
     Session,
     /// A JSON Web Token verified with the keys of `[jwt]` (required then).
     Jwt,
+    /// The application answers for each upgrade, asked off the cores (`[proxy]` required).
+    Proxy,
     /// No authentication: allowed for `echo` endpoints only.
     None,
 }

@@ -20,7 +20,7 @@ impl Config {
     /// but for the `jwks_*` keys, `server.drain_secs` and
     /// `drain_deadline_secs`, `admin.token` and the admin timeouts. Restart only: the public
     /// listener, cores and pinning, `[engine]`, `admin.listen`, `admin.max_connections`, the
-    /// endpoints, `sessions.key`, `[webhook]`, `[nats]`.
+    /// endpoints, `sessions.key`, `[webhook]`, `[nats]`, `[proxy]`.
     ///
     /// Refused when the admin settings that would be in force are invalid together: a file
     /// that moves `admin.listen` to loopback and drops the token would otherwise leave the
@@ -55,6 +55,7 @@ impl Config {
         changed(new.sessions.key != cur.sessions.key, "sessions.key");
         changed(new.webhook != cur.webhook, "webhook");
         changed(new.nats != cur.nats, "nats");
+        changed(new.proxy != cur.proxy, "proxy");
         let jwks = |c: &Config| {
             c.jwt.as_ref().map(|j| {
                 (
@@ -82,6 +83,7 @@ impl Config {
         applied.sessions.key = cur.sessions.key.clone();
         applied.webhook = cur.webhook.clone();
         applied.nats = cur.nats.clone();
+        applied.proxy = cur.proxy.clone();
         // The key set's fetcher runs with the settings it started with.
         if let Some(j) = applied.jwt.as_mut() {
             let d = super::JwtConfig::default();

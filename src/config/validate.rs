@@ -59,6 +59,18 @@ impl Config {
                 ep.path
             )));
         }
+        if let Some(p) = &self.proxy {
+            p.validate(self.limits.handshake_timeout_ms)?;
+        } else if let Some(ep) = self
+            .endpoints
+            .iter()
+            .find(|e| e.auth == EndpointAuth::Proxy)
+        {
+            return Err(ConfigError(format!(
+                "endpoint {}: auth = \"proxy\" needs a [proxy] section (the application's url)",
+                ep.path
+            )));
+        }
         self.sessions.validate()?;
         self.security.validate()?;
         self.websockets.context_overrides().map_err(ConfigError)?;

@@ -154,6 +154,15 @@ pub enum Command {
     },
     /// New cascade and limits.
     Reload(Arc<crate::service::upgrade::UpgradePolicy>),
+    /// The `[proxy]` application answered for the request parked in `slot` (generation
+    /// `gen`), asked with credentials `key`: carry its plan out, or refuse.
+    ProxyAnswered {
+        slot: u32,
+        gen: u32,
+        key: crate::service::proxy_auth::CredKey,
+        plan: crate::service::plan::PendingPlan,
+        answer: crate::service::proxy_auth::ProxyAnswer,
+    },
     /// A newly fetched `[jwt] jwks_url` key set, for the upgrades from now on.
     Jwks(Arc<crate::service::jwks::JwkKeys>),
     /// Set (or replace) an attribute of one socket; replies whether the socket is open and
@@ -220,6 +229,9 @@ pub struct Shared {
     pub cluster: Option<Arc<ClusterState>>,
     /// The history store off the cores (`[history] store = "nats"`).
     pub history_bus: Option<Arc<dyn resume::HistoryBus>>,
+    /// The client of `[proxy]` (`auth = "proxy"` endpoints): the cores ask it and go on;
+    /// its task runs on the control thread (`server.rs` starts it).
+    pub proxy: Option<Arc<crate::service::proxy_client::ProxyClient>>,
 }
 
 impl Shared {
@@ -384,6 +396,12 @@ impl Engine {
                 .collect(),
             cluster,
             history_bus,
+            proxy: match &config.proxy {
+                Some(p) => Some(Arc::new(
+                    crate::service::proxy_client::ProxyClient::new(p).map_err(StartError)?,
+                )),
+                None => None,
+            },
         });
         let policy = Arc::new(
             crate::service::upgrade::UpgradePolicy::new(config.clone()).map_err(StartError)?,

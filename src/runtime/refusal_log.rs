@@ -40,6 +40,14 @@ impl<'a> Site<'a> {
         }
     }
 
+    /// A request parked for the connect proxy's answer (`auth = "proxy"`).
+    pub fn of_pending(plan: &'a crate::service::plan::PendingPlan) -> Site<'a> {
+        match plan {
+            crate::service::plan::PendingPlan::Upgrade(p) => Site::of_path(&p.path),
+            crate::service::plan::PendingPlan::Poll(p) => Site::of_poll(p),
+        }
+    }
+
     /// A polling request: its Origin, when it has one, is allowed (others were refused
     /// before the plan was made), and its answers carry the CORS headers.
     pub fn of_poll(plan: &'a crate::service::plan::PollPlan) -> Site<'a> {

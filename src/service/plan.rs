@@ -28,6 +28,8 @@ pub struct UpgradePlan {
     pub sio: Option<SioUpgrade>,
     /// A raw endpoint with history: the position the client resumes from (`epoch`, `since`).
     pub resume: Option<crate::service::history::Position>,
+    /// The socket's first attributes (an `auth = "proxy"` application's answer gives them).
+    pub attrs: Vec<(Box<str>, Box<str>)>,
 }
 
 /// The Engine.IO side of a WebSocket upgrade on a `socketio` endpoint.
@@ -70,4 +72,19 @@ pub struct PollPlan {
     /// is served only by a session that waits to hand over its last packets (the Socket.IO
     /// disconnect), else refused with this error.
     pub ended: Option<Refusal>,
+    /// A new session's first attributes (an `auth = "proxy"` application's answer).
+    pub attrs: Vec<(Box<str>, Box<str>)>,
+}
+
+/// A request of an `auth = "proxy"` endpoint, decided but for who the client is: its plan
+/// waits (with the connection parked on its core) while the application is asked.
+pub struct ProxyPending {
+    pub request: crate::service::proxy_auth::ProxyRequest,
+    pub plan: PendingPlan,
+}
+
+/// The plan of a parked request; its `auth` and `shard_key` are filled from the answer.
+pub enum PendingPlan {
+    Upgrade(Box<UpgradePlan>),
+    Poll(Box<PollPlan>),
 }

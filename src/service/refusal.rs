@@ -35,10 +35,22 @@ pub enum Refusal {
     BadResume,
     /// An `auth = "jwt"` endpoint's token is missing or does not verify.
     Jwt(JwtError),
+    /// An `auth = "proxy"` endpoint's application refused (401 or 403; the answer carries
+    /// the application's reason, not [`Refusal::reason`]).
+    ProxyUnauthorized,
+    ProxyForbidden,
+    /// The application did not answer usably (timeout, connection, 5xx, a bad answer).
+    ProxyUnavailable {
+        retry_after_secs: u32,
+    },
+    /// `[proxy] max_in_flight` calls were under way.
+    ProxyBusy {
+        retry_after_secs: u32,
+    },
 }
 
 /// Metric labels, in the order of `Refusal::index`.
-pub const LABELS: [&str; 37] = [
+pub const LABELS: [&str; 41] = [
     "bad_request",
     "not_upgrade",
     "headers_too_large",
@@ -76,6 +88,10 @@ pub const LABELS: [&str; 37] = [
     "jwt_bad_user",
     "jwt_bad_context",
     "jwt_unknown_key",
+    "proxy_unauthorized",
+    "proxy_forbidden",
+    "proxy_unavailable",
+    "proxy_busy",
 ];
 
 impl Refusal {
@@ -83,12 +99,19 @@ impl Refusal {
         match self {
             Refusal::Protocol(e) => e.http_status(),
             Refusal::NotFound => 404,
-            Refusal::MissingSession | Refusal::Session(_) | Refusal::Jwt(_) => 401,
-            Refusal::Origin | Refusal::Disabled => 403,
+            Refusal::MissingSession
+            | Refusal::Session(_)
+            | Refusal::Jwt(_)
+            | Refusal::ProxyUnauthorized => 401,
+            Refusal::Origin | Refusal::Disabled | Refusal::ProxyForbidden => 403,
             // Node-wide admission (rate, capacity, drain): 503 with Retry-After, so that a
             // reconnect storm backs off; a user over their own limit is a 429.
             Refusal::UserLimit => 429,
-            Refusal::RateLimit { .. } | Refusal::ServerFull | Refusal::ShuttingDown => 503,
+            Refusal::RateLimit { .. }
+            | Refusal::ServerFull
+            | Refusal::ShuttingDown
+            | Refusal::ProxyUnavailable { .. }
+            | Refusal::ProxyBusy { .. } => 503,
             Refusal::HandshakeTimeout => 408,
             Refusal::NotImplemented => 501,
             Refusal::EioTransportUnknown
@@ -129,6 +152,9 @@ impl Refusal {
                 "bad resume position: give both epoch (16 hex digits) and since (an offset)"
             }
             Refusal::Jwt(e) => e.reason(),
+            Refusal::ProxyUnauthorized | Refusal::ProxyForbidden => "refused by the application",
+            Refusal::ProxyUnavailable { .. } => "the application did not answer, retry later",
+            Refusal::ProxyBusy { .. } => "too many logins under way, retry later",
         }
     }
 
@@ -143,7 +169,9 @@ impl Refusal {
     /// The `Retry-After` of a node-wide admission refusal, in seconds.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
-            Refusal::RateLimit { retry_after_secs } => Some(*retry_after_secs),
+            Refusal::RateLimit { retry_after_secs }
+            | Refusal::ProxyUnavailable { retry_after_secs }
+            | Refusal::ProxyBusy { retry_after_secs } => Some(*retry_after_secs),
             Refusal::ServerFull | Refusal::ShuttingDown => Some(5),
             _ => None,
         }
@@ -193,6 +221,10 @@ impl Refusal {
                 JwtError::BadContext => 35,
                 JwtError::UnknownKey => 36,
             },
+            Refusal::ProxyUnauthorized => 37,
+            Refusal::ProxyForbidden => 38,
+            Refusal::ProxyUnavailable { .. } => 39,
+            Refusal::ProxyBusy { .. } => 40,
         }
     }
 }

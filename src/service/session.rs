@@ -130,6 +130,36 @@ impl SessionKey {
     pub fn mint(&self, context: u32, user: u32, expires_at: u64) -> (SessionId, String) {
         let mut nonce = [0u8; 8];
         getrandom::getrandom(&mut nonce).expect("OS random source");
+        let id = self.mint_with_nonce(context, user, expires_at, nonce);
+        let secret = self.secret_for(&id);
+        (id, secret)
+    }
+
+    /// The session of an `auth = "proxy"` socket: (context, user, expires_at) and a nonce
+    /// derived from its credentials' key under this key (keyed, so that the id, seen by the
+    /// webhook, tells nothing of the credentials). The same credentials and answer give the
+    /// same id, so `DELETE /v1/sessions/{id}` ends it (4001) and refuses them after.
+    pub fn proxy_session(
+        &self,
+        context: u32,
+        user: u32,
+        expires_at: u64,
+        credentials: &[u8],
+    ) -> SessionId {
+        let mac = self.mac(b"ringwire-proxy-nonce", credentials);
+        let nonce = mac[..8].try_into().expect("8 bytes of 32");
+        self.mint_with_nonce(context, user, expires_at, nonce)
+    }
+
+    /// The session id of (context, user, expires_at, nonce): the same fields give the same
+    /// id.
+    fn mint_with_nonce(
+        &self,
+        context: u32,
+        user: u32,
+        expires_at: u64,
+        nonce: [u8; 8],
+    ) -> SessionId {
         let mut raw = [0u8; RAW_LEN];
         raw[0] = VERSION;
         raw[1..5].copy_from_slice(&context.to_be_bytes());
@@ -138,9 +168,7 @@ impl SessionKey {
         raw[17..25].copy_from_slice(&nonce);
         let tag = self.mac(b"ringwire-session", &raw[..FIELDS_LEN]);
         raw[FIELDS_LEN..].copy_from_slice(&tag[..TAG_LEN]);
-        let id = SessionId(raw);
-        let secret = self.secret_for(&id);
-        (id, secret)
+        SessionId(raw)
     }
 
     /// The secret the client must present for `id`.
@@ -228,6 +256,22 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_session_is_a_session_of_its_credentials() {
+        let k = SessionKey::random();
+        let a = k.proxy_session(1, 42, 2_000, b"cookie a");
+        assert_eq!(a, k.proxy_session(1, 42, 2_000, b"cookie a"));
+        assert_ne!(a, k.proxy_session(1, 42, 2_000, b"cookie b"));
+        assert_ne!(a, k.proxy_session(1, 42, 2_001, b"cookie a"));
+        assert_ne!(
+            a,
+            SessionKey::random().proxy_session(1, 42, 2_000, b"cookie a")
+        );
+        // A real session id: any node with the key parses it (DELETE /v1/sessions/{id}).
+        let (id, s) = k.parse(&a.to_text()).unwrap();
+        assert_eq!((id, s.context, s.user, s.expires_at), (a, 1, 42, 2_000));
+    }
 
     #[test]
     fn any_presented_secret_may_match() {

@@ -1,6 +1,8 @@
 //! The decision on a complete HTTP request head: open a WebSocket, or answer with a status.
 //! Pure over the request bytes and the configuration (no I/O), so it is tested directly.
-use super::plan::{BodyFormat, PollMethod, PollPlan, SioUpgrade, UpgradePlan};
+use super::plan::{
+    BodyFormat, PendingPlan, PollMethod, PollPlan, ProxyPending, SioUpgrade, UpgradePlan,
+};
 use super::refusal::Refusal;
 use crate::config::{Config, EndpointAuth, EndpointKind};
 use crate::protocol::deflate::{self, DeflateConfig};
@@ -10,6 +12,7 @@ use crate::protocol::ProtocolError;
 use crate::service::cascade::Cascade;
 use crate::service::jwt::{self, JwtError, JwtVerifier};
 use crate::service::placement::{hash_key, user_key};
+use crate::service::proxy_auth::{self, ProxyRequest};
 use crate::service::session::{SessionError, SessionId, SessionKey, SocketAuth};
 use std::collections::HashMap;
 
@@ -24,6 +27,8 @@ pub enum Decision {
     Preflight(Box<str>),
     /// Answer with the refusal's status and one-line reason, then close.
     Refuse(Refusal),
+    /// An `auth = "proxy"` endpoint's request: ask the application who the client is.
+    Proxy(Box<ProxyPending>),
 }
 
 /// Engine.IO query parameters of a request to a `socketio` endpoint.
@@ -159,7 +164,7 @@ impl UpgradePolicy {
             Some(a) => Some(user_key(a.context, a.user)),
             None => handshake::query_param(req.query, "key").map(hash_key),
         };
-        Decision::Upgrade(Box::new(UpgradePlan {
+        let plan = Box::new(UpgradePlan {
             endpoint: endpoint as u8,
             shard_key,
             ws_key: upgrade.key.to_string(),
@@ -174,7 +179,27 @@ impl UpgradePolicy {
                 sid: s.sid.map(Into::into),
             }),
             resume,
-        }))
+            attrs: Vec::new(),
+        });
+        match ep.auth {
+            EndpointAuth::Proxy => self.pending(&req, PendingPlan::Upgrade(plan)),
+            _ => Decision::Upgrade(plan),
+        }
+    }
+
+    /// Park a request of an `auth = "proxy"` endpoint: what to ask the application.
+    fn pending(&self, req: &Request<'_>, plan: PendingPlan) -> Decision {
+        let endpoint = match &plan {
+            PendingPlan::Upgrade(p) => p.endpoint,
+            PendingPlan::Poll(p) => p.endpoint,
+        };
+        let forward = self
+            .config
+            .proxy
+            .as_ref()
+            .map_or(&[][..], |p| &p.forward_headers);
+        let request = ProxyRequest::of(req, endpoint, forward);
+        Decision::Proxy(Box::new(ProxyPending { request, plan }))
     }
 
     /// The session of a request (query `session` + secret cookie), checked in the brief's
@@ -186,7 +211,8 @@ impl UpgradePolicy {
         sessions: &SessionCheck<'_>,
     ) -> Result<Option<SocketAuth>, Refusal> {
         let auth = match auth {
-            EndpointAuth::None => return Ok(None),
+            // `proxy`: the application says who it is, after this decision.
+            EndpointAuth::None | EndpointAuth::Proxy => return Ok(None),
             EndpointAuth::Jwt => {
                 let v = self.jwt.as_ref().ok_or(Refusal::Jwt(JwtError::Missing))?;
                 let found =
@@ -262,6 +288,7 @@ impl UpgradePolicy {
         }
         let (auth, ended) = match self.authenticate(req, ep_auth, sessions) {
             Ok(Some(a)) => (a, None),
+            Ok(None) if ep_auth == EndpointAuth::Proxy => (proxy_auth::unknown_yet(), None),
             Ok(None) => return Decision::Refuse(Refusal::MissingSession),
             // A request of a session (sid) whose login (or token) just ended: its owner core
             // may still hold the session's last packets (the Socket.IO disconnect) for it.
@@ -319,7 +346,7 @@ impl UpgradePolicy {
             } else {
                 connection.eq_ignore_ascii_case("keep-alive")
             };
-        Decision::Poll(Box::new(PollPlan {
+        let plan = Box::new(PollPlan {
             endpoint: endpoint as u8,
             shard_key: user_key(auth.context, auth.user),
             auth,
@@ -334,7 +361,12 @@ impl UpgradePolicy {
             path: req.path.into(),
             query: self.kept_query(req, ep_auth),
             ended,
-        }))
+            attrs: Vec::new(),
+        });
+        match ep_auth {
+            EndpointAuth::Proxy => self.pending(req, PendingPlan::Poll(plan)),
+            _ => Decision::Poll(plan),
+        }
     }
 
     /// A revoked or expired session's request, still signed and with its secret (or an
@@ -440,6 +472,7 @@ mod tests {
                 Decision::Upgrade(_) => 101,
                 Decision::Poll(_) => 200,
                 Decision::Preflight(_) => 204,
+                Decision::Proxy(_) => 1,
                 Decision::NeedMore => 0,
             }
         }

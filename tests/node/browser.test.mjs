@@ -14,9 +14,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { startPageServer, startPushServer, startSocketIoServer, within } from './server.mjs';
+import { CHROMIUM, launchChromium, startPageServer, startPushServer, startSocketIoServer, within } from './server.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 const STEP = 10_000;
 const CONTEXT = 1;
 const USER = 42;
@@ -53,15 +52,6 @@ async function chromiumOrSkip(t) {
     return null;
   }
   return (await import('playwright-core')).chromium;
-}
-
-function launchChromium(chromium) {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 30_000,
-  });
 }
 
 /** A page whose context holds the session's secret cookie. */

@@ -9,9 +9,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { startPushServer } from './server.mjs';
+import { CHROMIUM, launchChromium, startPushServer } from './server.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ARTIFACTS = join(ROOT, 'target', 'test-artifacts');
 const TOKEN = 'dash-admin-token-0123';
@@ -42,11 +41,7 @@ test('dashboard in Chromium shows the live connection count', { timeout: 60_000 
     const bare = await fetch(`http://127.0.0.1:${server.adminPort}/v1/stats`);
     assert.equal(bare.status, 401, 'stats without the token');
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium(chromium);
     const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
     await page.goto(`http://127.0.0.1:${server.adminPort}/#token=${TOKEN}`);
     await page.waitForFunction(() => document.getElementById('sockets').textContent === '0', null, { timeout: 10_000 });

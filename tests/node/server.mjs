@@ -31,6 +31,19 @@ export async function until(fn, ms, what) {
     await sleep(50);
   }
 }
+/** Debian's Chromium, which the browser tests drive through playwright-core. */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/** Headless Chromium (playwright-core's `chromium`) with the tests' flags plus `extraArgs`. */
+export function launchChromium(chromium, extraArgs = []) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
+    timeout: 30_000,
+  });
+}
+
 export const BINARY = process.env.RINGWIRE_BIN || join(ROOT, 'target', 'release', 'ringwire');
 const READY = 'ringwire ready';
 
@@ -247,7 +260,14 @@ kind = "raw"
  */
 export async function startSocketIoServer(opts = {}) {
   const sessionKey = opts.sessionKey ?? randomBytes(32).toString('hex');
-  const makeConfig = (ports) => socketIoConfig({ ...opts, ...ports, sessionKey });
+  return startConfigured((ports) => socketIoConfig({ ...opts, ...ports, sessionKey }), opts.token ?? null);
+}
+
+/**
+ * Start a ringwire on the config `makeConfig({ port, adminPort })` returns (its admin API
+ * without a token unless `token`). Resolves to what startSocketIoServer does.
+ */
+export async function startConfigured(makeConfig, token = null) {
   let current = await launch(makeConfig);
   const { port, adminPort } = current;
   return {
@@ -255,12 +275,13 @@ export async function startSocketIoServer(opts = {}) {
     adminPort,
     url: `http://127.0.0.1:${port}`,
     config: makeConfig({ port, adminPort }),
-    admin: adminClient(adminPort, opts.token ?? null),
+    admin: adminClient(adminPort, token),
     stderr: () => current.stderr(),
     alive: () => current.alive(),
-    async restart() {
+    /** Stop (SIGTERM) and start again on the same ports, with the same config or `newConfig`'s. */
+    async restart(newConfig = makeConfig) {
       await current.stop();
-      current = await launch(makeConfig, { port, adminPort });
+      current = await launch(newConfig, { port, adminPort });
     },
     terminate: () => current.terminate(),
     stop: () => current.stop(),

@@ -15,9 +15,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { TINYPROXY, makeTestCerts, spkiSha256, startPageServer, startPushServer, startTinyproxy } from './server.mjs';
+import { CHROMIUM, TINYPROXY, launchChromium, makeTestCerts, spkiSha256, startPageServer, startPushServer, startTinyproxy } from './server.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 const STEP = 10_000;
 const CONTEXT = 1;
 
@@ -171,11 +170,9 @@ async function browserPush(t, { user, proxyFor = null }) {
     const eq = s.cookie.indexOf('=');
     const [cookieName, cookieValue] = [s.cookie.slice(0, eq), s.cookie.slice(eq + 1).split(';')[0]];
 
-    const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      `--ignore-certificate-errors-spki-list=${spki}`];
+    const args = [`--ignore-certificate-errors-spki-list=${spki}`];
     if (proxy) args.push(`--proxy-server=${proxy.url}`, '--proxy-bypass-list=<-loopback>');
-    browser = await chromium.launch({ executablePath: CHROMIUM, args, timeout: 30_000 });
+    browser = await launchChromium(chromium, args);
     const context = await browser.newContext();
     await context.addCookies([{
       name: cookieName, value: cookieValue, domain: '127.0.0.1', path: '/', httpOnly: true, secure: true, sameSite: 'Lax',

@@ -123,6 +123,13 @@ impl Shard {
                 let _ = reply.send(self.set_attribute(socket, key, value));
             }
             Command::Jwks(keys) => self.jwks = Some(keys),
+            Command::ProxyAnswered {
+                slot,
+                gen,
+                key,
+                plan,
+                answer,
+            } => self.on_proxy_answer(slot, gen, key, plan, answer),
             Command::Reload(policy) => {
                 self.limits = policy.config.limits;
                 // New sockets get the new frame/message limits; open ones keep theirs.

@@ -9,7 +9,7 @@ use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
 use crate::runtime::timer::Timers;
 use crate::service::placement::owner_core;
-use crate::service::plan::UpgradePlan;
+use crate::service::plan::{PollPlan, UpgradePlan};
 use crate::service::refusal::Refusal;
 use crate::service::session::unix_now;
 use crate::service::upgrade::{Decision, SessionCheck};
@@ -190,42 +190,56 @@ impl Shard {
                 self.refuse_request(slot, r)
             }
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
+            Decision::Proxy(pending) => self.ask_proxy(slot, *pending),
+            // A new Engine.IO session counts against the upgrade rate like an upgrade (its
+            // later requests do not).
             Decision::Poll(plan) => {
-                // A new Engine.IO session counts against the upgrade rate like an upgrade
-                // (its later requests do not).
-                if plan.sid.is_none() {
-                    if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
-                        let site = Site::of_poll(&plan);
-                        self.refuse_at(slot, Refusal::RateLimit { retry_after_secs }, site);
-                        return;
-                    }
-                }
-                ShardStats::dec(&self.stats().handshakes);
-                let owner = owner_core(plan.shard_key, self.shared.cores);
-                self.conns[slot as usize].state = ConnState::Responding;
-                if owner == self.id {
-                    self.serve_poll(slot, plan);
-                } else {
-                    self.handoff(slot, owner, Handoff::Poll(plan));
+                if plan.sid.is_some() || !self.over_upgrade_rate(slot, Site::of_poll(&plan)) {
+                    self.place_poll(slot, plan);
                 }
             }
             Decision::Upgrade(plan) => {
-                if let Err(retry_after_secs) = self.upgrade_bucket.take(sys::monotonic_ms()) {
-                    let site = Site::of_path(&plan.path);
-                    self.refuse_at(slot, Refusal::RateLimit { retry_after_secs }, site);
-                    return;
-                }
-                ShardStats::dec(&self.stats().handshakes);
-                let owner = plan
-                    .shard_key
-                    .map_or(self.id, |k| owner_core(k, self.shared.cores));
-                if owner == self.id {
-                    self.conns[slot as usize].state = ConnState::Responding;
-                    self.open_socket(slot, plan);
-                } else {
-                    self.handoff(slot, owner, Handoff::Upgrade(plan));
+                if !self.over_upgrade_rate(slot, Site::of_path(&plan.path)) {
+                    self.place_upgrade(slot, plan);
                 }
             }
+        }
+    }
+
+    /// `limits.upgrade_rate_per_sec`: refuse the request in `slot` (503) when over it.
+    pub(super) fn over_upgrade_rate(&mut self, slot: u32, site: Site<'_>) -> bool {
+        match self.upgrade_bucket.take(sys::monotonic_ms()) {
+            Ok(()) => false,
+            Err(retry_after_secs) => {
+                self.refuse_at(slot, Refusal::RateLimit { retry_after_secs }, site);
+                true
+            }
+        }
+    }
+
+    /// Serve an admitted polling request on the core that owns its user.
+    pub(super) fn place_poll(&mut self, slot: u32, plan: Box<PollPlan>) {
+        ShardStats::dec(&self.stats().handshakes);
+        let owner = owner_core(plan.shard_key, self.shared.cores);
+        self.conns[slot as usize].state = ConnState::Responding;
+        if owner == self.id {
+            self.serve_poll(slot, plan);
+        } else {
+            self.handoff(slot, owner, Handoff::Poll(plan));
+        }
+    }
+
+    /// Open an admitted upgrade's socket on the core that owns its user.
+    pub(super) fn place_upgrade(&mut self, slot: u32, plan: Box<UpgradePlan>) {
+        ShardStats::dec(&self.stats().handshakes);
+        let owner = plan
+            .shard_key
+            .map_or(self.id, |k| owner_core(k, self.shared.cores));
+        if owner == self.id {
+            self.conns[slot as usize].state = ConnState::Responding;
+            self.open_socket(slot, plan);
+        } else {
+            self.handoff(slot, owner, Handoff::Upgrade(plan));
         }
     }
 
@@ -293,7 +307,7 @@ impl Shard {
             auth: plan.auth,
             path: std::mem::take(&mut plan.path),
             query: std::mem::take(&mut plan.query),
-            attrs: Vec::new(),
+            attrs: std::mem::take(&mut plan.attrs),
             sio,
             delivered: None,
         });

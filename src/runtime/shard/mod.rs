@@ -20,6 +20,7 @@ mod handshake;
 mod history;
 mod order;
 mod polling;
+mod proxy;
 mod refusals;
 mod sio_recovery;
 mod socketio;

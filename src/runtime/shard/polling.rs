@@ -85,7 +85,7 @@ impl Shard {
     }
 
     /// A handshake: a new polling session, answered with its open packet.
-    fn poll_open(&mut self, slot: u32, plan: Box<PollPlan>) {
+    fn poll_open(&mut self, slot: u32, mut plan: Box<PollPlan>) {
         let (context, user) = (plan.auth.context, plan.auth.user);
         if self.user_socket_count(context, user) >= self.limits.max_sockets_per_user {
             self.refuse_at(slot, Refusal::UserLimit, Site::of_poll(&plan));
@@ -100,7 +100,7 @@ impl Shard {
             auth: Some(plan.auth),
             path: plan.path.clone(),
             query: plan.query.clone(),
-            attrs: Vec::new(),
+            attrs: std::mem::take(&mut plan.attrs),
             sio: Some(Box::new(Sio::Session {
                 session,
                 retired: false,

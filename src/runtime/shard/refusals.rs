@@ -42,6 +42,18 @@ impl Shard {
     /// Refuse a request that went to `site`: the answer carries the CORS headers when its
     /// Origin is allowed (never on an Origin refusal: the refusal is of that origin).
     pub(in crate::runtime) fn refuse_at(&mut self, slot: u32, r: Refusal, site: Site<'_>) {
+        self.refuse_because(slot, r, site, r.reason());
+    }
+
+    /// [`Self::refuse_at`] with another one-line reason than the refusal's own (an
+    /// `auth = "proxy"` application's).
+    pub(in crate::runtime) fn refuse_because(
+        &mut self,
+        slot: u32,
+        r: Refusal,
+        site: Site<'_>,
+        reason: &str,
+    ) {
         self.stats().refused_for(&r);
         let waits_for_peer = self.log_refusal(slot, r, &site);
         let c = &mut self.conns[slot as usize];
@@ -72,7 +84,7 @@ impl Shard {
                 n += 1;
             }
         }
-        handshake::write_http_response(&mut c.out, r.status(), &headers[..n], r.reason());
+        handshake::write_http_response(&mut c.out, r.status(), &headers[..n], reason);
         if waits_for_peer {
             // Written once the peer address is read (the next completion): a client that
             // reads the answer and resets the connection would leave none to read.
