@@ -156,8 +156,8 @@ impl Shard {
                 }
                 (self.policy.decide(head, &check), &head[..])
             };
-            if let Decision::Refuse(r) = d {
-                super::refusals::note_site(&mut self.refusals, &self.policy, bytes, r);
+            if let Decision::Refuse(_) = d {
+                super::refusals::note_site(&mut self.refusals, &self.policy, bytes);
             }
             d
         };

@@ -40,7 +40,9 @@ impl Shard {
     }
 
     /// Refuse a request that went to `site`: the answer carries the CORS headers when its
-    /// Origin is allowed (never on an Origin refusal: the refusal is of that origin).
+    /// Origin is allowed, and on the refusal of an Origin that is not (a static 403, the same
+    /// whatever the cookies: the page learns only that its origin is not allowed, and a
+    /// preflight still fails on its status), so that a page sees why.
     pub(in crate::runtime) fn refuse_at(&mut self, slot: u32, r: Refusal, site: Site<'_>) {
         self.refuse_because(slot, r, site, r.reason());
     }
@@ -74,7 +76,7 @@ impl Shard {
             headers[n] = *h;
             n += 1;
         }
-        if let Some(origin) = site.origin.filter(|_| site.cors && r != Refusal::Origin) {
+        if let Some(origin) = site.origin.filter(|_| site.cors || r == Refusal::Origin) {
             for h in [
                 ("Access-Control-Allow-Origin", origin),
                 ("Access-Control-Allow-Credentials", "true"),
@@ -172,11 +174,11 @@ impl Shard {
 
 /// Note where a refused request went (path, Origin) and whether its Origin is allowed, from
 /// its bytes (parsed again: refusals are rare, and this keeps the decision pure and small).
-pub(super) fn note_site(log: &mut RefusalLog, policy: &UpgradePolicy, bytes: &[u8], r: Refusal) {
+pub(super) fn note_site(log: &mut RefusalLog, policy: &UpgradePolicy, bytes: &[u8]) {
     match handshake::parse_request(bytes, &policy.handshake) {
         Ok(Some(req)) => {
             let origin = req.headers.get_str("origin");
-            let cors = r != Refusal::Origin && policy.origin_allowed(origin, &req);
+            let cors = policy.origin_allowed(origin, &req);
             log.set_scratch(req.path, origin, cors);
         }
         _ => log.set_scratch("", None, false),
