@@ -227,6 +227,18 @@ fn check_origin(entry: &str) -> Result<(), String> {
         if p.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(format!("port {p:?} is not 1 to 65535"));
         }
+        // Browsers leave the scheme's default port out of an Origin.
+        let default = match scheme.to_ascii_lowercase().as_str() {
+            "https" | "wss" => "443",
+            "http" | "ws" => "80",
+            _ => "",
+        };
+        if p == default {
+            return Err(format!(
+                "browsers leave the default port out of an Origin, so this never matches: \
+                 write {scheme}://{host}"
+            ));
+        }
     }
     Ok(())
 }
@@ -372,6 +384,8 @@ mod tests {
             "https://app.example.com",
             "http://localhost:3000",
             "http://127.0.0.1:8080",
+            "https://app.example.com:8443",
+            "http://app.example.com:443",
             "http://[::1]:8080",
             "chrome-extension://abcdef",
         ] {
@@ -387,6 +401,11 @@ mod tests {
             ("https://user@app.example.com", "credentials"),
             ("1http://x", "not a URL scheme"),
             ("http://[::1]x", "junk"),
+            (
+                "https://app.example.com:443",
+                "write https://app.example.com",
+            ),
+            ("http://localhost:80", "write http://localhost"),
         ] {
             let err = check_origin(bad).expect_err(bad);
             assert!(err.contains(says), "{bad}: {err}");

@@ -36,12 +36,15 @@ impl Refused {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PushRequest {
-    context: u32,
-    user: u32,
+    /// Required in `POST /v1/push`; a NATS subject that names the user may leave both out.
+    #[serde(default)]
+    context: Option<u32>,
+    #[serde(default)]
+    user: Option<u32>,
     #[serde(default)]
     path: Option<String>,
-    /// A string is sent as it is; any other JSON value (object, array, number...) as its
-    /// JSON text, so that JSON payloads need no second encoding.
+    /// A string is sent as it is; any other JSON value (object, array, number, boolean,
+    /// null) as its compact JSON text, so that JSON payloads need no second encoding.
     #[serde(deserialize_with = "text_or_json")]
     message: String,
     /// Remote coalescing (cluster); local delivery is immediate either way.
@@ -55,15 +58,38 @@ struct PushBatch {
     pushes: Vec<PushRequest>,
 }
 
-/// A JSON string's content, or any other JSON value's compact JSON text.
+/// A JSON string's content, or any other JSON value's text as it was written, less the
+/// whitespace between tokens (`null` included: an absent `message` is the error, a null one
+/// is the JSON value null). Keys keep their order and numbers their spelling.
 fn text_or_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Null => Err(serde::de::Error::custom(
-            "message is null: give a string or any other JSON value",
-        )),
-        other => Ok(other.to_string()),
+    let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+    let text = raw.get();
+    if text.starts_with('"') {
+        return serde_json::from_str(text).map_err(serde::de::Error::custom);
     }
+    Ok(compact(text))
+}
+
+/// Valid JSON `text` without the whitespace outside its strings.
+fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for ch in text.chars() {
+        if in_string {
+            out.push(ch);
+            if escaped {
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == '"' {
+                in_string = false;
+            }
+        } else if !matches!(ch, ' ' | '\t' | '\n' | '\r') {
+            in_string = ch == '"';
+            out.push(ch);
+        }
+    }
+    out
 }
 
 fn yes() -> bool {
@@ -79,6 +105,16 @@ pub fn check_filter(path: &str) -> Result<(), String> {
 }
 
 impl PushRequest {
+    /// `context` and `user` are given, or a [`Refused::Json`] names the first missing one.
+    fn require_ids(mut self, what: &str) -> Result<Self, Refused> {
+        for (name, v) in [("context", &mut self.context), ("user", &mut self.user)] {
+            if v.is_none() {
+                return Err(Refused::Json(format!("{what}: missing field `{name}`")));
+            }
+        }
+        Ok(self)
+    }
+
     fn into_job(self) -> Result<PushJob, String> {
         let path = self.path.unwrap_or_else(|| "*".into());
         check_filter(&path)?;
@@ -86,8 +122,8 @@ impl PushRequest {
             return Err(format!("message longer than {MAX_MESSAGE_LEN} bytes"));
         }
         Ok(PushJob {
-            context: self.context,
-            user: self.user,
+            context: self.context.unwrap_or_default(),
+            user: self.user.unwrap_or_default(),
             filter: PathFilter::new(&path),
             text: Arc::from(self.message),
             coalesce: self.coalesce,
@@ -100,7 +136,8 @@ impl PushRequest {
 /// The body of `POST /v1/push`: `{"context","user","path"?,"message","coalesce"?}`.
 pub fn parse_push(body: &[u8]) -> Result<PushJob, Refused> {
     let req = serde_json::from_slice::<PushRequest>(body)
-        .map_err(|e| Refused::Json(format!("invalid push: {e}")))?;
+        .map_err(|e| Refused::Json(format!("invalid push: {e}")))?
+        .require_ids("invalid push")?;
     req.into_job()
         .map_err(|e| Refused::Invalid(format!("invalid push: {e}")))
 }
@@ -109,24 +146,22 @@ pub fn parse_push(body: &[u8]) -> Result<PushJob, Refused> {
 /// `POST /v1/push` in which `context` and `user` may be left out; when given they must be
 /// these.
 pub fn parse_push_for(body: &[u8], context: u32, user: u32) -> Result<PushJob, Refused> {
-    let mut fields: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| Refused::Json(format!("invalid push: {e}")))?;
-    for (name, want) in [("context", context), ("user", user)] {
-        match fields.get(name).map(serde_json::Value::as_u64) {
-            None => {
-                fields.insert(name.into(), want.into());
-            }
-            Some(Some(got)) if got != u64::from(want) => {
+    let mut req = serde_json::from_slice::<PushRequest>(body)
+        .map_err(|e| Refused::Json(format!("invalid push: {e}")))?;
+    for (name, got, want) in [
+        ("context", &mut req.context, context),
+        ("user", &mut req.user, user),
+    ] {
+        match *got {
+            None => *got = Some(want),
+            Some(got) if got != want => {
                 return Err(Refused::Invalid(format!(
                     "invalid push: {name} {got} in the body disagrees with {name} {want} of the subject"
                 )));
             }
-            // Equal, or not a number: the type check below says what is wrong.
             Some(_) => {}
         }
     }
-    let req = serde_json::from_value::<PushRequest>(fields.into())
-        .map_err(|e| Refused::Json(format!("invalid push: {e}")))?;
     req.into_job()
         .map_err(|e| Refused::Invalid(format!("invalid push: {e}")))
 }
@@ -145,7 +180,8 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<PushJob>, Refused> {
         .into_iter()
         .enumerate()
         .map(|(i, p)| {
-            p.into_job()
+            p.require_ids(&format!("invalid batch: pushes[{i}]"))?
+                .into_job()
                 .map_err(|e| Refused::Invalid(format!("pushes[{i}]: {e}")))
         })
         .collect()
@@ -230,10 +266,27 @@ mod tests {
             e,
             Refused::Invalid("invalid push: path filter longer than 1024 bytes".into())
         );
-        let e = parse_batch(br#"{"pushes":[{"context":1,"user":1,"message":null}]}"#).unwrap_err();
+        let e = parse_batch(br#"{"pushes":[{"context":1,"user":1}]}"#).unwrap_err();
         assert!(
-            e.message().starts_with("invalid batch: message is null"),
+            e.message()
+                .starts_with("invalid batch: missing field `message`"),
             "{e:?}"
+        );
+        let e = parse_batch(br#"{"pushes":[{"context":1,"message":"x"}]}"#).unwrap_err();
+        assert_eq!(
+            e,
+            Refused::Json("invalid batch: pushes[0]: missing field `user`".into())
+        );
+        let v = br#"{"pushes":[{"context":1,"user":1,"message":null},{"context":1,"user":1,"message":{"z": [1, 2.50, true], "a" : "\" x\\" ,"e":1e3}}]}"#;
+        let texts: Vec<_> = parse_batch(v)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.text)
+            .collect();
+        assert_eq!(&*texts[0], "null");
+        assert_eq!(
+            &*texts[1], r#"{"z":[1,2.50,true],"a":"\" x\\","e":1e3}"#,
+            "order and spelling kept"
         );
         let two = br#"{"pushes":[{"context":1,"user":1,"message":"a"},{"context":1,"user":1,"path":"*","message":"b"}]}"#;
         assert_eq!(parse_batch(two).unwrap().len(), 2);

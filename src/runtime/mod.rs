@@ -20,6 +20,7 @@ pub mod histogram;
 pub mod history;
 pub mod lifecycle;
 mod outbox;
+mod refusal_log;
 /// Public for `benches/remote.rs`; not an API.
 #[doc(hidden)]
 pub mod remote;

@@ -194,6 +194,16 @@ impl Ring {
         self.push(e);
     }
 
+    /// Install connection `slot`'s direct descriptor as a plain (close-on-exec) one, whose
+    /// number the completion carries: the refusal log reads the peer address from it.
+    pub fn install_fd(&mut self, c: &mut Conn, slot: u32) {
+        c.inflight += 1;
+        let e = opcode::FixedFdInstall::new(types::Fixed(slot), 0)
+            .build()
+            .user_data(token::conn(Op::PeerFd, slot, c.gen));
+        self.push(e);
+    }
+
     /// shutdown(SHUT_WR): our side is done, the peer reads to the end.
     pub fn shutdown_write(&mut self, c: &mut Conn, slot: u32) {
         c.inflight += 1;

@@ -39,6 +39,9 @@ pub enum Op {
     OverflowClose,
     /// Cancellation of the listener's accept (not about a connection).
     CancelAccept,
+    /// A refused connection's descriptor installed in the process's table, to read its
+    /// peer address for the refusal's log line (counted in flight like any operation).
+    PeerFd,
 }
 
 impl Op {
@@ -60,6 +63,7 @@ impl Op {
             13 => OverflowSend,
             14 => OverflowClose,
             15 => CancelAccept,
+            16 => PeerFd,
             _ => return None,
         })
     }

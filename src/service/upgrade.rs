@@ -397,7 +397,7 @@ impl UpgradePolicy {
     /// Cross-site upgrades are refused: an `Origin` must be in the allow-list (or `"*"`), or,
     /// with an empty list, name the same host the request was sent to. Requests without an
     /// `Origin` (non-browser clients) pass.
-    fn origin_allowed(&self, origin: Option<&str>, req: &Request<'_>) -> bool {
+    pub fn origin_allowed(&self, origin: Option<&str>, req: &Request<'_>) -> bool {
         let Some(origin) = origin else { return true };
         let allowed = &self.config.security.allowed_origins;
         if allowed

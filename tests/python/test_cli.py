@@ -54,6 +54,7 @@ def test_check_rejects_unknown_section(config_file):
     ('this is = = not toml\n', ""),
     ('[security]\nallowed_origins = ["https://app.example.com/"]\n', "never matches"),
     ('[security]\nallowed_origins = ["app.example.com"]\n', "scheme://host"),
+    ('[security]\nallowed_origins = ["https://app.example.com:443"]\n', "write https://app.example.com"),
 ])
 def test_check_rejects_invalid_config(config_file, text, needle):
     r = check(config_file(text))

@@ -134,7 +134,7 @@ BAD = [
     (SUBJECT, {"context": 1, "message": "x"}, "json", "missing field `user`"),
     (SUBJECT, {"context": "1", "user": 7, "message": "x"}, "json", "invalid type"),
     (SUBJECT, {"context": 1, "user": 7, "message": "x", "extra": 1}, "json", "unknown field `extra`"),
-    (SUBJECT, {"context": 1, "user": 7, "message": None}, "json", "message is null"),
+    (SUBJECT, {"context": 1, "user": 7}, "json", "missing field `message`"),
     (SUBJECT, {"context": -1, "user": 7, "message": "x"}, "json", "invalid value"),
     (f"{SUBJECT}.batch", {"pushes": {}}, "json", "invalid batch: invalid type"),
     (f"{SUBJECT}.batch", [1], "json", "invalid batch"),

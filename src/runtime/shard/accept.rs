@@ -46,6 +46,7 @@ impl Shard {
             ShardStats::inc(&stats.accepted);
             ShardStats::inc(&stats.accept_table_full);
             stats.refused(503);
+            self.log_overflow(res);
             static FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nRetry-After: 5\r\nConnection: close\r\n\r\nserver full\n";
             let e = opcode::Send::new(types::Fd(res), FULL.as_ptr(), FULL.len() as u32)
                 .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)

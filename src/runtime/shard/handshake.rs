@@ -4,6 +4,7 @@ use super::Shard;
 use crate::protocol::handshake;
 use crate::protocol::WsConnection;
 use crate::runtime::conn::{flag, ConnState, Handoff, SocketMeta};
+use crate::runtime::refusal_log::Site;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::sys;
 use crate::runtime::timer::Timers;
@@ -151,20 +152,24 @@ impl Shard {
                 revoked: self.users.revoked(),
                 jwks: self.jwks.as_deref(),
             };
-            if head.is_empty() {
+            let (d, bytes) = if head.is_empty() {
                 let d = self.policy.decide(data, &check);
                 if matches!(d, Decision::NeedMore) {
                     head.extend_from_slice(data);
                 }
-                d
+                (d, data)
             } else {
                 // Bounded: at most the largest request (head and polling body) plus one
                 // receive buffer.
                 if head.len() <= self.policy.max_request_bytes {
                     head.extend_from_slice(data);
                 }
-                self.policy.decide(head, &check)
+                (self.policy.decide(head, &check), &head[..])
+            };
+            if let Decision::Refuse(_) = d {
+                super::refusals::note_site(&mut self.refusals, &self.policy, bytes);
             }
+            d
         };
         if plain.is_none() {
             self.ring.recycle(bid);
@@ -192,19 +197,19 @@ impl Shard {
                         keys.want_refresh();
                     }
                 }
-                self.refuse(slot, r)
+                self.refuse_request(slot, r)
             }
             Decision::Preflight(origin) => self.answer_preflight(slot, &origin),
             Decision::Proxy(pending) => self.ask_proxy(slot, *pending),
             // A new Engine.IO session counts against the upgrade rate like an upgrade (its
             // later requests do not).
             Decision::Poll(plan) => {
-                if plan.sid.is_some() || !self.over_upgrade_rate(slot) {
+                if plan.sid.is_some() || !self.over_upgrade_rate(slot, Site::of_poll(&plan)) {
                     self.place_poll(slot, plan);
                 }
             }
             Decision::Upgrade(plan) => {
-                if !self.over_upgrade_rate(slot) {
+                if !self.over_upgrade_rate(slot, Site::of_path(&plan.path)) {
                     self.place_upgrade(slot, plan);
                 }
             }
@@ -212,11 +217,11 @@ impl Shard {
     }
 
     /// `limits.upgrade_rate_per_sec`: refuse the request in `slot` (503) when over it.
-    pub(super) fn over_upgrade_rate(&mut self, slot: u32) -> bool {
+    pub(super) fn over_upgrade_rate(&mut self, slot: u32, site: Site<'_>) -> bool {
         match self.upgrade_bucket.take(sys::monotonic_ms()) {
             Ok(()) => false,
             Err(retry_after_secs) => {
-                self.refuse(slot, Refusal::RateLimit { retry_after_secs });
+                self.refuse_at(slot, Refusal::RateLimit { retry_after_secs }, site);
                 true
             }
         }
@@ -266,35 +271,6 @@ impl Shard {
         true
     }
 
-    /// Answer a plain HTTP status with a one-line reason and close; counted by status and reason.
-    pub(in crate::runtime) fn refuse(&mut self, slot: u32, r: Refusal) {
-        self.refuse_because(slot, r, r.reason());
-    }
-
-    /// [`Shard::refuse`] with another one-line reason than the refusal's own (an
-    /// `auth = "proxy"` application's).
-    pub(in crate::runtime) fn refuse_because(&mut self, slot: u32, r: Refusal, reason: &str) {
-        self.stats().refused_for(&r);
-        let c = &mut self.conns[slot as usize];
-        if matches!(c.state, ConnState::Handshake { .. }) {
-            ShardStats::dec(&self.shared.stats[self.id].handshakes);
-        }
-        c.state = ConnState::Responding;
-        c.flags &= !flag::KEEP_ALIVE;
-        // A refusal with a Retry-After has no other extra header.
-        let secs = r.retry_after_secs().map(|s| s.to_string());
-        let retry_after;
-        let headers = match &secs {
-            Some(s) => {
-                retry_after = [("Retry-After", s.as_str())];
-                &retry_after[..]
-            }
-            None => r.headers(),
-        };
-        handshake::write_http_response(&mut c.out, r.status(), headers, reason);
-        self.close_after_flush(slot);
-    }
-
     /// Open the WebSocket on this core: 101, register, read frames.
     pub(in crate::runtime) fn open_socket(&mut self, slot: u32, mut plan: Box<UpgradePlan>) {
         let deflate = plan.deflate.as_ref().map(|(p, _)| *p);
@@ -309,11 +285,12 @@ impl Shard {
                 match found.map(|v| self.sio_attach(v, slot, up.eio)) {
                     Some(Some(transport)) => transport_of = Some(transport),
                     Some(None) => {
-                        self.refuse(slot, Refusal::EioBadRequest);
+                        self.refuse_at(slot, Refusal::EioBadRequest, Site::of_path(&plan.path));
                         return;
                     }
                     None => {
-                        self.refuse(slot, Refusal::EioSessionUnknown);
+                        let site = Site::of_path(&plan.path);
+                        self.refuse_at(slot, Refusal::EioSessionUnknown, site);
                         return;
                     }
                 }
@@ -321,7 +298,7 @@ impl Shard {
         }
         if let (Some(auth), None) = (&plan.auth, &transport_of) {
             if self.user_socket_count(auth.context, auth.user) >= self.limits.max_sockets_per_user {
-                self.refuse(slot, Refusal::UserLimit);
+                self.refuse_at(slot, Refusal::UserLimit, Site::of_path(&plan.path));
                 return;
             }
         }

@@ -5,7 +5,8 @@
 //! ([`RemoteState`]). The files of this folder are the handlers of one kind of event each:
 //! `handshake` (a request until its decision), `frames` (bytes of an open connection),
 //! `writes` (flushes and closes), `ticks` (deadlines), `commands` (the inbox), `users`
-//! (register, deliver, revoke), `accept`, `handoff`, `drain`, `cluster`, and the drivers of
+//! (register, deliver, revoke), `accept`, `handoff`, `drain`, `cluster`, `refusals` (a
+//! refusal's answer and its rate-limited log line), and the drivers of
 //! Engine.IO sessions (`socketio`, `polling`: they feed `service::engineio::Session` and
 //! carry out its actions).
 mod accept;
@@ -20,6 +21,7 @@ mod history;
 mod order;
 mod polling;
 mod proxy;
+mod refusals;
 mod sio_recovery;
 mod socketio;
 mod ticks;
@@ -94,6 +96,8 @@ pub struct Shard {
     /// after its wake-up, so a push's latency is counted from there.
     pub(super) turn_pushes: u64,
     pub(super) turn_start: u64,
+    /// Refusals logged this second, those left out, lines waiting for a peer address.
+    pub(super) refusals: super::refusal_log::RefusalLog,
 }
 
 use super::users::UserIndex;
@@ -156,6 +160,7 @@ impl Shard {
             timing: config.engine.latency_histograms,
             turn_pushes: 0,
             turn_start: 0,
+            refusals: Default::default(),
         })
     }
 
@@ -245,6 +250,8 @@ impl Shard {
             Op::Tick => self.on_tick(flags),
             Op::Wake => self.on_wake(),
             Op::HandoffIn => self.on_handoff_in(t.ptr, res),
+            // Before the liveness check: the installed descriptor is closed either way.
+            Op::PeerFd => self.on_peer_fd(t.slot, t.gen, res),
             _ => {
                 if !self.conns.is_live(t.slot, t.gen) {
                     return;

@@ -14,6 +14,7 @@ use crate::protocol::close::CloseReason;
 use crate::protocol::engineio;
 use crate::protocol::handshake;
 use crate::runtime::conn::{flag, ConnState, SessionError, Sio, SocketMeta};
+use crate::runtime::refusal_log::Site;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::timer::Timers;
 use crate::runtime::timer::TICK_MS;
@@ -29,12 +30,13 @@ impl Shard {
             if plan.method == PollMethod::Get {
                 self.poll_open(slot, plan);
             } else {
-                self.refuse(slot, Refusal::EioBadHandshakeMethod);
+                self.refuse_at(slot, Refusal::EioBadHandshakeMethod, Site::of_poll(&plan));
             }
             return;
         };
         let Some(session) = self.find_sid(sid, plan.auth.session) else {
-            self.refuse(slot, plan.ended.unwrap_or(Refusal::EioSessionUnknown));
+            let r = plan.ended.unwrap_or(Refusal::EioSessionUnknown);
+            self.refuse_at(slot, r, Site::of_poll(&plan));
             return;
         };
         if let Some(e) = plan.ended {
@@ -53,7 +55,7 @@ impl Shard {
                 self.with_session(session, |s, now, cfg, out| s.end(now, code, cfg, out));
             }
             if self.session_mut(session).is_none_or(|s| !s.is_ending()) {
-                self.refuse(slot, e);
+                self.refuse_at(slot, e, Site::of_poll(&plan));
                 return;
             }
         }
@@ -68,7 +70,7 @@ impl Shard {
         };
         if served.is_err() {
             // Polling after the upgrade finished, another protocol version, a malformed body.
-            self.refuse(slot, Refusal::EioBadRequest);
+            self.refuse_at(slot, Refusal::EioBadRequest, Site::of_poll(&plan));
             return;
         }
         match plan.method {
@@ -86,7 +88,7 @@ impl Shard {
     fn poll_open(&mut self, slot: u32, mut plan: Box<PollPlan>) {
         let (context, user) = (plan.auth.context, plan.auth.user);
         if self.user_socket_count(context, user) >= self.limits.max_sockets_per_user {
-            self.refuse(slot, Refusal::UserLimit);
+            self.refuse_at(slot, Refusal::UserLimit, Site::of_poll(&plan));
             return;
         }
         let v = self.conns.take_virtual();

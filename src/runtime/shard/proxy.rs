@@ -8,6 +8,7 @@
 //! upgrade rate is taken before the application is asked.
 use super::Shard;
 use crate::runtime::conn::ConnState;
+use crate::runtime::refusal_log::Site;
 use crate::runtime::Command;
 use crate::service::placement::user_key;
 use crate::service::plan::{PendingPlan, ProxyPending};
@@ -36,7 +37,7 @@ impl Shard {
             PendingPlan::Upgrade(_) => true,
             PendingPlan::Poll(p) => p.sid.is_none(),
         };
-        if new && self.over_upgrade_rate(slot) {
+        if new && self.over_upgrade_rate(slot, Site::of_pending(&plan)) {
             return;
         }
         let key = request.key;
@@ -88,7 +89,7 @@ impl Shard {
                     403 => Refusal::ProxyForbidden,
                     _ => Refusal::ProxyUnauthorized,
                 };
-                self.refuse_because(slot, r, &reason);
+                self.refuse_because(slot, r, Site::of_pending(&plan), &reason);
                 return;
             }
             ProxyAnswer::Unavailable { busy, .. } => {
@@ -96,7 +97,7 @@ impl Shard {
                     true => Refusal::ProxyBusy { retry_after_secs },
                     false => Refusal::ProxyUnavailable { retry_after_secs },
                 };
-                self.refuse(slot, r);
+                self.refuse_at(slot, r, Site::of_pending(&plan));
                 return;
             }
         };
@@ -123,13 +124,13 @@ impl Shard {
                 p.ended = Some(r);
                 PendingPlan::Poll(p)
             }
-            (Some(r), _) => {
-                self.refuse(slot, r);
+            (Some(r), plan) => {
+                self.refuse_at(slot, r, Site::of_pending(&plan));
                 return;
             }
         };
         if !self.policy.cascade.enabled(id.context, id.user) {
-            self.refuse(slot, Refusal::Disabled);
+            self.refuse_at(slot, Refusal::Disabled, Site::of_pending(&plan));
             return;
         }
         let auth = SocketAuth {

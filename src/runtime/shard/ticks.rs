@@ -37,6 +37,7 @@ impl Shard {
         stats
             .slots_capacity
             .store(self.conns.table_slots() as u64, Relaxed);
+        self.refusal_log_tick();
         let mut due = Vec::new();
         self.timers.advance(to, &mut due);
         for (slot, gen, tick) in due {
@@ -59,7 +60,11 @@ impl Shard {
         match &c.state {
             // An idle keep-alive connection between two requests is just closed.
             ConnState::Handshake { reused: true, .. } => self.begin_close(slot),
-            ConnState::Handshake { .. } => self.refuse(slot, Refusal::HandshakeTimeout),
+            ConnState::Handshake { head, .. } => {
+                // The log names what little of the request came (a slow client's path).
+                super::refusals::note_partial(&mut self.refusals, head);
+                self.refuse_request(slot, Refusal::HandshakeTimeout)
+            }
             ConnState::Polling { .. } => self.poll_session_timer(slot),
             ConnState::PollWait { .. } => self.poll_wait_timeout(slot),
             ConnState::Open { .. } if c.has(flag::LINGER) || c.has(flag::CLOSE_AFTER_FLUSH) => {
