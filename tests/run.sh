@@ -237,13 +237,13 @@ setup_venv() {
     fi
     local want
     want=$(sha256sum "$req" | cut -d' ' -f1)
-    if [[ -f $stamp && $(cat "$stamp") == "$want" ]] && "$VENV/bin/python" -c 'import kosoku, websockets, pytest' 2>/dev/null; then
+    if [[ -f $stamp && $(cat "$stamp") == "$want" ]] && "$VENV/bin/python" -c 'import kosoku, websockets, pytest, schemathesis, openapi_spec_validator' 2>/dev/null; then
         echo "venv up to date ($VENV)"
     else
         "$VENV/bin/python" -m pip install -q -r "$req" || return 1
         echo "$want" >"$stamp"
     fi
-    "$VENV/bin/python" -m pip list 2>/dev/null | grep -Ei '^(kosoku|websockets|pytest) '
+    "$VENV/bin/python" -m pip list 2>/dev/null | grep -Ei '^(kosoku|websockets|pytest|schemathesis|openapi-spec-validator) '
 }
 
 setup_node() {

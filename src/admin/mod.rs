@@ -1,9 +1,10 @@
 //! The admin HTTP API (control plane: its own listener and thread, never a data-plane core).
-//! JSON in and out; bearer-token auth on everything but the dashboard page, `/healthz` and
-//! `/readyz`. The listener bounds its connections (timeouts, a cap): see [`listener`].
+//! JSON in and out; bearer-token auth on everything but the dashboard page, `/healthz`,
+//! `/readyz` and the OpenAPI document (`docs/openapi.json`, served at `/v1/openapi.json`). The listener bounds its connections (timeouts, a cap): see [`listener`].
 #![forbid(unsafe_code)]
 mod listener;
 mod metrics;
+mod openapi;
 mod service_api;
 
 pub use listener::{nofile_limits, FdReserve, ListenerStats, Trusted};
@@ -74,6 +75,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::openapi))
         .merge(protected)
         .with_state(state.clone());
     listener::run(listener, app, state).await;
