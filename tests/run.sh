@@ -137,6 +137,10 @@ setup_apt() {
     [[ -x /usr/sbin/ip || -x /sbin/ip ]] || pkgs+=(iproute2)
     # `openssl` signs the RS256 tokens of tests/python/test_jwt.py.
     command -v openssl >/dev/null || pkgs+=(openssl)
+    # tests/python/test_deb.py: `systemd-analyze verify` on the packaged unit, and the package's
+    # dependency `adduser` (its postinst creates the ringwire user).
+    command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+    command -v adduser >/dev/null || pkgs+=(adduser)
     if ((${#pkgs[@]})); then
         if [[ $(id -u) != 0 ]]; then
             echo "missing Debian packages (${pkgs[*]}) and not root" >&2
