@@ -131,13 +131,14 @@ def test_schemathesis_finds_no_disagreement(push_servers, tmp_path):
         "run", str(DOC_PATH), "--url", url,
         "--header", f"Authorization: Bearer {TOKEN}",
         "--checks", CHECKS,
+        "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(MAX_EXAMPLES),
         "--seed", SEED,
         "--workers", "1",
         "--request-timeout", "20",
         "--report", "junit", "--report-dir", str(tmp_path / "report"),
     ]
-    env = dict(os.environ, NO_COLOR="1", COLUMNS="120", SCHEMATHESIS_TELEMETRY="false")
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="120", PYTHONUTF8="1", PYTHONIOENCODING="utf-8")
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
     out = r.stdout + r.stderr
     assert r.returncode == 0, f"schemathesis found disagreements (exit {r.returncode}):\n{out[-12000:]}"
