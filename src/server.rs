@@ -99,6 +99,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         .iter()
         .map(|e| format!("{} ({})", e.path, e.kind.name()))
         .collect();
+    // The handlers are in place before anyone hears the node is ready: a SIGTERM right after
+    // the ready line or READY=1 drains instead of killing the process (the default action).
+    let signals = {
+        let _runtime = control.enter();
+        Signals::install()
+    };
     tracing::info!(
         "ringwire ready: listening on {} with {} cores, admin on {}; endpoints {}",
         config.server.listen,
@@ -137,7 +143,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
         let admin = tokio::spawn(admin::serve(admin_listener, state.clone()));
         // Every listener is bound: the public one (the engine), the admin API, the link.
         crate::systemd::notify("READY=1");
-        wait_for_signal(&state).await;
+        signals.wait(&state).await;
         crate::systemd::notify("STOPPING=1");
         if let Some(c) = &cluster {
             // The other nodes stop routing here before any socket is closed.
@@ -173,21 +179,43 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Box<dyn s
     Ok(())
 }
 
-/// Wait for SIGTERM/SIGINT; SIGHUP reloads the configuration meanwhile.
-async fn wait_for_signal(state: &AdminState) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => match admin::reload_config(state) {
-                Ok(restart) if restart.is_empty() => tracing::info!("configuration reloaded (SIGHUP)"),
-                Ok(restart) => tracing::warn!("configuration reloaded (SIGHUP); needs a restart: {}", restart.join(", ")),
-                Err(e) => tracing::error!("reload failed, configuration unchanged: {e}"),
-            },
+/// SIGTERM, SIGINT and SIGHUP, caught from [`Signals::install`] on (in the control runtime's
+/// context).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("install SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("install SIGINT handler"),
+            hup: signal(SignalKind::hangup()).expect("install SIGHUP handler"),
+        }
+    }
+
+    /// Wait for SIGTERM/SIGINT; SIGHUP reloads the configuration meanwhile.
+    async fn wait(mut self, state: &AdminState) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => Self::reload(state),
+            }
+        }
+    }
+
+    fn reload(state: &AdminState) {
+        match admin::reload_config(state) {
+            Ok(restart) if restart.is_empty() => tracing::info!("configuration reloaded (SIGHUP)"),
+            Ok(restart) => tracing::warn!(
+                "configuration reloaded (SIGHUP); needs a restart: {}",
+                restart.join(", ")
+            ),
+            Err(e) => tracing::error!("reload failed, configuration unchanged: {e}"),
         }
     }
 }

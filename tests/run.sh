@@ -137,6 +137,10 @@ setup_apt() {
     [[ -x /usr/sbin/ip || -x /sbin/ip ]] || pkgs+=(iproute2)
     # `openssl` signs the RS256 tokens of tests/python/test_jwt.py.
     command -v openssl >/dev/null || pkgs+=(openssl)
+    # tests/python/test_deb.py: `systemd-analyze verify` on the packaged unit, and the package's
+    # dependency `adduser` (its postinst creates the ringwire user).
+    command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+    command -v adduser >/dev/null || pkgs+=(adduser)
     if ((${#pkgs[@]})); then
         if [[ $(id -u) != 0 ]]; then
             echo "missing Debian packages (${pkgs[*]}) and not root" >&2
@@ -249,13 +253,13 @@ setup_venv() {
     fi
     local want
     want=$(sha256sum "$req" | cut -d' ' -f1)
-    if [[ -f $stamp && $(cat "$stamp") == "$want" ]] && "$VENV/bin/python" -c 'import kosoku, websockets, pytest' 2>/dev/null; then
+    if [[ -f $stamp && $(cat "$stamp") == "$want" ]] && "$VENV/bin/python" -c 'import kosoku, websockets, pytest, schemathesis, openapi_spec_validator' 2>/dev/null; then
         echo "venv up to date ($VENV)"
     else
         "$VENV/bin/python" -m pip install -q -r "$req" || return 1
         echo "$want" >"$stamp"
     fi
-    "$VENV/bin/python" -m pip list 2>/dev/null | grep -Ei '^(kosoku|websockets|pytest) '
+    "$VENV/bin/python" -m pip list 2>/dev/null | grep -Ei '^(kosoku|websockets|pytest|schemathesis|openapi-spec-validator) '
 }
 
 setup_node() {

@@ -1,10 +1,11 @@
 //! The admin HTTP API (control plane: its own listener and thread, never a data-plane core).
-//! JSON in and out; bearer-token auth on everything but the dashboard page, `/healthz` and
-//! `/readyz`. The listener bounds its connections (timeouts, a cap): see [`listener`].
+//! JSON in and out; bearer-token auth on everything but the dashboard page, `/healthz`,
+//! `/readyz` and the OpenAPI document (`docs/openapi.json`, served at `/v1/openapi.json`). The listener bounds its connections (timeouts, a cap): see [`listener`].
 #![forbid(unsafe_code)]
 mod latency;
 mod listener;
 mod metrics;
+mod openapi;
 mod process;
 mod service_api;
 
@@ -78,6 +79,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::openapi))
         .merge(protected)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -4,7 +4,8 @@ use crate::config::Config;
 use crate::facade::push;
 use crate::service::session::unix_now;
 use crate::service::upgrade::UpgradePolicy;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +20,23 @@ pub struct NewSession {
     ttl_secs: u64,
 }
 
-pub async fn create_session(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+/// A request body. One the extractor refuses (over the 2 MiB limit, or a failed read) is
+/// answered as every other refusal of the API, `{"error": ...}`, with the extractor's status
+/// (413 for the limit), rather than axum's plain text.
+pub struct Body(axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e: BytesRejection| error(e.status(), e.body_text()))
+    }
+}
+
+pub async fn create_session(State(state): State<AdminState>, Body(body): Body) -> Response {
     let req: NewSession = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -39,7 +56,8 @@ pub async fn create_session(State(state): State<AdminState>, body: axum::body::B
             format!("ttl_secs must be between 1 and {max_ttl}"),
         );
     }
-    let expires_at = unix_now() + req.ttl_secs;
+    // Saturating: `sessions.max_ttl_secs` has no upper bound.
+    let expires_at = unix_now().saturating_add(req.ttl_secs);
     let (id, secret) = state.key.mint(req.context, req.user, expires_at);
     let body = serde_json::json!({
         "session": id.to_text(),
@@ -50,14 +68,21 @@ pub async fn create_session(State(state): State<AdminState>, body: axum::body::B
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-pub async fn delete_session(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+pub async fn delete_session(
+    State(state): State<AdminState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    // An id that does not percent-decode to UTF-8 is no session either.
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::NOT_FOUND, "no such session");
+    };
     if state.service.terminate(&id).is_err() {
         return error(StatusCode::NOT_FOUND, "no such session");
     }
     StatusCode::NO_CONTENT.into_response()
 }
 
-pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+pub async fn push(State(state): State<AdminState>, Body(body): Body) -> Response {
     let job = match push::parse_push(&body) {
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.message()),
@@ -66,7 +91,7 @@ pub async fn push(State(state): State<AdminState>, body: axum::body::Bytes) -> R
     (StatusCode::ACCEPTED, Json(push::push_answer(&c))).into_response()
 }
 
-pub async fn push_batch(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+pub async fn push_batch(State(state): State<AdminState>, Body(body): Body) -> Response {
     let jobs = match push::parse_batch(&body) {
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.message()),
