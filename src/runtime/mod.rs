@@ -18,6 +18,8 @@ mod drain;
 pub mod history;
 pub mod lifecycle;
 mod outbox;
+/// The core's pool of send buffers (public for the benches).
+pub use outbox::BufPool;
 /// Public for `benches/remote.rs`; not an API.
 #[doc(hidden)]
 pub mod remote;

@@ -39,7 +39,7 @@ use super::token::{self, Op};
 use super::{sys, Shared};
 use crate::config::{Config, EndpointKind, Limits};
 use crate::protocol::deflate::SharedDeflate;
-use crate::protocol::WsLimits;
+use crate::protocol::{FrameOnce, WsLimits};
 use crate::service::upgrade::UpgradePolicy;
 use io_uring::IoUring;
 use std::io;
@@ -86,6 +86,10 @@ pub struct Shard {
     /// permessage-deflate compressors and spare inflater lent to this core's sockets (those
     /// that agreed to no context takeover, the default), so an idle socket holds no zlib state.
     pub(super) zlib: SharedDeflate,
+    /// A push framed once for all its sockets alike (`users::deliver`).
+    frame_once: FrameOnce,
+    /// The name of the push being delivered (`deliver`; the low 8 bits are the endpoint's).
+    push_key: u64,
 }
 
 use super::users::UserIndex;
@@ -145,6 +149,8 @@ impl Shard {
             scratch: Vec::new(),
             tls_plain: Vec::new(),
             zlib: SharedDeflate::new(),
+            frame_once: FrameOnce::default(),
+            push_key: 0,
         })
     }
 
