@@ -335,7 +335,9 @@ fn fanout(c: &mut Criterion) {
     let mut conns: Vec<WsConnection> = (0..USERS * PER_USER)
         .map(|_| WsConnection::new(WsLimits::default(), None))
         .collect();
-    let mut outs: Vec<Vec<u8>> = vec![Vec::with_capacity(4096); USERS * PER_USER];
+    let mut outs: Vec<Vec<u8>> = (0..USERS * PER_USER)
+        .map(|_| Vec::with_capacity(4096))
+        .collect();
     let mut zlib = SharedDeflate::new();
     let base = r#"{"type":"notification","title":"New message","body":"You have a new message from Alice: hey, are we still on for lunch tomorrow?","n":"#;
     let identical: Vec<std::sync::Arc<str>> = (0..BATCH)
