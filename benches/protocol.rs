@@ -361,6 +361,38 @@ fn fanout(c: &mut Criterion) {
             })
         });
     }
+    // Compressing sockets (no context takeover, the default): framed (and compressed) once
+    // per job, against each socket encoding it (the shared compressor's memo still compares
+    // the text every time).
+    let params = ringwire::protocol::deflate::DeflateParams {
+        server_no_context_takeover: true,
+        ..Default::default()
+    };
+    let mut zconns: Vec<WsConnection> = (0..USERS * PER_USER)
+        .map(|_| WsConnection::new(WsLimits::default(), Some(params)))
+        .collect();
+    for (name, once) in [
+        ("1000x3_deflate_per_socket", false),
+        ("1000x3_deflate_once", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for out in outs.iter_mut() {
+                    out.clear();
+                }
+                if once {
+                    fanout_batch(&distinct, &mut zconns, &mut outs, &mut zlib, PER_USER);
+                } else {
+                    for text in &distinct {
+                        for (ws, out) in zconns.iter_mut().zip(outs.iter_mut()) {
+                            ws.encode_message(&mut zlib, out, MessageKind::Text, text.as_bytes());
+                        }
+                    }
+                }
+                black_box(outs[0].len())
+            })
+        });
+    }
     g.finish();
 }
 
