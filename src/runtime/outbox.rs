@@ -167,8 +167,12 @@ impl Outbox {
                 c.sending = self.pool.take();
             }
             let ready = c.seal();
-            // The plaintext went into the TLS session: its buffer goes back.
+            // The plaintext went into the TLS session: its buffer goes back (and the send
+            // buffer too when there is nothing to send).
             self.pool.give(std::mem::take(&mut c.out));
+            if !ready {
+                self.pool.give(std::mem::take(&mut c.sending));
+            }
             ready
         } else if !c.out.is_empty() {
             std::mem::swap(&mut c.out, &mut c.sending);
