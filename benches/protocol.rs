@@ -259,5 +259,199 @@ fn echo_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unmask, decode, echo_path, encode, handshake, socketio);
+/// Sixteen pipelined 512 B masked text frames in one read.
+fn pipelined_16x512() -> Vec<u8> {
+    let mut wire = Vec::new();
+    for i in 0..16usize {
+        let mut p = vec![b'a' + (i % 26) as u8; 512];
+        p[0] = b'{';
+        masked_frame(&mut wire, 1, &p);
+    }
+    wire
+}
+
+/// One echo turn of the runtime for one socket: decode, unmask and validate 16 pipelined
+/// 512 B text frames, encode every echo into the socket's `out`, then the send bookkeeping
+/// (`out` becomes the send buffer, the send completes). `fresh_vec` is the bookkeeping
+/// before issue 18 (a new `out` grown by reallocation every turn, freed after the send);
+/// `16x512B_text` is what the runtime does now (see `echo_turn_runtime`).
+fn echo_turn(c: &mut Criterion) {
+    let mut g = quick(c, "echo_turn");
+    let wire = pipelined_16x512();
+    let mut data = wire.clone();
+    let mut conn = WsConnection::new(WsLimits::default(), None);
+    let mut zlib = SharedDeflate::new();
+    g.throughput(Throughput::Elements(16));
+    let mut turn = |data: &mut Vec<u8>, out: &mut Vec<u8>| {
+        data.copy_from_slice(&wire);
+        let mut rx = conn.read(data, &mut zlib);
+        while let Some(next) = rx.next_event_with_sender() {
+            if let (Event::Message(kind, p), mut tx) = next.unwrap() {
+                tx.encode_message(out, kind, p);
+            }
+            rx.poll_transmit(out);
+        }
+    };
+    g.bench_function("16x512B_text_fresh_vec", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            turn(&mut data, &mut out);
+            let sending = std::mem::take(&mut out);
+            black_box(&sending);
+            drop(sending);
+        })
+    });
+    echo_turn_runtime(&mut g, &mut data, &mut turn);
+    g.finish();
+}
+
+/// The runtime's bookkeeping of an echo turn.
+fn echo_turn_runtime(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    data: &mut Vec<u8>,
+    turn: &mut impl FnMut(&mut Vec<u8>, &mut Vec<u8>),
+) {
+    let mut pool = ringwire::runtime::BufPool::default();
+    g.bench_function("16x512B_text", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            pool.prepare(&mut out, data.len());
+            turn(data, &mut out);
+            let sending = std::mem::take(&mut out);
+            black_box(&sending);
+            pool.give(sending);
+        })
+    });
+}
+
+/// The framing part of a core's deliver path: a batch of pushes to 1,000 users with three
+/// uncompressed raw sockets each, every socket's output appended to and drained once per
+/// batch. Identical texts (one broadcast text in the batch) or distinct ones.
+fn fanout(c: &mut Criterion) {
+    let mut g = quick(c, "fanout");
+    const USERS: usize = 1000;
+    const PER_USER: usize = 3;
+    const BATCH: usize = 8;
+    let mut conns: Vec<WsConnection> = (0..USERS * PER_USER)
+        .map(|_| WsConnection::new(WsLimits::default(), None))
+        .collect();
+    let mut outs: Vec<Vec<u8>> = (0..USERS * PER_USER)
+        .map(|_| Vec::with_capacity(4096))
+        .collect();
+    let mut zlib = SharedDeflate::new();
+    let base = r#"{"type":"notification","title":"New message","body":"You have a new message from Alice: hey, are we still on for lunch tomorrow?","n":"#;
+    let identical: Vec<std::sync::Arc<str>> = (0..BATCH)
+        .map(|_| std::sync::Arc::from(format!("{base}0}}")))
+        .collect();
+    let distinct: Vec<std::sync::Arc<str>> = (0..BATCH)
+        .map(|i| std::sync::Arc::from(format!("{base}{i}}}")))
+        .collect();
+    g.throughput(Throughput::Elements((USERS * PER_USER * BATCH) as u64));
+    for (name, texts) in [
+        ("1000x3_identical", &identical),
+        ("1000x3_distinct", &distinct),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for out in outs.iter_mut() {
+                    out.clear();
+                }
+                fanout_batch(texts, &mut conns, &mut outs, &mut zlib, PER_USER);
+                black_box(outs[0].len())
+            })
+        });
+    }
+    // Compressing sockets (no context takeover, the default): framed (and compressed) once
+    // per job, against each socket encoding it (the shared compressor's memo still compares
+    // the text every time).
+    let params = ringwire::protocol::deflate::DeflateParams {
+        server_no_context_takeover: true,
+        ..Default::default()
+    };
+    let mut zconns: Vec<WsConnection> = (0..USERS * PER_USER)
+        .map(|_| WsConnection::new(WsLimits::default(), Some(params)))
+        .collect();
+    for (name, once) in [
+        ("1000x3_deflate_per_socket", false),
+        ("1000x3_deflate_once", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for out in outs.iter_mut() {
+                    out.clear();
+                }
+                if once {
+                    fanout_batch(&distinct, &mut zconns, &mut outs, &mut zlib, PER_USER);
+                } else {
+                    for text in &distinct {
+                        for (ws, out) in zconns.iter_mut().zip(outs.iter_mut()) {
+                            ws.encode_message(&mut zlib, out, MessageKind::Text, text.as_bytes());
+                        }
+                    }
+                }
+                black_box(outs[0].len())
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Each text to every user's sockets, the user loop inside the text loop (as `deliver`
+/// walks a batch: job by job).
+fn fanout_batch(
+    texts: &[std::sync::Arc<str>],
+    conns: &mut [WsConnection],
+    outs: &mut [Vec<u8>],
+    zlib: &mut SharedDeflate,
+    per_user: usize,
+) {
+    let mut once = ringwire::protocol::FrameOnce::default();
+    let mut key = 0u64;
+    let mut last: Option<&std::sync::Arc<str>> = None;
+    for text in texts {
+        // As `deliver` names a job: the previous name while the text is the same.
+        if last.is_none_or(|l| **l != **text) {
+            key += 1;
+            last = Some(text);
+        }
+        for user in conns.chunks_mut(per_user).zip(outs.chunks_mut(per_user)) {
+            for (ws, out) in user.0.iter_mut().zip(user.1.iter_mut()) {
+                once.encode(key, ws, zlib, out, MessageKind::Text, text.as_bytes());
+            }
+        }
+    }
+    once.forget();
+}
+
+/// Whole-message UTF-8 validation: std against `simdutf8` (what the protocol core uses).
+fn utf8(c: &mut Criterion) {
+    use ringwire::protocol::utf8::{is_utf8, Utf8Validator};
+    let mut g = quick(c, "utf8");
+    let ascii = br#"{"type":"notification","body":"hello world"}"#.repeat(12);
+    let mixed = "{\"t\":\"héllo wörld — 𝄞 κόσμε\"}".repeat(16).into_bytes();
+    for (name, bytes) in [("ascii_512B", &ascii[..512]), ("mixed", &mixed[..])] {
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function(BenchmarkId::new("std", name), |b| {
+            b.iter(|| std::str::from_utf8(black_box(bytes)).is_ok())
+        });
+        g.bench_function(BenchmarkId::new("simdutf8", name), |b| {
+            b.iter(|| is_utf8(black_box(bytes)))
+        });
+        g.bench_function(BenchmarkId::new("incremental_4_pieces", name), |b| {
+            b.iter(|| {
+                let mut v = Utf8Validator::new();
+                let q = bytes.len() / 4;
+                for piece in black_box(bytes).chunks(q) {
+                    v.feed(piece).unwrap();
+                }
+                v.finish().is_ok()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches, unmask, decode, echo_path, echo_turn, fanout, utf8, encode, handshake, socketio
+);
 criterion_main!(benches);

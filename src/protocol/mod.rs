@@ -37,5 +37,5 @@ pub mod mask;
 pub mod socketio;
 pub mod utf8;
 
-pub use connection::{Event, MessageKind, Reader, Sender, WsConnection, WsLimits};
+pub use connection::{Event, FrameOnce, MessageKind, Reader, Sender, WsConnection, WsLimits};
 pub use error::ProtocolError;

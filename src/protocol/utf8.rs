@@ -1,14 +1,27 @@
 //! Incremental, fail-fast UTF-8 validation for Text messages that arrive
 //! in pieces (fragments, partial reads, inflated chunks).
 //!
-//! Each chunk goes through `std::str::from_utf8` (SIMD-friendly, with an
-//! ASCII fast path). An incomplete sequence at the end of a chunk (at most
+//! Each chunk goes through [`validate`] (the `simdutf8` crate: SIMD, detected at run time;
+//! its `compat` errors are std's). An incomplete sequence at the end of a chunk (at most
 //! 3 bytes) is carried over; std only reports "incomplete" (`error_len() ==
 //! None`) for a tail that is a valid *prefix* of some code point, so e.g.
 //! `F4 90` or `ED A0` fails immediately, before the message ends — as
 //! Autobahn's 6.4.x cases require.
 
-use std::str;
+use simdutf8::compat::{from_utf8 as compat_from_utf8, Utf8Error};
+
+/// Whether `bytes` is UTF-8 (a whole message: the fast path of a frame in one read).
+#[inline]
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
+/// `std::str::from_utf8`'s answer, with `simdutf8`'s speed: where the valid prefix ends
+/// and whether the rest is invalid or only incomplete.
+#[inline]
+pub fn validate(bytes: &[u8]) -> Result<(), Utf8Error> {
+    compat_from_utf8(bytes).map(|_| ())
+}
 
 /// Streaming UTF-8 validator; 4 bytes, `Copy`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,8 +60,8 @@ impl Utf8Validator {
             tmp[..have].copy_from_slice(&self.pending[..have]);
             tmp[have..have + take].copy_from_slice(&chunk[..take]);
             let total = have + take;
-            match str::from_utf8(&tmp[..total]) {
-                Ok(_) => self.pending_len = 0,
+            match validate(&tmp[..total]) {
+                Ok(()) => self.pending_len = 0,
                 Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 && total < need => {
                     self.pending[..total].copy_from_slice(&tmp[..total]);
                     self.pending_len = total as u8;
@@ -58,8 +71,8 @@ impl Utf8Validator {
             }
             chunk = &chunk[take..];
         }
-        match str::from_utf8(chunk) {
-            Ok(_) => Ok(()),
+        match validate(chunk) {
+            Ok(()) => Ok(()),
             Err(e) if e.error_len().is_none() => {
                 let tail = &chunk[e.valid_up_to()..];
                 // std guarantees tail.len() <= 3 and that it is a valid prefix.
@@ -113,6 +126,21 @@ pub fn truncate_utf8(s: &str, max: usize) -> (&str, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str;
+
+    #[test]
+    fn long_chunks_report_where_they_break() {
+        // Past simdutf8's 64-byte blocks: the error position and the carry-over hold.
+        let mut long = "é".repeat(100).into_bytes();
+        check_all_splits(&long);
+        long.push(0xE2);
+        let mut v = Utf8Validator::new();
+        assert!(v.feed(&long).is_ok(), "an incomplete tail is carried");
+        assert!(v.feed(&[0x82, 0xAC]).is_ok());
+        assert!(v.finish().is_ok());
+        long[150] = 0xFF;
+        check_all_splits(&long);
+    }
 
     #[test]
     fn truncation_keeps_characters_whole() {
@@ -124,6 +152,16 @@ mod tests {
 
     fn check_all_splits(bytes: &[u8]) {
         let expect = str::from_utf8(bytes).is_ok();
+        // simdutf8's errors are std's (the carry-over relies on them).
+        let (ours, std) = (validate(bytes), str::from_utf8(bytes));
+        assert_eq!(ours.is_ok(), std.is_ok(), "{bytes:x?}");
+        if let (Err(a), Err(b)) = (ours, std) {
+            assert_eq!(
+                (a.valid_up_to(), a.error_len()),
+                (b.valid_up_to(), b.error_len())
+            );
+        }
+        assert_eq!(is_utf8(bytes), expect);
         // Whole, every 2-way split, byte by byte.
         let mut v = Utf8Validator::new();
         assert_eq!(v.feed(bytes).and_then(|_| v.finish()).is_ok(), expect);

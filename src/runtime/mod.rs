@@ -21,6 +21,8 @@ pub mod history;
 pub mod lifecycle;
 mod outbox;
 mod refusal_log;
+/// The core's pool of send buffers (public for the benches).
+pub use outbox::BufPool;
 /// Public for `benches/remote.rs`; not an API.
 #[doc(hidden)]
 pub mod remote;

@@ -8,11 +8,83 @@ use std::collections::VecDeque;
 /// Output capacity kept by an idle socket; larger buffers are released after a flush.
 pub const KEEP_CAPACITY: usize = 4096;
 
+/// Send buffers larger than this are freed after their send rather than pooled.
+pub const POOL_BUFFER_MAX: usize = 64 * 1024;
+/// Capacity the core's pool of send buffers holds at most (a burst of turns of many sockets
+/// at once; the rest is freed).
+pub const POOL_BYTES_MAX: usize = 4 << 20;
+
 #[derive(Default)]
 pub struct Outbox {
     dirty: Vec<u32>,
     /// Sockets whose receive found every provided buffer taken: (slot, gen, in handshake).
     starved: VecDeque<(u32, u32, bool)>,
+    /// Send buffers between a completed send and the next write of some socket.
+    pub pool: BufPool,
+}
+
+/// The core's send buffers: a buffer whose send completed comes back here, empty with its
+/// capacity, and the next socket that writes takes it, so a socket's turn is neither grown
+/// by reallocation nor freed every time. An idle socket holds no buffer: `out` and
+/// `sending` are empty with no capacity between its writes. Bounded by [`POOL_BYTES_MAX`];
+/// buffers not taken between two trims are freed.
+#[derive(Default)]
+pub struct BufPool {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
+    /// The fewest buffers the pool held since the last trim: that many were not needed.
+    low: usize,
+}
+
+impl BufPool {
+    /// An empty buffer (with capacity when one is pooled).
+    #[inline]
+    pub fn take(&mut self) -> Vec<u8> {
+        match self.bufs.pop() {
+            Some(b) => {
+                self.bytes -= b.capacity();
+                self.low = self.low.min(self.bufs.len());
+                b
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// A buffer back (its contents are dropped); freed when large or the pool is full.
+    #[inline]
+    pub fn give(&mut self, mut b: Vec<u8>) {
+        let cap = b.capacity();
+        if cap == 0 || cap > POOL_BUFFER_MAX || self.bytes + cap > POOL_BYTES_MAX {
+            return;
+        }
+        b.clear();
+        self.bytes += cap;
+        self.bufs.push(b);
+    }
+
+    /// Free the buffers no socket took since the last trim (from the core's tick).
+    pub fn trim(&mut self) {
+        let idle = self.low.min(self.bufs.len());
+        for b in self.bufs.drain(..idle) {
+            self.bytes -= b.capacity();
+        }
+        self.low = self.bufs.len();
+    }
+
+    /// Capacity held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Make `out` ready for `additional` more bytes: a pooled buffer when it has none, then
+    /// one reservation for the whole batch (a turn's echoes, a push).
+    #[inline]
+    pub fn prepare(&mut self, out: &mut Vec<u8>, additional: usize) {
+        if out.capacity() == 0 {
+            *out = self.take();
+        }
+        out.reserve(additional);
+    }
 }
 
 /// What to do with a dirty socket at the end of the turn.
@@ -82,7 +154,7 @@ impl Outbox {
 
     /// A dirty socket at the end of the turn: move its queue to the send buffer (sealed by
     /// TLS first, if it has TLS) and say what to submit.
-    pub fn next_write(c: &mut Conn) -> Write {
+    pub fn next_write(&mut self, c: &mut Conn) -> Write {
         c.flags &= !flag::DIRTY;
         if c.is_free() || c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SUBMITTED) {
             return Write::Nothing;
@@ -91,7 +163,17 @@ impl Outbox {
             return Write::Nothing;
         }
         let ready = if c.tls.is_some() {
-            c.seal()
+            if c.sending.capacity() == 0 {
+                c.sending = self.pool.take();
+            }
+            let ready = c.seal();
+            // The plaintext went into the TLS session: its buffer goes back (and the send
+            // buffer too when there is nothing to send).
+            self.pool.give(std::mem::take(&mut c.out));
+            if !ready {
+                self.pool.give(std::mem::take(&mut c.sending));
+            }
+            ready
         } else if !c.out.is_empty() {
             std::mem::swap(&mut c.out, &mut c.sending);
             c.sent = 0;
@@ -109,11 +191,11 @@ impl Outbox {
     }
 
     /// A send completed with `res` (bytes taken, or -errno).
-    pub fn on_sent(c: &mut Conn, res: i32) -> Sent {
+    pub fn on_sent(&mut self, c: &mut Conn, res: i32) -> Sent {
         c.inflight -= 1;
         c.flags &= !flag::SEND_INFLIGHT;
         if res < 0 {
-            c.sending.clear();
+            self.pool.give(std::mem::take(&mut c.sending));
             c.sent = 0;
             c.out.clear();
             return Sent::Failed;
@@ -122,9 +204,8 @@ impl Outbox {
         if (c.sent as usize) < c.sending.len() && !matches!(c.state, ConnState::Closing) {
             return Sent::Partial;
         }
-        // An idle socket holds no write buffer (the allocator's thread cache makes the next
-        // allocation cheap).
-        c.sending = Vec::new();
+        // An idle socket holds no write buffer: it goes back to the core's pool.
+        self.pool.give(std::mem::take(&mut c.sending));
         c.sent = 0;
         if !c.out.is_empty() || c.has(flag::CLOSE_AFTER_FLUSH) {
             Sent::Again
@@ -160,7 +241,7 @@ mod tests {
         o.mark(&mut c, 7);
         let mut list = o.take_dirty();
         assert_eq!(list, vec![7]);
-        assert_eq!(Outbox::next_write(&mut c), Write::Nothing, "nothing queued");
+        assert_eq!(o.next_write(&mut c), Write::Nothing, "nothing queued");
         o.mark(&mut c, 7);
         assert!(o.give_back(&mut list), "marked again during the flush");
         assert_eq!(list, vec![7]);
@@ -169,9 +250,10 @@ mod tests {
 
     #[test]
     fn queued_bytes_go_out_in_one_send_and_partial_sends_continue() {
+        let mut o = Outbox::default();
         let mut c = conn();
         c.out.extend_from_slice(b"hello world");
-        assert_eq!(Outbox::next_write(&mut c), Write::Send);
+        assert_eq!(o.next_write(&mut c), Write::Send);
         assert!(c.out.is_empty());
         assert_eq!(c.sending, b"hello world");
         // What the io part does when it submits.
@@ -179,51 +261,84 @@ mod tests {
         c.inflight += 1;
         c.out.extend_from_slice(b"!");
         assert_eq!(
-            Outbox::next_write(&mut c),
+            o.next_write(&mut c),
             Write::Nothing,
             "one send in flight at a time"
         );
-        assert_eq!(Outbox::on_sent(&mut c, 5), Sent::Partial);
+        assert_eq!(o.on_sent(&mut c, 5), Sent::Partial);
         assert_eq!(&c.sending[c.sent as usize..], b" world");
         c.flags |= flag::SEND_INFLIGHT;
         c.inflight += 1;
-        assert_eq!(Outbox::on_sent(&mut c, 6), Sent::Again, "'!' was queued");
+        assert_eq!(o.on_sent(&mut c, 6), Sent::Again, "'!' was queued");
         assert_eq!(c.sending.capacity(), 0, "the send buffer is released");
+        assert!(o.pool.bytes() >= 11, "into the core's pool");
+        // The next write takes it back instead of allocating.
+        let mut out = Vec::new();
+        o.pool.prepare(&mut out, 8);
+        assert!(out.capacity() >= 11 && out.is_empty());
+        assert_eq!(o.pool.bytes(), 0);
         assert_eq!(c.queued_bytes(), 1);
     }
 
     #[test]
     fn a_close_after_flush_lingers_once_everything_is_written() {
+        let mut o = Outbox::default();
         let mut c = conn();
         c.flags |= flag::CLOSE_AFTER_FLUSH;
         c.out.extend_from_slice(b"close frame");
-        assert_eq!(Outbox::next_write(&mut c), Write::Send);
+        assert_eq!(o.next_write(&mut c), Write::Send);
         c.flags |= flag::SEND_INFLIGHT;
         c.inflight += 1;
-        assert_eq!(Outbox::on_sent(&mut c, 11), Sent::Again);
-        assert_eq!(Outbox::next_write(&mut c), Write::Linger);
+        assert_eq!(o.on_sent(&mut c, 11), Sent::Again);
+        assert_eq!(o.next_write(&mut c), Write::Linger);
         c.flags |= flag::LINGER;
-        assert_eq!(Outbox::next_write(&mut c), Write::Nothing);
+        assert_eq!(o.next_write(&mut c), Write::Nothing);
     }
 
     #[test]
     fn a_failed_send_drops_everything_and_keep_alive_reads_the_next_request() {
+        let mut o = Outbox::default();
         let mut c = conn();
         c.out.extend_from_slice(b"x");
-        Outbox::next_write(&mut c);
+        o.next_write(&mut c);
         c.flags |= flag::SEND_INFLIGHT;
         c.inflight += 1;
         c.out.extend_from_slice(b"y");
-        assert_eq!(Outbox::on_sent(&mut c, -libc::EPIPE), Sent::Failed);
+        assert_eq!(o.on_sent(&mut c, -libc::EPIPE), Sent::Failed);
         assert_eq!(c.queued_bytes(), 0);
 
         let mut c = conn();
         c.flags |= flag::KEEP_ALIVE;
         c.out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
-        Outbox::next_write(&mut c);
+        o.next_write(&mut c);
         c.flags |= flag::SEND_INFLIGHT;
         c.inflight += 1;
-        assert_eq!(Outbox::on_sent(&mut c, 19), Sent::KeepAliveNext);
+        assert_eq!(o.on_sent(&mut c, 19), Sent::KeepAliveNext);
+    }
+
+    #[test]
+    fn the_pool_is_bounded_and_trims_what_no_socket_took() {
+        let mut p = BufPool::default();
+        p.give(Vec::with_capacity(POOL_BUFFER_MAX + 1));
+        assert_eq!(p.bytes(), 0, "a large buffer is freed");
+        p.give(Vec::new());
+        assert_eq!(p.bytes(), 0);
+        for _ in 0..(POOL_BYTES_MAX / 8192 + 10) {
+            p.give(Vec::with_capacity(8192));
+        }
+        assert!(p.bytes() <= POOL_BYTES_MAX);
+        let full = p.bytes();
+        p.trim();
+        assert_eq!(p.bytes(), full, "the first trim only sets the watermark");
+        let a = p.take();
+        let b = p.take();
+        p.give(a);
+        p.give(b);
+        // Two buffers were out at once: two are kept.
+        p.trim();
+        assert_eq!(p.bytes(), 2 * 8192);
+        p.trim();
+        assert_eq!(p.bytes(), 0, "nobody took them since");
     }
 
     #[test]

@@ -72,9 +72,12 @@ impl Conn {
         let tls = self.tls.as_deref_mut().expect("seal: a TLS connection");
         if !self.out.is_empty() {
             // The connection's buffer limit is lifted at accept (the outbound limit is enforced
-            // on `out` before this), so the whole turn is taken. The buffer is released, as on
-            // the plain path, so an idle socket does not keep its largest turn's capacity.
-            if let Err(e) = tls.writer().write_all(&std::mem::take(&mut self.out)) {
+            // on `out` before this), so the whole turn is taken. The emptied buffer goes back
+            // to the core's pool (`Outbox::next_write`), as on the plain path, so an idle
+            // socket does not keep its largest turn's capacity.
+            let written = tls.writer().write_all(&self.out);
+            self.out.clear();
+            if let Err(e) = written {
                 tracing::warn!("TLS output refused: {e}; closing");
                 self.flags |= flag::CLOSE_AFTER_FLUSH;
             }

@@ -32,6 +32,9 @@ pub trait Listener: Send + Sync + 'static {
 /// Rewrites messages of one endpoint kind. `outbound` turns a pushed text into the text frame
 /// payload sent to the socket (None = do not deliver to this socket); `inbound` turns a
 /// received text into what listeners see (None = protocol-internal, not for listeners).
+///
+/// `outbound` must depend on its text only: a push is framed once for all the sockets of one
+/// endpoint on a core, from what `outbound` gave for the first of them.
 pub trait Transcoder: Send + Sync + 'static {
     fn outbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>>;
     fn inbound<'a>(&self, text: &'a str) -> Option<std::borrow::Cow<'a, str>>;

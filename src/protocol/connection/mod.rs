@@ -46,8 +46,10 @@ use super::mask::{apply_mask, rotate_mask};
 use super::utf8::Utf8Validator;
 
 mod reader;
+mod shared_frame;
 use reader::{Found, Src};
 pub use reader::{Reader, Sender};
+pub use shared_frame::FrameOnce;
 
 /// Message buffers with at most this capacity are kept between messages;
 /// bigger ones are freed.
@@ -228,6 +230,21 @@ impl WsConnection {
     /// The negotiated permessage-deflate params, if any.
     pub fn deflate_params(&self) -> Option<DeflateParams> {
         self.deflate.as_ref().map(|d| d.params)
+    }
+
+    /// How this connection frames an outgoing message of `len` bytes, when another
+    /// connection can frame it byte for byte alike: `Some(0)` uncompressed, `Some(bits)`
+    /// compressed by the per-core compressor of that window (no context takeover); `None`
+    /// when it compresses with a context of its own.
+    pub fn framing_class(&self, len: usize) -> Option<u8> {
+        match self.deflate.as_deref() {
+            None => Some(0),
+            Some(d) if len < d.min_compress_bytes => Some(0),
+            Some(d) if d.params.server_no_context_takeover => {
+                Some(d.params.server_max_window_bits.clamp(9, 15))
+            }
+            Some(_) => None,
+        }
     }
 
     /// True when this connection owns an inflater or a compressor between

@@ -206,7 +206,7 @@ impl<'a> Reader<'a> {
                                 *pos = end;
                                 ws.stage = Stage::Header;
                                 let kind = ws.msg.take().unwrap_or(MessageKind::Binary);
-                                if kind == MessageKind::Text && std::str::from_utf8(p).is_err() {
+                                if kind == MessageKind::Text && !crate::protocol::utf8::is_utf8(p) {
                                     return Err(ProtocolError::InvalidUtf8);
                                 }
                                 return Ok(Some(Found::Message(kind, Src::Data(start, end))));

@@ -167,6 +167,12 @@ impl Shard {
         let listened = kind != EndpointKind::Socketio
             && !self.shared.listeners.is_empty()
             && self.shared.transcoders[endpoint_index].is_some();
+        if kind == EndpointKind::Echo {
+            // One reservation for the whole read: the echoes are no longer than the frames
+            // they answer (a server frame's header is shorter by the mask).
+            let c = &mut self.conns[slot as usize];
+            self.outbox.pool.prepare(&mut c.out, data.len());
+        }
         let mut closing = false;
         let mut messages = 0u64;
         let mut echoed = 0u64;
@@ -230,7 +236,11 @@ impl Shard {
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.messages_in, messages);
         ShardStats::add(&stats.messages_out, echoed);
-        let c = &self.conns[slot as usize];
+        let c = &mut self.conns[slot as usize];
+        if c.out.is_empty() && c.out.capacity() > 0 {
+            // Nothing to write (a message still arriving): a waiting socket holds no buffer.
+            self.outbox.pool.give(std::mem::take(&mut c.out));
+        }
         if closing {
             self.close_after_flush(slot);
         } else if c.has(flag::CLOSE_AFTER_FLUSH) || !matches!(c.state, ConnState::Open { .. }) {

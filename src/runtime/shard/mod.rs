@@ -42,7 +42,7 @@ use super::token::{self, Op};
 use super::{clock, sys, Shared};
 use crate::config::{Config, EndpointKind, Limits};
 use crate::protocol::deflate::SharedDeflate;
-use crate::protocol::WsLimits;
+use crate::protocol::{FrameOnce, WsLimits};
 use crate::service::upgrade::UpgradePolicy;
 use io_uring::IoUring;
 use std::io;
@@ -98,6 +98,10 @@ pub struct Shard {
     pub(super) turn_start: u64,
     /// Refusals logged this second, those left out, lines waiting for a peer address.
     pub(super) refusals: super::refusal_log::RefusalLog,
+    /// A push framed once for all its sockets alike (`users::deliver`).
+    frame_once: FrameOnce,
+    /// The name of the push being delivered (`deliver`; the low 8 bits are the endpoint's).
+    push_key: u64,
 }
 
 use super::users::UserIndex;
@@ -161,6 +165,8 @@ impl Shard {
             turn_pushes: 0,
             turn_start: 0,
             refusals: Default::default(),
+            frame_once: FrameOnce::default(),
+            push_key: 0,
         })
     }
 

@@ -27,6 +27,7 @@ impl Shard {
         at: Option<Position>,
         prev: Option<u64>,
         text: &Arc<str>,
+        key: Option<u64>,
     ) -> bool {
         if let Some(h) = self.history.as_deref_mut().filter(|h| h.on(endpoint)) {
             let gen = self.conns[slot as usize].gen;
@@ -53,7 +54,7 @@ impl Shard {
                 }
             }
         }
-        self.send_push(slot, endpoint, at, text)
+        self.send_push(slot, endpoint, at, text, key)
     }
 
     /// One push as the socket's endpoint sends it (an event, or a raw frame or envelope).
@@ -63,11 +64,12 @@ impl Shard {
         endpoint: u8,
         at: Option<Position>,
         text: &Arc<str>,
+        key: Option<u64>,
     ) -> bool {
         if self.endpoint_kinds[endpoint as usize] == EndpointKind::Socketio {
             self.sio_push(slot, endpoint, text, at)
         } else {
-            self.push_raw(slot, endpoint, at, text)
+            self.push_raw(slot, endpoint, at, text, key)
         }
     }
 
@@ -96,7 +98,7 @@ impl Shard {
             self.sent_in_order(slot, through);
         }
         for held in resume::after(held, through) {
-            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
+            self.push_one(slot, endpoint, held.at, held.prev, &held.text, None);
         }
     }
 
@@ -175,7 +177,7 @@ impl Shard {
                 continue;
             }
             replayed += 1;
-            self.send_push(slot, endpoint, Some(at), &m.text);
+            self.send_push(slot, endpoint, Some(at), &m.text, None);
         }
         if let Some(at) = lost_at {
             let marker = Marker {
@@ -193,7 +195,7 @@ impl Shard {
             }
         }
         for held in waiting.held {
-            self.push_one(slot, endpoint, held.at, held.prev, &held.text);
+            self.push_one(slot, endpoint, held.at, held.prev, &held.text, None);
         }
     }
 

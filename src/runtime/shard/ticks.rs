@@ -28,6 +28,7 @@ impl Shard {
         }
         if to / 10 != self.timers.now() / 10 {
             self.expire_history();
+            self.outbox.pool.trim();
         }
         self.remote_tick();
         let stats = &self.shared.stats[self.id];

@@ -92,6 +92,9 @@ impl Shard {
         } else {
             0
         };
+        // The frames of a job are made once for all its sockets (per endpoint and framing
+        // class), and kept for the next job while it has the same text and position.
+        let mut last: Option<(&Arc<str>, Option<Position>)> = None;
         for job in jobs {
             let at = job.at.or_else(|| {
                 let h = self.history.as_mut()?;
@@ -99,6 +102,13 @@ impl Shard {
             });
             if self.history.is_some() {
                 positions.push(at);
+            }
+            let same = last.is_some_and(|(text, last_at)| {
+                last_at == at && (Arc::ptr_eq(text, &job.text) || **text == *job.text)
+            });
+            if !same {
+                self.push_key = self.push_key.wrapping_add(1 << 8);
+                last = Some((&job.text, at));
             }
             // Lent out for the loop (nothing below changes the index) to avoid a copy.
             let Some(slots) = self.users.lend(job.context, job.user) else {
@@ -119,11 +129,13 @@ impl Shard {
                     }
                     continue;
                 }
-                reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text));
+                let key = Some(self.push_key | u64::from(endpoint));
+                reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text, key));
             }
             self.users.put_back(job.context, job.user, slots);
             self.turn_pushes += u64::from(reached != before);
         }
+        self.frame_once.forget();
         let stats = &self.shared.stats[self.id];
         ShardStats::add(&stats.pushes, jobs.len() as u64);
         ShardStats::add(&stats.push_frames, reached);
@@ -135,13 +147,15 @@ impl Shard {
     }
 
     /// One push to a raw socket: its text, or (history endpoint) its envelope (see
-    /// `push_one` for when it is held or sent later).
+    /// `push_one` for when it is held or sent later). `key`: the push's name in this batch
+    /// (with the endpoint), under which it is framed once for all sockets alike.
     pub(in crate::runtime) fn push_raw(
         &mut self,
         slot: u32,
         endpoint: u8,
         at: Option<Position>,
         text: &Arc<str>,
+        key: Option<u64>,
     ) -> bool {
         let Some(transcoder) = &self.shared.transcoders[endpoint as usize] else {
             return false;
@@ -159,7 +173,15 @@ impl Shard {
         let ConnState::Open { ws, .. } = &mut c.state else {
             return false;
         };
-        ws.encode_message(&mut self.zlib, &mut c.out, MessageKind::Text, bytes);
+        self.outbox.pool.prepare(&mut c.out, bytes.len() + 14);
+        match key {
+            Some(key) => {
+                let (zlib, out) = (&mut self.zlib, &mut c.out);
+                self.frame_once
+                    .encode(key, ws, zlib, out, MessageKind::Text, bytes)
+            }
+            None => ws.encode_message(&mut self.zlib, &mut c.out, MessageKind::Text, bytes),
+        }
         if c.over_outbound_limit(before, max_out) {
             self.close_slow_consumer(slot);
         } else {

@@ -64,7 +64,7 @@ impl Shard {
             self.poll_flush(slot);
             return;
         }
-        match Outbox::next_write(c) {
+        match self.outbox.next_write(c) {
             Write::Send => self.ring.send(c, slot),
             Write::Linger => self.start_linger(slot),
             Write::Nothing => {}
@@ -73,7 +73,7 @@ impl Shard {
 
     pub(in crate::runtime) fn on_send(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
-        let sent = Outbox::on_sent(c, res);
+        let sent = self.outbox.on_sent(c, res);
         if res > 0 {
             ShardStats::add(&self.shared.stats[self.id].sent_bytes, res as u64);
         }
