@@ -16,6 +16,15 @@ use std::sync::Arc;
 /// Presence entries per batch handed to the link thread.
 const PRESENCE_BATCH: usize = 4096;
 
+/// How long after a link to a peer comes up every push is also routed to that peer, whether
+/// or not the directory lists it for the push's user. The directory forgets what the peer
+/// held when the link comes up and the peer re-sends all of its presence: until that has
+/// arrived, a push for one of its users would otherwise find no entry and reach nobody,
+/// unsent and uncounted. The peer filters what it gets, so routing too much costs only
+/// bytes. Its cores send their presence at once, 4,096 users per batch, so even 100,000
+/// users arrive well within this.
+const RESYNC_MS: u64 = 5_000;
+
 pub struct RemoteState {
     cluster: Arc<ClusterState>,
     directory: Directory,
@@ -29,6 +38,8 @@ pub struct RemoteState {
     unreachable: NodeSet,
     /// `up` or `unreachable`: what the directory's answer is cut to.
     known: NodeSet,
+    /// Linked peers re-sending their presence ([`RESYNC_MS`]): every push goes to them too.
+    resyncing: NodeSet,
     /// This core (its counters in the peers' tables).
     core: usize,
     next_check_ms: u64,
@@ -46,6 +57,9 @@ struct NodeQueue {
     /// Users of pushes for this node that were not sent (its link failed or was down): it
     /// is told them when the link is back (`Outbound::Missed`).
     missed: MissedUsers,
+    /// While the node is in `resyncing`: when that ends (monotonic ms; `u64::MAX` until the
+    /// next tick sets it).
+    resync_until_ms: u64,
 }
 
 /// Users per `Outbound::Missed` batch.
@@ -60,6 +74,7 @@ impl RemoteState {
             up: NodeSet::EMPTY,
             unreachable: NodeSet::EMPTY,
             known: NodeSet::EMPTY,
+            resyncing: NodeSet::EMPTY,
             core,
             next_check_ms: 0,
             pending: false,
@@ -79,6 +94,7 @@ impl RemoteState {
     pub fn nodes_for(&self, job: &PushJob) -> NodeSet {
         self.directory
             .nodes_for(job.context, job.user, &job.filter)
+            .or(&self.resyncing)
             .and(&self.known)
     }
 
@@ -154,10 +170,28 @@ impl RemoteState {
             return;
         }
         self.next_check_ms = now + timer_ms;
+        if !self.resyncing.is_empty() {
+            self.end_resyncs(now);
+        }
         for n in &mut self.nodes {
             let before = n.now.len();
             n.coalescer.take_due(now, &mut n.now);
             self.pending |= n.now.len() > before;
+        }
+    }
+
+    /// Arm the resync windows begun since the last tick; end those that are over.
+    fn end_resyncs(&mut self, now: u64) {
+        for i in self.resyncing.iter().collect::<Vec<_>>() {
+            let Some(n) = self.nodes.get_mut(i as usize) else {
+                self.resyncing.remove(i);
+                continue;
+            };
+            if n.resync_until_ms == u64::MAX {
+                n.resync_until_ms = now + RESYNC_MS;
+            } else if now >= n.resync_until_ms {
+                self.resyncing.remove(i);
+            }
         }
     }
 
@@ -271,6 +305,8 @@ impl RemoteState {
         self.unreachable.remove(node);
         self.known = self.up.or(&self.unreachable);
         self.directory.drop_node(node);
+        self.resyncing.insert(node);
+        n.resync_until_ms = u64::MAX;
         n.presence.extend(users);
         self.pending = true;
     }
@@ -295,6 +331,7 @@ impl RemoteState {
             self.unreachable.insert(node);
         }
         self.up.remove(node);
+        self.resyncing.remove(node);
         self.known = self.up.or(&self.unreachable);
         let Some(n) = self.nodes.get_mut(node as usize) else {
             return 0;
@@ -429,6 +466,34 @@ mod tests {
             r.nodes_for(&job(7, false)).is_empty(),
             "its presence is dropped"
         );
+    }
+
+    #[test]
+    fn a_peer_re_sending_its_presence_gets_every_push_until_it_has() {
+        let c = cluster(2);
+        let mut r = RemoteState::new(c.clone(), 0, 100);
+        r.peer_up(1, std::iter::empty());
+        r.apply_presence(1, &[presence(7)]);
+        r.tick(0, 0);
+        r.tick(RESYNC_MS, 0);
+        assert!(r.nodes_for(&job(8, false)).is_empty(), "node 1 is synced");
+        // The link fails and comes back: node 1 re-sends its presence. Until it has arrived,
+        // a push for user 7 (or anyone) still goes to node 1, which filters.
+        r.peer_unreachable(1);
+        assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1), "counted lost");
+        r.peer_up(1, std::iter::empty());
+        assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1));
+        assert_eq!(r.nodes_for(&job(8, false)), NodeSet::one(1));
+        let t = 10 * RESYNC_MS;
+        r.tick(t, 0); // arms the window
+        r.apply_presence(1, &[presence(7)]);
+        r.tick(t + RESYNC_MS - 1, 0);
+        assert_eq!(r.nodes_for(&job(8, false)), NodeSet::one(1));
+        r.tick(t + RESYNC_MS, 0);
+        assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1));
+        assert!(r.nodes_for(&job(8, false)).is_empty(), "the window is over");
+        // A node that is not linked never gets one.
+        assert!(!r.nodes_for(&job(8, false)).contains(0));
     }
 
     #[test]

@@ -692,6 +692,20 @@ async def expect_closed_with(ws, code: int, reason: str | None = None, timeout: 
         raise AssertionError(f"not closed within {timeout}s (expected close {code}); messages: {seen!r}")
 
 
+async def upgrade_refusal(opening) -> tuple[int, str, dict]:
+    """Await `opening` (a websockets client connect): a refused upgrade gives (status, body
+    text, lower-cased headers); an accepted one is closed and gives (101, "", {})."""
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        ws = await opening
+    except InvalidStatus as e:
+        r = e.response
+        return r.status_code, (r.body or b"").decode().strip(), {k.lower(): v for k, v in r.headers.raw_items()}
+    await ws.close()
+    return 101, "", {}
+
+
 def malformed_upgrade_status(server: Server, path: str, cookie: str | None) -> tuple[int, bytes]:
     """An upgrade request with an invalid Sec-WebSocket-Key, sent with http.client."""
     import http.client

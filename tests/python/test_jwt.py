@@ -31,7 +31,7 @@ import pytest
 
 from helpers import (BINARY, HOST, Admin, await_stats_sockets, cluster_certs, expect_closed_with, metric_sum,
                      push_servers,  # noqa: F401  (fixture)
-                     recv_text, run, wait_until)
+                     recv_text, run, upgrade_refusal, wait_until)
 
 from test_socketio import NEWS, Eio, count, push, same_event, wait_count, ws_open, ws_recv, ws_send  # noqa: E402
 
@@ -117,14 +117,7 @@ async def connect(server, *, query: str | None = None, protocols=None, headers=N
 
 
 async def refused(server, **kw) -> tuple[int, str]:
-    from websockets.exceptions import InvalidStatus
-
-    try:
-        ws = await connect(server, **kw)
-    except InvalidStatus as e:
-        return e.response.status_code, (e.response.body or b"").decode().strip()
-    await ws.close()
-    return 101, ""
+    return (await upgrade_refusal(connect(server, **kw)))[:2]
 
 
 def test_token_in_query_protocol_and_header_gets_the_users_pushes(push_servers):

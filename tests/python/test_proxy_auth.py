@@ -26,7 +26,7 @@ import time
 
 from helpers import (HOST, Admin, await_stats_sockets, expect_closed_with, free_port, metric_sum,
                      push_servers,  # noqa: F401  (fixture)
-                     recv_text, run, wait_until)
+                     recv_text, run, upgrade_refusal, wait_until)
 
 BY_REASON = "ringwire_upgrades_refused_by_reason_total"
 PROXY_ENDPOINTS = [
@@ -105,15 +105,7 @@ async def connect(server, sid: str | None, query: str = "", origin: str | None =
 
 
 async def refused(server, sid: str | None, **kw) -> tuple[int, str, dict]:
-    from websockets.exceptions import InvalidStatus
-
-    try:
-        ws = await connect(server, sid, **kw)
-    except InvalidStatus as e:
-        r = e.response
-        return r.status_code, (r.body or b"").decode().strip(), {k.lower(): v for k, v in r.headers.raw_items()}
-    await ws.close()
-    return 101, "", {}
+    return await upgrade_refusal(connect(server, sid, **kw))
 
 
 def test_admitted_client_gets_its_users_pushes_and_the_request_is_forwarded(push_servers):
