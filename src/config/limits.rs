@@ -16,8 +16,10 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest single frame payload accepted from a client. Push clients send small messages;
     /// 1 MiB leaves room for uploads of state without letting one frame pin much memory.
+    /// At most 4 GiB - 1 (a connection keeps its limits in 32 bits).
     pub max_frame_bytes: u64,
-    /// Largest (reassembled, decompressed) message accepted from a client (1 MiB, same reason).
+    /// Largest (reassembled, decompressed) message accepted from a client (1 MiB, same reason;
+    /// at most 4 GiB - 1).
     pub max_message_bytes: usize,
     /// Bytes queued for one socket before it is a slow consumer and closed with 1013.
     /// 1 MiB absorbs bursts of pushes; anything more is a client that stopped reading.
@@ -72,6 +74,10 @@ impl Limits {
         }
         if self.max_message_bytes == 0 || self.max_frame_bytes == 0 {
             return err("max_frame_bytes and max_message_bytes must be > 0");
+        }
+        if self.max_frame_bytes > u32::MAX as u64 || self.max_message_bytes > u32::MAX as usize {
+            // A connection keeps them in 32 bits (memory per connection).
+            return err("max_frame_bytes and max_message_bytes must be at most 4294967295");
         }
         if self.max_outbound_bytes < 4096 {
             return err("max_outbound_bytes must be >= 4096");

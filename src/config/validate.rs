@@ -416,6 +416,17 @@ mod tests {
     }
 
     #[test]
+    fn message_limits_fit_in_32_bits() {
+        let ok = "[limits]\nmax_frame_bytes = 4294967295\nmax_message_bytes = 4294967295\n";
+        assert!(Config::from_toml(ok).is_ok());
+        for key in ["max_frame_bytes", "max_message_bytes"] {
+            let text = format!("[limits]\n{key} = 4294967296\n");
+            let err = Config::from_toml(&text).expect_err(key);
+            assert!(err.0.contains("at most 4294967295"), "{key}: {}", err.0);
+        }
+    }
+
+    #[test]
     fn an_unset_session_key_is_warned_about_where_sessions_are_used() {
         let session = "[[endpoints]]\npath = \"/ws\"\nkind = \"raw\"\nauth = \"session\"\n";
         let warned = |c: &Config| c.warnings().iter().any(|w| w.contains("sessions.key"));

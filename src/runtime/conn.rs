@@ -1,4 +1,5 @@
 //! Per-connection state, kept in a slab indexed by the connection's direct-descriptor slot.
+pub use super::meta::SocketMeta;
 use crate::protocol::WsConnection;
 use crate::service::engineio::Session;
 use crate::service::plan::{PollPlan, UpgradePlan};
@@ -67,12 +68,12 @@ pub struct Conn {
     pub flags: u8,
     /// Operations in flight that reference this slot (recv, send, MSG_RING, close).
     pub inflight: u8,
-    /// The tick of this connection's live timer entry.
-    pub timer_at: u64,
+    /// The tick of this connection's live timer entry (32 bits of 100 ms ticks, as `last_rx`).
+    pub timer_at: u32,
     /// Tick of the last received bytes (keepalive; 32 bits of 100 ms ticks: 13 years).
     pub last_rx: u32,
-    /// Tick of the next keepalive ping.
-    pub ping_at: u64,
+    /// Tick of the next keepalive ping (32 bits, as `last_rx`).
+    pub ping_at: u32,
     pub state: ConnState,
     /// Bytes queued during this loop turn (corked; flushed once per turn).
     pub out: Vec<u8>,
@@ -194,29 +195,15 @@ impl Sio {
     }
 }
 
-/// What a registered socket knows (boxed: sockets of `auth = "none"` endpoints have none).
-pub struct SocketMeta {
-    pub auth: Option<SocketAuth>,
-    pub path: Box<str>,
-    /// The URL query of its upgrade request (raw).
-    pub query: Box<str>,
-    /// A small per-socket attribute store (listeners and transcoders use it).
-    pub attrs: Vec<(Box<str>, Box<str>)>,
-    /// Engine.IO / Socket.IO state (`socketio` endpoints only).
-    pub sio: Option<Box<Sio>>,
-    /// History endpoints with the nats store: the position up to which it was sent
-    /// everything of its user (`shard::order`); `None` until its store answered.
-    pub delivered: Option<crate::service::history::Position>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Per-connection memory is a design goal (< 1 KiB per idle connection, user space).
+    /// Per-connection memory is a design goal (<= 512 B per idle authenticated connection,
+    /// user space: README, "Memory per connection").
     #[test]
     fn connection_state_stays_small() {
         let size = std::mem::size_of::<Conn>();
-        assert!(size <= 192, "Conn is {size} bytes");
+        assert!(size <= 176, "Conn is {size} bytes");
     }
 }

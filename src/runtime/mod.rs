@@ -19,6 +19,7 @@ mod drain;
 pub mod histogram;
 pub mod history;
 pub mod lifecycle;
+mod meta;
 mod outbox;
 mod refusal_log;
 /// The core's pool of send buffers (public for the benches).

@@ -26,7 +26,9 @@ pub struct Slots {
 impl Slots {
     pub fn new(table_slots: u32, reserve_slots: u32) -> Slots {
         Slots {
-            conns: Vec::new(),
+            // Reserved once for the whole table (address space only: a slot's memory is
+            // touched when it is first used), so the slab never grows by copying.
+            conns: Vec::with_capacity(table_slots as usize),
             in_use: 0,
             table_slots,
             admission_limit: (table_slots as usize).saturating_sub(reserve_slots as usize),
@@ -85,7 +87,8 @@ impl Slots {
     pub fn take(&mut self, slot: u32, state: ConnState, now: u64) {
         let i = slot as usize;
         if i >= self.conns.len() {
-            // Vec growth is amortised; only slots up to the highest in use are touched (RSS).
+            // Within the reserved table no reallocation; only slots up to the highest in use
+            // are touched (RSS).
             self.conns.resize_with(i + 1, Conn::free);
         }
         let c = &mut self.conns[i];

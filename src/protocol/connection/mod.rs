@@ -147,7 +147,10 @@ pub struct WsConnection {
     /// closing, the Close frame after it).
     buf: Vec<u8>,
     deflate: Option<Box<DeflateState>>,
-    limits: WsLimits,
+    /// `WsLimits` in 32 bits each (an idle connection's state is kept small; a limit above
+    /// 4 GiB - 1 acts as 4 GiB - 1, and the server's config allows none).
+    max_frame: u32,
+    max_message: u32,
     /// Payload bytes left in the current frame.
     remaining: u64,
     /// Partial frame header carried over between calls.
@@ -206,7 +209,8 @@ impl WsConnection {
         WsConnection {
             buf: Vec::new(),
             deflate: deflate.map(|p| Box::new(DeflateState::new(p))),
-            limits,
+            max_frame: u32::try_from(limits.max_frame_bytes).unwrap_or(u32::MAX),
+            max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
             remaining: 0,
             hdr: [0; MAX_HEADER_LEN],
             hdr_len: 0,
@@ -414,7 +418,7 @@ impl WsConnection {
                 len: h.payload_len.min(MAX_CONTROL_PAYLOAD as u64) as u8,
             };
         } else {
-            if h.payload_len > self.limits.max_frame_bytes {
+            if h.payload_len > self.max_frame as u64 {
                 return Err(ProtocolError::FrameTooBig);
             }
             match h.opcode {
@@ -443,8 +447,7 @@ impl WsConnection {
             }
             let buffered = self.buf.len() - usize::from(self.owed);
             if !self.compressed
-                && (buffered as u64).saturating_add(h.payload_len)
-                    > self.limits.max_message_bytes as u64
+                && (buffered as u64).saturating_add(h.payload_len) > self.max_message as u64
             {
                 return Err(ProtocolError::MessageTooBig);
             }
@@ -471,7 +474,7 @@ impl WsConnection {
             }
             let before = self.buf.len();
             let d = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
-            d.inflate(zlib, chunk, &mut self.buf, self.limits.max_message_bytes)?;
+            d.inflate(zlib, chunk, &mut self.buf, self.max_message as usize)?;
             if text {
                 self.utf8
                     .feed(&self.buf[before..])
@@ -484,7 +487,7 @@ impl WsConnection {
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             // begin_frame checked the message limit for the whole frame.
-            reserve_bounded(&mut self.buf, chunk.len(), self.limits.max_message_bytes);
+            reserve_bounded(&mut self.buf, chunk.len(), self.max_message as usize);
             self.buf.extend_from_slice(chunk);
         }
         Ok(())
@@ -498,7 +501,7 @@ impl WsConnection {
             self.compressed = false;
             let before = self.buf.len();
             let d = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
-            d.finish_inflate(zlib, &mut self.buf, self.limits.max_message_bytes)?;
+            d.finish_inflate(zlib, &mut self.buf, self.max_message as usize)?;
             if kind == MessageKind::Text {
                 self.utf8
                     .feed(&self.buf[before..])

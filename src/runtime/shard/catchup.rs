@@ -43,7 +43,7 @@ impl Shard {
         let Some((endpoint, meta)) = c.socket() else {
             return;
         };
-        let (gen, delivered) = (c.gen, meta.delivered);
+        let (gen, delivered) = (c.gen, meta.delivered());
         let Some(h) = self.history.as_deref().filter(|h| h.on(endpoint)) else {
             return;
         };

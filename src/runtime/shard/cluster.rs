@@ -148,9 +148,9 @@ fn local_presence(
         let Some((_, meta)) = conns[slot as usize].socket() else {
             continue;
         };
-        match paths.iter_mut().find(|(p, _)| *p == meta.path) {
+        match paths.iter_mut().find(|(p, _)| **p == *meta.path) {
             Some((_, n)) => *n += 1,
-            None => paths.push((meta.path.clone(), 1)),
+            None => paths.push(((*meta.path).into(), 1)),
         }
     }
     UserPresence {

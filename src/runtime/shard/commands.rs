@@ -46,12 +46,13 @@ impl Shard {
         if key.len() > MAX_ATTRIBUTE_KEY || value.len() > MAX_ATTRIBUTE_VALUE {
             return Err(AttributeError::TooLarge);
         }
-        if let Some((_, v)) = meta.attrs.iter_mut().find(|(k, _)| *k == key) {
+        let attrs = meta.attrs_mut();
+        if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| *k == key) {
             *v = value;
-        } else if meta.attrs.len() >= MAX_ATTRIBUTES {
+        } else if attrs.len() >= MAX_ATTRIBUTES {
             return Err(AttributeError::TooLarge);
         } else {
-            meta.attrs.push((key, value));
+            attrs.push((key, value));
         }
         Ok(())
     }

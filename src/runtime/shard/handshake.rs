@@ -316,14 +316,13 @@ impl Shard {
             plan.deflate.as_ref().map(|(_, h)| h.as_str()),
             plan.protocol,
         );
-        let meta = Box::new(SocketMeta {
-            auth: plan.auth,
-            path: std::mem::take(&mut plan.path),
-            query: std::mem::take(&mut plan.query),
-            attrs: std::mem::take(&mut plan.attrs),
+        let meta = Box::new(SocketMeta::new(
+            plan.auth,
+            self.paths.intern(&plan.path),
+            &plan.query,
+            std::mem::take(&mut plan.attrs),
             sio,
-            delivered: None,
-        });
+        ));
         c.state = ConnState::Open {
             ws,
             endpoint: plan.endpoint,
@@ -343,7 +342,7 @@ impl Shard {
         self.replay_history(slot, plan.endpoint, plan.resume);
         self.mark_dirty(slot);
         self.conns[slot as usize].ping_at =
-            now + Timers::ticks(self.limits.ping_interval_secs * 1000);
+            (now + Timers::ticks(self.limits.ping_interval_secs * 1000)) as u32;
         self.schedule_open(slot);
         if !plan.leftover.is_empty() {
             let mut early = std::mem::take(&mut plan.leftover);

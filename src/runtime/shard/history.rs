@@ -40,7 +40,7 @@ impl Shard {
         let Some((endpoint, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
-        let Some(from) = v3_resume(&meta.query) else {
+        let Some(from) = v3_resume(&meta.query()) else {
             return;
         };
         let v3 = self.with_session(slot, |s, _, _, _| {

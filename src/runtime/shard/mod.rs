@@ -102,6 +102,8 @@ pub struct Shard {
     frame_once: FrameOnce,
     /// The name of the push being delivered (`deliver`; the low 8 bits are the endpoint's).
     push_key: u64,
+    /// The paths of this core's sockets, shared (`SocketMeta::path`).
+    paths: super::meta::Paths,
 }
 
 use super::users::UserIndex;
@@ -167,6 +169,7 @@ impl Shard {
             refusals: Default::default(),
             frame_once: FrameOnce::default(),
             push_key: 0,
+            paths: Default::default(),
         })
     }
 
@@ -186,7 +189,7 @@ impl Shard {
     /// Arm the deadline of connection `slot` at tick `at` (its one live timer entry).
     pub(super) fn schedule(&mut self, slot: u32, at: u64) {
         let c = &mut self.conns[slot as usize];
-        c.timer_at = self.timers.schedule(slot, c.gen, at);
+        c.timer_at = self.timers.schedule(slot, c.gen, at) as u32;
     }
 
     pub fn run(&mut self) {

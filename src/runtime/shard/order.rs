@@ -39,7 +39,7 @@ impl Shard {
                 let Some(meta) = self.conns[slot as usize].socket_mut() else {
                     return false;
                 };
-                match meta.delivered {
+                match meta.delivered() {
                     Some(d) if d.epoch == at.epoch && at.offset <= d.offset => {
                         // Sent already, with the gap it was in.
                         return false;
@@ -49,7 +49,7 @@ impl Shard {
                         self.fill_gap(slot, d, Some(Held::new(Some(at), Some(prev), text)));
                         return true;
                     }
-                    Some(d) if d.epoch == at.epoch => meta.delivered = Some(at),
+                    Some(d) if d.epoch == at.epoch => meta.set_delivered(Some(at)),
                     _ => {}
                 }
             }
@@ -143,7 +143,7 @@ impl Shard {
         let Some((_, meta)) = self.conns[slot as usize].socket() else {
             return;
         };
-        let path: Box<str> = meta.path.clone();
+        let path: Box<str> = (*meta.path).into();
         let Some(from) = waiting.from else {
             return;
         };
@@ -160,7 +160,7 @@ impl Shard {
             }
             _ => {
                 if let Some(meta) = self.conns[slot as usize].socket_mut() {
-                    meta.delivered = None;
+                    meta.set_delivered(None);
                 }
                 (Vec::new(), Some(from))
             }
@@ -189,7 +189,7 @@ impl Shard {
             self.send_marker(slot, endpoint, marker);
             if self.conns[slot as usize]
                 .socket()
-                .is_some_and(|(_, m)| m.delivered.is_some())
+                .is_some_and(|(_, m)| m.delivered().is_some())
             {
                 self.sent_in_order(slot, at);
             }
@@ -214,9 +214,9 @@ impl Shard {
         let Some(meta) = self.conns[slot as usize].socket_mut() else {
             return;
         };
-        if let Some(d) = meta.delivered {
+        if let Some(d) = meta.delivered() {
             if d.epoch == at.epoch && prev <= d.offset && d.offset < at.offset {
-                meta.delivered = Some(at);
+                meta.set_delivered(Some(at));
             }
         }
     }
@@ -225,10 +225,10 @@ impl Shard {
     pub(in crate::runtime) fn sent_in_order(&mut self, slot: u32, at: Position) {
         if let Some(meta) = self.conns[slot as usize].socket_mut() {
             if meta
-                .delivered
+                .delivered()
                 .is_none_or(|d| d.epoch != at.epoch || d.offset < at.offset)
             {
-                meta.delivered = Some(at);
+                meta.set_delivered(Some(at));
             }
         }
     }

@@ -96,17 +96,16 @@ impl Shard {
         let (now, cfg, request) = (self.sio_now(), self.sio_settings(), self.link(slot));
         let mut out = Actions::new();
         let session = Session::polling(plan.eio, sid, now, request, &cfg, &mut out);
-        let meta = Box::new(SocketMeta {
-            auth: Some(plan.auth),
-            path: plan.path.clone(),
-            query: plan.query.clone(),
-            attrs: std::mem::take(&mut plan.attrs),
-            sio: Some(Box::new(Sio::Session {
+        let meta = Box::new(SocketMeta::new(
+            Some(plan.auth),
+            self.paths.intern(&plan.path),
+            &plan.query,
+            std::mem::take(&mut plan.attrs),
+            Some(Box::new(Sio::Session {
                 session,
                 retired: false,
             })),
-            delivered: None,
-        });
+        ));
         self.conns[v as usize].state = ConnState::Polling {
             endpoint: plan.endpoint,
             meta,

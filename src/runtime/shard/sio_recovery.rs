@@ -189,9 +189,13 @@ impl Shard {
         let Some(meta) = self.conns[slot as usize].socket_mut() else {
             return;
         };
+        if attrs.is_empty() {
+            return;
+        }
+        let kept = meta.attrs_mut();
         for (k, v) in attrs {
-            if meta.attrs.len() < MAX_ATTRIBUTES && !meta.attrs.iter().any(|(key, _)| *key == k) {
-                meta.attrs.push((k, v));
+            if kept.len() < MAX_ATTRIBUTES && !kept.iter().any(|(key, _)| *key == k) {
+                kept.push((k, v));
             }
         }
     }
@@ -207,7 +211,7 @@ impl Shard {
         };
         if h.restores() {
             let now = sys::monotonic_ms();
-            h.park(auth.context, auth.user, &meta.attrs, namespaces, now);
+            h.park(auth.context, auth.user, meta.attrs(), namespaces, now);
             return;
         }
         // The nats store: parked in the stream, where any node finds it.
@@ -219,7 +223,7 @@ impl Shard {
                 context: auth.context,
                 user: auth.user,
                 ns,
-                attrs: meta.attrs.clone(),
+                attrs: meta.attrs().to_vec(),
             });
         }
     }

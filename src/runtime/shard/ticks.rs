@@ -45,7 +45,7 @@ impl Shard {
             let Some(c) = self.conns.get(slot as usize) else {
                 continue;
             };
-            if c.gen != gen || c.timer_at != tick || c.is_free() {
+            if c.gen != gen || c.timer_at as u64 != tick || c.is_free() {
                 continue;
             }
             self.on_timer(slot);
@@ -77,7 +77,7 @@ impl Shard {
                     self.end_session(slot, CloseReason::SessionExpired);
                     return;
                 }
-                if now >= c.ping_at {
+                if now >= c.ping_at as u64 {
                     let idle_ticks = self.limits.idle_timeout_secs * 1000 / TICK_MS;
                     if now.saturating_sub(c.last_rx as u64) >= idle_ticks {
                         ShardStats::inc(&self.shared.stats[self.id].closed_idle);
@@ -85,7 +85,7 @@ impl Shard {
                         return;
                     }
                     ShardStats::inc(&self.shared.stats[self.id].pings_sent);
-                    c.ping_at = now + ping_ticks;
+                    c.ping_at = (now + ping_ticks) as u32;
                     if !self.sio_ping(slot) {
                         let c = &mut self.conns[slot as usize];
                         WsConnection::encode_control(&mut c.out, OpCode::Ping, b"");
@@ -106,7 +106,7 @@ impl Shard {
         let ConnState::Open { meta, .. } = &c.state else {
             return;
         };
-        let mut at = c.ping_at;
+        let mut at = c.ping_at as u64;
         if let Some(a) = &meta.auth {
             let secs = a.expires_at.saturating_sub(unix_now());
             at = at.min(now + secs * 1000 / TICK_MS);

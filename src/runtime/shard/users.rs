@@ -44,7 +44,8 @@ impl Shard {
         self.notify(slot, |l, info| l.on_close(info));
     }
 
-    /// Call every listener with the socket's info (no allocation).
+    /// Call every listener with the socket's info (no allocation, but for the query of a
+    /// socket whose session came in it: `SocketMeta::query`).
     pub(in crate::runtime) fn notify(
         &self,
         slot: u32,
@@ -57,14 +58,15 @@ impl Shard {
         let Some((endpoint, meta)) = c.socket() else {
             return;
         };
+        let query = meta.query();
         let info = SocketInfo {
             core: self.id,
             socket: crate::runtime::socket_id(self.id, c.gen, slot),
             endpoint: &self.policy.config.endpoints[endpoint as usize].path,
             path: &meta.path,
-            query: &meta.query,
+            query: &query,
             auth: meta.auth.as_ref(),
-            attrs: &meta.attrs,
+            attrs: meta.attrs(),
         };
         for l in self.shared.listeners.iter() {
             f(l.as_ref(), &info);
