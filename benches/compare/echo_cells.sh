@@ -13,7 +13,7 @@
 #                uws is left out [unset]
 #   SERVERS      run order within a repetition ["ringwire uws"]; also `tungstenite`,
 #                `fastwebsockets` (THREADS worker threads) and `ringwire-base` (RINGWIRE_BASE)
-#   CELLS        conns x depth x payload bytes
+#   CELLS        conns x depth x payload bytes (set but empty: none)
 #                ["100x1x16 100x1x512 100x16x16 100x16x512 1000x1x16 1000x1x512 1000x16x16 1000x16x512"]
 #   REPS         repetitions per cell, interleaved A B A B ... [3]
 #   WARMUP, DURATION  seconds of warm-up, then of measurement, per run [2, 10]
@@ -30,7 +30,8 @@
 #   NOISE_OTHER  a run during which other processes used more than this many cores is
 #                flagged [0.10]
 #   PERF_CELL    a cell (e.g. 100x16x512): after the measured runs, one more run per server
-#                in it under `perf record -e cpu-clock -g` (report in OUT/perf-*.txt) [unset]
+#                in it under `perf record -e cpu-clock -g` (report in OUT/perf-*.txt) [unset];
+#                CELLS="" PERF_CELL=... runs only the profiles
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,7 +42,7 @@ RINGWIRE="${RINGWIRE:-$(cargo_target)/release/ringwire}"
 RINGWIRE_BASE="${RINGWIRE_BASE:-}"
 UWS_ECHO="${UWS_ECHO:-}"
 SERVERS="${SERVERS:-ringwire uws}"
-CELLS="${CELLS:-100x1x16 100x1x512 100x16x16 100x16x512 1000x1x16 1000x1x512 1000x16x16 1000x16x512}"
+CELLS="${CELLS-100x1x16 100x1x512 100x16x16 100x16x512 1000x1x16 1000x1x512 1000x16x16 1000x16x512}"
 REPS="${REPS:-3}"
 WARMUP="${WARMUP:-2}"
 DURATION="${DURATION:-10}"
