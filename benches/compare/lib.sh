@@ -2,6 +2,12 @@
 
 log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# Cargo's target directory: CARGO_TARGET_DIR (relative to ROOT) or ROOT/target.
+cargo_target() {
+    local t="${CARGO_TARGET_DIR:-target}"
+    [[ "$t" == /* ]] || t="$ROOT/$t"
+    echo "$t"
+}
 # `cargo build --release --workspace`: ringwire and ringwire-loadtest. Other people
 # edit src/ while this runs: a broken build is retried for 3 minutes.
 build_root() {
