@@ -55,6 +55,14 @@ fn proc_kb_field(path: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Ports in `net.ipv4.ip_local_port_range` (both ends included).
+pub fn ephemeral_ports() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    hi.checked_sub(lo).map(|d| d + 1)
+}
+
 /// VmRSS of a process in bytes.
 pub fn process_rss(pid: u32) -> Option<u64> {
     proc_kb_field(&format!("/proc/{pid}/status"), "VmRSS")

@@ -7,7 +7,10 @@
   - `--origin` against `[security] allowed_origins`, `--header` carrying the secret cookie;
   - the host CPU is sampled and a run on a saturated host is reported as contended;
   - the plot of a hold run with --server-pid has the server RSS panel;
-  - a held connection costs at most 4 KB in a worker (issue 18; it was about 19 KB).
+  - a held connection costs at most 4 KB in a worker (issue 18; it was about 19 KB);
+  - one fan-out push to every user from several workers bound to several source addresses
+    (`--source-range`, as the million-connection run uses them), with the time until every
+    push was received (`push.all_delivered_s`).
 
 The binary is target/release/ringwire-loadtest next to RINGWIRE_BIN (or RINGWIRE_LOADTEST_BIN).
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +164,39 @@ def test_held_connection_costs_under_4_kb(start_server, tmp_path):
     per_conn = (large - small) / 4000
     print(f"loadtest worker: {small} B at 500 held, {large} B at 4500: {per_conn:.0f} B per connection")
     assert per_conn <= 4096, per_conn
+
+
+def test_fanout_over_source_range_reports_all_delivered(push_servers, tmp_path):
+    """Issue 18's million run in small: 3 workers, sockets bound to 127.0.0.2..127.0.0.4, then
+    one push to every user; every one is received and the time until the last one is reported."""
+    server = push_servers.start()
+    users = 300
+    args = ["--url", f"ws://{HOST}:{server.port}/ws", "--admin-url", f"http://{HOST}:{server.admin_port}",
+            "--auth", "session", "-c", str(users), "--workers", "3", "--source-range", "127.0.0.2-127.0.0.4",
+            "--scenario", "push", "--push-mode", "fanout", "--push-rate", "1", "--duration", "3",
+            "--batch-size", "100", "--max-missing", "0", "--quiet"]
+    report = tmp_path / "fanout.json"
+    proc = subprocess.Popen([str(LOADTEST), "--report", str(report), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # While the sockets are held, the server's peers are the three source addresses.
+    sources: set[str] = set()
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline and len(sources) < 3:
+        ss = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{server.port} )"],
+                            capture_output=True, text=True, timeout=10).stdout
+        sources = set(re.findall(r"(127\.0\.0\.\d+):\d+\s+127\.0\.0\.1:" + str(server.port), ss))
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=60)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert r.returncode == 0, out(r)
+    assert sources == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}, sources
+    rep = json.loads(report.read_text())
+    assert rep["connections"]["connected"] == users and len(rep["workers"]) == 3, rep["connections"]
+    push = rep["push"]
+    # 3 fan-out events (rate 1/s for 3 s), each one push to every user.
+    assert push["messages_expected"] == 3 * users and push["messages_received"] == 3 * users, push
+    done = push["all_delivered_s"]
+    assert done is not None and 0 < done < 10, push
+    # The last push was sent about 2 s after the first; it cannot have arrived before.
+    assert done >= 2.0, push
+    assert "all delivered after" in r.stdout, out(r)

@@ -132,7 +132,9 @@ pub struct RunArgs {
     pub source_addrs: Vec<IpAddr>,
 
     /// Inclusive IPv4 source range, e.g. 127.0.0.1-127.0.0.20 (same purpose as --source-addrs).
-    /// Default for loopback targets: 127.0.0.1 .. 127.0.0.k with k = N / 20000 + 1.
+    /// Default for loopback targets: 127.0.0.1 .. 127.0.0.k with k = N / P + 1, P = 3/8 of
+    /// the ephemeral port range (10,587 for 32768-60999): the kernel gives connect() the even
+    /// half of the range first, and connects past it are slow.
     #[arg(long)]
     pub source_range: Option<String>,
 

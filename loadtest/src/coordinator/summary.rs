@@ -229,6 +229,11 @@ impl Run<'_> {
                     .filter(|s| *s > 0.0)
                     .map(|s| received as f64 / s),
                 delivery_rate_peak_per_s: peak,
+                all_delivered_s: self
+                    .push
+                    .last_delivery
+                    .filter(|_| expected > 0 && received >= expected)
+                    .map(|at| at.duration_since(start).as_secs_f64()),
                 latency_us: LatencySummary::of(&self.hist.total),
                 api_latency_us: LatencySummary::of(&p.api_latency.lock().unwrap()),
             }

@@ -208,12 +208,17 @@ pub async fn start_workers(
     Ok((workers, rx))
 }
 
-/// Reaps the workers (killing any that are still running) and notes abnormal exits.
+/// Reaps the workers (killing any that are still running 15 s from now) and notes abnormal
+/// exits. One deadline for all: a worker that closes 15,000 sockets on a busy host takes
+/// seconds to exit, and they exit side by side.
 pub async fn reap(workers: &mut [Worker]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for w in workers.iter_mut() {
         w.stdin = None;
+    }
+    for w in workers.iter_mut() {
         if let Some(mut child) = w.child.take() {
-            let status = match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
+            let status = match tokio::time::timeout_at(deadline, child.wait()).await {
                 Ok(Ok(s)) => s,
                 _ => {
                     let _ = child.start_kill();

@@ -199,6 +199,10 @@ pub struct PushReport {
     pub delivery_rate_per_s: Option<f64>,
     /// Highest delivery rate over one 1-second window.
     pub delivery_rate_peak_per_s: Option<f64>,
+    /// From the start of pushing until every expected delivery had been received (seen in
+    /// the 250 ms progress samples, so up to 250 ms late); `null` if some never were.
+    #[serde(default)]
+    pub all_delivered_s: Option<f64>,
     /// End-to-end latency (timestamp taken right before the push request was sent ->
     /// message read by the client), µs.
     pub latency_us: Option<LatencySummary>,

@@ -264,6 +264,11 @@ impl Report {
                     opt(p.delivery_rate_peak_per_s, |x| format!("{x:.0}"))
                 ),
             );
+            row(
+                s,
+                "all delivered after",
+                opt(p.all_delivered_s, |x| format!("{x:.2} s")),
+            );
             for (name, lat) in [
                 ("end-to-end", &p.latency_us),
                 ("admin api", &p.api_latency_us),
