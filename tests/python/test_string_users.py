@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import subprocess
 import time
 import urllib.parse
@@ -26,7 +27,7 @@ import uuid
 
 import pytest
 
-from helpers import (HOST, ROOT, Admin, cluster_factory, history_connect, push_servers,  # noqa: F401
+from helpers import (BINARY, HOST, ROOT, Admin, cluster_factory, history_connect, push_servers,  # noqa: F401
                      recv_json, recv_text, run, until_marker, wait_sockets, wait_until)
 from nats_helpers import NatsClient, nats  # noqa: F401 (fixture)
 from test_jwt import SECRET_HEX, mint as mint_jwt
@@ -279,3 +280,20 @@ def test_nats_ingress_names_string_users_in_the_body_and_the_subject(push_server
     finally:
         pub.close()
         ws.close()
+
+
+@pytest.mark.parametrize("key, ok", [
+    ("1:alice@example.com", True),
+    ("1:42", True),
+    ("1:", False),
+    ("1:" + "x" * 129, False),
+    ("1:a\u0001b", False),
+])
+def test_check_validates_string_users_of_the_websockets_cascade(tmp_path, key, ok):
+    cfg = tmp_path / "ringwire.toml"
+    cfg.write_text("[websockets]\nusers = { " + json.dumps(key) + " = false }\n")
+    r = subprocess.run([str(BINARY), "serve", "--check", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert (r.returncode == 0) == ok, (key, r.returncode, r.stderr)
+    if not ok:
+        assert "websockets.users" in r.stderr, r.stderr
