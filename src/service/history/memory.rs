@@ -36,7 +36,10 @@ pub const STREAM_OVERHEAD: usize = 216;
 
 /// Bytes per idle user record (map entry with its slack, slot in the idle order); bounded
 /// by count (`max_idle`), not by `max_bytes`.
-pub const IDLE_OVERHEAD: usize = 112;
+/// At worst: the map's entry (key and offset) at half load, plus two slots in the idle order
+/// (stale ones are compacted past twice the live records): 2 x 16 + 2 x 16 = 64 with `u32`
+/// users, 2 x 40 + 2 x 40 = 160 now that a key holds a 24-byte `UserId`.
+pub const IDLE_OVERHEAD: usize = 160;
 
 type Key = (u32, UserId);
 
