@@ -14,7 +14,7 @@
 //! `cargo bench --bench push -- --warm-up-time 1 --measurement-time 3`
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringwire::config::Config;
-use ringwire::facade::Service;
+use ringwire::facade::{Service, UserId};
 use ringwire::runtime::{Engine, PushJob};
 use ringwire::service::path_filter::PathFilter;
 use ringwire::service::session::{unix_now, SessionKey};
@@ -92,9 +92,10 @@ impl Rig {
         let service = Service::new(engine.shared.clone(), key.clone());
         let received = Arc::new(AtomicU64::new(0));
         for user in 0..USERS {
-            let (id, secret) = key.mint(1, user, unix_now() + 3600);
+            let user = UserId::from(user);
+            let (id, secret) = key.mint(1, &user, unix_now() + 3600);
             for _ in 0..SOCKETS_PER_USER {
-                let mut req = format!("ws://127.0.0.1:{port}/ws?session={}", id.to_text())
+                let mut req = format!("ws://127.0.0.1:{port}/ws?session={}", id.to_text(&user))
                     .into_client_request()
                     .unwrap();
                 req.headers_mut().insert(
@@ -116,7 +117,10 @@ impl Rig {
             .enable_all()
             .build()
             .unwrap();
-        assert_eq!(rt.block_on(service.send(1, 0, "*", "hi")).sockets, 4);
+        assert_eq!(
+            rt.block_on(service.send(1, &0.into(), "*", "hi")).sockets,
+            4
+        );
         let rig = Rig {
             engine: Some(engine),
             service,
@@ -126,7 +130,11 @@ impl Rig {
             sent: SOCKETS_PER_USER as u64,
             text: Arc::from("a push of a typical size: {\"type\":\"update\",\"id\":123456}"),
         };
-        while rig.rt.block_on(rig.service.count(1, USERS - 1, "*")) != 4 {
+        while rig
+            .rt
+            .block_on(rig.service.count(1, &(USERS - 1).into(), "*"))
+            != 4
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         rig.drain();
@@ -137,7 +145,7 @@ impl Rig {
         (0..USERS)
             .map(|user| PushJob {
                 context: 1,
-                user,
+                user: user.into(),
                 filter: PathFilter::any(),
                 text: self.text.clone(),
                 coalesce: false,

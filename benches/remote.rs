@@ -33,7 +33,7 @@ fn setup() -> (Arc<ClusterState>, RemoteState) {
     let presence: Vec<UserPresence> = (0..USERS)
         .map(|user| UserPresence {
             context: 1,
-            user,
+            user: user.into(),
             paths: vec![("/ws".into(), 1)],
         })
         .collect();
@@ -44,7 +44,7 @@ fn setup() -> (Arc<ClusterState>, RemoteState) {
 fn job(user: u32, text: &Arc<str>) -> PushJob {
     PushJob {
         context: 1,
-        user,
+        user: user.into(),
         filter: PathFilter::new("*"),
         text: text.clone(),
         coalesce: false,
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
             }
             r.flush(0, 0, &stats, |context, user| UserPresence {
                 context,
-                user,
+                user: user.clone(),
                 paths: Vec::new(),
             });
             while cluster.take(1, 0).is_some() {}

@@ -56,7 +56,7 @@ fn one_case(users: usize, per_user: usize, paths: usize) {
         for user in 0..users {
             let p = UserPresence {
                 context: 1,
-                user: user as u32,
+                user: (user as u32).into(),
                 paths: PATHS[..paths].iter().map(|&p| (p.into(), 1)).collect(),
             };
             d.apply(node(user, round), &p);
@@ -73,12 +73,15 @@ fn one_case(users: usize, per_user: usize, paths: usize) {
         let started = Instant::now();
         for i in 0..calls {
             let user = (mix(i as u64 ^ 0x5555) % users as u64) as u32;
-            black_box(d.nodes_for(1, black_box(user), filter));
+            black_box(d.nodes_for(1, black_box(&user.into()), filter));
         }
         started.elapsed().as_secs_f64() * 1e9 / calls as f64
     };
     let (any, narrow) = (time(&PathFilter::any()), time(&PathFilter::new("/ws")));
-    assert_eq!(d.nodes_for(1, 0, &PathFilter::new("/ws")).len(), per_user);
+    assert_eq!(
+        d.nodes_for(1, &0.into(), &PathFilter::new("/ws")).len(),
+        per_user
+    );
     println!(
         "| {users} | {per_user} | {paths} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
         grown / (1 << 20) as f64,

@@ -30,7 +30,7 @@ fn main() {
     let mut h = MemoryHistory::new(1, limits);
     for round in 0..size {
         for u in 0..users as u32 {
-            h.append(1, u, text.as_str().into(), None, round as u64);
+            h.append(1, &u.into(), text.as_str().into(), None, round as u64);
         }
     }
     let held = rss() - before;

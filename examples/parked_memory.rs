@@ -36,7 +36,7 @@ fn record(i: usize, attrs: usize) -> Parked {
     };
     Parked {
         context: 1,
-        user: i as u32,
+        user: (i as u32).into(),
         ns,
         attrs,
     }

@@ -564,7 +564,7 @@ mod tests {
             let mut count = vec![0u64; cores as usize];
             for user in 1..=1_000_000u32 {
                 let core = crate::service::placement::owner_core(
-                    crate::service::placement::user_key(1, user),
+                    crate::service::placement::user_key(1, &user.into()),
                     cores as usize,
                 );
                 count[core] += 1;

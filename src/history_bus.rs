@@ -1,13 +1,14 @@
 //! The `nats` history store wired to the engine: [`NatsBus`] answers the cores' and the
 //! facade's history questions (`runtime::resume::HistoryBus`) through the `ringwire-nats`
-//! thread (`bus`). Numeric users are named by their decimal text in the store, so that
-//! string user ids can share it later.
+//! thread (`bus`). A user is named by its text in the store (a numeric user by its decimal,
+//! a string user by its string; the subject carries it in base64url).
 use crate::bus::{self, BusHandle, BusSender, NatsSettings};
 use crate::config::Config;
 use crate::runtime::resume::{AppendAnswer, HistoryBus, RestoreAnswer, StoreAnswer};
 use crate::service::engineio::recovery::{resume_from, Parked, Pid};
 use crate::service::history::{Position, Recovery};
 use crate::service::path_filter::PathFilter;
+use crate::service::user_id::UserId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,11 +61,13 @@ impl HistoryBus for NatsBus {
     fn append(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         text: Arc<str>,
         filter: Option<PathFilter>,
         done: Box<dyn FnOnce(AppendAnswer) + Send>,
     ) {
+        // Numeric users keep their subject (base64url of the decimal); a string user's is
+        // the base64url of its bytes: any string is a valid subject token.
         let key = user.to_string();
         let _ = self
             .tx
@@ -78,7 +81,7 @@ impl HistoryBus for NatsBus {
     fn connect(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         from: Option<Position>,
         done: Box<dyn FnOnce(StoreAnswer) + Send>,
     ) {
@@ -114,12 +117,13 @@ impl HistoryBus for NatsBus {
     fn restore(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         nsp: &str,
         claim: Option<(Pid, Option<Position>)>,
         done: Box<dyn FnOnce(RestoreAnswer) + Send>,
     ) {
         let key = user.to_string();
+        let user = user.clone();
         let (tx, limit, nsp) = (self.tx.clone(), self.limit, Box::<str>::from(nsp));
         let _ = self
             .tx
@@ -134,7 +138,7 @@ impl HistoryBus for NatsBus {
                     return done(Ok((current, None)));
                 };
                 let accept = move |bytes: &[u8]| {
-                    Parked::decode(pid, bytes).is_some_and(|p| p.belongs_to(context, user, &nsp))
+                    Parked::decode(pid, bytes).is_some_and(|p| p.belongs_to(context, &user, &nsp))
                 };
                 let tx2 = tx.clone();
                 let _ = tx.take_session(&pid.encode(), accept, move |taken| {

@@ -186,6 +186,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            // `[websockets] users`: each key's user is a user id, as at start.
+            if let Err(e) = ringwire::service::cascade::Cascade::compile(&cfg.websockets) {
+                eprintln!("ringwire: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
             for warning in cfg.warnings() {
                 if check {
                     eprintln!("ringwire: warning: {warning}");

@@ -3,7 +3,7 @@
 mod common;
 
 use ringwire::config::Config;
-use ringwire::facade::Service;
+use ringwire::facade::{Service, UserId};
 use ringwire::runtime::Engine;
 use ringwire::service::listener::{Listener, SocketInfo};
 use ringwire::service::session::{unix_now, SessionKey};
@@ -17,7 +17,7 @@ enum Seen {
     Connect {
         socket: u64,
         context: u32,
-        user: u32,
+        user: UserId,
         path: String,
     },
     Message {
@@ -38,7 +38,7 @@ impl Listener for Recorder {
         self.0.lock().unwrap().push(Seen::Connect {
             socket: s.socket,
             context: a.context,
-            user: a.user,
+            user: a.user.clone(),
             path: s.path.to_string(),
         });
     }
@@ -96,8 +96,10 @@ fn listener_service_and_attributes_in_process() {
     let service = Service::new(engine.shared.clone(), key.clone());
     let rt = common::runtime();
 
-    let (id, secret) = key.mint(3, 77, unix_now() + 60);
-    let mut req = format!("ws://127.0.0.1:{port}/ws/room?session={}", id.to_text())
+    // A string user id (a v2 session): the API takes it as it takes numbers.
+    let u77 = UserId::parse("user-77@example.com").unwrap();
+    let (id, secret) = key.mint(3, &u77, unix_now() + 60);
+    let mut req = format!("ws://127.0.0.1:{port}/ws/room?session={}", id.to_text(&u77))
         .into_client_request()
         .unwrap();
     req.headers_mut().insert(
@@ -119,13 +121,14 @@ fn listener_service_and_attributes_in_process() {
     else {
         unreachable!()
     };
-    assert_eq!((context, user, path.as_str()), (3, 77, "/ws/room"));
+    assert_eq!((context, &user, path.as_str()), (3, &u77, "/ws/room"));
 
     // The service reaches it.
-    assert_eq!(rt.block_on(service.count(3, 77, "/ws/*")), 1);
-    assert!(!rt.block_on(service.exists(3, 77, "/socket.io/*")));
+    assert_eq!(rt.block_on(service.count(3, &u77, "/ws/*")), 1);
+    assert!(!rt.block_on(service.exists(3, &u77, "/socket.io/*")));
+    assert_eq!(rt.block_on(service.count(3, &77.into(), "/ws/*")), 0);
     assert_eq!(
-        rt.block_on(service.send(3, 77, "*", "hello from the app"))
+        rt.block_on(service.send(3, &u77, "*", "hello from the app"))
             .sockets,
         1
     );
@@ -149,7 +152,7 @@ fn listener_service_and_attributes_in_process() {
     );
 
     // Terminating the session closes the socket with 4001 and the listener hears the close.
-    service.terminate(&id.to_text()).unwrap();
+    service.terminate(&id.to_text(&u77)).unwrap();
     let code = loop {
         match ws.read() {
             Ok(Message::Close(Some(f))) => break u16::from(f.code),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
 
-type Connect = (u32, u32, Vec<(String, String)>);
+type Connect = (u32, ringwire::facade::UserId, Vec<(String, String)>);
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Connect>>);
@@ -26,7 +26,10 @@ impl Listener for Recorder {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.0.lock().unwrap().push((a.context, a.user, attrs));
+        self.0
+            .lock()
+            .unwrap()
+            .push((a.context, a.user.clone(), attrs));
     }
 }
 
@@ -110,7 +113,7 @@ fn the_answers_user_and_attributes_reach_the_listener() {
     }
     let (context, user, mut attrs) = seen.expect("the listener saw the connect");
     attrs.sort();
-    assert_eq!((context, user), (2, 5));
+    assert_eq!((context, user), (2, 5.into()));
     assert_eq!(
         attrs,
         [

@@ -134,14 +134,14 @@ impl Embedded {
         let recorder = Arc::new(Recorder::default());
         let listeners = vec![recorder.clone() as Arc<dyn Listener>];
         let engine = Engine::start(config, key.clone(), listeners, None, None).unwrap();
-        let (id, secret) = key.mint(3, 77, unix_now() + 60);
+        let (id, secret) = key.mint(3, &77.into(), unix_now() + 60);
         Embedded {
             port,
             service: Service::new(engine.shared.clone(), key),
             engine,
             rt: common::runtime(),
             recorder,
-            session: id.to_text(),
+            session: id.to_text(&77.into()),
             secret,
         }
     }
@@ -154,7 +154,7 @@ impl Embedded {
     fn push(&self, n: u32) -> u64 {
         let text = format!("[\"news\",{n}]");
         self.rt
-            .block_on(self.service.send(3, 77, "*", &text))
+            .block_on(self.service.send(3, &77.into(), "*", &text))
             .sockets
     }
 

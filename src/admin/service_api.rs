@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::facade::push;
 use crate::service::session::unix_now;
 use crate::service::upgrade::UpgradePolicy;
+use crate::service::user_id::UserId;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::StatusCode;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
-    user: u32,
+    user: UserId,
     context: u32,
     ttl_secs: u64,
 }
@@ -58,9 +59,9 @@ pub async fn create_session(State(state): State<AdminState>, Body(body): Body) -
     }
     // Saturating: `sessions.max_ttl_secs` has no upper bound.
     let expires_at = unix_now().saturating_add(req.ttl_secs);
-    let (id, secret) = state.key.mint(req.context, req.user, expires_at);
+    let (id, secret) = state.key.mint(req.context, &req.user, expires_at);
     let body = serde_json::json!({
-        "session": id.to_text(),
+        "session": id.to_text(&req.user),
         "secret": secret,
         "cookie": format!("{cookie_name}={secret}"),
         "expires_at": expires_at,
@@ -105,7 +106,8 @@ pub async fn push_batch(State(state): State<AdminState>, Body(body): Body) -> Re
 #[serde(deny_unknown_fields)]
 pub struct SocketsQuery {
     context: u32,
-    user: u32,
+    /// The user id's text (percent-decoded): a number's canonical decimal is that number.
+    user: UserId,
     #[serde(default)]
     path: Option<String>,
 }
@@ -123,7 +125,7 @@ pub async fn sockets(
     }
     let counts = state
         .service
-        .counts(q.context, q.user, q.path.as_deref().unwrap_or("*"))
+        .counts(q.context, &q.user, q.path.as_deref().unwrap_or("*"))
         .await;
     let total = counts.total();
     // This node first (even at 0), then each other node holding matching sockets.

@@ -240,7 +240,7 @@ mod tests {
     fn push(user: u32, text: &str) -> RemotePush {
         RemotePush {
             context: 1,
-            user,
+            user: user.into(),
             filter: "*".into(),
             text: Arc::from(text),
             at: None,

@@ -15,6 +15,7 @@
 //! the users the peer is told about once the next link with the same run is settled
 //! ([`Ledger::take_missed`]), so that it brings their history sockets up to date.
 use super::missed::{MissedUsers, Unconfirmed};
+use crate::service::user_id::UserId;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ledger {
@@ -62,7 +63,7 @@ impl Ledger {
     }
 
     /// Pushes for these (context, user) were written, in this order.
-    pub fn wrote(&mut self, users: impl IntoIterator<Item = (u32, u32)>) {
+    pub fn wrote(&mut self, users: impl IntoIterator<Item = (u32, UserId)>) {
         for (context, user) in users {
             self.written += 1;
             self.unconfirmed.wrote(self.written, context, user);
@@ -130,7 +131,7 @@ impl Ledger {
 
     /// What to tell the peer its sockets missed: once the current link (with the same run)
     /// settled what the failed one left unconfirmed.
-    pub fn take_missed(&mut self) -> Option<(bool, Vec<(u32, u32)>)> {
+    pub fn take_missed(&mut self) -> Option<(bool, Vec<(u32, UserId)>)> {
         if !self.missed_ready() {
             return None;
         }
@@ -149,7 +150,7 @@ mod tests {
 
     /// `n` pushes written, user by user 0, 1, 2, ...
     fn wrote(l: &mut Ledger, n: u32) {
-        l.wrote((0..n).map(|u| (1, u)));
+        l.wrote((0..n).map(|u| (1, u.into())));
     }
 
     #[test]
@@ -226,27 +227,32 @@ mod tests {
         let mut l = Ledger::default();
         l.link_up(7);
         assert!(!l.continued(), "a first link");
-        l.wrote([(1, 10), (1, 11), (1, 12), (1, 13)]);
+        l.wrote([
+            (1, 10.into()),
+            (1, 11.into()),
+            (1, 12.into()),
+            (1, 13.into()),
+        ]);
         l.ack(2); // 10 and 11 arrived
         l.link_down();
-        l.missed().add(1, 20); // left in a queue when the link failed
+        l.missed().add(1, &20.into()); // left in a queue when the link failed
         assert_eq!(l.take_missed(), None, "not settled yet");
         l.link_up(7);
         assert!(l.continued());
-        l.wrote([(1, 30)]);
+        l.wrote([(1, 30.into())]);
         assert_eq!(l.take_missed(), None, "the first ack settles");
         l.ack(3); // 12 arrived, 13 did not
         let (all, mut users) = l.take_missed().expect("settled");
         users.sort();
-        assert_eq!((all, users), (false, vec![(1, 13), (1, 20)]));
+        assert_eq!((all, users), (false, vec![(1, 13.into()), (1, 20.into())]));
         assert_eq!((l.lost(), l.unconfirmed()), (1, 1));
         l.ack(4); // 30 arrived
         assert_eq!(l.unconfirmed(), 0);
         assert!(l.unconfirmed.is_empty());
         // A new run: its sockets are new, nothing to tell.
-        l.wrote([(1, 40)]);
+        l.wrote([(1, 40.into())]);
         l.link_down();
-        l.missed().add(1, 41);
+        l.missed().add(1, &41.into());
         l.link_up(8);
         l.ack(0);
         assert!(!l.continued() && l.take_missed().is_none());

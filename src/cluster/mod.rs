@@ -48,7 +48,7 @@ pub enum Outbound {
     /// of them may have missed those (sent as `wire::Frame::Missed`).
     Missed {
         all: bool,
-        users: Vec<(u32, u32)>,
+        users: Vec<(u32, crate::service::user_id::UserId)>,
     },
 }
 

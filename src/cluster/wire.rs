@@ -2,31 +2,36 @@
 //!
 //! Each direction of a link is one QUIC unidirectional stream carrying frames:
 //! `u32 length (of what follows) | u8 type | body`, integers big-endian, strings as
-//! `u16 length | UTF-8` (filters, paths, node ids) or `u32 length | UTF-8` (push texts).
+//! `u16 length | UTF-8` (filters, paths, node ids) or `u32 length | UTF-8` (push texts), a
+//! user as `user` = `u8 0 | u32` (a numeric user) or `u8 1 | u8 length | UTF-8` (a string
+//! user of 1-128 bytes, [`UserId`]; a string that is a number's canonical decimal is refused:
+//! it is sent as the number).
 //!
 //! | type | frame | body |
 //! | --- | --- | --- |
 //! | 1 | Hello | u8 version, str16 node id, u64 instance (random per process run) |
-//! | 2 | Presence | u32 n, n × (u32 context, u32 user, u16 k, k × (str16 path, u32 sockets)) |
-//! | 3 | Push | u32 n, n × (u32 context, u32 user, str16 filter, str32 text) |
-//! | 4 | Revoke | session id (41 bytes), u32 context, u32 user, u64 expires_at |
+//! | 2 | Presence | u32 n, n × (u32 context, user, u16 k, k × (str16 path, u32 sockets)) |
+//! | 3 | Push | u32 n, n × (u32 context, user, str16 filter, str32 text) |
+//! | 4 | Revoke | session id (41 bytes, compact), u32 context, user, u64 expires_at |
 //! | 5 | Leaving | (empty): the sender drains; route nothing more to it |
 //! | 6 | LeaveAck | (empty): the sender's cores stopped routing to the receiver |
 //! | 7 | Ack | u64: pushes received from the receiver's current run ([`super::ledger`]) |
-//! | 8 | Missed | u8 everyone (0/1), u32 n, n × (u32 context, u32 user): the receiver's sockets of these users (or of everyone) may have missed pushes of the sender ([`super::missed`]) |
+//! | 8 | Missed | u8 everyone (0/1), u32 n, n × (u32 context, user): the receiver's sockets of these users (or of everyone) may have missed pushes of the sender ([`super::missed`]) |
 //!
 //! A presence entry is absolute (the sender's whole count for that user, per socket path; no
 //! path = no sockets left), so entries are idempotent and a re-sync is just all of them.
 use crate::service::history::Position;
 use crate::service::session::{Revocation, SessionId};
+use crate::service::user_id::UserId;
 use std::sync::Arc;
 
-pub const VERSION: u8 = 4;
+/// 5: users are tagged (a number or a string, see the module docs); 4 had `u32` users.
+pub const VERSION: u8 = 5;
 /// Largest frame accepted (a batch of pushes is cut into frames below this).
 pub const MAX_FRAME: usize = 16 << 20;
 /// A sender starts a new frame once one holds this many bytes.
 pub const SOFT_FRAME: usize = 1 << 20;
-/// Users per `Missed` frame (512 KiB).
+/// Users per `Missed` frame (at most 8.4 MiB with 128-byte users, below [`MAX_FRAME`]).
 pub const MISSED_PER_FRAME: usize = 65_536;
 const SESSION_ID_LEN: usize = std::mem::size_of::<SessionId>();
 
@@ -34,7 +39,7 @@ const SESSION_ID_LEN: usize = std::mem::size_of::<SessionId>();
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserPresence {
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     pub paths: Vec<(Box<str>, u32)>,
 }
 
@@ -42,7 +47,7 @@ pub struct UserPresence {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RemotePush {
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     pub filter: Box<str>,
     pub text: Arc<str>,
     /// Its position in a history shared by the nodes (`nats` store). Pushes with positions
@@ -73,7 +78,7 @@ pub enum Frame {
     /// the sender made while the link was failing or down.
     Missed {
         all: bool,
-        users: Vec<(u32, u32)>,
+        users: Vec<(u32, UserId)>,
     },
 }
 
@@ -89,6 +94,8 @@ pub enum WireError {
     BadPositionTag(u8),
     /// A flag that is neither 0 nor 1.
     BadFlag(u8),
+    /// A user that is not one: an unknown tag, or a string that is not a user id.
+    BadUser,
 }
 
 impl std::fmt::Display for WireError {
@@ -101,6 +108,7 @@ impl std::fmt::Display for WireError {
             WireError::Truncated => f.write_str("frame body shorter than its fields"),
             WireError::TrailingBytes => f.write_str("bytes after a frame's last field"),
             WireError::BadUtf8 => f.write_str("string not UTF-8"),
+            WireError::BadUser => f.write_str("bad user id"),
         }
     }
 }
@@ -146,14 +154,14 @@ pub fn encode_revoke(out: &mut Vec<u8>, r: &Revocation) {
     frame(out, 4, |o| {
         o.extend_from_slice(&r.id.0);
         o.extend_from_slice(&r.context.to_be_bytes());
-        o.extend_from_slice(&r.user.to_be_bytes());
+        r.user.encode(o);
         o.extend_from_slice(&r.expires_at.to_be_bytes());
     });
 }
 
 /// Users whose sockets may have missed pushes (see [`Frame::Missed`]), in frames of at most
 /// [`MISSED_PER_FRAME`] users; `all`: one frame that says everyone.
-pub fn encode_missed(out: &mut Vec<u8>, all: bool, users: &[(u32, u32)]) {
+pub fn encode_missed(out: &mut Vec<u8>, all: bool, users: &[(u32, UserId)]) {
     let users = if all { &[][..] } else { users };
     let mut chunks = users.chunks(MISSED_PER_FRAME);
     let mut chunk = chunks.next();
@@ -164,7 +172,7 @@ pub fn encode_missed(out: &mut Vec<u8>, all: bool, users: &[(u32, u32)]) {
             o.extend_from_slice(&(list.len() as u32).to_be_bytes());
             for (c, u) in list {
                 o.extend_from_slice(&c.to_be_bytes());
-                o.extend_from_slice(&u.to_be_bytes());
+                u.encode(o);
             }
         });
         if all {
@@ -211,7 +219,7 @@ fn encode_list<T>(out: &mut Vec<u8>, ty: u8, items: &[T], put: impl Fn(&mut Vec<
 pub fn encode_presence(out: &mut Vec<u8>, entries: &[UserPresence]) {
     encode_list(out, 2, entries, |o, e| {
         o.extend_from_slice(&e.context.to_be_bytes());
-        o.extend_from_slice(&e.user.to_be_bytes());
+        e.user.encode(o);
         let k = e.paths.len().min(u16::MAX as usize);
         o.extend_from_slice(&(k as u16).to_be_bytes());
         for (path, n) in &e.paths[..k] {
@@ -225,7 +233,7 @@ pub fn encode_presence(out: &mut Vec<u8>, entries: &[UserPresence]) {
 pub fn encode_pushes(out: &mut Vec<u8>, pushes: &[RemotePush]) {
     encode_list(out, 3, pushes, |o, p| {
         o.extend_from_slice(&p.context.to_be_bytes());
-        o.extend_from_slice(&p.user.to_be_bytes());
+        p.user.encode(o);
         put_str16(o, &p.filter);
         put_str32(o, &p.text);
         match (p.at, p.prev) {
@@ -249,7 +257,7 @@ pub fn push_wire_len(p: &RemotePush) -> usize {
         (Some(_), None) => 17,
         (Some(_), Some(_)) => 25,
     };
-    4 + 4 + 2 + p.filter.len() + 4 + p.text.len() + position
+    4 + p.user.encoded_len() + 2 + p.filter.len() + 4 + p.text.len() + position
 }
 
 // ----- decoding -----
@@ -287,6 +295,22 @@ impl<'a> Reader<'a> {
     }
     fn str_of(&mut self, n: usize) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.take(n)?).map_err(|_| WireError::BadUtf8)
+    }
+    /// A user (see the module docs).
+    fn user(&mut self) -> Result<UserId, WireError> {
+        match self.u8()? {
+            0 => Ok(UserId::from(self.u32()?)),
+            1 => {
+                let n = self.u8()? as usize;
+                let u = UserId::from_bytes(self.take(n)?).map_err(|_| WireError::BadUser)?;
+                // The number's canonical decimal travels as the number: one form per user.
+                if u.as_num().is_some() {
+                    return Err(WireError::BadUser);
+                }
+                Ok(u)
+            }
+            _ => Err(WireError::BadUser),
+        }
     }
     fn str16(&mut self) -> Result<&'a str, WireError> {
         let n = self.u16()? as usize;
@@ -331,11 +355,11 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
             instance: r.u64()?,
         },
         2 => {
-            let n = r.count(10)?;
-            Frame::Presence(r.list(n, 10, |r| {
+            let n = r.count(9)?;
+            Frame::Presence(r.list(n, 9, |r| {
                 Ok(UserPresence {
                     context: r.u32()?,
-                    user: r.u32()?,
+                    user: r.user()?,
                     paths: {
                         let k = r.u16()? as usize;
                         r.list(k, 6, |r| Ok((r.str16()?.into(), r.u32()?)))?
@@ -344,9 +368,9 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
             })?)
         }
         3 => {
-            let n = r.count(15)?;
-            Frame::Push(r.list(n, 15, |r| {
-                let (context, user) = (r.u32()?, r.u32()?);
+            let n = r.count(14)?;
+            Frame::Push(r.list(n, 14, |r| {
+                let (context, user) = (r.u32()?, r.user()?);
                 let filter = r.str16()?.into();
                 let text = Arc::from(r.str32()?);
                 let tag = r.u8()?;
@@ -375,7 +399,7 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
             Frame::Revoke(Revocation {
                 id: SessionId(id),
                 context: r.u32()?,
-                user: r.u32()?,
+                user: r.user()?,
                 expires_at: r.u64()?,
             })
         }
@@ -388,10 +412,10 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
                 1 => true,
                 t => return Err(WireError::BadFlag(t)),
             };
-            let n = r.count(8)?;
+            let n = r.count(7)?;
             Frame::Missed {
                 all,
-                users: r.list(n, 8, |r| Ok((r.u32()?, r.u32()?)))?,
+                users: r.list(n, 7, |r| Ok((r.u32()?, r.user()?)))?,
             }
         }
         t => return Err(WireError::UnknownType(t)),
@@ -400,6 +424,21 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
         return Err(WireError::TrailingBytes);
     }
     Ok(frame)
+}
+
+/// The peer's node id and run from its first frame, a hello of this [`VERSION`]; else why
+/// the link is refused.
+pub fn accept_hello(first: Result<Frame, WireError>) -> Result<(String, u64), String> {
+    match first {
+        Ok(Frame::Hello {
+            version,
+            node,
+            instance,
+        }) if version == VERSION => Ok((node, instance)),
+        Ok(Frame::Hello { version, .. }) => Err(format!("link protocol version {version}")),
+        Ok(_) => Err("first frame is not a hello".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Reassembles frames from a byte stream read in arbitrary pieces.
@@ -443,180 +482,5 @@ impl Decoder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn roundtrip(bytes: &[u8]) -> Vec<Frame> {
-        // Fed one byte at a time: frames must not depend on read boundaries.
-        let mut d = Decoder::default();
-        let mut out = Vec::new();
-        for b in bytes {
-            d.feed(std::slice::from_ref(b));
-            while let Some(f) = d.next_frame().unwrap() {
-                out.push(f);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn frames_round_trip() {
-        let mut out = Vec::new();
-        encode_hello(&mut out, "node-a", 99);
-        let presence = vec![
-            UserPresence {
-                context: 1,
-                user: 42,
-                paths: vec![("/ws".into(), 2), ("/socket.io/".into(), 1)],
-            },
-            UserPresence {
-                context: 1,
-                user: 43,
-                paths: vec![],
-            },
-        ];
-        encode_presence(&mut out, &presence);
-        let pushes = vec![
-            RemotePush {
-                context: 7,
-                user: 9,
-                filter: "/socket.io/*".into(),
-                text: Arc::from("[\"ev\",{\"ü\":1}]"),
-                at: None,
-                prev: None,
-            },
-            RemotePush {
-                context: 7,
-                user: 10,
-                filter: "*".into(),
-                text: Arc::from("positioned"),
-                at: Some(Position {
-                    epoch: u64::MAX,
-                    offset: 42,
-                }),
-                prev: None,
-            },
-            RemotePush {
-                context: 7,
-                user: 10,
-                filter: "*".into(),
-                text: Arc::from("positioned, with the user's previous offset"),
-                at: Some(Position {
-                    epoch: 3,
-                    offset: 43,
-                }),
-                prev: Some(40),
-            },
-        ];
-        encode_pushes(&mut out, &pushes);
-        let rev = Revocation {
-            id: SessionId([5; SESSION_ID_LEN]),
-            context: 1,
-            user: 2,
-            expires_at: 1_800_000_000,
-        };
-        encode_revoke(&mut out, &rev);
-        encode_leaving(&mut out);
-        encode_leave_ack(&mut out);
-        encode_ack(&mut out, 1234);
-        encode_missed(&mut out, false, &[(1, 2), (3, 4)]);
-        encode_missed(&mut out, true, &[(1, 2)]);
-        assert_eq!(
-            roundtrip(&out),
-            vec![
-                Frame::Hello {
-                    version: VERSION,
-                    node: "node-a".into(),
-                    instance: 99,
-                },
-                Frame::Presence(presence),
-                Frame::Push(pushes),
-                Frame::Revoke(rev),
-                Frame::Leaving,
-                Frame::LeaveAck,
-                Frame::Ack(1234),
-                Frame::Missed {
-                    all: false,
-                    users: vec![(1, 2), (3, 4)],
-                },
-                Frame::Missed {
-                    all: true,
-                    users: vec![],
-                },
-            ]
-        );
-        let users: Vec<(u32, u32)> = (0..MISSED_PER_FRAME as u32 + 1).map(|u| (1, u)).collect();
-        let mut out = Vec::new();
-        encode_missed(&mut out, false, &users);
-        assert!(out.len() < SOFT_FRAME + 1024);
-        let frames = roundtrip(&out);
-        assert_eq!(frames.len(), 2, "cut into frames");
-        let back: Vec<(u32, u32)> = frames
-            .into_iter()
-            .flat_map(|f| match f {
-                Frame::Missed { all: false, users } => users,
-                _ => panic!("not a missed frame"),
-            })
-            .collect();
-        assert_eq!(back, users);
-    }
-
-    #[test]
-    fn large_batches_are_split_into_frames() {
-        let text: Arc<str> = Arc::from("x".repeat(100_000));
-        let pushes: Vec<RemotePush> = (0..50)
-            .map(|u| RemotePush {
-                context: 1,
-                user: u,
-                filter: "*".into(),
-                text: text.clone(),
-                at: None,
-                prev: None,
-            })
-            .collect();
-        let mut out = Vec::new();
-        encode_pushes(&mut out, &pushes);
-        let frames = roundtrip(&out);
-        assert!(frames.len() > 1, "one frame of {} bytes", out.len());
-        let back: Vec<RemotePush> = frames
-            .into_iter()
-            .flat_map(|f| match f {
-                Frame::Push(v) => v,
-                _ => panic!("not a push frame"),
-            })
-            .collect();
-        assert_eq!(back, pushes);
-    }
-
-    #[test]
-    fn bad_input_is_an_error_not_a_panic() {
-        assert_eq!(decode_frame(&[9]), Err(WireError::UnknownType(9)));
-        assert_eq!(decode_frame(&[]), Err(WireError::Truncated));
-        // A forged count far beyond the bytes present.
-        assert_eq!(
-            decode_frame(&[3, 0xff, 0xff, 0xff, 0xff]),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            decode_frame(&[1, 1, 0, 2, 0xff, 0xfe]),
-            Err(WireError::BadUtf8)
-        );
-        assert_eq!(
-            decode_frame(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Err(WireError::TrailingBytes)
-        );
-        assert_eq!(decode_frame(&[1, 1, 0, 0, 0]), Err(WireError::Truncated));
-        assert_eq!(decode_frame(&[7, 0, 0]), Err(WireError::Truncated));
-        assert_eq!(
-            decode_frame(&[8, 2, 0, 0, 0, 0]),
-            Err(WireError::BadFlag(2))
-        );
-        assert_eq!(
-            decode_frame(&[8, 0, 0, 0, 0, 1, 0, 0, 0, 1]),
-            Err(WireError::Truncated)
-        );
-        let mut d = Decoder::default();
-        d.feed(&(MAX_FRAME as u32 + 1).to_be_bytes());
-        assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge));
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;

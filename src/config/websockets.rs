@@ -13,7 +13,8 @@ pub struct WebsocketsConfig {
     pub context_sets: Vec<ContextSet>,
     /// Per context: `"1" = false` (keys are context ids).
     pub contexts: HashMap<String, bool>,
-    /// Per user: `"1:42" = true` (keys are `context:user`).
+    /// Per user: `"1:42" = true`, `"1:alice" = false` (keys are `context:user`, the user a
+    /// number or a string user id).
     pub users: HashMap<String, bool>,
 }
 
@@ -51,13 +52,16 @@ impl WebsocketsConfig {
     }
 
     /// `users` with their keys parsed as (context, user).
-    pub fn user_overrides(&self) -> Result<HashMap<(u32, u32), bool>, String> {
+    /// The user is the text after the first `:` (a number or a string user id, checked by
+    /// the cascade: `service::cascade`).
+    pub fn user_overrides(&self) -> Result<HashMap<(u32, String), bool>, String> {
         self.users
             .iter()
             .map(|(k, &v)| {
                 let parsed = k
                     .split_once(':')
-                    .and_then(|(c, u)| Some((c.parse().ok()?, u.parse().ok()?)));
+                    .filter(|(_, u)| !u.is_empty())
+                    .and_then(|(c, u)| Some((c.parse().ok()?, u.to_string())));
                 let key = parsed
                     .ok_or_else(|| format!("websockets.users: {k:?} must be \"context:user\""))?;
                 Ok((key, v))

@@ -10,6 +10,7 @@ pub use crate::runtime::{AttributeError, Counts, PushCounts, PushJob};
 use crate::service::path_filter::PathFilter;
 use crate::service::session::{Revocation, SessionError, SessionKey};
 use crate::service::upgrade::UpgradePolicy;
+pub use crate::service::user_id::{UserId, UserIdError};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -32,10 +33,10 @@ impl Service {
     /// every node of the cluster; returns the sockets it was queued to on this node and the
     /// other nodes it was queued for (copies for other nodes may wait to merge with equal
     /// pushes, see `[remote]`).
-    pub async fn send(&self, context: u32, user: u32, filter: &str, text: &str) -> PushCounts {
+    pub async fn send(&self, context: u32, user: &UserId, filter: &str, text: &str) -> PushCounts {
         self.send_batch(vec![PushJob {
             context,
-            user,
+            user: user.clone(),
             filter: PathFilter::new(filter),
             text: Arc::from(text),
             coalesce: true,
@@ -69,12 +70,12 @@ impl Service {
     fn submit_to_cores(&self, jobs: Vec<PushJob>) -> Waiting {
         let owners: Vec<usize> = jobs
             .iter()
-            .map(|j| self.shared.owner_of(j.context, j.user))
+            .map(|j| self.shared.owner_of(j.context, &j.user))
             .collect();
         let mut replies = Vec::new();
         self.shared.send_to_owners(
             jobs,
-            |j| (j.context, j.user),
+            |j| (j.context, &j.user),
             |jobs| {
                 let (tx, rx) = oneshot::channel();
                 replies.push(rx);
@@ -102,14 +103,14 @@ impl Service {
             let (tx, rx) = oneshot::channel();
             replies.push(rx);
             let shared = self.shared.clone();
-            let (context, user, text) = (job.context, job.user, job.text.clone());
+            let (context, user, text) = (job.context, job.user.clone(), job.text.clone());
             let filter = job.filter.clone().narrowing();
             let done = move |at: Result<(_, u64), String>| {
                 (job.at, job.prev) = match at {
                     Ok((at, prev)) => (Some(at), Some(prev)),
                     Err(_) => (None, None),
                 };
-                let core = shared.owner_of(job.context, job.user);
+                let core = shared.owner_of(job.context, &job.user);
                 shared.send(
                     core,
                     Command::Push {
@@ -119,27 +120,27 @@ impl Service {
                     },
                 );
             };
-            bus.append(context, user, text, filter, Box::new(done));
+            bus.append(context, &user, text, filter, Box::new(done));
         }
         Waiting::Recorded(replies)
     }
 
     /// Open sockets of `(context, user)` whose path matches `filter` in the whole cluster.
-    pub async fn count(&self, context: u32, user: u32, filter: &str) -> u64 {
+    pub async fn count(&self, context: u32, user: &UserId, filter: &str) -> u64 {
         self.counts(context, user, filter).await.total()
     }
 
     /// Open sockets of `(context, user)` matching `filter`: here, and on each other node
     /// (index = the peer's slot in the cluster's peer table) as this node's presence directory knows them (kept
     /// current by the links within milliseconds; no node is asked).
-    pub async fn counts(&self, context: u32, user: u32, filter: &str) -> Counts {
+    pub async fn counts(&self, context: u32, user: &UserId, filter: &str) -> Counts {
         let core = self.shared.owner_of(context, user);
         let (tx, rx) = oneshot::channel();
         self.shared.send(
             core,
             Command::Count {
                 context,
-                user,
+                user: user.clone(),
                 filter: PathFilter::new(filter),
                 reply: tx,
             },
@@ -147,7 +148,7 @@ impl Service {
         rx.await.unwrap_or_default()
     }
 
-    pub async fn exists(&self, context: u32, user: u32, filter: &str) -> bool {
+    pub async fn exists(&self, context: u32, user: &UserId, filter: &str) -> bool {
         self.count(context, user, filter).await > 0
     }
 
@@ -162,9 +163,10 @@ impl Service {
             expires_at: session.expires_at,
         };
         if let Some(c) = &self.shared.cluster {
-            c.revoke(r);
+            c.revoke(r.clone());
         }
-        self.shared.send_to_every_core(|| Command::Revoke(r));
+        self.shared
+            .send_to_every_core(|| Command::Revoke(r.clone()));
         Ok(())
     }
 
@@ -246,7 +248,7 @@ impl Service {
     pub fn remote_presence(&self, node: u16, entries: Vec<UserPresence>) {
         self.shared.send_to_owners(
             entries,
-            |e| (e.context, e.user),
+            |e| (e.context, &e.user),
             |entries| Command::RemotePresence { node, entries },
         );
     }
@@ -255,7 +257,7 @@ impl Service {
     pub fn deliver_from_peer(&self, jobs: impl IntoIterator<Item = PushJob>) {
         self.shared.send_to_owners(
             jobs,
-            |j| (j.context, j.user),
+            |j| (j.context, &j.user),
             |jobs| Command::Push {
                 jobs,
                 reply: None,
@@ -266,14 +268,14 @@ impl Service {
 
     /// Another node's pushes for these users (`all`: for every user) may have been lost on
     /// the way here: their history sockets are brought up to date (`Command::CatchUp`).
-    pub fn catch_up(&self, all: bool, users: Vec<(u32, u32)>) {
+    pub fn catch_up(&self, all: bool, users: Vec<(u32, UserId)>) {
         if all {
             self.shared
                 .send_to_every_core(|| Command::CatchUp { users: None });
         } else {
             self.shared.send_to_owners(
                 users,
-                |&u| u,
+                |(c, u)| (*c, u),
                 |users| Command::CatchUp { users: Some(users) },
             );
         }
@@ -281,7 +283,8 @@ impl Service {
 
     /// A session another node terminated: refused here too, its sockets here closed.
     pub fn revoke_from_peer(&self, r: Revocation) {
-        self.shared.send_to_every_core(|| Command::Revoke(r));
+        self.shared
+            .send_to_every_core(|| Command::Revoke(r.clone()));
     }
 
     /// Open sockets on this node.

@@ -4,6 +4,7 @@
 use super::{PushCounts, PushJob};
 use crate::service::history::Position;
 use crate::service::path_filter::PathFilter;
+use crate::service::user_id::UserId;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -39,8 +40,9 @@ struct PushRequest {
     /// Required in `POST /v1/push`; a NATS subject that names the user may leave both out.
     #[serde(default)]
     context: Option<u32>,
+    /// A number (0..=4294967295) or a string of 1-128 bytes ([`UserId`]).
     #[serde(default)]
-    user: Option<u32>,
+    user: Option<UserId>,
     #[serde(default)]
     path: Option<String>,
     /// A string is sent as it is; any other JSON value (object, array, number, boolean,
@@ -106,9 +108,12 @@ pub fn check_filter(path: &str) -> Result<(), String> {
 
 impl PushRequest {
     /// `context` and `user` are given, or a [`Refused::Json`] names the first missing one.
-    fn require_ids(mut self, what: &str) -> Result<Self, Refused> {
-        for (name, v) in [("context", &mut self.context), ("user", &mut self.user)] {
-            if v.is_none() {
+    fn require_ids(self, what: &str) -> Result<Self, Refused> {
+        for (name, missing) in [
+            ("context", self.context.is_none()),
+            ("user", self.user.is_none()),
+        ] {
+            if missing {
                 return Err(Refused::Json(format!("{what}: missing field `{name}`")));
             }
         }
@@ -145,22 +150,21 @@ pub fn parse_push(body: &[u8]) -> Result<PushJob, Refused> {
 /// A push for `(context, user)` named elsewhere (a NATS subject): the body of
 /// `POST /v1/push` in which `context` and `user` may be left out; when given they must be
 /// these.
-pub fn parse_push_for(body: &[u8], context: u32, user: u32) -> Result<PushJob, Refused> {
+pub fn parse_push_for(body: &[u8], context: u32, user: &UserId) -> Result<PushJob, Refused> {
     let mut req = serde_json::from_slice::<PushRequest>(body)
         .map_err(|e| Refused::Json(format!("invalid push: {e}")))?;
-    for (name, got, want) in [
-        ("context", &mut req.context, context),
-        ("user", &mut req.user, user),
-    ] {
-        match *got {
-            None => *got = Some(want),
-            Some(got) if got != want => {
-                return Err(Refused::Invalid(format!(
-                    "invalid push: {name} {got} in the body disagrees with {name} {want} of the subject"
-                )));
-            }
-            Some(_) => {}
-        }
+    let disagrees = |name: &str, got: &dyn std::fmt::Display, want: &dyn std::fmt::Display| {
+        Refused::Invalid(format!(
+            "invalid push: {name} {got} in the body disagrees with {name} {want} of the subject"
+        ))
+    };
+    match req.context {
+        Some(got) if got != context => return Err(disagrees("context", &got, &context)),
+        _ => req.context = Some(context),
+    }
+    match &req.user {
+        Some(got) if got != user => return Err(disagrees("user", got, user)),
+        _ => req.user = Some(user.clone()),
     }
     req.into_job()
         .map_err(|e| Refused::Invalid(format!("invalid push: {e}")))
@@ -228,23 +232,33 @@ mod tests {
 
     #[test]
     fn the_subject_names_the_user_unless_the_body_disagrees() {
-        let j = parse_push_for(br#"{"message":"hi"}"#, 3, 42).unwrap();
-        assert_eq!((j.context, j.user, &*j.text), (3, 42, "hi"));
-        let j = parse_push_for(br#"{"context":3,"user":42,"message":[1]}"#, 3, 42).unwrap();
+        let u42 = UserId::from(42);
+        let j = parse_push_for(br#"{"message":"hi"}"#, 3, &u42).unwrap();
+        assert_eq!((j.context, j.user, &*j.text), (3, 42.into(), "hi"));
+        let j = parse_push_for(br#"{"context":3,"user":42,"message":[1]}"#, 3, &u42).unwrap();
         assert_eq!(&*j.text, "[1]");
-        let e = parse_push_for(br#"{"user":41,"message":"x"}"#, 3, 42).unwrap_err();
+        let e = parse_push_for(br#"{"user":41,"message":"x"}"#, 3, &u42).unwrap_err();
         assert!(matches!(&e, Refused::Invalid(m) if m.contains("user 41 in the body disagrees")));
-        let e = parse_push_for(br#"{"user":"42","message":"x"}"#, 3, 42).unwrap_err();
+        // "42" is the user 42; a string user is named as the subject names it.
+        assert!(parse_push_for(br#"{"user":"42","message":"x"}"#, 3, &u42).is_ok());
+        let alice = UserId::parse("alice").unwrap();
+        let j = parse_push_for(br#"{"user":"alice","message":"x"}"#, 3, &alice).unwrap();
+        assert_eq!(j.user, alice);
+        let e = parse_push_for(br#"{"user":"bob","message":"x"}"#, 3, &alice).unwrap_err();
         assert!(
-            matches!(&e, Refused::Json(m) if m.contains("invalid type")),
+            matches!(&e, Refused::Invalid(m) if m.contains("user bob in the body disagrees with user alice"))
+        );
+        let e = parse_push_for(br#"{"user":-1,"message":"x"}"#, 3, &u42).unwrap_err();
+        assert!(
+            matches!(&e, Refused::Json(m) if m.contains("user id")),
             "{e:?}"
         );
         assert!(matches!(
-            parse_push_for(b"[1]", 3, 42),
+            parse_push_for(b"[1]", 3, &u42),
             Err(Refused::Json(_))
         ));
         assert!(matches!(
-            parse_push_for(br#"{"message":"x","extra":1}"#, 3, 42),
+            parse_push_for(br#"{"message":"x","extra":1}"#, 3, &u42),
             Err(Refused::Json(_))
         ));
     }
@@ -287,6 +301,18 @@ mod tests {
         assert_eq!(
             &*texts[1], r#"{"z":[1,2.50,true],"a":"\" x\\","e":1e3}"#,
             "order and spelling kept"
+        );
+        let e = parse_push(br#"{"context":1,"user":"","message":"x"}"#).unwrap_err();
+        assert!(e.message().contains("user id is empty"), "{e:?}");
+        let e = parse_push(br#"{"context":1,"user":{},"message":"x"}"#).unwrap_err();
+        assert!(e.message().contains("expected a user id"), "{e:?}");
+        let j = parse_push(
+            br#"{"context":1,"user":"6f1c1d2e-8d3b-4b0c-9a59-2b8f7d1e0a44","message":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            j.user.as_str(),
+            Some("6f1c1d2e-8d3b-4b0c-9a59-2b8f7d1e0a44")
         );
         let two = br#"{"pushes":[{"context":1,"user":1,"message":"a"},{"context":1,"user":1,"path":"*","message":"b"}]}"#;
         assert_eq!(parse_batch(two).unwrap().len(), 2);

@@ -2,7 +2,8 @@
 //!
 //! An application that publishes to NATS pushes without HTTP: `<subject>` carries the body of
 //! `POST /v1/push`, `<subject>.batch` that of `POST /v1/push/batch`, and
-//! `<subject>.<context>.<user>` a push for that user (its body may leave context and user out;
+//! `<subject>.<context>.<user>` a push for that user (a string user as `u` and its bytes in
+//! base64url; its body may leave context and user out;
 //! if given they must agree). The JSON is parsed and checked by `facade::push`, as the admin
 //! API's, and the pushes go through `facade::Service` like the admin API's. Every node
 //! subscribes in one queue group, so each message is taken by one node, which delivers it
@@ -19,7 +20,9 @@ mod nats;
 pub use nats::{start, IngressHandle};
 
 use crate::facade::push::{self, Refused};
-use crate::facade::PushJob;
+use crate::facade::{PushJob, UserId};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -28,14 +31,15 @@ use std::time::{Duration, Instant};
 pub const MAX_BODY_LEN: usize = 2 << 20;
 
 /// What a subject carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `<subject>`: the body of `POST /v1/push`.
     Push,
     /// `<subject>.batch`: the body of `POST /v1/push/batch`.
     Batch,
-    /// `<subject>.<context>.<user>`: a push for that user.
-    PushFor { context: u32, user: u32 },
+    /// `<subject>.<context>.<user>`: a push for that user (a numeric user in decimal, a
+    /// string user as `u` and its bytes in unpadded base64url, as in history subjects).
+    PushFor { context: u32, user: UserId },
 }
 
 /// Why a message was refused; the label of `ringwire_nats_ingress_rejected_total`.
@@ -102,7 +106,8 @@ pub fn route(prefix: &str, subject: &str) -> Result<Route, Rejected> {
         reason: Reason::Subject,
         message: format!(
             "subject {subject}: expected {prefix}, {prefix}.batch or \
-             {prefix}.<context>.<user> (decimal ids)"
+             {prefix}.<context>.<user> (a decimal context; a decimal user, or u and the \
+             base64url of a string user)"
         ),
     };
     let rest = rest.ok_or_else(bad)?;
@@ -114,8 +119,15 @@ pub fn route(prefix: &str, subject: &str) -> Result<Route, Rejected> {
             .then(|| t.parse::<u32>().ok())
             .flatten()
     };
+    let user = |t: &str| match id(t) {
+        Some(n) => Some(UserId::from(n)),
+        None => {
+            let bytes = URL_SAFE_NO_PAD.decode(t.strip_prefix('u')?).ok()?;
+            UserId::from_bytes(&bytes).ok()
+        }
+    };
     match rest.split_once('.') {
-        Some((c, u)) => match (id(c), id(u)) {
+        Some((c, u)) => match (id(c), user(u)) {
             (Some(context), Some(user)) => Ok(Route::PushFor { context, user }),
             _ => Err(bad()),
         },
@@ -147,7 +159,7 @@ pub fn parse(prefix: &str, subject: &str, payload: &[u8]) -> Result<Parsed, Reje
             batch: None,
         },
         Route::PushFor { context, user } => Parsed {
-            jobs: vec![push::parse_push_for(payload, context, user)?],
+            jobs: vec![push::parse_push_for(payload, context, &user)?],
             batch: None,
         },
         Route::Batch => {
@@ -318,7 +330,15 @@ mod tests {
             route(p, "ringwire.push.3.42"),
             Ok(Route::PushFor {
                 context: 3,
-                user: 42
+                user: 42.into()
+            })
+        );
+        // A string user: `u` and its bytes in base64url ("alice@x.y").
+        assert_eq!(
+            route(p, "ringwire.push.3.uYWxpY2VAeC55"),
+            Ok(Route::PushFor {
+                context: 3,
+                user: UserId::parse("alice@x.y").unwrap()
             })
         );
         for bad in [
@@ -329,6 +349,9 @@ mod tests {
             "ringwire.push.3.42.1",
             "ringwire.push.+3.42",
             "ringwire.push.3.4294967296",
+            "ringwire.push.3.u",
+            "ringwire.push.3.u!!",
+            "ringwire.push.3.uAA",
             "ringwire.push.batch.1",
             "other",
         ] {
@@ -362,7 +385,7 @@ mod tests {
         let one = parse(p, "ringwire.push.1.2", br#"{"message":"a"}"#)
             .ok()
             .unwrap();
-        assert_eq!((one.batch, one.jobs[0].user), (None, 2));
+        assert_eq!((one.batch, &one.jobs[0].user), (None, &2.into()));
         let stats = IngressStats::default();
         stats.took(&b);
         stats.rejected(Reason::TooLarge);

@@ -276,16 +276,8 @@ async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::RecvStream, Stri
     }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-    match wire::decode_frame(&body) {
-        Ok(Frame::Hello {
-            version,
-            node,
-            instance,
-        }) if version == wire::VERSION => Ok((s, node, instance)),
-        Ok(Frame::Hello { version, .. }) => Err(format!("link protocol version {version}")),
-        Ok(_) => Err("first frame is not a hello".into()),
-        Err(e) => Err(e.to_string()),
-    }
+    let (node, instance) = wire::accept_hello(wire::decode_frame(&body))?;
+    Ok((s, node, instance))
 }
 
 /// Run an established link with peer `i` until it closes or a newer link supersedes it.
@@ -368,7 +360,7 @@ fn drain_queues(peer: &crate::cluster::PeerState) -> u64 {
                 Outbound::Push(v) => {
                     dropped += v.len() as u64;
                     for p in &v {
-                        ledger.missed().add(p.context, p.user);
+                        ledger.missed().add(p.context, &p.user);
                     }
                 }
                 // About the run the failed link was with, if it continued an earlier one.
@@ -425,7 +417,8 @@ async fn write_batches(
                     Outbound::Push(v) => {
                         pushes += v.len() as u64;
                         // Counted before the write ends: the peer's acks settle what arrived.
-                        peer.ledger().wrote(v.iter().map(|p| (p.context, p.user)));
+                        peer.ledger()
+                            .wrote(v.iter().map(|p| (p.context, p.user.clone())));
                         wire::encode_pushes(&mut buf, &v);
                     }
                     // Told with the link's own once it settled (one frame, mostly). A new
@@ -557,7 +550,7 @@ fn remember(link: &Link, r: &Revocation) {
         revoked.retain(|_, r| r.expires_at > now);
     }
     if revoked.len() < MAX_REVOCATIONS {
-        revoked.insert(r.id, *r);
+        revoked.insert(r.id, r.clone());
     }
 }
 

@@ -8,8 +8,6 @@
 //! query leaves it out and [`SocketMeta::query`] puts it back where it was).
 use super::conn::{Sio, SocketAuth};
 use crate::service::history::Position;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -52,7 +50,7 @@ impl SocketMeta {
         attrs: Vec<(Box<str>, Box<str>)>,
         sio: Option<Box<Sio>>,
     ) -> SocketMeta {
-        let (query, session_at) = match auth.and_then(|a| strip_session(query, &a)) {
+        let (query, session_at) = match auth.as_ref().and_then(|a| strip_session(query, a)) {
             Some((rest, at)) => (Cow::Owned(rest), at),
             None => (Cow::Borrowed(query), NO_SESSION),
         };
@@ -105,22 +103,18 @@ impl SocketMeta {
 }
 
 /// The session id as the query carries it.
-fn session_text<'a>(auth: &SocketAuth, buf: &'a mut [u8; 64]) -> &'a str {
-    let n = URL_SAFE_NO_PAD
-        .encode_slice(auth.session.0, buf)
-        .unwrap_or(0);
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
+fn session_text(auth: &SocketAuth) -> String {
+    auth.session.to_text(&auth.user)
 }
 
 /// The query without its first `session=<auth.session>` parameter, and that parameter's
 /// index; `None` if it has none (or one that is not the socket's session, as sent), or if
 /// taking it out could not be undone exactly.
 fn strip_session(query: &str, auth: &SocketAuth) -> Option<(String, u16)> {
-    let mut buf = [0u8; 64];
-    let id = session_text(auth, &mut buf);
+    let id = session_text(auth);
     let at = query.split('&').position(|kv| {
         kv.strip_prefix("session=")
-            .is_some_and(|v| !id.is_empty() && v == id)
+            .is_some_and(|v| !id.is_empty() && v == id.as_str())
     })?;
     let at = u16::try_from(at).ok().filter(|&a| a != NO_SESSION)?;
     let rest: Vec<&str> = query
@@ -138,8 +132,7 @@ fn strip_session(query: &str, auth: &SocketAuth) -> Option<(String, u16)> {
 
 /// [`strip_session`] undone.
 fn restore_session(kept: &str, at: u16, auth: &SocketAuth) -> String {
-    let mut buf = [0u8; 64];
-    let param = format!("session={}", session_text(auth, &mut buf));
+    let param = format!("session={}", session_text(auth));
     let mut params: Vec<&str> = if kept.is_empty() {
         Vec::new()
     } else {
@@ -174,23 +167,36 @@ impl Paths {
 mod tests {
     use super::*;
     use crate::service::session::SessionKey;
+    use crate::service::user_id::UserId;
 
-    fn auth() -> (SocketAuth, String) {
+    fn auth_of(user: UserId) -> (SocketAuth, String) {
         let key = SessionKey::new([7; 32]);
-        let (session, _secret) = key.mint(3, 42, 4_000_000_000);
-        let text = session.to_text();
+        let (session, _secret) = key.mint(3, &user, 4_000_000_000);
+        let text = session.to_text(&user);
         let auth = SocketAuth {
             session,
             context: 3,
-            user: 42,
+            user,
             expires_at: 4_000_000_000,
         };
         (auth, text)
     }
 
+    fn auth() -> (SocketAuth, String) {
+        auth_of(42.into())
+    }
+
     #[test]
     fn the_query_reads_back_as_sent_with_its_session_not_stored_twice() {
-        let (a, id) = auth();
+        let string_user = UserId::parse("alice@example.com").unwrap();
+        for (a, id) in [auth(), auth_of(string_user)] {
+            query_reads_back(&a, &id);
+        }
+        let m = SocketMeta::new(None, "/echo".into(), "k=v", vec![], None);
+        assert_eq!(m.query(), "k=v", "no session: the query as it is");
+    }
+
+    fn query_reads_back(a: &SocketAuth, id: &str) {
         let other = "AAAA";
         for q in [
             format!("session={id}"),
@@ -206,11 +212,11 @@ mod tests {
             String::new(),
             format!("session={id}x"),
         ] {
-            let m = SocketMeta::new(Some(a), "/ws".into(), &q, Vec::new(), None);
+            let m = SocketMeta::new(Some(a.clone()), "/ws".into(), &q, Vec::new(), None);
             assert_eq!(m.query(), q, "query {q:?}");
         }
         let m = SocketMeta::new(
-            Some(a),
+            Some(a.clone()),
             "/ws".into(),
             &format!("session={id}"),
             vec![],
@@ -219,15 +225,13 @@ mod tests {
         assert!(m.more.is_none(), "nothing but the session: no allocation");
         assert_eq!(m.session_at, 0);
         let m = SocketMeta::new(
-            Some(a),
+            Some(a.clone()),
             "/ws".into(),
             &format!("k=v&session={id}"),
             vec![],
             None,
         );
         assert_eq!(m.more.as_ref().map(|m| &*m.query), Some("k=v"));
-        let m = SocketMeta::new(None, "/echo".into(), "k=v", vec![], None);
-        assert_eq!(m.query(), "k=v", "no session: the query as it is");
     }
 
     #[test]

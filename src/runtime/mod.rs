@@ -46,6 +46,7 @@ use crate::service::listener::{Listener, RawTranscoder, SocketIoTranscoder, Tran
 use crate::service::path_filter::PathFilter;
 use crate::service::placement;
 use crate::service::session::SessionKey;
+use crate::service::user_id::UserId;
 use crossbeam_queue::SegQueue;
 use stats::ShardStats;
 use std::io;
@@ -58,7 +59,7 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone)]
 pub struct PushJob {
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     pub filter: PathFilter,
     pub text: Arc<str>,
     /// Copies bound for other nodes may wait to merge with equal pushes (`[remote]`);
@@ -111,7 +112,7 @@ pub enum Command {
     /// Count a user's open sockets matching a filter, here and on the other nodes.
     Count {
         context: u32,
-        user: u32,
+        user: UserId,
         filter: PathFilter,
         reply: oneshot::Sender<Counts>,
     },
@@ -130,7 +131,7 @@ pub enum Command {
     /// Pushes of another node for these users (`None`: every user of this core) may have
     /// been lost on the way: their history sockets catch up from the store, or are told
     /// `recovered: false`.
-    CatchUp { users: Option<Vec<(u32, u32)>> },
+    CatchUp { users: Option<Vec<(u32, UserId)>> },
     /// A session was terminated: refuse it, close its sockets.
     Revoke(crate::service::session::Revocation),
     /// Answered at once: every command queued before it on this core has been handled.
@@ -242,7 +243,7 @@ pub struct Shared {
 
 impl Shared {
     /// The core that owns a user's sockets.
-    pub fn owner_of(&self, context: u32, user: u32) -> usize {
+    pub fn owner_of(&self, context: u32, user: &UserId) -> usize {
         placement::owner_core(placement::user_key(context, user), self.cores)
     }
 
@@ -250,7 +251,7 @@ impl Shared {
     fn by_owner<T>(
         &self,
         items: impl IntoIterator<Item = T>,
-        key: impl Fn(&T) -> (u32, u32),
+        key: impl Fn(&T) -> (u32, &UserId),
     ) -> Vec<Vec<T>> {
         let mut per_core: Vec<Vec<T>> = (0..self.cores).map(|_| Vec::new()).collect();
         for item in items {
@@ -283,7 +284,7 @@ impl Shared {
     pub fn send_to_owners<T>(
         &self,
         items: impl IntoIterator<Item = T>,
-        key: impl Fn(&T) -> (u32, u32),
+        key: impl Fn(&T) -> (u32, &UserId),
         mut make: impl FnMut(Vec<T>) -> Command,
     ) {
         for (core, share) in self.by_owner(items, key).into_iter().enumerate() {

@@ -10,6 +10,7 @@ use crate::cluster::directory::Directory;
 use crate::cluster::missed::MissedUsers;
 use crate::cluster::wire::{RemotePush, UserPresence};
 use crate::cluster::{ClusterState, NodeSet, Outbound};
+use crate::service::user_id::UserId;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ struct NodeQueue {
     /// Pushes leaving at the end of this loop turn.
     now: Vec<RemotePush>,
     /// Users whose presence this node has not been told yet.
-    presence: HashSet<(u32, u32)>,
+    presence: HashSet<(u32, UserId)>,
     /// Users of pushes for this node that were not sent (its link failed or was down): it
     /// is told them when the link is back (`Outbound::Missed`).
     missed: MissedUsers,
@@ -82,9 +83,11 @@ impl RemoteState {
     }
 
     /// A user's sockets here changed: every linked node hears of it at the end of the turn.
-    pub fn presence_changed(&mut self, context: u32, user: u32) {
+    pub fn presence_changed(&mut self, context: u32, user: &UserId) {
         for i in self.up.iter() {
-            self.nodes[i as usize].presence.insert((context, user));
+            self.nodes[i as usize]
+                .presence
+                .insert((context, user.clone()));
             self.pending = true;
         }
     }
@@ -93,7 +96,7 @@ impl RemoteState {
     /// pushes stop here: nothing else is read for them, not even the clock.
     pub fn nodes_for(&self, job: &PushJob) -> NodeSet {
         self.directory
-            .nodes_for(job.context, job.user, &job.filter)
+            .nodes_for(job.context, &job.user, &job.filter)
             .or(&self.resyncing)
             .and(&self.known)
     }
@@ -118,7 +121,7 @@ impl RemoteState {
                     p.count_unsent(self.core, 1);
                 }
                 if let Some(n) = self.nodes.get_mut(i as usize) {
-                    n.missed.add(job.context, job.user);
+                    n.missed.add(job.context, &job.user);
                 }
                 continue;
             }
@@ -127,7 +130,7 @@ impl RemoteState {
             };
             let push = RemotePush {
                 context: job.context,
-                user: job.user,
+                user: job.user.clone(),
                 filter: job.filter.as_str().into(),
                 text: job.text.clone(),
                 at: job.at,
@@ -207,7 +210,7 @@ impl RemoteState {
         core: usize,
         now: u64,
         stats: &ShardStats,
-        presence_of: impl Fn(u32, u32) -> UserPresence,
+        presence_of: impl Fn(u32, &UserId) -> UserPresence,
     ) {
         if !self.pending {
             return;
@@ -231,13 +234,13 @@ impl RemoteState {
                 rang = true;
             }
             while !self.nodes[i].presence.is_empty() {
-                let users: Vec<(u32, u32)> = self.nodes[i]
+                let users: Vec<(u32, UserId)> = self.nodes[i]
                     .presence
                     .iter()
                     .take(PRESENCE_BATCH)
-                    .copied()
+                    .cloned()
                     .collect();
-                let batch = users.iter().map(|&(c, u)| presence_of(c, u)).collect();
+                let batch = users.iter().map(|(c, u)| presence_of(*c, u)).collect();
                 if self
                     .cluster
                     .enqueue(core, i as u16, Outbound::Presence(batch))
@@ -278,7 +281,7 @@ impl RemoteState {
                 users: rest[..n].to_vec(),
             };
             if self.cluster.enqueue(core, i as u16, batch).is_err() {
-                self.nodes[i].missed.merge(all, rest.iter().copied());
+                self.nodes[i].missed.merge(all, rest.iter().cloned());
                 self.pending = true;
                 return queued;
             }
@@ -292,7 +295,7 @@ impl RemoteState {
 
     /// A link to peer `node` became current: forget what it held (it re-sends all of it) and
     /// queue all of `users` (this core's) for it.
-    pub fn peer_up(&mut self, node: u16, users: impl Iterator<Item = (u32, u32)>) {
+    pub fn peer_up(&mut self, node: u16, users: impl Iterator<Item = (u32, UserId)>) {
         if node as usize >= crate::cluster::MAX_NODES {
             return;
         }
@@ -337,9 +340,9 @@ impl RemoteState {
             return 0;
         };
         let missed = &mut n.missed;
-        let dropped = n.coalescer.clear(|p| missed.add(p.context, p.user)) + n.now.len();
+        let dropped = n.coalescer.clear(|p| missed.add(p.context, &p.user)) + n.now.len();
         for p in n.now.drain(..) {
-            missed.add(p.context, p.user);
+            missed.add(p.context, &p.user);
         }
         n.presence.clear();
         dropped
@@ -362,7 +365,7 @@ impl RemoteState {
     pub fn counts(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         filter: &crate::service::path_filter::PathFilter,
     ) -> Vec<u64> {
         let mut per_node = vec![0; self.nodes.len()];
@@ -408,7 +411,7 @@ mod tests {
     fn job(user: u32, coalesce: bool) -> PushJob {
         PushJob {
             context: 1,
-            user,
+            user: user.into(),
             filter: PathFilter::new("*"),
             text: "hi".into(),
             coalesce,
@@ -427,10 +430,10 @@ mod tests {
         }
     }
 
-    fn presence(user: u32) -> UserPresence {
+    fn presence(user: impl Into<UserId>) -> UserPresence {
         UserPresence {
             context: 1,
-            user,
+            user: user.into(),
             paths: vec![("/ws".into(), 1)],
         }
     }
@@ -454,8 +457,8 @@ mod tests {
         let nodes = r.nodes_for(&job(7, false));
         assert_eq!(nodes, NodeSet::one(1));
         assert_eq!(r.route(&job(7, false), nodes, 0, &settings(0), &stats), 1);
-        assert_eq!(r.counts(1, 7, &PathFilter::new("*")), vec![0, 1]);
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        assert_eq!(r.counts(1, &7.into(), &PathFilter::new("*")), vec![0, 1]);
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         match c.peer(1).unwrap().queues[0].pop() {
             Some(Outbound::Push(batch)) => assert_eq!(batch.len(), 1),
             _ => panic!("the push is queued for node 1"),
@@ -501,9 +504,9 @@ mod tests {
         let c = cluster(1);
         let mut r = RemoteState::new(c.clone(), 0, 100);
         let stats = ShardStats::new(1);
-        r.peer_up(0, [(1, 7), (1, 8)].into_iter());
+        r.peer_up(0, [(1, 7.into()), (1, 8.into())].into_iter());
         r.apply_presence(0, &[presence(7)]);
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         match c.peer(0).unwrap().queues[0].pop() {
             Some(Outbound::Presence(batch)) => assert_eq!(batch.len(), 2),
             _ => panic!("this core's users are announced to the new peer"),
@@ -513,20 +516,20 @@ mod tests {
             r.route(&job(7, true), nodes, 1_000, &settings(50), &stats),
             1
         );
-        r.flush(0, 1_000, &stats, |_, u| presence(u));
+        r.flush(0, 1_000, &stats, |_, u| presence(u.clone()));
         assert!(
             c.peer(0).unwrap().queues[0].pop().is_none(),
             "still waiting"
         );
         r.tick(1_100, 10);
         assert!(r.pending());
-        r.flush(0, 1_100, &stats, |_, u| presence(u));
+        r.flush(0, 1_100, &stats, |_, u| presence(u.clone()));
         assert!(matches!(
             c.peer(0).unwrap().queues[0].pop(),
             Some(Outbound::Push(_))
         ));
-        r.presence_changed(1, 9);
-        r.flush(0, 1_200, &stats, |_, u| presence(u));
+        r.presence_changed(1, &9.into());
+        r.flush(0, 1_200, &stats, |_, u| presence(u.clone()));
         assert!(matches!(
             c.peer(0).unwrap().queues[0].pop(),
             Some(Outbound::Presence(_))
@@ -541,7 +544,7 @@ mod tests {
         let stats = ShardStats::new(1);
         r.peer_up(0, std::iter::empty());
         r.apply_presence(0, &[presence(7), presence(8), presence(9)]);
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         // 7 waits in the coalescer, 8 in this turn's batch when the link fails.
         let nodes = r.nodes_for(&job(7, true));
         r.route(&job(7, true), nodes, 0, &settings(50), &stats);
@@ -551,21 +554,24 @@ mod tests {
         // 9 is routed while the link is down.
         let nodes = r.nodes_for(&job(9, false));
         assert_eq!(r.route(&job(9, false), nodes, 0, &settings(0), &stats), 0);
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         assert!(
             c.peer(0).unwrap().queues[0].pop().is_none(),
             "nothing for a node that is down"
         );
         r.peer_up(0, std::iter::empty());
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         match c.peer(0).unwrap().queues[0].pop() {
             Some(Outbound::Missed { all, mut users }) => {
                 users.sort();
-                assert_eq!((all, users), (false, vec![(1, 7), (1, 8), (1, 9)]));
+                assert_eq!(
+                    (all, users),
+                    (false, vec![(1, 7.into()), (1, 8.into()), (1, 9.into())])
+                );
             }
             _ => panic!("the users are told to the node"),
         }
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         assert!(c.peer(0).unwrap().queues[0].pop().is_none(), "once");
         // A node that went away for good is told nothing.
         r.apply_presence(0, &[presence(7)]);
@@ -574,7 +580,7 @@ mod tests {
         r.route(&job(7, false), nodes, 0, &settings(0), &stats);
         r.peer_down(0);
         r.peer_up(0, std::iter::empty());
-        r.flush(0, 0, &stats, |_, u| presence(u));
+        r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         assert!(c.peer(0).unwrap().queues[0].pop().is_none());
     }
 }

@@ -8,6 +8,7 @@
 use crate::service::engineio::recovery::{Parked, Pid};
 use crate::service::history::{Position, Recovery};
 use crate::service::path_filter::PathFilter;
+use crate::service::user_id::UserId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub trait HistoryBus: Send + Sync {
     fn append(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         text: Arc<str>,
         filter: Option<PathFilter>,
         done: Box<dyn FnOnce(AppendAnswer) + Send>,
@@ -47,7 +48,7 @@ pub trait HistoryBus: Send + Sync {
     fn connect(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         from: Option<Position>,
         done: Box<dyn FnOnce(StoreAnswer) + Send>,
     );
@@ -61,7 +62,7 @@ pub trait HistoryBus: Send + Sync {
     fn restore(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         nsp: &str,
         claim: Option<(Pid, Option<Position>)>,
         done: Box<dyn FnOnce(RestoreAnswer) + Send>,

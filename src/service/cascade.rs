@@ -1,6 +1,7 @@
 //! The `websockets.enabled` config cascade: server < context set < context < user; the most
 //! specific scope that says something wins.
 use crate::config::WebsocketsConfig;
+use crate::service::user_id::UserId;
 use std::collections::HashMap;
 
 /// The cascade compiled for lookups without string formatting on the upgrade path.
@@ -9,7 +10,7 @@ pub struct Cascade {
     server: bool,
     sets: HashMap<u32, bool>,
     contexts: HashMap<u32, bool>,
-    users: HashMap<(u32, u32), bool>,
+    users: HashMap<(u32, UserId), bool>,
 }
 
 impl Cascade {
@@ -21,7 +22,14 @@ impl Cascade {
             }
         }
         let contexts = cfg.context_overrides()?;
-        let users = cfg.user_overrides()?;
+        let users = cfg
+            .user_overrides()?
+            .into_iter()
+            .map(|((context, user), v)| match UserId::parse(&user) {
+                Ok(user) => Ok(((context, user), v)),
+                Err(e) => Err(format!("websockets.users: \"{context}:{user}\": {e}")),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Cascade {
             server: cfg.enabled,
             sets,
@@ -30,9 +38,11 @@ impl Cascade {
         })
     }
 
-    pub fn enabled(&self, context: u32, user: u32) -> bool {
-        if let Some(&v) = self.users.get(&(context, user)) {
-            return v;
+    pub fn enabled(&self, context: u32, user: &UserId) -> bool {
+        if !self.users.is_empty() {
+            if let Some(&v) = self.users.get(&(context, user.clone())) {
+                return v;
+            }
         }
         if let Some(&v) = self.contexts.get(&context) {
             return v;
@@ -55,17 +65,25 @@ mod tests {
             enabled = true
             context_sets = [{ name = "beta", contexts = [2, 3], enabled = false }]
             contexts = { "3" = true }
-            users = { "2:7" = true, "1:9" = false }
+            users = { "2:7" = true, "1:9" = false, "1:alice:x" = false }
             "#,
         )
         .unwrap();
         let c = Cascade::compile(&cfg).unwrap();
-        assert!(c.enabled(1, 1)); // server
-        assert!(!c.enabled(1, 9)); // user
-        assert!(!c.enabled(2, 1)); // context set
-        assert!(c.enabled(2, 7)); // user beats set
-        assert!(c.enabled(3, 1)); // context beats set
+        assert!(c.enabled(1, &1.into())); // server
+        assert!(!c.enabled(1, &9.into())); // user
+        assert!(!c.enabled(2, &1.into())); // context set
+        assert!(c.enabled(2, &7.into())); // user beats set
+        assert!(c.enabled(3, &1.into())); // context beats set
+        assert!(!c.enabled(1, &UserId::parse("alice:x").unwrap())); // a string user
+        assert!(c.enabled(1, &UserId::parse("alice").unwrap()));
         let bad: WebsocketsConfig = toml::from_str(r#"users = { "x" = true }"#).unwrap();
         assert!(Cascade::compile(&bad).is_err());
+        let bad: WebsocketsConfig = toml::from_str(r#"users = { "1:" = true }"#).unwrap();
+        assert!(Cascade::compile(&bad).is_err());
+        let long = format!("users = {{ \"1:{}\" = true }}", "x".repeat(129));
+        let bad: WebsocketsConfig = toml::from_str(&long).unwrap();
+        let e = Cascade::compile(&bad).unwrap_err();
+        assert!(e.contains("129 bytes"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ use crate::config::{JwtAlgorithm, JwtConfig};
 use crate::protocol::handshake::{self, Request};
 use crate::service::jwks::JwkKeys;
 use crate::service::session::{SessionId, SocketAuth};
+use crate::service::user_id::UserId;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -34,7 +35,8 @@ pub enum JwtError {
     MissingExp,
     MissingUser,
     MissingContext,
-    /// The user claim is not a u32 (number or decimal string).
+    /// The user claim is not a user id (an integer 0..=4294967295 or a string of 1-128
+    /// bytes without control characters, see `UserId`).
     BadUser,
     /// The context claim is not a u32 (number or decimal string).
     BadContext,
@@ -56,7 +58,8 @@ impl JwtError {
             JwtError::MissingUser => "token has no user claim",
             JwtError::MissingContext => "token has no context claim",
             JwtError::BadUser => {
-                "token user id is not a u32 (string user ids are not supported yet)"
+                "token user id is not a user id (an integer from 0 to 4294967295, or a string \
+                 of 1-128 bytes without control characters)"
             }
             JwtError::BadContext => "token context id is not a u32",
         }
@@ -281,7 +284,7 @@ impl JwtVerifier {
         }
         let user = match claims.get(&*self.user_claim) {
             None => return Err(JwtError::MissingUser),
-            Some(v) => id_u32(v).ok_or(JwtError::BadUser)?,
+            Some(v) => UserId::from_json(v).map_err(|_| JwtError::BadUser)?,
         };
         let context = match (claims.get(&*self.context_claim), self.context) {
             (Some(v), _) => id_u32(v).ok_or(JwtError::BadContext)?,

@@ -46,14 +46,14 @@ fn hs256_good_token_gives_context_user_and_expiry() {
     let v = hs_verifier("");
     let token = hs(claims());
     let a = v.verify(&token, NOW, None).unwrap();
-    assert_eq!((a.context, a.user), (7, 42));
+    assert_eq!((a.context, a.user), (7, 42.into()));
     assert_eq!(a.expires_at, NOW + 60 + 30, "exp plus the default leeway");
     assert_eq!(a.session, SessionId::of_token(token.as_bytes()));
     assert_eq!(a.session.0[0], 0, "never a session's version byte");
     // A number works as well as a decimal string, for both ids.
     let t = hs(json!({ "sub": 4_294_967_295u64, "ctx": "9", "exp": NOW + 1 }));
     let a = v.verify(&t, NOW, None).unwrap();
-    assert_eq!((a.context, a.user), (9, u32::MAX));
+    assert_eq!((a.context, a.user), (9, u32::MAX.into()));
     assert_eq!(
         hex_secret()[..2],
         [0x00, 0x11],
@@ -162,8 +162,18 @@ fn issuer_and_audience() {
 fn user_and_context_claims() {
     let v = hs_verifier("");
     let with = |c: Value| v.verify(&hs(c), NOW, None);
+    // A string user is a user: "alice", a UUID; "42" is the user 42.
+    for (sub, user) in [
+        (json!("alice"), UserId::parse("alice").unwrap()),
+        (json!("42"), 42.into()),
+        (json!("0042"), UserId::parse("0042").unwrap()),
+    ] {
+        let a = with(json!({ "sub": sub, "ctx": 1, "exp": NOW + 9 })).unwrap();
+        assert_eq!(a.user, user);
+    }
     for bad in [
-        json!("alice"),
+        json!("x".repeat(129)),
+        json!("a\nb"),
         json!(-1),
         json!(4_294_967_296u64),
         json!(1.5),
@@ -197,7 +207,7 @@ fn user_and_context_claims() {
         .unwrap();
     assert_eq!(
         (a.context, a.user),
-        (5, 8),
+        (5, 8.into()),
         "fixed context when the claim is absent"
     );
     let a = named
@@ -238,7 +248,7 @@ fn es256_with_a_public_key_file() {
     let a = v
         .verify(&sign(Algorithm::ES256, &key, claims()), NOW, None)
         .unwrap();
-    assert_eq!((a.context, a.user), (7, 42));
+    assert_eq!((a.context, a.user), (7, 42.into()));
     let (other, _) = es256_pair();
     let t = sign(Algorithm::ES256, &other, claims());
     assert_eq!(v.verify(&t, NOW, None), Err(JwtError::BadSignature));
@@ -304,7 +314,7 @@ fn rs256_with_a_fetched_key_set_chosen_by_kid() {
     let a = v
         .verify(&with_kid(Some("rs256-test")), NOW, Some(&set))
         .unwrap();
-    assert_eq!((a.context, a.user), (7, 42));
+    assert_eq!((a.context, a.user), (7, 42.into()));
     assert!(
         v.verify(&with_kid(None), NOW, Some(&set)).is_ok(),
         "the set's only RS256 key"
@@ -414,7 +424,7 @@ mod upgrade {
         match decide(&p, &request(&format!("/ws?x=1&token={t}"), "")) {
             Decision::Upgrade(plan) => {
                 let a = plan.auth.unwrap();
-                assert_eq!((a.context, a.user, a.expires_at), (7, 42, NOW + 90));
+                assert_eq!((a.context, a.user, a.expires_at), (7, 42.into(), NOW + 90));
                 assert_eq!(&*plan.query, "x=1", "the token is not kept");
                 assert_eq!(plan.protocol, None);
             }
@@ -423,7 +433,7 @@ mod upgrade {
         let proto = format!("Sec-WebSocket-Protocol: ringwire.jwt, {t}\r\n");
         match decide(&p, &request("/ws?x=1", &proto)) {
             Decision::Upgrade(plan) => {
-                assert_eq!(plan.auth.unwrap().user, 42);
+                assert_eq!(plan.auth.unwrap().user, 42.into());
                 assert_eq!(plan.protocol, Some(JWT_PROTOCOL));
                 assert_eq!(&*plan.query, "x=1");
             }
@@ -460,7 +470,7 @@ mod upgrade {
         );
         match decide(&p, poll.as_bytes()) {
             Decision::Poll(plan) => {
-                assert_eq!((plan.auth.context, plan.auth.user), (7, 42));
+                assert_eq!((plan.auth.context, plan.auth.user), (7, 42.into()));
                 assert_eq!(&*plan.query, "EIO=4&transport=polling");
             }
             _ => panic!("expected a polling request"),
@@ -472,7 +482,7 @@ mod upgrade {
                 "",
             ),
         ) {
-            Decision::Upgrade(plan) => assert_eq!(plan.auth.unwrap().user, 42),
+            Decision::Upgrade(plan) => assert_eq!(plan.auth.unwrap().user, 42.into()),
             _ => panic!("expected an upgrade"),
         }
     }

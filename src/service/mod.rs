@@ -20,4 +20,5 @@ pub mod proxy_client;
 pub mod refusal;
 pub mod session;
 pub mod upgrade;
+pub mod user_id;
 pub mod webhook;

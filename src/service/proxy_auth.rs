@@ -25,7 +25,7 @@ pub fn unknown_yet() -> crate::service::session::SocketAuth {
     crate::service::session::SocketAuth {
         session: crate::service::session::SessionId::of_token(b""),
         context: 0,
-        user: 0,
+        user: crate::service::user_id::UserId::default(),
         expires_at: 0,
     }
 }
@@ -85,7 +85,7 @@ impl ProxyRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub context: u32,
-    pub user: u32,
+    pub user: crate::service::user_id::UserId,
     /// Unix seconds; the socket closes with 4002 then. `None`: no expiry.
     pub expires_at: Option<u64>,
     /// Given to the socket's attribute store (listeners see them).
@@ -134,7 +134,8 @@ pub fn parse_answer(status: u16, body: &[u8]) -> ProxyAnswer {
 }
 
 /// The identity of an admitting answer: `{"user": .., "context": .., "expires_at": ..,
-/// "attributes": {..}}`; ids are u32 as numbers or decimal strings, `context` defaults to 0.
+/// "attributes": {..}}`; `context` is a u32 as a number or a decimal string (default 0),
+/// `user` a user id: an integer 0..=4294967295 or a string of 1-128 bytes (`UserId`).
 fn parse_identity(body: &[u8]) -> Result<Identity, String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
@@ -150,7 +151,10 @@ fn parse_identity(body: &[u8]) -> Result<Identity, String> {
             .map(Some)
             .ok_or_else(|| format!("{name} is not a u32 (number or decimal string)"))
     };
-    let user = id("user")?.ok_or("no user")?;
+    let user = match obj.get("user") {
+        None | Some(serde_json::Value::Null) => return Err("no user".into()),
+        Some(u) => crate::service::user_id::UserId::from_json(u).map_err(|e| e.to_string())?,
+    };
     let context = id("context")?.unwrap_or(0);
     let expires_at = match obj.get("expires_at") {
         None | Some(serde_json::Value::Null) => None,
@@ -362,7 +366,7 @@ mod tests {
             admit,
             ProxyAnswer::Admit(Identity {
                 context: 7,
-                user: 42,
+                user: 42.into(),
                 expires_at: Some(2000),
                 attrs: vec![("n".into(), "3".into()), ("plan".into(), "pro".into())],
             })
@@ -371,13 +375,28 @@ mod tests {
             panic!()
         };
         assert_eq!((id.context, id.expires_at), (0, None));
+        let ProxyAnswer::Admit(id) = parse_answer(200, br#"{"user": "alice@example.com"}"#) else {
+            panic!()
+        };
+        assert_eq!(id.user.as_str(), Some("alice@example.com"));
+        assert!(
+            matches!(
+                parse_answer(200, br#"{"user": ""}"#),
+                ProxyAnswer::Unavailable { ref why, .. } if why.contains("user id is empty")
+            ),
+            "{:?}",
+            parse_answer(200, br#"{"user": ""}"#)
+        );
         for bad in [
             &b""[..],
             b"[]",
             br#"{"context": 1}"#,
             br#"{"user": -1}"#,
             br#"{"user": 4294967296}"#,
-            br#"{"user": "x"}"#,
+            br#"{"user": ""}"#,
+            br#"{"user": "a\u0001"}"#,
+            br#"{"user": 1.5}"#,
+            br#"{"user": {}}"#,
             br#"{"user": 1, "expires_at": "soon"}"#,
             br#"{"user": 1, "attributes": []}"#,
         ] {
@@ -425,7 +444,7 @@ mod tests {
     fn id(user: u32, expires_at: Option<u64>) -> Identity {
         Identity {
             context: 1,
-            user,
+            user: user.into(),
             expires_at,
             attrs: Vec::new(),
         }

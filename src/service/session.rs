@@ -1,9 +1,18 @@
 //! Sessions: self-verifying tokens, so any node holding the cluster's session key verifies a
 //! session minted anywhere without a shared store or a lock.
 //!
-//! `session id` = base64url(version | context u32 | user u32 | expires_at u64 | nonce 8 | tag 16)
-//! with `tag = HMAC-SHA256(key, "ringwire-session" | fields)[..16]`. The client's secret (sent as
-//! a cookie) is derived, not stored: `secret = base64url(HMAC-SHA256(key, "secret" | id bytes))`.
+//! Two formats, both base64url without padding, with
+//! `tag = HMAC-SHA256(key, "ringwire-session" | fields)[..16]`:
+//! - v1, a numeric user (55 characters; every token minted before string user ids):
+//!   `version 1 | context u32 | user u32 | expires_at u64 | nonce 8 | tag 16`
+//! - v2, a string user (1-128 bytes, see [`UserId`]):
+//!   `version 2 | context u32 | expires_at u64 | nonce 8 | user length u8 | user bytes | tag 16`
+//!
+//! A session is known inside the server by its compact [`SessionId`] (41 bytes): a v1 token's
+//! bytes; for v2 `2 | context | 0u32 | expires_at | nonce | tag` (the tag covers the user, so
+//! it is as unique as the token), whose text is made again with the user
+//! ([`SessionId::to_text`]). The client's secret (sent as a cookie) is derived, not stored:
+//! `secret = base64url(HMAC-SHA256(key, "secret" | compact id bytes))`.
 //! A session ends by expiry (in the id) or by revocation (a set of ids kept until their expiry,
 //! copied to every core and node).
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,20 +21,29 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+pub use crate::service::user_id::UserId;
+
 type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: u8 = 1;
+/// The format of a string user's session.
+const VERSION_STRING_USER: u8 = 2;
 const FIELDS_LEN: usize = 1 + 4 + 4 + 8 + 8;
 const TAG_LEN: usize = 16;
 const RAW_LEN: usize = FIELDS_LEN + TAG_LEN;
-/// Length of a session id in characters.
+/// Length of a numeric user's (v1) session id in characters.
 pub const ID_LEN: usize = (RAW_LEN * 8).div_ceil(6);
+/// v2 before the user's bytes: version, context, expires_at, nonce, user length.
+const V2_HEAD: usize = 1 + 4 + 8 + 8 + 1;
+/// Longest session id in characters (v2 with a 128-byte user).
+pub const MAX_ID_LEN: usize =
+    ((V2_HEAD + crate::service::user_id::MAX_LEN + TAG_LEN) * 8).div_ceil(6);
 
 /// What a valid session id says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Session {
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     /// Unix seconds.
     pub expires_at: u64,
     pub nonce: u64,
@@ -46,17 +64,38 @@ impl SessionId {
         SessionId(raw)
     }
 
-    pub fn to_text(&self) -> String {
+    /// The session id's text: the token a client presents. `user` is the session's user
+    /// (a v2 token carries its bytes, which the compact id leaves out).
+    pub fn to_text(&self, user: &UserId) -> String {
+        if self.0[0] != VERSION_STRING_USER {
+            return URL_SAFE_NO_PAD.encode(self.0);
+        }
+        let text = user.text();
+        let mut raw = Vec::with_capacity(V2_HEAD + text.len() + TAG_LEN);
+        raw.push(VERSION_STRING_USER);
+        raw.extend_from_slice(&self.0[1..5]);
+        raw.extend_from_slice(&self.0[9..25]);
+        raw.push(text.len() as u8);
+        raw.extend_from_slice(text.as_bytes());
+        raw.extend_from_slice(&self.0[FIELDS_LEN..]);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// The text of an id that carries everything (a numeric user's v1 session, a token's
+    /// id): for tests that have no user at hand.
+    #[cfg(test)]
+    pub fn v1_text(&self) -> String {
+        assert_ne!(self.0[0], VERSION_STRING_USER, "a v2 id needs its user");
         URL_SAFE_NO_PAD.encode(self.0)
     }
 }
 
 /// The session a socket is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketAuth {
     pub session: SessionId,
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     /// Unix seconds.
     pub expires_at: u64,
 }
@@ -127,7 +166,7 @@ impl SessionKey {
     }
 
     /// Mint a session: returns its id and the client's secret.
-    pub fn mint(&self, context: u32, user: u32, expires_at: u64) -> (SessionId, String) {
+    pub fn mint(&self, context: u32, user: &UserId, expires_at: u64) -> (SessionId, String) {
         let mut nonce = [0u8; 8];
         getrandom::getrandom(&mut nonce).expect("OS random source");
         let id = self.mint_with_nonce(context, user, expires_at, nonce);
@@ -142,7 +181,7 @@ impl SessionKey {
     pub fn proxy_session(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         expires_at: u64,
         credentials: &[u8],
     ) -> SessionId {
@@ -152,21 +191,29 @@ impl SessionKey {
     }
 
     /// The session id of (context, user, expires_at, nonce): the same fields give the same
-    /// id.
+    /// id. A numeric user's is v1, a string user's v2.
     fn mint_with_nonce(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         expires_at: u64,
         nonce: [u8; 8],
     ) -> SessionId {
         let mut raw = [0u8; RAW_LEN];
-        raw[0] = VERSION;
         raw[1..5].copy_from_slice(&context.to_be_bytes());
-        raw[5..9].copy_from_slice(&user.to_be_bytes());
         raw[9..17].copy_from_slice(&expires_at.to_be_bytes());
         raw[17..25].copy_from_slice(&nonce);
-        let tag = self.mac(b"ringwire-session", &raw[..FIELDS_LEN]);
+        let tag = match (user.as_num(), user.as_str()) {
+            (Some(n), _) => {
+                raw[0] = VERSION;
+                raw[5..9].copy_from_slice(&n.to_be_bytes());
+                self.mac(b"ringwire-session", &raw[..FIELDS_LEN])
+            }
+            (None, s) => {
+                raw[0] = VERSION_STRING_USER;
+                self.mac(b"ringwire-session", &v2_fields(&raw, s.unwrap_or_default()))
+            }
+        };
         raw[FIELDS_LEN..].copy_from_slice(&tag[..TAG_LEN]);
         SessionId(raw)
     }
@@ -178,29 +225,54 @@ impl SessionKey {
 
     /// Check an id's format and signature (not expiry, revocation or secret).
     pub fn parse(&self, text: &str) -> Result<(SessionId, Session), SessionError> {
-        if text.len() != ID_LEN {
+        if text.len() > MAX_ID_LEN {
             return Err(SessionError::Malformed);
         }
+        // Room for the decoder's estimate of the longest id (a multiple of 3).
+        let mut bytes = [0u8; V2_HEAD + crate::service::user_id::MAX_LEN + TAG_LEN + 3];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(text.as_bytes(), &mut bytes)
+            .map_err(|_| SessionError::Malformed)?;
+        let bytes = &bytes[..n];
+        match bytes.first() {
+            Some(&VERSION) if n == RAW_LEN => self.parse_v1(bytes),
+            Some(&VERSION_STRING_USER) => self.parse_v2(bytes),
+            _ => Err(SessionError::Malformed),
+        }
+    }
+
+    fn parse_v1(&self, bytes: &[u8]) -> Result<(SessionId, Session), SessionError> {
         let mut raw = [0u8; RAW_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut raw) {
-            Ok(RAW_LEN) => {}
-            _ => return Err(SessionError::Malformed),
-        }
-        if raw[0] != VERSION {
-            return Err(SessionError::Malformed);
-        }
+        raw.copy_from_slice(bytes);
         let tag = self.mac(b"ringwire-session", &raw[..FIELDS_LEN]);
         if !bool::from(tag[..TAG_LEN].ct_eq(&raw[FIELDS_LEN..])) {
             return Err(SessionError::BadSignature);
         }
-        let u32_at = |i: usize| u32::from_be_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
-        let u64_at = |i: usize| u64::from_be_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
-        let session = Session {
-            context: u32_at(1),
-            user: u32_at(5),
-            expires_at: u64_at(9),
-            nonce: u64_at(17),
-        };
+        let user = u32::from_be_bytes(raw[5..9].try_into().expect("4 bytes"));
+        let session = session_of(&raw, user.into());
+        Ok((SessionId(raw), session))
+    }
+
+    fn parse_v2(&self, bytes: &[u8]) -> Result<(SessionId, Session), SessionError> {
+        if bytes.len() < V2_HEAD + 1 + TAG_LEN {
+            return Err(SessionError::Malformed);
+        }
+        let user_len = bytes[V2_HEAD - 1] as usize;
+        if bytes.len() != V2_HEAD + user_len + TAG_LEN {
+            return Err(SessionError::Malformed);
+        }
+        let (fields, got_tag) = bytes.split_at(V2_HEAD + user_len);
+        let tag = self.mac(b"ringwire-session", fields);
+        if !bool::from(tag[..TAG_LEN].ct_eq(got_tag)) {
+            return Err(SessionError::BadSignature);
+        }
+        let user = UserId::from_bytes(&fields[V2_HEAD..]).map_err(|_| SessionError::Malformed)?;
+        let mut raw = [0u8; RAW_LEN];
+        raw[0] = VERSION_STRING_USER;
+        raw[1..5].copy_from_slice(&fields[1..5]);
+        raw[9..25].copy_from_slice(&fields[5..21]);
+        raw[FIELDS_LEN..].copy_from_slice(got_tag);
+        let session = session_of(&raw, user);
         Ok((SessionId(raw), session))
     }
 
@@ -236,13 +308,36 @@ impl SessionKey {
     }
 }
 
+/// The signed fields of a v2 token whose compact id is `raw` (its tag not yet set).
+fn v2_fields(raw: &[u8; RAW_LEN], user: &str) -> Vec<u8> {
+    let mut fields = Vec::with_capacity(V2_HEAD + user.len());
+    fields.push(VERSION_STRING_USER);
+    fields.extend_from_slice(&raw[1..5]);
+    fields.extend_from_slice(&raw[9..25]);
+    fields.push(user.len() as u8);
+    fields.extend_from_slice(user.as_bytes());
+    fields
+}
+
+/// The session a compact id of `user` says.
+fn session_of(raw: &[u8; RAW_LEN], user: UserId) -> Session {
+    let u32_at = |i: usize| u32::from_be_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_be_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+    Session {
+        context: u32_at(1),
+        user,
+        expires_at: u64_at(9),
+        nonce: u64_at(17),
+    }
+}
+
 /// A terminated session: refused from now on, its sockets closed, on every core and every
 /// node, until it would have expired anyway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub id: SessionId,
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     pub expires_at: u64,
 }
 
@@ -260,24 +355,27 @@ mod tests {
     #[test]
     fn a_proxy_session_is_a_session_of_its_credentials() {
         let k = SessionKey::random();
-        let a = k.proxy_session(1, 42, 2_000, b"cookie a");
-        assert_eq!(a, k.proxy_session(1, 42, 2_000, b"cookie a"));
-        assert_ne!(a, k.proxy_session(1, 42, 2_000, b"cookie b"));
-        assert_ne!(a, k.proxy_session(1, 42, 2_001, b"cookie a"));
+        let a = k.proxy_session(1, &42.into(), 2_000, b"cookie a");
+        assert_eq!(a, k.proxy_session(1, &42.into(), 2_000, b"cookie a"));
+        assert_ne!(a, k.proxy_session(1, &42.into(), 2_000, b"cookie b"));
+        assert_ne!(a, k.proxy_session(1, &42.into(), 2_001, b"cookie a"));
         assert_ne!(
             a,
-            SessionKey::random().proxy_session(1, 42, 2_000, b"cookie a")
+            SessionKey::random().proxy_session(1, &42.into(), 2_000, b"cookie a")
         );
         // A real session id: any node with the key parses it (DELETE /v1/sessions/{id}).
-        let (id, s) = k.parse(&a.to_text()).unwrap();
-        assert_eq!((id, s.context, s.user, s.expires_at), (a, 1, 42, 2_000));
+        let (id, s) = k.parse(&a.to_text(&42.into())).unwrap();
+        assert_eq!(
+            (id, s.context, s.user, s.expires_at),
+            (a, 1, 42.into(), 2_000)
+        );
     }
 
     #[test]
     fn any_presented_secret_may_match() {
         let k = SessionKey::random();
-        let (id, secret) = k.mint(7, 42, 2_000);
-        let text = id.to_text();
+        let (id, secret) = k.mint(7, &42.into(), 2_000);
+        let text = id.v1_text();
         for order in [["stale", secret.as_str()], [secret.as_str(), "stale"]] {
             assert!(k.verify(&text, order, 1, |_| false).is_ok());
         }
@@ -294,19 +392,19 @@ mod tests {
     #[test]
     fn mint_and_verify() {
         let k = SessionKey::random();
-        let (id, secret) = k.mint(7, 42, 2_000);
-        let text = id.to_text();
+        let (id, secret) = k.mint(7, &42.into(), 2_000);
+        let text = id.v1_text();
         assert_eq!(text.len(), ID_LEN);
         let (id2, s) = k.verify(&text, Some(&secret), 1_000, |_| false).unwrap();
         assert_eq!(id2, id);
-        assert_eq!((s.context, s.user, s.expires_at), (7, 42, 2_000));
+        assert_eq!((s.context, s.user, s.expires_at), (7, 42.into(), 2_000));
     }
 
     #[test]
     fn every_failure_has_its_reason() {
         let k = SessionKey::random();
-        let (id, secret) = k.mint(1, 2, 2_000);
-        let text = id.to_text();
+        let (id, secret) = k.mint(1, &2.into(), 2_000);
+        let text = id.v1_text();
         assert_eq!(
             k.verify("nope", Some(&secret), 1, |_| false),
             Err(SessionError::Malformed)
@@ -336,7 +434,7 @@ mod tests {
         // A tampered user id breaks the signature.
         let mut raw = id.0;
         raw[8] ^= 1;
-        let tampered = SessionId(raw).to_text();
+        let tampered = SessionId(raw).v1_text();
         assert_eq!(
             k.verify(&tampered, Some(&secret), 1, |_| false),
             Err(SessionError::BadSignature)
@@ -350,10 +448,79 @@ mod tests {
         assert!(SessionKey::from_hex(&"zz".repeat(32)).is_none());
         let a = SessionKey::from_hex(&"01".repeat(32)).unwrap();
         let b = SessionKey::from_hex(&"01".repeat(32)).unwrap();
-        let (id, secret) = a.mint(1, 1, 10);
+        let (id, secret) = a.mint(1, &1.into(), 10);
         assert!(
-            b.verify(&id.to_text(), Some(&secret), 1, |_| false).is_ok(),
+            b.verify(&id.v1_text(), Some(&secret), 1, |_| false).is_ok(),
             "same key on two nodes"
+        );
+    }
+
+    #[test]
+    fn string_users_have_v2_sessions() {
+        let k = SessionKey::random();
+        for user in ["alice", "abc", "6f1c1d2e-8d3b-4b0c-9a59-2b8f7d1e0a44"] {
+            let user = UserId::parse(user).unwrap();
+            let (id, secret) = k.mint(3, &user, 2_000);
+            let text = id.to_text(&user);
+            let (id2, s) = k.verify(&text, Some(&secret), 1_000, |_| false).unwrap();
+            assert_eq!(id2, id);
+            assert_eq!((s.context, &s.user, s.expires_at), (3, &user, 2_000));
+        }
+        // The longest user id fits; its token is the longest.
+        let long = UserId::parse(&"é".repeat(64)).unwrap();
+        let (id, secret) = k.mint(1, &long, 2_000);
+        let text = id.to_text(&long);
+        assert_eq!(text.len(), MAX_ID_LEN);
+        let (_, s) = k.verify(&text, Some(&secret), 1, |_| false).unwrap();
+        assert_eq!(s.user, long);
+        // A numeric user keeps v1, also when named by its text.
+        let (id, _) = k.mint(1, &UserId::parse("42").unwrap(), 2_000);
+        assert_eq!(id.0[0], VERSION);
+        assert_eq!(id.to_text(&42.into()).len(), ID_LEN);
+    }
+
+    #[test]
+    fn a_tampered_v2_session_is_refused() {
+        let k = SessionKey::random();
+        let alice = UserId::parse("alice").unwrap();
+        let (id, secret) = k.mint(3, &alice, 2_000);
+        let raw = URL_SAFE_NO_PAD.decode(id.to_text(&alice)).unwrap();
+        // The user's bytes, the context, the expiry, the tag: each change breaks the signature.
+        for at in [V2_HEAD, V2_HEAD + 4, 1, 9, raw.len() - 1] {
+            let mut t = raw.clone();
+            t[at] ^= 1;
+            assert_eq!(
+                k.verify(&URL_SAFE_NO_PAD.encode(&t), Some(&secret), 1, |_| false),
+                Err(SessionError::BadSignature),
+                "byte {at}"
+            );
+        }
+        // Another user named in the compact id's text is another token.
+        let bob = UserId::parse("bob").unwrap();
+        assert_eq!(
+            k.verify(&id.to_text(&bob), Some(&secret), 1, |_| false),
+            Err(SessionError::BadSignature)
+        );
+        // A wrong length byte, a cut token, a control character: malformed.
+        let mut t = raw.clone();
+        t[V2_HEAD - 1] += 1;
+        assert_eq!(
+            k.verify(&URL_SAFE_NO_PAD.encode(&t), Some(&secret), 1, |_| false),
+            Err(SessionError::Malformed)
+        );
+        let cut = URL_SAFE_NO_PAD.encode(&raw[..raw.len() - 1]);
+        assert_eq!(
+            k.verify(&cut, Some(&secret), 1, |_| false),
+            Err(SessionError::Malformed)
+        );
+        assert_eq!(
+            k.verify(&"A".repeat(MAX_ID_LEN + 1), Some(&secret), 1, |_| false),
+            Err(SessionError::Malformed)
+        );
+        // Revocation works on the compact id.
+        assert_eq!(
+            k.verify(&id.to_text(&alice), Some(&secret), 1, |r| *r == id),
+            Err(SessionError::Revoked)
         );
     }
 }

@@ -161,7 +161,7 @@ impl UpgradePolicy {
         // A user's sockets live on the core owning (context, user). Echo sockets have no user:
         // an optional `key` parameter places them (tests, load); otherwise they stay put.
         let shard_key = match &auth {
-            Some(a) => Some(user_key(a.context, a.user)),
+            Some(a) => Some(user_key(a.context, &a.user)),
             None => handshake::query_param(req.query, "key").map(hash_key),
         };
         let plan = Box::new(UpgradePlan {
@@ -239,7 +239,7 @@ impl UpgradePolicy {
                 }
             }
         };
-        if !self.cascade.enabled(auth.context, auth.user) {
+        if !self.cascade.enabled(auth.context, &auth.user) {
             return Err(Refusal::Disabled);
         }
         Ok(Some(auth))
@@ -349,7 +349,7 @@ impl UpgradePolicy {
             };
         let plan = Box::new(PollPlan {
             endpoint: endpoint as u8,
-            shard_key: user_key(auth.context, auth.user),
+            shard_key: user_key(auth.context, &auth.user),
             auth,
             eio: sio.eio,
             method,
@@ -537,21 +537,21 @@ mod tests {
         let p = policy(&format!(
             "[websockets]\ncontexts = {{ \"9\" = false }}\n{ECHO}"
         ));
-        let (id, secret) = f.key.mint(1, 42, 2_000);
+        let (id, secret) = f.key.mint(1, &42.into(), 2_000);
         let ok = req(
-            &format!("/ws?session={}", id.to_text()),
+            &format!("/ws?session={}", id.v1_text()),
             &format!("Cookie: a=b; ringwire-secret={secret}\r\n"),
         );
         match f.decide(&p, &ok) {
             Decision::Upgrade(plan) => {
                 let a = plan.auth.unwrap();
-                assert_eq!((a.context, a.user, a.session), (1, 42, id));
-                assert_eq!(plan.shard_key, Some(user_key(1, 42)));
+                assert_eq!((a.context, a.user.clone(), a.session), (1, 42.into(), id));
+                assert_eq!(plan.shard_key, Some(user_key(1, &42.into())));
             }
             _ => panic!("expected upgrade"),
         }
         let wrong = req(
-            &format!("/ws?session={}", id.to_text()),
+            &format!("/ws?session={}", id.v1_text()),
             "Cookie: ringwire-secret=nope\r\n",
         );
         assert!(matches!(
@@ -560,7 +560,7 @@ mod tests {
         ));
         // Origin is checked before the session.
         let evil = req(
-            &format!("/ws?session={}", id.to_text()),
+            &format!("/ws?session={}", id.v1_text()),
             "Origin: https://evil.example\r\n",
         );
         assert!(matches!(
@@ -572,9 +572,9 @@ mod tests {
             f.decide(&p, &ok),
             Decision::Refuse(Refusal::Session(SessionError::Revoked))
         ));
-        let (id9, secret9) = f.key.mint(9, 1, 2_000);
+        let (id9, secret9) = f.key.mint(9, &1.into(), 2_000);
         let disabled = req(
-            &format!("/ws?session={}", id9.to_text()),
+            &format!("/ws?session={}", id9.v1_text()),
             &format!("Cookie: ringwire-secret={secret9}\r\n"),
         );
         assert!(matches!(
@@ -587,12 +587,12 @@ mod tests {
     fn socketio_requests() {
         let f = Fixture::new();
         let p = policy("[socketio]\nmax_http_body_bytes = 2000\n[[endpoints]]\npath = \"/socket.io/\"\nkind = \"socketio\"\n");
-        let (id, secret) = f.key.mint(1, 42, 2_000);
+        let (id, secret) = f.key.mint(1, &42.into(), 2_000);
         let cookie = format!("Cookie: ringwire-secret={secret}\r\n");
         let get = |q: &str, extra: &str| {
             format!(
                 "GET /socket.io/?{q}&session={} HTTP/1.1\r\nHost: h\r\n{cookie}{extra}\r\n",
-                id.to_text()
+                id.v1_text()
             )
             .into_bytes()
         };
@@ -600,7 +600,7 @@ mod tests {
             Decision::Poll(plan) => {
                 assert_eq!(plan.method, PollMethod::Get);
                 assert!(plan.keep_alive && plan.sid.is_none() && plan.body.is_empty());
-                assert_eq!(plan.shard_key, user_key(1, 42));
+                assert_eq!(plan.shard_key, user_key(1, &42.into()));
             }
             _ => panic!("expected a polling request"),
         }
@@ -611,7 +611,7 @@ mod tests {
         // No cookie: refused like an upgrade.
         let bare = format!(
             "GET /socket.io/?EIO=4&transport=polling&session={} HTTP/1.1\r\nHost: h\r\n\r\n",
-            id.to_text()
+            id.v1_text()
         );
         assert_eq!(f.status(&p, bare.as_bytes()), 401);
         assert_eq!(
@@ -627,7 +627,7 @@ mod tests {
         let post = |body: &str, len: usize| {
             format!(
                 "POST /socket.io/?EIO=4&transport=polling&sid=abc&session={} HTTP/1.1\r\nHost: h\r\n{cookie}Content-Length: {len}\r\nConnection: close\r\n\r\n{body}",
-                id.to_text()
+                id.v1_text()
             )
             .into_bytes()
         };
@@ -662,13 +662,13 @@ mod tests {
         // (which may hold the session's last packets), marked; anything else is refused.
         let mut f = Fixture::new();
         let p = policy("[[endpoints]]\npath = \"/socket.io/\"\nkind = \"socketio\"\n");
-        let (revoked, secret) = f.key.mint(1, 42, 2_000);
+        let (revoked, secret) = f.key.mint(1, &42.into(), 2_000);
         f.revoked.insert(revoked, 2_000);
-        let (expired, expired_secret) = f.key.mint(1, 42, 900);
+        let (expired, expired_secret) = f.key.mint(1, &42.into(), 900);
         let get = |q: &str, id: SessionId, secret: &str| {
             format!(
                 "GET /socket.io/?EIO=4&transport=polling{q}&session={} HTTP/1.1\r\nHost: h\r\nCookie: ringwire-secret={secret}\r\n\r\n",
-                id.to_text()
+                id.v1_text()
             )
             .into_bytes()
         };
@@ -680,7 +680,7 @@ mod tests {
                 Decision::Poll(plan) => {
                     assert_eq!(plan.ended, Some(Refusal::Session(err)));
                     assert_eq!(plan.auth.session, id);
-                    assert_eq!(plan.shard_key, user_key(1, 42));
+                    assert_eq!(plan.shard_key, user_key(1, &42.into()));
                 }
                 _ => panic!("expected a polling request of an ended session"),
             }

@@ -24,7 +24,7 @@
 //! | `ts` | unix milliseconds when the core saw the event |
 //! | `socket` | the socket id, a decimal **string** (a u64: above JavaScript's 2^53) |
 //! | `endpoint`, `path` | the endpoint's configured prefix and the upgrade request's path |
-//! | `context`, `user`, `session` | the socket's session (absent on `auth = "none"` endpoints) |
+//! | `context`, `user`, `session` | the socket's session (absent on `auth = "none"` endpoints); `user` is a number for a numeric user id, a string for a string one |
 //! | `text` | messages only: the text, cut at `max_text_bytes` on a character boundary |
 //! | `truncated` | messages only: true when `text` was cut |
 //!
@@ -32,6 +32,7 @@
 use crate::config::webhook::{parse_url, WebhookConfig, WebhookEventKind};
 use crate::service::listener::{Listener, SocketInfo};
 use crate::service::session::SessionId;
+use crate::service::user_id::UserId;
 use crossbeam_queue::ArrayQueue;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -53,7 +54,7 @@ struct Event {
     truncated: bool,
     ts_ms: u64,
     socket: u64,
-    auth: Option<(u32, u32, SessionId)>,
+    auth: Option<(u32, UserId, SessionId)>,
     endpoint_len: u32,
     path_len: u32,
     strs: Box<str>,
@@ -70,9 +71,10 @@ impl Event {
     fn text(&self) -> &str {
         &self.strs[(self.endpoint_len + self.path_len) as usize..]
     }
-    /// What the event counts against `queue_max_bytes`.
-    fn cost(strs_len: usize) -> usize {
-        std::mem::size_of::<Event>() + strs_len
+    /// What the event counts against `queue_max_bytes` (a long string user's heap bytes
+    /// included, though its sockets' events share them).
+    fn cost(strs_len: usize, user: Option<&UserId>) -> usize {
+        std::mem::size_of::<Event>() + strs_len + user.map_or(0, UserId::heap_bytes)
     }
 }
 
@@ -99,7 +101,8 @@ struct WireEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<u32>,
+    /// A number for a numeric user, a string otherwise.
+    user: Option<&'a UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,7 +197,7 @@ impl WebhookListener {
         }
         let (text, truncated) = crate::protocol::utf8::truncate_utf8(text, self.max_text_bytes);
         let len = info.endpoint.len() + info.path.len() + text.len();
-        let cost = Event::cost(len);
+        let cost = Event::cost(len, info.auth.map(|a| &a.user));
         if self.queued_bytes.fetch_add(cost, Relaxed) + cost > self.queue_max_bytes {
             self.queued_bytes.fetch_sub(cost, Relaxed);
             self.dropped_queue_full.fetch_add(1, Relaxed);
@@ -209,7 +212,7 @@ impl WebhookListener {
             truncated,
             ts_ms: unix_ms(),
             socket: info.socket,
-            auth: info.auth.map(|a| (a.context, a.user, a.session)),
+            auth: info.auth.map(|a| (a.context, a.user.clone(), a.session)),
             // Endpoint prefixes and paths are bounded by the header limits (far below 4 GiB).
             endpoint_len: info.endpoint.len() as u32,
             path_len: info.path.len() as u32,
@@ -223,8 +226,10 @@ impl WebhookListener {
 
     fn pop(&self) -> Option<Event> {
         let e = self.queue.pop()?;
-        self.queued_bytes
-            .fetch_sub(Event::cost(e.strs.len()), Relaxed);
+        self.queued_bytes.fetch_sub(
+            Event::cost(e.strs.len(), e.auth.as_ref().map(|a| &a.1)),
+            Relaxed,
+        );
         Some(e)
     }
 
@@ -303,9 +308,9 @@ impl WebhookListener {
                     socket: e.socket.to_string(),
                     endpoint: e.endpoint(),
                     path: e.path(),
-                    context: e.auth.map(|a| a.0),
-                    user: e.auth.map(|a| a.1),
-                    session: e.auth.map(|a| a.2.to_text()),
+                    context: e.auth.as_ref().map(|a| a.0),
+                    user: e.auth.as_ref().map(|a| &a.1),
+                    session: e.auth.as_ref().map(|a| a.2.to_text(&a.1)),
                     text: message.then(|| e.text()),
                     truncated: message.then_some(e.truncated),
                 }
@@ -543,11 +548,12 @@ mod tests {
         c.queue_capacity = 2;
         c.max_text_bytes = 4;
         let w = WebhookListener::new(&c, "n1").unwrap();
-        let (session, _) = crate::service::session::SessionKey::random().mint(5, 42, u64::MAX);
+        let (session, _) =
+            crate::service::session::SessionKey::random().mint(5, &42.into(), u64::MAX);
         let auth = SocketAuth {
             session,
             context: 5,
-            user: 42,
+            user: 42.into(),
             expires_at: 0,
         };
         w.on_connect(&info(Some(&auth)));
@@ -562,7 +568,7 @@ mod tests {
         assert_eq!(e[0]["type"], "connect");
         assert_eq!(e[0]["context"], 5);
         assert_eq!(e[0]["user"], 42);
-        assert_eq!(e[0]["session"], auth.session.to_text());
+        assert_eq!(e[0]["session"], auth.session.v1_text());
         assert_eq!(e[0]["path"], "/ws/room");
         assert_eq!(e[0]["endpoint"], "/ws");
         assert_eq!(e[0]["socket"], (1u64 << 56 | 7).to_string());
@@ -571,6 +577,24 @@ mod tests {
         assert_eq!(e[1]["text"], "hell");
         assert_eq!(e[1]["truncated"], true);
         assert!(e[1].get("user").is_none());
+        // A string user is a string, and its session id is its v2 token.
+        let key = crate::service::session::SessionKey::random();
+        let alice = UserId::parse("alice-0123456789-0123456789").unwrap();
+        let (session, _) = key.mint(5, &alice, u64::MAX);
+        let auth = SocketAuth {
+            session,
+            context: 5,
+            user: alice.clone(),
+            expires_at: 0,
+        };
+        w.on_connect(&info(Some(&auth)));
+        let batch: Vec<Event> = std::iter::from_fn(|| w.pop()).collect();
+        assert_eq!(w.queued_bytes.load(Relaxed), 0, "its heap bytes given back");
+        let v: serde_json::Value = serde_json::from_slice(&w.encode(&batch)).unwrap();
+        assert_eq!(v["events"][0]["user"], "alice-0123456789-0123456789");
+        let text = v["events"][0]["session"].as_str().unwrap();
+        let (id, s) = key.parse(text).unwrap();
+        assert_eq!((id, s.user), (session, alice));
         let m = w.metrics_text();
         assert!(m.contains("ringwire_webhook_events_dropped_total{reason=\"queue_full\"} 1\n"));
         assert!(m.contains("ringwire_webhook_events_sent_total 0\n"));

@@ -153,7 +153,9 @@ BAD = [
     (f"{SUBJECT}.x", {"message": "x"}, "subject", "expected ringwire.push"),
     (f"{SUBJECT}.1", {"message": "x"}, "subject", "expected ringwire.push"),
     (f"{SUBJECT}.1.7.9", {"message": "x"}, "subject", "expected ringwire.push"),
-    (f"{SUBJECT}.1.4294967296", {"message": "x"}, "subject", "decimal ids"),
+    (f"{SUBJECT}.1.4294967296", {"message": "x"}, "subject", "a decimal user, or u and the base64url"),
+    (f"{SUBJECT}.1.u", {"message": "x"}, "subject", "a decimal user, or u and the base64url"),
+    (f"{SUBJECT}.1.uAA", {"message": "x"}, "subject", "a decimal user, or u and the base64url"),
 ]
 
 

@@ -17,6 +17,7 @@ use crate::service::engineio::recovery::{Parked, ParkedSessions, Pid};
 use crate::service::history::envelope::{self, Marker};
 use crate::service::history::{HistoryLimits, MemoryHistory, Missed, Position, Recovery};
 use crate::service::path_filter::PathFilter;
+use crate::service::user_id::UserId;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -162,7 +163,7 @@ impl CoreHistory {
     pub fn append(
         &mut self,
         context: u32,
-        user: u32,
+        user: &UserId,
         text: &Arc<str>,
         filter: &PathFilter,
         now_ms: u64,
@@ -188,7 +189,7 @@ impl CoreHistory {
     pub fn connect(
         &mut self,
         context: u32,
-        user: u32,
+        user: &UserId,
         from: Option<Position>,
         now_ms: u64,
         stats: &ShardStats,
@@ -292,6 +293,11 @@ mod socketio;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The user of these tests.
+    fn u7() -> UserId {
+        UserId::from(7)
+    }
     use crate::service::engineio::recovery::offset_string;
     use crate::service::engineio::recovery::{Claim, ParkNamespace};
 
@@ -305,7 +311,7 @@ mod tests {
     }
 
     fn push(h: &mut CoreHistory, user: u32, text: &str) -> Position {
-        h.append(1, user, &Arc::from(text), &PathFilter::any(), NOW)
+        h.append(1, &user.into(), &Arc::from(text), &PathFilter::any(), NOW)
             .expect("memory store")
     }
 
@@ -321,7 +327,7 @@ mod tests {
     /// A fresh connect of `nsp` for user 7, parked at once (pushes: `pushes`).
     fn connect_and_park(h: &mut CoreHistory, nsp: &str, tag: u64, pushes: bool) -> Restore {
         let stats = ShardStats::default();
-        let r = h.restore(1, 7, nsp, None, tag, NOW, &stats);
+        let r = h.restore(1, &u7(), nsp, None, tag, NOW, &stats);
         let ns = ParkNamespace {
             pid: r.pid,
             nsp: nsp.into(),
@@ -329,7 +335,7 @@ mod tests {
             start: r.start,
             pushes,
         };
-        h.park(1, 7, &[("room".into(), "blue".into())], vec![ns], NOW);
+        h.park(1, &u7(), &[("room".into(), "blue".into())], vec![ns], NOW);
         r
     }
 
@@ -346,7 +352,7 @@ mod tests {
         let mut h = history("");
         let at = push(&mut h, 7, "[\"a\"]");
         let stats = ShardStats::default();
-        let r = h.restore(1, 7, "/", None, 42, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", None, 42, NOW, &stats);
         assert_eq!(
             r.pid,
             Pid {
@@ -369,7 +375,7 @@ mod tests {
         let stats = ShardStats::default();
         // The client had nothing since its start: everything after it.
         let c = claim(first.pid, None);
-        let r = h.restore(1, 7, "/", Some(&c), 99, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&c), 99, NOW, &stats);
         assert_eq!(r.pid, first.pid, "the same pid: restored");
         assert_eq!(r.start, first.start);
         assert_eq!(texts(&r), ["[\"a\"]", "[\"b\"]"]);
@@ -377,7 +383,7 @@ mod tests {
         assert_eq!((&*parked.ns.sid, &*parked.attrs[0].1), ("old-sid", "blue"));
         assert_eq!(outcomes(&stats), [1, 0, 0, 0]);
         // Taken: the same claim again restores nothing (a new pid).
-        let r = h.restore(1, 7, "/", Some(&c), 100, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&c), 100, NOW, &stats);
         assert_eq!((r.pid.tag, r.parked.is_none()), (100, true));
         assert_eq!(outcomes(&stats), [1, 0, 1, 0]);
 
@@ -385,7 +391,7 @@ mod tests {
         let second = connect_and_park(&mut h, "/", 2, true);
         push(&mut h, 7, "[\"c\"]");
         let c = claim(second.pid, Some(a));
-        let r = h.restore(1, 7, "/", Some(&c), 101, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&c), 101, NOW, &stats);
         assert_eq!(r.pid, second.pid);
         assert_eq!(
             texts(&r),
@@ -401,26 +407,26 @@ mod tests {
         let mut last = first.start;
         for (text, filter) in [("[\"all\"]", "*"), ("[\"a\"]", "/a*"), ("[\"b\"]", "/b*")] {
             last = h
-                .append(1, 7, &Arc::from(text), &PathFilter::new(filter), NOW)
+                .append(1, &u7(), &Arc::from(text), &PathFilter::new(filter), NOW)
                 .expect("memory store");
         }
         let stats = ShardStats::default();
         // Socket.IO: restored, then what the socket's path gets.
         let c = claim(first.pid, None);
-        let mut r = h.restore(1, 7, "/", Some(&c), 9, NOW, &stats);
+        let mut r = h.restore(1, &u7(), "/", Some(&c), 9, NOW, &stats);
         assert_eq!(r.pid, first.pid, "restored");
         assert_eq!(r.for_path("/a/1"), 2);
         assert_eq!(texts(&r), ["[\"all\"]", "[\"a\"]"]);
         // Raw: the marker says how many were replayed, and is at the last push held.
         let mut replay = h
-            .connect(1, 7, Some(first.start), NOW, &stats)
+            .connect(1, &u7(), Some(first.start), NOW, &stats)
             .expect("memory");
         assert_eq!(replay.for_path("/a/1"), 2);
         assert_eq!(replay.messages[1].text.as_ref(), "[\"a\"]");
         let m = replay.marker;
         assert_eq!((m.recovered, m.replayed, m.at), (true, 2, last));
         let mut replay = h
-            .connect(1, 7, Some(first.start), NOW, &stats)
+            .connect(1, &u7(), Some(first.start), NOW, &stats)
             .expect("memory");
         assert_eq!(replay.for_path("/c"), 1, "only the push to every path");
         assert_eq!(replay.marker.at, last);
@@ -435,31 +441,31 @@ mod tests {
         for i in 0..4 {
             push(&mut h, 7, &format!("[\"m{i}\"]"));
         }
-        let r = h.restore(1, 7, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert!(r.parked.is_none() && r.missed.is_empty() && r.pid.tag == 9);
         assert_eq!(outcomes(&stats), [0, 0, 1, 0]);
         // Another user's pid, or another namespace: not restored, and the record stays.
         let p = connect_and_park(&mut h, "/", 2, true);
-        let r = h.restore(1, 8, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        let r = h.restore(1, &8.into(), "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert!(r.parked.is_none());
-        let r = h.restore(1, 7, "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert!(r.parked.is_none());
         // A malformed offset fails the restore and drops the record.
         let junk = Claim::parse(&format!(
             "{{\"pid\":\"{}\",\"offset\":\"x\"}}",
             p.pid.encode()
         ));
-        let r = h.restore(1, 7, "/", junk.as_ref(), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", junk.as_ref(), 9, NOW, &stats);
         assert!(r.parked.is_none());
-        let r = h.restore(1, 7, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert!(r.parked.is_none(), "dropped by the failed restore");
         // A pid of another start (the node restarted).
         let old = Pid { epoch: 1, tag: 5 };
-        h.restore(1, 7, "/", Some(&claim(old, None)), 9, NOW, &stats);
+        h.restore(1, &u7(), "/", Some(&claim(old, None)), 9, NOW, &stats);
         assert_eq!(outcomes(&stats)[1], 1, "epoch_changed");
         // A malformed pid.
         let junk = Claim::parse("{\"pid\":\"garbage\"}");
-        let r = h.restore(1, 7, "/", junk.as_ref(), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", junk.as_ref(), 9, NOW, &stats);
         assert_eq!((r.pid.epoch, r.parked.is_none()), (EPOCH, true));
     }
 
@@ -471,7 +477,7 @@ mod tests {
         h.expire(NOW + 10_000, &stats);
         let r = h.restore(
             1,
-            7,
+            &u7(),
             "/",
             Some(&claim(p.pid, None)),
             9,
@@ -490,7 +496,7 @@ mod tests {
             push(&mut h, 7, &format!("[\"m{i}\"]"));
         }
         let stats = ShardStats::default();
-        let r = h.restore(1, 7, "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/chat", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert_eq!(r.pid, p.pid, "restored although the stream overflowed");
         assert!(r.missed.is_empty());
     }
@@ -508,7 +514,7 @@ mod tests {
         let pid = Pid { epoch: 40, tag: 4 };
         let record = Parked {
             context: 1,
-            user: 7,
+            user: 7.into(),
             ns: ParkNamespace {
                 pid,
                 nsp: "/".into(),
@@ -570,13 +576,13 @@ mod tests {
         let mut h = CoreHistory::new(&config, EPOCH).expect("history on");
         assert!(!h.restores());
         let stats = ShardStats::default();
-        let r = h.restore(1, 7, "/", None, 5, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", None, 5, NOW, &stats);
         assert_eq!((r.pid.tag, r.parked.is_none()), (5, true));
         let c = claim(Pid { epoch: 3, tag: 4 }, None);
-        let r = h.restore(1, 7, "/", Some(&c), 6, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&c), 6, NOW, &stats);
         assert_eq!((r.pid.tag, r.parked.is_none()), (6, true));
         assert_eq!(outcomes(&stats), [0, 0, 0, 1]);
-        h.park(1, 7, &[], vec![], NOW);
+        h.park(1, &u7(), &[], vec![], NOW);
         assert!(!h.is_parked(c.pid.unwrap()));
     }
 
@@ -586,7 +592,7 @@ mod tests {
         h.clustered = true;
         let p = connect_and_park(&mut h, "/", 1, true);
         let stats = ShardStats::default();
-        let r = h.restore(1, 7, "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
+        let r = h.restore(1, &u7(), "/", Some(&claim(p.pid, None)), 9, NOW, &stats);
         assert!(r.parked.is_none());
         assert_eq!(outcomes(&stats), [0, 0, 0, 1]);
     }

@@ -5,6 +5,7 @@ use super::{CoreHistory, Restore, ShardStats, DROPPED, EPOCH_CHANGED, RECOVERED,
 use crate::runtime::resume::RestoreAnswer;
 use crate::service::engineio::recovery::{resume_from, Claim, ParkNamespace, Parked, Pid};
 use crate::service::history::{MemoryHistory, Missed, Position};
+use crate::service::user_id::UserId;
 
 impl CoreHistory {
     /// A Socket.IO client of (context, user) connects namespace `nsp`, claiming a private
@@ -20,7 +21,7 @@ impl CoreHistory {
     pub fn restore(
         &mut self,
         context: u32,
-        user: u32,
+        user: &UserId,
         nsp: &str,
         claim: Option<&Claim>,
         tag: u64,
@@ -129,7 +130,7 @@ impl CoreHistory {
     pub fn park(
         &mut self,
         context: u32,
-        user: u32,
+        user: &UserId,
         attrs: &[(Box<str>, Box<str>)],
         namespaces: Vec<ParkNamespace>,
         now_ms: u64,
@@ -140,7 +141,7 @@ impl CoreHistory {
         for ns in namespaces {
             let p = Parked {
                 context,
-                user,
+                user: user.clone(),
                 ns,
                 attrs: attrs.to_vec(),
             };
@@ -154,7 +155,7 @@ impl CoreHistory {
 fn judge(
     store: &mut MemoryHistory,
     clustered: bool,
-    (context, user): (u32, u32),
+    (context, user): (u32, &UserId),
     claim: &Claim,
     parked: Option<&Parked>,
     now_ms: u64,

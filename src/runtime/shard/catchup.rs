@@ -16,19 +16,20 @@ use crate::runtime::conn::flag;
 use crate::runtime::stats::ShardStats;
 use crate::service::history::envelope::Marker;
 use crate::service::history::Position;
+use crate::service::user_id::UserId;
 
 impl Shard {
     /// Pushes for `users` (`None`: every user of this core) may have been lost on the way
     /// from another node.
-    pub(in crate::runtime) fn catch_up(&mut self, users: Option<Vec<(u32, u32)>>) {
+    pub(in crate::runtime) fn catch_up(&mut self, users: Option<Vec<(u32, UserId)>>) {
         if self.history.is_none() {
             return;
         }
-        let users = users.unwrap_or_else(|| self.users.keys().collect());
+        let users = users.unwrap_or_else(|| self.users.keys().cloned().collect());
         let mut slots = Vec::new();
         for (context, user) in users {
             slots.clear();
-            slots.extend_from_slice(self.users.sockets(context, user));
+            slots.extend_from_slice(self.users.sockets(context, &user));
             for &slot in &slots {
                 self.catch_up_socket(slot);
             }

@@ -6,6 +6,7 @@ use crate::cluster::coalesce::{CoalesceMode, Settings};
 use crate::cluster::wire::UserPresence;
 use crate::runtime::stats::ShardStats;
 use crate::runtime::{sys, PushJob};
+use crate::service::user_id::UserId;
 
 impl Shard {
     fn remote_settings(&self) -> Settings {
@@ -20,7 +21,7 @@ impl Shard {
     }
 
     /// A user's sockets here changed: every linked node hears of it at the end of the turn.
-    pub(in crate::runtime) fn presence_changed(&mut self, context: u32, user: u32) {
+    pub(in crate::runtime) fn presence_changed(&mut self, context: u32, user: &UserId) {
         if let Some(r) = self.remote.as_deref_mut() {
             r.presence_changed(context, user);
         }
@@ -67,7 +68,7 @@ impl Shard {
             return;
         }
         let (users, conns) = (&self.users, &self.conns);
-        let presence_of = |context, user| local_presence(users, conns, context, user);
+        let presence_of = |context, user: &UserId| local_presence(users, conns, context, user);
         r.flush(
             self.id,
             sys::monotonic_ms(),
@@ -81,7 +82,7 @@ impl Shard {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };
-        r.peer_up(node, self.users.keys());
+        r.peer_up(node, self.users.keys().cloned());
         self.update_directory_gauge();
     }
 
@@ -127,7 +128,7 @@ impl Shard {
     pub(in crate::runtime) fn remote_counts(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         filter: &crate::service::path_filter::PathFilter,
     ) -> Vec<u64> {
         self.remote
@@ -141,7 +142,7 @@ fn local_presence(
     users: &crate::runtime::users::UserIndex,
     conns: &crate::runtime::slots::Slots,
     context: u32,
-    user: u32,
+    user: &UserId,
 ) -> UserPresence {
     let mut paths: Vec<(Box<str>, u32)> = Vec::new();
     for &slot in users.sockets(context, user) {
@@ -155,7 +156,7 @@ fn local_presence(
     }
     UserPresence {
         context,
-        user,
+        user: user.clone(),
         paths,
     }
 }

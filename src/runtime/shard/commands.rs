@@ -92,8 +92,8 @@ impl Shard {
                 reply,
             } => {
                 let _ = reply.send(crate::runtime::Counts {
-                    local: self.local_count(context, user, &filter),
-                    remote: self.remote_counts(context, user, &filter),
+                    local: self.local_count(context, &user, &filter),
+                    remote: self.remote_counts(context, &user, &filter),
                 });
             }
             Command::PeerUp { node } => self.peer_up(node),

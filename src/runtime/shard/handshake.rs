@@ -280,7 +280,7 @@ impl Shard {
         let mut transport_of = None;
         if let Some(up) = &plan.sio {
             if let Some(sid) = &up.sid {
-                let session = plan.auth.map(|a| a.session);
+                let session = plan.auth.as_ref().map(|a| a.session);
                 let found = session.and_then(|s| self.find_sid(sid, s));
                 match found.map(|v| self.sio_attach(v, slot, up.eio)) {
                     Some(Some(transport)) => transport_of = Some(transport),
@@ -297,7 +297,8 @@ impl Shard {
             }
         }
         if let (Some(auth), None) = (&plan.auth, &transport_of) {
-            if self.user_socket_count(auth.context, auth.user) >= self.limits.max_sockets_per_user {
+            if self.user_socket_count(auth.context, &auth.user) >= self.limits.max_sockets_per_user
+            {
                 self.refuse_at(slot, Refusal::UserLimit, Site::of_path(&plan.path));
                 return;
             }

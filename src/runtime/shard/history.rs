@@ -59,12 +59,12 @@ impl Shard {
             return;
         };
         let c = &self.conns[slot as usize];
-        let Some(auth) = c.socket().and_then(|(_, meta)| meta.auth) else {
+        let Some(auth) = c.socket().and_then(|(_, meta)| meta.auth.clone()) else {
             return;
         };
         let stats = &self.shared.stats[self.id];
         let now = sys::monotonic_ms();
-        if let Some(replay) = h.connect(auth.context, auth.user, from, now, stats) {
+        if let Some(replay) = h.connect(auth.context, &auth.user, from, now, stats) {
             self.send_replay(slot, endpoint, replay);
             return;
         }
@@ -75,7 +75,7 @@ impl Shard {
         h.pending.begin(slot, gen, from);
         let (shared, core) = (self.shared.clone(), self.id);
         let done = move |answer| shared.send(core, Command::Resumed { slot, gen, answer });
-        bus.connect(auth.context, auth.user, from, Box::new(done));
+        bus.connect(auth.context, &auth.user, from, Box::new(done));
     }
 
     /// The store off the core answered socket `slot`: its replay, the marker, then the

@@ -116,7 +116,7 @@ impl Shard {
             return;
         };
         let c = &self.conns[slot as usize];
-        let Some(auth) = c.socket().and_then(|(_, meta)| meta.auth) else {
+        let Some(auth) = c.socket().and_then(|(_, meta)| meta.auth.clone()) else {
             return;
         };
         let gen = c.gen;
@@ -126,7 +126,7 @@ impl Shard {
         }
         let (shared, core) = (self.shared.clone(), self.id);
         let done = move |answer| shared.send(core, Command::GapFilled { slot, gen, answer });
-        bus.connect(auth.context, auth.user, Some(delivered), Box::new(done));
+        bus.connect(auth.context, &auth.user, Some(delivered), Box::new(done));
     }
 
     /// The store answered what socket `slot` missed after what it was sent: those, then

@@ -86,7 +86,7 @@ impl Shard {
 
     /// A handshake: a new polling session, answered with its open packet.
     fn poll_open(&mut self, slot: u32, mut plan: Box<PollPlan>) {
-        let (context, user) = (plan.auth.context, plan.auth.user);
+        let (context, user) = (plan.auth.context, &plan.auth.user);
         if self.user_socket_count(context, user) >= self.limits.max_sockets_per_user {
             self.refuse_at(slot, Refusal::UserLimit, Site::of_poll(&plan));
             return;
@@ -97,7 +97,7 @@ impl Shard {
         let mut out = Actions::new();
         let session = Session::polling(plan.eio, sid, now, request, &cfg, &mut out);
         let meta = Box::new(SocketMeta::new(
-            Some(plan.auth),
+            Some(plan.auth.clone()),
             self.paths.intern(&plan.path),
             &plan.query,
             std::mem::take(&mut plan.attrs),
@@ -344,6 +344,7 @@ impl Shard {
         if !ending
             && meta
                 .auth
+                .as_ref()
                 .is_some_and(|a| crate::service::session::unix_now() >= a.expires_at)
         {
             ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);

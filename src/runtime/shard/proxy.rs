@@ -107,7 +107,7 @@ impl Shard {
         let session = self
             .shared
             .session_key
-            .proxy_session(id.context, id.user, expires_at, &key);
+            .proxy_session(id.context, &id.user, expires_at, &key);
         let ended = if expires_at <= unix_now() {
             Some(Refusal::Session(SessionError::Expired))
         } else if self.users.revoked().contains_key(&session) {
@@ -129,17 +129,17 @@ impl Shard {
                 return;
             }
         };
-        if !self.policy.cascade.enabled(id.context, id.user) {
+        if !self.policy.cascade.enabled(id.context, &id.user) {
             self.refuse_at(slot, Refusal::Disabled, Site::of_pending(&plan));
             return;
         }
+        let shard_key = user_key(id.context, &id.user);
         let auth = SocketAuth {
             session,
             context: id.context,
             user: id.user,
             expires_at,
         };
-        let shard_key = user_key(id.context, id.user);
         match plan {
             PendingPlan::Upgrade(mut p) => {
                 p.auth = Some(auth);

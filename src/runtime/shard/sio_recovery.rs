@@ -14,6 +14,7 @@ use crate::runtime::{sys, Command, MAX_ATTRIBUTES};
 use crate::service::engineio::recovery::{Claim, ParkNamespace, Parked, Pid};
 use crate::service::engineio::Resumed;
 use crate::service::history::Position;
+use crate::service::user_id::UserId;
 
 impl Shard {
     /// Does the Socket.IO session in `slot` get connection state recovery: a history
@@ -36,12 +37,12 @@ impl Shard {
     ) {
         let tag = self.next_random();
         let socket = self.conns[session as usize].socket();
-        let user = socket.and_then(|(e, m)| Some((e, m.auth?)));
-        if let (Some(pid), Some((_, a))) = (claim.and_then(|c| c.pid), user) {
-            self.sio_take_over(session, a.context, a.user, nsp, pid);
+        let user = socket.and_then(|(e, m)| Some((e, m.auth.clone()?)));
+        if let (Some(pid), Some((_, a))) = (claim.and_then(|c| c.pid), &user) {
+            self.sio_take_over(session, a.context, &a.user, nsp, pid);
         }
-        if let Some((_, a)) = user {
-            if self.sio_ask_store(session, (a.context, a.user), nsp, claim, tag) {
+        if let Some((_, a)) = &user {
+            if self.sio_ask_store(session, (a.context, &a.user), nsp, claim, tag) {
                 return;
             }
         }
@@ -49,7 +50,7 @@ impl Shard {
         let (r, endpoint) = match (user, self.history.as_deref_mut()) {
             (Some((endpoint, a)), Some(h)) => {
                 let now = sys::monotonic_ms();
-                let r = h.restore(a.context, a.user, nsp, claim, tag, now, stats);
+                let r = h.restore(a.context, &a.user, nsp, claim, tag, now, stats);
                 (r, endpoint)
             }
             // (Recovery is only on with both; still, a CONNECT is always answered.)
@@ -66,7 +67,7 @@ impl Shard {
     fn sio_ask_store(
         &mut self,
         session: u32,
-        (context, user): (u32, u32),
+        (context, user): (u32, &UserId),
         nsp: &str,
         claim: Option<&Claim>,
         tag: u64,
@@ -130,7 +131,7 @@ impl Shard {
     /// A claim of a pid whose session is still open on this core (its client found the
     /// connection dead before the server did): that session ends now as if its transport
     /// was lost, so that its namespaces are parked and the claim restores them.
-    fn sio_take_over(&mut self, session: u32, context: u32, user: u32, nsp: &str, pid: Pid) {
+    fn sio_take_over(&mut self, session: u32, context: u32, user: &UserId, nsp: &str, pid: Pid) {
         if self
             .history
             .as_deref()
@@ -206,12 +207,12 @@ impl Shard {
         let Some((_, meta)) = self.conns[session as usize].socket() else {
             return;
         };
-        let (Some(auth), Some(h)) = (meta.auth, self.history.as_deref_mut()) else {
+        let (Some(auth), Some(h)) = (&meta.auth, self.history.as_deref_mut()) else {
             return;
         };
         if h.restores() {
             let now = sys::monotonic_ms();
-            h.park(auth.context, auth.user, meta.attrs(), namespaces, now);
+            h.park(auth.context, &auth.user, meta.attrs(), namespaces, now);
             return;
         }
         // The nats store: parked in the stream, where any node finds it.
@@ -221,7 +222,7 @@ impl Shard {
         for ns in namespaces {
             bus.park(Parked {
                 context: auth.context,
-                user: auth.user,
+                user: auth.user.clone(),
                 ns,
                 attrs: meta.attrs().to_vec(),
             });

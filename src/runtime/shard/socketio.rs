@@ -68,7 +68,8 @@ impl Shard {
         let Some(Sio::Session { session: s, .. }) = meta.sio.as_deref() else {
             return None;
         };
-        (*s.sid() == *sid && meta.auth.is_some_and(|a| a.session == session)).then_some(slot)
+        (*s.sid() == *sid && meta.auth.as_ref().is_some_and(|a| a.session == session))
+            .then_some(slot)
     }
 
     /// The handle of the connection in `slot` as it is now.

@@ -72,7 +72,11 @@ impl Shard {
                 self.begin_close(slot)
             }
             ConnState::Open { meta, .. } => {
-                if meta.auth.is_some_and(|a| unix_now() >= a.expires_at) {
+                if meta
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| unix_now() >= a.expires_at)
+                {
                     ShardStats::inc(&self.shared.stats[self.id].closed_session_ended);
                     self.end_session(slot, CloseReason::SessionExpired);
                     return;

@@ -11,10 +11,11 @@ use crate::service::history::Position;
 use crate::service::listener::SocketInfo;
 use crate::service::session::unix_now;
 use crate::service::session::Revocation;
+use crate::service::user_id::UserId;
 use std::sync::Arc;
 
 impl Shard {
-    pub(in crate::runtime) fn user_socket_count(&self, context: u32, user: u32) -> usize {
+    pub(in crate::runtime) fn user_socket_count(&self, context: u32, user: &UserId) -> usize {
         self.users.count(context, user)
     }
 
@@ -24,9 +25,10 @@ impl Shard {
             return;
         };
         ShardStats::inc(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
-        if let Some(a) = meta.auth {
-            self.users.add(a.context, a.user, slot);
-            self.presence_changed(a.context, a.user);
+        if let Some(a) = &meta.auth {
+            let (context, user) = (a.context, a.user.clone());
+            self.users.add(context, &user, slot);
+            self.presence_changed(context, &user);
         }
         self.notify(slot, |l, info| l.on_connect(info));
     }
@@ -37,9 +39,10 @@ impl Shard {
             return;
         };
         ShardStats::dec(&self.shared.stats[self.id].endpoint_sockets[endpoint as usize]);
-        if let Some(a) = meta.auth {
-            self.users.remove(a.context, a.user, slot);
-            self.presence_changed(a.context, a.user);
+        if let Some(a) = &meta.auth {
+            let (context, user) = (a.context, a.user.clone());
+            self.users.remove(context, &user, slot);
+            self.presence_changed(context, &user);
         }
         self.notify(slot, |l, info| l.on_close(info));
     }
@@ -100,7 +103,7 @@ impl Shard {
         for job in jobs {
             let at = job.at.or_else(|| {
                 let h = self.history.as_mut()?;
-                h.append(job.context, job.user, &job.text, &job.filter, now_ms)
+                h.append(job.context, &job.user, &job.text, &job.filter, now_ms)
             });
             if self.history.is_some() {
                 positions.push(at);
@@ -113,7 +116,7 @@ impl Shard {
                 last = Some((&job.text, at));
             }
             // Lent out for the loop (nothing below changes the index) to avoid a copy.
-            let Some(slots) = self.users.lend(job.context, job.user) else {
+            let Some(slots) = self.users.lend(job.context, &job.user) else {
                 continue;
             };
             let before = reached;
@@ -134,7 +137,7 @@ impl Shard {
                 let key = Some(self.push_key | u64::from(endpoint));
                 reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text, key));
             }
-            self.users.put_back(job.context, job.user, slots);
+            self.users.put_back(job.context, &job.user, slots);
             self.turn_pushes += u64::from(reached != before);
         }
         self.frame_once.forget();
@@ -195,7 +198,7 @@ impl Shard {
     pub(in crate::runtime) fn local_count(
         &self,
         context: u32,
-        user: u32,
+        user: &UserId,
         filter: &crate::service::path_filter::PathFilter,
     ) -> u64 {
         self.users
@@ -221,13 +224,13 @@ impl Shard {
         self.users.revoke(id, expires_at);
         let doomed: Vec<u32> = self
             .users
-            .sockets(context, user)
+            .sockets(context, &user)
             .iter()
             .copied()
             .filter(|&slot| {
                 self.conns[slot as usize]
                     .socket()
-                    .is_some_and(|(_, meta)| meta.auth.is_some_and(|a| a.session == id))
+                    .is_some_and(|(_, meta)| meta.auth.as_ref().is_some_and(|a| a.session == id))
             })
             .collect();
         for slot in doomed {

@@ -13,6 +13,7 @@
 //!   then sets `socket.recovered = true`), and the missed events follow it, before any live
 //!   one. A new pid means nothing was restored and nothing is replayed.
 use crate::service::history::Position;
+use crate::service::user_id::UserId;
 use std::collections::{HashMap, VecDeque};
 
 /// A private session id: one namespace's session on one connection, so that a reconnecting
@@ -151,7 +152,7 @@ pub struct ParkNamespace {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parked {
     pub context: u32,
-    pub user: u32,
+    pub user: UserId,
     pub ns: ParkNamespace,
     pub attrs: Vec<(Box<str>, Box<str>)>,
 }
@@ -160,7 +161,7 @@ pub struct Parked {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ParkedRecord<'a> {
     context: u32,
-    user: u32,
+    user: UserId,
     #[serde(borrow)]
     nsp: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
@@ -177,7 +178,7 @@ impl Parked {
     pub fn encode(&self) -> Vec<u8> {
         let r = ParkedRecord {
             context: self.context,
-            user: self.user,
+            user: self.user.clone(),
             nsp: (&*self.ns.nsp).into(),
             sid: (&*self.ns.sid).into(),
             epoch: self.ns.start.epoch,
@@ -218,22 +219,25 @@ impl Parked {
 
     /// Is this the record of (context, user)'s namespace `nsp`? (A pid alone proves
     /// nothing.)
-    pub fn belongs_to(&self, context: u32, user: u32, nsp: &str) -> bool {
-        (self.context, self.user) == (context, user) && *self.ns.nsp == *nsp
+    pub fn belongs_to(&self, context: u32, user: &UserId, nsp: &str) -> bool {
+        self.context == context && self.user == *user && *self.ns.nsp == *nsp
     }
 }
 
 /// Bytes counted per parked record on top of its strings: the map entry with the hash
 /// table's slack, the slot in the expiry order, the allocations of its strings. Measured at
 /// 382 B resident at worst, just past a growth of the table (`examples/parked_memory.rs
-/// 230000 0`; 257 B just before one); counted above that so that the bound holds.
-pub const PARKED_OVERHEAD: usize = 400;
+/// 230000 0`; 257 B just before one); counted above that so that the bound holds; plus
+/// 24 B since the record names its user with a `UserId` (24 B, was 4; a string user's heap
+/// bytes, if any, are counted apart).
+pub const PARKED_OVERHEAD: usize = 424;
 /// Bytes counted per attribute on top of its key and value (its slot, two allocations):
 /// measured at about 73 B (`examples/parked_memory.rs 120000 4`).
 pub const ATTRIBUTE_OVERHEAD: usize = 80;
 
 fn cost(p: &Parked) -> usize {
     PARKED_OVERHEAD
+        + p.user.heap_bytes()
         + p.ns.nsp.len()
         + p.ns.sid.len()
         + p.attrs
@@ -316,7 +320,7 @@ impl ParkedSessions {
         &mut self,
         pid: Pid,
         context: u32,
-        user: u32,
+        user: &UserId,
         nsp: &str,
         now_ms: u64,
     ) -> Option<Parked> {
@@ -369,7 +373,7 @@ mod tests {
     fn parked(tag: u64, user: u32, nsp: &str, attrs: &[(&str, &str)]) -> Parked {
         Parked {
             context: 1,
-            user,
+            user: user.into(),
             ns: ParkNamespace {
                 pid: Pid { epoch: 9, tag },
                 nsp: nsp.into(),
@@ -397,10 +401,19 @@ mod tests {
         let p = parked(5, 7, "/chat", &[("tab", "a\"b"), ("k", "é")]);
         let back = Parked::decode(p.ns.pid, &p.encode()).expect("decodes");
         assert_eq!(back, p);
-        assert!(back.belongs_to(1, 7, "/chat"));
-        assert!(!back.belongs_to(1, 8, "/chat") && !back.belongs_to(1, 7, "/"));
+        assert!(back.belongs_to(1, &7.into(), "/chat"));
+        assert!(!back.belongs_to(1, &8.into(), "/chat") && !back.belongs_to(1, &7.into(), "/"));
         assert!(Parked::decode(p.ns.pid, b"{\"context\":1}").is_none());
         assert!(Parked::decode(p.ns.pid, b"junk").is_none());
+        // A string user's record keeps its user; a record of before string ids decodes.
+        let mut s = p.clone();
+        s.user = UserId::parse("alice@example.com").unwrap();
+        let text = s.encode();
+        assert!(String::from_utf8_lossy(&text).contains("\"user\":\"alice@example.com\""));
+        let back = Parked::decode(p.ns.pid, &text).expect("decodes");
+        assert!(back.belongs_to(1, &s.user, "/chat") && !back.belongs_to(1, &7.into(), "/chat"));
+        let old = String::from_utf8(p.encode()).unwrap();
+        assert!(old.contains("\"user\":7"), "{old}");
     }
 
     #[test]
@@ -496,12 +509,19 @@ mod tests {
         let mut p = ParkedSessions::new(1_000, 1 << 20);
         p.park(parked(1, 7, "/", &[("room", "blue")]), 0);
         let pid = Pid { epoch: 9, tag: 1 };
-        assert_eq!(p.take(pid, 1, 8, "/", 10), None, "another user");
-        assert_eq!(p.take(pid, 1, 7, "/chat", 10), None, "another namespace");
-        assert_eq!(p.take(Pid { epoch: 9, tag: 2 }, 1, 7, "/", 10), None);
-        let got = p.take(pid, 1, 7, "/", 10).expect("its user");
+        assert_eq!(p.take(pid, 1, &8.into(), "/", 10), None, "another user");
+        assert_eq!(
+            p.take(pid, 1, &7.into(), "/chat", 10),
+            None,
+            "another namespace"
+        );
+        assert_eq!(
+            p.take(Pid { epoch: 9, tag: 2 }, 1, &7.into(), "/", 10),
+            None
+        );
+        let got = p.take(pid, 1, &7.into(), "/", 10).expect("its user");
         assert_eq!(&*got.attrs[0].1, "blue");
-        assert_eq!(p.take(pid, 1, 7, "/", 10), None, "once");
+        assert_eq!(p.take(pid, 1, &7.into(), "/", 10), None, "once");
         assert!(p.is_empty());
         assert_eq!(p.bytes(), 0);
     }
@@ -515,10 +535,12 @@ mod tests {
         assert_eq!(p.len(), 2);
         p.expire(1_000);
         assert_eq!(p.len(), 1);
-        assert!(p.take(Pid { epoch: 9, tag: 2 }, 1, 7, "/", 1_499).is_some());
+        assert!(p
+            .take(Pid { epoch: 9, tag: 2 }, 1, &7.into(), "/", 1_499)
+            .is_some());
         p.park(parked(3, 7, "/", &[]), 2_000);
         assert_eq!(
-            p.take(Pid { epoch: 9, tag: 3 }, 1, 7, "/", 3_000),
+            p.take(Pid { epoch: 9, tag: 3 }, 1, &7.into(), "/", 3_000),
             None,
             "expired"
         );
@@ -534,8 +556,13 @@ mod tests {
             assert!(p.bytes() <= 3 * one);
         }
         assert_eq!((p.len(), p.dropped()), (3, 2));
-        assert_eq!(p.take(Pid { epoch: 9, tag: 1 }, 1, 7, "/", 10), None);
-        assert!(p.take(Pid { epoch: 9, tag: 4 }, 1, 7, "/", 10).is_some());
+        assert_eq!(
+            p.take(Pid { epoch: 9, tag: 1 }, 1, &7.into(), "/", 10),
+            None
+        );
+        assert!(p
+            .take(Pid { epoch: 9, tag: 4 }, 1, &7.into(), "/", 10)
+            .is_some());
         // Parking the same pid again replaces its record.
         p.park(parked(2, 7, "/", &[("k", "v")]), 20);
         assert_eq!((p.len(), p.bytes()), (2, 2 * one));
@@ -548,7 +575,10 @@ mod tests {
         // A record larger than the whole bound is not kept.
         let big = "x".repeat(4 * one);
         p.park(parked(9, 7, "/", &[("k", &big)]), 2_000);
-        assert_eq!(p.take(Pid { epoch: 9, tag: 9 }, 1, 7, "/", 2_000), None);
+        assert_eq!(
+            p.take(Pid { epoch: 9, tag: 9 }, 1, &7.into(), "/", 2_000),
+            None
+        );
         assert!(p.bytes() <= 3 * one);
     }
 }

@@ -13,6 +13,7 @@
 //! Sans-IO: the time is passed in (`now_ms`); nothing here blocks or reads a clock.
 use super::{HistoryLimits, HistoryStats, Missed, Position, Recovery};
 use crate::service::path_filter::PathFilter;
+use crate::service::user_id::UserId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -23,19 +24,30 @@ use std::sync::Arc;
 /// full and dropping its oldest (`benches/compare/history_rss.py`: 311 B resident per held
 /// 200-byte push, the queues' slack and the allocator's churn included); counted at that so
 /// that `max_bytes` bounds what is resident; plus 16 B since the entry holds its push's path
-/// filter (an `Option<Box<str>>`; the pattern's own bytes, if any, are counted apart).
-pub const ENTRY_OVERHEAD: usize = 128;
+/// filter (an `Option<Box<str>>`; the pattern's own bytes, if any, are counted apart); plus
+/// 24 B since its slot in the append order names its user with a `UserId` (24 B, was 4).
+pub const ENTRY_OVERHEAD: usize = 152;
 
 /// Bytes counted per stream held (its record, its slot in the map of streams with the map's
 /// slack, its queue's first allocation), on top of its messages. Measured at about 170 B
-/// (`examples/history_memory.rs 100000 1 50`: 316 B resident per one-message stream of 50 B).
-pub const STREAM_OVERHEAD: usize = 192;
+/// (`examples/history_memory.rs 100000 1 50`: 316 B resident per one-message stream of 50 B);
+/// plus 24 B for its key's `UserId` (a string user's heap bytes, if any, are counted apart).
+pub const STREAM_OVERHEAD: usize = 216;
 
 /// Bytes per idle user record (map entry with its slack, slot in the idle order); bounded
 /// by count (`max_idle`), not by `max_bytes`.
-pub const IDLE_OVERHEAD: usize = 64;
+/// At worst: the map's entry (key and offset) at half load, plus two slots in the idle order
+/// (stale ones are compacted past twice the live records): 2 x 16 + 2 x 16 = 64 with `u32`
+/// users, 2 x 40 + 2 x 40 = 160 now that a key holds a 24-byte `UserId`.
+pub const IDLE_OVERHEAD: usize = 160;
 
-type Key = (u32, u32);
+type Key = (u32, UserId);
+
+/// What a stream costs besides its messages: a string user's heap bytes are shared by the
+/// stream's key and its messages' slots in the append order.
+fn stream_cost(key: &Key) -> usize {
+    STREAM_OVERHEAD + key.1.heap_bytes()
+}
 
 struct Entry {
     offset: u64,
@@ -131,23 +143,23 @@ impl MemoryHistory {
     pub fn append(
         &mut self,
         context: u32,
-        user: u32,
+        user: &UserId,
         text: Arc<str>,
         filter: Option<PathFilter>,
         now_ms: u64,
     ) -> Position {
         self.last_offset += 1;
         let offset = self.last_offset;
-        let key = (context, user);
+        let key = (context, user.clone());
         let filter = filter.and_then(PathFilter::narrowing);
         self.bytes += cost(&text, filter.as_ref());
         if !self.streams.contains_key(&key) {
-            self.bytes += STREAM_OVERHEAD;
+            self.bytes += stream_cost(&key);
             // What this user may have lost before: its idle record, or (none) anything
             // up to what was forgotten.
             let dropped_through = self.idle.remove(&key).unwrap_or(self.forgotten_through);
             self.streams.insert(
-                key,
+                key.clone(),
                 Stream {
                     entries: VecDeque::new(),
                     dropped_through,
@@ -187,10 +199,11 @@ impl MemoryHistory {
     /// Drop what is older than the ttl at `now_ms` (also done on every append; call it
     /// from a timer so that an idle store releases its memory).
     pub fn expire(&mut self, now_ms: u64) {
-        while let Some(&(key, offset)) = self.order.front() {
+        while let Some((key, offset)) = self.order.front() {
+            let offset = *offset;
             let live = self
                 .streams
-                .get(&key)
+                .get(key)
                 .and_then(|s| s.entries.front())
                 .filter(|e| e.offset == offset);
             match live {
@@ -227,7 +240,7 @@ impl MemoryHistory {
             if stream.entries.is_empty() {
                 let last = stream.last;
                 self.streams.remove(&key);
-                self.bytes -= STREAM_OVERHEAD;
+                self.bytes -= stream_cost(&key);
                 self.remember_idle(key, last);
             }
             return true;
@@ -238,7 +251,7 @@ impl MemoryHistory {
     /// Keep an idle record for `key` (everything up to `through` may be gone), within
     /// `max_idle`: beyond, the oldest record is forgotten into `forgotten_through`.
     fn remember_idle(&mut self, key: Key, through: u64) {
-        self.idle.insert(key, through);
+        self.idle.insert(key.clone(), through);
         self.idle_order.push_back((key, through));
         while self.idle.len() > self.limits.max_idle {
             let Some((k, v)) = self.idle_order.pop_front() else {
@@ -259,15 +272,15 @@ impl MemoryHistory {
 
     /// A client of (context, user) connected: make sure the user has a record here, so
     /// that a later resume from [`MemoryHistory::current`] is judged on this user alone.
-    pub fn touch(&mut self, context: u32, user: u32) {
-        let key = (context, user);
+    pub fn touch(&mut self, context: u32, user: &UserId) {
+        let key = (context, user.clone());
         if !self.streams.contains_key(&key) && !self.idle.contains_key(&key) {
             self.remember_idle(key, self.forgotten_through);
         }
     }
 
     /// What a client of (context, user) that has everything up to `from` gets on resume.
-    pub fn since(&mut self, context: u32, user: u32, from: Position, now_ms: u64) -> Recovery {
+    pub fn since(&mut self, context: u32, user: &UserId, from: Position, now_ms: u64) -> Recovery {
         self.expire(now_ms);
         if from.epoch != self.epoch || from.offset > self.last_offset {
             // Another epoch (a restart), or a position this store never gave out.
@@ -276,7 +289,7 @@ impl MemoryHistory {
                 complete: false,
             };
         }
-        let key = (context, user);
+        let key = (context, user.clone());
         let Some(stream) = self.streams.get(&key) else {
             let dropped = self.idle.get(&key).copied();
             return Recovery {
@@ -329,26 +342,26 @@ mod tests {
     #[test]
     fn offsets_increase_per_stream_and_a_resume_gets_what_was_missed_in_order() {
         let mut h = MemoryHistory::new(7, limits(100, 60_000, 1 << 20));
-        let a1 = h.append(1, 1, "a1".into(), None, 0);
-        let b1 = h.append(1, 2, "b1".into(), None, 1);
-        let a2 = h.append(1, 1, "a2".into(), None, 2);
-        let a3 = h.append(1, 1, "a3".into(), None, 3);
+        let a1 = h.append(1, &1.into(), "a1".into(), None, 0);
+        let b1 = h.append(1, &2.into(), "b1".into(), None, 1);
+        let a2 = h.append(1, &1.into(), "a2".into(), None, 2);
+        let a3 = h.append(1, &1.into(), "a3".into(), None, 3);
         assert_eq!(a1.epoch, 7);
         assert!(a1.offset < a2.offset && a2.offset < a3.offset);
         assert_ne!(b1.offset, a1.offset);
-        let r = h.since(1, 1, a1, 10);
+        let r = h.since(1, &1.into(), a1, 10);
         assert_eq!(texts(&r), ["a2", "a3"]);
         assert!(r.complete);
-        let r = h.since(1, 1, a3, 10);
+        let r = h.since(1, &1.into(), a3, 10);
         assert!(r.messages.is_empty() && r.complete, "up to date");
         assert_eq!(h.current(), a3);
         assert!(
-            h.since(5, 5, h.current(), 10).complete,
+            h.since(5, &5.into(), h.current(), 10).complete,
             "a new client of anyone"
         );
         let r = h.since(
             1,
-            2,
+            &2.into(),
             Position {
                 epoch: 7,
                 offset: 0,
@@ -362,10 +375,10 @@ mod tests {
     #[test]
     fn another_epoch_or_an_unknown_position_is_never_completed() {
         let mut h = MemoryHistory::new(2, limits(100, 60_000, 1 << 20));
-        let p = h.append(1, 1, "x".into(), None, 0);
+        let p = h.append(1, &1.into(), "x".into(), None, 0);
         let r = h.since(
             1,
-            1,
+            &1.into(),
             Position {
                 epoch: 1,
                 offset: 0,
@@ -384,20 +397,20 @@ mod tests {
             epoch: 2,
             offset: p.offset + 5,
         };
-        assert!(!h.since(1, 1, future, 1).complete);
+        assert!(!h.since(1, &1.into(), future, 1).complete);
     }
 
     #[test]
     fn the_size_limit_drops_the_oldest_and_a_resume_from_before_is_incomplete() {
         let mut h = MemoryHistory::new(1, limits(2, 60_000, 1 << 20));
-        let p1 = h.append(1, 1, "1".into(), None, 0);
-        let p2 = h.append(1, 1, "2".into(), None, 0);
-        h.append(1, 1, "3".into(), None, 0);
-        h.append(1, 1, "4".into(), None, 0);
-        let r = h.since(1, 1, p1, 0);
+        let p1 = h.append(1, &1.into(), "1".into(), None, 0);
+        let p2 = h.append(1, &1.into(), "2".into(), None, 0);
+        h.append(1, &1.into(), "3".into(), None, 0);
+        h.append(1, &1.into(), "4".into(), None, 0);
+        let r = h.since(1, &1.into(), p1, 0);
         assert_eq!(texts(&r), ["3", "4"], "what is held is still given");
         assert!(!r.complete, "message 2 is gone");
-        let r = h.since(1, 1, p2, 0);
+        let r = h.since(1, &1.into(), p2, 0);
         assert_eq!(texts(&r), ["3", "4"]);
         assert!(r.complete, "nothing after 2 was dropped");
         assert_eq!(h.stats().expired, 2);
@@ -408,11 +421,11 @@ mod tests {
     fn a_push_keeps_its_path_filter_counted_and_a_resume_returns_it() {
         let mut h = MemoryHistory::new(1, limits(100, 60_000, 1 << 20));
         let p0 = h.current();
-        h.append(1, 1, "all".into(), None, 0);
-        h.append(1, 1, "a".into(), Some(PathFilter::new("/a*")), 0);
-        h.append(1, 1, "b".into(), Some(PathFilter::new("/b*")), 0);
-        h.append(1, 1, "star".into(), Some(PathFilter::any()), 0);
-        let r = h.since(1, 1, p0, 0);
+        h.append(1, &1.into(), "all".into(), None, 0);
+        h.append(1, &1.into(), "a".into(), Some(PathFilter::new("/a*")), 0);
+        h.append(1, &1.into(), "b".into(), Some(PathFilter::new("/b*")), 0);
+        h.append(1, &1.into(), "star".into(), Some(PathFilter::any()), 0);
+        let r = h.since(1, &1.into(), p0, 0);
         let filters: Vec<_> = r.messages.iter().map(|m| m.filter.clone()).collect();
         assert_eq!(
             filters,
@@ -445,11 +458,11 @@ mod tests {
             epoch: 1,
             offset: 0,
         };
-        let a = h.append(1, 1, "old".into(), None, 0);
-        h.append(1, 2, "other".into(), None, 500);
+        let a = h.append(1, &1.into(), "old".into(), None, 0);
+        h.append(1, &2.into(), "other".into(), None, 500);
         h.expire(1_000);
         assert_eq!(h.streams(), 1, "user 1's only message expired");
-        let r = h.since(1, 1, p0, 1_000);
+        let r = h.since(1, &1.into(), p0, 1_000);
         assert_eq!(
             r,
             Recovery {
@@ -457,10 +470,10 @@ mod tests {
                 complete: false
             }
         );
-        let r = h.since(1, 1, a, 1_000);
+        let r = h.since(1, &1.into(), a, 1_000);
         assert!(r.complete, "the client had it");
         // A user who never had a push here is complete from the forgotten watermark on.
-        assert!(h.since(9, 9, a, 1_000).complete);
+        assert!(h.since(9, &9.into(), a, 1_000).complete);
         h.expire(1_500);
         assert_eq!((h.streams(), h.bytes()), (0, 0));
         assert_eq!(h.stats().expired, 2);
@@ -470,16 +483,16 @@ mod tests {
     fn the_byte_bound_evicts_the_oldest_store_wide_and_counts() {
         let per = 10 + ENTRY_OVERHEAD + STREAM_OVERHEAD;
         let mut h = MemoryHistory::new(1, limits(100, 60_000, 3 * per));
-        let first = h.append(1, 1, "0123456789".into(), None, 0);
+        let first = h.append(1, &1.into(), "0123456789".into(), None, 0);
         for u in 2..=4 {
-            h.append(1, u, "0123456789".into(), None, u as u64);
+            h.append(1, &u.into(), "0123456789".into(), None, u as u64);
         }
         assert!(h.bytes() <= 3 * per);
         assert_eq!(h.stats().evicted, 1);
         assert_eq!(h.streams(), 3, "user 1's stream went first");
         let r = h.since(
             1,
-            1,
+            &1.into(),
             Position {
                 epoch: 1,
                 offset: 0,
@@ -487,9 +500,9 @@ mod tests {
             10,
         );
         assert!(!r.complete, "its message was evicted");
-        assert!(h.since(1, 1, first, 10).complete);
+        assert!(h.since(1, &1.into(), first, 10).complete);
         for i in 0..1_000u32 {
-            h.append(2, i, format!("{i:0>10}").into(), None, 20);
+            h.append(2, &i.into(), format!("{i:0>10}").into(), None, 20);
             assert!(h.bytes() <= 3 * per);
         }
     }
@@ -497,28 +510,28 @@ mod tests {
     #[test]
     fn a_user_forgotten_and_pushed_again_still_owes_what_was_dropped() {
         let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
-        let before = h.append(1, 1, "a".into(), None, 0);
-        let gone = h.append(1, 1, "b".into(), None, 0);
+        let before = h.append(1, &1.into(), "a".into(), None, 0);
+        let gone = h.append(1, &1.into(), "b".into(), None, 0);
         h.expire(1_000);
-        let after = h.append(1, 1, "c".into(), None, 1_000);
-        let r = h.since(1, 1, before, 1_000);
+        let after = h.append(1, &1.into(), "c".into(), None, 1_000);
+        let r = h.since(1, &1.into(), before, 1_000);
         assert_eq!(texts(&r), ["c"]);
         assert!(!r.complete, "b was dropped with the old stream");
-        let r = h.since(1, 1, gone, 1_000);
+        let r = h.since(1, &1.into(), gone, 1_000);
         assert!(r.complete && texts(&r) == ["c"]);
-        assert!(h.since(1, 1, after, 1_000).complete);
+        assert!(h.since(1, &1.into(), after, 1_000).complete);
     }
 
     #[test]
     fn an_idle_client_resumes_completely_after_the_ttl_and_others_expiring() {
         let mut h = MemoryHistory::new(1, limits(10, 1_000, 1 << 20));
-        h.append(1, 2, "other".into(), None, 0);
-        h.touch(1, 1);
+        h.append(1, &2.into(), "other".into(), None, 0);
+        h.touch(1, &1.into());
         let start = h.current();
-        h.append(1, 3, "another".into(), None, 10);
+        h.append(1, &3.into(), "another".into(), None, 10);
         h.expire(5_000);
         assert_eq!(h.streams(), 0);
-        let r = h.since(1, 1, start, 5_000);
+        let r = h.since(1, &1.into(), start, 5_000);
         assert!(
             r.complete && r.messages.is_empty(),
             "nothing was pushed to user 1"
@@ -534,20 +547,23 @@ mod tests {
                 ..limits(10, 1_000, 1 << 20)
             },
         );
-        let p1 = h.append(1, 1, "1".into(), None, 0);
-        h.append(1, 2, "2".into(), None, 0);
-        h.append(1, 3, "3".into(), None, 0);
+        let p1 = h.append(1, &1.into(), "1".into(), None, 0);
+        h.append(1, &2.into(), "2".into(), None, 0);
+        h.append(1, &3.into(), "3".into(), None, 0);
         h.expire(1_000);
         assert_eq!(h.idle_users(), 2, "user 1's record was forgotten first");
         let p0 = Position {
             epoch: 1,
             offset: 0,
         };
-        assert!(!h.since(1, 1, p0, 1_000).complete);
-        assert!(h.since(1, 1, p1, 1_000).complete, "it had its one push");
-        assert!(!h.since(1, 2, p0, 1_000).complete);
+        assert!(!h.since(1, &1.into(), p0, 1_000).complete);
+        assert!(
+            h.since(1, &1.into(), p1, 1_000).complete,
+            "it had its one push"
+        );
+        assert!(!h.since(1, &2.into(), p0, 1_000).complete);
         for u in 10..1_000 {
-            h.append(2, u, "x".into(), None, 2_000);
+            h.append(2, &u.into(), "x".into(), None, 2_000);
             h.expire(3_000);
         }
         assert!(h.idle_order.len() <= 2 * h.idle.len() + 64 + 1);
