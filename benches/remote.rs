@@ -28,8 +28,8 @@ fn setup() -> (Arc<ClusterState>, RemoteState) {
     .unwrap();
     let cluster = ClusterState::new(&cfg, 1).0;
     let mut r = RemoteState::new(cluster.clone(), 0, 10_000_000);
-    r.peer_up(0, std::iter::empty());
-    r.peer_up(1, std::iter::empty());
+    r.peer_up(0, std::iter::empty(), false);
+    r.peer_up(1, std::iter::empty(), false);
     let presence: Vec<UserPresence> = (0..USERS)
         .map(|user| UserPresence {
             context: 1,

@@ -171,10 +171,16 @@ impl Directory {
 
     /// Forget everything `node` holds (it went away, or re-syncs from scratch).
     pub fn drop_node(&mut self, node: u16) {
+        self.drop_node_except(node, |_| false);
+    }
+
+    /// Forget what `node` holds of every user but those `keep` says (a re-sync is over:
+    /// what it did not re-send is gone).
+    pub fn drop_node_except(&mut self, node: u16, keep: impl Fn(&(u32, UserId)) -> bool) {
         let mut removed = 0;
-        self.users.retain(|_, entries| {
+        self.users.retain(|key, entries| {
             let list = entries.as_slice();
-            if list.iter().all(|e| e.node != node) {
+            if list.iter().all(|e| e.node != node) || keep(key) {
                 return true;
             }
             let kept: Vec<Entry> = list.iter().filter(|e| e.node != node).copied().collect();

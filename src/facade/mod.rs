@@ -213,8 +213,10 @@ impl Service {
     /// The link to peer `node` became current: the cores drop what they knew of it and
     /// re-send their presence, before any frame of the new link is handled (commands are
     /// ordered in each core's inbox).
-    pub fn peer_up(&self, node: u16) {
-        self.shared.send_to_every_core(|| Command::PeerUp { node });
+    /// `continued`: the same run of the peer as on the link before (a failed link is back).
+    pub fn peer_up(&self, node: u16, continued: bool) {
+        self.shared
+            .send_to_every_core(|| Command::PeerUp { node, continued });
     }
 
     /// Peer `node`'s link failed: what waits for it is dropped; its presence is kept so that

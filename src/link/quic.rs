@@ -302,7 +302,11 @@ async fn serve(
     link.leave_acks.send_modify(|a| a.remove(i));
     // First thing on the link: what arrived of the peer's pushes, which settles what a failed
     // link left unconfirmed on its side.
-    let received = peer.ledger().link_up(instance);
+    let (received, continued) = {
+        let mut ledger = peer.ledger();
+        let received = ledger.link_up(instance);
+        (received, ledger.continued())
+    };
     wire::encode_ack(
         &mut peer.control_out.lock().expect("control lock"),
         received,
@@ -310,9 +314,10 @@ async fn serve(
     if was == 0 {
         tracing::info!(peer = %peer.id(), "cluster link up");
     }
-    // Cores forget the peer's old presence and queue theirs for it, before any frame of this
-    // link is read (the commands are ordered in each core's inbox).
-    link.service.peer_up(i);
+    // Cores forget the peer's old presence (a continued run's once it had time to re-send
+    // it) and queue theirs for it, before any frame of this link is read (the commands are
+    // ordered in each core's inbox).
+    link.service.peer_up(i, continued);
     if *link.phase.borrow() == Phase::Leaving {
         // This node drains: the newcomer must not route here either.
         wire::encode_leaving(&mut peer.control_out.lock().expect("control lock"));

@@ -116,8 +116,10 @@ pub enum Command {
         filter: PathFilter,
         reply: oneshot::Sender<Counts>,
     },
-    /// A link to peer `node` became current: re-sync presence with it.
-    PeerUp { node: u16 },
+    /// A link to peer `node` became current: re-sync presence with it. `continued`: the
+    /// link is with the same run of the peer as the one before (its sockets may all still
+    /// be there: what it held is kept until it has re-sent its presence).
+    PeerUp { node: u16, continued: bool },
     /// Peer `node` went away: drop its presence and what waits for it.
     PeerDown { node: u16 },
     /// Peer `node`'s link failed: what waits for it is dropped, its presence kept (pushes

@@ -17,13 +17,13 @@ use std::sync::Arc;
 /// Presence entries per batch handed to the link thread.
 const PRESENCE_BATCH: usize = 4096;
 
-/// How long after a link to a peer comes up every push is also routed to that peer, whether
-/// or not the directory lists it for the push's user. The directory forgets what the peer
-/// held when the link comes up and the peer re-sends all of its presence: until that has
-/// arrived, a push for one of its users would otherwise find no entry and reach nobody,
-/// unsent and uncounted. The peer filters what it gets, so routing too much costs only
-/// bytes. Its cores send their presence at once, 4,096 users per batch, so even 100,000
-/// users arrive well within this.
+/// How long what a peer held is kept after a failed link to the same run of it is back
+/// (`continued`), while it re-sends all of its presence: a user it re-sends replaces its
+/// old entries, and what it has not re-sent when this is over is dropped. Dropping it all
+/// at once, as for a new run, left pushes made before the re-sent presence arrived with no
+/// entry: unsent and uncounted, though the sockets had been there all along. The peer's
+/// cores send their presence at once, 4,096 users per batch, so even 100,000 users arrive
+/// well within this.
 const RESYNC_MS: u64 = 5_000;
 
 pub struct RemoteState {
@@ -39,7 +39,7 @@ pub struct RemoteState {
     unreachable: NodeSet,
     /// `up` or `unreachable`: what the directory's answer is cut to.
     known: NodeSet,
-    /// Linked peers re-sending their presence ([`RESYNC_MS`]): every push goes to them too.
+    /// Linked peers re-sending their presence after a failed link ([`RESYNC_MS`]).
     resyncing: NodeSet,
     /// This core (its counters in the peers' tables).
     core: usize,
@@ -59,8 +59,9 @@ struct NodeQueue {
     /// is told them when the link is back (`Outbound::Missed`).
     missed: MissedUsers,
     /// While the node is in `resyncing`: when that ends (monotonic ms; `u64::MAX` until the
-    /// next tick sets it).
+    /// next tick sets it), and the users it has re-sent so far.
     resync_until_ms: u64,
+    resent: HashSet<(u32, UserId)>,
 }
 
 /// Users per `Outbound::Missed` batch.
@@ -97,7 +98,6 @@ impl RemoteState {
     pub fn nodes_for(&self, job: &PushJob) -> NodeSet {
         self.directory
             .nodes_for(job.context, &job.user, &job.filter)
-            .or(&self.resyncing)
             .and(&self.known)
     }
 
@@ -193,6 +193,9 @@ impl RemoteState {
             if n.resync_until_ms == u64::MAX {
                 n.resync_until_ms = now + RESYNC_MS;
             } else if now >= n.resync_until_ms {
+                let resent = std::mem::take(&mut n.resent);
+                self.directory
+                    .drop_node_except(i, |key| resent.contains(key));
                 self.resyncing.remove(i);
             }
         }
@@ -293,9 +296,15 @@ impl RemoteState {
         }
     }
 
-    /// A link to peer `node` became current: forget what it held (it re-sends all of it) and
-    /// queue all of `users` (this core's) for it.
-    pub fn peer_up(&mut self, node: u16, users: impl Iterator<Item = (u32, UserId)>) {
+    /// A link to peer `node` became current: forget what it held (it re-sends all of it;
+    /// with `continued`, the same run as before, only once [`RESYNC_MS`] is over, and only
+    /// what it did not re-send) and queue all of `users` (this core's) for it.
+    pub fn peer_up(
+        &mut self,
+        node: u16,
+        users: impl Iterator<Item = (u32, UserId)>,
+        continued: bool,
+    ) {
         if node as usize >= crate::cluster::MAX_NODES {
             return;
         }
@@ -307,9 +316,14 @@ impl RemoteState {
         self.up.insert(node);
         self.unreachable.remove(node);
         self.known = self.up.or(&self.unreachable);
-        self.directory.drop_node(node);
-        self.resyncing.insert(node);
-        n.resync_until_ms = u64::MAX;
+        n.resent.clear();
+        if continued {
+            self.resyncing.insert(node);
+            n.resync_until_ms = u64::MAX;
+        } else {
+            self.resyncing.remove(node);
+            self.directory.drop_node(node);
+        }
         n.presence.extend(users);
         self.pending = true;
     }
@@ -350,6 +364,12 @@ impl RemoteState {
 
     /// Presence from peer `node`; returns the entries the directory had no room for.
     pub fn apply_presence(&mut self, node: u16, entries: &[UserPresence]) -> u64 {
+        if self.resyncing.contains(node) {
+            if let Some(n) = self.nodes.get_mut(node as usize) {
+                n.resent
+                    .extend(entries.iter().map(|e| (e.context, e.user.clone())));
+            }
+        }
         entries
             .iter()
             .filter(|e| !self.directory.apply(node, e))
@@ -452,7 +472,7 @@ mod tests {
             r.nodes_for(&job(7, false)).is_empty(),
             "node 1 is not linked"
         );
-        r.peer_up(1, std::iter::empty());
+        r.peer_up(1, std::iter::empty(), false);
         r.apply_presence(1, &[presence(7)]);
         let nodes = r.nodes_for(&job(7, false));
         assert_eq!(nodes, NodeSet::one(1));
@@ -472,31 +492,34 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_re_sending_its_presence_gets_every_push_until_it_has() {
+    fn a_continued_peer_keeps_what_it_held_until_it_has_re_sent_it() {
         let c = cluster(2);
         let mut r = RemoteState::new(c.clone(), 0, 100);
-        r.peer_up(1, std::iter::empty());
-        r.apply_presence(1, &[presence(7)]);
-        r.tick(0, 0);
-        r.tick(RESYNC_MS, 0);
-        assert!(r.nodes_for(&job(8, false)).is_empty(), "node 1 is synced");
-        // The link fails and comes back: node 1 re-sends its presence. Until it has arrived,
-        // a push for user 7 (or anyone) still goes to node 1, which filters.
+        r.peer_up(1, std::iter::empty(), false);
+        r.apply_presence(1, &[presence(7), presence(8)]);
+        assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1));
+        // The link fails (presence kept: counted lost) and comes back to the same run. Until
+        // node 1 has re-sent its presence, pushes for its users still go to it.
         r.peer_unreachable(1);
-        assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1), "counted lost");
-        r.peer_up(1, std::iter::empty());
+        assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1));
+        r.peer_up(1, std::iter::empty(), true);
         assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1));
         assert_eq!(r.nodes_for(&job(8, false)), NodeSet::one(1));
+        assert!(r.nodes_for(&job(9, false)).is_empty(), "no broadcast");
         let t = 10 * RESYNC_MS;
         r.tick(t, 0); // arms the window
-        r.apply_presence(1, &[presence(7)]);
+        r.apply_presence(1, &[presence(7)]); // user 8 left meanwhile: not re-sent
         r.tick(t + RESYNC_MS - 1, 0);
         assert_eq!(r.nodes_for(&job(8, false)), NodeSet::one(1));
         r.tick(t + RESYNC_MS, 0);
         assert_eq!(r.nodes_for(&job(7, false)), NodeSet::one(1));
-        assert!(r.nodes_for(&job(8, false)).is_empty(), "the window is over");
-        // A node that is not linked never gets one.
-        assert!(!r.nodes_for(&job(8, false)).contains(0));
+        assert!(
+            r.nodes_for(&job(8, false)).is_empty(),
+            "not re-sent: dropped"
+        );
+        // A new run of the peer starts from nothing at once.
+        r.peer_up(1, std::iter::empty(), false);
+        assert!(r.nodes_for(&job(7, false)).is_empty());
     }
 
     #[test]
@@ -504,7 +527,7 @@ mod tests {
         let c = cluster(1);
         let mut r = RemoteState::new(c.clone(), 0, 100);
         let stats = ShardStats::new(1);
-        r.peer_up(0, [(1, 7.into()), (1, 8.into())].into_iter());
+        r.peer_up(0, [(1, 7.into()), (1, 8.into())].into_iter(), false);
         r.apply_presence(0, &[presence(7)]);
         r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         match c.peer(0).unwrap().queues[0].pop() {
@@ -542,7 +565,7 @@ mod tests {
         let c = cluster(1);
         let mut r = RemoteState::new(c.clone(), 0, 100);
         let stats = ShardStats::new(1);
-        r.peer_up(0, std::iter::empty());
+        r.peer_up(0, std::iter::empty(), false);
         r.apply_presence(0, &[presence(7), presence(8), presence(9)]);
         r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         // 7 waits in the coalescer, 8 in this turn's batch when the link fails.
@@ -559,7 +582,7 @@ mod tests {
             c.peer(0).unwrap().queues[0].pop().is_none(),
             "nothing for a node that is down"
         );
-        r.peer_up(0, std::iter::empty());
+        r.peer_up(0, std::iter::empty(), false);
         r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         match c.peer(0).unwrap().queues[0].pop() {
             Some(Outbound::Missed { all, mut users }) => {
@@ -579,7 +602,7 @@ mod tests {
         let nodes = r.nodes_for(&job(7, false));
         r.route(&job(7, false), nodes, 0, &settings(0), &stats);
         r.peer_down(0);
-        r.peer_up(0, std::iter::empty());
+        r.peer_up(0, std::iter::empty(), false);
         r.flush(0, 0, &stats, |_, u| presence(u.clone()));
         assert!(c.peer(0).unwrap().queues[0].pop().is_none());
     }

@@ -78,11 +78,11 @@ impl Shard {
     }
 
     /// A link to peer `node` became current: it gets all of this core's presence again.
-    pub(in crate::runtime) fn peer_up(&mut self, node: u16) {
+    pub(in crate::runtime) fn peer_up(&mut self, node: u16, continued: bool) {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };
-        r.peer_up(node, self.users.keys().cloned());
+        r.peer_up(node, self.users.keys().cloned(), continued);
         self.update_directory_gauge();
     }
 

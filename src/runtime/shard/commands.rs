@@ -96,7 +96,7 @@ impl Shard {
                     remote: self.remote_counts(context, &user, &filter),
                 });
             }
-            Command::PeerUp { node } => self.peer_up(node),
+            Command::PeerUp { node, continued } => self.peer_up(node, continued),
             Command::PeerDown { node } => self.peer_down(node, false),
             Command::PeerUnreachable { node } => self.peer_down(node, true),
             Command::RemotePresence { node, entries } => self.remote_presence(node, entries),
