@@ -215,22 +215,12 @@ mod tests {
             let m = SocketMeta::new(Some(a.clone()), "/ws".into(), &q, Vec::new(), None);
             assert_eq!(m.query(), q, "query {q:?}");
         }
-        let m = SocketMeta::new(
-            Some(a.clone()),
-            "/ws".into(),
-            &format!("session={id}"),
-            vec![],
-            None,
-        );
+        let with_query =
+            |q: String| SocketMeta::new(Some(a.clone()), "/ws".into(), &q, vec![], None);
+        let m = with_query(format!("session={id}"));
         assert!(m.more.is_none(), "nothing but the session: no allocation");
         assert_eq!(m.session_at, 0);
-        let m = SocketMeta::new(
-            Some(a.clone()),
-            "/ws".into(),
-            &format!("k=v&session={id}"),
-            vec![],
-            None,
-        );
+        let m = with_query(format!("k=v&session={id}"));
         assert_eq!(m.more.as_ref().map(|m| &*m.query), Some("k=v"));
     }
 
