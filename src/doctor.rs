@@ -63,10 +63,10 @@ fn bad(level: Level, what: String, change: String) -> Finding {
     }
 }
 
-/// User-space bytes budgeted per idle connection: 880 B measured per idle authenticated
-/// connection at 100,000 on six rings, about 465-510 B of it the connection's own and the rest
-/// the rings' fixed receive buffers (README, "Memory per connection"), rounded up to 1 KiB
-/// for allocator slack and smaller nodes; and kernel bytes per connection (socket, both directions' minimal
+/// User-space bytes budgeted per idle connection: 637 B measured per idle authenticated
+/// connection at 100,000 on six rings (645 B with short string ids), about 465 B of it the
+/// connection's own and the rest the rings' fixed memory (README, "Memory per connection"),
+/// rounded up to 1 KiB for allocator slack, long string ids and smaller nodes; and kernel bytes per connection (socket, both directions' minimal
 /// buffers; measured about 9 KB for both ends on loopback, so about 5 KB for the server's
 /// end).
 const USER_BYTES_PER_CONN: u64 = 1_024;

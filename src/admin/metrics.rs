@@ -129,6 +129,12 @@ const FIELDS: &[Field] = &[
         |s| &s.recv_no_buffers,
     ),
     (
+        "ringwire_recv_buffers_window",
+        "gauge",
+        "Provided receive buffers the kernel may take now (the window widens when a receive finds none)",
+        |s| &s.recv_window,
+    ),
+    (
         "ringwire_pings_sent_total",
         "counter",
         "Keepalive pings sent",

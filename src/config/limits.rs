@@ -104,6 +104,9 @@ pub struct EngineConfig {
     pub ring_entries: u32,
     /// Provided receive buffers per core. Idle connections hold none; this bounds how many
     /// sockets can have unread data in flight at once (the rest wait in their kernel buffers).
+    /// The kernel is handed a window of them (64 at first, doubled whenever a receive finds
+    /// none, halved after 10 s without), the most recently used first, so a quiet core
+    /// touches only a few (`runtime::bufring`).
     pub recv_buffers: u16,
     /// Size of one provided receive buffer. 16 KiB reads a typical burst in one completion.
     pub recv_buffer_bytes: u32,

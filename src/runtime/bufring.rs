@@ -1,6 +1,16 @@
 //! A provided buffer ring (IORING_REGISTER_PBUF_RING): the kernel picks a receive buffer only
 //! when data arrives, so an idle connection pins no read buffer.
 //!
+//! Only a window of the buffers is handed to the kernel at a time, refilled from a stack of
+//! the free ones, most recently used on top: the kernel takes buffers in the order they were
+//! given, so handing it all of them would cycle through every buffer (and touch the first page
+//! of each: 4 MiB a ring with the defaults) even on an idle core. With the window, a quiet
+//! core keeps reusing the same few buffers, warm in the cache. A turn in which an open
+//! socket's receive found the window empty (`ENOBUFS`) doubles it (up to every buffer), and a
+//! window that has not run dry for [`RELAX_AFTER_TICKS`] ticks is halved again (see
+//! `BufWindow`). A request's receive that finds none does not widen it: the request waits a
+//! turn (`Shard::rearm_starved`), so a burst of connections does not leave every buffer touched.
+//!
 //! This file and `sys.rs` hold the data plane's unsafe code.
 use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
@@ -15,6 +25,86 @@ pub struct BufRing {
     entries: u16,
     buf_size: u32,
     tail: u16,
+    window: BufWindow,
+}
+
+/// The smallest window: enough for a turn of a few dozen receives on a quiet core.
+pub const MIN_WINDOW: u16 = 64;
+/// Ticks (100 ms) without a receive that found the window empty before it is halved.
+pub const RELAX_AFTER_TICKS: u32 = 100;
+
+/// Which buffers the kernel holds and which wait on our side (sans-IO: no pointers, tested
+/// alone). `given` counts the buffers handed to the kernel and not yet given back to us
+/// through `recycle`: a buffer the kernel filled counts as given until its completion's
+/// handler recycles it, within the same loop turn, so `given` may exceed what the kernel still
+/// has by that turn's receives (a burst larger than the window gets `ENOBUFS`, which grows it).
+#[derive(Debug)]
+pub struct BufWindow {
+    /// The buffers on our side, the most recently used last.
+    free: Vec<u16>,
+    given: u16,
+    size: u16,
+    max: u16,
+    /// Ticks since the window last ran dry.
+    quiet_ticks: u32,
+}
+
+impl BufWindow {
+    /// `entries` buffers, `min(MIN_WINDOW, entries)` given to the kernel at first (buffer 0
+    /// first); returns the window and the buffers to hand over.
+    pub fn new(entries: u16) -> (BufWindow, Vec<u16>) {
+        let size = MIN_WINDOW.min(entries);
+        // The stack's top is its end: the lowest ids not handed over are used first.
+        let free: Vec<u16> = (size..entries).rev().collect();
+        let w = BufWindow {
+            free,
+            given: size,
+            size,
+            max: entries,
+            quiet_ticks: 0,
+        };
+        (w, (0..size).collect())
+    }
+
+    /// Buffer `bid` is back from the kernel: `true` if it goes straight back (the window is
+    /// short of it), else it waits on the stack.
+    pub fn recycled(&mut self, bid: u16) -> bool {
+        self.given -= 1;
+        if self.given < self.size {
+            self.given += 1;
+            true
+        } else {
+            self.free.push(bid);
+            false
+        }
+    }
+
+    /// Receives found no buffer this turn: double the window; returns the buffers to hand
+    /// over now.
+    pub fn ran_dry(&mut self, out: &mut Vec<u16>) {
+        self.quiet_ticks = 0;
+        self.size = self.size.saturating_mul(2).min(self.max);
+        while self.given < self.size {
+            let Some(bid) = self.free.pop() else { break };
+            out.push(bid);
+            self.given += 1;
+        }
+    }
+
+    /// One tick passed: after [`RELAX_AFTER_TICKS`] quiet ones the window is halved (the
+    /// kernel keeps what it holds; the next recycles wait on the stack until it is back
+    /// within the window).
+    pub fn tick(&mut self) {
+        self.quiet_ticks += 1;
+        if self.quiet_ticks >= RELAX_AFTER_TICKS {
+            self.quiet_ticks = 0;
+            self.size = (self.size / 2).max(MIN_WINDOW.min(self.max));
+        }
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
+    }
 }
 
 fn mmap_anon(len: usize) -> io::Result<*mut u8> {
@@ -45,6 +135,7 @@ impl BufRing {
         bgid: u16,
     ) -> io::Result<BufRing> {
         assert!(entries.is_power_of_two());
+        let (window, first) = BufWindow::new(entries);
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         let bufs_bytes = entries as usize * buf_size as usize;
         let ring = mmap_anon(ring_bytes)? as *mut BufRingEntry;
@@ -64,11 +155,12 @@ impl BufRing {
             entries,
             buf_size,
             tail: 0,
+            window,
         };
         // SAFETY: the ring memory is page aligned, sized for `entries` entries, and stays mapped
         // until Drop, which runs after the io_uring that uses it is dropped (field order in Shard).
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, bgid, 0)? };
-        for bid in 0..entries {
+        for bid in first {
             br.push(bid);
         }
         br.publish();
@@ -107,10 +199,35 @@ impl BufRing {
         }
     }
 
-    /// Give buffer `bid` back to the kernel.
+    /// Buffer `bid` is ours again: handed straight back to the kernel if the window is short
+    /// of it, else kept on the free stack.
     pub fn recycle(&mut self, bid: u16) {
-        self.push(bid);
-        self.publish();
+        if self.window.recycled(bid) {
+            self.push(bid);
+            self.publish();
+        }
+    }
+
+    /// Receives found no buffer this turn: widen the window and hand the kernel what it now
+    /// lets it have.
+    pub fn ran_dry(&mut self) {
+        let mut more = Vec::new();
+        self.window.ran_dry(&mut more);
+        if !more.is_empty() {
+            for bid in more {
+                self.push(bid);
+            }
+            self.publish();
+        }
+    }
+
+    /// One tick passed (the window narrows after a quiet while).
+    pub fn tick(&mut self) {
+        self.window.tick();
+    }
+
+    pub fn window(&self) -> u16 {
+        self.window.size()
     }
 
     pub fn buf_size(&self) -> u32 {
@@ -126,5 +243,92 @@ impl Drop for BufRing {
             libc::munmap(self.bufs as *mut _, self.bufs_bytes);
             libc::munmap(self.ring as *mut _, self.ring_bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buffers handed over by `ran_dry`.
+    fn widen(w: &mut BufWindow) -> Vec<u16> {
+        let mut out = Vec::new();
+        w.ran_dry(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_quiet_core_reuses_the_same_few_buffers() {
+        let (mut w, first) = BufWindow::new(1024);
+        assert_eq!(first, (0..64).collect::<Vec<_>>());
+        // Receive after receive, each buffer back in the same turn: it goes straight back,
+        // and no buffer beyond the first window is ever handed over.
+        for i in 0..10_000u32 {
+            assert!(w.recycled((i % 64) as u16));
+        }
+        assert_eq!(w.size(), 64);
+        assert_eq!(w.free.len(), 1024 - 64);
+    }
+
+    #[test]
+    fn running_dry_doubles_the_window_with_the_most_recently_used_first() {
+        let (mut w, _) = BufWindow::new(1024);
+        // The kernel filled all 64; it runs dry before we recycle them.
+        let more = widen(&mut w);
+        assert_eq!(w.size(), 128);
+        assert_eq!(more, (64..128).collect::<Vec<_>>());
+        // All 128 come back: each refills the window (128 given at most).
+        for bid in 0..128 {
+            assert!(w.recycled(bid));
+        }
+        assert_eq!(widen(&mut w).len(), 128);
+        assert_eq!(w.size(), 256);
+        // Up to every buffer, never more.
+        for _ in 0..10 {
+            widen(&mut w);
+        }
+        assert_eq!(w.size(), 1024);
+        assert_eq!(w.given, 1024);
+        assert!(w.free.is_empty());
+    }
+
+    #[test]
+    fn a_window_quiet_for_a_while_narrows_and_keeps_its_hottest_buffers_out() {
+        let (mut w, _) = BufWindow::new(1024);
+        widen(&mut w);
+        assert_eq!(w.size(), 128);
+        for _ in 0..RELAX_AFTER_TICKS - 1 {
+            w.tick();
+        }
+        assert_eq!(w.size(), 128);
+        w.tick();
+        assert_eq!(w.size(), 64);
+        // The kernel still holds 128: the next 64 recycles wait on the stack, then each one
+        // goes straight back again.
+        for bid in 0..64 {
+            assert!(!w.recycled(bid));
+        }
+        assert_eq!(w.free.last(), Some(&63));
+        assert!(w.recycled(64));
+        // Running dry hands over the most recently recycled first.
+        assert_eq!(widen(&mut w)[0], 63);
+        // Never below the smallest window.
+        for _ in 0..10 * RELAX_AFTER_TICKS {
+            w.tick();
+        }
+        assert_eq!(w.size(), MIN_WINDOW);
+    }
+
+    #[test]
+    fn a_ring_smaller_than_the_window_hands_over_every_buffer() {
+        let (mut w, first) = BufWindow::new(16);
+        assert_eq!(first.len(), 16);
+        assert!(widen(&mut w).is_empty());
+        assert_eq!(w.size(), 16);
+        for _ in 0..RELAX_AFTER_TICKS {
+            w.tick();
+        }
+        assert_eq!(w.size(), 16);
+        assert!(w.recycled(3));
     }
 }

@@ -123,9 +123,25 @@ impl Ring {
         self.bufs.get(bid, len)
     }
 
-    /// Give a receive buffer back to the kernel.
+    /// A receive buffer is ours again (back to the kernel, or on the free stack).
     pub fn recycle(&mut self, bid: u16) {
         self.bufs.recycle(bid)
+    }
+
+    /// Receives found no provided buffer this turn: widen the window of buffers the kernel
+    /// may take.
+    pub fn buffers_ran_dry(&mut self) {
+        self.bufs.ran_dry()
+    }
+
+    /// One tick passed (the buffers' window narrows after a quiet while).
+    pub fn buffers_tick(&mut self) {
+        self.bufs.tick()
+    }
+
+    /// How many receive buffers the kernel may take now.
+    pub fn buffers_window(&self) -> u16 {
+        self.bufs.window()
     }
 
     /// The core's periodic tick (multishot; re-armed when the kernel ends it).

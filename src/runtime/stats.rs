@@ -108,6 +108,9 @@ pub struct ShardStats {
     /// the table's size (the headroom the dashboard shows).
     pub slots_in_use: AtomicU64,
     pub slots_capacity: AtomicU64,
+    /// Gauge, stored at every tick: the provided receive buffers the kernel may take now
+    /// (`runtime::bufring`: a window that widens when a receive finds none).
+    pub recv_window: AtomicU64,
     /// WebSocket closes by code (index in `CLOSE_CODES`): started by the server (its close
     /// frame, protocol errors included) and by the client (its close frame).
     pub closes_by_server: Counters<{ CLOSE_CODES.len() }>,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -243,7 +244,18 @@ def test_server_errors_are_retried_then_delivered(push_servers, receiver_factory
 
 
 def test_dead_receiver_drops_after_retries_sockets_keep_working(push_servers):
-    dead_url = f"http://{HOST}:{free_port()}/events"  # nothing listens there
+    # A port held bound but not listening for the whole test: connections to it are refused,
+    # and no other server of the suite can take it meanwhile (a free port that one did take
+    # answered 404, counted as "rejected" instead of the drop after retries).
+    dead = socket.socket()
+    dead.bind((HOST, 0))
+    try:
+        _dead_receiver(push_servers, f"http://{HOST}:{dead.getsockname()[1]}/events")
+    finally:
+        dead.close()
+
+
+def _dead_receiver(push_servers, dead_url):
     server = webhook_server(push_servers, dead_url, max_retries=2, retry_backoff_ms=50, timeout_ms=1000)
     admin = Admin(server)
     s = admin.mint(user=9, context=3)

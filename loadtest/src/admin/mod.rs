@@ -19,6 +19,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::Request;
+
+/// User `user` as JSON: the number, or with `--user-prefix P` the string `"P<user>"`.
+pub fn user_json(prefix: Option<&str>, user: u64) -> String {
+    match prefix {
+        None => user.to_string(),
+        Some(p) => serde_json::Value::String(format!("{p}{user}")).to_string(),
+    }
+}
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -38,15 +38,21 @@ pub struct MintResult {
 
 #[derive(Serialize)]
 struct SessionReq {
-    user: u64,
+    /// The simulated user's number (named by `user`).
+    #[serde(skip)]
+    number: u64,
+    user: serde_json::Value,
     context: u64,
     ttl_secs: u64,
 }
 
-/// Mints one session per user 1..=`users` with `concurrency` keep-alive connections.
+/// Mints one session per user 1..=`users` with `concurrency` keep-alive connections (user i
+/// named `<user_prefix>i` if a prefix is given, else the number i).
+#[allow(clippy::too_many_arguments)]
 pub async fn mint_sessions(
     client: Arc<AdminClient>,
     users: u64,
+    user_prefix: Option<&str>,
     context: u64,
     ttl_secs: u64,
     concurrency: u64,
@@ -72,6 +78,7 @@ pub async fn mint_sessions(
             errors.clone(),
             first_error.clone(),
         );
+        let prefix = user_prefix.map(str::to_string);
         set.spawn(async move {
             let mut lane = Lane::new(client);
             loop {
@@ -86,7 +93,9 @@ pub async fn mint_sessions(
                     break;
                 }
                 let req = SessionReq {
-                    user,
+                    number: user,
+                    user: serde_json::from_str(&crate::admin::user_json(prefix.as_deref(), user))
+                        .expect("a user id is valid JSON"),
                     context,
                     ttl_secs,
                 };
@@ -161,7 +170,7 @@ async fn mint_one(lane: &mut Lane, req: &SessionReq) -> Result<SessionCred, Stri
                             }
                         };
                         Ok(SessionCred {
-                            user: req.user,
+                            user: req.number,
                             session: s.session,
                             cookie,
                         })

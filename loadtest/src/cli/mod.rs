@@ -237,6 +237,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub users: Option<u64>,
 
+    /// [auth session] Name the users with strings: user i is `<PREFIX>i` (e.g. `--user-prefix u`
+    /// gives "u1", "u2", ...) in the sessions minted and the pushes made, instead of the
+    /// number i (ringwire's string user ids).
+    #[arg(long, value_name = "PREFIX")]
+    pub user_prefix: Option<String>,
+
     /// [auth session] Context id of the sessions and pushes.
     #[arg(long, default_value_t = 1)]
     pub context: u64,

@@ -53,6 +53,7 @@ pub async fn mint(args: &RunArgs, ui: &Ui) -> Result<Auth> {
         let m = sessions::mint_sessions(
             client.clone(),
             users,
+            args.user_prefix.as_deref(),
             args.context,
             args.session_ttl_secs,
             args.mint_concurrency,

@@ -110,6 +110,7 @@ impl Run<'_> {
             duration,
             batch_size: args.batch_size,
             users: self.users,
+            user_prefix: args.user_prefix.clone(),
             context: args.context,
             path: args.push_path(),
             coalesce: args.push_coalesce,

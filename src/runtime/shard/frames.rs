@@ -21,19 +21,24 @@ impl Shard {
     }
 
     /// A receive found every provided buffer taken: re-armed at the end of the loop turn,
-    /// once this turn's buffers are recycled, so a burst cannot spin on ENOBUFS.
+    /// once this turn's buffers are recycled, so a burst cannot spin on ENOBUFS. An open
+    /// socket's widens the window of buffers (once a turn); a request's waits.
     pub(in crate::runtime) fn starve(&mut self, slot: u32, handshake: bool) {
         ShardStats::inc(&self.shared.stats[self.id].recv_no_buffers);
+        self.frames_starved |= !handshake;
         let gen = self.conns[slot as usize].gen;
         self.outbox.starve(slot, gen, handshake);
     }
 
     pub(in crate::runtime) fn rearm_starved(&mut self) {
-        // Half the buffers: leave room for sockets whose multishot receive is still armed.
+        if std::mem::take(&mut self.frames_starved) {
+            self.ring.buffers_ran_dry();
+        }
+        // Half the window: leave room for sockets whose multishot receive is still armed.
         let budget = self
             .outbox
             .starved()
-            .min(self.policy.config.engine.recv_buffers as usize / 2);
+            .min(self.ring.buffers_window() as usize / 2);
         for _ in 0..budget {
             let Some((slot, gen, handshake)) = self.outbox.next_starved() else {
                 break;

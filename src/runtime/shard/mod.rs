@@ -95,6 +95,8 @@ pub struct Shard {
     /// submitted), and when the turn started (`clock` ns): the commands of a turn are taken
     /// after its wake-up, so a push's latency is counted from there.
     pub(super) turn_pushes: u64,
+    /// An open socket's receive found no provided buffer this turn (the window widens).
+    pub(super) frames_starved: bool,
     pub(super) turn_start: u64,
     /// Refusals logged this second, those left out, lines waiting for a peer address.
     pub(super) refusals: super::refusal_log::RefusalLog,
@@ -165,6 +167,7 @@ impl Shard {
             zlib: SharedDeflate::new(),
             timing: config.engine.latency_histograms,
             turn_pushes: 0,
+            frames_starved: false,
             turn_start: 0,
             refusals: Default::default(),
             frame_once: FrameOnce::default(),
@@ -263,6 +266,12 @@ impl Shard {
             Op::PeerFd => self.on_peer_fd(t.slot, t.gen, res),
             _ => {
                 if !self.conns.is_live(t.slot, t.gen) {
+                    // A receive's buffer goes back whoever it was for.
+                    if matches!(t.op, Op::Recv | Op::RecvHandshake) && res > 0 {
+                        if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
+                            self.ring.recycle(bid);
+                        }
+                    }
                     return;
                 }
                 match t.op {

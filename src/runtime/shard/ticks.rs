@@ -20,6 +20,7 @@ impl Shard {
             self.ring.arm_tick();
         }
         let to = self.timers.tick_of(sys::monotonic_ms());
+        self.ring.buffers_tick();
         if self.drain.started() {
             self.drain_tick(to);
         }
@@ -38,6 +39,9 @@ impl Shard {
         stats
             .slots_capacity
             .store(self.conns.table_slots() as u64, Relaxed);
+        stats
+            .recv_window
+            .store(self.ring.buffers_window() as u64, Relaxed);
         self.refusal_log_tick();
         let mut due = Vec::new();
         self.timers.advance(to, &mut due);

@@ -43,7 +43,8 @@ pub fn build_body(job: &Job, cfg: &PushConfig, path_json: &str, batch: bool) -> 
         }
         let head = format!(
             "{{\"context\":{},\"user\":{},\"path\":{path_json},\"message\":",
-            cfg.context, push.user
+            cfg.context,
+            crate::admin::user_json(cfg.user_prefix.as_deref(), push.user)
         );
         b.extend_from_slice(head.as_bytes());
         let field = message_field(push, cfg);

@@ -13,6 +13,7 @@ fn cfg(message_bytes: usize) -> PushConfig {
         duration: Duration::from_secs(1),
         batch_size: 100,
         users: 3,
+        user_prefix: None,
         context: 7,
         path: "/ws".into(),
         coalesce: false,
@@ -137,4 +138,14 @@ fn socketio_pushes_are_events_with_the_message_as_a_string() {
             );
         }
     }
+}
+
+#[test]
+fn a_user_prefix_names_the_users_with_strings() {
+    let mut c = cfg(0);
+    c.user_prefix = Some("u-\"".into());
+    let body = build_body(&job(&[2], 0, 0), &c, "\"/ws\"", false);
+    let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+    assert_eq!(v["user"], "u-\"2");
+    assert_eq!(crate::admin::user_json(None, 5), "5");
 }

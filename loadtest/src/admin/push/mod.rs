@@ -36,6 +36,8 @@ pub struct PushConfig {
     pub duration: Duration,
     pub batch_size: u64,
     pub users: u64,
+    /// `--user-prefix`: users named `<prefix>i` instead of the number i.
+    pub user_prefix: Option<String>,
     pub context: u64,
     pub path: String,
     pub coalesce: bool,
