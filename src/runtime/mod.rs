@@ -37,7 +37,7 @@ pub use sys::{monotonic_ns, proc_units};
 mod timer;
 pub mod tls;
 mod token;
-mod users;
+pub mod users;
 
 use crate::cluster::ClusterState;
 use crate::config::Config;

@@ -25,7 +25,7 @@ impl Shard {
         if self.history.is_none() {
             return;
         }
-        let users = users.unwrap_or_else(|| self.users.keys().cloned().collect());
+        let users = users.unwrap_or_else(|| self.users.keys().collect());
         let mut slots = Vec::new();
         for (context, user) in users {
             slots.clear();

@@ -82,7 +82,7 @@ impl Shard {
         let Some(r) = self.remote.as_deref_mut() else {
             return;
         };
-        r.peer_up(node, self.users.keys().cloned(), continued);
+        r.peer_up(node, self.users.keys(), continued);
         self.update_directory_gauge();
     }
 

@@ -115,12 +115,13 @@ impl Shard {
                 self.push_key = self.push_key.wrapping_add(1 << 8);
                 last = Some((&job.text, at));
             }
-            // Lent out for the loop (nothing below changes the index) to avoid a copy.
+            // Lent out for the loop (a copy of a list of up to 3 in place, or into a kept
+            // buffer): the writes below may close sockets, which change the index.
             let Some(slots) = self.users.lend(job.context, &job.user) else {
                 continue;
             };
             let before = reached;
-            for &slot in &slots {
+            for &slot in slots.iter() {
                 let c = &self.conns[slot as usize];
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
                     continue;
@@ -137,7 +138,7 @@ impl Shard {
                 let key = Some(self.push_key | u64::from(endpoint));
                 reached += u64::from(self.push_one(slot, endpoint, at, job.prev, &job.text, key));
             }
-            self.users.put_back(job.context, &job.user, slots);
+            self.users.put_back(slots);
             self.turn_pushes += u64::from(reached != before);
         }
         self.frame_once.forget();
