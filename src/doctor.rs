@@ -63,8 +63,8 @@ fn bad(level: Level, what: String, change: String) -> Finding {
     }
 }
 
-/// User-space bytes budgeted per idle connection: 637 B measured per idle authenticated
-/// connection at 100,000 on six rings (645 B with short string ids), about 465 B of it the
+/// User-space bytes budgeted per idle connection: 507-609 B measured per idle authenticated
+/// connection at 100,000 on six rings (638 B with short string ids), about 405 B of it the
 /// connection's own and the rest the rings' fixed memory (README, "Memory per connection"),
 /// rounded up to 1 KiB for allocator slack, long string ids and smaller nodes; and kernel bytes per connection (socket, both directions' minimal
 /// buffers; measured about 9 KB for both ends on loopback, so about 5 KB for the server's
