@@ -50,20 +50,28 @@ pub struct BufWindow {
 }
 
 impl BufWindow {
-    /// `entries` buffers, `min(MIN_WINDOW, entries)` given to the kernel at first (buffer 0
-    /// first); returns the window and the buffers to hand over.
-    pub fn new(entries: u16) -> (BufWindow, Vec<u16>) {
-        let size = MIN_WINDOW.min(entries);
-        // The stack's top is its end: the lowest ids not handed over are used first.
-        let free: Vec<u16> = (size..entries).rev().collect();
-        let w = BufWindow {
-            free,
-            given: size,
-            size,
+    /// `entries` buffers, all on our side; [`BufWindow::next_to_give`] hands over the first
+    /// `min(MIN_WINDOW, entries)` (buffer 0 first).
+    pub fn new(entries: u16) -> BufWindow {
+        BufWindow {
+            // The stack's top is its end: the lowest ids are used first.
+            free: (0..entries).rev().collect(),
+            given: 0,
+            size: MIN_WINDOW.min(entries),
             max: entries,
             quiet_ticks: 0,
-        };
-        (w, (0..size).collect())
+        }
+    }
+
+    /// The next buffer to hand the kernel while the window is short of buffers (the most
+    /// recently used first).
+    pub fn next_to_give(&mut self) -> Option<u16> {
+        if self.given >= self.size {
+            return None;
+        }
+        let bid = self.free.pop()?;
+        self.given += 1;
+        Some(bid)
     }
 
     /// Buffer `bid` is back from the kernel: `true` if it goes straight back (the window is
@@ -79,16 +87,11 @@ impl BufWindow {
         }
     }
 
-    /// Receives found no buffer this turn: double the window; returns the buffers to hand
-    /// over now.
-    pub fn ran_dry(&mut self, out: &mut Vec<u16>) {
+    /// Receives found no buffer this turn: double the window (then [`BufWindow::next_to_give`]
+    /// says what to hand over now).
+    pub fn ran_dry(&mut self) {
         self.quiet_ticks = 0;
         self.size = self.size.saturating_mul(2).min(self.max);
-        while self.given < self.size {
-            let Some(bid) = self.free.pop() else { break };
-            out.push(bid);
-            self.given += 1;
-        }
     }
 
     /// One tick passed: after [`RELAX_AFTER_TICKS`] quiet ones the window is halved (the
@@ -135,7 +138,7 @@ impl BufRing {
         bgid: u16,
     ) -> io::Result<BufRing> {
         assert!(entries.is_power_of_two());
-        let (window, first) = BufWindow::new(entries);
+        let window = BufWindow::new(entries);
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         let bufs_bytes = entries as usize * buf_size as usize;
         let ring = mmap_anon(ring_bytes)? as *mut BufRingEntry;
@@ -160,10 +163,7 @@ impl BufRing {
         // SAFETY: the ring memory is page aligned, sized for `entries` entries, and stays mapped
         // until Drop, which runs after the io_uring that uses it is dropped (field order in Shard).
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, bgid, 0)? };
-        for bid in first {
-            br.push(bid);
-        }
-        br.publish();
+        br.give();
         Ok(br)
     }
 
@@ -211,12 +211,18 @@ impl BufRing {
     /// Receives found no buffer this turn: widen the window and hand the kernel what it now
     /// lets it have.
     pub fn ran_dry(&mut self) {
-        let mut more = Vec::new();
-        self.window.ran_dry(&mut more);
-        if !more.is_empty() {
-            for bid in more {
-                self.push(bid);
-            }
+        self.window.ran_dry();
+        self.give();
+    }
+
+    /// Hand the kernel what the window is short of, if anything.
+    fn give(&mut self) {
+        let mut any = false;
+        while let Some(bid) = self.window.next_to_give() {
+            self.push(bid);
+            any = true;
+        }
+        if any {
             self.publish();
         }
     }
@@ -250,16 +256,27 @@ impl Drop for BufRing {
 mod tests {
     use super::*;
 
-    /// Buffers handed over by `ran_dry`.
+    /// The buffers the window hands over now.
+    fn give(w: &mut BufWindow) -> Vec<u16> {
+        std::iter::from_fn(|| w.next_to_give()).collect()
+    }
+
+    /// Buffers handed over when the window ran dry.
     fn widen(w: &mut BufWindow) -> Vec<u16> {
-        let mut out = Vec::new();
-        w.ran_dry(&mut out);
-        out
+        w.ran_dry();
+        give(w)
+    }
+
+    /// A window of `entries` and the buffers it hands over first.
+    fn window(entries: u16) -> (BufWindow, Vec<u16>) {
+        let mut w = BufWindow::new(entries);
+        let first = give(&mut w);
+        (w, first)
     }
 
     #[test]
     fn a_quiet_core_reuses_the_same_few_buffers() {
-        let (mut w, first) = BufWindow::new(1024);
+        let (mut w, first) = window(1024);
         assert_eq!(first, (0..64).collect::<Vec<_>>());
         // Receive after receive, each buffer back in the same turn: it goes straight back,
         // and no buffer beyond the first window is ever handed over.
@@ -272,7 +289,7 @@ mod tests {
 
     #[test]
     fn running_dry_doubles_the_window_with_the_most_recently_used_first() {
-        let (mut w, _) = BufWindow::new(1024);
+        let (mut w, _) = window(1024);
         // The kernel filled all 64; it runs dry before we recycle them.
         let more = widen(&mut w);
         assert_eq!(w.size(), 128);
@@ -294,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_window_quiet_for_a_while_narrows_and_keeps_its_hottest_buffers_out() {
-        let (mut w, _) = BufWindow::new(1024);
+        let (mut w, _) = window(1024);
         widen(&mut w);
         assert_eq!(w.size(), 128);
         for _ in 0..RELAX_AFTER_TICKS - 1 {
@@ -321,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_ring_smaller_than_the_window_hands_over_every_buffer() {
-        let (mut w, first) = BufWindow::new(16);
+        let (mut w, first) = window(16);
         assert_eq!(first.len(), 16);
         assert!(widen(&mut w).is_empty());
         assert_eq!(w.size(), 16);

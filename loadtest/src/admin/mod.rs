@@ -20,12 +20,17 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::Request;
 
-/// User `user` as JSON: the number, or with `--user-prefix P` the string `"P<user>"`.
-pub fn user_json(prefix: Option<&str>, user: u64) -> String {
+/// User `user`: the number, or with `--user-prefix P` the string `"P<user>"`.
+pub fn user_value(prefix: Option<&str>, user: u64) -> serde_json::Value {
     match prefix {
-        None => user.to_string(),
-        Some(p) => serde_json::Value::String(format!("{p}{user}")).to_string(),
+        None => user.into(),
+        Some(p) => format!("{p}{user}").into(),
     }
+}
+
+/// [`user_value`] as JSON text.
+pub fn user_json(prefix: Option<&str>, user: u64) -> String {
+    user_value(prefix, user).to_string()
 }
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;

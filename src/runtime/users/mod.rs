@@ -21,6 +21,12 @@ struct Entry {
     slots: SlotList,
 }
 
+impl Entry {
+    fn is(&self, context: u32, user: &UserId) -> bool {
+        self.context == context && self.user == *user
+    }
+}
+
 pub struct UserIndex {
     /// Looked up by hash and a borrowed (context, user): no key is built nor cloned.
     sockets: HashTable<Entry>,
@@ -61,16 +67,14 @@ impl UserIndex {
     }
 
     fn find(&self, context: u32, user: &UserId) -> Option<&Entry> {
-        self.sockets.find(self.hash(context, user), |e| {
-            e.context == context && e.user == *user
-        })
+        self.sockets
+            .find(self.hash(context, user), |e| e.is(context, user))
     }
 
     /// Socket `slot` of (context, user) opened.
     pub fn add(&mut self, context: u32, user: &UserId, slot: u32) {
         let hash = self.hash(context, user);
-        let eq = |e: &Entry| e.context == context && e.user == *user;
-        if let Some(e) = self.sockets.find_mut(hash, eq) {
+        if let Some(e) = self.sockets.find_mut(hash, |e| e.is(context, user)) {
             e.slots.push(slot, &mut self.spill);
             return;
         }
@@ -89,8 +93,7 @@ impl UserIndex {
     /// Socket `slot` of (context, user) closed.
     pub fn remove(&mut self, context: u32, user: &UserId, slot: u32) {
         let hash = self.hash(context, user);
-        let eq = |e: &Entry| e.context == context && e.user == *user;
-        if let Ok(mut found) = self.sockets.find_entry(hash, eq) {
+        if let Ok(mut found) = self.sockets.find_entry(hash, |e| e.is(context, user)) {
             if found.get_mut().slots.remove(slot, &mut self.spill) {
                 found.remove();
             }
@@ -112,9 +115,7 @@ impl UserIndex {
     /// [`UserIndex::put_back`], which keeps a spilled list's buffer for the next.
     pub fn lend(&mut self, context: u32, user: &UserId) -> Option<Lent> {
         let hash = self.hash(context, user);
-        let e = self
-            .sockets
-            .find(hash, |e| e.context == context && e.user == *user)?;
+        let e = self.sockets.find(hash, |e| e.is(context, user))?;
         Some(e.slots.lend(&mut self.spill))
     }
 
@@ -129,13 +130,9 @@ impl UserIndex {
 
     /// Users here, and those among them whose list is in the spill (more than
     /// [`slots::INLINE`] sockets).
-    pub fn user_counts(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn user_counts(&self) -> (usize, usize) {
         (self.sockets.len(), self.spill.counts().1)
-    }
-
-    /// Bytes of the table's allocation (entries, control bytes).
-    pub fn table_bytes(&self) -> usize {
-        self.sockets.allocation_size()
     }
 
     /// Session `id` was terminated; it would have expired at `expires_at` (unix seconds).

@@ -50,6 +50,7 @@ impl SlotList {
     }
 
     /// Does the list live in the spill?
+    #[cfg(test)]
     pub fn is_spilled(&self) -> bool {
         self.spilled().is_some()
     }
@@ -166,6 +167,7 @@ impl Spill {
     }
 
     /// Lists in the spill (free ones too) and the users' lists among them.
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
         (self.lists.len(), self.lists.len() - self.free.len())
     }
